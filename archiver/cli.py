@@ -1,0 +1,225 @@
+"""The `archiver` command: a thin layer over the library. Each command parses, calls, renders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, load_config
+from .errors import ArchiverError, ConfigError
+
+app = typer.Typer(
+    help="Compliance archive of an organisation's social media accounts: append-only SQLite + WARC, "
+    "searched read-only in Datasette.\n\nStart with `archiver demo`, or `archiver init` for a real archive.",
+    pretty_exceptions_show_locals=False,  # locals can hold tokens
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Config file.", show_default=True, dir_okay=False)
+]
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print an ArchiverError as one line on stderr and exit with its code (2 for bad input)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ArchiverError as exc:
+            typer.echo(f"archiver: error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def on_terminal() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"archiver {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+@reports_errors
+def init(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Write a commented example config to start a real archive.
+
+    Example: archiver init --config /etc/archiver/archiver.toml
+    """
+    if config.exists():
+        raise ConfigError(f"{config}: already exists; edit it, or choose another path with --config")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(EXAMPLE_CONFIG, "utf-8")
+    typer.echo(
+        f"wrote {config}: set api_base, account and token_env, then run `archiver run --config {config}`"
+    )
+
+
+@app.command()
+@reports_errors
+def run(
+    config: ConfigOption = DEFAULT_CONFIG,
+    account: Annotated[
+        list[str] | None, typer.Option("--account", "-a", help="Only this account (repeatable).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress display, only the summary.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every wait and retry.")] = False,
+) -> None:
+    """Archive every configured account once: the nightly job.
+
+    Exit code 0 when every account succeeded, 1 when one failed (the others are still archived) or another
+    run holds the archive, 2 for a bad config.
+
+    Example: archiver run --config /etc/archiver/archiver.toml --quiet
+    """
+    from .pipeline import run_archive
+    from .progress import make_progress
+
+    setup_logging(verbose)
+    cfg = load_config(config)
+    with make_progress(enabled=on_terminal() and not quiet and not as_json) as progress:
+        result = run_archive(cfg, only=account or None, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), indent=2))
+    else:
+        from .progress import render_summary
+
+        render_summary(result)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@reports_errors
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+) -> None:
+    """Serve the archive read-only in Datasette for compliance staff.
+
+    Example: archiver serve --config demo-archive/archiver.toml --port 8001
+    """
+    from .serve import run_server
+
+    cfg = load_config(config)
+    run_server(cfg.archive.database, host=host, port=port, on_ready=lambda url: typer.echo(f"serving {url}"))
+
+
+@app.command()
+@reports_errors
+def verify(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
+) -> None:
+    """Check the archive's integrity without changing anything; exit 1 when a problem is found.
+
+    Example: archiver verify --config /etc/archiver/archiver.toml
+    """
+    from .verify import verify_archive
+
+    cfg = load_config(config)
+    problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir)
+    if as_json:
+        typer.echo(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=2))
+    else:
+        for problem in problems:
+            typer.echo(str(problem))
+        typer.echo(
+            "archive verifies" if not problems else f"{len(problems)} problem(s) found", err=bool(problems)
+        )
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+@reports_errors
+def status(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show the last run, each account's last outcome, counts and archive size.
+
+    Example: archiver status --config demo-archive/archiver.toml
+    """
+    from .status import read_status, status_json
+
+    cfg = load_config(config)
+    st = read_status(cfg.archive.database, cfg.archive.dir)
+    if as_json:
+        typer.echo(status_json(st))
+        return
+    last = st.last_run or {}
+    typer.echo(f"archive {st.database} ({st.size_bytes / 1e6:.1f} MB)")
+    typer.echo(
+        f"last run {last.get('id', '-')} started {last.get('started_at', '-')}: {last.get('status', '-')}"
+    )
+    for acc in st.accounts:
+        line = f"  {acc['account']}: {acc['status']} at {acc['finished_at']} (+{acc['new_items']} items, "
+        line += f"+{acc['new_versions']} versions, {acc['deletions']} deletions)"
+        typer.echo(line + (f" error: {acc['error']}" if acc["error"] else ""))
+    typer.echo("items: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items_by_status.items())))
+
+
+@app.command()
+@reports_errors
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo archive.")] = Path(
+        "demo-archive"
+    ),
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after archiving.")] = False,
+    host: Annotated[str, typer.Option(help="Address for Datasette.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for Datasette.")] = 8001,
+) -> None:
+    """Archive a built-in sample clinic (served on loopback) twice, then serve the archive in Datasette.
+
+    The second run sees new replies, an edit, a deleted post and a deleted reply. Leaves DIR/archiver.toml
+    so that serve, verify and status work on the demo archive afterwards.
+
+    Example: archiver demo --dir demo-archive --no-serve
+    """
+    from .demo.run import run_demo
+
+    setup_logging(False)
+    outcome = run_demo(directory, echo=typer.echo)
+    if no_serve:
+        raise typer.Exit(outcome.exit_code)
+    from .serve import run_server
+
+    run_server(
+        outcome.config.archive.database,
+        host=host,
+        port=port,
+        on_ready=lambda url: typer.echo(f"serving the demo archive at {url} (Ctrl-C to stop)"),
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,214 @@
+"""Load and validate archiver.toml against schemas/config.schema.json.
+
+Secrets are held only by reference (`token_env` or `token_file`); `resolve_token` reads one at the moment a
+connector needs it and the value never goes back into a Config object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = Path("archiver.toml")
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    platform: str
+    api_base: str
+    account: str | None = None
+    token_env: str | None = None
+    token_file: Path | None = None
+    media: bool = True
+    direct_messages: bool = True
+    enabled: bool = True
+
+    @property
+    def credential_ref(self) -> str:
+        """Where the token comes from, safe to print."""
+        return f"${self.token_env}" if self.token_env else f"file {self.token_file}"
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    dir: Path
+    database: Path
+    warc_dir: Path
+    keys_dir: Path
+    organisation: str = ""
+    warc_max_bytes: int = 1_000_000_000
+    recheck_days: int = 14
+    max_rate_limit_wait: int = 900
+    request_timeout: float = 30.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    sha256: str
+    archive: ArchiveConfig
+    accounts: list[AccountConfig] = field(default_factory=list)
+
+    def account(self, name: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise ConfigError(f"{self.path}: no account named {name!r} (configured: {known})")
+
+
+def config_schema() -> dict[str, Any]:
+    text = resources.files("archiver.schemas").joinpath("config.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _error_location(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for part in error.absolute_path:
+        parts.append(f"[{part}]" if isinstance(part, int) else (f".{part}" if parts else str(part)))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
+    """One line naming the key and the fix for the most relevant schema error."""
+    where = _error_location(error)
+    if error.validator == "oneOf" and where.startswith("accounts["):
+        return f"{where}: set exactly one of token_env (an environment variable name) or token_file (a path)"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"{where}: unknown key {', '.join(extra)} (allowed: {allowed})"
+    if error.validator == "required":
+        return f"{where}: {error.message}; add it"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "pattern":
+        hint = error.schema.get("description", "")
+        return f"{where}: {error.instance!r} is not valid. {hint}".strip()
+    return f"{where}: {error.message}"
+
+
+def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
+    """Validate parsed TOML and build a Config; relative paths are taken from the config file's folder."""
+    validator = jsonschema.Draft202012Validator(config_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        # The shallowest error is usually the real one (a oneOf failure explains its children).
+        raise ConfigError(f"{path}: {_describe(errors[0], data)}")
+    base = path.parent
+    arc = data["archive"]
+    archive_dir = (base / arc["dir"]).resolve()
+    archive = ArchiveConfig(
+        dir=archive_dir,
+        database=archive_dir / arc.get("database", "archive.db"),
+        warc_dir=archive_dir / arc.get("warc_dir", "warcs"),
+        keys_dir=archive_dir / arc.get("keys_dir", "keys"),
+        organisation=arc.get("organisation", ""),
+        warc_max_bytes=arc.get("warc_max_bytes", 1_000_000_000),
+        recheck_days=arc.get("recheck_days", 14),
+        max_rate_limit_wait=arc.get("max_rate_limit_wait", 900),
+        request_timeout=float(arc.get("request_timeout", 30)),
+        retries=arc.get("retries", 3),
+    )
+    accounts: list[AccountConfig] = []
+    seen: set[str] = set()
+    for index, acc in enumerate(data["accounts"]):
+        if acc["name"] in seen:
+            raise ConfigError(
+                f"{path}: accounts[{index}].name: {acc['name']!r} is used twice; names must be unique"
+            )
+        seen.add(acc["name"])
+        token_file = acc.get("token_file")
+        accounts.append(
+            AccountConfig(
+                name=acc["name"],
+                platform=acc["platform"],
+                api_base=acc["api_base"].rstrip("/"),
+                account=acc.get("account"),
+                token_env=acc.get("token_env"),
+                token_file=(base / token_file).resolve() if token_file else None,
+                media=acc.get("media", True),
+                direct_messages=acc.get("direct_messages", True),
+                enabled=acc.get("enabled", True),
+            )
+        )
+    return Config(path=path, sha256=sha256, archive=archive, accounts=accounts)
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file; any problem is a ConfigError naming the file and the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; create one with `archiver init` or pass --config PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    return parse_config(data, path.resolve(), hashlib.sha256(raw).hexdigest())
+
+
+def resolve_token(account: AccountConfig) -> str:
+    """The account's token, read now from the environment or its file. Raises ConfigError naming the source."""
+    if account.token_env:
+        value = os.environ.get(account.token_env, "").strip()
+        if not value:
+            raise ConfigError(
+                f"account {account.name}: environment variable {account.token_env} is not set; export the token there"
+            )
+        return value
+    assert account.token_file is not None  # guaranteed by the schema's oneOf
+    try:
+        value = account.token_file.read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"account {account.name}: cannot read token_file {account.token_file} ({exc.strerror})"
+        ) from None
+    if not value:
+        raise ConfigError(f"account {account.name}: token_file {account.token_file} is empty")
+    return value
+
+
+EXAMPLE_CONFIG = """\
+# archiver.toml: what to archive and where. Checked against schemas/config.schema.json.
+# Credentials are never written here: name an environment variable (token_env) or a file (token_file).
+
+[archive]
+dir = "archive"                 # archive folder, relative to this file
+# database = "archive.db"       # SQLite file inside dir
+# warc_dir = "warcs"            # WARC files inside dir
+# keys_dir = "keys"             # signing keys inside dir
+# organisation = "St. Example Hospital"
+# warc_max_bytes = 1000000000   # rotate WARC files at about 1 GB
+# recheck_days = 14             # re-read posts this young for new replies, edits and deletions
+# max_rate_limit_wait = 900     # give an account up for the night after waiting this long (seconds)
+# request_timeout = 30
+# retries = 3
+
+[[accounts]]
+name = "clinic-mastodon"        # short unique name
+platform = "mastodon"
+api_base = "https://mastodon.example"
+account = "@clinic"             # @handle or numeric id; leave out for the token's own account
+token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
+# token_file = "/etc/archiver/tokens/clinic-mastodon"   # instead of token_env
+# media = true                  # fetch images and video into the WARC
+# direct_messages = true        # capture direct conversations (token scope read:statuses read:conversations)
+"""

@@ -1,0 +1,18 @@
+"""Platform connectors: generators of observations from a platform's API (see base.py)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Connector
+from .mastodon import MastodonConnector
+
+CONNECTORS: dict[str, type[Connector]] = {"mastodon": MastodonConnector}
+
+
+def connector_for(platform: str) -> Connector:
+    try:
+        return CONNECTORS[platform]()
+    except KeyError:
+        raise ConfigError(
+            f"platform {platform!r} has no connector (known: {', '.join(CONNECTORS)})"
+        ) from None

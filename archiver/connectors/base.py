@@ -1,0 +1,57 @@
+"""The connector contract.
+
+A connector is a generator: given a capturing session (every request it makes is already in the WARC), the
+account's configuration and a read-only view of what the archive holds, it yields observations (items,
+proven deletions, media files, the account's identity, cursor updates, notices). It touches no database and
+no file and keeps no global state; the pipeline appends what it yields, as it yields it.
+
+Rules every connector keeps:
+- yield a CursorUpdate only after the listing it summarises completed;
+- yield a Deletion only with proof: a direct lookup the platform answered "gone", or absence from a listing
+  that completed without error and must have contained the item, confirmed by such a lookup;
+- raise a PlatformError (one line, naming the URL) for anything that stops the account; never swallow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from ..config import AccountConfig
+from ..http import CapturingSession, RateLimitPolicy
+from ..items import Observation
+from ..store import KnownItem
+
+
+class AccountState(Protocol):
+    """What a connector may ask of the archive about its own account (read-only)."""
+
+    def cursor(self, name: str) -> str | None: ...
+    def has_media(self, url: str) -> bool: ...
+    def latest(self, item_key: str) -> KnownItem | None: ...
+    def known_items(
+        self,
+        *,
+        created_since: str | None = None,
+        kinds: tuple[str, ...] = (),
+        thread_key: str | None = None,
+        conversation_key: str | None = None,
+    ) -> list[KnownItem]: ...
+
+
+@dataclass(frozen=True)
+class FetchWindow:
+    """Items created at or after `recheck_since` (ISO UTC) are re-read each run."""
+
+    recheck_since: str
+
+
+class Connector(Protocol):
+    platform: ClassVar[str]
+
+    def rate_limit_policy(self) -> RateLimitPolicy: ...
+
+    def fetch(
+        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
+    ) -> Iterator[Observation]: ...

@@ -1,0 +1,418 @@
+"""Mastodon: the account's statuses, every reply in their threads, direct conversations, edits, media.
+
+API (docs.joinmastodon.org): GET /api/v1/accounts/:id/statuses (Link-header paging, newest first),
+/api/v1/statuses/:id, /context (ancestors + descendants), /history (StatusEdit[], oldest first),
+/api/v1/conversations (Link-header paging, by last activity). Rate limits: X-RateLimit-* headers, 429.
+
+Incremental: the newest own status id is kept as a cursor; threads whose root is younger than the
+re-check window are read again each run for new replies, edits and deletions. A status is concluded
+deleted only when a direct lookup answers 404; absence from a complete context only triggers that lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ..config import AccountConfig
+from ..errors import PlatformError
+from ..http import CapturingSession, Exchange, HeaderRateLimit
+from ..items import (
+    AccountIdentity,
+    CursorUpdate,
+    Deletion,
+    Item,
+    MediaFile,
+    Notice,
+    Observation,
+    html_to_text,
+)
+from ..warc import CaptureRef
+from .base import AccountState, FetchWindow
+
+PAGE_LIMIT = 40
+# Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
+CONTEXT_CAP = 4096
+NEWEST_CURSOR = "statuses_newest_id"
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _expect(condition: bool, exchange: Exchange, what: str) -> None:
+    if not condition:
+        raise PlatformError(
+            f"GET {exchange.url}: unexpected response shape ({what}); "
+            f"raw response in WARC record {exchange.ref.record_id}"
+        )
+
+
+class MastodonConnector:
+    platform: ClassVar[str] = "mastodon"
+
+    def rate_limit_policy(self) -> HeaderRateLimit:
+        return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+    # -- one run -------------------------------------------------------------------------------------------
+    def fetch(
+        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
+    ) -> Iterator[Observation]:
+        run = _MastodonRun(session, account, state, window)
+        yield from run.fetch()
+
+
+class _MastodonRun:
+    def __init__(
+        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
+    ):
+        self.session = session
+        self.account = account
+        self.state = state
+        self.window = window
+        self.base = account.api_base
+        self.host = urlsplit(account.api_base).netloc
+        self.seen: set[str] = set()  # item keys observed this run
+        self.threads_read: set[str] = set()  # root keys whose context was read this run
+        self.media_fetched: set[str] = set()
+        self.me: dict[str, Any] = {}
+
+    def key(self, status_id: str) -> str:
+        return f"mastodon:{self.host}:{status_id}"
+
+    def api(self, path: str) -> str:
+        return f"{self.base}/api/v1/{path}"
+
+    # -- the account ---------------------------------------------------------------------------------------
+    def fetch(self) -> Iterator[Observation]:
+        yield self.fetch_identity()
+        yield from self.fetch_own_statuses()
+        yield from self.recheck_threads()
+        if self.account.direct_messages:
+            yield from self.fetch_conversations()
+
+    def fetch_identity(self) -> AccountIdentity:
+        ref = (self.account.account or "").strip()
+        if not ref:
+            exchange = self.session.get(self.api("accounts/verify_credentials"))
+        elif ref.isdigit():
+            exchange = self.session.get(self.api(f"accounts/{ref}"))
+        else:
+            exchange = self.session.get(self.api("accounts/lookup"), {"acct": ref.lstrip("@")}, ok=(200, 404))
+            if exchange.status == 404:
+                raise PlatformError(
+                    f"account {self.account.name}: {self.host} has no account {ref!r}; fix `account` in the config"
+                )
+        me = exchange.json()
+        _expect(isinstance(me, dict) and "id" in me, exchange, "an Account object")
+        self.me = me
+        return AccountIdentity(str(me["id"]), me.get("acct"), me.get("display_name"))
+
+    def fetch_own_statuses(self) -> Iterator[Observation]:
+        """Newest first until the newest status already archived; every new status' thread is read."""
+        newest_known = self.state.cursor(NEWEST_CURSOR)
+        url: str | None = self.api(f"accounts/{self.me['id']}/statuses")
+        params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
+        newest_seen: str | None = None
+        while url:
+            exchange = self.session.get(url, params)
+            page = exchange.json()
+            _expect(isinstance(page, list), exchange, "a list of Status")
+            reached_known = False
+            for status in page:
+                _expect(isinstance(status, dict) and "id" in status, exchange, "a Status with an id")
+                if newest_known and int(status["id"]) <= int(newest_known):
+                    reached_known = True
+                    break
+                if newest_seen is None or int(status["id"]) > int(newest_seen):
+                    newest_seen = str(status["id"])
+                if status.get("visibility") == "direct":
+                    continue  # direct messages are captured with their conversation
+                yield from self.read_thread(status, exchange.ref)
+            if reached_known or not page:
+                break
+            url, params = exchange.links.get("next"), None
+        if newest_seen:
+            yield CursorUpdate(NEWEST_CURSOR, newest_seen)
+
+    def recheck_threads(self) -> Iterator[Observation]:
+        """Re-read the threads whose root is inside the re-check window: new replies, edits, deletions."""
+        roots = [
+            known
+            for known in self.state.known_items(created_since=self.window.recheck_since, kinds=("post",))
+            if known.thread_key == known.item_key
+            and not known.deleted
+            and known.item_key not in self.threads_read
+        ]
+        for root in sorted(roots, key=lambda k: int(k.native_id), reverse=True):
+            exchange = self.session.get(self.api(f"statuses/{root.native_id}"), ok=(200, 404))
+            if exchange.status == 404:
+                yield Deletion(root.item_key, self.lookup_evidence(exchange))
+                continue
+            status = exchange.json()
+            _expect(isinstance(status, dict) and "id" in status, exchange, "a Status")
+            yield from self.read_thread(status, exchange.ref)
+
+    # -- threads -------------------------------------------------------------------------------------------
+    def read_thread(self, status: dict[str, Any], status_ref: CaptureRef) -> Iterator[Observation]:
+        """Observe a status and its whole thread; known replies missing from a complete thread are checked."""
+        exchange = self.session.get(self.api(f"statuses/{status['id']}/context"), ok=(200, 404))
+        if exchange.status == 404:
+            # Gone between two calls: keep what the listing showed; the next run's lookup proves the deletion.
+            yield from self.observe_status(status, status_ref, None, None)
+            return
+        context = exchange.json()
+        _expect(
+            isinstance(context, dict)
+            and isinstance(context.get("ancestors"), list)
+            and isinstance(context.get("descendants"), list),
+            exchange,
+            "a Context with ancestors and descendants",
+        )
+        ancestors, descendants = context["ancestors"], context["descendants"]
+        if ancestors:
+            # Only a context read from the root lists the whole thread: read it from there.
+            root = ancestors[0]
+            root_key = self.key(str(root["id"]))
+            if root_key not in self.threads_read:
+                yield from self.read_thread(root, exchange.ref)
+            for other in [*ancestors, *descendants]:
+                yield from self.observe_status(other, exchange.ref, None, root_key)
+            yield from self.observe_status(status, status_ref, None, root_key)
+            return
+        root_key = self.key(str(status["id"]))
+        self.threads_read.add(root_key)
+        yield from self.observe_status(status, status_ref, None, root_key)
+        for other in descendants:
+            yield from self.observe_status(other, exchange.ref, None, root_key)
+        if len(descendants) >= CONTEXT_CAP:
+            yield Notice(
+                f"thread {root_key} has {len(descendants)} replies, the API's cap: absences not checked"
+            )
+            return
+        present = {self.key(str(s["id"])) for s in descendants} | {root_key}
+        missing = [
+            known
+            for known in self.state.known_items(thread_key=root_key)
+            if not known.deleted and known.item_key not in present
+        ]
+        yield from self.confirm_absent(missing, exchange)
+
+    def confirm_absent(self, missing: list[Any], listing: Exchange) -> Iterator[Observation]:
+        """Items absent from a complete listing: a direct lookup decides (404 = deleted, 200 = still there)."""
+        for known in missing:
+            lookup = self.session.get(self.api(f"statuses/{known.native_id}"), ok=(200, 404))
+            if lookup.status == 404:
+                evidence = self.lookup_evidence(lookup)
+                evidence["absent_from"] = {"url": listing.url, "warc_record_id": listing.ref.record_id}
+                yield Deletion(known.item_key, evidence)
+            else:
+                status = lookup.json()
+                _expect(isinstance(status, dict) and "id" in status, lookup, "a Status")
+                yield from self.observe_status(
+                    status,
+                    lookup.ref,
+                    kind=known.kind,
+                    thread_key=known.thread_key,
+                    conversation_key=known.conversation_key,
+                )
+
+    def lookup_evidence(self, exchange: Exchange) -> dict[str, Any]:
+        return {
+            "method": "lookup",
+            "url": exchange.url,
+            "http_status": exchange.status,
+            "response": exchange.body[:500].decode("utf-8", "replace"),
+            "warc_file": exchange.ref.warc_file,
+            "warc_record_id": exchange.ref.record_id,
+        }
+
+    # -- conversations -------------------------------------------------------------------------------------
+    def fetch_conversations(self) -> Iterator[Observation]:
+        """Direct conversations by last activity; stop at the first one already archived and out of the window."""
+        url: str | None = self.api("conversations")
+        params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
+        while url:
+            exchange = self.session.get(url, params)
+            page = exchange.json()
+            _expect(isinstance(page, list), exchange, "a list of Conversation")
+            for conversation in page:
+                _expect(isinstance(conversation, dict) and "id" in conversation, exchange, "a Conversation")
+                last = conversation.get("last_status")
+                if not last:
+                    continue
+                known = self.state.latest(self.key(str(last["id"])))
+                if known is not None and (known.created_at or "") < self.window.recheck_since:
+                    return  # older conversations have had no activity since they were archived
+                yield from self.read_conversation(conversation, exchange)
+            if not page:
+                break
+            url, params = exchange.links.get("next"), None
+
+    def read_conversation(self, conversation: dict[str, Any], listing: Exchange) -> Iterator[Observation]:
+        conv_key = f"mastodon:{self.host}:conversation:{conversation['id']}"
+        last = conversation["last_status"]
+        exchange = self.session.get(self.api(f"statuses/{last['id']}/context"), ok=(200, 404))
+        if exchange.status == 404:
+            return
+        context = exchange.json()
+        _expect(
+            isinstance(context, dict)
+            and isinstance(context.get("ancestors"), list)
+            and isinstance(context.get("descendants"), list),
+            exchange,
+            "a Context",
+        )
+        thread = [*context["ancestors"], last, *context["descendants"]]
+        root_key = self.key(str(thread[0]["id"]))
+        for status in context["ancestors"]:
+            yield from self.observe_status(status, exchange.ref, "message", root_key, conv_key)
+        yield from self.observe_status(last, listing.ref, "message", root_key, conv_key)
+        for status in context["descendants"]:
+            yield from self.observe_status(status, exchange.ref, "message", root_key, conv_key)
+        present = {self.key(str(s["id"])) for s in thread}
+        missing = [
+            known
+            for known in self.state.known_items(conversation_key=conv_key)
+            if not known.deleted and known.item_key not in present
+        ]
+        yield from self.confirm_absent(missing, exchange)
+
+    # -- one status ----------------------------------------------------------------------------------------
+    def observe_status(
+        self,
+        status: dict[str, Any],
+        ref: CaptureRef,
+        kind: str | None,
+        thread_key: str | None,
+        conversation_key: str | None = None,
+    ) -> Iterator[Observation]:
+        """Yield a status' media, its earlier versions when it was edited since last seen, then the status."""
+        key = self.key(str(status["id"]))
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        if kind is None:
+            if status.get("visibility") == "direct":
+                kind = "message"
+            else:
+                kind = "comment" if status.get("in_reply_to_id") else "post"
+        if thread_key is None and not status.get("in_reply_to_id"):
+            thread_key = key
+        known = self.state.latest(key)
+        if known is not None:
+            thread_key = thread_key or known.thread_key
+            conversation_key = conversation_key or known.conversation_key
+        media = list((yield from self.fetch_media(status.get("media_attachments") or [])))
+        if status.get("edited_at") and (
+            known is None or _time(known.edited_at) != _time(status["edited_at"])
+        ):
+            yield from self.fetch_history(status, known, kind, thread_key, conversation_key)
+        yield self.item(
+            status, status, ref, kind, thread_key, conversation_key, media, status.get("edited_at")
+        )
+
+    def fetch_history(
+        self,
+        status: dict[str, Any],
+        known: Any,
+        kind: str,
+        thread_key: str | None,
+        conversation_key: str | None,
+    ) -> Iterator[Observation]:
+        """The versions between what the archive holds and the current one, oldest first."""
+        exchange = self.session.get(self.api(f"statuses/{status['id']}/history"))
+        history = exchange.json()
+        _expect(isinstance(history, list), exchange, "a list of StatusEdit")
+        since = _time(known.edited_at or known.created_at) if known is not None else None
+        current = _time(status["edited_at"])
+        for index, entry in enumerate(history):
+            _expect(isinstance(entry, dict) and "created_at" in entry, exchange, "a StatusEdit")
+            at = _time(entry["created_at"])
+            if at is None or (current is not None and at >= current):
+                continue  # the current version is observed from the status itself
+            if since is not None and at <= since:
+                continue  # already archived
+            media = list((yield from self.fetch_media(entry.get("media_attachments") or [])))
+            yield self.item(
+                status,
+                entry,
+                exchange.ref,
+                kind,
+                thread_key,
+                conversation_key,
+                media,
+                entry["created_at"] if index > 0 else None,
+            )
+
+    def fetch_media(self, attachments: list[dict[str, Any]]) -> Iterator[Observation]:
+        """Fetch attachments into the WARC (once per URL); returns the normalised media list."""
+        normalised = []
+        for attachment in attachments:
+            url = attachment.get("url") or attachment.get("remote_url")
+            entry = {
+                "id": attachment.get("id"),
+                "type": attachment.get("type"),
+                "url": url,
+                "description": attachment.get("description"),
+            }
+            if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
+                self.media_fetched.add(url)
+                # Media may live on another host (a CDN): never send the token there.
+                exchange = self.session.get(url, auth=False, ok=(200, 403, 404, 410))
+                if exchange.status == 200:
+                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    entry["sha256"] = digest
+                    yield MediaFile(
+                        url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref
+                    )
+                else:
+                    yield Notice(
+                        f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it"
+                    )
+            normalised.append(entry)
+        return normalised
+
+    def item(
+        self,
+        status: dict[str, Any],
+        version: dict[str, Any],
+        ref: CaptureRef,
+        kind: str,
+        thread_key: str | None,
+        conversation_key: str | None,
+        media: list[dict[str, Any]],
+        edited_at: str | None,
+    ) -> Item:
+        author = version.get("account") or status.get("account") or {}
+        parent = status.get("in_reply_to_id")
+        return Item(
+            item_key=self.key(str(status["id"])),
+            platform="mastodon",
+            kind=kind,
+            native_id=str(status["id"]),
+            source=ref,
+            raw=version,
+            text=html_to_text(version.get("content") or ""),
+            created_at=status.get("created_at"),
+            edited_at=edited_at,
+            parent_key=self.key(str(parent)) if parent else None,
+            thread_key=thread_key,
+            conversation_key=conversation_key,
+            author_id=str(author["id"]) if author.get("id") is not None else None,
+            author_handle=author.get("acct"),
+            author_name=author.get("display_name"),
+            url=status.get("url") or status.get("uri"),
+            visibility=status.get("visibility"),
+            media=tuple(media),
+            extra={
+                "spoiler_text": version.get("spoiler_text") or "",
+                "sensitive": bool(version.get("sensitive")),
+                "poll": [o.get("title") for o in (version.get("poll") or {}).get("options", [])],
+            },
+        )

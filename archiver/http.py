@@ -1,0 +1,286 @@
+"""One capturing HTTP session per account: every exchange goes to the WARC before anyone parses it.
+
+Secrets are removed before anything is written: the Authorization header's value, query parameters that
+carry credentials, and any occurrence of the token's value in what the platform sent back. Retries are
+bounded (timeouts, connection errors, 5xx) and rate limits are honoured through a per-platform policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from . import __version__
+from .errors import AuthError, PlatformError, RateLimitedError
+from .warc import CaptureRef, HttpMessage, WarcWriter
+
+log = logging.getLogger("archiver.http")
+
+REDACTED = "[REDACTED]"
+SECRET_PARAMS = {
+    "access_token",
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "client_secret",
+    "appsecret_proof",
+}
+SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
+USER_AGENT = f"archiver/{__version__} (compliance archive)"
+
+
+def redact_url(url: str) -> str:
+    """The URL with credential-bearing query parameters masked."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, REDACTED if k.lower() in SECRET_PARAMS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe=":/,@[]")))
+
+
+class Redactor:
+    """Removes the known secret values from text and bytes (URLs, headers, bodies, error messages)."""
+
+    def __init__(self, secrets: list[str]):
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+
+    def bytes(self, value: bytes) -> bytes:
+        for secret in self.secrets:
+            value = value.replace(secret.encode("utf-8"), REDACTED.encode("ascii"))
+        return value
+
+
+@dataclass
+class Exchange:
+    """A captured response: status, headers, body, and where its WARC record is."""
+
+    url: str  # redacted
+    status: int
+    headers: CaseInsensitiveDict
+    body: bytes
+    ref: CaptureRef
+    request_ref: CaptureRef
+    links: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise PlatformError(
+                f"GET {self.url}: HTTP {self.status} body is not valid JSON ({exc}); "
+                f"the raw response is in WARC record {self.ref.record_id}"
+            ) from None
+
+
+class RateLimitPolicy(Protocol):
+    def wait_before_request(self, now: float) -> float: ...
+    def observe(self, response: requests.Response, now: float) -> None: ...
+    def wait_after_429(self, response: requests.Response, now: float) -> float: ...
+
+
+class HeaderRateLimit:
+    """Rate limits signalled by Limit/Remaining/Reset headers (Reset as ISO time or Unix seconds)."""
+
+    def __init__(
+        self,
+        remaining: str = "X-RateLimit-Remaining",
+        reset: str = "X-RateLimit-Reset",
+        default_wait: float = 60.0,
+    ):
+        self.remaining_header = remaining
+        self.reset_header = reset
+        self.default_wait = default_wait
+        self.remaining: int | None = None
+        self.reset_at: float | None = None
+
+    def _reset_time(self, response: requests.Response) -> float | None:
+        value = response.headers.get(self.reset_header)
+        if not value:
+            return None
+        try:
+            number = float(value)
+            return number if number > 1e9 else time.time() + number
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+        except ValueError:
+            return None
+
+    def observe(self, response: requests.Response, now: float) -> None:
+        value = response.headers.get(self.remaining_header)
+        if value is not None and value.strip().lstrip("-").isdigit():
+            self.remaining = int(value)
+            self.reset_at = self._reset_time(response)
+
+    def wait_before_request(self, now: float) -> float:
+        if self.remaining is not None and self.remaining <= 0 and self.reset_at:
+            return max(0.0, self.reset_at - now)
+        return 0.0
+
+    def wait_after_429(self, response: requests.Response, now: float) -> float:
+        retry_after = response.headers.get("Retry-After")
+        if retry_after and retry_after.isdigit():
+            return float(retry_after)
+        reset = self._reset_time(response)
+        if reset is not None:
+            return max(0.0, reset - now)
+        return self.default_wait
+
+
+class CapturingSession:
+    """GET requests for one account, recorded to the WARC, with retries and rate limits."""
+
+    def __init__(
+        self,
+        warc: WarcWriter,
+        *,
+        account: str,
+        token: str | None,
+        credential_ref: str = "",
+        rate_limit: RateLimitPolicy | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_wait: float = 900.0,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        on_wait: Callable[[str], None] | None = None,
+    ):
+        self.warc = warc
+        self.account = account
+        self.token = token
+        self.credential_ref = credential_ref
+        self.rate_limit = rate_limit or HeaderRateLimit()
+        self.timeout = timeout
+        self.retries = retries
+        self.max_wait = max_wait
+        self.backoff = backoff
+        self.sleep = sleep
+        self.clock = clock
+        self.on_wait = on_wait
+        self.redactor = Redactor([token] if token else [])
+        self.requests_made = 0
+        self.waited = 0.0
+        self._session = requests.Session()
+        self._session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- capture -------------------------------------------------------------------------------------------
+    def _record(self, response: requests.Response) -> Exchange:
+        prepared = response.request
+        url = self.redactor.text(redact_url(prepared.url or ""))
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        req_headers = [("Host", parts.netloc)]
+        for name, value in prepared.headers.items():
+            if name.lower() in SECRET_HEADERS:
+                value = (value.split(" ", 1)[0] + " " + REDACTED) if " " in value else REDACTED
+            req_headers.append((name, self.redactor.text(value)))
+        request = HttpMessage(f"GET {target or '/'} HTTP/1.1", req_headers, b"")
+        version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(
+            getattr(response.raw, "version", 11), "HTTP/1.1"
+        )
+        resp_headers = []
+        for name, value in response.raw.headers.items():
+            if name.lower() == "transfer-encoding":
+                # The body is stored de-chunked; keep the fact without the framing.
+                name = "X-Archiver-Orig-Transfer-Encoding"
+            elif name.lower() == "set-cookie":
+                value = REDACTED
+            resp_headers.append((name, self.redactor.text(value)))
+        body = self.redactor.bytes(response.content)
+        reply = HttpMessage(
+            f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body
+        )
+        req_ref, resp_ref = self.warc.write_exchange(url, request, reply)
+        links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
+        return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
+
+    def _wait(self, seconds: float, why: str, url: str) -> None:
+        if self.waited + seconds > self.max_wait:
+            raise RateLimitedError(
+                f"account {self.account}: {why} at {url}; waiting {seconds:.0f}s more would pass the "
+                f"max_rate_limit_wait of {self.max_wait:.0f}s; the next run resumes"
+            )
+        if seconds > 0:
+            message = f"account {self.account}: {why}, waiting {seconds:.0f}s"
+            log.info(message)
+            if self.on_wait:
+                self.on_wait(message)
+            self.sleep(seconds)
+            self.waited += seconds
+
+    def get(
+        self,
+        url: str,
+        params: dict[str, Any] | None = None,
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+    ) -> Exchange:
+        """GET a URL; returns the captured exchange when its status is in `ok`, raises a PlatformError otherwise."""
+        if params:
+            url = url + ("&" if "?" in url else "?") + urlencode(params)
+        shown = self.redactor.text(redact_url(url))
+        headers = {"Authorization": f"Bearer {self.token}"} if (auth and self.token) else {}
+        attempt = 0
+        last_problem = ""
+        while True:
+            self._wait(self.rate_limit.wait_before_request(self.clock()), "rate limit reached", shown)
+            try:
+                self.requests_made += 1
+                response = self._session.get(url, headers=headers, timeout=self.timeout, allow_redirects=True)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                last_problem = f"{type(exc).__name__}"
+                if attempt >= self.retries:
+                    raise PlatformError(f"GET {shown}: {last_problem} after {attempt + 1} attempts") from None
+            else:
+                exchange = self._record(response)
+                self.rate_limit.observe(response, self.clock())
+                if response.status_code in ok:
+                    return exchange
+                if response.status_code == 429:
+                    self._wait(
+                        self.rate_limit.wait_after_429(response, self.clock()), "throttled (HTTP 429)", shown
+                    )
+                    continue  # a throttle is not a failed attempt; the wait is bounded by max_wait
+                if response.status_code in (401, 403):
+                    raise AuthError(
+                        f"account {self.account}: the platform refused the token from {self.credential_ref} "
+                        f"(HTTP {response.status_code} at {shown}); renew the token"
+                    )
+                if response.status_code < 500 or attempt >= self.retries:
+                    raise PlatformError(
+                        f"GET {shown}: HTTP {response.status_code} after {attempt + 1} attempt(s) "
+                        f"(WARC record {exchange.ref.record_id})"
+                    )
+                last_problem = f"HTTP {response.status_code}"
+            attempt += 1
+            delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
+            log.info(
+                "account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay
+            )
+            self.sleep(delay)

@@ -1,0 +1,301 @@
+"""One archive run: for each account, connector -> WARC -> store, then close the WARC and record the outcome.
+
+Order of durability: the WARC holds an exchange before it is parsed, and it is fsynced before the rows
+that point into it are committed. A failing account is recorded with a one-line error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+
+from .config import AccountConfig, Config, resolve_token
+from .connectors import connector_for
+from .connectors.base import FetchWindow
+from .errors import ArchiverError
+from .http import CapturingSession, Redactor
+from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
+from .lock import archive_lock
+from .store import KnownItem, Store
+from .warc import WarcWriter, iso, utcnow
+
+log = logging.getLogger("archiver.run")
+
+COMMIT_EVERY = 500  # observations per transaction: bounded loss window, few fsyncs
+
+
+@dataclass
+class AccountResult:
+    account: str
+    platform: str
+    status: str = "ok"
+    requests: int = 0
+    new_items: int = 0
+    new_versions: int = 0
+    deletions: int = 0
+    restorations: int = 0
+    media: int = 0
+    notices: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    accounts: list[AccountResult]
+    warc_files: list[str]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(a.status == "ok" for a in self.accounts)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def summary(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "status": "ok" if self.ok else "failed",
+            "accounts": [asdict(a) for a in self.accounts],
+            "warc_files": self.warc_files,
+            "notices": self.notices,
+        }
+
+
+class RunProgress:
+    """Receives a run's progress; the CLI renders it (rich on a terminal, log lines under cron)."""
+
+    def account_started(self, account: AccountConfig) -> None: ...
+    def observed(self, result: AccountResult) -> None: ...
+    def waiting(self, account: str, message: str) -> None: ...
+    def account_finished(self, result: AccountResult) -> None: ...
+
+
+class StoreAccountState:
+    """The read-only view of the archive a connector gets for one account."""
+
+    def __init__(self, store: Store, account: str):
+        self.store = store
+        self.account = account
+
+    def cursor(self, name: str) -> str | None:
+        return self.store.cursor(self.account, name)
+
+    def has_media(self, url: str) -> bool:
+        return self.store.has_media(url)
+
+    def latest(self, item_key: str) -> KnownItem | None:
+        row = self.store.latest_version(item_key)
+        if row is None:
+            return None
+        return KnownItem(
+            row["item_key"],
+            row["native_id"],
+            row["kind"],
+            row["thread_key"],
+            row["conversation_key"],
+            row["parent_key"],
+            row["created_at"],
+            row["edited_at"],
+            row["content_sha256"],
+            self.store.is_deleted(item_key),
+        )
+
+    def known_items(
+        self,
+        *,
+        created_since: str | None = None,
+        kinds: tuple[str, ...] = (),
+        thread_key: str | None = None,
+        conversation_key: str | None = None,
+    ) -> list[KnownItem]:
+        return self.store.known_items(
+            self.account,
+            created_since=created_since,
+            kinds=kinds,
+            thread_key=thread_key,
+            conversation_key=conversation_key,
+        )
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def register_orphan_warcs(store: Store, warc_dir: Path, run_id: str) -> list[str]:
+    """WARC files a crashed run left unregistered: complete ones are recorded, torn ones reported."""
+    notices = []
+    known = store.known_warc_files()
+    for path in sorted(warc_dir.glob("*.warc.gz")):
+        if path.name in known:
+            continue
+        records = 0
+        try:
+            with open(path, "rb") as fh:
+                for record in ArchiveIterator(fh):
+                    record.content_stream().read()
+                    records += 1
+        except Exception as exc:  # warcio raises several types for a torn gzip member
+            notices.append(
+                f"WARC file {path.name} ends in a torn record after {records} complete records "
+                f"({type(exc).__name__}); left untouched for inspection"
+            )
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        store.append_warc_file(run_id, path.name, digest, path.stat().st_size, records)
+        notices.append(f"WARC file {path.name} from an interrupted run was complete and is now recorded")
+    return notices
+
+
+def run_archive(
+    config: Config,
+    *,
+    only: list[str] | None = None,
+    progress: RunProgress | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> RunResult:
+    """Run every enabled account (or those named in `only`) once. Raises LockedError if a run is active."""
+    progress = progress or RunProgress()
+    accounts = [a for a in config.accounts if a.enabled and (not only or a.name in only)]
+    if only:
+        for name in only:
+            config.account(name)  # ConfigError for an unknown name
+    archive = config.archive
+    with archive_lock(archive.dir):
+        archive.dir.mkdir(parents=True, exist_ok=True)
+        archive.dir.chmod(0o700)  # PHI lives here: nobody else reads it
+        store = Store.open(archive.database)
+        try:
+            run_id = new_run_id(now())
+            store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
+            notices = (
+                register_orphan_warcs(store, archive.warc_dir, run_id) if archive.warc_dir.exists() else []
+            )
+            warc = WarcWriter(
+                archive.warc_dir,
+                run_id,
+                max_bytes=archive.warc_max_bytes,
+                info={"config-sha256": config.sha256, "accounts": ", ".join(a.name for a in accounts)},
+                on_close=lambda info: store.append_warc_file(
+                    run_id, info.name, info.sha256, info.size, info.records
+                ),
+            )
+            results = []
+            window = FetchWindow(iso(now().astimezone(UTC) - timedelta(days=archive.recheck_days)))
+            for account in accounts:
+                progress.account_started(account)
+                result = run_account(store, warc, config, account, run_id, window, progress)
+                results.append(result)
+                progress.account_finished(result)
+            with store.transaction():
+                warc.close()
+            run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
+            store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
+            return run
+        finally:
+            store.close()
+
+
+def run_account(
+    store: Store,
+    warc: WarcWriter,
+    config: Config,
+    account: AccountConfig,
+    run_id: str,
+    window: FetchWindow,
+    progress: RunProgress,
+) -> AccountResult:
+    result = AccountResult(account.name, account.platform)
+    redactor = Redactor([])
+    session = None
+    pending = 0
+    store.conn.execute("BEGIN IMMEDIATE")
+    try:
+        connector = connector_for(account.platform)
+        token = resolve_token(account)
+        redactor = Redactor([token])
+        session = CapturingSession(
+            warc,
+            account=account.name,
+            token=token,
+            credential_ref=account.credential_ref,
+            rate_limit=connector.rate_limit_policy(),
+            timeout=config.archive.request_timeout,
+            retries=config.archive.retries,
+            max_wait=config.archive.max_rate_limit_wait,
+            on_wait=lambda message: progress.waiting(account.name, message),
+        )
+        state = StoreAccountState(store, account.name)
+        for observation in connector.fetch(session, account, state, window):
+            apply_observation(store, account, run_id, observation, result)
+            pending += 1
+            if pending >= COMMIT_EVERY:
+                warc.sync()
+                store.conn.execute("COMMIT")
+                store.conn.execute("BEGIN IMMEDIATE")
+                pending = 0
+                progress.observed(result)
+            result.requests = session.requests_made
+    except ArchiverError as exc:
+        result.status, result.error = "failed", redactor.text(str(exc))
+    except Exception as exc:  # a connector bug or an unexpected shape must not stop the other accounts
+        result.status = "failed"
+        result.error = redactor.text(f"unexpected {type(exc).__name__}: {exc}")
+        log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
+    finally:
+        # What was captured before a failure is real evidence: keep it.
+        warc.sync()
+        store.conn.execute("COMMIT")
+        if session is not None:
+            result.requests = session.requests_made
+            session.close()
+    if result.error:
+        log.warning("account %s failed: %s", account.name, result.error)
+    store.append_account_run(
+        {
+            "run_id": run_id,
+            "account": account.name,
+            "status": result.status,
+            "requests": result.requests,
+            "new_items": result.new_items,
+            "new_versions": result.new_versions,
+            "deletions": result.deletions,
+            "restorations": result.restorations,
+            "media": result.media,
+            "error": result.error,
+        }
+    )
+    return result
+
+
+def apply_observation(
+    store: Store, account: AccountConfig, run_id: str, observation: object, result: AccountResult
+) -> None:
+    if isinstance(observation, Item):
+        outcome = store.append_item(account.name, observation, run_id)
+        result.new_items += outcome.new_item
+        result.new_versions += outcome.new_version and not outcome.new_item
+        result.restorations += outcome.restored
+    elif isinstance(observation, Deletion):
+        result.deletions += store.append_deletion(observation, run_id).deleted
+    elif isinstance(observation, MediaFile):
+        result.media += store.append_media(observation, run_id).new_media
+    elif isinstance(observation, CursorUpdate):
+        store.append_cursor(account.name, observation.name, observation.value, run_id)
+    elif isinstance(observation, AccountIdentity):
+        store.append_account_identity(account.name, account.platform, account.api_base, observation, run_id)
+    elif isinstance(observation, Notice):
+        result.notices.append(observation.message)
+    else:
+        raise TypeError(f"connector yielded {type(observation).__name__}, not an observation")

@@ -1,0 +1,96 @@
+"""How a run shows itself: rich progress on a terminal, log lines under cron, and the closing summary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import AccountConfig
+from .pipeline import AccountResult, RunProgress, RunResult
+
+log = logging.getLogger("archiver.run")
+
+
+class LogProgress(RunProgress):
+    """Under cron: one line per account start and end, waits logged."""
+
+    def account_started(self, account: AccountConfig) -> None:
+        log.info("account %s (%s): started", account.name, account.platform)
+
+    def waiting(self, account: str, message: str) -> None:
+        log.info(message)
+
+    def account_finished(self, result: AccountResult) -> None:
+        log.info("account %s: %s", result.account, result.status)
+
+
+class RichProgress(RunProgress):
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def account_started(self, account: AccountConfig) -> None:
+        self.tasks[account.name] = self.progress.add_task(f"{account.name}: starting", total=None)
+
+    def _describe(self, result: AccountResult) -> str:
+        return (
+            f"{result.account}: {result.requests} requests, {result.new_items} new items, "
+            f"{result.new_versions} edits, {result.deletions} deletions"
+        )
+
+    def observed(self, result: AccountResult) -> None:
+        self.progress.update(self.tasks[result.account], description=self._describe(result))
+
+    def waiting(self, account: str, message: str) -> None:
+        self.progress.update(self.tasks[account], description=message)
+
+    def account_finished(self, result: AccountResult) -> None:
+        mark = "done" if result.status == "ok" else "FAILED"
+        self.progress.update(
+            self.tasks[result.account], description=f"{self._describe(result)} [{mark}]", total=1, completed=1
+        )
+
+
+@contextmanager
+def make_progress(enabled: bool) -> Iterator[RunProgress]:
+    if not enabled:
+        yield LogProgress()
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield RichProgress(progress)
+
+
+def render_summary(result: RunResult, console: Console | None = None) -> None:
+    """The run summary on stdout: a table on a terminal, plain lines otherwise (rich decides)."""
+    console = console or Console()
+    table = Table(title=f"run {result.run_id}: {'ok' if result.ok else 'FAILED'}", show_lines=False)
+    for column in ("account", "status", "requests", "new items", "edits", "deletions", "restored", "media"):
+        table.add_column(column)
+    for a in result.accounts:
+        table.add_row(
+            a.account,
+            a.status,
+            str(a.requests),
+            str(a.new_items),
+            str(a.new_versions),
+            str(a.deletions),
+            str(a.restorations),
+            str(a.media),
+        )
+    console.print(table)
+    for a in result.accounts:
+        if a.error:
+            console.print(f"{a.account}: error: {a.error}", markup=False, highlight=False)
+        for notice in a.notices[:20]:
+            console.print(f"{a.account}: note: {notice}", markup=False, highlight=False)
+        if len(a.notices) > 20:
+            console.print(f"{a.account}: note: and {len(a.notices) - 20} more notices", markup=False)
+    for notice in result.notices:
+        console.print(f"note: {notice}", markup=False, highlight=False)
+    console.print(f"WARC files: {', '.join(result.warc_files) or 'none'}", markup=False, highlight=False)

@@ -1,0 +1,445 @@
+"""The archive database: open and migrate it, append rows, answer the questions a run asks.
+
+Nothing here updates or deletes: every write is an INSERT, and the schema's triggers refuse anything else.
+The schema lives in schemas/archive.sql, split into numbered migrations (see its header).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from . import __version__
+from .errors import StoreError
+from .items import AccountIdentity, Deletion, Item, MediaFile
+from .warc import iso, utcnow
+
+MIGRATION_LINE = re.compile(r"^-- migration (\d{4}): (.+)$", re.MULTILINE)
+
+# Every table that holds archive facts; each has the two append-only triggers.
+ARCHIVE_TABLES = (
+    "schema_migrations",
+    "runs",
+    "run_results",
+    "account_runs",
+    "accounts",
+    "warc_files",
+    "item_versions",
+    "events",
+    "media_files",
+    "cursors",
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    title: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    """The numbered blocks of schemas/archive.sql, in order."""
+    text = resources.files("archiver.schemas").joinpath("archive.sql").read_text("utf-8")
+    marks = list(MIGRATION_LINE.finditer(text))
+    migrations = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        migrations.append(Migration(int(mark.group(1)), mark.group(2).strip(), text[mark.end() : end]))
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise StoreError(
+            f"schemas/archive.sql: migrations must be numbered 0001, 0002, ... (found {versions})"
+        )
+    return migrations
+
+
+@dataclass(frozen=True)
+class KnownItem:
+    """What the archive holds about an item, as a connector needs it to decide what to re-read."""
+
+    item_key: str
+    native_id: str
+    kind: str
+    thread_key: str | None
+    conversation_key: str | None
+    parent_key: str | None
+    created_at: str | None
+    edited_at: str | None
+    content_sha256: str
+    deleted: bool
+
+
+@dataclass
+class AppendOutcome:
+    new_item: bool = False
+    new_version: bool = False
+    deleted: bool = False
+    restored: bool = False
+    new_media: bool = False
+
+
+class Store:
+    """An open archive database. Use `Store.open(path)`; `readonly=True` for views and checks."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool):
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.path = path
+        self.readonly = readonly
+
+    # -- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, create: bool = True) -> Store:
+        path = Path(path)
+        if readonly:
+            if not path.exists():
+                raise StoreError(
+                    f"{path}: archive database not found; run `archiver run` (or `archiver demo`) first"
+                )
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn.row_factory = sqlite3.Row
+            return cls(conn, path, True)
+        if not path.exists() and not create:
+            raise StoreError(f"{path}: archive database not found")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions only
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        store = cls(conn, path, False)
+        store.ensure_schema()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def ensure_schema(self) -> list[int]:
+        """Apply the migrations this database has not had yet; returns the versions applied."""
+        applied = []
+        migrations = load_migrations()
+        current = self.schema_version
+        if current > len(migrations):
+            raise StoreError(
+                f"{self.path}: archive schema version {current} is newer than this software knows "
+                f"({len(migrations)}); upgrade archiver"
+            )
+        for migration in migrations[current:]:
+            with self.transaction():
+                for statement in _split_sql(migration.sql):
+                    self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations (version, title, applied_at, software_version) VALUES (?,?,?,?)",
+                    (migration.version, migration.title, iso(utcnow()), __version__),
+                )
+                self.conn.execute(f"PRAGMA user_version = {migration.version}")
+            applied.append(migration.version)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
+        if self.conn.in_transaction:  # joined to the caller's transaction (e.g. a WARC rotated mid-account)
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot append to {table}: {exc}") from exc
+        return int(cur.lastrowid or 0)
+
+    # -- runs ----------------------------------------------------------------------------------------------
+    def append_run(self, run_id: str, host: str, config_sha256: str, accounts: list[str]) -> None:
+        with self.transaction():
+            self._insert(
+                "runs",
+                {
+                    "id": run_id,
+                    "started_at": iso(utcnow()),
+                    "host": host,
+                    "software_version": __version__,
+                    "config_sha256": config_sha256,
+                    "accounts_selected": json.dumps(accounts),
+                },
+            )
+
+    def append_account_run(self, row: dict[str, Any]) -> None:
+        with self.transaction():
+            self._insert("account_runs", {**row, "finished_at": iso(utcnow())})
+
+    def append_run_result(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self.transaction():
+            self._insert(
+                "run_results",
+                {
+                    "run_id": run_id,
+                    "finished_at": iso(utcnow()),
+                    "status": status,
+                    "summary": json.dumps(summary),
+                },
+            )
+
+    def append_warc_file(self, run_id: str, name: str, sha256: str, size: int, records: int) -> None:
+        with self.transaction():
+            self._insert(
+                "warc_files",
+                {
+                    "name": name,
+                    "run_id": run_id,
+                    "sha256": sha256,
+                    "size": size,
+                    "records": records,
+                    "closed_at": iso(utcnow()),
+                },
+            )
+
+    def known_warc_files(self) -> dict[str, sqlite3.Row]:
+        return {row["name"]: row for row in self.conn.execute("SELECT * FROM warc_files")}
+
+    # -- accounts and cursors ------------------------------------------------------------------------------
+    def append_account_identity(
+        self, account: str, platform: str, api_base: str, ident: AccountIdentity, run_id: str
+    ) -> bool:
+        """Record the platform identity of a configured account the first time it is seen; True if new."""
+        exists = self.conn.execute(
+            "SELECT 1 FROM accounts WHERE name=? AND platform=? AND api_base=? AND platform_account_id=?",
+            (account, platform, api_base, ident.platform_account_id),
+        ).fetchone()
+        if exists:
+            return False
+        self._insert(
+            "accounts",
+            {
+                "name": account,
+                "platform": platform,
+                "api_base": api_base,
+                "platform_account_id": ident.platform_account_id,
+                "handle": ident.handle,
+                "display_name": ident.display_name,
+                "first_seen_run": run_id,
+                "recorded_at": iso(utcnow()),
+            },
+        )
+        return True
+
+    def cursor(self, account: str, name: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT value FROM cursors WHERE account=? AND name=? ORDER BY id DESC LIMIT 1", (account, name)
+        ).fetchone()
+        return row[0] if row else None
+
+    def append_cursor(self, account: str, name: str, value: str, run_id: str) -> None:
+        if self.cursor(account, name) == value:
+            return
+        self._insert(
+            "cursors",
+            {
+                "account": account,
+                "name": name,
+                "value": value,
+                "run_id": run_id,
+                "recorded_at": iso(utcnow()),
+            },
+        )
+
+    # -- items ---------------------------------------------------------------------------------------------
+    def latest_version(self, item_key: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM item_versions WHERE item_key=? ORDER BY id DESC LIMIT 1", (item_key,)
+        ).fetchone()
+
+    def is_deleted(self, item_key: str) -> bool:
+        row = self.conn.execute(
+            "SELECT event FROM events WHERE item_key=? AND event IN ('deleted','restored') ORDER BY id DESC LIMIT 1",
+            (item_key,),
+        ).fetchone()
+        return bool(row and row[0] == "deleted")
+
+    def append_item(self, account: str, item: Item, run_id: str) -> AppendOutcome:
+        """Append a version when the item is new or its content changed, with its events."""
+        outcome = AppendOutcome()
+        latest = self.latest_version(item.item_key)
+        now = iso(utcnow())
+        digest = item.content_sha256
+        version_id = None
+        if latest is None or latest["content_sha256"] != digest:
+            version_id = self._insert(
+                "item_versions",
+                {
+                    "item_key": item.item_key,
+                    "platform": item.platform,
+                    "account": account,
+                    "kind": item.kind,
+                    "native_id": item.native_id,
+                    "parent_key": item.parent_key,
+                    "thread_key": item.thread_key,
+                    "conversation_key": item.conversation_key,
+                    "author_id": item.author_id,
+                    "author_handle": item.author_handle,
+                    "author_name": item.author_name,
+                    "created_at": item.created_at,
+                    "edited_at": item.edited_at,
+                    "text": item.text,
+                    "url": item.url,
+                    "visibility": item.visibility,
+                    "media": json.dumps(list(item.media), ensure_ascii=False),
+                    "raw_json": item.raw_json,
+                    "content_sha256": digest,
+                    "run_id": run_id,
+                    "captured_at": now,
+                    "warc_file": item.source.warc_file,
+                    "warc_offset": item.source.offset,
+                    "warc_length": item.source.length,
+                    "warc_record_id": item.source.record_id,
+                },
+            )
+            event = "created" if latest is None else "edited"
+            evidence = {"warc_record_id": item.source.record_id, "warc_file": item.source.warc_file}
+            if latest is not None:
+                evidence["previous_version_id"] = latest["id"]
+            self._append_event(item.item_key, event, version_id, run_id, evidence)
+            outcome.new_item = latest is None
+            outcome.new_version = True
+        if latest is not None and self.is_deleted(item.item_key):
+            # Seen again after a proven deletion: the platform shows it (e.g. a moderation reversal).
+            current = version_id or latest["id"]
+            self._append_event(
+                item.item_key,
+                "restored",
+                current,
+                run_id,
+                {"observed_in": item.source.record_id, "warc_file": item.source.warc_file},
+            )
+            outcome.restored = True
+        return outcome
+
+    def append_deletion(self, deletion: Deletion, run_id: str) -> AppendOutcome:
+        outcome = AppendOutcome()
+        latest = self.latest_version(deletion.item_key)
+        if latest is None or self.is_deleted(deletion.item_key):
+            return outcome
+        self._append_event(deletion.item_key, "deleted", latest["id"], run_id, deletion.evidence)
+        outcome.deleted = True
+        return outcome
+
+    def _append_event(
+        self, item_key: str, event: str, version_id: int | None, run_id: str, evidence: dict
+    ) -> None:
+        self._insert(
+            "events",
+            {
+                "item_key": item_key,
+                "event": event,
+                "version_id": version_id,
+                "run_id": run_id,
+                "observed_at": iso(utcnow()),
+                "evidence": json.dumps(evidence, ensure_ascii=False, sort_keys=True),
+            },
+        )
+
+    def has_media(self, url: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM media_files WHERE url=?", (url,)).fetchone() is not None
+
+    def append_media(self, media: MediaFile, run_id: str) -> AppendOutcome:
+        outcome = AppendOutcome()
+        if self.has_media(media.url):
+            return outcome
+        self._insert(
+            "media_files",
+            {
+                "url": media.url,
+                "sha256": media.sha256,
+                "size": media.size,
+                "content_type": media.content_type,
+                "run_id": run_id,
+                "captured_at": iso(utcnow()),
+                "warc_file": media.source.warc_file,
+                "warc_offset": media.source.offset,
+                "warc_length": media.source.length,
+                "warc_record_id": media.source.record_id,
+            },
+        )
+        outcome.new_media = True
+        return outcome
+
+    def known_items(
+        self,
+        account: str,
+        *,
+        created_since: str | None = None,
+        kinds: tuple[str, ...] = (),
+        thread_key: str | None = None,
+        conversation_key: str | None = None,
+    ) -> list[KnownItem]:
+        """Latest state of the account's items, filtered by creation time, kinds, thread or conversation."""
+        sql = """
+            SELECT v.item_key, v.native_id, v.kind, v.thread_key, v.conversation_key, v.parent_key,
+                   v.created_at, v.edited_at, v.content_sha256,
+                   coalesce((SELECT e.event FROM events e WHERE e.item_key = v.item_key
+                             AND e.event IN ('deleted','restored') ORDER BY e.id DESC LIMIT 1), '') = 'deleted'
+            FROM item_versions v
+            WHERE v.account = ? AND v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
+        """
+        params: list[Any] = [account]
+        if created_since is not None:
+            sql += " AND v.created_at >= ?"
+            params.append(created_since)
+        if thread_key is not None:
+            sql += " AND v.thread_key = ?"
+            params.append(thread_key)
+        if conversation_key is not None:
+            sql += " AND v.conversation_key = ?"
+            params.append(conversation_key)
+        if kinds:
+            sql += f" AND v.kind IN ({','.join('?' for _ in kinds)})"
+            params.extend(kinds)
+        return [KnownItem(*row[:9], deleted=bool(row[9])) for row in self.conn.execute(sql, params)]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ARCHIVE_TABLES
+        }
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Statements of a migration block; trigger bodies (BEGIN ... END;) stay whole."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buffer.strip():
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise StoreError(f"schemas/archive.sql: incomplete statement: {buffer.strip()[:80]}")
+    return statements

@@ -1,0 +1,157 @@
+"""Read-only integrity checks of an archive: what `archiver verify` reports.
+
+Checks: every archive table still carries its append-only triggers; every recorded WARC file exists with
+the recorded size and sha256 and no unknown WARC lies beside them; every item version and media file points
+at a WARC record with that id whose sha256 block digest holds, and an item's stored raw JSON is found in the
+captured payload. Each problem names the place, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import ARCHIVE_TABLES, Store
+from .warc import read_raw_block
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def _digest_ok(header: str | None, data: bytes) -> bool:
+    if not header or not header.startswith("sha256:"):
+        return False
+    value = header.split(":", 1)[1]
+    return (
+        value == base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
+        or value == hashlib.sha256(data).hexdigest()
+    )
+
+
+def _contains(haystack: Any, needle: Any) -> bool:
+    if haystack == needle:
+        return True
+    if isinstance(haystack, dict):
+        return any(_contains(v, needle) for v in haystack.values())
+    if isinstance(haystack, list):
+        return any(_contains(v, needle) for v in haystack)
+    return False
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_archive(
+    database: Path, warc_dir: Path, on_step: Callable[[str], None] | None = None
+) -> list[Problem]:
+    """All problems found; an empty list means the archive verifies. Opens the database read-only."""
+    store = Store.open(database, readonly=True)
+    try:
+        return list(_verify(store, warc_dir, on_step or (lambda _: None)))
+    finally:
+        store.close()
+
+
+def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Iterator[Problem]:
+    on_step("triggers")
+    triggers = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    for table in ARCHIVE_TABLES:
+        for action in ("update", "delete"):
+            name = f"{table}_append_only_{action}"
+            if name not in triggers:
+                yield Problem(f"table {table}", f"append-only trigger {name} is missing")
+
+    on_step("WARC files")
+    known = store.known_warc_files()
+    for name, row in known.items():
+        path = warc_dir / name
+        if not path.exists():
+            yield Problem(f"WARC {name}", "recorded in warc_files but missing on disk")
+            continue
+        size = path.stat().st_size
+        if size != row["size"]:
+            yield Problem(f"WARC {name}", f"size expected {row['size']}, found {size}")
+        found = file_sha256(path)
+        if found != row["sha256"]:
+            yield Problem(f"WARC {name}", f"sha256 expected {row['sha256']}, found {found}")
+    if warc_dir.exists():
+        for path in sorted(warc_dir.glob("*.warc.gz")):
+            if path.name not in known:
+                yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files")
+
+    on_step("records")
+    payloads: dict[tuple[str, int], tuple[Any, list[Problem]]] = {}
+
+    def check_record(where: str, file: str, offset: int, record_id: str) -> tuple[Any, list[Problem]]:
+        cached = payloads.get((file, offset))
+        if cached is not None:
+            body, problems = cached
+            # Report a bad record once; later rows pointing at it are skipped, not re-reported.
+            return (None if problems else body), []
+        problems: list[Problem] = []
+        body: Any = None
+        path = warc_dir / file
+        try:
+            record, block = read_raw_block(path, offset)
+        except Exception as exc:  # unreadable gzip member or missing file: report, keep checking
+            problems.append(
+                Problem(where, f"cannot read WARC record at {file}:{offset} ({type(exc).__name__})")
+            )
+            payloads[(file, offset)] = (None, problems)
+            return payloads[(file, offset)]
+        found_id = record.rec_headers.get_header("WARC-Record-ID")
+        if found_id != record_id:
+            problems.append(
+                Problem(where, f"WARC record at {file}:{offset} expected id {record_id}, found {found_id}")
+            )
+        if not _digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
+            problems.append(
+                Problem(where, f"WARC record at {file}:{offset} block digest does not match its content")
+            )
+        _, _, raw_body = block.partition(b"\r\n\r\n")
+        body = raw_body
+        payloads[(file, offset)] = (body, problems)
+        return payloads[(file, offset)]
+
+    parsed: dict[tuple[str, int], Any] = {}
+    for row in store.conn.execute(
+        "SELECT id, raw_json, warc_file, warc_offset, warc_record_id FROM item_versions ORDER BY id"
+    ):
+        where = f"item_versions id {row['id']}"
+        body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
+        yield from problems
+        if body is None or problems:
+            continue
+        key = (row["warc_file"], row["warc_offset"])
+        if key not in parsed:
+            try:
+                parsed[key] = json.loads(body)
+            except ValueError:
+                parsed[key] = None
+        if parsed[key] is None or not _contains(parsed[key], json.loads(row["raw_json"])):
+            yield Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}")
+
+    for row in store.conn.execute(
+        "SELECT url, sha256, warc_file, warc_offset, warc_record_id FROM media_files"
+    ):
+        where = f"media_files {row['url']}"
+        body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
+        yield from problems
+        if body is not None and not problems and hashlib.sha256(body).hexdigest() != row["sha256"]:
+            yield Problem(where, f"sha256 expected {row['sha256']}, found {hashlib.sha256(body).hexdigest()}")

@@ -1,0 +1,275 @@
+"""WARC 1.1 writing and reading: warcinfo, request/response/resource records, sha256 digests, rotation.
+
+warcio frames and gzips the records; the block and payload digests are computed here (sha256, base32 as
+warcio writes sha1) and handed to warcio, which then leaves them alone. Every file's own sha256 is computed
+while it is written, so closing a file costs no second read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.recordloader import ArcWarcRecord
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from . import __version__
+
+SOFTWARE = f"archiver/{__version__}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sha256_digest(data: bytes) -> str:
+    """A WARC digest value: `sha256:` and the base32 of the digest."""
+    return "sha256:" + base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def new_record_id() -> str:
+    return f"<urn:uuid:{uuid.uuid4()}>"
+
+
+@dataclass(frozen=True)
+class CaptureRef:
+    """Where a captured record lives: enough to read it back and to cite it as evidence."""
+
+    warc_file: str
+    offset: int
+    length: int
+    record_id: str
+
+
+@dataclass(frozen=True)
+class WarcFileInfo:
+    name: str
+    sha256: str
+    size: int
+    records: int
+
+
+@dataclass(frozen=True)
+class HttpMessage:
+    """One side of an HTTP exchange as it goes into the WARC (already stripped of secrets)."""
+
+    start_line: str  # "GET /path HTTP/1.1" or "HTTP/1.1 200 OK"
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def block(self) -> bytes:
+        head = self.start_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers) + "\r\n"
+        return head.encode("utf-8") + self.body
+
+
+class _HashingFile:
+    """A write-only file that keeps the sha256 and size of everything written."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "xb")  # noqa: SIM115 - lives as long as the WARC is open; "x": never overwrite
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> str:
+        self.sync()
+        self._file.close()
+        return self._hash.hexdigest()
+
+
+class WarcWriter:
+    """Writes a run's records into rotating gzipped WARC files inside `directory`.
+
+    `on_close(info)` is called for every file closed (by rotation or by `close()`), so the caller can record
+    it. `clock` and `record_id` are injectable so that tests get byte-comparable output.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        run_id: str,
+        *,
+        max_bytes: int = 1_000_000_000,
+        info: dict[str, str] | None = None,
+        on_close: Callable[[WarcFileInfo], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        record_id: Callable[[], str] = new_record_id,
+    ):
+        self.directory = directory
+        self.run_id = run_id
+        self.max_bytes = max_bytes
+        self.info = dict(info or {})
+        self.on_close = on_close
+        self.clock = clock
+        self.record_id = record_id
+        self._sequence = 0
+        self._file: _HashingFile | None = None
+        self._name = ""
+        self._records = 0
+        self._writer: WARCWriter | None = None
+        self.closed_files: list[WarcFileInfo] = []
+
+    # -- files ---------------------------------------------------------------------------------------------
+    @property
+    def current_name(self) -> str:
+        self._ensure_open()
+        return self._name
+
+    def _ensure_open(self) -> None:
+        if self._file is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        stamp = self.clock().strftime("%Y%m%d%H%M%S")
+        self._name = f"archiver-{stamp}-{self.run_id}-{self._sequence:05d}.warc.gz"
+        self._file = _HashingFile(self.directory / self._name)
+        self._writer = WARCWriter(self._file, gzip=True, warc_version="WARC/1.1")
+        self._records = 0
+        fields = {
+            "software": SOFTWARE,
+            "format": "WARC File Format 1.1",
+            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
+            "hostname": socket.gethostname(),
+            "run-id": self.run_id,
+            **self.info,
+        }
+        body = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("utf-8")
+        self._write(None, "warcinfo", body, "application/warc-fields", {"WARC-Filename": self._name})
+
+    def _write(
+        self,
+        uri: str | None,
+        rec_type: str,
+        block: bytes,
+        content_type: str,
+        extra: dict[str, str],
+        payload: bytes | None = None,
+    ) -> CaptureRef:
+        assert self._file is not None and self._writer is not None
+        headers = {
+            "WARC-Type": rec_type,
+            "WARC-Record-ID": self.record_id(),
+            "WARC-Date": iso(self.clock()),
+            "WARC-Block-Digest": sha256_digest(block),
+        }
+        if uri is not None:
+            headers["WARC-Target-URI"] = uri
+        if payload is not None:
+            headers["WARC-Payload-Digest"] = sha256_digest(payload)
+        headers.update(extra)
+        record = self._writer.create_warc_record(
+            uri or "",
+            rec_type,
+            payload=io.BytesIO(block),
+            length=len(block),
+            warc_content_type=content_type,
+            warc_headers_dict=headers,
+        )
+        if uri is None:
+            record.rec_headers.remove_header("WARC-Target-URI")
+        offset = self._file.tell()
+        self._writer.write_record(record)
+        self._records += 1
+        return CaptureRef(self._name, offset, self._file.tell() - offset, headers["WARC-Record-ID"])
+
+    def _rotate_if_full(self) -> None:
+        if self._file is not None and self._file.size >= self.max_bytes:
+            self._close_current()
+
+    def _close_current(self) -> None:
+        if self._file is None:
+            return
+        size = self._file.size
+        digest = self._file.close()
+        info = WarcFileInfo(self._name, digest, size, self._records)
+        self._file = None
+        self._writer = None
+        self.closed_files.append(info)
+        if self.on_close:
+            self.on_close(info)
+
+    # -- records -------------------------------------------------------------------------------------------
+    def write_exchange(
+        self, uri: str, request: HttpMessage, response: HttpMessage
+    ) -> tuple[CaptureRef, CaptureRef]:
+        """Write a request and its response; returns (request ref, response ref). Data is flushed, not synced."""
+        self._ensure_open()
+        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", {}, None)
+        resp = self._write(
+            uri,
+            "response",
+            response.block(),
+            "application/http; msgtype=response",
+            {"WARC-Concurrent-To": req.record_id},
+            response.body,
+        )
+        assert self._file is not None
+        self._file.flush()
+        self._rotate_if_full()
+        return req, resp
+
+    def sync(self) -> None:
+        """Make everything written so far durable: called before database rows that point to it commit."""
+        if self._file is not None:
+            self._file.sync()
+
+    def close(self) -> list[WarcFileInfo]:
+        self._close_current()
+        return self.closed_files
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+def read_record(path: Path, offset: int) -> ArcWarcRecord:
+    """The record at `offset` of a WARC file, with its content read into memory (`.content`)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for record in ArchiveIterator(fh):
+            record.content = record.content_stream().read()  # type: ignore[attr-defined]
+            return record
+    raise ValueError(f"{path}: no WARC record at offset {offset}")
+
+
+def read_raw_block(path: Path, ref_offset: int) -> tuple[ArcWarcRecord, bytes]:
+    """The record at an offset and its whole block (HTTP headers included), as written."""
+    with open(path, "rb") as fh:
+        fh.seek(ref_offset)
+        for record in ArchiveIterator(fh, no_record_parse=True):
+            return record, record.raw_stream.read()
+    raise ValueError(f"{path}: no WARC record at offset {ref_offset}")
+
+
+def parse_http_headers(block: bytes) -> tuple[StatusAndHeaders, bytes]:
+    """Split a stored HTTP block into its status line + headers and its body."""
+    head, _, body = block.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    headers = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
+    return StatusAndHeaders(lines[0], [(k.strip(), v.strip()) for k, v in headers]), body

@@ -1,0 +1,1 @@
+"""Schemas of the archive (archive.sql) and JSON Schemas; shipped as package data."""
