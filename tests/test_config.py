@@ -1,0 +1,111 @@
+"""archiver.toml: validation errors name the key and the fix; exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver.cli import app
+from archiver.config import EXAMPLE_CONFIG, load_config, resolve_token
+from archiver.errors import ConfigError
+
+GOOD = """
+[archive]
+dir = "arch"
+
+[[accounts]]
+name = "clinic"
+platform = "mastodon"
+api_base = "https://social.example/"
+account = "@clinic"
+token_env = "CLINIC_TOKEN"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "archiver.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_resolves_paths_relative_to_the_file(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.archive.dir == (tmp_path / "arch").resolve()
+    assert cfg.archive.database == cfg.archive.dir / "archive.db"
+    assert cfg.archive.warc_dir == cfg.archive.dir / "warcs"
+    assert cfg.archive.recheck_days == 14
+    (account,) = cfg.accounts
+    assert account.api_base == "https://social.example"
+    assert account.credential_ref == "$CLINIC_TOKEN"
+    assert len(cfg.sha256) == 64
+
+
+def test_example_config_written_by_init_is_valid(tmp_path):
+    cfg = load_config(write(tmp_path, EXAMPLE_CONFIG))
+    assert [a.name for a in cfg.accounts] == ["clinic-mastodon"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t.replace('platform = "mastodon"', 'platform = "myspace"'), "accounts[0].platform: 'myspace'"),
+        (lambda t: t.replace('token_env = "CLINIC_TOKEN"', ""), "accounts[0]: set exactly one of token_env"),
+        (lambda t: t + 'token_file = "/x"\n', "accounts[0]: set exactly one of token_env"),
+        (lambda t: t.replace('dir = "arch"', 'dir = "arch"\nwarc_size = 5'), "archive: unknown key warc_size"),
+        (
+            lambda t: t.replace('api_base = "https://social.example/"', 'api_base = "social.example"'),
+            "accounts[0].api_base: 'social.example' is not valid",
+        ),
+        (lambda t: t.replace("[archive]", "[archive"), "not valid TOML"),
+        (lambda t: t.replace('name = "clinic"', 'name = "has space"'), "accounts[0].name"),
+        (lambda t: t + t[t.index("[[accounts]]") :], "accounts[1].name: 'clinic' is used twice"),
+        (lambda t: t.replace('dir = "arch"', ""), "archive: 'dir' is a required property; add it"),
+    ],
+)
+def test_bad_config_gets_one_line_naming_the_key(tmp_path, change, expected):
+    path = write(tmp_path, change(GOOD))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert expected in message
+
+
+def test_cli_exits_2_on_bad_config_and_touches_nothing(tmp_path):
+    path = write(tmp_path, GOOD.replace('platform = "mastodon"', 'platform = "myspace"'))
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "accounts[0].platform" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "arch").exists()
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["status", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "archiver init" in result.output
+
+
+def test_init_writes_example_and_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "archiver.toml"
+    assert CliRunner().invoke(app, ["init", "--config", str(path)]).exit_code == 0
+    assert path.read_text() == EXAMPLE_CONFIG
+    again = CliRunner().invoke(app, ["init", "--config", str(path)])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_token_by_reference_only(tmp_path, monkeypatch):
+    cfg = load_config(write(tmp_path, GOOD))
+    monkeypatch.delenv("CLINIC_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="CLINIC_TOKEN is not set"):
+        resolve_token(cfg.accounts[0])
+    monkeypatch.setenv("CLINIC_TOKEN", " s3cret-value \n")
+    assert resolve_token(cfg.accounts[0]) == "s3cret-value"
+    token_file = tmp_path / "tok"
+    token_file.write_text("file-secret\n")
+    cfg2 = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
+    assert resolve_token(cfg2.accounts[0]) == "file-secret"
+    assert "file-secret" not in repr(cfg2)

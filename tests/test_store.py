@@ -1,0 +1,159 @@
+"""The store: migrations, append-only triggers on every table, versions appended only on change."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from archiver.errors import StoreError
+from archiver.items import Deletion, Item
+from archiver.store import ARCHIVE_TABLES, Store, load_migrations
+from archiver.warc import CaptureRef
+
+REF = CaptureRef("f.warc.gz", 10, 20, "<urn:uuid:1>")
+
+
+def make_item(text: str = "hello", **kw) -> Item:
+    base = dict(
+        item_key="mastodon:h:1",
+        platform="mastodon",
+        kind="post",
+        native_id="1",
+        source=REF,
+        raw={"id": "1", "content": text},
+        text=text,
+        created_at="2026-11-01T00:00:00.000Z",
+    )
+    base.update(kw)
+    return Item(**base)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "a.db")
+    s.append_run("run1", "host", "0" * 64, ["a"])
+    yield s
+    s.close()
+
+
+def test_migrations_are_numbered_and_applied_once(tmp_path):
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    s = Store.open(tmp_path / "a.db")
+    assert s.schema_version == len(migrations)
+    assert s.ensure_schema() == []
+    s.close()
+    again = Store.open(tmp_path / "a.db")
+    assert again.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations)
+    assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again.close()
+
+
+def fill_every_table(store: Store) -> None:
+    with store.transaction():
+        store.append_item("a", make_item(), "run1")
+        store.append_deletion(Deletion("mastodon:h:1", {"method": "lookup"}), "run1")
+        store.append_cursor("a", "newest", "5", "run1")
+        store.conn.execute(
+            "INSERT INTO media_files VALUES ('http://m/1', 'ab', 1, 'image/png', 'run1', 't', 'f', 0, 1, '<r>')"
+        )
+        store.conn.execute(
+            "INSERT INTO accounts (name, platform, api_base, platform_account_id, first_seen_run, recorded_at) "
+            "VALUES ('a', 'mastodon', 'http://h', '1', 'run1', 't')"
+        )
+    store.append_warc_file("run1", "f.warc.gz", "ab" * 32, 10, 3)
+    store.append_account_run(
+        {
+            "run_id": "run1",
+            "account": "a",
+            "status": "ok",
+            "requests": 1,
+            "new_items": 1,
+            "new_versions": 0,
+            "deletions": 1,
+            "restorations": 0,
+            "media": 0,
+            "error": None,
+        }
+    )
+    store.append_run_result("run1", "ok", {})
+
+
+@pytest.mark.parametrize("table", ARCHIVE_TABLES)
+def test_update_and_delete_are_refused_on_every_table(store, table):
+    fill_every_table(store)
+    count = store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    assert count >= 1, f"{table} should hold a row for this test"
+    column = store.conn.execute(f"SELECT * FROM {table} LIMIT 1").description[0][0]
+    with pytest.raises(sqlite3.IntegrityError, match=f"{table} is append-only: UPDATE refused"):
+        store.conn.execute(f"UPDATE {table} SET {column} = {column}")
+    with pytest.raises(sqlite3.IntegrityError, match=f"{table} is append-only: DELETE refused"):
+        store.conn.execute(f"DELETE FROM {table}")
+    # A plain sqlite3 connection, as another tool would open it, is refused the same way.
+    other = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        other.execute(f"DELETE FROM {table}")
+    other.close()
+    assert store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == count
+
+
+def test_every_table_in_the_schema_is_protected(store):
+    tables = {
+        r[0]
+        for r in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '%fts%' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    assert tables == set(ARCHIVE_TABLES)
+
+
+def test_version_appended_only_when_content_changes(store):
+    with store.transaction():
+        first = store.append_item("a", make_item(), "run1")
+        same = store.append_item("a", make_item(raw={"id": "1", "content": "hello", "favourites_count": 9}), "run1")
+        edited = store.append_item("a", make_item("hello, edited", edited_at="2026-11-02T00:00:00.000Z"), "run1")
+    assert (first.new_item, first.new_version) == (True, True)
+    assert (same.new_item, same.new_version) == (False, False)
+    assert (edited.new_item, edited.new_version) == (False, True)
+    rows = store.conn.execute("SELECT text, edited_at FROM item_versions ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("hello", None), ("hello, edited", "2026-11-02T00:00:00.000Z")]
+    events = [r[0] for r in store.conn.execute("SELECT event FROM events ORDER BY id")]
+    assert events == ["created", "edited"]
+    item = store.conn.execute("SELECT status, versions, text FROM items").fetchone()
+    assert tuple(item) == ("edited", 2, "hello, edited")
+
+
+def test_deletion_and_restoration_events(store):
+    with store.transaction():
+        store.append_item("a", make_item(), "run1")
+        assert store.append_deletion(Deletion("mastodon:h:1", {"method": "lookup", "http_status": 404}), "run1").deleted
+        assert not store.append_deletion(Deletion("mastodon:h:1", {"method": "lookup"}), "run1").deleted
+        assert not store.append_deletion(Deletion("mastodon:h:unknown", {"method": "lookup"}), "run1").deleted
+    assert store.conn.execute("SELECT status FROM items").fetchone()[0] == "deleted"
+    with store.transaction():
+        assert store.append_item("a", make_item(), "run1").restored
+    assert store.conn.execute("SELECT status FROM items").fetchone()[0] == "live"
+    events = [r[0] for r in store.conn.execute("SELECT event FROM events ORDER BY id")]
+    assert events == ["created", "deleted", "restored"]
+
+
+def test_full_text_search_over_versions(store):
+    with store.transaction():
+        store.append_item("a", make_item("Flu shots available on Monday", author_handle="clinic"), "run1")
+    hits = store.conn.execute(
+        "SELECT v.text FROM item_versions_fts f JOIN item_versions v ON v.id = f.rowid "
+        "WHERE item_versions_fts MATCH 'shot'"
+    ).fetchall()
+    assert [h[0] for h in hits] == ["Flu shots available on Monday"]
+
+
+def test_readonly_store_refuses_writes(store, tmp_path):
+    ro = Store.open(tmp_path / "a.db", readonly=True)
+    with pytest.raises(StoreError, match="read-only"), ro.transaction():
+        pass
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.conn.execute(
+            "INSERT INTO cursors (account, name, value, run_id, recorded_at) VALUES ('a','b','c','run1','t')"
+        )
+    ro.close()
