@@ -1,0 +1,94 @@
+"""The embedded default: a sample clinic on a loopback Mastodon server, archived twice.
+
+The second run follows a change to the sample (new replies, an edit, a deleted post and a deleted reply) so
+the demo archive shows versions and deletions. The demo's token comes from ARCHIVER_DEMO_TOKEN (a fixed
+value otherwise); like any token it is never written under the demo directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..config import Config, load_config
+from ..pipeline import RunResult, run_archive
+from .mastodon_server import SampleMastodonServer
+from .sample_data import build_clinic_dataset, mutate_for_second_run
+
+TOKEN_ENV = "ARCHIVER_DEMO_TOKEN"
+DEFAULT_TOKEN = "archiver-demo-token-5e7c1d94a2"
+
+
+@dataclass
+class DemoOutcome:
+    config: Config
+    runs: list[RunResult] = field(default_factory=list)
+    reused: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return max((run.exit_code for run in self.runs), default=0)
+
+
+def demo_config_text(api_base: str) -> str:
+    return f"""\
+# The demo archive, written by `archiver demo`. The sample server it captured is gone; serve, verify and
+# status work on this archive like on any other:
+#   archiver serve --config {{this file}}
+[archive]
+dir = "archive"
+organisation = "Riverside Community Clinic (fictional)"
+recheck_days = 14
+
+[[accounts]]
+name = "riverside-mastodon"
+platform = "mastodon"
+api_base = "{api_base}"
+account = "@riverside"
+token_env = "{TOKEN_ENV}"
+"""
+
+
+def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datetime | None = None) -> DemoOutcome:
+    """Build (or reuse) the demo archive in `directory`; returns its config and the runs made."""
+    directory = Path(directory)
+    config_path = directory / "archiver.toml"
+    if config_path.exists():
+        config = load_config(config_path)
+        if config.archive.database.exists():
+            echo(f"{directory} already holds a demo archive; using it (remove the folder to build it anew)")
+            return DemoOutcome(config, reused=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(TOKEN_ENV, DEFAULT_TOKEN)  # this process only; never written anywhere
+    token = os.environ[TOKEN_ENV]
+    now = now or datetime.now(UTC)
+    state, facts = build_clinic_dataset(now)
+    outcome: DemoOutcome
+    with SampleMastodonServer(state, token) as server:
+        config_path.write_text(demo_config_text(server.base_url), "utf-8")
+        config = load_config(config_path)
+        outcome = DemoOutcome(config)
+        echo(f"sample clinic served at {server.base_url}: {facts.posts} posts, {facts.replies} replies, "
+             f"{facts.dm_conversations} direct conversations")
+        echo("first run: archiving everything ...")
+        outcome.runs.append(_run_and_report(config, echo))
+        mutation = mutate_for_second_run(state, facts, now)
+        echo(f"the clinic's account changed: {len(mutation.new_reply_ids)} new replies, post "
+             f"{mutation.edited_post_id} edited, post {mutation.deleted_post_id} and reply "
+             f"{mutation.deleted_reply_id} deleted")
+        echo("second run: capturing the changes ...")
+        outcome.runs.append(_run_and_report(config, echo))
+    echo(f"demo archive ready: {config.archive.dir} (config {config_path})")
+    return outcome
+
+
+def _run_and_report(config: Config, echo: Callable[[str], None]) -> RunResult:
+    result = run_archive(config)
+    for account in result.accounts:
+        line = (f"  {account.account}: {account.status}, {account.requests} requests, {account.new_items} new items, "
+                f"{account.new_versions} edits, {account.deletions} deletions, {account.media} media files")
+        echo(line + (f", error: {account.error}" if account.error else ""))
+    return result

@@ -1,0 +1,150 @@
+"""The capturing session: secrets stripped before the WARC, bounded retries, rate limits honoured."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from archiver.errors import AuthError, PlatformError, RateLimitedError
+from archiver.http import CapturingSession, HeaderRateLimit, redact_url
+from archiver.warc import WarcWriter, read_raw_block
+
+TOKEN = "tok-9f8e7d6c5b4a-distinctive"
+
+
+class Script:
+    """Answers queued per path: (status, headers, body); the last answer repeats."""
+
+    def __init__(self):
+        self.answers: dict[str, list[tuple[int, dict, bytes]]] = {}
+        self.seen: list[tuple[str, str | None]] = []
+
+
+@pytest.fixture
+def server():
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            script.seen.append((self.path, self.headers.get("Authorization")))
+            path = self.path.split("?")[0]
+            queue = script.answers.get(path, [(404, {}, b'{"error":"Not found"}')])
+            status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def session(tmp_path, **kw):
+    warc = WarcWriter(tmp_path / "warcs", "run1")
+    sleeps: list[float] = []
+    s = CapturingSession(warc, account="acct", token=TOKEN, credential_ref="$TOK", sleep=sleeps.append, **kw)
+    return s, warc, sleeps
+
+
+def all_bytes(tmp_path) -> bytes:
+    import gzip
+
+    return b"".join(gzip.decompress(p.read_bytes()) for p in (tmp_path / "warcs").glob("*.warc.gz"))
+
+
+def test_token_is_sent_but_never_written(tmp_path, server):
+    base, script = server
+    echo = json.dumps({"you_sent": f"Bearer {TOKEN}"}).encode()
+    script.answers["/api/echo"] = [(200, {"Set-Cookie": "session=abc123secret"}, echo)]
+    s, warc, _ = session(tmp_path)
+    exchange = s.get(f"{base}/api/echo", {"access_token": TOKEN, "q": "x"})
+    warc.close()
+    assert script.seen[0][1] == f"Bearer {TOKEN}"
+    assert TOKEN not in exchange.body.decode()
+    data = all_bytes(tmp_path)
+    assert TOKEN.encode() not in data
+    assert b"abc123secret" not in data
+    assert b"Authorization: Bearer [REDACTED]" in data
+    assert b"access_token=%5BREDACTED%5D" in data or b"access_token=[REDACTED]" in data
+    record, block = read_raw_block(tmp_path / "warcs" / exchange.ref.warc_file, exchange.ref.offset)
+    assert record.rec_type == "response" and block.endswith(exchange.body)
+
+
+def test_retries_5xx_then_succeeds(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(502, {}, b"bad gateway"), (503, {}, b"busy"), (200, {}, b"[]")]
+    s, warc, sleeps = session(tmp_path, retries=3)
+    assert s.get(f"{base}/api/x").json() == []
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0]
+    assert s.requests_made == 3
+    warc.close()
+    assert all_bytes(tmp_path).count(b"HTTP/1.0 50") == 2  # the failed answers are evidence too
+
+
+def test_gives_up_after_bounded_retries(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(500, {}, b"oops")]
+    s, _, sleeps = session(tmp_path, retries=2)
+    with pytest.raises(PlatformError, match=r"HTTP 500 after 3 attempt"):
+        s.get(f"{base}/api/x")
+    assert len(sleeps) == 2
+
+
+def test_429_waits_until_reset_then_resumes(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(429, {"Retry-After": "7"}, b'{"error":"Too many requests"}'), (200, {}, b"{}")]
+    s, _, sleeps = session(tmp_path)
+    assert s.get(f"{base}/api/x").json() == {}
+    assert sleeps == [7.0]
+
+
+def test_429_longer_than_max_wait_gives_up(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(429, {"Retry-After": "3600"}, b"{}")]
+    s, _, sleeps = session(tmp_path, max_wait=60)
+    with pytest.raises(RateLimitedError, match="max_rate_limit_wait"):
+        s.get(f"{base}/api/x")
+    assert sleeps == []
+
+
+def test_remaining_zero_waits_before_next_request(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"}, b"{}")]
+    s, _, sleeps = session(tmp_path, rate_limit=HeaderRateLimit())
+    s.get(f"{base}/api/x")
+    s.get(f"{base}/api/x")
+    assert len(sleeps) == 1 and 25 < sleeps[0] <= 30
+
+
+def test_refused_token_is_an_auth_error_naming_the_reference(tmp_path, server):
+    base, script = server
+    script.answers["/api/x"] = [(401, {}, b'{"error":"The access token is invalid"}')]
+    s, _, _ = session(tmp_path)
+    with pytest.raises(AuthError) as info:
+        s.get(f"{base}/api/x")
+    assert "$TOK" in str(info.value) and "renew" in str(info.value) and TOKEN not in str(info.value)
+
+
+def test_connection_refused_is_retried_then_reported(tmp_path):
+    s, _, sleeps = session(tmp_path, retries=1)
+    with pytest.raises(PlatformError, match="ConnectionError after 2 attempts"):
+        s.get("http://127.0.0.1:9/api/x")
+    assert len(sleeps) == 1
+
+
+def test_redact_url_masks_credential_parameters():
+    assert (
+        redact_url("https://h/p?a=1&access_token=abc&key=k") == "https://h/p?a=1&access_token=[REDACTED]&key=[REDACTED]"
+    )
+    assert redact_url("https://h/p") == "https://h/p"
