@@ -18,11 +18,12 @@ from typing import Any
 
 import sqlite_utils
 
-from . import __version__
+from . import __version__, ledger
 from .errors import StoreError
 from .items import AccountIdentity, Deletion, Item, MediaFile
 from .warc import iso, utcnow
 
+LEDGER_MIGRATION = 2  # from this schema version on, every appended row extends the ledger
 MIGRATION_LINE = re.compile(r"^-- migration (\d{4}): (.+)$", re.MULTILINE)
 
 # Every table that holds archive facts; each has the two append-only triggers.
@@ -37,6 +38,7 @@ ARCHIVE_TABLES = (
     "events",
     "media_files",
     "cursors",
+    "ledger",
 )
 
 
@@ -57,9 +59,7 @@ def load_migrations() -> list[Migration]:
         migrations.append(Migration(int(mark.group(1)), mark.group(2).strip(), text[mark.end() : end]))
     versions = [m.version for m in migrations]
     if versions != list(range(1, len(versions) + 1)):
-        raise StoreError(
-            f"schemas/archive.sql: migrations must be numbered 0001, 0002, ... (found {versions})"
-        )
+        raise StoreError(f"schemas/archive.sql: migrations must be numbered 0001, 0002, ... (found {versions})")
     return migrations
 
 
@@ -96,6 +96,7 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.path = path
         self.readonly = readonly
+        self.ledger_on = self._has_ledger()
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -103,9 +104,7 @@ class Store:
         path = Path(path)
         if readonly:
             if not path.exists():
-                raise StoreError(
-                    f"{path}: archive database not found; run `archiver run` (or `archiver demo`) first"
-                )
+                raise StoreError(f"{path}: archive database not found; run `archiver run` (or `archiver demo`) first")
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             conn.row_factory = sqlite3.Row
             return cls(conn, path, True)
@@ -143,9 +142,17 @@ class Store:
             with self.transaction():
                 for statement in _split_sql(migration.sql):
                     self.conn.execute(statement)
-                self.conn.execute(
-                    "INSERT INTO schema_migrations (version, title, applied_at, software_version) VALUES (?,?,?,?)",
-                    (migration.version, migration.title, iso(utcnow()), __version__),
+                self.ledger_on = self._has_ledger()
+                if migration.version == LEDGER_MIGRATION:
+                    ledger.backfill(self.conn)
+                self._insert(
+                    "schema_migrations",
+                    {
+                        "version": migration.version,
+                        "title": migration.title,
+                        "applied_at": iso(utcnow()),
+                        "software_version": __version__,
+                    },
                 )
                 self.conn.execute(f"PRAGMA user_version = {migration.version}")
             applied.append(migration.version)
@@ -171,9 +178,15 @@ class Store:
         marks = ", ".join("?" for _ in row)
         try:
             cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+            rowid = int(cur.lastrowid or 0)
+            if self.ledger_on:
+                ledger.append_entry(self.conn, table, rowid)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot append to {table}: {exc}") from exc
-        return int(cur.lastrowid or 0)
+        return rowid
+
+    def _has_ledger(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is not None
 
     # -- runs ----------------------------------------------------------------------------------------------
     def append_run(self, run_id: str, host: str, config_sha256: str, accounts: list[str]) -> None:
@@ -349,9 +362,7 @@ class Store:
         outcome.deleted = True
         return outcome
 
-    def _append_event(
-        self, item_key: str, event: str, version_id: int | None, run_id: str, evidence: dict
-    ) -> None:
+    def _append_event(self, item_key: str, event: str, version_id: int | None, run_id: str, evidence: dict) -> None:
         self._insert(
             "events",
             {
@@ -423,10 +434,7 @@ class Store:
         return [KnownItem(*row[:9], deleted=bool(row[9])) for row in self.conn.execute(sql, params)]
 
     def counts(self) -> dict[str, int]:
-        return {
-            table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ARCHIVE_TABLES
-        }
+        return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ARCHIVE_TABLES}
 
 
 def _split_sql(sql: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Read-only integrity checks of an archive: what `archiver verify` reports.
 
-Checks: every archive table still carries its append-only triggers; every recorded WARC file exists with
+Checks: every archive table still carries its append-only triggers; the ledger's hash chain recomputes
+from the rows as they are and covers every row; every recorded WARC file exists with
 the recorded size and sha256 and no unknown WARC lies beside them; every item version and media file points
 at a WARC record with that id whose sha256 block digest holds, and an item's stored raw JSON is found in the
 captured payload. Each problem names the place, what was expected and what was found.
@@ -12,21 +13,13 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ledger import verify_ledger
+from .problems import Problem
 from .store import ARCHIVE_TABLES, Store
 from .warc import read_raw_block
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
 
 
 def _digest_ok(header: str | None, data: bytes) -> bool:
@@ -57,9 +50,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_archive(
-    database: Path, warc_dir: Path, on_step: Callable[[str], None] | None = None
-) -> list[Problem]:
+def verify_archive(database: Path, warc_dir: Path, on_step: Callable[[str], None] | None = None) -> list[Problem]:
     """All problems found; an empty list means the archive verifies. Opens the database read-only."""
     store = Store.open(database, readonly=True)
     try:
@@ -76,6 +67,9 @@ def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Ite
             name = f"{table}_append_only_{action}"
             if name not in triggers:
                 yield Problem(f"table {table}", f"append-only trigger {name} is missing")
+
+    on_step("ledger")
+    yield from verify_ledger(store.conn)
 
     on_step("WARC files")
     known = store.known_warc_files()
@@ -110,20 +104,14 @@ def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Ite
         try:
             record, block = read_raw_block(path, offset)
         except Exception as exc:  # unreadable gzip member or missing file: report, keep checking
-            problems.append(
-                Problem(where, f"cannot read WARC record at {file}:{offset} ({type(exc).__name__})")
-            )
+            problems.append(Problem(where, f"cannot read WARC record at {file}:{offset} ({type(exc).__name__})"))
             payloads[(file, offset)] = (None, problems)
             return payloads[(file, offset)]
         found_id = record.rec_headers.get_header("WARC-Record-ID")
         if found_id != record_id:
-            problems.append(
-                Problem(where, f"WARC record at {file}:{offset} expected id {record_id}, found {found_id}")
-            )
+            problems.append(Problem(where, f"WARC record at {file}:{offset} expected id {record_id}, found {found_id}"))
         if not _digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
-            problems.append(
-                Problem(where, f"WARC record at {file}:{offset} block digest does not match its content")
-            )
+            problems.append(Problem(where, f"WARC record at {file}:{offset} block digest does not match its content"))
         _, _, raw_body = block.partition(b"\r\n\r\n")
         body = raw_body
         payloads[(file, offset)] = (body, problems)
@@ -147,9 +135,7 @@ def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Ite
         if parsed[key] is None or not _contains(parsed[key], json.loads(row["raw_json"])):
             yield Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}")
 
-    for row in store.conn.execute(
-        "SELECT url, sha256, warc_file, warc_offset, warc_record_id FROM media_files"
-    ):
+    for row in store.conn.execute("SELECT url, sha256, warc_file, warc_offset, warc_record_id FROM media_files"):
         where = f"media_files {row['url']}"
         body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
         yield from problems

@@ -231,3 +231,23 @@ CREATE TRIGGER cursors_append_only_update BEFORE UPDATE ON cursors
 BEGIN SELECT RAISE(ABORT, 'cursors is append-only: UPDATE refused'); END;
 CREATE TRIGGER cursors_append_only_delete BEFORE DELETE ON cursors
 BEGIN SELECT RAISE(ABORT, 'cursors is append-only: DELETE refused'); END;
+
+-- migration 0002: hash-chained ledger over every appended row
+-- Every row appended to an archive table (this one aside) appends one ledger entry in the same transaction:
+--   row_sha256 = sha256(canonical bytes of the row)
+--   hash       = sha256(bytes of prev_hash (32 raw bytes) || canonical bytes of the row), hex
+-- The first entry's prev_hash is 64 zeros. Canonical bytes are defined in schemas/ledger.md and never change.
+-- Rows that existed before this migration are entered in table order, then key order, when it is applied.
+CREATE TABLE ledger (
+    seq INTEGER PRIMARY KEY,             -- 1, 2, 3 ... without gaps
+    table_name TEXT NOT NULL,
+    row_key TEXT NOT NULL,               -- the row's primary key value, as text
+    row_sha256 TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (table_name, row_key)
+);
+CREATE TRIGGER ledger_append_only_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'ledger is append-only: UPDATE refused'); END;
+CREATE TRIGGER ledger_append_only_delete BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'ledger is append-only: DELETE refused'); END;

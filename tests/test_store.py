@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from archiver.errors import StoreError
-from archiver.items import Deletion, Item
+from archiver.items import AccountIdentity, Deletion, Item, MediaFile
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
 from archiver.warc import CaptureRef
 
@@ -55,13 +55,8 @@ def fill_every_table(store: Store) -> None:
         store.append_item("a", make_item(), "run1")
         store.append_deletion(Deletion("mastodon:h:1", {"method": "lookup"}), "run1")
         store.append_cursor("a", "newest", "5", "run1")
-        store.conn.execute(
-            "INSERT INTO media_files VALUES ('http://m/1', 'ab', 1, 'image/png', 'run1', 't', 'f', 0, 1, '<r>')"
-        )
-        store.conn.execute(
-            "INSERT INTO accounts (name, platform, api_base, platform_account_id, first_seen_run, recorded_at) "
-            "VALUES ('a', 'mastodon', 'http://h', '1', 'run1', 't')"
-        )
+        store.append_media(MediaFile("http://m/1", "ab" * 32, 1, "image/png", REF), "run1")
+        store.append_account_identity("a", "mastodon", "http://h", AccountIdentity("1", "clinic", "Clinic"), "run1")
     store.append_warc_file("run1", "f.warc.gz", "ab" * 32, 10, 3)
     store.append_account_run(
         {

@@ -1,0 +1,130 @@
+"""The hash chain over every appended row (see schemas/ledger.md for the canonical bytes).
+
+The triggers stop honest mistakes; the chain makes a change made behind their back (a row edited, removed,
+or inserted with another tool) visible to `archiver verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from .problems import Problem
+
+GENESIS = "0" * 64
+
+# The primary key of every ledgered table: what `row_key` holds.
+LEDGER_KEYS: dict[str, str] = {
+    "schema_migrations": "version",
+    "runs": "id",
+    "run_results": "run_id",
+    "account_runs": "id",
+    "accounts": "id",
+    "warc_files": "name",
+    "item_versions": "id",
+    "events": "id",
+    "media_files": "url",
+    "cursors": "id",
+}
+INTEGER_KEYS = {"schema_migrations", "account_runs", "accounts", "item_versions", "events", "cursors"}
+
+
+def canonical_row_bytes(table: str, row: dict[str, Any]) -> bytes:
+    return json.dumps({"row": row, "table": table}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def _row_by_rowid(conn: sqlite3.Connection, table: str, rowid: int) -> dict[str, Any]:
+    cur = conn.execute(f"SELECT * FROM {table} WHERE rowid = ?", (rowid,))
+    names = [d[0] for d in cur.description]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def _row_by_key(conn: sqlite3.Connection, table: str, key: str) -> dict[str, Any] | None:
+    value: Any = int(key) if table in INTEGER_KEYS else key
+    cur = conn.execute(f"SELECT * FROM {table} WHERE {LEDGER_KEYS[table]} = ?", (value,))
+    found = cur.fetchone()
+    if found is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], found, strict=True))
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(seq, hash) of the last entry; (0, GENESIS) for an empty ledger."""
+    found = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+    return (found[0], found[1]) if found else (0, GENESIS)
+
+
+def append_entry(conn: sqlite3.Connection, table: str, rowid: int) -> None:
+    """Enter the row just inserted (inside the caller's transaction)."""
+    row = _row_by_rowid(conn, table, rowid)
+    canonical = canonical_row_bytes(table, row)
+    seq, prev = head(conn)
+    conn.execute(
+        "INSERT INTO ledger (seq, table_name, row_key, row_sha256, prev_hash, hash) VALUES (?,?,?,?,?,?)",
+        (
+            seq + 1,
+            table,
+            str(row[LEDGER_KEYS[table]]),
+            hashlib.sha256(canonical).hexdigest(),
+            prev,
+            chain_hash(prev, canonical),
+        ),
+    )
+
+
+def backfill(conn: sqlite3.Connection) -> int:
+    """Enter rows that predate the ledger, table by table in LEDGER_KEYS order, then by key."""
+    entered = 0
+    for table, key in LEDGER_KEYS.items():
+        for (rowid,) in conn.execute(f"SELECT rowid FROM {table} ORDER BY {key}").fetchall():
+            append_entry(conn, table, rowid)
+            entered += 1
+    return entered
+
+
+def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """Recompute the chain from the rows as they are now; one problem per broken place."""
+    expected_seq, prev = 1, GENESIS
+    for seq, table, key, row_sha, prev_hash, entry_hash in conn.execute(
+        "SELECT seq, table_name, row_key, row_sha256, prev_hash, hash FROM ledger ORDER BY seq"
+    ):
+        where = f"ledger seq {seq}"
+        if seq != expected_seq:
+            yield Problem(where, f"sequence expected {expected_seq}, found {seq} (entries missing)")
+        if prev_hash != prev:
+            yield Problem(where, f"prev_hash expected {prev}, found {prev_hash} (chain broken)")
+        if table not in LEDGER_KEYS:
+            yield Problem(where, f"names unknown table {table!r}")
+        else:
+            row = _row_by_key(conn, table, key)
+            if row is None:
+                yield Problem(f"{table} {LEDGER_KEYS[table]}={key}", f"row entered at {where} is missing (deleted)")
+            else:
+                canonical = canonical_row_bytes(table, row)
+                found = hashlib.sha256(canonical).hexdigest()
+                if found != row_sha:
+                    yield Problem(
+                        f"{table} {LEDGER_KEYS[table]}={key}",
+                        f"row changed since {where}: sha256 expected {row_sha}, found {found}",
+                    )
+                elif chain_hash(prev_hash, canonical) != entry_hash:
+                    yield Problem(where, f"hash expected {chain_hash(prev_hash, canonical)}, found {entry_hash}")
+        expected_seq, prev = seq + 1, entry_hash
+    for table, key in LEDGER_KEYS.items():
+        cast = "" if table not in INTEGER_KEYS else "CAST"
+        outside = conn.execute(
+            f"SELECT {key} FROM {table} WHERE {cast}({key} {'AS TEXT' if cast else ''}) NOT IN "
+            "(SELECT row_key FROM ledger WHERE table_name = ?) ORDER BY rowid LIMIT 100",
+            (table,),
+        ).fetchall()
+        for (value,) in outside:
+            yield Problem(f"{table} {key}={value}", "row is not in the ledger (inserted behind the archiver's back)")
