@@ -25,9 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Config file.", show_default=True, dir_okay=False)
-]
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Config file.", show_default=True, dir_okay=False)]
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,11 +72,13 @@ def init(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """
     if config.exists():
         raise ConfigError(f"{config}: already exists; edit it, or choose another path with --config")
+    from .checkpoints import ensure_signing_key
+
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(EXAMPLE_CONFIG, "utf-8")
-    typer.echo(
-        f"wrote {config}: set api_base, account and token_env, then run `archiver run --config {config}`"
-    )
+    typer.echo(f"wrote {config}: set api_base, account and token_env, then run `archiver run --config {config}`")
+    key_path, created = ensure_signing_key(load_config(config).archive.keys_dir)
+    typer.echo(f"{'generated' if created else 'kept'} the archive's signing key {key_path} (mode 0600)")
 
 
 @app.command()
@@ -88,9 +88,7 @@ def run(
     account: Annotated[
         list[str] | None, typer.Option("--account", "-a", help="Only this account (repeatable).")
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress display, only the summary.")
-    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display, only the summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every wait and retry.")] = False,
 ) -> None:
@@ -139,24 +137,70 @@ def serve(
 def verify(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The archive's public key (PEM) kept elsewhere; default: the one in the key folder."),
+    ] = None,
 ) -> None:
     """Check the archive's integrity without changing anything; exit 1 when a problem is found.
 
-    Example: archiver verify --config /etc/archiver/archiver.toml
+    Recomputes the ledger's hash chain, checks every checkpoint's signature, re-hashes every WARC file and
+    every item's WARC record.
+
+    Example: archiver verify --config /etc/archiver/archiver.toml --public-key /safe/archive-ed25519.pub
     """
+    from .checkpoints import PUBLIC_KEY
     from .verify import verify_archive
 
     cfg = load_config(config)
-    problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir)
+    if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
+        public_key = cfg.archive.keys_dir / PUBLIC_KEY
+    problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir, public_key)
     if as_json:
         typer.echo(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=2))
     else:
         for problem in problems:
             typer.echo(str(problem))
-        typer.echo(
-            "archive verifies" if not problems else f"{len(problems)} problem(s) found", err=bool(problems)
-        )
+        typer.echo("archive verifies" if not problems else f"{len(problems)} problem(s) found", err=bool(problems))
     raise typer.Exit(1 if problems else 0)
+
+
+key_app = typer.Typer(help="The archive's signing key.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("export")
+@reports_errors
+def key_export(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Print the archive's public key (PEM), to keep where the archive's operators cannot change it.
+
+    Example: archiver key export --config /etc/archiver/archiver.toml > archive-ed25519.pub
+    """
+    from .checkpoints import load_private_key, public_pem
+
+    cfg = load_config(config)
+    typer.echo(public_pem(load_private_key(cfg.archive.keys_dir).public_key()).decode("ascii"), nl=False)
+
+
+@app.command()
+@reports_errors
+def checkpoint(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Sign the ledger head and the closed WARC files now (each run does this at its end).
+
+    Example: archiver checkpoint --config /etc/archiver/archiver.toml
+    """
+    from .lock import archive_lock
+    from .pipeline import checkpoint_archive
+    from .store import Store
+
+    cfg = load_config(config)
+    with archive_lock(cfg.archive.dir):
+        store = Store.open(cfg.archive.database, create=False)
+        try:
+            made = checkpoint_archive(store, cfg, None)
+        finally:
+            store.close()
+    typer.echo(f"checkpoint {made.file_name}: ledger seq {made.ledger_seq} hash {made.ledger_hash}")
 
 
 @app.command()
@@ -178,9 +222,7 @@ def status(
         return
     last = st.last_run or {}
     typer.echo(f"archive {st.database} ({st.size_bytes / 1e6:.1f} MB)")
-    typer.echo(
-        f"last run {last.get('id', '-')} started {last.get('started_at', '-')}: {last.get('status', '-')}"
-    )
+    typer.echo(f"last run {last.get('id', '-')} started {last.get('started_at', '-')}: {last.get('status', '-')}")
     for acc in st.accounts:
         line = f"  {acc['account']}: {acc['status']} at {acc['finished_at']} (+{acc['new_items']} items, "
         line += f"+{acc['new_versions']} versions, {acc['deletions']} deletions)"
@@ -191,9 +233,7 @@ def status(
 @app.command()
 @reports_errors
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo archive.")] = Path(
-        "demo-archive"
-    ),
+    directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo archive.")] = Path("demo-archive"),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after archiving.")] = False,
     host: Annotated[str, typer.Option(help="Address for Datasette.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for Datasette.")] = 8001,

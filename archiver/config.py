@@ -126,9 +126,7 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
     seen: set[str] = set()
     for index, acc in enumerate(data["accounts"]):
         if acc["name"] in seen:
-            raise ConfigError(
-                f"{path}: accounts[{index}].name: {acc['name']!r} is used twice; names must be unique"
-            )
+            raise ConfigError(f"{path}: accounts[{index}].name: {acc['name']!r} is used twice; names must be unique")
         seen.add(acc["name"])
         token_file = acc.get("token_file")
         accounts.append(

@@ -47,8 +47,7 @@ def redact_url(url: str) -> str:
     if not parts.query:
         return url
     query = [
-        (k, REDACTED if k.lower() in SECRET_PARAMS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        (k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, safe=":/,@[]")))
 
@@ -200,9 +199,7 @@ class CapturingSession:
                 value = (value.split(" ", 1)[0] + " " + REDACTED) if " " in value else REDACTED
             req_headers.append((name, self.redactor.text(value)))
         request = HttpMessage(f"GET {target or '/'} HTTP/1.1", req_headers, b"")
-        version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(
-            getattr(response.raw, "version", 11), "HTTP/1.1"
-        )
+        version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(getattr(response.raw, "version", 11), "HTTP/1.1")
         resp_headers = []
         for name, value in response.raw.headers.items():
             if name.lower() == "transfer-encoding":
@@ -212,9 +209,7 @@ class CapturingSession:
                 value = REDACTED
             resp_headers.append((name, self.redactor.text(value)))
         body = self.redactor.bytes(response.content)
-        reply = HttpMessage(
-            f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body
-        )
+        reply = HttpMessage(f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body)
         req_ref, resp_ref = self.warc.write_exchange(url, request, reply)
         links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
         return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
@@ -263,9 +258,7 @@ class CapturingSession:
                 if response.status_code in ok:
                     return exchange
                 if response.status_code == 429:
-                    self._wait(
-                        self.rate_limit.wait_after_429(response, self.clock()), "throttled (HTTP 429)", shown
-                    )
+                    self._wait(self.rate_limit.wait_after_429(response, self.clock()), "throttled (HTTP 429)", shown)
                     continue  # a throttle is not a failed attempt; the wait is bounded by max_wait
                 if response.status_code in (401, 403):
                     raise AuthError(
@@ -280,7 +273,5 @@ class CapturingSession:
                 last_problem = f"HTTP {response.status_code}"
             attempt += 1
             delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
-            log.info(
-                "account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay
-            )
+            log.info("account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay)
             self.sleep(delay)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
 
+from .checkpoints import Checkpoint, ensure_signing_key, load_private_key, sign_checkpoint
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .connectors.base import FetchWindow
@@ -179,17 +180,13 @@ def run_archive(
         try:
             run_id = new_run_id(now())
             store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
-            notices = (
-                register_orphan_warcs(store, archive.warc_dir, run_id) if archive.warc_dir.exists() else []
-            )
+            notices = register_orphan_warcs(store, archive.warc_dir, run_id) if archive.warc_dir.exists() else []
             warc = WarcWriter(
                 archive.warc_dir,
                 run_id,
                 max_bytes=archive.warc_max_bytes,
                 info={"config-sha256": config.sha256, "accounts": ", ".join(a.name for a in accounts)},
-                on_close=lambda info: store.append_warc_file(
-                    run_id, info.name, info.sha256, info.size, info.records
-                ),
+                on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
             results = []
             window = FetchWindow(iso(now().astimezone(UTC) - timedelta(days=archive.recheck_days)))
@@ -202,9 +199,26 @@ def run_archive(
                 warc.close()
             run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
             store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
+            checkpoint_archive(store, config, run_id, notices)
             return run
         finally:
             store.close()
+
+
+def checkpoint_archive(
+    store: Store, config: Config, run_id: str | None, notices: list[str] | None = None
+) -> Checkpoint:
+    """Sign the ledger head and the closed WARC files, and append the checkpoint."""
+    key_path, created = ensure_signing_key(config.archive.keys_dir)
+    if created and notices is not None:
+        notices.append(
+            f"generated the archive's signing key {key_path}; export its public key with `archiver key export`"
+        )
+    key = load_private_key(config.archive.keys_dir)
+    with store.transaction():
+        checkpoint = sign_checkpoint(store.conn, key, config.archive.warc_dir)
+        store.append_checkpoint(checkpoint, run_id)
+    return checkpoint
 
 
 def run_account(

@@ -36,13 +36,9 @@ def read_status(database: Path, archive_dir: Path) -> ArchiveStatus:
                 "WHERE a.id = (SELECT max(b.id) FROM account_runs b WHERE b.account = a.account) ORDER BY a.account"
             )
         ]
-        by_status = {
-            row[0]: row[1] for row in conn.execute("SELECT status, count(*) FROM items GROUP BY status")
-        }
+        by_status = {row[0]: row[1] for row in conn.execute("SELECT status, count(*) FROM items GROUP BY status")}
         size = sum(p.stat().st_size for p in archive_dir.rglob("*") if p.is_file())
-        return ArchiveStatus(
-            str(database), dict(last) if last else None, accounts, store.counts(), by_status, size
-        )
+        return ArchiveStatus(str(database), dict(last) if last else None, accounts, store.counts(), by_status, size)
     finally:
         store.close()
 

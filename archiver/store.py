@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from . import __version__, ledger
+from .checkpoints import Checkpoint
 from .errors import StoreError
 from .items import AccountIdentity, Deletion, Item, MediaFile
 from .warc import iso, utcnow
@@ -39,6 +40,7 @@ ARCHIVE_TABLES = (
     "media_files",
     "cursors",
     "ledger",
+    "checkpoints",
 )
 
 
@@ -232,6 +234,21 @@ class Store:
                     "closed_at": iso(utcnow()),
                 },
             )
+
+    def append_checkpoint(self, checkpoint: Checkpoint, run_id: str | None) -> None:
+        self._insert(
+            "checkpoints",
+            {
+                "created_at": iso(utcnow()),
+                "run_id": run_id,
+                "ledger_seq": checkpoint.ledger_seq,
+                "ledger_hash": checkpoint.ledger_hash,
+                "statement": checkpoint.statement,
+                "public_key": checkpoint.public_key,
+                "signature": checkpoint.signature,
+                "file_name": checkpoint.file_name,
+            },
+        )
 
     def known_warc_files(self) -> dict[str, sqlite3.Row]:
         return {row["name"]: row for row in self.conn.execute("SELECT * FROM warc_files")}

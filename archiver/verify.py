@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .checkpoints import load_public_key, verify_checkpoints
 from .ledger import verify_ledger
 from .problems import Problem
 from .store import ARCHIVE_TABLES, Store
@@ -50,16 +53,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_archive(database: Path, warc_dir: Path, on_step: Callable[[str], None] | None = None) -> list[Problem]:
-    """All problems found; an empty list means the archive verifies. Opens the database read-only."""
+def verify_archive(
+    database: Path,
+    warc_dir: Path,
+    public_key: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> list[Problem]:
+    """All problems found; an empty list means the archive verifies. Opens the database read-only.
+
+    `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it.
+    """
+    trusted = load_public_key(public_key) if public_key is not None else None
     store = Store.open(database, readonly=True)
     try:
-        return list(_verify(store, warc_dir, on_step or (lambda _: None)))
+        return list(_verify(store, warc_dir, trusted, on_step or (lambda _: None)))
     finally:
         store.close()
 
 
-def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Iterator[Problem]:
+def _verify(
+    store: Store, warc_dir: Path, trusted: Ed25519PublicKey | None, on_step: Callable[[str], None]
+) -> Iterator[Problem]:
     on_step("triggers")
     triggers = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     for table in ARCHIVE_TABLES:
@@ -70,6 +84,8 @@ def _verify(store: Store, warc_dir: Path, on_step: Callable[[str], None]) -> Ite
 
     on_step("ledger")
     yield from verify_ledger(store.conn)
+    on_step("checkpoints")
+    yield from verify_checkpoints(store.conn, warc_dir, trusted)
 
     on_step("WARC files")
     known = store.known_warc_files()

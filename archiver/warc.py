@@ -218,9 +218,7 @@ class WarcWriter:
             self.on_close(info)
 
     # -- records -------------------------------------------------------------------------------------------
-    def write_exchange(
-        self, uri: str, request: HttpMessage, response: HttpMessage
-    ) -> tuple[CaptureRef, CaptureRef]:
+    def write_exchange(self, uri: str, request: HttpMessage, response: HttpMessage) -> tuple[CaptureRef, CaptureRef]:
         """Write a request and its response; returns (request ref, response ref). Data is flushed, not synced."""
         self._ensure_open()
         req = self._write(uri, "request", request.block(), "application/http; msgtype=request", {}, None)

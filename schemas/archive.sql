@@ -251,3 +251,22 @@ CREATE TRIGGER ledger_append_only_update BEFORE UPDATE ON ledger
 BEGIN SELECT RAISE(ABORT, 'ledger is append-only: UPDATE refused'); END;
 CREATE TRIGGER ledger_append_only_delete BEFORE DELETE ON ledger
 BEGIN SELECT RAISE(ABORT, 'ledger is append-only: DELETE refused'); END;
+
+-- migration 0003: signed checkpoints of the ledger head and the closed WARC files
+-- `statement` is the exact byte string signed (canonical JSON, see schemas/ledger.md); the same statement,
+-- signature and public key are also written as a JSON file in <warc_dir>/checkpoints/ to be copied elsewhere.
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    run_id TEXT REFERENCES runs(id),     -- null for a checkpoint made on demand
+    ledger_seq INTEGER NOT NULL,
+    ledger_hash TEXT NOT NULL,
+    statement TEXT NOT NULL,
+    public_key TEXT NOT NULL,            -- base64 of the raw 32-byte Ed25519 public key
+    signature TEXT NOT NULL,             -- base64 of the Ed25519 signature of `statement`
+    file_name TEXT NOT NULL              -- the JSON copy in <warc_dir>/checkpoints/
+);
+CREATE TRIGGER checkpoints_append_only_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: UPDATE refused'); END;
+CREATE TRIGGER checkpoints_append_only_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: DELETE refused'); END;

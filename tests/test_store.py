@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from archiver.checkpoints import sign_checkpoint
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
@@ -73,6 +75,9 @@ def fill_every_table(store: Store) -> None:
         }
     )
     store.append_run_result("run1", "ok", {})
+    with store.transaction():
+        checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
+        store.append_checkpoint(checkpoint, "run1")
 
 
 @pytest.mark.parametrize("table", ARCHIVE_TABLES)

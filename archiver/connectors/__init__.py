@@ -13,6 +13,4 @@ def connector_for(platform: str) -> Connector:
     try:
         return CONNECTORS[platform]()
     except KeyError:
-        raise ConfigError(
-            f"platform {platform!r} has no connector (known: {', '.join(CONNECTORS)})"
-        ) from None
+        raise ConfigError(f"platform {platform!r} has no connector (known: {', '.join(CONNECTORS)})") from None

@@ -68,9 +68,7 @@ class MastodonConnector:
 
 
 class _MastodonRun:
-    def __init__(
-        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
-    ):
+    def __init__(self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow):
         self.session = session
         self.account = account
         self.state = state
@@ -145,9 +143,7 @@ class _MastodonRun:
         roots = [
             known
             for known in self.state.known_items(created_since=self.window.recheck_since, kinds=("post",))
-            if known.thread_key == known.item_key
-            and not known.deleted
-            and known.item_key not in self.threads_read
+            if known.thread_key == known.item_key and not known.deleted and known.item_key not in self.threads_read
         ]
         for root in sorted(roots, key=lambda k: int(k.native_id), reverse=True):
             exchange = self.session.get(self.api(f"statuses/{root.native_id}"), ok=(200, 404))
@@ -191,9 +187,7 @@ class _MastodonRun:
         for other in descendants:
             yield from self.observe_status(other, exchange.ref, None, root_key)
         if len(descendants) >= CONTEXT_CAP:
-            yield Notice(
-                f"thread {root_key} has {len(descendants)} replies, the API's cap: absences not checked"
-            )
+            yield Notice(f"thread {root_key} has {len(descendants)} replies, the API's cap: absences not checked")
             return
         present = {self.key(str(s["id"])) for s in descendants} | {root_key}
         missing = [
@@ -309,13 +303,9 @@ class _MastodonRun:
             thread_key = thread_key or known.thread_key
             conversation_key = conversation_key or known.conversation_key
         media = list((yield from self.fetch_media(status.get("media_attachments") or [])))
-        if status.get("edited_at") and (
-            known is None or _time(known.edited_at) != _time(status["edited_at"])
-        ):
+        if status.get("edited_at") and (known is None or _time(known.edited_at) != _time(status["edited_at"])):
             yield from self.fetch_history(status, known, kind, thread_key, conversation_key)
-        yield self.item(
-            status, status, ref, kind, thread_key, conversation_key, media, status.get("edited_at")
-        )
+        yield self.item(status, status, ref, kind, thread_key, conversation_key, media, status.get("edited_at"))
 
     def fetch_history(
         self,
@@ -368,13 +358,9 @@ class _MastodonRun:
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
-                    yield MediaFile(
-                        url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref
-                    )
+                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
                 else:
-                    yield Notice(
-                        f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it"
-                    )
+                    yield Notice(f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it")
             normalised.append(entry)
         return normalised
 

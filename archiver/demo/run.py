@@ -71,14 +71,18 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
         config_path.write_text(demo_config_text(server.base_url), "utf-8")
         config = load_config(config_path)
         outcome = DemoOutcome(config)
-        echo(f"sample clinic served at {server.base_url}: {facts.posts} posts, {facts.replies} replies, "
-             f"{facts.dm_conversations} direct conversations")
+        echo(
+            f"sample clinic served at {server.base_url}: {facts.posts} posts, {facts.replies} replies, "
+            f"{facts.dm_conversations} direct conversations"
+        )
         echo("first run: archiving everything ...")
         outcome.runs.append(_run_and_report(config, echo))
         mutation = mutate_for_second_run(state, facts, now)
-        echo(f"the clinic's account changed: {len(mutation.new_reply_ids)} new replies, post "
-             f"{mutation.edited_post_id} edited, post {mutation.deleted_post_id} and reply "
-             f"{mutation.deleted_reply_id} deleted")
+        echo(
+            f"the clinic's account changed: {len(mutation.new_reply_ids)} new replies, post "
+            f"{mutation.edited_post_id} edited, post {mutation.deleted_post_id} and reply "
+            f"{mutation.deleted_reply_id} deleted"
+        )
         echo("second run: capturing the changes ...")
         outcome.runs.append(_run_and_report(config, echo))
     echo(f"demo archive ready: {config.archive.dir} (config {config_path})")
@@ -88,7 +92,9 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
 def _run_and_report(config: Config, echo: Callable[[str], None]) -> RunResult:
     result = run_archive(config)
     for account in result.accounts:
-        line = (f"  {account.account}: {account.status}, {account.requests} requests, {account.new_items} new items, "
-                f"{account.new_versions} edits, {account.deletions} deletions, {account.media} media files")
+        line = (
+            f"  {account.account}: {account.status}, {account.requests} requests, {account.new_items} new items, "
+            f"{account.new_versions} edits, {account.deletions} deletions, {account.media} media files"
+        )
         echo(line + (f", error: {account.error}" if account.error else ""))
     return result

@@ -1,0 +1,184 @@
+"""The archive's Ed25519 key and the signed checkpoints of the ledger head (see schemas/ledger.md).
+
+`cryptography` does the Ed25519 work: a well-kept, audited implementation rather than code of ours.
+The private key file is created 0600 and never leaves the archive's key folder; the public key is what a
+third party needs to check a checkpoint, and `archiver key export` prints it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from . import ledger
+from .errors import ConfigError
+from .items import canonical_json
+from .problems import Problem
+from .warc import iso, utcnow
+
+PRIVATE_KEY = "archive-ed25519.key"
+PUBLIC_KEY = "archive-ed25519.pub"
+CHECKPOINT_DIR = "checkpoints"
+STATEMENT_TYPE = "archiver-checkpoint/1"
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def ensure_signing_key(keys_dir: Path) -> tuple[Path, bool]:
+    """The private key file, generated (mode 0600) when absent; returns (path, created)."""
+    path = keys_dir / PRIVATE_KEY
+    if path.exists():
+        return path, False
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    keys_dir.chmod(0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    (keys_dir / PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
+    return path, True
+
+
+def load_private_key(keys_dir: Path) -> Ed25519PrivateKey:
+    path = keys_dir / PRIVATE_KEY
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: signing key not found; create it with `archiver init`") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not an Ed25519 PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path}: not an Ed25519 key")
+    return key
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: public key not found") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    statement: str
+    signature: str
+    public_key: str
+    file_name: str
+    ledger_seq: int
+    ledger_hash: str
+
+
+def make_statement(conn: sqlite3.Connection, created_at: str) -> dict[str, Any]:
+    seq, head = ledger.head(conn)
+    files = [
+        {"name": name, "sha256": sha, "size": size}
+        for name, sha, size in conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name")
+    ]
+    return {"type": STATEMENT_TYPE, "created_at": created_at, "ledger": {"seq": seq, "hash": head}, "warc_files": files}
+
+
+def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, warc_dir: Path) -> Checkpoint:
+    """Sign the current ledger head and write the JSON copy; the caller appends the row (same transaction)."""
+    statement_obj = make_statement(conn, iso(utcnow()))
+    statement = canonical_json(statement_obj).decode("utf-8")
+    signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
+    public = base64.b64encode(raw_public(key.public_key())).decode("ascii")
+    seq = statement_obj["ledger"]["seq"]
+    name = f"checkpoint-{seq:010d}.json"
+    folder = warc_dir / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {"statement": statement, "signature": signature, "public_key": public}
+    path = folder / name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return Checkpoint(statement, signature, public, name, seq, statement_obj["ledger"]["hash"])
+
+
+def _signature_ok(public_b64: str, signature_b64: str, statement: str) -> bool:
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
+        key.verify(base64.b64decode(signature_b64), statement.encode("utf-8"))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_checkpoints(conn: sqlite3.Connection, warc_dir: Path, trusted: Ed25519PublicKey | None) -> Iterator[Problem]:
+    """Each checkpoint: signed by the archive's key, its ledger head still in the ledger, its JSON copy equal."""
+    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    folder = warc_dir / CHECKPOINT_DIR
+    seen_files = set()
+    for row in conn.execute("SELECT * FROM checkpoints ORDER BY id"):
+        where = f"checkpoints id={row['id']}"
+        seen_files.add(row["file_name"])
+        if trusted_b64 and row["public_key"] != trusted_b64:
+            yield Problem(where, f"signed with another key {row['public_key']}, not the archive's {trusted_b64}")
+        if not _signature_ok(row["public_key"], row["signature"], row["statement"]):
+            yield Problem(where, "signature does not match the statement")
+        try:
+            statement = json.loads(row["statement"])
+            seq, head = statement["ledger"]["seq"], statement["ledger"]["hash"]
+        except (ValueError, KeyError, TypeError):
+            yield Problem(where, "statement is not a checkpoint statement")
+            continue
+        if (seq, head) != (row["ledger_seq"], row["ledger_hash"]):
+            yield Problem(where, f"row says ledger seq {row['ledger_seq']}, statement says {seq}")
+        found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        if seq and found is None:
+            yield Problem(where, f"signed ledger seq {seq} is no longer in the ledger (ledger truncated)")
+        elif seq and found[0] != head:
+            yield Problem(where, f"ledger seq {seq} hash expected {head} as signed, found {found[0]}")
+        copy = folder / row["file_name"]
+        try:
+            document = json.loads(copy.read_text("utf-8"))
+        except FileNotFoundError:
+            yield Problem(f"checkpoint file {copy.name}", "missing beside the WARCs")
+            continue
+        except ValueError:
+            yield Problem(f"checkpoint file {copy.name}", "not valid JSON")
+            continue
+        if document != {"statement": row["statement"], "signature": row["signature"], "public_key": row["public_key"]}:
+            yield Problem(f"checkpoint file {copy.name}", f"differs from {where}")
+    # Copies whose rows are gone: the database lost checkpoints (or the ledger was cut back before them).
+    if folder.exists():
+        max_seq = ledger.head(conn)[0]
+        for copy in sorted(folder.glob("checkpoint-*.json")):
+            if copy.name in seen_files:
+                continue
+            try:
+                document = json.loads(copy.read_text("utf-8"))
+                seq = json.loads(document["statement"])["ledger"]["seq"]
+                valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
+            except (ValueError, KeyError, TypeError):
+                yield Problem(f"checkpoint file {copy.name}", "not a checkpoint document")
+                continue
+            detail = f"signed ledger seq {seq}" + ("" if valid else " (signature invalid)")
+            if seq > max_seq:
+                detail += f", beyond the ledger's last entry {max_seq} (ledger truncated)"
+            yield Problem(f"checkpoint file {copy.name}", f"not recorded in the database: {detail}")
