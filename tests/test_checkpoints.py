@@ -1,0 +1,115 @@
+"""Signed checkpoints: made at each run's end, checked against the archive's key; tampering is caught."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typer.testing import CliRunner
+
+from archiver.checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY, load_public_key, sign_checkpoint
+from archiver.cli import app
+from archiver.verify import verify_archive
+
+from .test_ledger import behind_the_back
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """An empty-account run: runs, results, a WARC-less checkpoint; keys generated on the way."""
+    config = tmp_path / "archiver.toml"
+    config.write_text('accounts = []\n[archive]\ndir = "arch"\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "arch", config
+
+
+def problems(arch):
+    return [str(p) for p in verify_archive(arch / "archive.db", arch / "warcs", arch / "keys" / PUBLIC_KEY)]
+
+
+def test_run_ends_with_a_checkpoint_anyone_can_check(archive):
+    arch, config = archive
+    key_file = arch / "keys" / PRIVATE_KEY
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    conn = sqlite3.connect(arch / "archive.db")
+    (statement, signature, public, file_name, seq) = conn.execute(
+        "SELECT statement, signature, public_key, file_name, ledger_seq FROM checkpoints"
+    ).fetchone()
+    conn.close()
+    # Checked with nothing but cryptography and the exported public key.
+    exported = CliRunner().invoke(app, ["key", "export", "--config", str(config)]).output.encode()
+    assert exported.startswith(b"-----BEGIN PUBLIC KEY-----")
+    key = load_public_key(arch / "keys" / PUBLIC_KEY)
+    key.verify(base64.b64decode(signature), statement.encode())
+    assert json.loads(statement)["ledger"]["seq"] == seq
+    copy = json.loads((arch / "warcs" / CHECKPOINT_DIR / file_name).read_text())
+    assert copy == {"statement": statement, "signature": signature, "public_key": public}
+    assert problems(arch) == []
+    result = CliRunner().invoke(app, ["verify", "--config", str(config)])
+    assert result.exit_code == 0 and "archive verifies" in result.output
+
+
+def test_an_edited_checkpoint_is_caught(archive):
+    arch, _ = archive
+    conn = sqlite3.connect(arch / "archive.db")
+    statement = conn.execute("SELECT statement FROM checkpoints").fetchone()[0]
+    conn.close()
+    forged = statement.replace('"seq":', '"seq":1')
+    behind_the_back(arch / "archive.db", f"UPDATE checkpoints SET statement = '{forged}'")
+    found = problems(arch)
+    assert any("checkpoints id=1: signature does not match the statement" in p for p in found)
+    assert any(p.startswith("checkpoints id=1: row changed since ledger seq") for p in found)
+
+
+def test_a_checkpoint_signed_with_another_key_is_caught(archive):
+    arch, _ = archive
+    conn = sqlite3.connect(arch / "archive.db")
+    conn.row_factory = sqlite3.Row
+    with conn:
+        other = sign_checkpoint(conn, Ed25519PrivateKey.generate(), arch / "warcs")
+    conn.close()
+    behind_the_back(
+        arch / "archive.db",
+        "INSERT INTO checkpoints (created_at, ledger_seq, ledger_hash, statement, public_key, signature, file_name) "
+        f"VALUES ('t', {other.ledger_seq}, '{other.ledger_hash}', '{other.statement}', '{other.public_key}', "
+        f"'{other.signature}', '{other.file_name}')",
+    )
+    found = problems(arch)
+    assert any("checkpoints id=2: signed with another key" in p for p in found)
+
+
+def test_a_truncated_ledger_is_caught_by_the_signed_head(archive):
+    arch, config = archive
+    # A second checkpoint so the first is not the last thing in the ledger.
+    assert CliRunner().invoke(app, ["checkpoint", "--config", str(config)]).exit_code == 0
+    conn = sqlite3.connect(arch / "archive.db")
+    last_signed = conn.execute("SELECT max(ledger_seq) FROM checkpoints").fetchone()[0]
+    conn.close()
+    behind_the_back(
+        arch / "archive.db",
+        f"DELETE FROM ledger WHERE seq >= {last_signed}",
+        "DELETE FROM checkpoints WHERE id = 2",
+        "DELETE FROM schema_migrations WHERE version > 100",
+    )
+    found = problems(arch)
+    assert any("not recorded in the database" in p and "ledger truncated" in p for p in found), found
+
+
+def test_verify_exits_1_and_names_the_place(archive):
+    arch, config = archive
+    (arch / "warcs" / CHECKPOINT_DIR / "checkpoint-0000000001.json").write_text("{}")
+    result = CliRunner().invoke(app, ["verify", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "checkpoint file checkpoint-0000000001.json: not a checkpoint document" in result.output
+
+
+def test_public_key_loader_rejects_other_files(tmp_path):
+    path = tmp_path / "k.pub"
+    path.write_text("nope")
+    with pytest.raises(Exception, match="not a PEM public key"):
+        load_public_key(path)
+    assert isinstance(Ed25519PrivateKey.generate().public_key(), Ed25519PublicKey)
