@@ -156,13 +156,14 @@ def verify(
     if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
         public_key = cfg.archive.keys_dir / PUBLIC_KEY
     problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir, public_key)
+    errors = [p for p in problems if p.severity == "error"]
     if as_json:
-        typer.echo(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=2))
+        typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))
     else:
         for problem in problems:
             typer.echo(str(problem))
-        typer.echo("archive verifies" if not problems else f"{len(problems)} problem(s) found", err=bool(problems))
-    raise typer.Exit(1 if problems else 0)
+        typer.echo("archive verifies" if not errors else f"{len(errors)} problem(s) found", err=bool(errors))
+    raise typer.Exit(1 if errors else 0)
 
 
 key_app = typer.Typer(help="The archive's signing key.", no_args_is_help=True)

@@ -6,7 +6,6 @@ that point into it are committed. A failing account is recorded with a one-line 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import socket
@@ -16,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from warcio.archiveiterator import ArchiveIterator
-
 from .checkpoints import Checkpoint, ensure_signing_key, load_private_key, sign_checkpoint
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
@@ -26,6 +23,7 @@ from .errors import ArchiverError
 from .http import CapturingSession, Redactor
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
+from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
 from .store import KnownItem, Store
 from .warc import WarcWriter, iso, utcnow
 
@@ -134,28 +132,33 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def register_orphan_warcs(store: Store, warc_dir: Path, run_id: str) -> list[str]:
-    """WARC files a crashed run left unregistered: complete ones are recorded, torn ones reported."""
+def register_orphan_warcs(store: Store, warc_dir: Path) -> list[str]:
+    """Record the WARC files interrupted runs left behind, a torn tail set aside first (see recovery.py)."""
     notices = []
     known = store.known_warc_files()
+    interrupted = interrupted_runs(store.conn)
     for path in sorted(warc_dir.glob("*.warc.gz")):
         if path.name in known:
             continue
-        records = 0
-        try:
-            with open(path, "rb") as fh:
-                for record in ArchiveIterator(fh):
-                    record.content_stream().read()
-                    records += 1
-        except Exception as exc:  # warcio raises several types for a torn gzip member
-            notices.append(
-                f"WARC file {path.name} ends in a torn record after {records} complete records "
-                f"({type(exc).__name__}); left untouched for inspection"
-            )
+        run = run_of(path.name)
+        if run not in interrupted:
+            notices.append(f"WARC file {path.name} is not from an interrupted run of this archive; left alone")
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        store.append_warc_file(run_id, path.name, digest, path.stat().st_size, records)
-        notices.append(f"WARC file {path.name} from an interrupted run was complete and is now recorded")
+        scan = scan_warc(path)
+        if scan.records == 0:
+            (warc_dir / TORN_DIR).mkdir(exist_ok=True)
+            path.rename(warc_dir / TORN_DIR / path.name)
+            notices.append(f"WARC file {path.name} of interrupted run {run} held no complete record: moved to torn/")
+            continue
+        if scan.torn:
+            aside = set_aside_torn_tail(path, scan)
+            notices.append(
+                f"WARC file {path.name} of interrupted run {run}: torn tail after offset {scan.complete_bytes} "
+                f"moved to {aside.relative_to(warc_dir)}"
+            )
+        with store.transaction():
+            store.append_warc_file(run, path.name, file_sha256(path), path.stat().st_size, scan.records)
+        notices.append(f"WARC file {path.name} of interrupted run {run} recorded ({scan.records} records)")
     return notices
 
 
@@ -180,7 +183,7 @@ def run_archive(
         try:
             run_id = new_run_id(now())
             store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
-            notices = register_orphan_warcs(store, archive.warc_dir, run_id) if archive.warc_dir.exists() else []
+            notices = register_orphan_warcs(store, archive.warc_dir) if archive.warc_dir.exists() else []
             warc = WarcWriter(
                 archive.warc_dir,
                 run_id,

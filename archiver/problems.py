@@ -9,6 +9,8 @@ from dataclasses import dataclass
 class Problem:
     where: str
     message: str
+    severity: str = "error"  # "note": expected after a crash (e.g. a torn WARC tail), not tampering
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        prefix = "note: " if self.severity == "note" else ""
+        return f"{prefix}{self.where}: {self.message}"

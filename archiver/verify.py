@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .checkpoints import load_public_key, verify_checkpoints
 from .ledger import verify_ledger
 from .problems import Problem
+from .recovery import file_sha256, interrupted_runs, run_of, scan_warc
 from .store import ARCHIVE_TABLES, Store
 from .warc import read_raw_block
 
@@ -43,14 +44,6 @@ def _contains(haystack: Any, needle: Any) -> bool:
     if isinstance(haystack, list):
         return any(_contains(v, needle) for v in haystack)
     return False
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_archive(
@@ -101,9 +94,21 @@ def _verify(
         if found != row["sha256"]:
             yield Problem(f"WARC {name}", f"sha256 expected {row['sha256']}, found {found}")
     if warc_dir.exists():
+        interrupted = interrupted_runs(store.conn)
         for path in sorted(warc_dir.glob("*.warc.gz")):
-            if path.name not in known:
-                yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files")
+            if path.name in known:
+                continue
+            run = run_of(path.name)
+            if run in interrupted:
+                scan = scan_warc(path)
+                tail = f", torn tail after offset {scan.complete_bytes}" if scan.torn else ""
+                yield Problem(
+                    f"WARC {path.name}",
+                    f"left by interrupted run {run}: {scan.records} complete records{tail}; the next run records it",
+                    "note",
+                )
+            else:
+                yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
 
     on_step("records")
     payloads: dict[tuple[str, int], tuple[Any, list[Problem]]] = {}

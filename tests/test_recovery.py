@@ -1,0 +1,74 @@
+"""A WARC left by an interrupted run: a torn tail is a note for verify, set aside and recorded by the next run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from archiver.pipeline import register_orphan_warcs
+from archiver.recovery import TORN_DIR, scan_warc
+from archiver.store import Store
+from archiver.verify import verify_archive
+
+from .test_warc import exchange, fixed_writer
+
+
+def interrupted_archive(tmp_path, cut: int):
+    """A run that wrote 3 exchanges and died `cut` bytes into its last record (0: died between records)."""
+    store = Store.open(tmp_path / "archive.db")
+    store.append_run("run1", "host", "0" * 64, [])
+    writer = fixed_writer(tmp_path / "warcs")
+    for i in range(3):
+        writer.write_exchange(*exchange(i))
+    name = writer.current_name
+    writer._file.sync()  # the process dies here: the file is never closed nor recorded
+    path = tmp_path / "warcs" / name
+    whole = path.read_bytes()
+    if cut:
+        last = scan_warc(path)
+        assert last.records == 7
+        # Keep everything but part of the last record.
+        path.write_bytes(whole[: len(whole) - cut])
+    return store, path, whole
+
+
+def test_torn_tail_is_a_note_then_set_aside_and_recorded(tmp_path):
+    store, path, whole = interrupted_archive(tmp_path, cut=50)
+    scan = scan_warc(path)
+    assert scan.torn and scan.records == 6
+    found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
+    assert [p.severity for p in found] == ["note"]
+    assert "interrupted run run1: 6 complete records, torn tail after offset" in found[0].message
+
+    notices = register_orphan_warcs(store, tmp_path / "warcs")
+    assert any("torn tail after offset" in n for n in notices)
+    aside = list((tmp_path / "warcs" / TORN_DIR).iterdir())
+    assert len(aside) == 1
+    # Nothing lost: the file's complete records plus the set-aside bytes are exactly what was on disk.
+    assert path.read_bytes() + aside[0].read_bytes() == whole[: len(whole) - 50]
+    row = store.known_warc_files()[path.name]
+    assert row["records"] == 6 and row["run_id"] == "run1"
+    check = subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    store.close()
+    assert verify_archive(tmp_path / "archive.db", tmp_path / "warcs") == []
+
+
+def test_complete_file_of_an_interrupted_run_is_recorded_unchanged(tmp_path):
+    store, path, whole = interrupted_archive(tmp_path, cut=0)
+    register_orphan_warcs(store, tmp_path / "warcs")
+    assert path.read_bytes() == whole
+    assert store.known_warc_files()[path.name]["records"] == 7
+    assert not (tmp_path / "warcs" / TORN_DIR).exists()
+    store.close()
+
+
+def test_unknown_warc_is_left_alone_and_reported(tmp_path):
+    store, path, _ = interrupted_archive(tmp_path, cut=0)
+    stranger = path.with_name("archiver-20260101000000-someone-else-00001.warc.gz")
+    stranger.write_bytes(path.read_bytes())
+    notices = register_orphan_warcs(store, tmp_path / "warcs")
+    assert any("not from an interrupted run" in n for n in notices)
+    store.close()
+    found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
+    assert [str(p) for p in found] == [f"WARC {stranger.name}: on disk but not recorded in warc_files (unknown file)"]
