@@ -74,6 +74,7 @@ class Deletion:
 
     item_key: str
     evidence: dict[str, Any]
+    source: CaptureRef | None = None  # the record that proves it (its date is when the deletion was observed)
 
 
 @dataclass(frozen=True)

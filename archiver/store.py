@@ -316,7 +316,7 @@ class Store:
         """Append a version when the item is new or its content changed, with its events."""
         outcome = AppendOutcome()
         latest = self.latest_version(item.item_key)
-        now = iso(utcnow())
+        now = item.source.date or iso(utcnow())
         digest = item.content_sha256
         version_id = None
         if latest is None or latest["content_sha256"] != digest:
@@ -354,7 +354,7 @@ class Store:
             evidence = {"warc_record_id": item.source.record_id, "warc_file": item.source.warc_file}
             if latest is not None:
                 evidence["previous_version_id"] = latest["id"]
-            self._append_event(item.item_key, event, version_id, run_id, evidence)
+            self._append_event(item.item_key, event, version_id, run_id, evidence, now)
             outcome.new_item = latest is None
             outcome.new_version = True
         if latest is not None and self.is_deleted(item.item_key):
@@ -366,6 +366,7 @@ class Store:
                 current,
                 run_id,
                 {"observed_in": item.source.record_id, "warc_file": item.source.warc_file},
+                now,
             )
             outcome.restored = True
         return outcome
@@ -375,11 +376,14 @@ class Store:
         latest = self.latest_version(deletion.item_key)
         if latest is None or self.is_deleted(deletion.item_key):
             return outcome
-        self._append_event(deletion.item_key, "deleted", latest["id"], run_id, deletion.evidence)
+        observed = deletion.source.date if deletion.source and deletion.source.date else iso(utcnow())
+        self._append_event(deletion.item_key, "deleted", latest["id"], run_id, deletion.evidence, observed)
         outcome.deleted = True
         return outcome
 
-    def _append_event(self, item_key: str, event: str, version_id: int | None, run_id: str, evidence: dict) -> None:
+    def _append_event(
+        self, item_key: str, event: str, version_id: int | None, run_id: str, evidence: dict, observed_at: str
+    ) -> None:
         self._insert(
             "events",
             {
@@ -387,7 +391,7 @@ class Store:
                 "event": event,
                 "version_id": version_id,
                 "run_id": run_id,
-                "observed_at": iso(utcnow()),
+                "observed_at": observed_at,
                 "evidence": json.dumps(evidence, ensure_ascii=False, sort_keys=True),
             },
         )
@@ -407,7 +411,7 @@ class Store:
                 "size": media.size,
                 "content_type": media.content_type,
                 "run_id": run_id,
-                "captured_at": iso(utcnow()),
+                "captured_at": media.source.date or iso(utcnow()),
                 "warc_file": media.source.warc_file,
                 "warc_offset": media.source.offset,
                 "warc_length": media.source.length,

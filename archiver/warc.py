@@ -53,6 +53,7 @@ class CaptureRef:
     offset: int
     length: int
     record_id: str
+    date: str = ""  # WARC-Date of the record: when it was captured
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,9 @@ class WarcWriter:
         offset = self._file.tell()
         self._writer.write_record(record)
         self._records += 1
-        return CaptureRef(self._name, offset, self._file.tell() - offset, headers["WARC-Record-ID"])
+        return CaptureRef(
+            self._name, offset, self._file.tell() - offset, headers["WARC-Record-ID"], headers["WARC-Date"]
+        )
 
     def _rotate_if_full(self) -> None:
         if self._file is not None and self._file.size >= self.max_bytes:

@@ -148,7 +148,7 @@ class _MastodonRun:
         for root in sorted(roots, key=lambda k: int(k.native_id), reverse=True):
             exchange = self.session.get(self.api(f"statuses/{root.native_id}"), ok=(200, 404))
             if exchange.status == 404:
-                yield Deletion(root.item_key, self.lookup_evidence(exchange))
+                yield Deletion(root.item_key, self.lookup_evidence(exchange), exchange.ref)
                 continue
             status = exchange.json()
             _expect(isinstance(status, dict) and "id" in status, exchange, "a Status")
@@ -204,7 +204,7 @@ class _MastodonRun:
             if lookup.status == 404:
                 evidence = self.lookup_evidence(lookup)
                 evidence["absent_from"] = {"url": listing.url, "warc_record_id": listing.ref.record_id}
-                yield Deletion(known.item_key, evidence)
+                yield Deletion(known.item_key, evidence, lookup.ref)
             else:
                 status = lookup.json()
                 _expect(isinstance(status, dict) and "id" in status, lookup, "a Status")
