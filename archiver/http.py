@@ -52,19 +52,27 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe=":/,@[]")))
 
 
+def with_params(url: str, params: dict[str, Any] | None) -> str:
+    """The URL a GET with these parameters asks for (also how a replay finds the recorded exchange)."""
+    return url + ("&" if "?" in url else "?") + urlencode(params) if params else url
+
+
 class Redactor:
     """Removes the known secret values from text and bytes (URLs, headers, bodies, error messages)."""
 
     def __init__(self, secrets: list[str]):
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.secrets = list(secrets)
+
+    def _values(self) -> list[str]:
+        return sorted({s for s in self.secrets if s and len(s) >= 4}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
-        for secret in self.secrets:
+        for secret in self._values():
             value = value.replace(secret, REDACTED)
         return value
 
     def bytes(self, value: bytes) -> bytes:
-        for secret in self.secrets:
+        for secret in self._values():
             value = value.replace(secret.encode("utf-8"), REDACTED.encode("ascii"))
         return value
 
@@ -89,6 +97,18 @@ class Exchange:
                 f"GET {self.url}: HTTP {self.status} body is not valid JSON ({exc}); "
                 f"the raw response is in WARC record {self.ref.record_id}"
             ) from None
+
+
+class Session(Protocol):
+    """What a connector calls: a live CapturingSession, or a replay of captured records (rebuild)."""
+
+    requests_made: int
+
+    def get(
+        self, url: str, params: dict[str, Any] | None = None, *, auth: bool = True, ok: tuple[int, ...] = (200,)
+    ) -> Exchange: ...
+
+    def close(self) -> None: ...
 
 
 class RateLimitPolicy(Protocol):
@@ -210,7 +230,7 @@ class CapturingSession:
             resp_headers.append((name, self.redactor.text(value)))
         body = self.redactor.bytes(response.content)
         reply = HttpMessage(f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body)
-        req_ref, resp_ref = self.warc.write_exchange(url, request, reply)
+        req_ref, resp_ref = self.warc.write_exchange(url, request, reply, self.account)
         links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
         return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
 
@@ -237,8 +257,7 @@ class CapturingSession:
         ok: tuple[int, ...] = (200,),
     ) -> Exchange:
         """GET a URL; returns the captured exchange when its status is in `ok`, raises a PlatformError otherwise."""
-        if params:
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
+        url = with_params(url, params)
         shown = self.redactor.text(redact_url(url))
         headers = {"Authorization": f"Bearer {self.token}"} if (auth and self.token) else {}
         attempt = 0

@@ -18,9 +18,9 @@ from pathlib import Path
 from .checkpoints import Checkpoint, ensure_signing_key, load_private_key, sign_checkpoint
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
-from .connectors.base import FetchWindow
+from .connectors.base import Connector, FetchWindow
 from .errors import ArchiverError
-from .http import CapturingSession, Redactor
+from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
 from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
@@ -182,17 +182,21 @@ def run_archive(
         store = Store.open(archive.database)
         try:
             run_id = new_run_id(now())
+            window = FetchWindow(iso(now().astimezone(UTC) - timedelta(days=archive.recheck_days)))
             store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
             notices = register_orphan_warcs(store, archive.warc_dir) if archive.warc_dir.exists() else []
             warc = WarcWriter(
                 archive.warc_dir,
                 run_id,
                 max_bytes=archive.warc_max_bytes,
-                info={"config-sha256": config.sha256, "accounts": ", ".join(a.name for a in accounts)},
+                info={
+                    "config-sha256": config.sha256,
+                    "accounts": ", ".join(a.name for a in accounts),
+                    "recheck-since": window.recheck_since,
+                },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
             results = []
-            window = FetchWindow(iso(now().astimezone(UTC) - timedelta(days=archive.recheck_days)))
             for account in accounts:
                 progress.account_started(account)
                 result = run_account(store, warc, config, account, run_id, window, progress)
@@ -233,16 +237,13 @@ def run_account(
     window: FetchWindow,
     progress: RunProgress,
 ) -> AccountResult:
-    result = AccountResult(account.name, account.platform)
+    """Capture one account live: its token is read now, and every exchange goes to `warc`."""
     redactor = Redactor([])
-    session = None
-    pending = 0
-    store.conn.execute("BEGIN IMMEDIATE")
-    try:
-        connector = connector_for(account.platform)
+
+    def open_session(connector: Connector) -> Session:
         token = resolve_token(account)
-        redactor = Redactor([token])
-        session = CapturingSession(
+        redactor.secrets.append(token)
+        return CapturingSession(
             warc,
             account=account.name,
             token=token,
@@ -253,17 +254,42 @@ def run_account(
             max_wait=config.archive.max_rate_limit_wait,
             on_wait=lambda message: progress.waiting(account.name, message),
         )
+
+    return archive_account(store, account, run_id, window, open_session, warc.sync, progress, redactor)
+
+
+def archive_account(
+    store: Store,
+    account: AccountConfig,
+    run_id: str,
+    window: FetchWindow,
+    open_session: Callable[[Connector], Session],
+    sync: Callable[[], None],
+    progress: RunProgress,
+    redactor: Redactor,
+) -> AccountResult:
+    """Drive an account's connector over a session (live or replayed) and append what it yields.
+
+    `sync` makes the records behind the rows durable; it runs before every commit.
+    """
+    result = AccountResult(account.name, account.platform)
+    session: Session | None = None
+    pending = 0
+    store.conn.execute("BEGIN IMMEDIATE")
+    try:
+        connector = connector_for(account.platform)
+        session = open_session(connector)
         state = StoreAccountState(store, account.name)
         for observation in connector.fetch(session, account, state, window):
             apply_observation(store, account, run_id, observation, result)
             pending += 1
             if pending >= COMMIT_EVERY:
-                warc.sync()
+                sync()
                 store.conn.execute("COMMIT")
                 store.conn.execute("BEGIN IMMEDIATE")
                 pending = 0
+                result.requests = session.requests_made
                 progress.observed(result)
-            result.requests = session.requests_made
     except ArchiverError as exc:
         result.status, result.error = "failed", redactor.text(str(exc))
     except Exception as exc:  # a connector bug or an unexpected shape must not stop the other accounts
@@ -272,7 +298,7 @@ def run_account(
         log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
     finally:
         # What was captured before a failure is real evidence: keep it.
-        warc.sync()
+        sync()
         store.conn.execute("COMMIT")
         if session is not None:
             result.requests = session.requests_made

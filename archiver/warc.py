@@ -26,6 +26,7 @@ from warcio.warcwriter import WARCWriter
 from . import __version__
 
 SOFTWARE = f"archiver/{__version__}"
+ACCOUNT_FIELD = "Archiver-Account"  # extension field: which configured account made the exchange
 
 
 def utcnow() -> datetime:
@@ -221,16 +222,23 @@ class WarcWriter:
             self.on_close(info)
 
     # -- records -------------------------------------------------------------------------------------------
-    def write_exchange(self, uri: str, request: HttpMessage, response: HttpMessage) -> tuple[CaptureRef, CaptureRef]:
-        """Write a request and its response; returns (request ref, response ref). Data is flushed, not synced."""
+    def write_exchange(
+        self, uri: str, request: HttpMessage, response: HttpMessage, account: str | None = None
+    ) -> tuple[CaptureRef, CaptureRef]:
+        """Write a request and its response; returns (request ref, response ref). Data is flushed, not synced.
+
+        `account` goes into an `Archiver-Account` field of both records, so a rebuild can replay each
+        account's exchanges through its connector.
+        """
         self._ensure_open()
-        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", {}, None)
+        tag = {ACCOUNT_FIELD: account} if account else {}
+        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, None)
         resp = self._write(
             uri,
             "response",
             response.block(),
             "application/http; msgtype=response",
-            {"WARC-Concurrent-To": req.record_id},
+            {"WARC-Concurrent-To": req.record_id, **tag},
             response.body,
         )
         assert self._file is not None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from ..config import AccountConfig
-from ..http import CapturingSession, RateLimitPolicy
+from ..http import RateLimitPolicy, Session
 from ..items import Observation
 from ..store import KnownItem
 
@@ -53,5 +53,5 @@ class Connector(Protocol):
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 
     def fetch(
-        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]: ...

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ..config import AccountConfig
 from ..errors import PlatformError
-from ..http import CapturingSession, Exchange, HeaderRateLimit
+from ..http import Exchange, HeaderRateLimit, Session
 from ..items import (
     AccountIdentity,
     CursorUpdate,
@@ -61,14 +61,14 @@ class MastodonConnector:
 
     # -- one run -------------------------------------------------------------------------------------------
     def fetch(
-        self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
         run = _MastodonRun(session, account, state, window)
         yield from run.fetch()
 
 
 class _MastodonRun:
-    def __init__(self, session: CapturingSession, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
         self.session = session
         self.account = account
         self.state = state
