@@ -1,0 +1,217 @@
+"""Rebuild the database from the WARCs alone: the WARCs are the evidence, the database is their index.
+
+Every run's records are replayed in capture order: each account's connector runs again against a
+ReplaySession that answers its requests with the captured responses (same URL, in the order they were
+captured), and what it yields goes through the same store and change detection. Rows point at the original
+records and take their times from them, so the rebuilt items, versions and events equal the live ones.
+A fixed parser re-reads old captures the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from requests.structures import CaseInsensitiveDict
+from requests.utils import parse_header_links
+from warcio.archiveiterator import ArchiveIterator
+
+from .config import Config
+from .connectors.base import Connector, FetchWindow
+from .errors import AuthError, ConfigError, PlatformError
+from .http import Exchange, Redactor, redact_url, with_params
+from .pipeline import RunProgress, archive_account
+from .recovery import file_sha256, scan_warc
+from .store import Store
+from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
+
+
+@dataclass
+class _Recorded:
+    uri: str
+    response: CaptureRef
+    request: CaptureRef
+
+
+@dataclass
+class _RunRecords:
+    run_id: str
+    started_at: str
+    host: str
+    config_sha256: str
+    recheck_since: str
+    accounts: list[str] = field(default_factory=list)
+    exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
+    files: list[Path] = field(default_factory=list)
+
+
+class ReplaySession:
+    """Answers a connector's GETs with the responses captured for its account, as the live session did."""
+
+    def __init__(self, warc_dir: Path, account: str, recorded: list[_Recorded]):
+        self.warc_dir = warc_dir
+        self.account = account
+        self.queues: dict[str, deque[_Recorded]] = defaultdict(deque)
+        for entry in recorded:
+            self.queues[entry.uri].append(entry)
+        self.requests_made = 0
+
+    def close(self) -> None:
+        pass
+
+    def _next(self, uri: str) -> Exchange:
+        queue = self.queues.get(uri)
+        if not queue:
+            raise PlatformError(f"replay of account {self.account}: no captured response for GET {uri}")
+        entry = queue.popleft()
+        self.requests_made += 1
+        record, block = read_raw_block(self.warc_dir / entry.response.warc_file, entry.response.offset)
+        status_line, body = parse_http_headers(block)
+        headers = CaseInsensitiveDict(status_line.headers)
+        links = {}
+        if headers.get("Link"):
+            for link in parse_header_links(headers["Link"]):
+                if link.get("rel"):
+                    links[link["rel"]] = link["url"]
+        status = int(status_line.get_statuscode() or 0)
+        return Exchange(uri, status, headers, body, entry.response, entry.request, links)
+
+    def get(self, url: str, params: dict | None = None, *, auth: bool = True, ok: tuple[int, ...] = (200,)) -> Exchange:
+        uri = redact_url(with_params(url, params))
+        while True:
+            exchange = self._next(uri)
+            if exchange.status in ok:
+                return exchange
+            if exchange.status == 429 or exchange.status >= 500:
+                if self.queues.get(uri):
+                    continue  # the live session waited or retried: its next attempt was captured too
+                raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed; no later attempt was captured)")
+            if exchange.status in (401, 403):
+                raise AuthError(f"account {self.account}: HTTP {exchange.status} at {uri} (replayed)")
+            raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed)")
+
+
+def _warc_fields(body: bytes) -> dict[str, str]:
+    fields = {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
+    """Every run found in the WARC files, in capture order, with each account's exchanges."""
+    current: _RunRecords | None = None
+    for path in sorted(warc_dir.glob("*.warc.gz")):
+        with open(path, "rb") as fh:
+            iterator = ArchiveIterator(fh, no_record_parse=True)
+            pending_requests: dict[str, CaptureRef] = {}
+            for record in iterator:
+                headers = record.rec_headers
+                kind = headers.get_header("WARC-Type")
+                body = record.raw_stream.read()
+                iterator.read_to_end(record)
+                ref = CaptureRef(
+                    path.name,
+                    iterator.get_record_offset(),
+                    iterator.get_record_length(),
+                    headers.get_header("WARC-Record-ID"),
+                    headers.get_header("WARC-Date"),
+                )
+                if kind == "warcinfo":
+                    info = _warc_fields(body)
+                    run_id = info.get("run-id", "")
+                    if current is None or current.run_id != run_id:
+                        if current is not None:
+                            yield current
+                        current = _RunRecords(
+                            run_id,
+                            headers.get_header("WARC-Date"),
+                            info.get("hostname", ""),
+                            info.get("config-sha256", ""),
+                            info.get("recheck-since", ""),
+                            [a.strip() for a in info.get("accounts", "").split(",") if a.strip()],
+                        )
+                    current.files.append(path)
+                    continue
+                account = headers.get_header(ACCOUNT_FIELD)
+                if current is None or not account:
+                    continue
+                if kind == "request":
+                    pending_requests[ref.record_id] = ref
+                elif kind == "response":
+                    request = pending_requests.pop(headers.get_header("WARC-Concurrent-To") or "", ref)
+                    current.exchanges[account].append(_Recorded(headers.get_header("WARC-Target-URI"), ref, request))
+    if current is not None:
+        yield current
+
+
+def rebuild_database(
+    config: Config,
+    out: Path,
+    *,
+    progress: RunProgress | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> int:
+    """Replay every WARC under the archive into a new database at `out`; returns the number of runs."""
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; rebuild writes a new database, choose another --out")
+    if out.resolve() == config.archive.database.resolve():
+        raise ConfigError(f"{out}: is the live archive database; choose another --out")
+    progress = progress or RunProgress()
+    accounts = {a.name: a for a in config.accounts}
+    store = Store.open(out)
+    runs = 0
+    try:
+        for run in index_runs(config.archive.warc_dir):
+            if on_run:
+                on_run(run.run_id)
+            with store.transaction():
+                store._insert(
+                    "runs",
+                    {
+                        "id": run.run_id,
+                        "started_at": run.started_at,
+                        "host": run.host,
+                        "software_version": "rebuild",
+                        "config_sha256": run.config_sha256,
+                        "accounts_selected": json.dumps(run.accounts),
+                    },
+                )
+            statuses = []
+            for name in run.accounts:
+                account = accounts.get(name)
+                if account is None:
+                    raise ConfigError(
+                        f"{config.path}: run {run.run_id} captured account {name!r}, which the config no longer "
+                        "names; add it back (enabled = false is enough) to rebuild"
+                    )
+                recorded = run.exchanges.get(name, [])
+
+                def open_session(_: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
+                    return ReplaySession(config.archive.warc_dir, name, recorded)
+
+                result = archive_account(
+                    store,
+                    account,
+                    run.run_id,
+                    FetchWindow(run.recheck_since),
+                    open_session,
+                    lambda: None,
+                    progress,
+                    Redactor([]),
+                )
+                statuses.append(result.status)
+            for path in run.files:
+                with store.transaction():
+                    size, records = path.stat().st_size, scan_warc(path).records
+                    store.append_warc_file(run.run_id, path.name, file_sha256(path), size, records)
+            store.append_run_result(run.run_id, "ok" if all(s == "ok" for s in statuses) else "failed", {})
+            runs += 1
+    finally:
+        store.close()
+    return runs
