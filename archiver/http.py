@@ -182,7 +182,7 @@ class CapturingSession:
         retries: int = 3,
         max_wait: float = 900.0,
         backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
         on_wait: Callable[[str], None] | None = None,
     ):
@@ -195,7 +195,7 @@ class CapturingSession:
         self.retries = retries
         self.max_wait = max_wait
         self.backoff = backoff
-        self.sleep = sleep
+        self.sleep = sleep or (lambda seconds: time.sleep(seconds))  # looked up late: tests patch time.sleep
         self.clock = clock
         self.on_wait = on_wait
         self.redactor = Redactor([token] if token else [])

@@ -86,11 +86,13 @@ def render_summary(result: RunResult, console: Console | None = None) -> None:
     console.print(table)
     for a in result.accounts:
         if a.error:
-            console.print(f"{a.account}: error: {a.error}", markup=False, highlight=False)
+            console.print(f"{a.account}: error: {a.error}", markup=False, highlight=False, soft_wrap=True)
         for notice in a.notices[:20]:
-            console.print(f"{a.account}: note: {notice}", markup=False, highlight=False)
+            console.print(f"{a.account}: note: {notice}", markup=False, highlight=False, soft_wrap=True)
         if len(a.notices) > 20:
-            console.print(f"{a.account}: note: and {len(a.notices) - 20} more notices", markup=False)
+            console.print(f"{a.account}: note: and {len(a.notices) - 20} more notices", markup=False, soft_wrap=True)
     for notice in result.notices:
-        console.print(f"note: {notice}", markup=False, highlight=False)
-    console.print(f"WARC files: {', '.join(result.warc_files) or 'none'}", markup=False, highlight=False)
+        console.print(f"note: {notice}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"WARC files: {', '.join(result.warc_files) or 'none'}", markup=False, highlight=False, soft_wrap=True
+    )

@@ -232,7 +232,7 @@ class WarcWriter:
         """
         self._ensure_open()
         tag = {ACCOUNT_FIELD: account} if account else {}
-        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, None)
+        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
         resp = self._write(
             uri,
             "response",

@@ -1,0 +1,305 @@
+"""Mastodon end to end: a loopback server playing the Mastodon API, archived by `archiver run`.
+
+Each test builds a small clinic with hand-written statuses in the documented shapes, runs the archive
+through the CLI and asserts exact rows: paging, replies, edits with history, media, DMs, deletions only on
+proof (and none from a listing that failed half way), no change appends nothing, the token never written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver.cli import app
+from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
+from archiver.demo.png import make_png
+
+TOKEN = "mastodon-test-token-7Qx91LmZ"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class Clinic:
+    """A tiny clinic account with a few followers, served on loopback."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, posts: int = 3):
+        self.state = MastodonState()
+        self.clinic = self.state.add_account("riverside", "Riverside Clinic")
+        self.ann = self.state.add_account("ann", "Ann Patient")
+        self.bob = self.state.add_account("bob", "Bob Public")
+        self.posts = []
+        for i in range(posts):
+            media = [(make_png(8, 8, i), f"photo {i}")] if i == 0 else []
+            self.posts.append(
+                self.state.add_status(
+                    self.clinic["id"], f"Clinic post number {i}", created_at=NOW - timedelta(days=2, minutes=posts - i),
+                    media=media,
+                )
+            )
+        self.tmp_path = tmp_path
+        monkeypatch.setenv("CLINIC_TOKEN", TOKEN)
+        self.server = SampleMastodonServer(self.state, TOKEN)
+        self.server.start()
+
+    def config(self, extra_accounts: str = "") -> Path:
+        path = self.tmp_path / "archiver.toml"
+        path.write_text(
+            f"""
+[archive]
+dir = "arch"
+recheck_days = 14
+
+[[accounts]]
+name = "clinic"
+platform = "mastodon"
+api_base = "{self.server.base_url}"
+account = "@riverside"
+token_env = "CLINIC_TOKEN"
+{extra_accounts}
+"""
+        )
+        return path
+
+    def run(self, *args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["run", "--config", str(self.config()), "--quiet", *args])
+        return result.exit_code, result.output
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.tmp_path / "arch" / "archive.db")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def counts(self) -> dict[str, int]:
+        conn = self.db()
+        found = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                 for t in ("item_versions", "events", "media_files", "cursors", "accounts")}
+        conn.close()
+        return found
+
+    def key(self, status: dict) -> str:
+        return f"mastodon:{self.server.base_url.split('//')[1]}:{status['id']}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def clinic(tmp_path, monkeypatch):
+    c = Clinic(tmp_path, monkeypatch)
+    yield c
+    c.stop()
+
+
+def test_first_run_archives_posts_replies_media_and_dms(clinic):
+    post = clinic.posts[2]
+    reply = clinic.state.add_status(clinic.ann["id"], "When are flu shots?", in_reply_to_id=post["id"],
+                                    created_at=NOW - timedelta(days=1))
+    answer = clinic.state.add_status(clinic.clinic["id"], "Mondays 9-12!", in_reply_to_id=reply["id"],
+                                     created_at=NOW - timedelta(hours=20))
+    dm = clinic.state.add_status(clinic.ann["id"], "@riverside my DOB is 01/02/1980", visibility="direct",
+                                 created_at=NOW - timedelta(hours=5))
+    dm_answer = clinic.state.add_status(clinic.clinic["id"], "Thanks Ann, we will call you", visibility="direct",
+                                        in_reply_to_id=dm["id"], created_at=NOW - timedelta(hours=4))
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    rows = [tuple(r) for r in conn.execute(
+        "SELECT item_key, kind, author_handle, text, parent_key, thread_key, status, versions FROM items "
+        "ORDER BY item_key")]
+    k = clinic.key
+    expected = sorted([
+        (k(clinic.posts[0]), "post", "riverside", "Clinic post number 0", None, k(clinic.posts[0]), "live", 1),
+        (k(clinic.posts[1]), "post", "riverside", "Clinic post number 1", None, k(clinic.posts[1]), "live", 1),
+        (k(post), "post", "riverside", "Clinic post number 2", None, k(post), "live", 1),
+        (k(reply), "comment", "ann", "When are flu shots?", k(post), k(post), "live", 1),
+        (k(answer), "comment", "riverside", "Mondays 9-12!", k(reply), k(post), "live", 1),
+        (k(dm), "message", "ann", "@riverside my DOB is 01/02/1980", None, k(dm), "live", 1),
+        (k(dm_answer), "message", "riverside", "Thanks Ann, we will call you", k(dm), k(dm), "live", 1),
+    ])
+    assert rows == expected
+    conversations = {r[0] for r in conn.execute("SELECT conversation_key FROM items WHERE kind = 'message'")}
+    assert len(conversations) == 1 and None not in conversations
+    # The media file is in the WARC, hashed, and linked from its item.
+    (media,) = conn.execute("SELECT url, sha256, size FROM media_files").fetchall()
+    assert media["sha256"] == hashlib.sha256(make_png(8, 8, 0)).hexdigest()
+    item_media = json.loads(conn.execute("SELECT media FROM item_versions WHERE item_key = ?",
+                                         (k(clinic.posts[0]),)).fetchone()[0])
+    assert item_media[0]["sha256"] == media["sha256"] and item_media[0]["description"] == "photo 0"
+    assert [tuple(r) for r in conn.execute("SELECT event, count(*) FROM events GROUP BY event")] == [("created", 7)]
+    conn.close()
+    # verify: every version's WARC record exists, its digest holds and its payload contains the raw JSON.
+    result = CliRunner().invoke(app, ["verify", "--config", str(clinic.config())])
+    assert result.exit_code == 0, result.output
+
+
+def test_rerun_without_changes_appends_nothing(clinic):
+    clinic.state.add_status(clinic.ann["id"], "nice", in_reply_to_id=clinic.posts[0]["id"],
+                            created_at=NOW - timedelta(days=1))
+    assert clinic.run()[0] == 0
+    before = clinic.counts()
+    requests_before = len(clinic.server.requests_log)
+    assert clinic.run()[0] == 0
+    assert clinic.counts() == before
+    second = clinic.server.requests_log[requests_before:]
+    paths = [p for _, p, _ in second]
+    # One page of the own listing, then the re-check of the 3 recent threads (lookup + context each).
+    assert paths.count(f"/api/v1/accounts/{clinic.clinic['id']}/statuses") == 1
+    assert sum(1 for p in paths if p.endswith("/context")) == 3
+    assert not any(p.startswith("/system/") for p in paths), "media already archived must not be fetched again"
+
+
+def test_paging_through_more_than_one_page(tmp_path, monkeypatch):
+    c = Clinic(tmp_path, monkeypatch, posts=95)
+    try:
+        code, output = c.run()
+        assert code == 0, output
+        conn = c.db()
+        assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 95
+        conn.close()
+        pages = [q for _, p, q in c.server.requests_log if p.endswith("/statuses")]
+        # 40 + 40 + 15, then the empty page that ends the listing (a short page is not proof of the end).
+        assert len(pages) == 4 and all("max_id=" in q for q in pages[1:])
+        newest = max(int(p["id"]) for p in c.posts)
+        cur = c.db().execute("SELECT value FROM cursors WHERE name = 'statuses_newest_id'").fetchone()[0]
+        assert int(cur) == newest
+    finally:
+        c.stop()
+
+
+def test_edits_before_and_between_runs_keep_every_version(clinic):
+    post = clinic.posts[1]
+    clinic.state.edit_status(post["id"], "Clinic post number 1 (fixed typo)", at=NOW - timedelta(days=1, hours=12))
+    assert clinic.run()[0] == 0
+    clinic.state.edit_status(post["id"], "Clinic post number 1 (final)", at=NOW - timedelta(hours=1))
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    versions = [tuple(r) for r in conn.execute(
+        "SELECT text, edited_at IS NOT NULL FROM item_versions WHERE item_key = ? ORDER BY id", (clinic.key(post),))]
+    assert versions == [
+        ("Clinic post number 1", 0),
+        ("Clinic post number 1 (fixed typo)", 1),
+        ("Clinic post number 1 (final)", 1),
+    ]
+    events = [r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id",
+                                         (clinic.key(post),))]
+    assert events == ["created", "edited", "edited"]
+    assert conn.execute("SELECT status, versions FROM items WHERE item_key = ?",
+                        (clinic.key(post),)).fetchone()[:] == ("edited", 3)
+    conn.close()
+
+
+def test_deletions_are_recorded_only_with_proof(clinic):
+    post, other = clinic.posts[2], clinic.posts[1]
+    reply = clinic.state.add_status(clinic.bob["id"], "my MRN is 00482913", in_reply_to_id=other["id"],
+                                    created_at=NOW - timedelta(days=1))
+    assert clinic.run()[0] == 0
+    clinic.state.delete_status(post["id"])
+    clinic.state.delete_status(reply["id"])
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    deleted = {r["item_key"]: json.loads(r["evidence"]) for r in conn.execute(
+        "SELECT item_key, evidence FROM events WHERE event = 'deleted'")}
+    assert set(deleted) == {clinic.key(post), clinic.key(reply)}
+    assert deleted[clinic.key(post)]["method"] == "lookup" and deleted[clinic.key(post)]["http_status"] == 404
+    assert deleted[clinic.key(reply)]["http_status"] == 404
+    assert deleted[clinic.key(reply)]["absent_from"]["url"].endswith(f"/statuses/{other['id']}/context")
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert statuses[clinic.key(post)] == "deleted" and statuses[clinic.key(reply)] == "deleted"
+    assert statuses[clinic.key(other)] == "live"
+    conn.close()
+
+
+def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic):
+    other = clinic.posts[1]
+    reply = clinic.state.add_status(clinic.bob["id"], "thanks", in_reply_to_id=other["id"],
+                                    created_at=NOW - timedelta(days=1))
+    assert clinic.run()[0] == 0
+    before = clinic.counts()
+    clinic.state.delete_status(reply["id"])
+    # The thread's context and every lookup fail: the absence cannot be proven.
+    clinic.server.faults.append(Fault(r"/context", status=500, times=100))
+    code, output = clinic.run()
+    assert code == 1
+    assert "HTTP 500" in output
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+    assert clinic.counts()["item_versions"] == before["item_versions"]
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert conn.execute("SELECT item_key FROM events WHERE event = 'deleted'").fetchall()[0][0] == clinic.key(reply)
+    conn.close()
+
+
+def test_a_failing_account_does_not_stop_the_others(clinic):
+    extra = f"""
+[[accounts]]
+name = "broken"
+platform = "mastodon"
+api_base = "{clinic.server.base_url}"
+account = "@nobody-here"
+token_env = "CLINIC_TOKEN"
+
+[[accounts]]
+name = "expired"
+platform = "mastodon"
+api_base = "{clinic.server.base_url}"
+token_env = "EXPIRED_TOKEN"
+"""
+    config = clinic.config(extra)
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"],
+                                env={"EXPIRED_TOKEN": "expired-token-value-123"})
+    assert result.exit_code == 1
+    assert "no account '@nobody-here'" in result.output
+    assert "refused the token from $EXPIRED_TOKEN" in result.output and "renew" in result.output
+    assert "expired-token-value-123" not in result.output
+    conn = clinic.db()
+    outcome = dict(conn.execute("SELECT account, status FROM account_runs").fetchall())
+    assert outcome == {"clinic": "ok", "broken": "failed", "expired": "failed"}
+    assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+    conn.close()
+
+
+def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+    reset = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    clinic.server.faults.append(
+        Fault(r"/statuses\?", status=429, times=1, body=b'{"error":"Too many requests"}',
+              headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+    )
+    code, output = clinic.run()
+    assert code == 0, output
+    assert waits and 0 < waits[0] <= 2.5
+    assert clinic.counts()["item_versions"] == 3
+
+
+def test_token_never_reaches_the_archive_and_warcs_check(clinic):
+    clinic.state.add_status(clinic.ann["id"], "hello", in_reply_to_id=clinic.posts[0]["id"],
+                            created_at=NOW - timedelta(days=1))
+    assert clinic.run()[0] == 0
+    arch = clinic.tmp_path / "arch"
+    for path in arch.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                data += gzip.decompress(data)
+            assert TOKEN.encode() not in data, path
+    warcs = sorted((arch / "warcs").glob("*.warc.gz"))
+    assert warcs
+    for warc in warcs:
+        check = subprocess.run([sys.executable, "-m", "warcio.cli", "check", "-v", str(warc)],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+        assert "sha256:" in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
+        assert "sha1:" not in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
