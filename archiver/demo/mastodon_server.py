@@ -313,8 +313,10 @@ class SampleMastodonServer:
         with state.lock:
             old = state.base_url
             state.base_url = self.base_url
-            for status in state.statuses.values():  # media URLs made before the port was known
-                for media in status["media_attachments"]:
+            # Media URLs made before the port was known, in statuses and their edit histories.
+            entries = [*state.statuses.values(), *(e for h in state.histories.values() for e in h)]
+            for entry in entries:
+                for media in entry["media_attachments"]:
                     for key in ("url", "preview_url"):
                         media[key] = media[key].replace(old, self.base_url)
         self._thread: threading.Thread | None = None
@@ -356,6 +358,9 @@ class SampleMastodonServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # One write per response and no Nagle: otherwise delayed ACKs add ~40 ms to every request.
+            wbufsize = 1 << 16
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # quiet: and never a header
                 pass

@@ -67,7 +67,8 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
     now = now or datetime.now(UTC)
     state, facts = build_clinic_dataset(now)
     outcome: DemoOutcome
-    with SampleMastodonServer(state, token) as server:
+    # The sample server enforces Mastodon's 300 requests / 5 minutes by default; the demo should not wait.
+    with SampleMastodonServer(state, token, rate_limit=100_000) as server:
         config_path.write_text(demo_config_text(server.base_url), "utf-8")
         config = load_config(config_path)
         outcome = DemoOutcome(config)
