@@ -281,4 +281,5 @@ def parse_http_headers(block: bytes) -> tuple[StatusAndHeaders, bytes]:
     head, _, body = block.partition(b"\r\n\r\n")
     lines = head.decode("iso-8859-1").split("\r\n")
     headers = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
-    return StatusAndHeaders(lines[0], [(k.strip(), v.strip()) for k, v in headers]), body
+    protocol, _, status = lines[0].partition(" ")
+    return StatusAndHeaders(status, [(k.strip(), v.strip()) for k, v in headers], protocol=protocol), body

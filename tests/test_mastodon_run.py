@@ -40,7 +40,9 @@ class Clinic:
             media = [(make_png(8, 8, i), f"photo {i}")] if i == 0 else []
             self.posts.append(
                 self.state.add_status(
-                    self.clinic["id"], f"Clinic post number {i}", created_at=NOW - timedelta(days=2, minutes=posts - i),
+                    self.clinic["id"],
+                    f"Clinic post number {i}",
+                    created_at=NOW - timedelta(days=2, minutes=posts - i),
                     media=media,
                 )
             )
@@ -79,8 +81,10 @@ token_env = "CLINIC_TOKEN"
 
     def counts(self) -> dict[str, int]:
         conn = self.db()
-        found = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                 for t in ("item_versions", "events", "media_files", "cursors", "accounts")}
+        found = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("item_versions", "events", "media_files", "cursors", "accounts")
+        }
         conn.close()
         return found
 
@@ -100,38 +104,53 @@ def clinic(tmp_path, monkeypatch):
 
 def test_first_run_archives_posts_replies_media_and_dms(clinic):
     post = clinic.posts[2]
-    reply = clinic.state.add_status(clinic.ann["id"], "When are flu shots?", in_reply_to_id=post["id"],
-                                    created_at=NOW - timedelta(days=1))
-    answer = clinic.state.add_status(clinic.clinic["id"], "Mondays 9-12!", in_reply_to_id=reply["id"],
-                                     created_at=NOW - timedelta(hours=20))
-    dm = clinic.state.add_status(clinic.ann["id"], "@riverside my DOB is 01/02/1980", visibility="direct",
-                                 created_at=NOW - timedelta(hours=5))
-    dm_answer = clinic.state.add_status(clinic.clinic["id"], "Thanks Ann, we will call you", visibility="direct",
-                                        in_reply_to_id=dm["id"], created_at=NOW - timedelta(hours=4))
+    reply = clinic.state.add_status(
+        clinic.ann["id"], "When are flu shots?", in_reply_to_id=post["id"], created_at=NOW - timedelta(days=1)
+    )
+    answer = clinic.state.add_status(
+        clinic.clinic["id"], "Mondays 9-12!", in_reply_to_id=reply["id"], created_at=NOW - timedelta(hours=20)
+    )
+    dm = clinic.state.add_status(
+        clinic.ann["id"], "@riverside my DOB is 01/02/1980", visibility="direct", created_at=NOW - timedelta(hours=5)
+    )
+    dm_answer = clinic.state.add_status(
+        clinic.clinic["id"],
+        "Thanks Ann, we will call you",
+        visibility="direct",
+        in_reply_to_id=dm["id"],
+        created_at=NOW - timedelta(hours=4),
+    )
     code, output = clinic.run()
     assert code == 0, output
     conn = clinic.db()
-    rows = [tuple(r) for r in conn.execute(
-        "SELECT item_key, kind, author_handle, text, parent_key, thread_key, status, versions FROM items "
-        "ORDER BY item_key")]
+    rows = [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT item_key, kind, author_handle, text, parent_key, thread_key, status, versions FROM items "
+            "ORDER BY item_key"
+        )
+    ]
     k = clinic.key
-    expected = sorted([
-        (k(clinic.posts[0]), "post", "riverside", "Clinic post number 0", None, k(clinic.posts[0]), "live", 1),
-        (k(clinic.posts[1]), "post", "riverside", "Clinic post number 1", None, k(clinic.posts[1]), "live", 1),
-        (k(post), "post", "riverside", "Clinic post number 2", None, k(post), "live", 1),
-        (k(reply), "comment", "ann", "When are flu shots?", k(post), k(post), "live", 1),
-        (k(answer), "comment", "riverside", "Mondays 9-12!", k(reply), k(post), "live", 1),
-        (k(dm), "message", "ann", "@riverside my DOB is 01/02/1980", None, k(dm), "live", 1),
-        (k(dm_answer), "message", "riverside", "Thanks Ann, we will call you", k(dm), k(dm), "live", 1),
-    ])
+    expected = sorted(
+        [
+            (k(clinic.posts[0]), "post", "riverside", "Clinic post number 0", None, k(clinic.posts[0]), "live", 1),
+            (k(clinic.posts[1]), "post", "riverside", "Clinic post number 1", None, k(clinic.posts[1]), "live", 1),
+            (k(post), "post", "riverside", "Clinic post number 2", None, k(post), "live", 1),
+            (k(reply), "comment", "ann", "When are flu shots?", k(post), k(post), "live", 1),
+            (k(answer), "comment", "riverside", "Mondays 9-12!", k(reply), k(post), "live", 1),
+            (k(dm), "message", "ann", "@riverside my DOB is 01/02/1980", None, k(dm), "live", 1),
+            (k(dm_answer), "message", "riverside", "Thanks Ann, we will call you", k(dm), k(dm), "live", 1),
+        ]
+    )
     assert rows == expected
     conversations = {r[0] for r in conn.execute("SELECT conversation_key FROM items WHERE kind = 'message'")}
     assert len(conversations) == 1 and None not in conversations
     # The media file is in the WARC, hashed, and linked from its item.
     (media,) = conn.execute("SELECT url, sha256, size FROM media_files").fetchall()
     assert media["sha256"] == hashlib.sha256(make_png(8, 8, 0)).hexdigest()
-    item_media = json.loads(conn.execute("SELECT media FROM item_versions WHERE item_key = ?",
-                                         (k(clinic.posts[0]),)).fetchone()[0])
+    item_media = json.loads(
+        conn.execute("SELECT media FROM item_versions WHERE item_key = ?", (k(clinic.posts[0]),)).fetchone()[0]
+    )
     assert item_media[0]["sha256"] == media["sha256"] and item_media[0]["description"] == "photo 0"
     assert [tuple(r) for r in conn.execute("SELECT event, count(*) FROM events GROUP BY event")] == [("created", 7)]
     conn.close()
@@ -141,8 +160,9 @@ def test_first_run_archives_posts_replies_media_and_dms(clinic):
 
 
 def test_rerun_without_changes_appends_nothing(clinic):
-    clinic.state.add_status(clinic.ann["id"], "nice", in_reply_to_id=clinic.posts[0]["id"],
-                            created_at=NOW - timedelta(days=1))
+    clinic.state.add_status(
+        clinic.ann["id"], "nice", in_reply_to_id=clinic.posts[0]["id"], created_at=NOW - timedelta(days=1)
+    )
     assert clinic.run()[0] == 0
     before = clinic.counts()
     requests_before = len(clinic.server.requests_log)
@@ -181,33 +201,43 @@ def test_edits_before_and_between_runs_keep_every_version(clinic):
     clinic.state.edit_status(post["id"], "Clinic post number 1 (final)", at=NOW - timedelta(hours=1))
     assert clinic.run()[0] == 0
     conn = clinic.db()
-    versions = [tuple(r) for r in conn.execute(
-        "SELECT text, edited_at IS NOT NULL FROM item_versions WHERE item_key = ? ORDER BY id", (clinic.key(post),))]
+    versions = [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT text, edited_at IS NOT NULL FROM item_versions WHERE item_key = ? ORDER BY id", (clinic.key(post),)
+        )
+    ]
     assert versions == [
         ("Clinic post number 1", 0),
         ("Clinic post number 1 (fixed typo)", 1),
         ("Clinic post number 1 (final)", 1),
     ]
-    events = [r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id",
-                                         (clinic.key(post),))]
+    events = [
+        r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id", (clinic.key(post),))
+    ]
     assert events == ["created", "edited", "edited"]
-    assert conn.execute("SELECT status, versions FROM items WHERE item_key = ?",
-                        (clinic.key(post),)).fetchone()[:] == ("edited", 3)
+    assert conn.execute("SELECT status, versions FROM items WHERE item_key = ?", (clinic.key(post),)).fetchone()[:] == (
+        "edited",
+        3,
+    )
     conn.close()
 
 
 def test_deletions_are_recorded_only_with_proof(clinic):
     post, other = clinic.posts[2], clinic.posts[1]
-    reply = clinic.state.add_status(clinic.bob["id"], "my MRN is 00482913", in_reply_to_id=other["id"],
-                                    created_at=NOW - timedelta(days=1))
+    reply = clinic.state.add_status(
+        clinic.bob["id"], "my MRN is 00482913", in_reply_to_id=other["id"], created_at=NOW - timedelta(days=1)
+    )
     assert clinic.run()[0] == 0
     clinic.state.delete_status(post["id"])
     clinic.state.delete_status(reply["id"])
     code, output = clinic.run()
     assert code == 0, output
     conn = clinic.db()
-    deleted = {r["item_key"]: json.loads(r["evidence"]) for r in conn.execute(
-        "SELECT item_key, evidence FROM events WHERE event = 'deleted'")}
+    deleted = {
+        r["item_key"]: json.loads(r["evidence"])
+        for r in conn.execute("SELECT item_key, evidence FROM events WHERE event = 'deleted'")
+    }
     assert set(deleted) == {clinic.key(post), clinic.key(reply)}
     assert deleted[clinic.key(post)]["method"] == "lookup" and deleted[clinic.key(post)]["http_status"] == 404
     assert deleted[clinic.key(reply)]["http_status"] == 404
@@ -220,8 +250,9 @@ def test_deletions_are_recorded_only_with_proof(clinic):
 
 def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic):
     other = clinic.posts[1]
-    reply = clinic.state.add_status(clinic.bob["id"], "thanks", in_reply_to_id=other["id"],
-                                    created_at=NOW - timedelta(days=1))
+    reply = clinic.state.add_status(
+        clinic.bob["id"], "thanks", in_reply_to_id=other["id"], created_at=NOW - timedelta(days=1)
+    )
     assert clinic.run()[0] == 0
     before = clinic.counts()
     clinic.state.delete_status(reply["id"])
@@ -257,8 +288,9 @@ api_base = "{clinic.server.base_url}"
 token_env = "EXPIRED_TOKEN"
 """
     config = clinic.config(extra)
-    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"],
-                                env={"EXPIRED_TOKEN": "expired-token-value-123"})
+    result = CliRunner().invoke(
+        app, ["run", "--config", str(config), "--quiet"], env={"EXPIRED_TOKEN": "expired-token-value-123"}
+    )
     assert result.exit_code == 1
     assert "no account '@nobody-here'" in result.output
     assert "refused the token from $EXPIRED_TOKEN" in result.output and "renew" in result.output
@@ -275,8 +307,13 @@ def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
     monkeypatch.setattr("archiver.http.time.sleep", waits.append)
     reset = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     clinic.server.faults.append(
-        Fault(r"/statuses\?", status=429, times=1, body=b'{"error":"Too many requests"}',
-              headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+        Fault(
+            r"/statuses\?",
+            status=429,
+            times=1,
+            body=b'{"error":"Too many requests"}',
+            headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset},
+        )
     )
     code, output = clinic.run()
     assert code == 0, output
@@ -285,8 +322,9 @@ def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
 
 
 def test_token_never_reaches_the_archive_and_warcs_check(clinic):
-    clinic.state.add_status(clinic.ann["id"], "hello", in_reply_to_id=clinic.posts[0]["id"],
-                            created_at=NOW - timedelta(days=1))
+    clinic.state.add_status(
+        clinic.ann["id"], "hello", in_reply_to_id=clinic.posts[0]["id"], created_at=NOW - timedelta(days=1)
+    )
     assert clinic.run()[0] == 0
     arch = clinic.tmp_path / "arch"
     for path in arch.rglob("*"):
@@ -298,8 +336,9 @@ def test_token_never_reaches_the_archive_and_warcs_check(clinic):
     warcs = sorted((arch / "warcs").glob("*.warc.gz"))
     assert warcs
     for warc in warcs:
-        check = subprocess.run([sys.executable, "-m", "warcio.cli", "check", "-v", str(warc)],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [sys.executable, "-m", "warcio.cli", "check", "-v", str(warc)], capture_output=True, text=True
+        )
         assert check.returncode == 0, check.stdout
         assert "sha256:" in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
         assert "sha1:" not in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
