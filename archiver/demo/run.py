@@ -62,9 +62,21 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
             echo(f"{directory} already holds a demo archive; using it (remove the folder to build it anew)")
             return DemoOutcome(config, reused=True)
     directory.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault(TOKEN_ENV, DEFAULT_TOKEN)  # this process only; never written anywhere
+    # The runs read the token from the environment, like any account; set only for this call, never written.
+    added = TOKEN_ENV not in os.environ
+    os.environ.setdefault(TOKEN_ENV, DEFAULT_TOKEN)
+    try:
+        outcome = _archive_sample(config_path, echo, now or datetime.now(UTC))
+    finally:
+        if added:
+            del os.environ[TOKEN_ENV]
+    echo(f"demo archive ready: {outcome.config.archive.dir} (config {config_path})")
+    return outcome
+
+
+def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetime) -> DemoOutcome:
+    """Serve the sample clinic, archive it, change it, archive it again."""
     token = os.environ[TOKEN_ENV]
-    now = now or datetime.now(UTC)
     state, facts = build_clinic_dataset(now)
     outcome: DemoOutcome
     # The sample server enforces Mastodon's 300 requests / 5 minutes by default; the demo should not wait.
@@ -86,7 +98,6 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
         )
         echo("second run: capturing the changes ...")
         outcome.runs.append(_run_and_report(config, echo))
-    echo(f"demo archive ready: {config.archive.dir} (config {config_path})")
     return outcome
 
 

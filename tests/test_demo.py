@@ -1,0 +1,51 @@
+"""`archiver demo`: the README's first command, on the embedded sample clinic."""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver.cli import app
+from archiver.demo.run import DEFAULT_TOKEN, TOKEN_ENV
+
+
+def every_byte_under(directory) -> list[tuple[str, bytes]]:
+    out = []
+    for path in directory.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            out.append((str(path), data))
+            if path.name.endswith(".gz"):
+                out.append((f"{path} (decompressed)", gzip.decompress(data)))
+    return out
+
+
+@pytest.mark.parametrize("token", ["demo-secret-Zk38fQ1x", None])
+def test_demo_builds_an_archive_with_versions_and_deletions_and_no_token(tmp_path, monkeypatch, token):
+    if token:
+        monkeypatch.setenv(TOKEN_ENV, token)
+    else:
+        monkeypatch.delenv(TOKEN_ENV, raising=False)
+    secret = token or DEFAULT_TOKEN
+    directory = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert "second run" in result.output and secret not in result.output
+    for name, data in every_byte_under(directory):
+        assert secret.encode() not in data, name
+    conn = sqlite3.connect(directory / "archive" / "archive.db")
+    by_status = dict(conn.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
+    by_kind = dict(conn.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
+    conn.close()
+    assert by_status["deleted"] == 2 and by_status["edited"] == 3
+    assert by_kind["post"] == 201 and by_kind["comment"] >= 1000 and by_kind["message"] >= 150
+    config = str(directory / "archiver.toml")
+    assert CliRunner().invoke(app, ["verify", "--config", config]).exit_code == 0
+    status = CliRunner().invoke(app, ["status", "--config", config])
+    assert status.exit_code == 0 and "deleted 2" in status.output
+    # A second demo in the same folder reuses the archive instead of mixing in a new sample.
+    again = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
+    assert again.exit_code == 0 and "already holds a demo archive" in again.output
