@@ -7,6 +7,7 @@ that point into it are committed. A failing account is recorded with a one-line 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import socket
 import traceback
@@ -29,7 +30,9 @@ from .warc import WarcWriter, iso, utcnow
 
 log = logging.getLogger("archiver.run")
 
-COMMIT_EVERY = 500  # observations per transaction: bounded loss window, few fsyncs
+# Observations per transaction: a bounded loss window with few fsyncs. The crash tests set it low through
+# the environment so that kills land between committed batches.
+COMMIT_EVERY = int(os.environ.get("ARCHIVER_COMMIT_EVERY", "500"))
 
 
 @dataclass

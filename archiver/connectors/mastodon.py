@@ -37,6 +37,7 @@ PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
 CONTEXT_CAP = 4096
 NEWEST_CURSOR = "statuses_newest_id"
+CONVERSATIONS_CURSOR = "conversations_newest_last_status_id"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -228,7 +229,13 @@ class _MastodonRun:
 
     # -- conversations -------------------------------------------------------------------------------------
     def fetch_conversations(self) -> Iterator[Observation]:
-        """Direct conversations by last activity; stop at the first one already archived and out of the window."""
+        """Direct conversations by last activity, down to those unchanged since the last complete pass.
+
+        The early stop is safe only below the cursor of a pass that completed: an interrupted pass leaves
+        older conversations unread, and the next run reads on until it gets past them.
+        """
+        done_upto = self.state.cursor(CONVERSATIONS_CURSOR)
+        newest: int | None = None
         url: str | None = self.api("conversations")
         params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
         while url:
@@ -240,13 +247,18 @@ class _MastodonRun:
                 last = conversation.get("last_status")
                 if not last:
                     continue
+                last_id = int(last["id"])
+                newest = max(newest or last_id, last_id)
                 known = self.state.latest(self.key(str(last["id"])))
-                if known is not None and (known.created_at or "") < self.window.recheck_since:
-                    return  # older conversations have had no activity since they were archived
+                unchanged = done_upto is not None and last_id <= int(done_upto) and known is not None
+                if unchanged and (known.created_at or "") < self.window.recheck_since:
+                    url = None  # the rest was archived by a complete pass and is out of the window
+                    break
                 yield from self.read_conversation(conversation, exchange)
-            if not page:
-                break
-            url, params = exchange.links.get("next"), None
+            else:
+                url, params = (exchange.links.get("next"), None) if page else (None, None)
+        if newest is not None:
+            yield CursorUpdate(CONVERSATIONS_CURSOR, str(max(newest, int(done_upto or 0))))
 
     def read_conversation(self, conversation: dict[str, Any], listing: Exchange) -> Iterator[Observation]:
         conv_key = f"mastodon:{self.host}:conversation:{conversation['id']}"

@@ -1,0 +1,143 @@
+"""The tamper matrix, each case on a real archive made by a run: every change is caught and named."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from archiver.checkpoints import PUBLIC_KEY, sign_checkpoint
+from archiver.cli import app
+from archiver.demo.mastodon_server import SampleMastodonServer
+from archiver.verify import verify_archive
+
+from .test_crash import TOKEN, config, small_clinic
+from .test_ledger import behind_the_back
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tamper")
+    with SampleMastodonServer(small_clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
+        cfg = config(directory, server.base_url)
+        for _ in range(2):  # two runs: two WARC files, two checkpoints
+            result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+            assert result.exit_code == 0, result.output
+    return directory / "arch"
+
+
+def problems(arch: Path) -> list[str]:
+    return [str(p) for p in verify_archive(arch / "archive.db", arch / "warcs", arch / "keys" / PUBLIC_KEY)]
+
+
+def warcs(arch: Path) -> list[Path]:
+    return sorted((arch / "warcs").glob("*.warc.gz"))
+
+
+def flip_byte(arch: Path) -> str:
+    path = warcs(arch)[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return f"WARC {path.name}: sha256 expected"
+
+
+def delete_warc(arch: Path) -> str:
+    path = warcs(arch)[-1]
+    path.unlink()
+    return f"WARC {path.name}: recorded in warc_files but missing on disk"
+
+
+def add_unknown_warc(arch: Path) -> str:
+    stranger = arch / "warcs" / "archiver-20260101000000-20260101T000000Z-abcdef-00001.warc.gz"
+    shutil.copy(warcs(arch)[0], stranger)
+    return f"WARC {stranger.name}: on disk but not recorded in warc_files (unknown file)"
+
+
+def update_row(arch: Path) -> str:
+    behind_the_back(arch / "archive.db", "UPDATE item_versions SET text = 'nothing to see' WHERE id = 5")
+    return "item_versions id=5: row changed since ledger seq"
+
+
+def delete_row(arch: Path) -> str:
+    behind_the_back(arch / "archive.db", "DELETE FROM events WHERE id = 7")
+    return "events id=7: row entered at ledger seq"
+
+
+def insert_behind_ledger(arch: Path) -> str:
+    behind_the_back(
+        arch / "archive.db",
+        "INSERT INTO events (item_key, event, run_id, observed_at, evidence) "
+        "SELECT item_key, 'deleted', run_id, captured_at, '{}' FROM item_versions WHERE id = 3",
+    )
+    return "row is not in the ledger (inserted behind the archiver's back)"
+
+
+def edit_checkpoint(arch: Path) -> str:
+    behind_the_back(
+        arch / "archive.db", "UPDATE checkpoints SET statement = replace(statement, 'seq', 'SEQ') WHERE id = 1"
+    )
+    return "checkpoints id=1: signature does not match the statement"
+
+
+def checkpoint_with_another_key(arch: Path) -> str:
+    conn = sqlite3.connect(arch / "archive.db")
+    conn.row_factory = sqlite3.Row
+    forged = sign_checkpoint(conn, Ed25519PrivateKey.generate(), arch / "warcs")
+    conn.close()
+    behind_the_back(
+        arch / "archive.db",
+        "INSERT INTO checkpoints (created_at, ledger_seq, ledger_hash, statement, public_key, signature, file_name) "
+        f"VALUES ('t', {forged.ledger_seq}, '{forged.ledger_hash}', '{forged.statement}', '{forged.public_key}', "
+        f"'{forged.signature}', '{forged.file_name}')",
+    )
+    return "signed with another key"
+
+
+def truncate_ledger(arch: Path) -> str:
+    conn = sqlite3.connect(arch / "archive.db")
+    first_checkpoint_seq = conn.execute("SELECT min(ledger_seq) FROM checkpoints").fetchone()[0]
+    conn.close()
+    # Cut the ledger back to before the second run, with the rows it covered: a consistent-looking archive.
+    statements = []
+    conn = sqlite3.connect(arch / "archive.db")
+    for table, key in conn.execute(
+        "SELECT table_name, row_key FROM ledger WHERE seq > ?", (first_checkpoint_seq + 1,)
+    ).fetchall():
+        column = {"runs": "id", "run_results": "run_id", "warc_files": "name", "media_files": "url"}.get(table, "id")
+        statements.append(f"DELETE FROM {table} WHERE CAST({column} AS TEXT) = '{key}'")
+    conn.close()
+    statements.append(f"DELETE FROM ledger WHERE seq > {first_checkpoint_seq + 1}")
+    behind_the_back(arch / "archive.db", *statements)
+    return "ledger truncated"
+
+
+CASES = [
+    flip_byte,
+    delete_warc,
+    add_unknown_warc,
+    update_row,
+    delete_row,
+    insert_behind_ledger,
+    edit_checkpoint,
+    checkpoint_with_another_key,
+    truncate_ledger,
+]
+
+
+def test_the_untouched_archive_verifies(original):
+    assert problems(original) == []
+
+
+@pytest.mark.parametrize("tamper", CASES, ids=lambda f: f.__name__)
+def test_tampering_is_caught_and_named(original, tmp_path, tamper):
+    arch = tmp_path / "arch"
+    shutil.copytree(original, arch)
+    expected = tamper(arch)
+    found = problems(arch)
+    assert any(expected in p for p in found), found
