@@ -150,12 +150,14 @@ def verify(
     Example: archiver verify --config /etc/archiver/archiver.toml --public-key /safe/archive-ed25519.pub
     """
     from .checkpoints import PUBLIC_KEY
+    from .progress import verify_progress
     from .verify import verify_archive
 
     cfg = load_config(config)
     if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
         public_key = cfg.archive.keys_dir / PUBLIC_KEY
-    problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir, public_key)
+    with verify_progress(enabled=on_terminal() and not as_json) as on_step:
+        problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir, public_key, on_step)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))

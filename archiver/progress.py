@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from .config import AccountConfig
@@ -64,6 +72,22 @@ def make_progress(enabled: bool) -> Iterator[RunProgress]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
         yield RichProgress(progress)
+
+
+@contextmanager
+def verify_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar for `archiver verify` on a terminal; a no-op callback otherwise."""
+    if not enabled:
+        yield lambda step, done, total: None
+        return
+    columns = (TextColumn("verifying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total or None)
+
+        yield update
 
 
 def render_summary(result: RunResult, console: Console | None = None) -> None:

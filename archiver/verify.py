@@ -50,7 +50,7 @@ def verify_archive(
     database: Path,
     warc_dir: Path,
     public_key: Path | None = None,
-    on_step: Callable[[str], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> list[Problem]:
     """All problems found; an empty list means the archive verifies. Opens the database read-only.
 
@@ -59,15 +59,15 @@ def verify_archive(
     trusted = load_public_key(public_key) if public_key is not None else None
     store = Store.open(database, readonly=True)
     try:
-        return list(_verify(store, warc_dir, trusted, on_step or (lambda _: None)))
+        return list(_verify(store, warc_dir, trusted, on_step or (lambda step, done, total: None)))
     finally:
         store.close()
 
 
 def _verify(
-    store: Store, warc_dir: Path, trusted: Ed25519PublicKey | None, on_step: Callable[[str], None]
+    store: Store, warc_dir: Path, trusted: Ed25519PublicKey | None, on_step: Callable[[str, int, int], None]
 ) -> Iterator[Problem]:
-    on_step("triggers")
+    on_step("triggers", 0, 0)
     triggers = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     for table in ARCHIVE_TABLES:
         for action in ("update", "delete"):
@@ -75,12 +75,12 @@ def _verify(
             if name not in triggers:
                 yield Problem(f"table {table}", f"append-only trigger {name} is missing")
 
-    on_step("ledger")
+    on_step("ledger", 0, 0)
     yield from verify_ledger(store.conn)
-    on_step("checkpoints")
+    on_step("checkpoints", 0, 0)
     yield from verify_checkpoints(store.conn, warc_dir, trusted)
 
-    on_step("WARC files")
+    on_step("WARC files", 0, 0)
     known = store.known_warc_files()
     for name, row in known.items():
         path = warc_dir / name
@@ -110,7 +110,9 @@ def _verify(
             else:
                 yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
 
-    on_step("records")
+    total = store.conn.execute("SELECT (SELECT count(*) FROM item_versions) + (SELECT count(*) FROM media_files)")
+    total_rows, done = total.fetchone()[0], 0
+    on_step("records", 0, total_rows)
     payloads: dict[tuple[str, int], tuple[Any, list[Problem]]] = {}
 
     def check_record(where: str, file: str, offset: int, record_id: str) -> tuple[Any, list[Problem]]:
@@ -143,6 +145,9 @@ def _verify(
         "SELECT id, raw_json, warc_file, warc_offset, warc_record_id FROM item_versions ORDER BY id"
     ):
         where = f"item_versions id {row['id']}"
+        done += 1
+        if done % 1000 == 0:
+            on_step("records", done, total_rows)
         body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
         yield from problems
         if body is None or problems:
@@ -158,7 +163,9 @@ def _verify(
 
     for row in store.conn.execute("SELECT url, sha256, warc_file, warc_offset, warc_record_id FROM media_files"):
         where = f"media_files {row['url']}"
+        done += 1
         body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
         yield from problems
         if body is not None and not problems and hashlib.sha256(body).hexdigest() != row["sha256"]:
             yield Problem(where, f"sha256 expected {row['sha256']}, found {hashlib.sha256(body).hexdigest()}")
+    on_step("records", total_rows, total_rows)
