@@ -12,18 +12,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from warcio.archiveiterator import ArchiveIterator
 
 from .checkpoints import load_public_key, verify_checkpoints
 from .ledger import verify_ledger
 from .problems import Problem
-from .recovery import file_sha256, interrupted_runs, run_of, scan_warc
+from .recovery import interrupted_runs, run_of, scan_warc
 from .store import ARCHIVE_TABLES, Store
-from .warc import read_raw_block
 
 
 def _digest_ok(header: str | None, data: bytes) -> bool:
@@ -34,16 +35,6 @@ def _digest_ok(header: str | None, data: bytes) -> bool:
         value == base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
         or value == hashlib.sha256(data).hexdigest()
     )
-
-
-def _contains(haystack: Any, needle: Any) -> bool:
-    if haystack == needle:
-        return True
-    if isinstance(haystack, dict):
-        return any(_contains(v, needle) for v in haystack.values())
-    if isinstance(haystack, list):
-        return any(_contains(v, needle) for v in haystack)
-    return False
 
 
 def verify_archive(
@@ -82,90 +73,163 @@ def _verify(
 
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
-    for name, row in known.items():
+    referenced = {
+        r[0]
+        for r in store.conn.execute(
+            "SELECT DISTINCT warc_file FROM item_versions UNION SELECT DISTINCT warc_file FROM media_files"
+        )
+    }
+    interrupted = interrupted_runs(store.conn)
+    names = sorted(set(known) | referenced)
+    total_bytes = sum((warc_dir / n).stat().st_size for n in names if (warc_dir / n).exists())
+    done = 0
+    on_step("WARC files", 0, total_bytes)
+    for name in names:
         path = warc_dir / name
+        row = known.get(name)
         if not path.exists():
-            yield Problem(f"WARC {name}", "recorded in warc_files but missing on disk")
+            where = f"WARC {name}"
+            yield Problem(where, "recorded in warc_files but missing on disk" if row else "referenced but missing")
             continue
-        size = path.stat().st_size
-        if size != row["size"]:
-            yield Problem(f"WARC {name}", f"size expected {row['size']}, found {size}")
-        found = file_sha256(path)
-        if found != row["sha256"]:
-            yield Problem(f"WARC {name}", f"sha256 expected {row['sha256']}, found {found}")
+        scan = FileCheck(path)
+        yield from scan.check_rows(store.conn)
+        if row is not None:
+            if scan.size != row["size"]:
+                yield Problem(f"WARC {name}", f"size expected {row['size']}, found {scan.size}")
+            if scan.sha256 != row["sha256"]:
+                yield Problem(f"WARC {name}", f"sha256 expected {row['sha256']}, found {scan.sha256}")
+        elif run_of(name) not in interrupted:
+            yield Problem(f"WARC {name}", "referenced by rows but not recorded in warc_files")
+        done += scan.size
+        on_step("WARC files", done, total_bytes)
     if warc_dir.exists():
-        interrupted = interrupted_runs(store.conn)
         for path in sorted(warc_dir.glob("*.warc.gz")):
             if path.name in known:
                 continue
             run = run_of(path.name)
             if run in interrupted:
-                scan = scan_warc(path)
-                tail = f", torn tail after offset {scan.complete_bytes}" if scan.torn else ""
+                scan_info = scan_warc(path)
+                tail = f", torn tail after offset {scan_info.complete_bytes}" if scan_info.torn else ""
                 yield Problem(
                     f"WARC {path.name}",
-                    f"left by interrupted run {run}: {scan.records} complete records{tail}; the next run records it",
+                    f"left by interrupted run {run}: {scan_info.records} complete records{tail}; "
+                    "the next run records it",
                     "note",
                 )
             else:
                 yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
 
-    total = store.conn.execute("SELECT (SELECT count(*) FROM item_versions) + (SELECT count(*) FROM media_files)")
-    total_rows, done = total.fetchone()[0], 0
-    on_step("records", 0, total_rows)
-    payloads: dict[tuple[str, int], tuple[Any, list[Problem]]] = {}
 
-    def check_record(where: str, file: str, offset: int, record_id: str) -> tuple[Any, list[Problem]]:
-        cached = payloads.get((file, offset))
-        if cached is not None:
-            body, problems = cached
-            # Report a bad record once; later rows pointing at it are skipped, not re-reported.
-            return (None if problems else body), []
-        problems: list[Problem] = []
-        body: Any = None
-        path = warc_dir / file
+class _HashingReader:
+    """A read-only file wrapper that hashes every byte read: one pass gives the file's digest too."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+class FileCheck:
+    """One sequential read of a WARC file: its sha256, each record's block digest, and the rows into it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sha256 = ""
+        self.size = 0
+
+    def _records(self, reader: _HashingReader) -> Iterator[tuple[int, str, bool, bytes] | Problem]:
+        iterator = ArchiveIterator(reader, no_record_parse=True)
         try:
-            record, block = read_raw_block(path, offset)
-        except Exception as exc:  # unreadable gzip member or missing file: report, keep checking
-            problems.append(Problem(where, f"cannot read WARC record at {file}:{offset} ({type(exc).__name__})"))
-            payloads[(file, offset)] = (None, problems)
-            return payloads[(file, offset)]
-        found_id = record.rec_headers.get_header("WARC-Record-ID")
-        if found_id != record_id:
-            problems.append(Problem(where, f"WARC record at {file}:{offset} expected id {record_id}, found {found_id}"))
-        if not _digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
-            problems.append(Problem(where, f"WARC record at {file}:{offset} block digest does not match its content"))
-        _, _, raw_body = block.partition(b"\r\n\r\n")
-        body = raw_body
-        payloads[(file, offset)] = (body, problems)
-        return payloads[(file, offset)]
+            for record in iterator:
+                block = record.raw_stream.read()
+                iterator.read_to_end(record)
+                headers = record.rec_headers
+                ok = _digest_ok(headers.get_header("WARC-Block-Digest"), block)
+                yield iterator.get_record_offset(), headers.get_header("WARC-Record-ID"), ok, block
+        except Exception as exc:  # a damaged gzip member: the rest of the file cannot be read as records
+            yield Problem(f"WARC {self.path.name}", f"unreadable after offset {iterator.offset} ({type(exc).__name__})")
 
-    parsed: dict[tuple[str, int], Any] = {}
-    for row in store.conn.execute(
-        "SELECT id, raw_json, warc_file, warc_offset, warc_record_id FROM item_versions ORDER BY id"
-    ):
-        where = f"item_versions id {row['id']}"
-        done += 1
-        if done % 1000 == 0:
-            on_step("records", done, total_rows)
-        body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
-        yield from problems
-        if body is None or problems:
-            continue
-        key = (row["warc_file"], row["warc_offset"])
-        if key not in parsed:
-            try:
-                parsed[key] = json.loads(body)
-            except ValueError:
-                parsed[key] = None
-        if parsed[key] is None or not _contains(parsed[key], json.loads(row["raw_json"])):
-            yield Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}")
+    def check_rows(self, conn: sqlite3.Connection) -> Iterator[Problem]:
+        """Merge the file's records with the rows pointing into it, both in offset order."""
+        name = self.path.name
+        rows = conn.execute(
+            "SELECT 'item_versions id ' || id AS place, warc_offset, warc_record_id, raw_json, NULL AS sha256 "
+            "FROM item_versions WHERE warc_file = ? "
+            "UNION ALL SELECT 'media_files ' || url, warc_offset, warc_record_id, NULL, sha256 "
+            "FROM media_files WHERE warc_file = ? ORDER BY warc_offset",
+            (name, name),
+        )
+        pending = rows.fetchone()
+        with open(self.path, "rb") as fh:
+            reader = _HashingReader(fh)
+            for entry in self._records(reader):
+                if isinstance(entry, Problem):
+                    yield entry
+                    break
+                offset, record_id, digest_ok, block = entry
+                if not digest_ok:
+                    yield Problem(f"WARC {name}", f"record {record_id} at offset {offset}: block digest does not match")
+                while pending is not None and pending[1] < offset:
+                    yield Problem(pending[0], f"no WARC record starts at {name}:{pending[1]}")
+                    pending = rows.fetchone()
+                payload: Any = _UNPARSED
+                while pending is not None and pending[1] == offset:
+                    place, _, expected_id, raw_json, media_sha = pending
+                    body = block.partition(b"\r\n\r\n")[2]
+                    if record_id != expected_id:
+                        yield Problem(
+                            place, f"WARC record at {name}:{offset} expected id {expected_id}, found {record_id}"
+                        )
+                    elif media_sha is not None:
+                        found = hashlib.sha256(body).hexdigest()
+                        if found != media_sha:
+                            yield Problem(place, f"sha256 expected {media_sha}, found {found}")
+                    else:
+                        if payload is _UNPARSED:
+                            payload = _JsonIndex.of(body)
+                        if payload is None or not payload.contains(json.loads(raw_json)):
+                            yield Problem(place, f"raw_json not found in the payload of WARC record {record_id}")
+                    pending = rows.fetchone()
+            reader.drain()
+        while pending is not None:
+            yield Problem(pending[0], f"no WARC record starts at {name}:{pending[1]}")
+            pending = rows.fetchone()
+        self.sha256, self.size = reader.digest.hexdigest(), reader.size
 
-    for row in store.conn.execute("SELECT url, sha256, warc_file, warc_offset, warc_record_id FROM media_files"):
-        where = f"media_files {row['url']}"
-        done += 1
-        body, problems = check_record(where, row["warc_file"], row["warc_offset"], row["warc_record_id"])
-        yield from problems
-        if body is not None and not problems and hashlib.sha256(body).hexdigest() != row["sha256"]:
-            yield Problem(where, f"sha256 expected {row['sha256']}, found {hashlib.sha256(body).hexdigest()}")
-    on_step("records", total_rows, total_rows)
+
+_UNPARSED = object()
+
+
+class _JsonIndex:
+    """A parsed payload with its objects indexed by their keys, so each row's object is found at once."""
+
+    def __init__(self, value: Any):
+        self.by_keys: dict[tuple[str, ...], list[dict]] = {}
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                self.by_keys.setdefault(tuple(sorted(node)), []).append(node)
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+
+    @classmethod
+    def of(cls, body: bytes) -> _JsonIndex | None:
+        try:
+            return cls(json.loads(body))
+        except ValueError:
+            return None
+
+    def contains(self, obj: Any) -> bool:
+        return isinstance(obj, dict) and obj in self.by_keys.get(tuple(sorted(obj)), [])

@@ -270,3 +270,7 @@ CREATE TRIGGER checkpoints_append_only_update BEFORE UPDATE ON checkpoints
 BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: UPDATE refused'); END;
 CREATE TRIGGER checkpoints_append_only_delete BEFORE DELETE ON checkpoints
 BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: DELETE refused'); END;
+
+-- migration 0004: rows by the WARC record they point at (verify reads each WARC once, in order)
+CREATE INDEX item_versions_warc ON item_versions(warc_file, warc_offset);
+CREATE INDEX media_files_warc ON media_files(warc_file, warc_offset);

@@ -42,6 +42,7 @@ class MastodonState:
         self.conversations: dict[str, dict[str, Any]] = {}  # id -> {"id", "participants", "status_ids", ...}
         self.media: dict[str, bytes] = {}
         self.deleted: set[str] = set()
+        self.replies: dict[str, list[str]] = {}  # parent id -> reply ids: contexts without scanning everything
         self.owner_id: str | None = None  # the token's account
         self._seq = 0
         self.base_url = "http://127.0.0.1"  # set by the server; used in URLs of entities
@@ -156,6 +157,8 @@ class MastodonState:
                 "text": None,
             }
             self.statuses[status_id] = status
+            if in_reply_to_id:
+                self.replies.setdefault(in_reply_to_id, []).append(status_id)
             account["statuses_count"] += 1
             account["last_status_at"] = created.date().isoformat()
             if parent:
@@ -217,9 +220,8 @@ class MastodonState:
 
     # -- queries (under the lock) --------------------------------------------------------------------------
     def children(self, status_id: str) -> list[dict]:
-        return sorted(
-            (s for s in self.statuses.values() if s["in_reply_to_id"] == status_id), key=lambda s: int(s["id"])
-        )
+        ids = self.replies.get(status_id, [])
+        return sorted((self.statuses[i] for i in ids if i in self.statuses), key=lambda s: int(s["id"]))
 
     def context(self, status_id: str) -> dict:
         status = self.statuses[status_id]
