@@ -158,20 +158,11 @@ class _MastodonRun:
     # -- threads -------------------------------------------------------------------------------------------
     def read_thread(self, status: dict[str, Any], status_ref: CaptureRef) -> Iterator[Observation]:
         """Observe a status and its whole thread; known replies missing from a complete thread are checked."""
-        exchange = self.session.get(self.api(f"statuses/{status['id']}/context"), ok=(200, 404))
+        exchange, ancestors, descendants = self.fetch_context(status["id"])
         if exchange.status == 404:
             # Gone between two calls: keep what the listing showed; the next run's lookup proves the deletion.
             yield from self.observe_status(status, status_ref, None, None)
             return
-        context = exchange.json()
-        _expect(
-            isinstance(context, dict)
-            and isinstance(context.get("ancestors"), list)
-            and isinstance(context.get("descendants"), list),
-            exchange,
-            "a Context with ancestors and descendants",
-        )
-        ancestors, descendants = context["ancestors"], context["descendants"]
         if ancestors:
             # Only a context read from the root lists the whole thread: read it from there.
             root = ancestors[0]
@@ -197,6 +188,21 @@ class _MastodonRun:
             if not known.deleted and known.item_key not in present
         ]
         yield from self.confirm_absent(missing, exchange)
+
+    def fetch_context(self, status_id: str) -> tuple[Exchange, list[dict], list[dict]]:
+        """A status' Context (ancestors oldest first, descendants in tree order); empty lists on a 404."""
+        exchange = self.session.get(self.api(f"statuses/{status_id}/context"), ok=(200, 404))
+        if exchange.status == 404:
+            return exchange, [], []
+        context = exchange.json()
+        _expect(
+            isinstance(context, dict)
+            and isinstance(context.get("ancestors"), list)
+            and isinstance(context.get("descendants"), list),
+            exchange,
+            "a Context with ancestors and descendants",
+        )
+        return exchange, context["ancestors"], context["descendants"]
 
     def confirm_absent(self, missing: list[Any], listing: Exchange) -> Iterator[Observation]:
         """Items absent from a complete listing: a direct lookup decides (404 = deleted, 200 = still there)."""
@@ -263,23 +269,15 @@ class _MastodonRun:
     def read_conversation(self, conversation: dict[str, Any], listing: Exchange) -> Iterator[Observation]:
         conv_key = f"mastodon:{self.host}:conversation:{conversation['id']}"
         last = conversation["last_status"]
-        exchange = self.session.get(self.api(f"statuses/{last['id']}/context"), ok=(200, 404))
+        exchange, ancestors, descendants = self.fetch_context(last["id"])
         if exchange.status == 404:
             return
-        context = exchange.json()
-        _expect(
-            isinstance(context, dict)
-            and isinstance(context.get("ancestors"), list)
-            and isinstance(context.get("descendants"), list),
-            exchange,
-            "a Context",
-        )
-        thread = [*context["ancestors"], last, *context["descendants"]]
+        thread = [*ancestors, last, *descendants]
         root_key = self.key(str(thread[0]["id"]))
-        for status in context["ancestors"]:
+        for status in ancestors:
             yield from self.observe_status(status, exchange.ref, "message", root_key, conv_key)
         yield from self.observe_status(last, listing.ref, "message", root_key, conv_key)
-        for status in context["descendants"]:
+        for status in descendants:
             yield from self.observe_status(status, exchange.ref, "message", root_key, conv_key)
         present = {self.key(str(s["id"])) for s in thread}
         missing = [
