@@ -342,3 +342,20 @@ def test_token_never_reaches_the_archive_and_warcs_check(clinic):
         assert check.returncode == 0, check.stdout
         assert "sha256:" in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
         assert "sha1:" not in gzip.decompress(warc.read_bytes()).decode("utf-8", "replace")
+
+
+def test_malformed_json_fails_the_account_with_the_record_named(clinic):
+    clinic.server.faults.append(Fault(r"/statuses\?", status=200, body=b'[{"id": "1", "content": ', times=1))
+    code, output = clinic.run()
+    assert code == 1
+    assert "is not valid JSON" in output and "WARC record <urn:uuid:" in output
+    # The broken response is kept as evidence; the next run completes the work.
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0
+    assert clinic.counts()["item_versions"] == 3
+
+
+def test_unknown_account_name_is_bad_input(clinic):
+    code, output = clinic.run("--account", "nope")
+    assert code == 2
+    assert "no account named 'nope'" in output
