@@ -257,16 +257,6 @@ class WarcWriter:
 
 
 # -- reading -------------------------------------------------------------------------------------------------
-def read_record(path: Path, offset: int) -> ArcWarcRecord:
-    """The record at `offset` of a WARC file, with its content read into memory (`.content`)."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        for record in ArchiveIterator(fh):
-            record.content = record.content_stream().read()  # type: ignore[attr-defined]
-            return record
-    raise ValueError(f"{path}: no WARC record at offset {offset}")
-
-
 def read_raw_block(path: Path, ref_offset: int) -> tuple[ArcWarcRecord, bytes]:
     """The record at an offset and its whole block (HTTP headers included), as written."""
     with open(path, "rb") as fh:
