@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .errors import ConfigError
 DATABASE_NAME = "archive"
 PLUGIN_NAME = "archiver"
 DEFAULT_ERROR_HANDLER = "datasette.handle_exception"
-METADATA_FILE = Path(__file__).resolve().parent.parent / "datasette-metadata.yml"
+METADATA_FILE = Path(str(resources.files("archiver.schemas").joinpath("datasette-metadata.yml")))
 SETTINGS: dict[str, Any] = {
     "suggest_facets": False,  # facet suggestions scan big tables on every page
     "default_page_size": 50,
@@ -50,7 +51,7 @@ def load_metadata(path: Path = METADATA_FILE) -> dict[str, Any]:
     try:
         return yaml.safe_load(path.read_text("utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path}: Datasette metadata not found; reinstall archiver from its source tree") from None
+        raise ConfigError(f"{path}: Datasette metadata not found; reinstall archiver") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 
