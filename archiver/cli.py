@@ -188,6 +188,22 @@ def rebuild(
     typer.echo(f"rebuilt {out} from {runs} run(s) of WARC records")
 
 
+@app.command()
+@reports_errors
+def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Check what the nightly run needs: folders and key permissions, disk space, the last run, and every
+    account's credential (one cheap call each, not archived). Exit 1 when something needs a person.
+
+    Example: archiver doctor --config /etc/archiver/archiver.toml
+    """
+    from .doctor import run_doctor
+
+    checks = run_doctor(load_config(config))
+    for check in checks:
+        typer.echo(str(check))
+    raise typer.Exit(0 if all(c.status == "ok" for c in checks) else 1)
+
+
 key_app = typer.Typer(help="The archive's signing key.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 

@@ -52,6 +52,10 @@ class Connector(Protocol):
 
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+        """One cheap authenticated call, not archived; returns who the token is. Raises AuthError if refused."""
+        ...
+
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]: ...

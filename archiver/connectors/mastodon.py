@@ -17,9 +17,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import requests
+
 from ..config import AccountConfig
-from ..errors import PlatformError
-from ..http import Exchange, HeaderRateLimit, Session
+from ..errors import AuthError, PlatformError
+from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import (
     AccountIdentity,
     CursorUpdate,
@@ -59,6 +61,26 @@ class MastodonConnector:
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+        url = f"{account.api_base}/api/v1/accounts/verify_credentials"
+        try:
+            response = requests.get(
+                url, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
+            )
+        except requests.RequestException as exc:
+            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        if response.status_code in (401, 403):
+            raise AuthError(
+                f"account {account.name}: the platform refused the token from {account.credential_ref} "
+                f"(HTTP {response.status_code}); renew the token"
+            )
+        if response.status_code != 200:
+            raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
+        try:
+            return "@" + str(response.json()["acct"])
+        except (ValueError, KeyError, TypeError):
+            raise PlatformError(f"account {account.name}: GET {url} did not answer an Account") from None
 
     # -- one run -------------------------------------------------------------------------------------------
     def fetch(

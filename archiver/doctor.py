@@ -1,0 +1,146 @@
+"""`archiver doctor`: what an operator checks before trusting the nightly run, each as one line.
+
+Nothing here writes to the archive. Credentials are tried with one cheap authenticated call per account,
+made outside the capturing session (a health check is not evidence, so it is not archived).
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
+from .config import AccountConfig, Config, resolve_token
+from .connectors import connector_for
+from .errors import ArchiverError
+from .http import Redactor
+from .store import Store, load_migrations
+
+MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
+WARN_FREE_BYTES = 10 << 30
+LAST_RUN_MAX_AGE = timedelta(hours=36)  # a nightly job that missed a night
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status.upper():4} {self.name}: {self.message}"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_files(config: Config) -> list[Check]:
+    archive = config.archive
+    checks = []
+    if not archive.dir.exists():
+        return [Check("archive folder", "fail", f"{archive.dir} does not exist; run `archiver run` once")]
+    mode = _mode(archive.dir)
+    if mode & 0o077:
+        checks.append(
+            Check(
+                "archive folder",
+                "warn",
+                f"{archive.dir} is mode {mode:o}: others can read PHI; chmod 700 {archive.dir}",
+            )
+        )
+    else:
+        checks.append(Check("archive folder", "ok", f"{archive.dir} (mode {mode:o})"))
+    key = archive.keys_dir / PRIVATE_KEY
+    if not key.exists():
+        checks.append(Check("signing key", "fail", f"{key} is missing; checkpoints cannot be signed"))
+    elif _mode(key) & 0o077:
+        checks.append(Check("signing key", "fail", f"{key} is mode {_mode(key):o}; chmod 600 {key}"))
+    else:
+        checks.append(Check("signing key", "ok", f"{key} (mode 600); public key {archive.keys_dir / PUBLIC_KEY}"))
+    free = shutil.disk_usage(archive.dir).free
+    level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
+    checks.append(Check("disk space", level, f"{free / 1e9:.1f} GB free at {archive.dir}"))
+    return checks
+
+
+def check_last_run(config: Config, now: datetime) -> list[Check]:
+    if not config.archive.database.exists():
+        return [Check("archive database", "fail", f"{config.archive.database} does not exist yet")]
+    store = Store.open(config.archive.database, readonly=True)
+    try:
+        checks = []
+        known = len(load_migrations())
+        version = store.schema_version
+        level = "ok" if version == known else "warn"
+        checks.append(
+            Check(
+                "schema",
+                level,
+                f"version {version} (this software: {known}; the next run migrates)"
+                if level == "warn"
+                else f"version {version}",
+            )
+        )
+        last = store.conn.execute(
+            "SELECT r.id, r.started_at, rr.status FROM runs r LEFT JOIN run_results rr ON rr.run_id = r.id "
+            "ORDER BY r.started_at DESC LIMIT 1"
+        ).fetchone()
+        if last is None:
+            checks.append(Check("last run", "fail", "no run yet"))
+        else:
+            started = datetime.fromisoformat(last["started_at"].replace("Z", "+00:00"))
+            age = now - started
+            if last["status"] != "ok":
+                what = "did not finish" if last["status"] is None else "failed"
+                checks.append(Check("last run", "fail", f"{last['id']} {what}; see `archiver status`"))
+            elif age > LAST_RUN_MAX_AGE:
+                checks.append(
+                    Check(
+                        "last run",
+                        "warn",
+                        f"{last['id']} was {age.total_seconds() / 3600:.0f} h ago; is the cron job or timer running?",
+                    )
+                )
+            else:
+                checks.append(Check("last run", "ok", f"{last['id']} succeeded {age.total_seconds() / 3600:.1f} h ago"))
+        return checks
+    finally:
+        store.close()
+
+
+def check_account(account: AccountConfig, timeout: float) -> list[Check]:
+    name = f"account {account.name}"
+    checks = []
+    if account.token_file is not None and account.token_file.exists() and _mode(account.token_file) & 0o077:
+        checks.append(
+            Check(
+                name,
+                "warn",
+                f"token_file {account.token_file} is mode {_mode(account.token_file):o}; "
+                f"chmod 600 {account.token_file}",
+            )
+        )
+    redactor = Redactor([])
+    try:
+        token = resolve_token(account)
+        redactor.secrets.append(token)
+        who = connector_for(account.platform).check_credential(account, token, timeout)
+    except ArchiverError as exc:
+        message = redactor.text(str(exc)).removeprefix(f"{name}: ")
+        return [*checks, Check(name, "fail", message)]
+    return [*checks, Check(name, "ok", f"token from {account.credential_ref} accepted ({who})")]
+
+
+def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
+    now = now or datetime.now(UTC)
+    checks = [Check("config", "ok", f"{config.path}: {len(config.accounts)} account(s)")]
+    checks += check_files(config)
+    checks += check_last_run(config, now)
+    for account in config.accounts:
+        if account.enabled:
+            checks += check_account(account, config.archive.request_timeout)
+    return checks

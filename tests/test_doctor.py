@@ -1,0 +1,58 @@
+"""`archiver doctor`: one line per check, exit 1 when something needs a person, never a token shown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver import doctor
+from archiver.checkpoints import PRIVATE_KEY
+from archiver.cli import app
+from archiver.config import load_config
+
+from .test_mastodon_run import TOKEN, Clinic
+
+
+@pytest.fixture
+def archived(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "WARN_FREE_BYTES", 0)  # the test machine's free space is not under test
+    monkeypatch.setattr(doctor, "MIN_FREE_BYTES", 0)
+    clinic = Clinic(tmp_path, monkeypatch)
+    assert clinic.run()[0] == 0
+    yield clinic
+    clinic.stop()
+
+
+def test_healthy_archive_passes(archived):
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    assert result.exit_code == 0, result.output
+    assert "OK   account clinic: token from $CLINIC_TOKEN accepted (@riverside)" in result.output
+    assert "OK   last run:" in result.output and "OK   signing key:" in result.output
+    # The credential check is not archived: the run's WARC files are all there is.
+    assert not any("doctor" in p.name for p in (archived.tmp_path / "arch" / "warcs").iterdir())
+
+
+def test_refused_token_and_loose_key_need_a_person(archived, monkeypatch):
+    monkeypatch.setenv("CLINIC_TOKEN", "wrong-token-value-991")
+    (archived.tmp_path / "arch" / "keys" / PRIVATE_KEY).chmod(0o644)
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    assert result.exit_code == 1
+    assert "FAIL account clinic: the platform refused the token from $CLINIC_TOKEN (HTTP 401); renew" in result.output
+    assert "FAIL signing key:" in result.output and "chmod 600" in result.output
+    assert "wrong-token-value-991" not in result.output and TOKEN not in result.output
+
+
+def test_a_missed_night_is_a_warning(archived):
+    config = load_config(archived.config())
+    checks = doctor.run_doctor(config, now=datetime.now(UTC) + timedelta(days=2))
+    (last,) = [c for c in checks if c.name == "last run"]
+    assert last.status == "warn" and "cron job or timer" in last.message
+
+
+def test_unreachable_platform_fails_the_account(archived):
+    archived.stop()
+    checks = doctor.run_doctor(load_config(archived.config()))
+    (account,) = [c for c in checks if c.name == "account clinic"]
+    assert account.status == "fail" and "cannot reach" in account.message
