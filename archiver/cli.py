@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import typer
 from . import __version__
 from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, load_config
 from .errors import ArchiverError, ConfigError
+from .logs import setup_logging
 
 app = typer.Typer(
     help="Compliance archive of an organisation's social media accounts: append-only SQLite + WARC, "
@@ -40,14 +40,6 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def on_terminal() -> bool:

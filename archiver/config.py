@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from .errors import ConfigError
+from .logs import register_secret
 
 DEFAULT_CONFIG = Path("archiver.toml")
 
@@ -171,6 +172,7 @@ def resolve_token(account: AccountConfig) -> str:
             raise ConfigError(
                 f"account {account.name}: environment variable {account.token_env} is not set; export the token there"
             )
+        register_secret(value)
         return value
     assert account.token_file is not None  # guaranteed by the schema's oneOf
     try:
@@ -181,6 +183,7 @@ def resolve_token(account: AccountConfig) -> str:
         ) from None
     if not value:
         raise ConfigError(f"account {account.name}: token_file {account.token_file} is empty")
+    register_secret(value)
     return value
 
 
