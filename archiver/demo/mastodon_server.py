@@ -155,7 +155,9 @@ class MastodonState:
                 "sensitive": False,
                 "language": "en",
                 "note": self._notes[owner["id"]],
-                "fields": [{"name": f["name"], "value": f["value"], "verified_at": None} for f in owner["fields"]],
+                "fields": [
+                    {"name": f["name"], "value": f["value"], "verified_at": None} for f in owner["fields"]
+                ],
                 "follow_requests_count": 0,
             }
             return {**owner, "source": source}
@@ -182,14 +184,18 @@ class MastodonState:
                 elif tag:
                     url = f"https://{self.host}/tags/{tag.lower()}"
                     tags.setdefault(tag.lower(), {"name": tag.lower(), "url": url})
-                    out.append(f'<a href="{url}" class="mention hashtag" rel="tag">#<span>{_escape(tag)}</span></a>')
+                    out.append(
+                        f'<a href="{url}" class="mention hashtag" rel="tag">#<span>{_escape(tag)}</span></a>'
+                    )
                 else:
                     out.append(_escape(match[0]))
             out.append(_escape(line[pos:]))
             return "".join(out)
 
         paragraphs = [p for p in text.strip().split("\n\n") if p.strip()] or [""]
-        html = "".join("<p>" + "<br />".join(line_html(x) for x in p.strip().split("\n")) + "</p>" for p in paragraphs)
+        html = "".join(
+            "<p>" + "<br />".join(line_html(x) for x in p.strip().split("\n")) + "</p>" for p in paragraphs
+        )
         return html, list(mentions.values()), list(tags.values())
 
     @staticmethod
@@ -351,7 +357,9 @@ class MastodonState:
         with self.lock:
             previous: dict | None = None
             for author_id, text, at in messages:
-                previous = self.add_direct_message(person_id, author_id, text, created_at=at, previous=previous)
+                previous = self.add_direct_message(
+                    person_id, author_id, text, created_at=at, previous=previous
+                )
             assert previous is not None
             return self.conversation_entity(self._conversation_of[previous["id"]])
 
@@ -377,7 +385,9 @@ class MastodonState:
                 created_at=created_at,
             )
 
-    def reply_in_conversation(self, conversation_id: str, author_id: str, text: str, *, created_at: datetime) -> dict:
+    def reply_in_conversation(
+        self, conversation_id: str, author_id: str, text: str, *, created_at: datetime
+    ) -> dict:
         """A new message answering the newest one of a conversation; returns the Status."""
         with self.lock:
             conversation = self.conversations[conversation_id]
@@ -536,7 +546,9 @@ def _page(items: list[tuple[int, Any]], query: dict[str, str]) -> list[tuple[int
         return int(value) if value.isdigit() else None
 
     max_id, since_id, min_id = bound("max_id"), bound("since_id"), bound("min_id")
-    selected = [(i, e) for i, e in items if (max_id is None or i < max_id) and (since_id is None or i > since_id)]
+    selected = [
+        (i, e) for i, e in items if (max_id is None or i < max_id) and (since_id is None or i > since_id)
+    ]
     if min_id is not None:
         newer = [(i, e) for i, e in selected if i > min_id]
         return sorted(newer, key=lambda pair: pair[0])[:limit][::-1]
@@ -581,7 +593,9 @@ class SampleMastodonServer:
 
     def start(self) -> SampleMastodonServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-mastodon", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="sample-mastodon", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -759,7 +773,11 @@ class SampleMastodonServer:
                     if s["account"]["id"] == m[1]
                     and s["visibility"] in visible
                     # Mastodon's exclude_replies keeps self-replies (threads).
-                    and not (flag["exclude_replies"] and s["in_reply_to_id"] and s["in_reply_to_account_id"] != m[1])
+                    and not (
+                        flag["exclude_replies"]
+                        and s["in_reply_to_id"]
+                        and s["in_reply_to_account_id"] != m[1]
+                    )
                     and not (flag["only_media"] and not s["media_attachments"])
                 ),
                 key=lambda pair: pair[0],
