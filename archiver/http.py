@@ -272,6 +272,8 @@ class CapturingSession:
                 if attempt >= self.retries:
                     raise PlatformError(f"GET {shown}: {last_problem} after {attempt + 1} attempts") from None
             else:
+                for hop in response.history:  # every redirect is an exchange too (media often sit behind one)
+                    self._record(hop)
                 exchange = self._record(response)
                 self.rate_limit.observe(response, self.clock())
                 if response.status_code in ok:

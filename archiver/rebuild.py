@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
 from requests.structures import CaseInsensitiveDict
 from requests.utils import parse_header_links
@@ -46,6 +47,9 @@ class _RunRecords:
     accounts: list[str] = field(default_factory=list)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class ReplaySession:
@@ -83,6 +87,10 @@ class ReplaySession:
         uri = redact_url(with_params(url, params))
         while True:
             exchange = self._next(uri)
+            location = exchange.headers.get("Location")
+            if exchange.status in REDIRECTS and location:
+                uri = redact_url(urljoin(uri, location))  # the live session followed it: so does the replay
+                continue
             if exchange.status in ok:
                 return exchange
             if exchange.status == 429 or exchange.status >= 500:

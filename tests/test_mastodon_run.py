@@ -359,3 +359,27 @@ def test_unknown_account_name_is_bad_input(clinic):
     code, output = clinic.run("--account", "nope")
     assert code == 2
     assert "no account named 'nope'" in output
+
+
+def test_redirected_media_records_every_hop_and_rebuilds(clinic, tmp_path):
+    media_path = r"/system/media_attachments/files/\d+/original/image\.png$"
+    clinic.server.faults.append(Fault(media_path, status=302, body=b"", times=10, headers={"Location": "?served=cdn"}))
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    (url, sha, warc_file, offset) = conn.execute(
+        "SELECT url, sha256, warc_file, warc_offset FROM media_files"
+    ).fetchone()
+    conn.close()
+    assert sha == hashlib.sha256(make_png(8, 8, 0)).hexdigest()
+    data = gzip.decompress((clinic.tmp_path / "arch" / "warcs" / warc_file).read_bytes())
+    assert b"HTTP/1.1 302 Found" in data and b"served=cdn" in data  # the redirect is evidence too
+    assert CliRunner().invoke(app, ["verify", "--config", str(clinic.config())]).exit_code == 0
+    out = tmp_path / "rebuilt.db"
+    result = CliRunner().invoke(app, ["rebuild", "--config", str(clinic.config()), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rebuilt = sqlite3.connect(out)
+    assert rebuilt.execute("SELECT url, sha256, warc_file, warc_offset FROM media_files").fetchall() == [
+        (url, sha, warc_file, offset)
+    ]
+    assert rebuilt.execute("SELECT count(*) FROM item_versions").fetchone()[0] == clinic.counts()["item_versions"]
