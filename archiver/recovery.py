@@ -18,6 +18,8 @@ from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
 
+from .warc import block_digest_ok
+
 TORN_DIR = "torn"
 WARC_NAME = re.compile(r"^archiver-\d{14}-(?P<run>.+)-\d{5}\.warc\.gz$")
 
@@ -34,15 +36,21 @@ class WarcScan:
 
 
 def scan_warc(path: Path) -> WarcScan:
-    """Count the complete records of a WARC file and where the last one ends."""
+    """Count the complete records of a WARC file and where the last one ends.
+
+    A record is complete only when its block digest holds: a record cut short by a crash can still parse
+    (its gzip member ends early), and must count as the start of the torn tail.
+    """
     size = path.stat().st_size
     records, end = 0, 0
     with open(path, "rb") as fh:
-        iterator = ArchiveIterator(fh)
+        iterator = ArchiveIterator(fh, no_record_parse=True)
         try:
             for record in iterator:
-                record.content_stream().read()
+                block = record.raw_stream.read()
                 iterator.read_to_end(record)
+                if not block_digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
+                    break
                 records += 1
                 end = iterator.get_record_offset() + iterator.get_record_length()
         except Exception:  # warcio raises several types (EOFError, zlib.error, ArchiveLoadFailed) for a torn member

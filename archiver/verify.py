@@ -9,7 +9,6 @@ captured payload. Each problem names the place, what was expected and what was f
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import sqlite3
@@ -25,16 +24,7 @@ from .ledger import verify_ledger
 from .problems import Problem
 from .recovery import interrupted_runs, run_of, scan_warc
 from .store import ARCHIVE_TABLES, Store
-
-
-def _digest_ok(header: str | None, data: bytes) -> bool:
-    if not header or not header.startswith("sha256:"):
-        return False
-    value = header.split(":", 1)[1]
-    return (
-        value == base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
-        or value == hashlib.sha256(data).hexdigest()
-    )
+from .warc import block_digest_ok
 
 
 def verify_archive(
@@ -91,7 +81,11 @@ def _verify(
             where = f"WARC {name}"
             yield Problem(where, "recorded in warc_files but missing on disk" if row else "referenced but missing")
             continue
-        scan = FileCheck(path)
+        torn_from = None
+        if row is None and run_of(name) in interrupted:
+            found = scan_warc(path)
+            torn_from = found.complete_bytes if found.torn else None
+        scan = FileCheck(path, torn_from)
         yield from scan.check_rows(store.conn)
         if row is not None:
             if scan.size != row["size"]:
@@ -142,8 +136,9 @@ class _HashingReader:
 class FileCheck:
     """One sequential read of a WARC file: its sha256, each record's block digest, and the rows into it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, torn_from: int | None = None):
         self.path = path
+        self.torn_from = torn_from  # an interrupted run's torn tail starts here: expected, not tampering
         self.sha256 = ""
         self.size = 0
 
@@ -154,7 +149,7 @@ class FileCheck:
                 block = record.raw_stream.read()
                 iterator.read_to_end(record)
                 headers = record.rec_headers
-                ok = _digest_ok(headers.get_header("WARC-Block-Digest"), block)
+                ok = block_digest_ok(headers.get_header("WARC-Block-Digest"), block)
                 yield iterator.get_record_offset(), headers.get_header("WARC-Record-ID"), ok, block
         except Exception as exc:  # a damaged gzip member: the rest of the file cannot be read as records
             yield Problem(f"WARC {self.path.name}", f"unreadable after offset {iterator.offset} ({type(exc).__name__})")
@@ -174,9 +169,12 @@ class FileCheck:
             reader = _HashingReader(fh)
             for entry in self._records(reader):
                 if isinstance(entry, Problem):
-                    yield entry
+                    if self.torn_from is None:
+                        yield entry
                     break
                 offset, record_id, digest_ok, block = entry
+                if self.torn_from is not None and offset >= self.torn_from:
+                    break  # the torn tail: reported as a note with the file, set aside by the next run
                 if not digest_ok:
                     yield Problem(f"WARC {name}", f"record {record_id} at offset {offset}: block digest does not match")
                 while pending is not None and pending[1] < offset:

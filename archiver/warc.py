@@ -42,6 +42,15 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
+def block_digest_ok(header: str | None, block: bytes) -> bool:
+    """Whether a record's WARC-Block-Digest (sha256, base32 as written here, or hex) matches its block."""
+    if not header or not header.startswith("sha256:"):
+        return False
+    value = header.split(":", 1)[1]
+    digest = hashlib.sha256(block).digest()
+    return value == base64.b32encode(digest).decode("ascii") or value == digest.hex()
+
+
 def new_record_id() -> str:
     return f"<urn:uuid:{uuid.uuid4()}>"
 

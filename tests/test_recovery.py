@@ -72,3 +72,35 @@ def test_unknown_warc_is_left_alone_and_reported(tmp_path):
     store.close()
     found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
     assert [str(p) for p in found] == [f"WARC {stranger.name}: on disk but not recorded in warc_files (unknown file)"]
+
+
+def test_a_record_cut_short_that_still_parses_is_a_torn_tail(tmp_path):
+    """A crash can leave a last gzip member that decompresses to a shorter record: its digest decides."""
+    store, path, whole = interrupted_archive(tmp_path, cut=0)
+    import gzip
+
+    from archiver.warc import read_raw_block
+
+    last = scan_warc(path)
+    # Rewrite the last record as a complete gzip member of its first bytes only (as a cut write can look).
+    records = []
+    from warcio.archiveiterator import ArchiveIterator
+
+    with open(path, "rb") as fh:
+        iterator = ArchiveIterator(fh, no_record_parse=True)
+        for record in iterator:
+            record.raw_stream.read()
+            iterator.read_to_end(record)
+            records.append((iterator.get_record_offset(), iterator.get_record_length()))
+    start, length = records[-1]
+    member = gzip.decompress(whole[start : start + length])
+    path.write_bytes(whole[:start] + gzip.compress(member[: len(member) - 30]))
+    _, block = read_raw_block(path, start)  # it still parses
+    assert block
+    scan = scan_warc(path)
+    assert scan.torn and scan.records == last.records - 1 and scan.complete_bytes == start
+    found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
+    assert [p.severity for p in found] == ["note"] and "torn tail after offset" in found[0].message
+    register_orphan_warcs(store, tmp_path / "warcs")
+    store.close()
+    assert verify_archive(tmp_path / "archive.db", tmp_path / "warcs") == []
