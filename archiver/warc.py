@@ -205,6 +205,12 @@ class WarcWriter:
             warc_content_type=content_type,
             warc_headers_dict=headers,
         )
+        if record.http_headers is not None:
+            # warcio parsed the HTTP head out of the block and would write it re-serialised (e.g. trailing
+            # spaces of header values dropped), which breaks the digest: write the block exactly as hashed.
+            record.http_headers = None
+            record.raw_stream.seek(0)
+            record.length = record.payload_length = len(block)
         if uri is None:
             record.rec_headers.remove_header("WARC-Target-URI")
         offset = self._file.tell()

@@ -86,3 +86,19 @@ def test_rotation_at_size_records_every_file(tmp_path):
         with open(path, "rb") as fh:
             first = next(iter(ArchiveIterator(fh)))
         assert first.rec_type == "warcinfo"
+
+
+def test_header_values_are_written_exactly_as_received(tmp_path):
+    """Odd but legal header whitespace must survive: the block digest is computed over the bytes as received."""
+    writer = fixed_writer(tmp_path)
+    request = HttpMessage("GET / HTTP/1.1", [("Host", "h")], b"")
+    response = HttpMessage("HTTP/1.1 200 OK", [("Server", "Odd/1.0 "), ("X-Empty", "")], b"{}")
+    _, ref = writer.write_exchange("http://h/", request, response)
+    (info,) = writer.close()
+    record, block = read_raw_block(tmp_path / info.name, ref.offset)
+    assert block == response.block()
+    assert record.rec_headers.get_header("WARC-Block-Digest") == sha256_digest(block)
+    check = subprocess.run(
+        [sys.executable, "-m", "warcio.cli", "check", str(tmp_path / info.name)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout
