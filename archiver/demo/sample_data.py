@@ -141,6 +141,9 @@ CLINIC_DM_ANSWERS = [
 ]
 
 
+QUIET_HOUR = timedelta(hours=1)
+
+
 @dataclass
 class SampleFacts:
     clinic_id: str
@@ -168,6 +171,9 @@ class Mutation:
 
 def build_clinic_dataset(now: datetime, seed: int = 7) -> tuple[MastodonState, SampleFacts]:
     rng = random.Random(seed)
+    # Nothing in the sample is newer than an hour ago: the second run's changes happen in that hour, so they
+    # are newer than everything the first run saw, as on a real instance (ids grow with time).
+    quiet_from = now - QUIET_HOUR
     state = MastodonState()
     clinic = state.add_account(
         "riverside",
@@ -205,13 +211,13 @@ def build_clinic_dataset(now: datetime, seed: int = 7) -> tuple[MastodonState, S
         if siblings and rng.random() < 0.15:
             parent = rng.choice(siblings)  # a nested reply
         at = _parse(parent["created_at"]) + timedelta(minutes=rng.randrange(5, 3000))
-        if at >= now - timedelta(minutes=10):
+        if at >= quiet_from:
             continue
         text = rng.choice(PHI_REPLIES) if rng.random() < 0.03 else rng.choice(REPLIES)
         replies.append(state.add_status(rng.choice(people)["id"], text, in_reply_to_id=parent["id"], created_at=at))
         if rng.random() < 0.08:
             answer_at = at + timedelta(minutes=rng.randrange(10, 600))
-            if answer_at < now:
+            if answer_at < quiet_from:
                 replies.append(
                     state.add_status(
                         clinic["id"], rng.choice(CLINIC_ANSWERS), in_reply_to_id=replies[-1]["id"], created_at=answer_at
@@ -221,14 +227,14 @@ def build_clinic_dataset(now: datetime, seed: int = 7) -> tuple[MastodonState, S
 
     for _ in range(50):
         person = rng.choice(people)
-        at = now - timedelta(days=rng.randrange(0, 60), minutes=rng.randrange(0, 1440))
+        at = quiet_from - timedelta(days=rng.randrange(0, 60), minutes=rng.randrange(0, 1440))
         opener = rng.choice(DM_OPENERS).format(**_phi(rng, person))
         message = state.add_status(person["id"], f"@riverside {opener}", visibility="direct", created_at=at)
         facts.dm_conversations += 1
         facts.dm_messages += 1
         for turn in range(rng.randrange(1, 6)):
             at += timedelta(minutes=rng.randrange(5, 600))
-            if at >= now:
+            if at >= quiet_from:
                 break
             if turn % 2 == 0:
                 text = f"@{person['acct']} {rng.choice(CLINIC_DM_ANSWERS)}"
