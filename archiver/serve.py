@@ -20,7 +20,7 @@ from datasette.database import Database
 from datasette.plugins import pm
 
 from . import datasette_plugin
-from .errors import ConfigError
+from .errors import ArchiverError, ConfigError
 
 DATABASE_NAME = "archive"
 PLUGIN_NAME = "archiver"
@@ -44,7 +44,29 @@ class ReadOnlyDatabase(Database):
     def connect(self, write: bool = False) -> sqlite3.Connection:
         if write:
             raise PermissionError("the archive is served read-only: no writable connection is opened")
-        return super().connect(write=False)
+        # Datasette pastes the raw path into `file:{path}?mode=ro`: a `#` or `?` in it cuts the URI short and
+        # opens (creating it) another file read-write. A percent-encoded URI names exactly this file.
+        uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+        if self.ds.nolock:
+            uri += "&nolock=1"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._all_file_connections.append(conn)
+        return conn
+
+
+def check_archive(database: ReadOnlyDatabase) -> None:
+    """Fail before serving if the file is not an archive (Datasette would serve an empty or broken page)."""
+    try:
+        conn = database.connect()
+        try:
+            found = conn.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('items', 'item_versions')")
+            is_archive = found.fetchone()[0] == 2
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{database.path}: cannot be read as an archive database ({exc})") from None
+    if not is_archive:
+        raise ConfigError(f"{database.path}: not an archive database; run `archiver run` or `archiver demo` first")
 
 
 def load_metadata(path: Path = METADATA_FILE) -> dict[str, Any]:
@@ -59,7 +81,7 @@ def load_metadata(path: Path = METADATA_FILE) -> dict[str, Any]:
 def build_datasette(db_path: Path, *, metadata_path: Path | None = None) -> Datasette:
     """A Datasette app over the archive database opened read-only."""
     db_path = Path(db_path)
-    if not db_path.exists():
+    if not db_path.is_file():
         raise ConfigError(f"{db_path}: archive database not found; run `archiver run` or `archiver demo` first")
     if not pm.has_plugin(PLUGIN_NAME):
         pm.register(datasette_plugin, name=PLUGIN_NAME)
@@ -67,7 +89,9 @@ def build_datasette(db_path: Path, *, metadata_path: Path | None = None) -> Data
         # It prints every local variable of a failed request (search terms: PHI) to the log; ours replaces it.
         pm.unregister(name=DEFAULT_ERROR_HANDLER)
     ds = Datasette([], metadata=load_metadata(metadata_path or METADATA_FILE), settings=SETTINGS)
-    ds.add_database(ReadOnlyDatabase(ds, path=str(db_path), is_mutable=True), name=DATABASE_NAME)
+    database = ReadOnlyDatabase(ds, path=str(db_path), is_mutable=True)
+    check_archive(database)
+    ds.add_database(database, name=DATABASE_NAME)
     return ds
 
 
@@ -105,10 +129,15 @@ def run_server(
 
 if __name__ == "__main__":
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="Serve an archive database read-only in Datasette.")
     parser.add_argument("db", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    run_server(args.db, args.host, args.port)
+    try:
+        run_server(args.db, args.host, args.port)
+    except ArchiverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

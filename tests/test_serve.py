@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import requests
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.errors import ConfigError
 from archiver.serve import ReadOnlyDatabase, build_datasette
 from archiver.store import Store
 
@@ -97,6 +99,28 @@ def test_statuses_and_canned_queries(server):
     assert rows(f"{server}/archive/run_log.json")
 
 
+def test_items_view_status_matches_versions_and_deletions(server):
+    deleted = {r["item_key"] for r in rows(f"{server}/archive/deleted_items.json")}
+    assert {r["item_key"] for r in rows(f"{server}/archive/items.json", status="deleted")} == deleted
+    edited = rows(f"{server}/archive/items.json", status="edited")
+    assert edited and all(r["versions"] > 1 for r in edited)
+    live = rows(f"{server}/archive/items.json", status="live", _size=1000)
+    assert live and all(r["versions"] == 1 and r["item_key"] not in deleted for r in live)
+    history = rows(f"{server}/archive/item_history.json", item_key=edited[0]["item_key"])
+    versions = [h for h in history if h["what"] == "version"]
+    assert edited[0]["version_id"] == max(v["row_id"] for v in versions)  # the view shows the latest version
+    assert edited[0]["text"] == versions[-1]["text"]
+
+
+def test_direct_messages_between_dates(server):
+    newest = rows(f"{server}/archive/direct_messages.json")[0]  # no parameters at all: no bounds
+    day = newest["created_at"][:10]
+    that_day = rows(f"{server}/archive/direct_messages.json", start=day, end=day)
+    assert newest["item_key"] in {r["item_key"] for r in that_day}
+    assert all(r["created_at"].startswith(day) for r in that_day)
+    assert rows(f"{server}/archive/direct_messages.json", start="2999-01-01", end="") == []
+
+
 @pytest.mark.parametrize(
     "sql",
     [
@@ -106,6 +130,7 @@ def test_statuses_and_canned_queries(server):
         "drop table events",
         "attach database '/tmp/x.db' as x",
         "pragma user_version = 99",
+        "pragma journal_mode = delete",
         "select 1; delete from events",
         "with x as (select 1) delete from events",
     ],
@@ -158,3 +183,41 @@ def test_database_refuses_a_writable_connection(demo):
 def test_serving_beyond_loopback_is_refused_until_login_exists(demo):
     result = CliRunner().invoke(app, ["serve", "--config", str(demo / "archiver.toml"), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "loopback only" in result.output
+
+
+def test_a_path_with_uri_characters_opens_that_file_read_only(demo, tmp_path):
+    folder = tmp_path / "odd #name?mode=rwc"
+    folder.mkdir()
+    copy = folder / "archive.db"
+    with sqlite3.connect(demo / "archive" / "archive.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    before = sorted(tmp_path.iterdir())
+    conn = build_datasette(copy).get_database("archive").connect()
+    assert conn.execute("SELECT count(*) FROM items").fetchone()[0] > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("INSERT INTO cursors (account, name, value, run_id, recorded_at) VALUES (1, 2, 3, 4, 5)")
+    conn.close()
+    assert sorted(tmp_path.iterdir()) == before  # no stray database created at the URI's cut-off path
+
+
+def test_missing_or_foreign_database_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="archiver demo"):
+        build_datasette(tmp_path / "absent.db")
+    (tmp_path / "notes.db").write_text("not sqlite\n")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        build_datasette(tmp_path / "notes.db")
+    sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(ConfigError, match="not an archive"):
+        build_datasette(tmp_path / "other.db")
+    with pytest.raises(ConfigError, match="metadata not found"):
+        build_datasette(tmp_path / "other.db", metadata_path=tmp_path / "absent.yml")
+
+
+def test_module_entry_reports_a_missing_database(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "archiver.serve", str(tmp_path / "absent.db"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "archiver demo" in result.stderr and "Traceback" not in result.stderr
