@@ -22,7 +22,7 @@ from warcio.archiveiterator import ArchiveIterator
 from .checkpoints import load_public_key, verify_checkpoints
 from .ledger import verify_ledger
 from .problems import Problem
-from .recovery import interrupted_runs, run_of, scan_warc
+from .recovery import WarcScan, interrupted_runs, run_of, scan_warc
 from .store import ARCHIVE_TABLES, Store
 from .warc import block_digest_ok
 
@@ -73,6 +73,7 @@ def _verify(
     names = sorted(set(known) | referenced)
     total_bytes = sum((warc_dir / n).stat().st_size for n in names if (warc_dir / n).exists())
     done = 0
+    interrupted_scans: dict[str, WarcScan] = {}  # an interrupted run's file is scanned once
     on_step("WARC files", 0, total_bytes)
     for name in names:
         path = warc_dir / name
@@ -83,7 +84,7 @@ def _verify(
             continue
         torn_from = None
         if row is None and run_of(name) in interrupted:
-            found = scan_warc(path)
+            found = interrupted_scans[name] = scan_warc(path)
             torn_from = found.complete_bytes if found.torn else None
         scan = FileCheck(path, torn_from)
         yield from scan.check_rows(store.conn)
@@ -102,7 +103,7 @@ def _verify(
                 continue
             run = run_of(path.name)
             if run in interrupted:
-                scan_info = scan_warc(path)
+                scan_info = interrupted_scans.get(path.name) or scan_warc(path)
                 tail = f", torn tail after offset {scan_info.complete_bytes}" if scan_info.torn else ""
                 yield Problem(
                     f"WARC {path.name}",
