@@ -34,6 +34,7 @@ class AccountConfig:
     media: bool = True
     direct_messages: bool = True
     enabled: bool = True
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # per platform, defaults filled in
 
     @property
     def credential_ref(self) -> str:
@@ -73,6 +74,30 @@ class Config:
 def config_schema() -> dict[str, Any]:
     text = resources.files("archiver.schemas").joinpath("config.schema.json").read_text("utf-8")
     return json.loads(text)
+
+
+def platform_options_schema(platform: str) -> dict[str, Any] | None:
+    """The schema of a platform's `options` table (schemas/platforms/<platform>.json), if it has options."""
+    entry = resources.files("archiver.schemas").joinpath("platforms", f"{platform}.json")
+    return json.loads(entry.read_text("utf-8")) if entry.is_file() else None
+
+
+def _platform_options(acc: dict[str, Any], where: str, path: Path) -> dict[str, Any]:
+    """The account's options checked against its platform's schema, with the schema's defaults filled in."""
+    options = acc.get("options", {})
+    schema = platform_options_schema(acc["platform"])
+    if schema is None:
+        if options:
+            raise ConfigError(f"{path}: {where}.options: platform {acc['platform']} takes no options; remove them")
+        return {}
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(options), key=lambda e: (len(e.absolute_path), e.path)
+    )
+    if errors:
+        detail = _describe(errors[0], options).removeprefix("(top level)")
+        raise ConfigError(f"{path}: {where}.options{detail if detail.startswith(':') else '.' + detail}")
+    defaults = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+    return {**defaults, **options}
 
 
 def _error_location(error: jsonschema.ValidationError) -> str:
@@ -141,6 +166,7 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
                 media=acc.get("media", True),
                 direct_messages=acc.get("direct_messages", True),
                 enabled=acc.get("enabled", True),
+                options=_platform_options(acc, f"accounts[{index}]", path),
             )
         )
     return Config(path=path, sha256=sha256, archive=archive, accounts=accounts)

@@ -22,6 +22,7 @@ from requests.structures import CaseInsensitiveDict
 
 from . import __version__
 from .errors import AuthError, PlatformError, RateLimitedError
+from .logs import register_secret
 from .warc import CaptureRef, HttpMessage, WarcWriter
 
 log = logging.getLogger("archiver.http")
@@ -88,6 +89,7 @@ class Exchange:
     ref: CaptureRef
     request_ref: CaptureRef
     links: dict[str, str] = field(default_factory=dict)
+    issued: dict[str, str] = field(default_factory=dict)  # secrets the platform issued (see `post`), unmasked
 
     def json(self) -> Any:
         try:
@@ -100,13 +102,43 @@ class Exchange:
 
 
 class Session(Protocol):
-    """What a connector calls: a live CapturingSession, or a replay of captured records (rebuild)."""
+    """What a connector calls: a live CapturingSession, or a replay of captured records (rebuild).
+
+    `headers` are extra request headers a platform requires (recorded in the WARC). `post` sends a JSON
+    body (a login exchange, for example); the body is recorded with every secret in it masked.
+    `secret_fields` names top-level fields of the JSON answer that are credentials the platform issues (a
+    session JWT): they are masked before the answer is recorded and handed back unmasked in
+    `Exchange.issued`. `use_token` then switches the session to such a credential.
+    """
 
     requests_made: int
 
     def get(
-        self, url: str, params: dict[str, Any] | None = None, *, auth: bool = True, ok: tuple[int, ...] = (200,)
+        self,
+        url: str,
+        params: dict[str, Any] | None = None,
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
     ) -> Exchange: ...
+
+    def post(
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        secret_fields: tuple[str, ...] = (),
+    ) -> Exchange: ...
+
+    def secret(self) -> str | None:
+        """The configured credential, for a connector that must send it inside a body (a login call)."""
+        ...
+
+    def use_token(self, token: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -185,6 +217,8 @@ class CapturingSession:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
         on_wait: Callable[[str], None] | None = None,
+        token_param: str | None = None,
+        redactor: Redactor | None = None,
     ):
         self.warc = warc
         self.account = account
@@ -198,7 +232,10 @@ class CapturingSession:
         self.sleep = sleep or (lambda seconds: time.sleep(seconds))  # looked up late: tests patch time.sleep
         self.clock = clock
         self.on_wait = on_wait
-        self.redactor = Redactor([token] if token else [])
+        self.token_param = token_param  # the platform wants the credential as this query parameter, not a header
+        self.redactor = redactor if redactor is not None else Redactor([])
+        if token:
+            self.redactor.secrets.append(token)
         self.requests_made = 0
         self.waited = 0.0
         self._session = requests.Session()
@@ -206,6 +243,30 @@ class CapturingSession:
 
     def close(self) -> None:
         self._session.close()
+
+    def secret(self) -> str | None:
+        return self.token
+
+    def use_token(self, token: str) -> None:
+        self._add_secret(token)
+        self.token = token
+
+    def _add_secret(self, value: str) -> None:
+        self.redactor.secrets.append(value)
+        register_secret(value)
+
+    def _issued_secrets(self, response: requests.Response, names: tuple[str, ...]) -> dict[str, str]:
+        """Credentials named in `names` from a JSON answer, made secrets before the answer is recorded."""
+        if not names:
+            return {}
+        try:
+            payload = response.json()
+        except ValueError:
+            return {}
+        issued = {n: payload[n] for n in names if isinstance(payload, dict) and isinstance(payload.get(n), str)}
+        for value in issued.values():
+            self._add_secret(value)
+        return issued
 
     # -- capture -------------------------------------------------------------------------------------------
     def _record(self, response: requests.Response) -> Exchange:
@@ -218,7 +279,8 @@ class CapturingSession:
             if name.lower() in SECRET_HEADERS:
                 value = (value.split(" ", 1)[0] + " " + REDACTED) if " " in value else REDACTED
             req_headers.append((name, self.redactor.text(value)))
-        request = HttpMessage(f"GET {target or '/'} HTTP/1.1", req_headers, b"")
+        body = self.redactor.bytes(prepared.body or b"") if isinstance(prepared.body, bytes) else b""
+        request = HttpMessage(f"{prepared.method} {target or '/'} HTTP/1.1", req_headers, body)
         version = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2"}.get(getattr(response.raw, "version", 11), "HTTP/1.1")
         resp_headers = []
         for name, value in response.raw.headers.items():
@@ -255,26 +317,62 @@ class CapturingSession:
         *,
         auth: bool = True,
         ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
     ) -> Exchange:
         """GET a URL; returns the captured exchange when its status is in `ok`, raises a PlatformError otherwise."""
-        url = with_params(url, params)
+        return self._send("GET", with_params(url, params), None, auth, ok, headers)
+
+    def post(
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        secret_fields: tuple[str, ...] = (),
+    ) -> Exchange:
+        """POST a JSON body; captured and checked like a GET (see Session.post for `secret_fields`)."""
+        return self._send("POST", url, json.dumps(body).encode("utf-8"), auth, ok, headers, secret_fields)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        auth: bool,
+        ok: tuple[int, ...],
+        extra_headers: dict[str, str] | None,
+        secret_fields: tuple[str, ...] = (),
+    ) -> Exchange:
+        headers = dict(extra_headers or {})
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if auth and self.token:
+            if self.token_param:
+                url = with_params(url, {self.token_param: self.token})
+            else:
+                headers["Authorization"] = f"Bearer {self.token}"
         shown = self.redactor.text(redact_url(url))
-        headers = {"Authorization": f"Bearer {self.token}"} if (auth and self.token) else {}
         attempt = 0
         last_problem = ""
         while True:
             self._wait(self.rate_limit.wait_before_request(self.clock()), "rate limit reached", shown)
             try:
                 self.requests_made += 1
-                response = self._session.get(url, headers=headers, timeout=self.timeout, allow_redirects=True)
+                response = self._session.request(
+                    method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
+                )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 last_problem = f"{type(exc).__name__}"
                 if attempt >= self.retries:
-                    raise PlatformError(f"GET {shown}: {last_problem} after {attempt + 1} attempts") from None
+                    raise PlatformError(f"{method} {shown}: {last_problem} after {attempt + 1} attempts") from None
             else:
                 for hop in response.history:  # every redirect is an exchange too (media often sit behind one)
                     self._record(hop)
+                issued = self._issued_secrets(response, secret_fields)
                 exchange = self._record(response)
+                exchange.issued = issued
                 self.rate_limit.observe(response, self.clock())
                 if response.status_code in ok:
                     return exchange
@@ -288,7 +386,7 @@ class CapturingSession:
                     )
                 if response.status_code < 500 or attempt >= self.retries:
                     raise PlatformError(
-                        f"GET {shown}: HTTP {response.status_code} after {attempt + 1} attempt(s) "
+                        f"{method} {shown}: HTTP {response.status_code} after {attempt + 1} attempt(s) "
                         f"(WARC record {exchange.ref.record_id})"
                     )
                 last_problem = f"HTTP {response.status_code}"

@@ -244,14 +244,14 @@ def run_account(
     redactor = Redactor([])
 
     def open_session(connector: Connector) -> Session:
-        token = resolve_token(account)
-        redactor.secrets.append(token)
         return CapturingSession(
             warc,
             account=account.name,
-            token=token,
+            token=resolve_token(account),
             credential_ref=account.credential_ref,
             rate_limit=connector.rate_limit_policy(),
+            token_param=connector.token_param,
+            redactor=redactor,
             timeout=config.archive.request_timeout,
             retries=config.archive.retries,
             max_wait=config.archive.max_rate_limit_wait,

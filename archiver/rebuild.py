@@ -23,7 +23,7 @@ from warcio.archiveiterator import ArchiveIterator
 from .config import Config
 from .connectors.base import Connector, FetchWindow
 from .errors import AuthError, ConfigError, PlatformError
-from .http import Exchange, Redactor, redact_url, with_params
+from .http import REDACTED, Exchange, Redactor, redact_url, with_params
 from .pipeline import RunProgress, archive_account
 from .recovery import file_sha256, scan_warc
 from .store import Store
@@ -55,15 +55,22 @@ REDIRECTS = (301, 302, 303, 307, 308)
 class ReplaySession:
     """Answers a connector's GETs with the responses captured for its account, as the live session did."""
 
-    def __init__(self, warc_dir: Path, account: str, recorded: list[_Recorded]):
+    def __init__(self, warc_dir: Path, account: str, recorded: list[_Recorded], token_param: str | None = None):
         self.warc_dir = warc_dir
         self.account = account
+        self.token_param = token_param
         self.queues: dict[str, deque[_Recorded]] = defaultdict(deque)
         for entry in recorded:
             self.queues[entry.uri].append(entry)
         self.requests_made = 0
 
     def close(self) -> None:
+        pass
+
+    def secret(self) -> str | None:
+        return REDACTED  # what the live session sent was masked in the record; the replay never needs it
+
+    def use_token(self, token: str) -> None:
         pass
 
     def _next(self, uri: str) -> Exchange:
@@ -83,8 +90,35 @@ class ReplaySession:
         status = int(status_line.get_statuscode() or 0)
         return Exchange(uri, status, headers, body, entry.response, entry.request, links)
 
-    def get(self, url: str, params: dict | None = None, *, auth: bool = True, ok: tuple[int, ...] = (200,)) -> Exchange:
-        uri = redact_url(with_params(url, params))
+    def get(
+        self,
+        url: str,
+        params: dict | None = None,
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+    ) -> Exchange:
+        return self._replay(with_params(url, params), auth, ok)
+
+    def post(
+        self,
+        url: str,
+        body: dict,
+        *,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        secret_fields: tuple[str, ...] = (),
+    ) -> Exchange:
+        exchange = self._replay(url, auth, ok)
+        exchange.issued = {name: REDACTED for name in secret_fields}  # masked when captured; unused on replay
+        return exchange
+
+    def _replay(self, url: str, auth: bool, ok: tuple[int, ...]) -> Exchange:
+        if auth and self.token_param:
+            url = with_params(url, {self.token_param: REDACTED})  # where the live session put the credential
+        uri = redact_url(url)
         while True:
             exchange = self._next(uri)
             location = exchange.headers.get("Location")
@@ -200,8 +234,8 @@ def rebuild_database(
                     )
                 recorded = run.exchanges.get(name, [])
 
-                def open_session(_: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
-                    return ReplaySession(config.archive.warc_dir, name, recorded)
+                def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
+                    return ReplaySession(config.archive.warc_dir, name, recorded, connector.token_param)
 
                 result = archive_account(
                     store,

@@ -109,3 +109,31 @@ def test_token_by_reference_only(tmp_path, monkeypatch):
     cfg2 = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
     assert resolve_token(cfg2.accounts[0]) == "file-secret"
     assert "file-secret" not in repr(cfg2)
+
+
+def test_platform_options_are_checked_against_the_platform_schema(tmp_path, monkeypatch):
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"api_version": {"type": "string", "pattern": "^v[0-9]+\\.0$", "default": "v24.0"}},
+    }
+    monkeypatch.setattr("archiver.config.platform_options_schema", lambda platform: schema)
+    good = write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {}'))
+    assert load_config(good).accounts[0].options == {"api_version": "v24.0"}  # the schema's default
+    bad = write(
+        tmp_path,
+        GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {api_version = "24"}'),
+    )
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.options\.api_version: '24' is not valid"):
+        load_config(bad)
+    unknown = write(
+        tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {versoin = "v1.0"}')
+    )
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.options: unknown key versoin"):
+        load_config(unknown)
+
+
+def test_options_on_a_platform_without_options_are_refused(tmp_path):
+    path = write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {x = 1}'))
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.options: platform mastodon takes no options"):
+        load_config(path)

@@ -21,6 +21,7 @@ class Script:
     def __init__(self):
         self.answers: dict[str, list[tuple[int, dict, bytes]]] = {}
         self.seen: list[tuple[str, str | None]] = []
+        self.posted: list[bytes] = []
 
 
 @pytest.fixture
@@ -39,6 +40,11 @@ def server():
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            length = int(self.headers.get("Content-Length") or 0)
+            script.posted.append(self.rfile.read(length))
+            self.do_GET()
 
         def log_message(self, *args):
             pass
@@ -148,3 +154,37 @@ def test_redact_url_masks_credential_parameters():
         redact_url("https://h/p?a=1&access_token=abc&key=k") == "https://h/p?a=1&access_token=[REDACTED]&key=[REDACTED]"
     )
     assert redact_url("https://h/p") == "https://h/p"
+
+
+def test_token_as_query_parameter_is_sent_but_never_written(tmp_path, server):
+    base, script = server
+    script.answers["/v3/videos"] = [(200, {}, b'{"items":[]}')]
+    s, warc, _ = session(tmp_path, token_param="key")
+    exchange = s.get(f"{base}/v3/videos", {"id": "abc"}, headers={"X-Platform-Version": "202611"})
+    warc.close()
+    assert script.seen[0] == (f"/v3/videos?id=abc&key={TOKEN}", None)  # no Authorization header at all
+    assert exchange.url.endswith("/v3/videos?id=abc&key=[REDACTED]")
+    data = all_bytes(tmp_path)
+    assert TOKEN.encode() not in data
+    assert b"X-Platform-Version: 202611" in data
+
+
+def test_login_body_and_issued_token_are_masked(tmp_path, server):
+    """A login POST carries the password; the platform answers with a session token: neither is written."""
+    base, script = server
+    issued = "jwt-issued-by-platform-0a1b2c3d"
+    script.answers["/xrpc/createSession"] = [(200, {}, json.dumps({"accessJwt": issued}).encode())]
+    script.answers["/xrpc/getRecord"] = [(200, {}, json.dumps({"echo": issued}).encode())]
+    s, warc, _ = session(tmp_path)
+    body = {"identifier": "clinic", "password": s.secret()}
+    login = s.post(f"{base}/xrpc/createSession", body, auth=False, secret_fields=("accessJwt",))
+    assert json.loads(login.body) == {"accessJwt": "[REDACTED]"}
+    s.use_token(login.issued["accessJwt"])
+    s.get(f"{base}/xrpc/getRecord")
+    warc.close()
+    assert json.loads(script.posted[0]) == {"identifier": "clinic", "password": TOKEN}
+    assert script.seen[1][1] == f"Bearer {issued}"
+    data = all_bytes(tmp_path)
+    assert TOKEN.encode() not in data and issued.encode() not in data
+    assert b"POST /xrpc/createSession HTTP/1.1" in data
+    assert b'"password": "[REDACTED]"' in data

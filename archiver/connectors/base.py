@@ -49,6 +49,7 @@ class FetchWindow:
 
 class Connector(Protocol):
     platform: ClassVar[str]
+    token_param: ClassVar[str | None]  # query parameter that carries the credential; None sends a Bearer header
 
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 

@@ -58,6 +58,7 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
 
 class MastodonConnector:
     platform: ClassVar[str] = "mastodon"
+    token_param: ClassVar[str | None] = None
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
