@@ -10,6 +10,7 @@ A fixed parser re-reads old captures the same way.
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .config import Config
 from .connectors.base import Connector, FetchWindow
 from .errors import AuthError, ConfigError, PlatformError
 from .http import REDACTED, Exchange, Redactor, redact_url, with_params
-from .pipeline import RunProgress, archive_account
+from .pipeline import RunProgress, RunTransaction, archive_account
 from .recovery import file_sha256, scan_warc
 from .store import Store
 from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
@@ -237,16 +238,17 @@ def rebuild_database(
                 def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
                     return ReplaySession(config.archive.warc_dir, name, recorded, connector.token_param)
 
-                result = archive_account(
-                    store,
-                    account,
-                    run.run_id,
-                    FetchWindow(run.recheck_since),
-                    open_session,
-                    lambda: None,
-                    progress,
-                    Redactor([]),
-                )
+                with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
+                    result = archive_account(
+                        store,
+                        account,
+                        run.run_id,
+                        FetchWindow(run.recheck_since),
+                        open_session,
+                        transaction,
+                        progress,
+                        Redactor([]),
+                    )
                 statuses.append(result.status)
             for path in run.files:
                 with store.transaction():

@@ -113,7 +113,8 @@ class Store:
         if not path.exists() and not create:
             raise StoreError(f"{path}: archive database not found")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions only
+        # explicit transactions only; a run's platform threads share the connection under the run's lock
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
