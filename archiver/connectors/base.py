@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar, Protocol
 
 from ..config import AccountConfig
@@ -41,6 +42,20 @@ class AccountState(Protocol):
 
 
 @dataclass(frozen=True)
+class Credential:
+    """What a cheap authenticated call says of a token: whose it is and, where the platform tells, when it
+    expires (Meta's debug_token, an OAuth expiry, a session JWT's `exp`)."""
+
+    who: str
+    expires_at: datetime | None = None
+
+
+# A connector that learns its token's expiry during a run yields CursorUpdate(CREDENTIAL_EXPIRY, iso time),
+# so that `archiver status` can show the next token to renew without calling any platform.
+CREDENTIAL_EXPIRY = "credential_expires_at"
+
+
+@dataclass(frozen=True)
 class FetchWindow:
     """Items created at or after `recheck_since` (ISO UTC) are re-read each run."""
 
@@ -53,8 +68,9 @@ class Connector(Protocol):
 
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
-        """One cheap authenticated call, not archived; returns who the token is. Raises AuthError if refused."""
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
+        """One cheap authenticated call, not archived: who the token is and when it expires, where the platform
+        tells. Raises AuthError if refused."""
         ...
 
     def fetch(
