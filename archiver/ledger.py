@@ -64,9 +64,10 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return (found[0], found[1]) if found else (0, GENESIS)
 
 
-def append_entry(conn: sqlite3.Connection, table: str, rowid: int) -> None:
-    """Enter the row just inserted (inside the caller's transaction)."""
-    row = _row_by_rowid(conn, table, rowid)
+def append_entry(conn: sqlite3.Connection, table: str, rowid: int, row: dict[str, Any] | None = None) -> None:
+    """Enter the row just inserted (inside the caller's transaction). `row` is the row as stored (an INSERT's
+    RETURNING *, defaults and type affinity applied); without it the row is read back."""
+    row = row if row is not None else _row_by_rowid(conn, table, rowid)
     canonical = canonical_row_bytes(table, row)
     seq, prev = head(conn)
     conn.execute(
