@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import ClassVar, Protocol
 
 from ..config import AccountConfig
-from ..http import RateLimitPolicy, Session
+from ..errors import PlatformError
+from ..http import RateLimitPolicy, Session, redact_url, with_params
 from ..items import Observation
 from ..store import KnownItem
 
@@ -53,6 +54,26 @@ class Credential:
 # A connector that learns its token's expiry during a run yields CursorUpdate(CREDENTIAL_EXPIRY, iso time),
 # so that `archiver status` can show the next token to renew without calling any platform.
 CREDENTIAL_EXPIRY = "credential_expires_at"
+
+
+class PageTrail:
+    """The pages one listing has asked for. A next link that comes back is a paging loop (a platform bug or
+    a hostile answer), not more data: the account stops with an error instead of reading forever."""
+
+    def __init__(self, account: str, listing: str):
+        self.account = account
+        self.listing = listing
+        self.asked: set[str] = set()
+
+    def visit(self, url: str, params: dict | None = None) -> None:
+        """Record the page about to be asked for; raises PlatformError when it was asked for before."""
+        page = with_params(url, params)
+        if page in self.asked:
+            raise PlatformError(
+                f"account {self.account}: {self.listing} paging loop: the next page {redact_url(page)} was already "
+                "read in this listing; the listing stopped (the platform sent a next link that repeats)"
+            )
+        self.asked.add(page)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ..items import (
     html_to_text,
 )
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, PageTrail
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -142,7 +142,9 @@ class _MastodonRun:
         url: str | None = self.api(f"accounts/{self.me['id']}/statuses")
         params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
         newest_seen: str | None = None
+        trail = PageTrail(self.account.name, "the statuses listing")
         while url:
+            trail.visit(url, params)
             exchange = self.session.get(url, params)
             page = exchange.json()
             _expect(isinstance(page, list), exchange, "a list of Status")
@@ -268,7 +270,9 @@ class _MastodonRun:
         newest: int | None = None
         url: str | None = self.api("conversations")
         params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
+        trail = PageTrail(self.account.name, "the conversations listing")
         while url:
+            trail.visit(url, params)
             exchange = self.session.get(url, params)
             page = exchange.json()
             _expect(isinstance(page, list), exchange, "a list of Conversation")
