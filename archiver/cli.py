@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -292,6 +293,128 @@ def demo(
         port=port,
         on_ready=lambda url: typer.echo(f"serving the demo archive at {url} (Ctrl-C to stop)"),
     )
+
+
+consent_app = typer.Typer(
+    help="The consent register: patients' written consents to appear in the organisation's posts.",
+    no_args_is_help=True,
+)
+app.add_typer(consent_app, name="consent")
+
+
+@consent_app.command("import")
+@reports_errors
+def consent_import(
+    file: Annotated[Path, typer.Argument(help="CSV file, first row the column names.", dir_okay=False)],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Import consents from a CSV file into the archive's register: every row or none.
+
+    Columns: consent_id, patient_ref (an opaque id, never a name), granted_on and document_sha256 (the signed
+    form's SHA-256), and optionally platform, account, item, scope, expires_on, revoked_on. A consent already
+    in the register with the same values is skipped; a revocation or a new expiry is imported as a new row
+    of the same consent_id. Each bad row is reported on one line and nothing is imported (exit 2).
+
+    Example: archiver consent import consents-2026-11.csv --config /etc/archiver/archiver.toml
+    """
+    from .consent.register import ConsentInputError, import_consents
+
+    try:
+        outcome = import_consents(load_config(config), file)
+    except ConsentInputError as exc:
+        for line in exc.lines:
+            typer.echo(f"archiver: error: {line}", err=True)
+        typer.echo(f"archiver: {exc.summary}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(
+        f"{file}: {outcome.rows_read} row(s): {len(outcome.new)} new consent(s), {len(outcome.changed)} changed, "
+        f"{outcome.unchanged} unchanged, {outcome.links} link(s) to items"
+        + (f" (import {outcome.import_id})" if outcome.import_id else "; nothing appended")
+    )
+
+
+@consent_app.command("link")
+@reports_errors
+def consent_link(
+    consent: Annotated[str, typer.Argument(help="The consent_id in the register.")],
+    item: Annotated[str, typer.Argument(help="The item_key of the archived post (as the items table shows it).")],
+    media: Annotated[
+        str | None, typer.Option("--media", help="The URL of the one attachment the consent covers.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Record that a consent covers an archived post (or one photo of it), so the check knows it is on file.
+
+    Example: archiver consent link C-2026-014 mastodon:social.example:113502 --config /etc/archiver/archiver.toml
+    """
+    from .consent.register import link_consent
+
+    outcome = link_consent(load_config(config), consent, item, media)
+    what = f"{outcome.item_key} ({outcome.media_url})" if outcome.media_url else outcome.item_key
+    verb = "linked to" if outcome.appended else "was already linked to"
+    typer.echo(f"consent {outcome.consent_id} {verb} {what}")
+    if outcome.consent_status != "live":
+        typer.echo(
+            f"warning: consent {outcome.consent_id} is {outcome.consent_status} today; "
+            "`archiver consent check` will flag the post while it is published",
+            err=True,
+        )
+
+
+@consent_app.command("list")
+@reports_errors
+def consent_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only consents in this status: live, pending, expired, revoked.")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Status on this day (YYYY-MM-DD) instead of today.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the register: each consent's current state, its status today and the items linked to it.
+
+    Example: archiver consent list --status revoked --config /etc/archiver/archiver.toml
+    """
+    from .consent.register import read_consents
+    from .consent.state import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status {status!r}: not one of {', '.join(STATUSES)}")
+    today = _day_option("--as-of", as_of)
+    listing = read_consents(load_config(config), today, status)
+    if as_json:
+        rows = [
+            {**c.consent.__dict__, "status": c.status, "linked_items": list(c.linked_items), "rows": c.register_rows}
+            for c in listing
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for entry in listing:
+        c = entry.consent
+        covers = " / ".join(x for x in (c.platform, c.account) if x)
+        ends = ", ".join(
+            part
+            for part in (c.expires_on and f"expires {c.expires_on}", c.revoked_on and f"revoked {c.revoked_on}")
+            if part
+        )
+        typer.echo(
+            f"{c.consent_id}  {entry.status:<8} patient {c.patient_ref}  covers {covers}  granted {c.granted_on}"
+            + (f", {ends}" if ends else "")
+            + f"  items: {', '.join(entry.linked_items) or 'none'}"
+            + (f"  scope: {c.scope}" if c.scope else "")
+        )
+    typer.echo(f"{len(listing)} consent(s) on {today.isoformat()}")
+
+
+def _day_option(option: str, value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: not a date; write YYYY-MM-DD") from None
 
 
 if __name__ == "__main__":

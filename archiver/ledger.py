@@ -29,8 +29,22 @@ LEDGER_KEYS: dict[str, str] = {
     "media_files": "url",
     "cursors": "id",
     "checkpoints": "id",
+    "consent_imports": "id",
+    "consent_register": "id",
+    "consent_links": "id",
 }
-INTEGER_KEYS = {"schema_migrations", "account_runs", "accounts", "item_versions", "events", "cursors", "checkpoints"}
+INTEGER_KEYS = {
+    "schema_migrations",
+    "account_runs",
+    "accounts",
+    "item_versions",
+    "events",
+    "cursors",
+    "checkpoints",
+    "consent_imports",
+    "consent_register",
+    "consent_links",
+}
 
 
 def canonical_row_bytes(table: str, row: dict[str, Any]) -> bytes:

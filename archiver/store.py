@@ -41,6 +41,9 @@ ARCHIVE_TABLES = (
     "cursors",
     "ledger",
     "checkpoints",
+    "consent_imports",
+    "consent_register",
+    "consent_links",
 )
 
 

@@ -274,3 +274,89 @@ BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: DELETE refused'); END;
 -- migration 0004: rows by the WARC record they point at (verify reads each WARC once, in order)
 CREATE INDEX item_versions_warc ON item_versions(warc_file, warc_offset);
 CREATE INDEX media_files_warc ON media_files(warc_file, warc_offset);
+
+-- migration 0005: consent register (patients' written consents and the posts they cover)
+-- The signed forms stay in the organisation's records system; the archive holds each consent's facts and
+-- the form's SHA-256. A consent's current state is its latest row (highest id) in consent_register: a
+-- revocation, a new expiry or a renewal arrives as a new row, never an UPDATE. Dates are YYYY-MM-DD: a
+-- consent covers granted_on through expires_on inclusive, and nothing from revoked_on on.
+CREATE TABLE consent_imports (
+    id INTEGER PRIMARY KEY,
+    file_name TEXT NOT NULL,             -- the CSV file as named on the command line
+    file_sha256 TEXT NOT NULL,
+    rows_read INTEGER NOT NULL,
+    rows_appended INTEGER NOT NULL,      -- register rows this import appended (unchanged consents are skipped)
+    links_appended INTEGER NOT NULL,
+    imported_at TEXT NOT NULL
+);
+
+CREATE TABLE consent_register (
+    id INTEGER PRIMARY KEY,
+    consent_id TEXT NOT NULL,            -- the organisation's id of the consent (its form)
+    patient_ref TEXT NOT NULL,           -- an opaque patient reference from the records system, never a name
+    platform TEXT,                       -- what it covers: a platform, a configured account, or both
+    account TEXT,
+    scope TEXT NOT NULL,                 -- free text from the form (e.g. "story and photo, 2026 campaign")
+    granted_on TEXT NOT NULL,
+    expires_on TEXT,                     -- last day covered; null = no expiry
+    revoked_on TEXT,                     -- first day no longer covered; null = not revoked
+    document_sha256 TEXT NOT NULL,       -- SHA-256 of the signed form kept in the records system
+    import_id INTEGER NOT NULL REFERENCES consent_imports(id),
+    source_row INTEGER NOT NULL,         -- row of the CSV file (the header is row 1)
+    recorded_at TEXT NOT NULL,
+    CHECK (platform IS NOT NULL OR account IS NOT NULL),
+    CHECK (expires_on IS NULL OR expires_on >= granted_on),
+    CHECK (revoked_on IS NULL OR revoked_on >= granted_on)
+);
+CREATE INDEX consent_register_consent ON consent_register(consent_id, id);
+
+-- Which archived item (a post, or a media file of it) a consent covers once it is posted.
+CREATE TABLE consent_links (
+    id INTEGER PRIMARY KEY,
+    consent_id TEXT NOT NULL,
+    item_key TEXT NOT NULL,
+    media_url TEXT,                      -- the attachment it covers, when the consent is for one photo
+    import_id INTEGER REFERENCES consent_imports(id),  -- null when made with `archiver consent link`
+    linked_by TEXT NOT NULL,             -- the operating-system user who linked it, or the import
+    linked_at TEXT NOT NULL
+);
+CREATE INDEX consent_links_consent ON consent_links(consent_id);
+CREATE INDEX consent_links_item ON consent_links(item_key);
+
+-- The current state of every consent (its latest row), its status today and how many items it covers.
+CREATE VIEW consents AS
+SELECT
+    r.consent_id,
+    r.patient_ref,
+    r.platform,
+    r.account,
+    r.scope,
+    r.granted_on,
+    r.expires_on,
+    r.revoked_on,
+    CASE
+        WHEN r.revoked_on IS NOT NULL AND r.revoked_on <= date('now') THEN 'revoked'
+        WHEN r.expires_on IS NOT NULL AND r.expires_on < date('now') THEN 'expired'
+        WHEN r.granted_on > date('now') THEN 'pending'
+        ELSE 'live'
+    END AS status,
+    (SELECT count(DISTINCT l.item_key) FROM consent_links l WHERE l.consent_id = r.consent_id) AS linked_items,
+    r.document_sha256,
+    (SELECT count(*) FROM consent_register c WHERE c.consent_id = r.consent_id) AS register_rows,
+    r.recorded_at,
+    r.id AS register_id
+FROM consent_register r
+WHERE r.id = (SELECT max(l.id) FROM consent_register l WHERE l.consent_id = r.consent_id);
+
+CREATE TRIGGER consent_imports_append_only_update BEFORE UPDATE ON consent_imports
+BEGIN SELECT RAISE(ABORT, 'consent_imports is append-only: UPDATE refused'); END;
+CREATE TRIGGER consent_imports_append_only_delete BEFORE DELETE ON consent_imports
+BEGIN SELECT RAISE(ABORT, 'consent_imports is append-only: DELETE refused'); END;
+CREATE TRIGGER consent_register_append_only_update BEFORE UPDATE ON consent_register
+BEGIN SELECT RAISE(ABORT, 'consent_register is append-only: UPDATE refused'); END;
+CREATE TRIGGER consent_register_append_only_delete BEFORE DELETE ON consent_register
+BEGIN SELECT RAISE(ABORT, 'consent_register is append-only: DELETE refused'); END;
+CREATE TRIGGER consent_links_append_only_update BEFORE UPDATE ON consent_links
+BEGIN SELECT RAISE(ABORT, 'consent_links is append-only: UPDATE refused'); END;
+CREATE TRIGGER consent_links_append_only_delete BEFORE DELETE ON consent_links
+BEGIN SELECT RAISE(ABORT, 'consent_links is append-only: DELETE refused'); END;

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archiver.checkpoints import sign_checkpoint
+from archiver.consent.register import append_consent_import
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
@@ -75,6 +76,12 @@ def fill_every_table(store: Store) -> None:
         }
     )
     store.append_run_result("run1", "ok", {})
+    consents = store.path.parent / "consents.csv"
+    consents.write_text(
+        "consent_id,patient_ref,platform,item,granted_on,document_sha256\n"
+        f"C-1,PT-1,mastodon,mastodon:h:1,2026-11-01,{'a' * 64}\n"
+    )
+    append_consent_import(store, consents, platforms=["mastodon"], accounts={})
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
         store.append_checkpoint(checkpoint, "run1")

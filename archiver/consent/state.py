@@ -1,0 +1,60 @@
+"""Whether a consent covers a given day: pure date logic, shared by the register listing and the check.
+
+A consent covers granted_on through expires_on inclusive (no expiry when empty) and nothing from revoked_on
+on. A revocation wins over an expiry: the status says why the consent stopped first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+STATUSES = ("live", "pending", "expired", "revoked")
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """The current row of a consent (its latest in consent_register)."""
+
+    consent_id: str
+    patient_ref: str
+    platform: str | None
+    account: str | None
+    scope: str
+    granted_on: str
+    expires_on: str | None
+    revoked_on: str | None
+    document_sha256: str
+
+    def status(self, today: date) -> str:
+        """live, pending (not granted yet), expired or revoked, on `today`."""
+        return consent_status(self.granted_on, self.expires_on, self.revoked_on, today)
+
+    def lapsed_on(self) -> str | None:
+        """The first day the consent no longer covers (revocation or the day after expiry), if any."""
+        ends = []
+        if self.revoked_on:
+            ends.append(self.revoked_on)
+        if self.expires_on:
+            ends.append((date.fromisoformat(self.expires_on) + timedelta(days=1)).isoformat())
+        return min(ends) if ends else None
+
+    def lapse_reason(self) -> str | None:
+        """ "revoked on D" or "expired on D" (the last day covered), whichever ended it first; None if neither."""
+        lapsed = self.lapsed_on()
+        if lapsed is None:
+            return None
+        if self.revoked_on and self.revoked_on == lapsed:
+            return f"revoked on {self.revoked_on}"
+        return f"expired on {self.expires_on}"
+
+
+def consent_status(granted_on: str, expires_on: str | None, revoked_on: str | None, today: date) -> str:
+    day = today.isoformat()
+    if revoked_on and revoked_on <= day:
+        return "revoked"
+    if expires_on and expires_on < day:
+        return "expired"
+    if granted_on > day:
+        return "pending"
+    return "live"
