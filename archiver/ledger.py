@@ -29,8 +29,22 @@ LEDGER_KEYS: dict[str, str] = {
     "media_files": "url",
     "cursors": "id",
     "checkpoints": "id",
+    "scan_runs": "id",
+    "flags": "id",
+    "flag_reviews": "id",
 }
-INTEGER_KEYS = {"schema_migrations", "account_runs", "accounts", "item_versions", "events", "cursors", "checkpoints"}
+INTEGER_KEYS = {
+    "schema_migrations",
+    "account_runs",
+    "accounts",
+    "item_versions",
+    "events",
+    "cursors",
+    "checkpoints",
+    "scan_runs",
+    "flags",
+    "flag_reviews",
+}
 
 
 def canonical_row_bytes(table: str, row: dict[str, Any]) -> bytes:

@@ -41,6 +41,9 @@ ARCHIVE_TABLES = (
     "cursors",
     "ledger",
     "checkpoints",
+    "scan_runs",
+    "flags",
+    "flag_reviews",
 )
 
 

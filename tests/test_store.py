@@ -10,6 +10,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from archiver.checkpoints import sign_checkpoint
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
+from archiver.scan.archive import append_review, append_scan
+from archiver.scan.engine import Detector
+from archiver.scan.rules import load_rules
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
 from archiver.warc import CaptureRef
 
@@ -75,6 +78,10 @@ def fill_every_table(store: Store) -> None:
         }
     )
     store.append_run_result("run1", "ok", {})
+    with store.transaction():
+        store.append_item("a", make_item("My MRN is 00482913", item_key="mastodon:h:2", native_id="2"), "run1")
+    outcome = append_scan(store, Detector(load_rules()), mode="new", run_id="run1")
+    append_review(store, outcome.flags[0]["id"], "violation", "pat reviewer", "asked the author to delete it")
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
         store.append_checkpoint(checkpoint, "run1")
