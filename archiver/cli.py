@@ -266,6 +266,91 @@ def status(
 
 @app.command()
 @reports_errors
+def scan(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (allow-lists, rule files); default ./archiver.toml.", dir_okay=False
+        ),
+    ] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all", help="Rescan every version (after a rule change); default: only unscanned ones.")
+    ] = False,
+    text: Annotated[
+        str | None,
+        typer.Option("--text", help="Scan a JSON Lines file of {id, text} (- for stdin) instead of the archive."),
+    ] = None,
+) -> None:
+    """Scan for PHI / policy hits and append flags (each run already scans its new versions).
+
+    With --text, no archive is touched: prints one JSON line per input (id, flagged, flags with category,
+    rule, span and reason); --config is then optional.
+
+    Example: archiver scan --all --config /etc/archiver/archiver.toml
+    """
+    from .scan.archive import append_scan, build_detector, open_text_source, scan_text_lines
+
+    if text is not None:
+        cfg = load_config(config) if config is not None else None
+        detector = build_detector(cfg)
+        stream, source = open_text_source(text)
+        try:
+            for result in scan_text_lines(detector, stream, source):
+                typer.echo(json.dumps(result, ensure_ascii=False))
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+        return
+    from .lock import archive_lock
+    from .store import Store
+
+    cfg = load_config(config or DEFAULT_CONFIG)
+    detector = build_detector(cfg)
+    with archive_lock(cfg.archive.dir):
+        store = Store.open(cfg.archive.database, create=False)
+        try:
+            outcome = append_scan(store, detector, mode="all" if all_versions else "new")
+        finally:
+            store.close()
+    typer.echo(outcome.summary())
+
+
+@app.command()
+@reports_errors
+def review(
+    flag: Annotated[int, typer.Argument(help="The flag's id (flag_id in the flag_queue).")],
+    decision: Annotated[
+        str, typer.Option("--decision", "-d", help="violation, false-positive or escalated.", show_default=False)
+    ],
+    note: Annotated[str | None, typer.Option("--note", "-n", help="Why; what was done.")] = None,
+    reviewer: Annotated[
+        str | None, typer.Option("--reviewer", help="Who decides; default $ARCHIVER_REVIEWER, else the login name.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Record a decision on a flag (appended with the reviewer's name; earlier reviews stay).
+
+    Example: archiver review 42 --decision false-positive --note "clinic's public fax number"
+    """
+    import getpass
+
+    from .lock import archive_lock
+    from .scan.archive import append_review
+    from .store import Store
+
+    who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or getpass.getuser()
+    cfg = load_config(config)
+    with archive_lock(cfg.archive.dir):
+        store = Store.open(cfg.archive.database, create=False)
+        try:
+            review_id = append_review(store, flag, decision, who, note)
+        finally:
+            store.close()
+    typer.echo(f"review {review_id}: flag {flag} {decision} by {who}")
+
+
+@app.command()
+@reports_errors
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo archive.")] = Path("demo-archive"),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after archiving.")] = False,

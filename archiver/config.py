@@ -59,11 +59,53 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class ScanConfig:
+    """`[scan]`: the organisation's own identifiers (allow-listed) and its own rule files."""
+
+    rule_files: tuple[Path, ...] = ()
+    own_phones: tuple[str, ...] = ()
+    own_domains: tuple[str, ...] = ()
+    own_handles: tuple[str, ...] = ()
+    own_addresses: tuple[str, ...] = ()
+    staff: tuple[str, ...] = ()
+    staff_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class EmailAlert:
+    smtp_host: str
+    sender: str
+    to: tuple[str, ...]
+    smtp_port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookAlert:
+    url: str
+    token_env: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """`[alerts]`: where new flags of `severity` or worse go after a run."""
+
+    severity: str = "high"
+    datasette_url: str = "http://127.0.0.1:8001"
+    email: EmailAlert | None = None
+    webhook: WebhookAlert | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
     archive: ArchiveConfig
     accounts: list[AccountConfig] = field(default_factory=list)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -173,7 +215,48 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
                 options=_platform_options(acc, f"accounts[{index}]", path),
             )
         )
-    return Config(path=path, sha256=sha256, archive=archive, accounts=accounts)
+    return Config(
+        path=path,
+        sha256=sha256,
+        archive=archive,
+        accounts=accounts,
+        scan=_scan_config(data.get("scan", {}), base),
+        alerts=_alerts_config(data.get("alerts", {})),
+    )
+
+
+def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
+    staff_file = scan.get("staff_file")
+    return ScanConfig(
+        rule_files=tuple((base / f).resolve() for f in scan.get("rule_files", [])),
+        own_phones=tuple(scan.get("own_phones", [])),
+        own_domains=tuple(scan.get("own_domains", [])),
+        own_handles=tuple(scan.get("own_handles", [])),
+        own_addresses=tuple(scan.get("own_addresses", [])),
+        staff=tuple(scan.get("staff", [])),
+        staff_file=(base / staff_file).resolve() if staff_file else None,
+    )
+
+
+def _alerts_config(alerts: dict[str, Any]) -> AlertsConfig:
+    email = alerts.get("email")
+    webhook = alerts.get("webhook")
+    return AlertsConfig(
+        severity=alerts.get("severity", "high"),
+        datasette_url=alerts.get("datasette_url", "http://127.0.0.1:8001").rstrip("/"),
+        email=EmailAlert(
+            smtp_host=email["smtp_host"],
+            sender=email["from"],
+            to=tuple(email["to"]),
+            smtp_port=email.get("smtp_port", 25),
+            starttls=email.get("starttls", False),
+            username=email.get("username"),
+            password_env=email.get("password_env"),
+        )
+        if email
+        else None,
+        webhook=WebhookAlert(url=webhook["url"], token_env=webhook.get("token_env")) if webhook else None,
+    )
 
 
 def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
@@ -244,4 +327,29 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # token_file = "/etc/archiver/tokens/clinic-mastodon"   # instead of token_env
 # media = true                  # fetch images and video into the WARC
 # direct_messages = true        # capture direct conversations (token scope read:statuses read:conversations)
+
+# PHI / policy scanning after every run. The organisation's own identifiers are never flagged.
+# [scan]
+# own_phones = ["(555) 010-0100"]
+# own_domains = ["clinic.example"]
+# own_handles = ["clinic"]
+# own_addresses = ["100 River Road"]
+# staff = ["Helen Arbogast"]     # or staff_file = "/etc/archiver/staff.txt" (one name a line)
+# rule_files = ["/etc/archiver/rules/ours.yml"]   # extra rules and lexicon words (see README)
+
+# New high-severity flags announced after each run: links to Datasette, never the flagged text.
+# [alerts]
+# severity = "high"
+# datasette_url = "https://archive.clinic.example"
+# [alerts.email]
+# smtp_host = "smtp.clinic.example"
+# smtp_port = 587
+# starttls = true
+# username = "archiver"
+# password_env = "ARCHIVER_SMTP_PASSWORD"
+# from = "archiver@clinic.example"
+# to = ["privacy-office@clinic.example"]
+# [alerts.webhook]
+# url = "https://chat.clinic.example/hooks/privacy"
+# token_env = "ARCHIVER_WEBHOOK_TOKEN"
 """

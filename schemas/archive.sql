@@ -275,7 +275,143 @@ BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: DELETE refused'); END;
 CREATE INDEX item_versions_warc ON item_versions(warc_file, warc_offset);
 CREATE INDEX media_files_warc ON media_files(warc_file, warc_offset);
 
--- migration 0005: consent register (patients' written consents and the posts they cover)
+-- migration 0005: PHI / policy flags, their reviews, and the scans that made them
+-- A scan reads item versions from_version_id..to_version_id with one rules version and appends a flag per
+-- hit; `archiver scan --all` appends only hits not already flagged under the same rules version, so a rule
+-- change gives new flags and an unchanged one none. Spans are character offsets into item_versions.text.
+CREATE TABLE scan_runs (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT REFERENCES runs(id),     -- the archive run it ended; null for `archiver scan`
+    rules_version TEXT NOT NULL,         -- rule files' version labels + digest of their bytes
+    mode TEXT NOT NULL CHECK (mode IN ('new', 'all')),
+    from_version_id INTEGER NOT NULL,
+    to_version_id INTEGER NOT NULL,      -- from > to when there was nothing to scan
+    versions_scanned INTEGER NOT NULL,
+    flags_added INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL
+);
+CREATE TABLE flags (
+    id INTEGER PRIMARY KEY,
+    version_id INTEGER NOT NULL REFERENCES item_versions(id),
+    item_key TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    rules_version TEXT NOT NULL,
+    category TEXT NOT NULL,              -- phone, email, ssn, mrn, dob, ..., health-self, health-relative, ...
+    severity TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+    span_start INTEGER,
+    span_end INTEGER,
+    matched TEXT,                        -- the text of the span (PHI: shown only inside the archive)
+    reason TEXT NOT NULL,                -- why, in words; never quotes the matched text
+    run_id TEXT REFERENCES runs(id),
+    scan_id INTEGER NOT NULL,            -- the scan_runs row appended when that scan finished
+    created_at TEXT NOT NULL
+);
+CREATE INDEX flags_version ON flags(version_id, rule_id, rules_version);
+CREATE INDEX flags_item ON flags(item_key);
+CREATE TABLE flag_reviews (
+    id INTEGER PRIMARY KEY,
+    flag_id INTEGER NOT NULL REFERENCES flags(id),
+    decision TEXT NOT NULL CHECK (decision IN ('violation', 'false-positive', 'escalated')),
+    reviewer TEXT NOT NULL,
+    note TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX flag_reviews_flag ON flag_reviews(flag_id, id);
+
+-- Each flag with its latest review over the same hit (same version, rule and span, under any rules
+-- version: a decision carries over to a rescan's copy of the hit), and whether the latest scan of its
+-- version still finds it (current = 1).
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                       WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                       ORDER BY s.id DESC LIMIT 1) AS current
+FROM flags f;
+
+-- The review queue: current flags nobody has decided yet (escalated ones stay, marked), worst first.
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+-- Every review with the flag and item it judged, newest first.
+CREATE VIEW reviewed_flags AS
+SELECT
+    r.id AS review_id,
+    r.decision,
+    r.reviewer,
+    r.note,
+    r.created_at AS reviewed_at,
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.text
+FROM flag_reviews r
+JOIN flags f ON f.id = r.flag_id
+JOIN item_versions v ON v.id = f.version_id
+ORDER BY r.id DESC;
+
+CREATE TRIGGER scan_runs_append_only_update BEFORE UPDATE ON scan_runs
+BEGIN SELECT RAISE(ABORT, 'scan_runs is append-only: UPDATE refused'); END;
+CREATE TRIGGER scan_runs_append_only_delete BEFORE DELETE ON scan_runs
+BEGIN SELECT RAISE(ABORT, 'scan_runs is append-only: DELETE refused'); END;
+CREATE TRIGGER flags_append_only_update BEFORE UPDATE ON flags
+BEGIN SELECT RAISE(ABORT, 'flags is append-only: UPDATE refused'); END;
+CREATE TRIGGER flags_append_only_delete BEFORE DELETE ON flags
+BEGIN SELECT RAISE(ABORT, 'flags is append-only: DELETE refused'); END;
+CREATE TRIGGER flag_reviews_append_only_update BEFORE UPDATE ON flag_reviews
+BEGIN SELECT RAISE(ABORT, 'flag_reviews is append-only: UPDATE refused'); END;
+CREATE TRIGGER flag_reviews_append_only_delete BEFORE DELETE ON flag_reviews
+BEGIN SELECT RAISE(ABORT, 'flag_reviews is append-only: DELETE refused'); END;
+
+-- migration 0006: consent register (patients' written consents and the posts they cover)
 -- The signed forms stay in the organisation's records system; the archive holds each consent's facts and
 -- the form's SHA-256. A consent's current state is its latest row (highest id) in consent_register: a
 -- revocation, a new expiry or a renewal arrives as a new row, never an UPDATE. Dates are YYYY-MM-DD: a

@@ -11,6 +11,9 @@ from archiver.checkpoints import sign_checkpoint
 from archiver.consent.register import append_consent_import
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
+from archiver.scan.archive import append_review, append_scan
+from archiver.scan.engine import Detector
+from archiver.scan.rules import load_rules
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
 from archiver.warc import CaptureRef
 
@@ -82,6 +85,10 @@ def fill_every_table(store: Store) -> None:
         f"C-1,PT-1,mastodon,mastodon:h:1,2026-11-01,{'a' * 64}\n"
     )
     append_consent_import(store, consents, platforms=["mastodon"], accounts={})
+    with store.transaction():
+        store.append_item("a", make_item("My MRN is 00482913", item_key="mastodon:h:2", native_id="2"), "run1")
+    outcome = append_scan(store, Detector(load_rules()), mode="new", run_id="run1")
+    append_review(store, outcome.flags[0]["id"], "violation", "pat reviewer", "asked the author to delete it")
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
         store.append_checkpoint(checkpoint, "run1")

@@ -49,6 +49,11 @@ platform = "mastodon"
 api_base = "{api_base}"
 account = "@riverside"
 token_env = "{TOKEN_ENV}"
+
+[scan]
+own_handles = ["riverside"]
+own_phones = ["555-0100"]
+staff = ["Helen Arbogast", "Samuel Ndiaye", "Priya Raman", "Tomas Velde", "Kit Oduya"]
 """
 
 

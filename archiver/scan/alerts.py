@@ -1,0 +1,125 @@
+"""Alerts after a run: new flags of the configured severity or worse, by e-mail (SMTP) and webhook (JSON POST).
+
+A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
+history in Datasette. It never carries the flagged text, the item's text or its author: only the archive,
+behind its access control, holds PHI. A channel that fails is a notice of the run, not a failed run.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from ..config import AlertsConfig, Config
+from ..logs import redact_secrets, register_secret
+
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+TIMEOUT = 15
+
+
+def alert_flags(alerts: AlertsConfig, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    floor = SEVERITY_RANK[alerts.severity]
+    return [f for f in flags if SEVERITY_RANK.get(f["severity"], 0) >= floor]
+
+
+def alert_payload(config: Config, flags: list[dict[str, Any]], run_id: str | None) -> dict[str, Any]:
+    """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items."""
+    base = config.alerts.datasette_url
+    return {
+        "archive": config.archive.organisation or str(config.archive.dir),
+        "run_id": run_id,
+        "severity_at_least": config.alerts.severity,
+        "count": len(flags),
+        "queue_url": f"{base}/archive/flag_queue",
+        "flags": [
+            {
+                "flag_id": f["id"],
+                "severity": f["severity"],
+                "category": f["category"],
+                "rule_id": f["rule_id"],
+                "reason": f["reason"],
+                "item_key": f["item_key"],
+                "flag_url": f"{base}/archive/flag_queue?flag_id={f['id']}",
+                "item_url": f"{base}/archive/item_history?item_key={quote(f['item_key'], safe='')}",
+            }
+            for f in flags
+        ],
+    }
+
+
+def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
+    email = config.alerts.email
+    assert email is not None  # only called when configured
+    message = EmailMessage()
+    message["Subject"] = f"[archiver] {payload['count']} new {payload['severity_at_least']}-severity PHI flag(s)"
+    message["From"] = email.sender
+    message["To"] = ", ".join(email.to)
+    lines = [
+        f"The archive of {payload['archive']} flagged {payload['count']} item version(s) in run {payload['run_id']}.",
+        "Review them in the queue (the flagged text is shown only there):",
+        f"  {payload['queue_url']}",
+        "",
+    ]
+    for flag in payload["flags"]:
+        lines.append(f"flag {flag['flag_id']}: {flag['severity']} {flag['category']} ({flag['rule_id']})")
+        lines.append(f"  why: {flag['reason']}")
+        lines.append(f"  flag: {flag['flag_url']}")
+        lines.append(f"  item: {flag['item_url']}")
+    lines.append("")
+    lines.append("Record a decision: archiver review FLAG --decision violation|false-positive|escalated --note ...")
+    message.set_content("\n".join(lines))
+    return message
+
+
+def send_alerts(config: Config, flags: list[dict[str, Any]], run_id: str | None) -> list[str]:
+    """Send to every configured channel; returns one notice per channel (sent or failed)."""
+    alerts = config.alerts
+    chosen = alert_flags(alerts, flags)
+    if not chosen or (alerts.email is None and alerts.webhook is None):
+        return []
+    payload = alert_payload(config, chosen, run_id)
+    notices = []
+    if alerts.email is not None:
+        notices.append(_send_email(config, payload))
+    if alerts.webhook is not None:
+        notices.append(_send_webhook(config, payload))
+    return notices
+
+
+def _send_email(config: Config, payload: dict[str, Any]) -> str:
+    email = config.alerts.email
+    assert email is not None
+    try:
+        with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=TIMEOUT) as smtp:
+            if email.starttls:
+                smtp.starttls()
+            if email.username:
+                password = os.environ.get(email.password_env or "", "")
+                register_secret(password)
+                smtp.login(email.username, password)
+            smtp.send_message(alert_email(config, payload))
+    except (OSError, smtplib.SMTPException) as exc:
+        return redact_secrets(f"alert e-mail via {email.smtp_host}:{email.smtp_port} failed: {exc}")
+    return f"alert e-mail sent to {', '.join(email.to)} ({payload['count']} flags)"
+
+
+def _send_webhook(config: Config, payload: dict[str, Any]) -> str:
+    webhook = config.alerts.webhook
+    assert webhook is not None
+    headers = {}
+    if webhook.token_env and os.environ.get(webhook.token_env):
+        token = os.environ[webhook.token_env]
+        register_secret(token)
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = requests.post(webhook.url, json=payload, headers=headers, timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        return redact_secrets(f"alert webhook {webhook.url} failed: {type(exc).__name__}")
+    if response.status_code >= 300:
+        return f"alert webhook {webhook.url} failed: HTTP {response.status_code}"
+    return f"alert webhook {webhook.url} answered {response.status_code} ({payload['count']} flags)"

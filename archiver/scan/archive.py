@@ -1,0 +1,214 @@
+"""Flags and reviews in the archive: scan item versions, append flags, append reviews.
+
+Everything here appends (through Store._insert, so every row extends the ledger). A scan covers a range of
+item versions with one rules version and ends with a `scan_runs` row; the nightly run scans what no scan
+has covered yet, `archiver scan --all` everything again, appending only hits not already flagged under the
+same rules version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..config import Config
+from ..errors import ArchiverError, ConfigError
+from ..store import Store
+from ..warc import iso, utcnow
+from .engine import AllowList, Detector
+from .rules import load_rules
+
+log = logging.getLogger("archiver.scan")
+
+DECISIONS = ("violation", "false-positive", "escalated")
+BATCH = 1000
+
+
+@dataclass
+class ScanOutcome:
+    scan_id: int
+    rules_version: str
+    mode: str
+    versions_scanned: int
+    flags: list[dict[str, Any]] = field(default_factory=list)  # the flags appended, as stored
+
+    def summary(self) -> str:
+        high = sum(1 for f in self.flags if f["severity"] == "high")
+        return (
+            f"PHI scan {self.scan_id} ({self.mode}, rules {self.rules_version}): {self.versions_scanned} versions, "
+            f"{len(self.flags)} new flags ({high} high)"
+        )
+
+
+def build_detector(config: Config | None) -> Detector:
+    """The built-in rules plus the organisation's rule files and allow-lists from `config` (None: built-in)."""
+    if config is None:
+        return Detector(load_rules())
+    scan = config.scan
+    staff = list(scan.staff)
+    if scan.staff_file is not None:
+        try:
+            staff.extend(line.strip() for line in scan.staff_file.read_text("utf-8").splitlines())
+        except OSError as exc:
+            where = f"{config.path}: [scan] staff_file {scan.staff_file}"
+            raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    allow = AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
+    return Detector(load_rules(scan.rule_files), allow)
+
+
+def append_scan(
+    store: Store,
+    detector: Detector,
+    *,
+    mode: str,
+    run_id: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScanOutcome:
+    """Scan the versions no scan has covered (mode "new") or all of them ("all"); append flags and a scan row."""
+    started = iso(utcnow())
+    with store.transaction():
+        conn = store.conn
+        scan_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM scan_runs").fetchone()[0]
+        last = conn.execute("SELECT coalesce(max(id), 0) FROM item_versions").fetchone()[0]
+        first = 1
+        if mode == "new":
+            first = conn.execute("SELECT coalesce(max(to_version_id), 0) + 1 FROM scan_runs").fetchone()[0]
+        known: set[tuple[int, str, int, int]] = set()
+        if mode == "all":
+            known = {
+                tuple(row)
+                for row in conn.execute(
+                    "SELECT version_id, rule_id, span_start, span_end FROM flags WHERE rules_version = ?",
+                    (detector.version,),
+                )
+            }
+        outcome = ScanOutcome(scan_id, detector.version, mode, 0)
+        total = max(0, last - first + 1)
+        cursor = first
+        while cursor <= last:
+            rows = conn.execute(
+                "SELECT id, item_key, kind, text, author_handle FROM item_versions"
+                " WHERE id BETWEEN ? AND ? ORDER BY id",
+                (cursor, min(last, cursor + BATCH - 1)),
+            ).fetchall()
+            cursor += BATCH
+            for version_id, item_key, kind, text, author in rows:
+                outcome.versions_scanned += 1
+                for hit in detector.detect(text, kind, author):
+                    if (version_id, hit.rule_id, hit.start, hit.end) in known:
+                        continue
+                    row = {
+                        "version_id": version_id,
+                        "item_key": item_key,
+                        "rule_id": hit.rule_id,
+                        "rules_version": detector.version,
+                        "category": hit.category,
+                        "severity": hit.severity,
+                        "span_start": hit.start,
+                        "span_end": hit.end,
+                        "matched": hit.matched,
+                        "reason": hit.reason,
+                        "run_id": run_id,
+                        "scan_id": scan_id,
+                        "created_at": iso(utcnow()),
+                    }
+                    row["id"] = store._insert("flags", row)
+                    outcome.flags.append(row)
+            if on_progress:
+                on_progress(min(total, cursor - first), total)
+        store._insert(
+            "scan_runs",
+            {
+                "id": scan_id,
+                "run_id": run_id,
+                "rules_version": detector.version,
+                "mode": mode,
+                "from_version_id": first,
+                "to_version_id": last,
+                "versions_scanned": outcome.versions_scanned,
+                "flags_added": len(outcome.flags),
+                "started_at": started,
+                "finished_at": iso(utcnow()),
+            },
+        )
+    return outcome
+
+
+def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note: str | None) -> int:
+    """Append a reviewer's decision on a flag; returns the review's id. Earlier reviews stay as they were."""
+    if decision not in DECISIONS:
+        raise ConfigError(f"--decision {decision!r}: must be one of {', '.join(DECISIONS)}")
+    if not reviewer.strip():
+        raise ConfigError("--reviewer: empty; give the name of the person who reviewed the flag")
+    if store.conn.execute("SELECT 1 FROM flags WHERE id = ?", (flag_id,)).fetchone() is None:
+        raise ConfigError(f"flag {flag_id}: no such flag in {store.path}; see the flag_queue in Datasette")
+    with store.transaction():
+        return store._insert(
+            "flag_reviews",
+            {
+                "flag_id": flag_id,
+                "decision": decision,
+                "reviewer": reviewer.strip(),
+                "note": note,
+                "created_at": iso(utcnow()),
+            },
+        )
+
+
+def scan_after_run(store: Store, config: Config, run_id: str, notices: list[str]) -> ScanOutcome | None:
+    """The end of `archiver run`: scan the new versions, announce new flags. A failure here is a notice and a
+    log line, never a lost run (the captures are already committed)."""
+    from .alerts import send_alerts
+
+    try:
+        outcome = append_scan(store, build_detector(config), mode="new", run_id=run_id)
+    except (ArchiverError, OSError) as exc:
+        message = f"PHI scan failed: {exc}; fix it and run `archiver scan`"
+        log.error(message)
+        notices.append(message)
+        return None
+    notices.append(outcome.summary())
+    notices.extend(send_alerts(config, outcome.flags, run_id))
+    return outcome
+
+
+def scan_text_lines(detector: Detector, lines: Iterable[str], source: str) -> Iterator[dict[str, Any]]:
+    """`archiver scan --text`: one result per JSON line with `id` and `text` (optional `kind`, `author`)."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: line {number}: not JSON ({exc.msg}); one JSON object a line") from None
+        if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("text"), str):
+            raise ConfigError(f"{source}: line {number}: needs an `id` and a string `text`")
+        hits = detector.detect(record["text"], record.get("kind"), record.get("author"))
+        yield {
+            "id": record["id"],
+            "flagged": bool(hits),
+            "flags": [
+                {
+                    "category": h.category,
+                    "rule": h.rule_id,
+                    "severity": h.severity,
+                    "span": [h.start, h.end],
+                    "reason": h.reason,
+                }
+                for h in hits
+            ],
+        }
+
+
+def open_text_source(path: str) -> tuple[TextIO, str]:
+    """The `--text` argument as a readable stream ("-" is stdin) and its name for messages."""
+    if path == "-":
+        return sys.stdin, "<stdin>"
+    try:
+        return open(path, encoding="utf-8"), path  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); give a JSON Lines file or - for stdin") from None

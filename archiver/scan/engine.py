@@ -1,0 +1,360 @@
+"""The detector: rules (rules.py) applied to one text, offline, with the standard library's `re` only.
+
+Two passes. Pattern rules find structured identifiers and drop those the organisation's allow-lists clear
+(its own phone numbers, domains, addresses). Context rules find health terms (lexicons of conditions,
+procedures, medications, units) tied to an identifiable person: the author (I, my), a relative or friend
+(my mother), a named person (not staff), a mentioned @handle, or in a message the person addressed. A term
+followed by a community word ("flu shots", "diabetes support group") is about a service, not a person.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .rules import ContextRule, PatternRule, RuleSet
+
+# Lexicons whose terms are never cleared by a following community word ("ICU nurses" still places a
+# person in the ICU).
+UNSUPPRESSED = frozenset({"units"})
+PRONOUN_START = re.compile(r"\W*(?:he|she|they|his|her|hers|their|him|them)\b", re.IGNORECASE)
+LOCATIVE_BEFORE = re.compile(
+    r"(?i:\b(?:in|into|to|at|from|out\s+of|left|leaving|visit|visiting|admitted\s+to)\s+"
+    r"(?:the\s+|your\s+|our\s+|a\s+|an\s+|this\s+|that\s+)?)$"
+)
+SENTENCE_END = re.compile(r"(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bSt)(?<!\bNo)[.!?]+[\"')\]]*\s+|\n+")
+SELF = re.compile(r"\b(?:I|I'm|I'd|I've|I'll)(?!\w)|(?i:\b(?:me|my|myself|mine)\b)")
+SELF_ELIDED = re.compile(
+    r"\W*((?:just\s+|finally\s+|still\s+)?(?:got|been|had|having|finished|starting|started|recovering|dealing|"
+    r"diagnosed|back\s+from|home\s+from|out\s+of)\b)",
+    re.IGNORECASE,
+)
+ADDRESSEE = re.compile(r"(?i:\b(?:you|your|you're|you've|yours|yourself)\b)")
+MENTION = re.compile(r"(?<![\w@])@(?P<handle>[A-Za-z0-9_]{1,30})(?:@[\w.-]+)?")
+AFTER_NAME_STAFF = re.compile(r",?\s*(?:MD|M\.D\.|RN|DO|NP|PA|PA-C|PhD|DNP|LPN|CNM)\b")
+PUNCTUATION = re.compile(r"[^\w\s]")
+STREET_WORDS = {
+    "street": "st",
+    "avenue": "ave",
+    "road": "rd",
+    "boulevard": "blvd",
+    "lane": "ln",
+    "drive": "dr",
+    "court": "ct",
+    "place": "pl",
+    "terrace": "ter",
+    "parkway": "pkwy",
+    "highway": "hwy",
+    "circle": "cir",
+    "square": "sq",
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One flag-to-be: which rule, what kind of information, where, and why (the reason never quotes PHI)."""
+
+    rule_id: str
+    category: str
+    severity: str
+    start: int
+    end: int
+    matched: str
+    reason: str
+
+
+def phone_digits(text: str) -> str:
+    digits = re.sub(r"\D", "", text)
+    return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
+
+
+def normalise_address(text: str) -> str:
+    words = PUNCTUATION.sub(" ", text.lower()).split()
+    return " ".join(STREET_WORDS.get(w, w) for w in words)
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """What belongs to the organisation itself (from `[scan]` in the config): never a flag, never an anchor."""
+
+    phones: frozenset[str] = frozenset()
+    domains: tuple[str, ...] = ()
+    handles: frozenset[str] = frozenset()
+    addresses: tuple[str, ...] = ()
+    staff: frozenset[str] = frozenset()
+    staff_surnames: frozenset[str] = field(default=frozenset())
+
+    @classmethod
+    def build(
+        cls,
+        phones: Iterable[str] = (),
+        domains: Iterable[str] = (),
+        handles: Iterable[str] = (),
+        addresses: Iterable[str] = (),
+        staff: Iterable[str] = (),
+    ) -> AllowList:
+        names = [" ".join(n.split()).lower() for n in staff if n.strip()]
+        return cls(
+            phones=frozenset(d for d in (phone_digits(p) for p in phones) if d),
+            domains=tuple(d.lower().lstrip("@.") for d in domains if d.strip()),
+            handles=frozenset(h.lower().lstrip("@").split("@")[0] for h in handles if h.strip()),
+            addresses=tuple(normalise_address(a) for a in addresses if a.strip()),
+            staff=frozenset(names),
+            staff_surnames=frozenset(n.split()[-1] for n in names if len(n.split()) > 1),
+        )
+
+    def own_phone(self, digits: str) -> bool:
+        for own in self.phones:
+            if digits == own or (len(own) == 7 and digits.endswith(own)) or (len(digits) == 7 and own.endswith(digits)):
+                return True
+        return False
+
+    def own_domain(self, email: str) -> bool:
+        domain = email.rsplit("@", 1)[-1].lower()
+        return any(domain == d or domain.endswith("." + d) for d in self.domains)
+
+    def own_address(self, address: str) -> bool:
+        found = normalise_address(address)
+        return any(found.startswith(own) or own.startswith(found) for own in self.addresses)
+
+
+def _alternation(entries: Iterable[str]) -> str:
+    return "|".join(re.escape(e).replace(r"\ ", r"\s+") for e in sorted(set(entries), key=len, reverse=True))
+
+
+def lexicon_regex(entries: Iterable[str]) -> re.Pattern[str] | None:
+    """Entries in capitals match only in capitals; "re:" entries are expressions (ignoring case); the others
+    ignore case and also match a plural."""
+    entries = list(entries)
+    expressions = [e[3:] for e in entries if e.startswith("re:")]
+    words = [e for e in entries if not e.startswith("re:")]
+    exact = [e for e in words if e.upper() == e and any(c.isalpha() for c in e)]
+    folded = [e for e in words if e not in exact]
+    parts = []
+    if exact:
+        parts.append(rf"(?<![\w]){'(?:' + _alternation(exact) + ')'}(?![\w])")
+    if folded:
+        parts.append(rf"(?i:(?<![\w])(?:{_alternation(folded)})(?:s|es)?(?![\w]))")
+    parts.extend(rf"(?i:(?<![\w])(?:{e})(?![\w]))" for e in expressions)
+    return re.compile("|".join(parts)) if parts else None
+
+
+def _words_before(entries: Iterable[str], tail: str) -> re.Pattern[str] | None:
+    """Matches at the end of the text before a position when it ends with one of `entries` (then `tail`)."""
+    entries = list(entries)
+    return re.compile(rf"(?i:\b(?:{_alternation(entries)})\s+{tail})$") if entries else None
+
+
+@dataclass
+class _Text:
+    """One text being scanned: its sentences and, computed once, its anchors and terms."""
+
+    text: str
+    kind: str | None
+    by_organisation: bool
+    starts: list[int]
+    anchors: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    terms: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def sentence(self, pos: int) -> int:
+        return bisect_right(self.starts, pos) - 1
+
+
+class Detector:
+    """Finds PHI / policy hits in short texts. Build once (compiles every rule), then call `detect`."""
+
+    def __init__(self, rules: RuleSet, allow: AllowList | None = None):
+        self.rules = rules
+        self.version = rules.version
+        self.allow = allow or AllowList()
+        lex = rules.lexicons
+        self.toll_free = tuple(str(p) for p in lex.get("public_phone_prefixes", ()))
+        needed = {name for rule in rules.context for name in rule.terms}
+        self.term_regex = {name: lexicon_regex(lex.get(name, ())) for name in needed}
+        community = lex.get("community_words", ())
+        self.community = (
+            re.compile(rf"(?i:[\s'’-]+(?:[\w'-]+\s+)?(?:{_alternation(community)})\b)") if community else None
+        )
+        relations = lex.get("relations", ())
+        self.relation = (
+            re.compile(rf"(?i:\b(?:my|our|your)\s+(?:[\w'-]+\s+){{0,3}}?(?:{_alternation(relations)})(?!\w))")
+            if relations
+            else None
+        )
+        names = [n for n in lex.get("names", ()) if n[:1].isupper()]
+        honorifics = [h.rstrip(".") for h in lex.get("honorifics", ())]
+        name_parts = []
+        if names:
+            name_parts.append(rf"(?<![\w@])(?:{_alternation(names)})(?:\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)?(?![\w])")
+        if honorifics:
+            name_parts.append(rf"\b(?:{_alternation(set(honorifics))})\.?\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?")
+        self.name = re.compile("|".join(name_parts)) if name_parts else None
+        self.topic_before = _words_before(lex.get("community_before", ()), r"(?:(?:the|a|an|your|our)\s+)?")
+        self.workplace_before = _words_before(
+            lex.get("workplace_before", ()), r"(?:in|at|on|for)\s+(?:(?:the|our|a|an|this|that)\s+)?"
+        )
+        self.generic_you = _words_before(lex.get("generic_you_before", ()), "")
+        titles = [t.rstrip(".") for t in lex.get("staff_titles", ())]
+        self.staff_before = re.compile(rf"(?i:\b(?:{_alternation(set(titles))})\.?\s*)$") if titles else None
+
+    # -- the public call -----------------------------------------------------------------------------------
+    def detect(self, text: str | None, kind: str | None = None, author: str | None = None) -> list[Hit]:
+        """Every hit in `text`, ordered by position.
+
+        `kind` (post / comment / message) and `author` (a handle) enable the rules limited to some kinds or
+        to what the organisation's own accounts write (e.g. "your" in the clinic's reply is the patient)."""
+        if not text:
+            return []
+        text = text.replace("’", "'")  # one apostrophe; same length, so spans stay valid for the original
+        hits: list[Hit] = []
+        seen: set[tuple[str, int, int]] = set()
+        for rule in self.rules.patterns:
+            for hit in self._pattern_hits(rule, text):
+                key = (hit.category, hit.start, hit.end)
+                if key not in seen:
+                    seen.add(key)
+                    hits.append(hit)
+        if self.rules.context:
+            own = bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles
+            state = _Text(text, kind, own, self._sentence_starts(text))
+            for rule in self.rules.context:
+                hits.extend(self._context_hits(rule, state))
+        hits.sort(key=lambda h: (h.start, h.end, h.rule_id))
+        return hits
+
+    # -- structured identifiers ----------------------------------------------------------------------------
+    def _pattern_hits(self, rule: PatternRule, text: str) -> Iterable[Hit]:
+        for match in rule.regex.finditer(text):
+            if rule.value_group and match.group(rule.value_group) is not None:
+                start, end = match.span(rule.value_group)
+            else:
+                start, end = match.span()
+            found = text[start:end]
+            if rule.min_digits and sum(c.isdigit() for c in found) < rule.min_digits:
+                continue
+            if rule.require is not None and not rule.require.search(found):
+                continue
+            if rule.allow and self._allowed(rule.allow, found):
+                continue
+            yield Hit(rule.id, rule.category, rule.severity, start, end, found, rule.reason)
+
+    def _allowed(self, allow: str, found: str) -> bool:
+        if allow == "phone":
+            digits = phone_digits(found)
+            public = any(digits.startswith(p) for p in self.toll_free if len(digits) >= 10 or digits == p)
+            return public or self.allow.own_phone(digits)
+        if allow == "email":
+            return self.allow.own_domain(found)
+        if allow == "address":
+            return self.allow.own_address(found)
+        return False
+
+    # -- health context ------------------------------------------------------------------------------------
+    def _context_hits(self, rule: ContextRule, state: _Text) -> list[Hit]:
+        if rule.kinds and state.kind not in rule.kinds:
+            return []
+        if rule.by_organisation and not state.by_organisation:
+            return []
+        anchors = self._anchors(rule.anchor, state)
+        if not anchors:
+            return []
+        groups: dict[int, list[tuple[int, int, str]]] = {}
+        for lexicon in rule.terms:
+            for start, end in self._terms(lexicon, state, located=lexicon in rule.located):
+                anchor = self._tied_anchor(rule.window, anchors, start, end, state)
+                if anchor is not None:
+                    group = groups.setdefault(state.sentence(start), [])
+                    group.append((start, end, lexicon))
+                    group.append((anchor[0], anchor[1], ""))
+        hits = []
+        for spans in groups.values():
+            start = min(s for s, _, _ in spans)
+            end = max(e for _, e, _ in spans)
+            kinds = sorted({lex for _, _, lex in spans if lex})
+            reason = f"{rule.reason} ({', '.join(kinds)})"
+            hits.append(Hit(rule.id, rule.category, rule.severity, start, end, state.text[start:end], reason))
+        return hits
+
+    def _tied_anchor(
+        self, window: int, anchors: list[tuple[int, int]], start: int, end: int, state: _Text
+    ) -> tuple[int, int] | None:
+        sentence = state.sentence(start)
+        best: tuple[int, int] | None = None
+        best_gap = None
+        for a_start, a_end in anchors:
+            gap = max(0, start - a_end, a_start - end)
+            if window == -1:
+                ok = True
+            else:
+                a_sentence = state.sentence(a_start)
+                if window > 0:
+                    ok = a_sentence == sentence and gap <= window
+                else:
+                    ok = a_sentence == sentence or (
+                        a_sentence == sentence - 1 and PRONOUN_START.match(state.text, state.starts[sentence])
+                    )
+            if ok and (best_gap is None or gap < best_gap):
+                best, best_gap = (a_start, a_end), gap
+        return best
+
+    def _terms(self, lexicon: str, state: _Text, located: bool) -> list[tuple[int, int]]:
+        key = f"{lexicon}@" if located else lexicon
+        if key in state.terms:
+            return state.terms[key]
+        regex = self.term_regex.get(lexicon)
+        found = []
+        text = state.text
+        for match in regex.finditer(text) if regex else ():
+            start, end = match.span()
+            if lexicon not in UNSUPPRESSED and self.community and self.community.match(text, end):
+                continue
+            if self.topic_before and self.topic_before.search(text, max(0, start - 40), start):
+                continue
+            if located and not LOCATIVE_BEFORE.search(text, max(0, start - 30), start):
+                continue
+            if located and self.workplace_before and self.workplace_before.search(text, max(0, start - 40), start):
+                continue
+            found.append((start, end))
+        state.terms[key] = found
+        return found
+
+    def _anchors(self, anchor: str, state: _Text) -> list[tuple[int, int]]:
+        if anchor in state.anchors:
+            return state.anchors[anchor]
+        text = state.text
+        found: list[tuple[int, int]] = []
+        if anchor == "self":
+            # "my" in "my mother" speaks of the mother: the relative rule's anchor, not the author's
+            relatives = self._anchors("relative", state)
+            found = [s for s in (m.span() for m in SELF.finditer(text)) if not any(a <= s[0] < b for a, b in relatives)]
+            # "just got out of surgery": a sentence with the subject left out is the author's
+            found.extend(m.span(1) for s in state.starts if (m := SELF_ELIDED.match(text, s)))
+        elif anchor == "addressee":
+            found = [
+                m.span()
+                for m in ADDRESSEE.finditer(text)
+                if not (self.generic_you and self.generic_you.search(text, max(0, m.start() - 20), m.start()))
+            ]
+        elif anchor == "relative" and self.relation:
+            found = [m.span() for m in self.relation.finditer(text)]
+        elif anchor == "mention":
+            found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
+        elif anchor == "name" and self.name:
+            found = [m.span() for m in self.name.finditer(text) if not self._is_staff(text, *m.span())]
+        state.anchors[anchor] = found
+        return found
+
+    def _is_staff(self, text: str, start: int, end: int) -> bool:
+        if self.staff_before and self.staff_before.search(text, max(0, start - 16), start):
+            return True
+        if AFTER_NAME_STAFF.match(text, end):
+            return True
+        name = " ".join(text[start:end].split()).lower()
+        words = name.replace(".", "").split()
+        return name in self.allow.staff or (len(words) > 1 and words[-1] in self.allow.staff_surnames)
+
+    @staticmethod
+    def _sentence_starts(text: str) -> list[int]:
+        return [0, *(m.end() for m in SENTENCE_END.finditer(text))]
