@@ -493,6 +493,34 @@ def consent_list(
     typer.echo(f"{len(listing)} consent(s) on {today.isoformat()}")
 
 
+@consent_app.command("check")
+@reports_errors
+def consent_check(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the new flags as JSON.")] = False,
+) -> None:
+    """Check the organisation's published posts against the register (each run already does, at its end).
+
+    Flags, into the review queue: an own post that looks like a patient story, testimonial or photo with no
+    live consent linked ("patient content without consent on file"), and a post whose linked consent expired
+    or was revoked while it is still published ("consent lapsed, content still published"). Exit 1 while
+    consent flags are open in the review queue.
+
+    Example: archiver consent check --config /etc/archiver/archiver.toml
+    """
+    from .consent.check import check_consents
+
+    outcome = check_consents(load_config(config), datetime.now(UTC).date())
+    if as_json:
+        summary = {k: v for k, v in outcome.__dict__.items() if k != "flags"}
+        typer.echo(json.dumps({**summary, "new_flags": outcome.flags}, indent=2))
+    else:
+        for flag in outcome.flags:
+            typer.echo(f"flag {flag['id']} {flag['item_key']}: {flag['reason']}")
+        typer.echo(outcome.summary())
+    raise typer.Exit(1 if outcome.open_flags else 0)
+
+
 def _day_option(option: str, value: str | None) -> date:
     if value is None:
         return datetime.now(UTC).date()

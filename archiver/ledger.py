@@ -35,6 +35,7 @@ LEDGER_KEYS: dict[str, str] = {
     "consent_imports": "id",
     "consent_register": "id",
     "consent_links": "id",
+    "consent_checks": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -50,6 +51,7 @@ INTEGER_KEYS = {
     "consent_imports",
     "consent_register",
     "consent_links",
+    "consent_checks",
 }
 
 

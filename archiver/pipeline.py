@@ -22,6 +22,7 @@ from .checkpoints import Checkpoint, ensure_signing_key, load_private_key, sign_
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .connectors.base import Connector, FetchWindow
+from .consent.check import consent_check_after_run
 from .errors import ArchiverError
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
@@ -259,6 +260,7 @@ def run_archive(
                 warc.close()
             run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
             scan_after_run(store, config, run_id, notices)  # flags before the checkpoint signs the ledger
+            consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
             store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
             checkpoint_archive(store, config, run_id, notices)
             return run

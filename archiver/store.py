@@ -47,6 +47,7 @@ ARCHIVE_TABLES = (
     "consent_imports",
     "consent_register",
     "consent_links",
+    "consent_checks",
 )
 
 

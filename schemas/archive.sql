@@ -484,6 +484,148 @@ SELECT
 FROM consent_register r
 WHERE r.id = (SELECT max(l.id) FROM consent_register l WHERE l.consent_id = r.consent_id);
 
+-- Each consent check (after every run, and each `archiver consent check`): the day it judged, the rules
+-- version of the patient-content signals, and the flags it appended. A consent flag's flags.scan_id is the
+-- id of its consent_checks row (a PHI flag's is a scan_runs id; the category tells which).
+CREATE TABLE consent_checks (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT REFERENCES runs(id),     -- the archive run it ended; null for `archiver consent check`
+    rules_version TEXT NOT NULL,
+    checked_on TEXT NOT NULL,            -- the day consents were judged on (YYYY-MM-DD, UTC)
+    posts_checked INTEGER NOT NULL,      -- own posts still published
+    patient_posts INTEGER NOT NULL,      -- of which look like patient content
+    flags_added INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL
+);
+
+-- Every link with its consent's state today and the item's latest version and status.
+CREATE VIEW consent_items AS
+SELECT
+    l.consent_id,
+    c.status AS consent_status,
+    c.patient_ref,
+    c.granted_on,
+    c.expires_on,
+    c.revoked_on,
+    l.item_key,
+    CASE
+        WHEN v.id IS NULL THEN 'not archived'
+        WHEN coalesce((SELECT e.event FROM events e WHERE e.item_key = l.item_key
+                       AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') = 'deleted'
+            THEN 'deleted'
+        ELSE 'published'
+    END AS item_status,
+    v.platform,
+    v.account,
+    v.created_at AS published_at,
+    v.url,
+    v.text,
+    l.media_url,
+    l.linked_at,
+    l.linked_by,
+    l.id AS link_id
+FROM consent_links l
+JOIN consents c ON c.consent_id = l.consent_id
+LEFT JOIN item_versions v ON v.id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = l.item_key);
+
+-- Consents that expired or were revoked while an item they cover is still published, with no other live
+-- consent covering it: what `archiver consent check` flags "consent lapsed, content still published".
+CREATE VIEW lapsed_consents AS
+SELECT
+    i.consent_id,
+    i.consent_status,
+    -- the first day not covered
+    CASE WHEN i.consent_status = 'revoked' THEN i.revoked_on ELSE date(i.expires_on, '+1 day') END AS lapsed_on,
+    i.granted_on,
+    i.patient_ref,
+    i.item_key,
+    i.platform,
+    i.account,
+    i.published_at,
+    i.url,
+    i.text
+FROM consent_items i
+WHERE i.consent_status IN ('expired', 'revoked')
+  AND i.item_status = 'published'
+  AND NOT EXISTS (SELECT 1 FROM consent_items o
+                  WHERE o.item_key = i.item_key AND o.consent_status = 'live');
+
+-- flag_status and flag_queue (migration 0005) again, with consent flags: a consent flag is current while
+-- its condition holds today: the post is published and no live consent covers it (consent.lapsed), or the
+-- flagged version is the latest and no consent but a pending one is linked (consent.missing). So it leaves
+-- the queue once the post is taken down or edited, or a consent is linked or renewed. A decision on a
+-- consent flag is its own (several lapses may share a version). The PHI branch is unchanged.
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        ELSE
+            NOT EXISTS (SELECT 1 FROM consent_items o WHERE o.item_key = f.item_key AND o.consent_status = 'live')
+        END
+    ELSE
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                           ORDER BY s.id DESC LIMIT 1)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+CREATE TRIGGER consent_checks_append_only_update BEFORE UPDATE ON consent_checks
+BEGIN SELECT RAISE(ABORT, 'consent_checks is append-only: UPDATE refused'); END;
+CREATE TRIGGER consent_checks_append_only_delete BEFORE DELETE ON consent_checks
+BEGIN SELECT RAISE(ABORT, 'consent_checks is append-only: DELETE refused'); END;
 CREATE TRIGGER consent_imports_append_only_update BEFORE UPDATE ON consent_imports
 BEGIN SELECT RAISE(ABORT, 'consent_imports is append-only: UPDATE refused'); END;
 CREATE TRIGGER consent_imports_append_only_delete BEFORE DELETE ON consent_imports

@@ -41,7 +41,7 @@ def test_demo_builds_an_archive_with_versions_and_deletions_and_no_token(tmp_pat
     by_kind = dict(conn.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
     conn.close()
     assert by_status["deleted"] == 2 and by_status["edited"] == 3
-    assert by_kind["post"] == 201 and by_kind["comment"] >= 1000 and by_kind["message"] >= 150
+    assert by_kind["post"] == 205 and by_kind["comment"] >= 1000 and by_kind["message"] >= 150
     config = str(directory / "archiver.toml")
     assert CliRunner().invoke(app, ["verify", "--config", config]).exit_code == 0
     status = CliRunner().invoke(app, ["status", "--config", config])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import date
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archiver.checkpoints import sign_checkpoint
+from archiver.consent.check import append_consent_check, build_signal_detector
 from archiver.consent.register import append_consent_import
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
@@ -89,6 +91,7 @@ def fill_every_table(store: Store) -> None:
         store.append_item("a", make_item("My MRN is 00482913", item_key="mastodon:h:2", native_id="2"), "run1")
     outcome = append_scan(store, Detector(load_rules()), mode="new", run_id="run1")
     append_review(store, outcome.flags[0]["id"], "violation", "pat reviewer", "asked the author to delete it")
+    append_consent_check(store, build_signal_detector(None), date(2026, 11, 23), "run1")
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
         store.append_checkpoint(checkpoint, "run1")

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import Config, load_config
+from ..consent.register import import_consents, link_consent
 from ..pipeline import RunResult, run_archive
+from .consent_sample import add_patient_posts
 from .mastodon_server import SampleMastodonServer
 from .sample_data import build_clinic_dataset, mutate_for_second_run
 
@@ -83,6 +85,7 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
     """Serve the sample clinic, archive it, change it, archive it again."""
     token = os.environ[TOKEN_ENV]
     state, facts = build_clinic_dataset(now)
+    consent = add_patient_posts(state, facts.clinic_id, "riverside-mastodon", now)
     outcome: DemoOutcome
     # The sample server enforces Mastodon's 300 requests / 5 minutes by default; the demo should not wait.
     with SampleMastodonServer(state, token, rate_limit=100_000) as server:
@@ -90,17 +93,25 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
         config = load_config(config_path)
         outcome = DemoOutcome(config)
         echo(
-            f"sample clinic served at {server.base_url}: {facts.posts} posts, {facts.replies} replies, "
+            f"sample clinic served at {server.base_url}: {facts.posts + len(consent.status_ids)} posts "
+            f"({len(consent.status_ids)} patient stories), {facts.replies} replies, "
             f"{facts.dm_conversations} direct conversations"
         )
+        imported = import_consents(config, consent.register_csv(config_path.parent / "consents.csv"))
+        echo(f"consent register: {len(imported.new)} consents imported from consents.csv")
         echo("first run: archiving everything ...")
         outcome.runs.append(_run_and_report(config, echo))
+        for consent_id, item_key in consent.links(server.base_url.split("://", 1)[1]):
+            link_consent(config, consent_id, item_key)
+        echo("consents linked to the posts they cover (one of them expired yesterday)")
         mutation = mutate_for_second_run(state, facts, now)
         echo(
             f"the clinic's account changed: {len(mutation.new_reply_ids)} new replies, post "
             f"{mutation.edited_post_id} edited, post {mutation.deleted_post_id} and reply "
             f"{mutation.deleted_reply_id} deleted"
         )
+        import_consents(config, consent.revocation_csv(config_path.parent / "consent-revocation.csv"))
+        echo("a patient revoked consent C-DEMO-002 today (consent-revocation.csv imported)")
         echo("second run: capturing the changes ...")
         outcome.runs.append(_run_and_report(config, echo))
     return outcome
@@ -114,4 +125,7 @@ def _run_and_report(config: Config, echo: Callable[[str], None]) -> RunResult:
             f"{account.new_versions} edits, {account.deletions} deletions, {account.media} media files"
         )
         echo(line + (f", error: {account.error}" if account.error else ""))
+    for notice in result.notices:
+        if notice.startswith("consent check"):
+            echo(f"  {notice}")
     return result

@@ -20,7 +20,7 @@ from ..errors import ArchiverError, ConfigError
 from ..store import Store
 from ..warc import iso, utcnow
 from .engine import AllowList, Detector
-from .rules import load_rules
+from .rules import is_signal, load_rules, select_rules
 
 log = logging.getLogger("archiver.scan")
 
@@ -45,9 +45,16 @@ class ScanOutcome:
 
 
 def build_detector(config: Config | None) -> Detector:
-    """The built-in rules plus the organisation's rule files and allow-lists from `config` (None: built-in)."""
+    """The built-in rules plus the organisation's rule files and allow-lists from `config` (None: built-in).
+    Patient-content signals (the consent check's) are left out."""
     if config is None:
-        return Detector(load_rules())
+        return Detector(select_rules(load_rules(), lambda category: not is_signal(category)))
+    rules = select_rules(load_rules(config.scan.rule_files), lambda category: not is_signal(category))
+    return Detector(rules, allow_list(config))
+
+
+def allow_list(config: Config) -> AllowList:
+    """The organisation's own identifiers and staff from `[scan]`: never a flag, never an anchor."""
     scan = config.scan
     staff = list(scan.staff)
     if scan.staff_file is not None:
@@ -56,8 +63,7 @@ def build_detector(config: Config | None) -> Detector:
         except OSError as exc:
             where = f"{config.path}: [scan] staff_file {scan.staff_file}"
             raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-    allow = AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
-    return Detector(load_rules(scan.rule_files), allow)
+    return AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
 
 
 def append_scan(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ import yaml
 from ..errors import ConfigError
 
 BUILTIN_FILES = ("lexicons.yml", "default.yml")
+# Rules of a category with this prefix are signals of patient content (a story, testimonial or photo): the
+# consent check applies them (with consent.yml), the PHI scan leaves them out.
+SIGNAL_PREFIX = "patient-"
 
 
 @dataclass(frozen=True)
@@ -60,15 +64,29 @@ class RuleSet:
     lexicons: dict[str, list[str]] = field(default_factory=dict)
 
 
+def is_signal(category: str) -> bool:
+    """A patient-content signal (consent.yml): used by the consent check, never a PHI flag."""
+    return category.startswith(SIGNAL_PREFIX)
+
+
+def select_rules(rules: RuleSet, keep: Callable[[str], bool]) -> RuleSet:
+    """The rules whose category `keep` accepts; lexicons and version as loaded."""
+    return replace(
+        rules,
+        patterns=[r for r in rules.patterns if keep(r.category)],
+        context=[r for r in rules.context if keep(r.category)],
+    )
+
+
 def rules_schema() -> dict[str, Any]:
     return json.loads(resources.files("archiver.schemas").joinpath("rules.schema.json").read_text("utf-8"))
 
 
-def load_rules(extra_files: list[Path] | tuple[Path, ...] = ()) -> RuleSet:
+def load_rules(extra_files: list[Path] | tuple[Path, ...] = (), builtin: tuple[str, ...] = BUILTIN_FILES) -> RuleSet:
     """The built-in rules plus `extra_files`; a ConfigError names the file, the rule and the field at fault."""
     sources: list[tuple[str, bytes]] = []
     folder = resources.files("archiver.scan").joinpath("rules")
-    for name in BUILTIN_FILES:
+    for name in builtin:
         sources.append((f"archiver/scan/rules/{name}", folder.joinpath(name).read_bytes()))
     for path in extra_files:
         try:

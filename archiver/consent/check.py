@@ -1,0 +1,300 @@
+"""The consent check: the organisation's own published posts against the consent register.
+
+Two flags, both rows of the `flags` table (category "consent") so they reach the same review queue as the
+PHI flags:
+
+- "patient content without consent on file" (rule consent.missing): an own post that looks like a patient
+  story, testimonial or patient photo (the patient-* rules of the rule files, over the text and the
+  attachments' alt text) and has no consent linked that is live today;
+- "consent lapsed, content still published" (rule consent.lapsed): a post linked to a consent that has
+  expired or been revoked, while the post is still published (no proven deletion) and no other live consent
+  covers it. Its reason carries the dates.
+
+A flag is appended once: consent.missing once per post version, consent.lapsed once per post, consent and
+lapse (a renewed consent that lapses again is a new lapse). A flag stays in the archive for ever; the review
+queue shows it while its condition holds (see the flag_status view).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from ..config import Config
+from ..errors import ArchiverError
+from ..scan.archive import allow_list
+from ..scan.engine import Detector
+from ..scan.rules import is_signal, load_rules, select_rules
+from ..store import Store
+from ..warc import iso, utcnow
+from .register import current_consents
+from .state import ConsentState
+
+log = logging.getLogger("archiver.consent")
+
+CATEGORY = "consent"
+MISSING_RULE = "consent.missing"
+LAPSED_RULE = "consent.lapsed"
+MISSING_REASON = "patient content without consent on file"
+LAPSED_REASON = "consent lapsed, content still published"
+SIGNAL_RULE_FILES = ("lexicons.yml", "consent.yml")  # the built-in files the check loads (then [scan] rule_files)
+
+
+class Signal(Protocol):
+    """One hit of a patient-content rule (the PHI engine's Hit has this shape)."""
+
+    rule_id: str
+    category: str
+    severity: str
+    start: int
+    end: int
+    matched: str
+    reason: str
+
+
+class SignalDetector(Protocol):
+    version: str
+
+    def detect(self, text: str | None, kind: str | None = None, author: str | None = None) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class OwnPost:
+    item_key: str
+    version_id: int
+    platform: str
+    account: str
+    created_at: str | None
+    text: str
+    media: tuple[dict[str, Any], ...]
+    author_handle: str | None
+
+
+@dataclass(frozen=True)
+class PatientContent:
+    """Why a post looks like patient content: the first signal (for the flag's span) and every reason."""
+
+    first: Signal
+    in_alt_text: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class ConsentCheckOutcome:
+    posts_checked: int = 0
+    patient_posts: int = 0
+    flags: list[dict[str, Any]] = field(default_factory=list)  # the flags appended, as stored
+    open_flags: int = 0  # consent flags in the review queue after the check (new or older, undecided)
+
+    def summary(self) -> str:
+        missing = sum(1 for f in self.flags if f["rule_id"] == MISSING_RULE)
+        lapsed = len(self.flags) - missing
+        return (
+            f"consent check: {self.posts_checked} own posts, {self.patient_posts} look like patient content; "
+            f"{len(self.flags)} new flags ({missing} without consent, {lapsed} consent lapsed); "
+            f"{self.open_flags} consent flags open in the review queue"
+        )
+
+
+def own_live_posts(conn: sqlite3.Connection) -> list[OwnPost]:
+    """The latest version of every post the organisation's accounts published that is not proven deleted.
+
+    Own: written by the account's own platform identity (the `accounts` table); an account whose identity
+    was never recorded counts its top-level posts as its own."""
+    rows = conn.execute(
+        """
+        SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle
+        FROM item_versions v
+        WHERE v.kind = 'post'
+          AND v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
+          AND (v.author_id IN (SELECT a.platform_account_id FROM accounts a WHERE a.name = v.account)
+               OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.name = v.account))
+          AND coalesce((SELECT e.event FROM events e WHERE e.item_key = v.item_key
+                        AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        ORDER BY v.id
+        """
+    ).fetchall()
+    return [OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7]) for r in rows]
+
+
+def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent | None:
+    """Signals in the post's text, then in each attachment's alt text; None when there is none."""
+    found: list[tuple[Signal, bool, str]] = []
+    for hit in detector.detect(post.text, "post", post.author_handle):
+        if is_signal(hit.category):
+            found.append((hit, False, hit.reason))
+    for number, media in enumerate(post.media, start=1):
+        for hit in detector.detect(media.get("description") or "", "post", post.author_handle):
+            if is_signal(hit.category):
+                found.append((hit, True, f"{hit.reason} (alt text of attachment {number})"))
+    if not found:
+        return None
+    reasons = tuple(dict.fromkeys(reason for _, _, reason in found))
+    first, in_alt, _ = found[0]
+    return PatientContent(first, in_alt, reasons)
+
+
+def consents_by_item(conn: sqlite3.Connection) -> dict[str, list[ConsentState]]:
+    """The current state of each consent linked to each item."""
+    states = {c.consent_id: c for c in current_consents(conn)}
+    linked: dict[str, list[ConsentState]] = {}
+    for consent_id, item_key in conn.execute(
+        "SELECT DISTINCT consent_id, item_key FROM consent_links ORDER BY consent_id"
+    ):
+        if consent_id in states:
+            linked.setdefault(item_key, []).append(states[consent_id])
+    return linked
+
+
+def lapse_reason(consent: ConsentState, post: OwnPost, today: date) -> str:
+    published = (post.created_at or "")[:10] or "on an unknown day"
+    return (
+        f"{LAPSED_REASON}: consent {consent.consent_id} {consent.lapse_reason()} (granted {consent.granted_on}); "
+        f"post published {published}, still published on {today.isoformat()}"
+    )
+
+
+def lapse_prefix(consent: ConsentState) -> str:
+    """The part of a lapse flag's reason that identifies the lapse (the rest changes from day to day)."""
+    return f"{LAPSED_REASON}: consent {consent.consent_id} {consent.lapse_reason()} "
+
+
+def missing_reason(content: PatientContent, linked: Iterable[ConsentState], today: date) -> str:
+    reason = f"{MISSING_REASON}: {'; '.join(content.reasons)}"
+    pending = [c for c in linked if c.status(today) == "pending"]
+    if pending:
+        reason += "; " + ", ".join(f"consent {c.consent_id} is granted only from {c.granted_on}" for c in pending)
+    return reason
+
+
+def find_consent_flags(
+    conn: sqlite3.Connection, detector: SignalDetector, today: date
+) -> tuple[ConsentCheckOutcome, list[dict[str, Any]]]:
+    """What the check would flag today (read-only): the outcome's counts and the flag rows not yet in the
+    archive (without run, time and id)."""
+    outcome = ConsentCheckOutcome()
+    linked = consents_by_item(conn)
+    missing_flagged = {
+        row[0] for row in conn.execute("SELECT version_id FROM flags WHERE rule_id = ?", (MISSING_RULE,))
+    }
+    lapse_flagged: dict[str, list[str]] = {}
+    for item_key, reason in conn.execute("SELECT item_key, reason FROM flags WHERE rule_id = ?", (LAPSED_RULE,)):
+        lapse_flagged.setdefault(item_key, []).append(reason)
+    rows: list[dict[str, Any]] = []
+    for post in own_live_posts(conn):
+        outcome.posts_checked += 1
+        consents = linked.get(post.item_key, [])
+        live = [c for c in consents if c.status(today) == "live"]
+        lapsed = [c for c in consents if c.status(today) in ("expired", "revoked")]
+        content = patient_content(detector, post)
+        if content is not None:
+            outcome.patient_posts += 1
+        if live:
+            continue
+        base = {"version_id": post.version_id, "item_key": post.item_key, "category": CATEGORY}
+        if lapsed:
+            for consent in lapsed:
+                known = lapse_flagged.get(post.item_key, [])
+                if any(reason.startswith(lapse_prefix(consent)) for reason in known):
+                    continue
+                rows.append(
+                    {
+                        **base,
+                        "rule_id": LAPSED_RULE,
+                        "severity": "high",
+                        "span_start": None,
+                        "span_end": None,
+                        "matched": consent.consent_id,
+                        "reason": lapse_reason(consent, post, today),
+                    }
+                )
+        elif content is not None and post.version_id not in missing_flagged:
+            rows.append(
+                {
+                    **base,
+                    "rule_id": MISSING_RULE,
+                    "severity": "high",
+                    "span_start": None if content.in_alt_text else content.first.start,
+                    "span_end": None if content.in_alt_text else content.first.end,
+                    "matched": content.first.matched,
+                    "reason": missing_reason(content, consents, today),
+                }
+            )
+    return outcome, rows
+
+
+def build_signal_detector(config: Config | None) -> Detector:
+    """The patient-content signals: the built-in consent.yml (with the shared lexicons) and the patient-*
+    rules of the organisation's rule files, with its allow-lists (staff are never a named patient)."""
+    if config is None:
+        return Detector(select_rules(load_rules(builtin=SIGNAL_RULE_FILES), is_signal))
+    rules = select_rules(load_rules(config.scan.rule_files, builtin=SIGNAL_RULE_FILES), is_signal)
+    return Detector(rules, allow_list(config))
+
+
+def append_consent_check(
+    store: Store, detector: SignalDetector, today: date, run_id: str | None = None
+) -> ConsentCheckOutcome:
+    """Check every own published post against the register on `today`; append the new flags and a
+    consent_checks row, in one transaction."""
+    started = iso(utcnow())
+    with store.transaction():
+        outcome, rows = find_consent_flags(store.conn, detector, today)
+        check_id = store.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM consent_checks").fetchone()[0]
+        for row in rows:
+            stored = {
+                **row,
+                "rules_version": detector.version,
+                "run_id": run_id,
+                "scan_id": check_id,
+                "created_at": iso(utcnow()),
+            }
+            stored["id"] = store._insert("flags", stored)
+            outcome.flags.append(stored)
+        store._insert(
+            "consent_checks",
+            {
+                "id": check_id,
+                "run_id": run_id,
+                "rules_version": detector.version,
+                "checked_on": today.isoformat(),
+                "posts_checked": outcome.posts_checked,
+                "patient_posts": outcome.patient_posts,
+                "flags_added": len(outcome.flags),
+                "started_at": started,
+                "finished_at": iso(utcnow()),
+            },
+        )
+    outcome.open_flags = store.conn.execute(
+        "SELECT count(*) FROM flag_queue WHERE category = ?", (CATEGORY,)
+    ).fetchone()[0]
+    return outcome
+
+
+def check_consents(config: Config, today: date) -> ConsentCheckOutcome:
+    """`archiver consent check`: the configured archive, under the run lock."""
+    from .register import writable_archive
+
+    detector = build_signal_detector(config)
+    with writable_archive(config) as store:
+        return append_consent_check(store, detector, today)
+
+
+def consent_check_after_run(store: Store, config: Config, run_id: str, today: date, notices: list[str]) -> None:
+    """The end of `archiver run`, after the PHI scan: a failure is a notice and a log line, never a lost run."""
+    from ..scan.alerts import send_alerts
+
+    try:
+        outcome = append_consent_check(store, build_signal_detector(config), today, run_id)
+    except (ArchiverError, OSError) as exc:
+        message = f"consent check failed: {exc}; fix it and run `archiver consent check`"
+        log.error(message)
+        notices.append(message)
+        return
+    notices.append(outcome.summary())
+    notices.extend(send_alerts(config, outcome.flags, run_id))

@@ -1,0 +1,397 @@
+"""The consent check end to end: a clinic on a loopback Mastodon server, archived by real runs on chosen days.
+
+Patient stories, a testimonial and a patient photo (alt text) among ordinary posts; consents imported from a
+CSV file and linked; one consent expires between two runs and one is revoked; a post is taken down. Exact
+flags asserted after each step, and what the review queue shows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver.cli import app
+from archiver.config import load_config
+from archiver.consent.check import (
+    OwnPost,
+    append_consent_check,
+    build_signal_detector,
+    find_consent_flags,
+    patient_content,
+)
+from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
+from archiver.demo.png import make_png
+from archiver.pipeline import run_archive
+from archiver.scan.archive import build_detector
+from archiver.store import Store
+
+TOKEN = "consent-test-token-Zq81"
+NOW = datetime.now(UTC).replace(microsecond=0)
+DAY0 = NOW.date()
+SHA = "c" * 64
+PUBLISHED = NOW - timedelta(days=10)  # before every night of the tests
+
+STORY = "Meet our patient Ann, who is walking again after her knee replacement."
+TESTIMONIAL = "In her own words: the nurses here saved my life. Thank you, Riverside!"
+LIVE_STORY = "Patient spotlight: Omar shares his story of recovery after heart surgery."
+PHOTO_TEXT = "A good day on the children's ward."
+PHOTO_ALT = "A boy in a hospital bed smiling with his nurse"
+UNCONSENTED = "Meet our patient Maria, cancer-free after chemotherapy at Riverside."
+ORDINARY = [
+    "Flu shots are available this week, no appointment needed.",
+    "Staff spotlight: meet Dr. Helen Arbogast, who has served our community for 12 years.",
+    "Thank you to the volunteers who packed 400 wellness kits for the food bank!",
+    "Diabetes support group meets Tuesday evenings at 6pm in Room B. All welcome.",
+]
+
+
+class ConsentClinic:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        self.tmp_path = tmp_path
+        self.state = MastodonState()
+        clinic = self.state.add_account("riverside", "Riverside Clinic")
+        public = self.state.add_account("pat", "Pat Public")
+        at = PUBLISHED
+        self.ids: dict[str, str] = {}
+
+        def post(name: str, text: str, media: list | None = None, account: str = clinic["id"], **kw) -> None:
+            nonlocal at
+            at += timedelta(minutes=5)
+            self.ids[name] = self.state.add_status(account, text, created_at=at, media=media, **kw)["id"]
+
+        post("story", STORY)
+        post("testimonial", TESTIMONIAL)
+        post("live", LIVE_STORY)
+        post("photo", PHOTO_TEXT, media=[(make_png(8, 8, 1), PHOTO_ALT)])
+        post("unconsented", UNCONSENTED)
+        for i, text in enumerate(ORDINARY):
+            post(
+                f"ordinary{i}", text, media=[(make_png(8, 8, 2 + i), "The clinic's front entrance")] if i == 0 else None
+            )
+        # The public's words are not the organisation's: a grateful reply is never a consent matter.
+        post(
+            "reply",
+            "The doctors here saved my life, thank you!",
+            account=public["id"],
+            in_reply_to_id=self.ids["story"],
+        )
+        monkeypatch.setenv("CONSENT_TOKEN", TOKEN)
+        self.server = SampleMastodonServer(self.state, TOKEN)
+        self.server.start()
+        self.config = tmp_path / "archiver.toml"
+        self.config.write_text(
+            f'[archive]\ndir = "arch"\nrecheck_days = 14\n\n[[accounts]]\nname = "clinic"\nplatform = "mastodon"\n'
+            f'api_base = "{self.server.base_url}"\naccount = "@riverside"\ntoken_env = "CONSENT_TOKEN"\n\n'
+            '[scan]\nown_handles = ["riverside"]\nstaff = ["Helen Arbogast"]\n'
+        )
+
+    def key(self, name: str) -> str:
+        return f"mastodon:{self.server.base_url.split('://')[1]}:{self.ids[name]}"
+
+    def run_on(self, day: date) -> None:
+        moment = datetime.combine(day, NOW.time(), tzinfo=UTC)
+        result = run_archive(load_config(self.config), now=lambda: moment)
+        assert result.ok, result.summary()
+
+    def cli(self, *args: str):
+        return CliRunner().invoke(app, [*args, "--config", str(self.config)], env={"COLUMNS": "200"})
+
+    def import_csv(self, name: str, body: str) -> None:
+        path = self.tmp_path / name
+        path.write_text(
+            "consent_id,patient_ref,account,scope,granted_on,expires_on,revoked_on,document_sha256\n" + body
+        )
+        result = self.cli("consent", "import", str(path))
+        assert result.exit_code == 0, result.output
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.tmp_path / "arch" / "archive.db")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def check_on(self, day: date) -> list[dict]:
+        """`archiver consent check` as it runs on `day`; the flags it appended."""
+        store = Store.open(self.tmp_path / "arch" / "archive.db")
+        try:
+            return append_consent_check(store, build_signal_detector(load_config(self.config)), day).flags
+        finally:
+            store.close()
+
+    def consent_flags(self) -> list[tuple]:
+        conn = self.db()
+        rows = conn.execute(
+            "SELECT item_key, rule_id, severity, matched, span_start, span_end, reason FROM flags "
+            "WHERE category = 'consent' ORDER BY id"
+        ).fetchall()
+        conn.close()
+        return [tuple(r) for r in rows]
+
+    def queue(self, day: date | None = None) -> list[tuple[str, str]]:
+        """The consent flags in the review queue as Datasette shows it on `day` (default: today)."""
+        conn = self.db()
+        if day is not None:  # the views judge consents on date('now'): let it be `day`
+            conn.create_function("date", 1, lambda value: day.isoformat() if value == "now" else value[:10])
+        rows = conn.execute(
+            "SELECT item_key, rule_id FROM flag_queue WHERE category = 'consent' ORDER BY flag_id"
+        ).fetchall()
+        conn.close()
+        return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+def clinic(tmp_path, monkeypatch):
+    c = ConsentClinic(tmp_path, monkeypatch)
+    yield c
+    c.server.stop()
+
+
+def missing(c: ConsentClinic, name: str, matched: str, span: tuple | None, reasons: str, extra: str = "") -> tuple:
+    text = {"story": STORY, "testimonial": TESTIMONIAL, "live": LIVE_STORY, "unconsented": UNCONSENTED}.get(name)
+    if span is None and text is not None:
+        start = text.index(matched)
+        span = (start, start + len(matched))
+    span = span or (None, None)
+    return (
+        c.key(name),
+        "consent.missing",
+        "high",
+        matched,
+        *span,
+        f"patient content without consent on file: {reasons}{extra}",
+    )
+
+
+def test_consent_flags_across_runs_expiry_revocation_and_takedown(clinic):
+    """Nights on chosen days, the last one today (the Datasette views judge consents on the real today)."""
+    c = clinic
+    d = DAY0
+    granted = d - timedelta(days=40)
+    # The register before the posts are archived: three consents, no post to link yet.
+    c.import_csv(
+        "register.csv",
+        f"C-EXP,PT-1001,clinic,story and photo,{granted},{d - timedelta(days=4)},,{SHA}\n"
+        f"C-REV,PT-1002,clinic,testimonial,{granted},,,{SHA}\n"
+        f"C-LIVE,PT-1003,clinic,story,{granted},{d + timedelta(days=365)},,{SHA}\n",
+    )
+
+    # Night 1 (eight days ago): every patient post is flagged, no ordinary one, nor the public's reply.
+    night1 = d - timedelta(days=8)
+    c.run_on(night1)
+    story = missing(
+        c,
+        "story",
+        "Meet our patient",
+        None,
+        'introduces a patient ("meet our patient"); a named person and a condition or treatment (procedures)',
+    )
+    testimonial = missing(
+        c,
+        "testimonial",
+        "In her own words",
+        None,
+        "presented as a testimonial; testimonial phrasing (a patient's thanks or praise)",
+    )
+    live = missing(
+        c,
+        "live",
+        "Patient spotlight",
+        None,
+        "tells a patient's story; a named person and a condition or treatment (procedures)",
+    )
+    photo = missing(
+        c,
+        "photo",
+        "boy in a hospital bed",
+        (None, None),
+        "shows a person in a care setting (alt text of attachment 1); pictures someone with their doctor, nurse or "
+        "care team (alt text of attachment 1)",
+    )
+    unconsented = missing(
+        c,
+        "unconsented",
+        "Meet our patient",
+        None,
+        'introduces a patient ("meet our patient"); a named person and a condition or treatment '
+        "(conditions, procedures)",
+    )
+    assert sorted(c.consent_flags()) == sorted([story, testimonial, live, photo, unconsented])
+    assert sorted(c.queue(night1)) == sorted((f[0], "consent.missing") for f in c.consent_flags())
+
+    # The privacy office links the forms to the posts: those flags leave the queue, the last one stays.
+    for consent, name in (("C-EXP", "story"), ("C-EXP", "photo"), ("C-REV", "testimonial"), ("C-LIVE", "live")):
+        assert c.cli("consent", "link", consent, c.key(name)).exit_code == 0
+    assert c.check_on(night1) == []
+    assert c.queue(night1) == [(c.key("unconsented"), "consent.missing")]
+
+    # The patient behind C-REV revokes it: the records system's next export carries the date, a new row.
+    revoked_on = d - timedelta(days=6)
+    c.import_csv("revocation.csv", f"C-REV,PT-1002,clinic,testimonial,{granted},,{revoked_on},{SHA}\n")
+    # Night 2 (six days ago): revoked that day; C-EXP still covers (its last day is four days ago).
+    c.run_on(revoked_on)
+    published = PUBLISHED.date()
+    revoked = (
+        c.key("testimonial"),
+        "consent.lapsed",
+        "high",
+        "C-REV",
+        None,
+        None,
+        f"consent lapsed, content still published: consent C-REV revoked on {revoked_on} (granted {granted}); "
+        f"post published {published}, still published on {revoked_on}",
+    )
+    assert c.consent_flags()[5:] == [revoked]
+
+    # Night 3 (three days ago): C-EXP expired after its last day; both posts it covered are flagged.
+    night3 = d - timedelta(days=3)
+    c.run_on(night3)
+    expired = [
+        (
+            c.key(name),
+            "consent.lapsed",
+            "high",
+            "C-EXP",
+            None,
+            None,
+            f"consent lapsed, content still published: consent C-EXP expired on {d - timedelta(days=4)} (granted "
+            f"{granted}); post published {published}, still published on {night3}",
+        )
+        for name in ("story", "photo")
+    ]
+    assert sorted(c.consent_flags()[6:]) == sorted(expired)
+    # Night 4: nothing is flagged twice.
+    c.run_on(d - timedelta(days=2))
+    assert len(c.consent_flags()) == 8
+
+    # The clinic takes the testimonial down; tonight proves the deletion and its flag leaves the queue.
+    c.state.delete_status(c.ids["testimonial"])
+    c.run_on(d)
+    assert len(c.consent_flags()) == 8
+    expected_queue = [
+        (c.key("unconsented"), "consent.missing"),
+        (c.key("story"), "consent.lapsed"),
+        (c.key("photo"), "consent.lapsed"),
+    ]
+    assert sorted(c.queue()) == sorted(expected_queue)
+    result = c.cli("consent", "check")
+    assert result.exit_code == 1  # consent flags are open: a person must act
+    assert result.output == (
+        "consent check: 8 own posts, 4 look like patient content; 0 new flags (0 without consent, 0 consent "
+        "lapsed); 3 consent flags open in the review queue\n"
+    )
+    conn = c.db()
+    lapsed = conn.execute("SELECT consent_id, consent_status, lapsed_on, item_key FROM lapsed_consents").fetchall()
+    assert sorted(tuple(r) for r in lapsed) == sorted(
+        ("C-EXP", "expired", str(d - timedelta(days=3)), c.key(name)) for name in ("story", "photo")
+    )
+    conn.close()
+
+    # The expired consent is renewed: its posts are covered again and leave the queue; the flags stay.
+    c.import_csv("renewal.csv", f"C-EXP,PT-1001,clinic,story and photo,{granted},{d + timedelta(days=400)},,{SHA}\n")
+    assert c.queue() == [(c.key("unconsented"), "consent.missing")]
+    assert len(c.consent_flags()) == 8
+
+    conn = c.db()
+    checks = conn.execute(
+        "SELECT run_id IS NULL, checked_on, posts_checked, patient_posts, flags_added FROM consent_checks ORDER BY id"
+    ).fetchall()
+    assert [tuple(r) for r in checks] == [
+        (0, str(night1), 9, 5, 5),
+        (1, str(night1), 9, 5, 0),
+        (0, str(revoked_on), 9, 5, 1),
+        (0, str(night3), 9, 5, 2),
+        (0, str(d - timedelta(days=2)), 9, 5, 0),
+        (0, str(d), 8, 4, 0),
+        (1, str(d), 8, 4, 0),
+    ]
+    assert conn.execute("SELECT count(*) FROM lapsed_consents").fetchone()[0] == 0
+    # The PHI scan leaves the patient-content signals to the consent check.
+    assert conn.execute("SELECT count(*) FROM flags WHERE category LIKE 'patient-%'").fetchone()[0] == 0
+    conn.close()
+    assert verify_clean(c)
+
+
+def verify_clean(c: ConsentClinic) -> bool:
+    result = c.cli("verify")
+    assert result.exit_code == 0, result.output
+    return True
+
+
+def post_of(text: str, media: tuple = ()) -> OwnPost:
+    return OwnPost("mastodon:h:1", 1, "mastodon", "clinic", "2026-11-01T00:00:00Z", text, media, "riverside")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        STORY,
+        TESTIMONIAL,
+        UNCONSENTED,
+        "Say hello to our NICU graduates, home for the holidays!",
+        "I can't thank the care team at Riverside enough. - a grateful mom",
+        '"The doctors here saved my life." — Omar',
+        "What our patients are saying about the new urgent care.",
+        "Thanks to the amazing nurses at our ICU, Maria is home after her surgery.",
+    ],
+)
+def test_patient_stories_are_recognised(text):
+    assert patient_content(build_signal_detector(None), post_of(text)) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *ORDINARY,
+        "Meet our new pharmacist, who joins us from St. Mary's.",
+        "Our new pediatric wing opens on Monday. Thank you to everyone who made it possible!",
+        "Heat advisory today: drink water and know the signs of heat exhaustion.",
+        "Free blood pressure checks at the farmers market this Saturday.",
+        "COVID-19 and RSV vaccines are both available for adults 60+.",
+    ],
+)
+def test_ordinary_posts_are_not_patient_stories(text):
+    assert patient_content(build_signal_detector(None), post_of(text)) is None
+
+
+def test_an_edit_that_removes_the_story_takes_the_flag_out_of_the_queue(clinic):
+    c = clinic
+    c.run_on(DAY0)
+    assert (c.key("unconsented"), "consent.missing") in c.queue()
+    c.state.edit_status(c.ids["unconsented"], "Cancer screening days are back in December.", at=NOW)
+    c.run_on(DAY0 + timedelta(days=1))
+    assert (c.key("unconsented"), "consent.missing") not in c.queue()
+    conn = c.db()
+    flagged = conn.execute(
+        "SELECT count(*) FROM flags WHERE item_key = ? AND category = 'consent'", (c.key("unconsented"),)
+    ).fetchone()[0]
+    conn.close()
+    assert flagged == 1  # the flag on the old version stays in the archive
+
+
+def test_a_review_decides_one_consent_flag_only(clinic):
+    c = clinic
+    c.run_on(DAY0)
+    conn = c.db()
+    first, second = [r[0] for r in conn.execute("SELECT id FROM flags WHERE category = 'consent' ORDER BY id LIMIT 2")]
+    conn.close()
+    result = c.cli("review", str(first), "--decision", "violation", "--reviewer", "privacy officer")
+    assert result.exit_code == 0, result.output
+    open_ids = [r[0] for r in c.db().execute("SELECT flag_id FROM flag_queue WHERE category = 'consent'")]
+    assert first not in open_ids and second in open_ids
+
+
+def test_the_check_reads_without_the_archive_changing_when_nothing_is_new(clinic):
+    c = clinic
+    c.run_on(DAY0)
+    store = Store.open(c.tmp_path / "arch" / "archive.db")
+    try:
+        outcome, rows = find_consent_flags(store.conn, build_signal_detector(load_config(c.config)), DAY0)
+        assert rows == [] and outcome.patient_posts == 5
+        again = append_consent_check(store, build_signal_detector(load_config(c.config)), DAY0)
+        assert again.flags == [] and again.open_flags == 5
+    finally:
+        store.close()
+    assert build_detector(load_config(c.config)).rules.patterns  # the PHI rules are still there
