@@ -153,8 +153,9 @@ def test_your_is_the_patient_only_in_the_organisations_replies_and_messages(dete
 
 def test_spans_index_the_original_text_with_curly_apostrophes(detector):
     text = "My son’s asthma medication ran out, call 555-201-7734"
+    assert categories(detector, text) == {"health-relative", "phone"}
     for hit in detector.detect(text):
-        assert text[hit.start : hit.end] == hit.matched.replace("'", "’")
+        assert text[hit.start : hit.end] == hit.matched
 
 
 def test_rules_version_is_label_plus_digest_and_changes_with_any_edit(tmp_path):
