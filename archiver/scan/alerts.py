@@ -60,7 +60,7 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     message["From"] = email.sender
     message["To"] = ", ".join(email.to)
     lines = [
-        f"The archive of {payload['archive']} flagged {payload['count']} item version(s) in run {payload['run_id']}.",
+        f"The archive of {payload['archive']} has {payload['count']} new flag(s) from run {payload['run_id']}.",
         "Review them in the queue (the flagged text is shown only there):",
         f"  {payload['queue_url']}",
         "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .rules import ContextRule, PatternRule, RuleSet
 
@@ -207,6 +207,7 @@ class Detector:
         to what the organisation's own accounts write (e.g. "your" in the clinic's reply is the patient)."""
         if not text:
             return []
+        original = text
         text = text.replace("’", "'")  # one apostrophe; same length, so spans stay valid for the original
         hits: list[Hit] = []
         seen: set[tuple[str, int, int]] = set()
@@ -222,6 +223,8 @@ class Detector:
             for rule in self.rules.context:
                 hits.extend(self._context_hits(rule, state))
         hits.sort(key=lambda h: (h.start, h.end, h.rule_id))
+        if original is not text:
+            hits = [replace(h, matched=original[h.start : h.end]) for h in hits]
         return hits
 
     # -- structured identifiers ----------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""Alerts after a run, to a real SMTP server (aiosmtpd) and a real webhook receiver on loopback: the new
+high-severity flags with links into Datasette, and none of the PHI itself; a failing channel is a notice."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from typer.testing import CliRunner
+
+from archiver.cli import app
+from archiver.demo.mastodon_server import SampleMastodonServer
+from archiver.demo.sample_data import build_clinic_dataset
+
+TOKEN = "alerts-test-token-Zq81"
+SMTP_PASSWORD = "smtp-pass-Kx93-secret"
+WEBHOOK_TOKEN = "hook-token-Ty55-secret"
+DATASETTE = "https://archive.clinic.test:8443"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mailbox:
+    """An aiosmtpd handler keeping every message, and an authenticator checking the configured password."""
+
+    def __init__(self):
+        self.messages: list[Message] = []
+        self.logins: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(message_from_bytes(envelope.original_content))
+        return "250 OK"
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+        return AuthResult(success=False)
+
+
+class Hooks:
+    """A webhook receiver: every POST's headers and JSON body."""
+
+    def __init__(self):
+        self.posts: list[tuple[dict, dict]] = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's hook name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hooks.posts.append((dict(self.headers), json.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/privacy"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def write_config(directory: Path, api_base: str, smtp_port: int, hook_url: str, extra_scan: str = "") -> Path:
+    path = directory / "archiver.toml"
+    path.write_text(
+        f"""\
+[archive]
+dir = "arch"
+organisation = "Riverside Community Clinic"
+
+[[accounts]]
+name = "riverside-mastodon"
+platform = "mastodon"
+api_base = "{api_base}"
+account = "@riverside"
+token_env = "ALERT_TEST_TOKEN"
+
+[scan]
+own_handles = ["riverside"]
+own_phones = ["555-0100"]
+{extra_scan}
+
+[alerts]
+datasette_url = "{DATASETTE}/"
+
+[alerts.email]
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+username = "archiver"
+password_env = "ALERT_TEST_SMTP_PASSWORD"
+from = "archiver@clinic.test"
+to = ["privacy@clinic.test", "security@clinic.test"]
+
+[alerts.webhook]
+url = "{hook_url}"
+token_env = "ALERT_TEST_HOOK_TOKEN"
+""",
+        "utf-8",
+    )
+    return path
+
+
+ENV = {"ALERT_TEST_TOKEN": TOKEN, "ALERT_TEST_SMTP_PASSWORD": SMTP_PASSWORD, "ALERT_TEST_HOOK_TOKEN": WEBHOOK_TOKEN}
+
+
+def run(config: Path):
+    return CliRunner().invoke(app, ["run", "--config", str(config), "--json"], env=ENV)
+
+
+@pytest.fixture(scope="module")
+def clinic():
+    state, _ = build_clinic_dataset(datetime.now(UTC))
+    with SampleMastodonServer(state, TOKEN, rate_limit=100_000) as server:
+        yield server
+
+
+@pytest.fixture
+def channels():
+    mailbox = Mailbox()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox, auth_require_tls=False
+    )
+    controller.start()
+    hooks = Hooks()
+    yield mailbox, controller.port, hooks
+    controller.stop()
+    hooks.stop()
+
+
+def test_new_high_flags_are_mailed_and_posted_with_links_and_without_phi(tmp_path, clinic, channels):
+    mailbox, smtp_port, hooks = channels
+    config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url)
+    result = run(config)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+
+    conn = sqlite3.connect(tmp_path / "arch" / "archive.db")
+    conn.row_factory = sqlite3.Row
+    high = conn.execute("SELECT * FROM flags WHERE severity = 'high' ORDER BY id").fetchall()
+    others = conn.execute("SELECT * FROM flags WHERE severity != 'high'").fetchall()
+    flagged_versions = conn.execute(
+        "SELECT v.text, v.author_handle FROM item_versions v WHERE v.id IN (SELECT version_id FROM flags)"
+    ).fetchall()
+    assert high and others  # there is something to leave out
+
+    assert mailbox.logins == [("archiver", SMTP_PASSWORD)]
+    [mail] = mailbox.messages
+    assert mail["To"] == "privacy@clinic.test, security@clinic.test"
+    assert mail["Subject"] == f"[archiver] {len(high)} new high-severity PHI flag(s)"
+    body = mail.get_payload(decode=True).decode().replace("\r\n", "\n")
+    assert f"{DATASETTE}/archive/flag_queue\n" in body
+    for flag in high:
+        assert f"flag {flag['id']}: high {flag['category']} ({flag['rule_id']})" in body
+        assert f"{DATASETTE}/archive/flag_queue?flag_id={flag['id']}" in body
+        assert f"{DATASETTE}/archive/item_history?item_key={quote(flag['item_key'], safe='')}" in body
+    for flag in others:
+        assert f"flag {flag['id']}:" not in body
+
+    [(headers, payload)] = hooks.posts
+    assert headers["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
+    assert headers["Content-Type"] == "application/json"
+    assert payload["count"] == len(high) and payload["run_id"] == summary["run_id"]
+    assert [f["flag_id"] for f in payload["flags"]] == [f["id"] for f in high]
+    assert payload["flags"][0] == {
+        "flag_id": high[0]["id"],
+        "severity": "high",
+        "category": high[0]["category"],
+        "rule_id": high[0]["rule_id"],
+        "reason": high[0]["reason"],
+        "item_key": high[0]["item_key"],
+        "flag_url": f"{DATASETTE}/archive/flag_queue?flag_id={high[0]['id']}",
+        "item_url": f"{DATASETTE}/archive/item_history?item_key={quote(high[0]['item_key'], safe='')}",
+    }
+
+    # no PHI in either message: not the matched text, not the item's text, not its author
+    hook_text = json.dumps(payload)
+    for message in (body, hook_text, mail["Subject"]):
+        for flag in [*high, *others]:
+            assert flag["matched"] not in message, flag["matched"]
+        for version in flagged_versions:
+            assert version["text"] not in message
+            assert f"@{version['author_handle']}" not in message and f'"{version["author_handle"]}"' not in message
+    for phi in ("00482913", "03/14/1985", "555-201-7734", "HIV", "diabetes", "chemo"):
+        assert phi not in body and phi not in hook_text
+
+    # the run's summary says where the alerts went, and no secret is printed anywhere
+    assert any(n.startswith("alert e-mail sent to privacy@clinic.test") for n in summary["notices"])
+    assert any(n.startswith(f"alert webhook {hooks.url} answered 204") for n in summary["notices"])
+    for secret in (SMTP_PASSWORD, WEBHOOK_TOKEN, TOKEN):
+        assert secret not in result.output
+        assert secret not in body and secret not in hook_text
+
+    # the next run finds nothing new: no alert
+    result = run(config)
+    assert result.exit_code == 0, result.output
+    assert len(mailbox.messages) == 1 and len(hooks.posts) == 1
+
+
+def test_a_failing_channel_is_a_notice_and_the_run_still_succeeds(tmp_path, clinic, channels):
+    _, _, hooks = channels
+    closed = free_port()  # nothing listens there
+    config = write_config(tmp_path, clinic.base_url, closed, hooks.url)
+    result = run(config)
+    assert result.exit_code == 0, result.output
+    notices = json.loads(result.stdout)["notices"]
+    assert any(n.startswith(f"alert e-mail via 127.0.0.1:{closed} failed:") for n in notices), notices
+    assert len(hooks.posts) == 1  # the other channel still got it
+    assert SMTP_PASSWORD not in result.output
+
+
+def test_a_bad_rule_file_in_a_run_is_a_notice_and_the_captures_are_kept(tmp_path, clinic, channels):
+    mailbox, smtp_port, hooks = channels
+    (tmp_path / "ours.yml").write_text(
+        "context: [{id: y, category: c, severity: high, reason: r, anchor: self, terms: [nosuch]}]\n"
+    )
+    config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url, 'rule_files = ["ours.yml"]')
+    result = run(config)
+    assert result.exit_code == 0, result.output
+    notices = json.loads(result.stdout)["notices"]
+    assert any("PHI scan failed: " in n and "ours.yml: context[0] (y): names lexicon 'nosuch'" in n for n in notices)
+    conn = sqlite3.connect(tmp_path / "arch" / "archive.db")
+    assert conn.execute("SELECT count(*) FROM item_versions").fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM flags").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 1
+    assert mailbox.messages == [] and hooks.posts == []
+    # once fixed, `archiver scan` reads the versions the run could not
+    (tmp_path / "ours.yml").write_text("version: fixed\n")
+    result = CliRunner().invoke(app, ["scan", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert conn.execute("SELECT count(*) FROM flags").fetchone()[0] > 0
