@@ -77,6 +77,7 @@ def test_each_run_scans_its_new_versions_and_flags_the_phi(demo):
     assert all(s["mode"] == "new" for s in scans) and len({s["rules_version"] for s in scans}) == 1
     flags = conn.execute(
         "SELECT f.*, v.text, v.run_id AS version_run FROM flags f JOIN item_versions v ON v.id = f.version_id"
+        " WHERE f.category != 'consent'"  # the consent check's flags share the table (archiver/consent)
     ).fetchall()
     assert sum(s["flags_added"] for s in scans) == len(flags) > 0
     for flag in flags:
@@ -95,7 +96,7 @@ def test_each_run_scans_its_new_versions_and_flags_the_phi(demo):
     ):
         rows = conn.execute(
             "SELECT count(*) FROM item_versions v WHERE instr(v.text, ?) > 0 AND NOT EXISTS "
-            "(SELECT 1 FROM flags f WHERE f.version_id = v.id)",
+            "(SELECT 1 FROM flags f WHERE f.version_id = v.id AND f.category != 'consent')",
             (text,),
         ).fetchone()[0]
         present = conn.execute("SELECT count(*) FROM item_versions WHERE instr(text, ?) > 0", (text,)).fetchone()[0]
@@ -104,7 +105,8 @@ def test_each_run_scans_its_new_versions_and_flags_the_phi(demo):
     assert conn.execute("SELECT count(*) FROM flags WHERE matched LIKE '%555-0100%'").fetchone()[0] == 0
     assert (
         conn.execute(
-            "SELECT count(*) FROM flags f JOIN item_versions v ON v.id = f.version_id WHERE v.kind = 'post'"
+            "SELECT count(*) FROM flags f JOIN item_versions v ON v.id = f.version_id"
+            " WHERE v.kind = 'post' AND f.category != 'consent'"
         ).fetchone()[0]
         == 0
     )
@@ -118,7 +120,7 @@ def test_the_run_summary_reports_the_scan(tmp_path):
 
 def test_rescan_with_unchanged_rules_appends_nothing_and_a_rule_change_appends_new_flags(copy):
     conn = db(copy)
-    before = conn.execute("SELECT count(*) FROM flags").fetchone()[0]
+    before = conn.execute("SELECT count(*) FROM flags WHERE category != 'consent'").fetchone()[0]
     old_version = conn.execute("SELECT rules_version FROM scan_runs").fetchone()[0]
     conn.close()
 
@@ -139,12 +141,17 @@ def test_rescan_with_unchanged_rules_appends_nothing_and_a_rule_change_appends_n
     greetings = conn.execute(
         "SELECT count(*) FROM item_versions WHERE instr(text, 'Thanks for reaching out') > 0"
     ).fetchone()[0]
-    by_version = dict(conn.execute("SELECT rules_version, count(*) FROM flags GROUP BY rules_version").fetchall())
+    by_version = dict(
+        conn.execute(
+            "SELECT rules_version, count(*) FROM flags WHERE category != 'consent' GROUP BY rules_version"
+        ).fetchall()
+    )
     # every earlier hit found again under the new version, plus the new rule's, and the old flags untouched
     assert by_version == {old_version: before, new_version: before + greetings}
     assert conn.execute("SELECT count(*) FROM flags WHERE rule_id = 'ours.greeting'").fetchone()[0] == greetings > 0
     # the queue shows only the current version's flags
-    assert {r[0] for r in conn.execute("SELECT DISTINCT rules_version FROM flag_queue")} == {new_version}
+    queued = conn.execute("SELECT DISTINCT rules_version FROM flag_queue WHERE category != 'consent'")
+    assert {r[0] for r in queued} == {new_version}
     conn.close()
     assert problems(copy) == []
 
@@ -193,7 +200,9 @@ def test_reviews_are_appended_with_the_reviewer_and_shape_the_queue(copy):
 
 def test_a_decision_carries_over_to_the_same_hit_after_a_rescan(copy):
     conn = db(copy)
-    flag = conn.execute("SELECT flag_id, version_id, rule_id FROM flag_queue LIMIT 1").fetchone()
+    flag = conn.execute(
+        "SELECT flag_id, version_id, rule_id FROM flag_queue WHERE category != 'consent' LIMIT 1"
+    ).fetchone()
     conn.close()
     assert cli(copy, "review", str(flag["flag_id"]), "--decision", "false-positive").exit_code == 0
     (copy / "ours.yml").write_text(EXTRA_RULES, "utf-8")
@@ -271,7 +280,9 @@ def free_port() -> int:
 
 def test_the_review_queue_and_reviews_over_real_http(copy):
     conn = db(copy)
-    flag_id = conn.execute("SELECT flag_id FROM flag_queue WHERE severity = 'high' LIMIT 1").fetchone()[0]
+    flag_id = conn.execute(
+        "SELECT flag_id FROM flag_queue WHERE severity = 'high' AND category != 'consent' LIMIT 1"
+    ).fetchone()[0]
     conn.close()
     port = free_port()
     process = subprocess.Popen(
@@ -298,7 +309,7 @@ def test_the_review_queue_and_reviews_over_real_http(copy):
             assert response.status_code == 200, response.text
             return response.json()["rows"]
 
-        queue = rows("flag_queue", _size="max")
+        queue = rows("flag_queue", _size="max", category__not="consent")
         assert queue and queue[0]["severity"] == "high"
         assert any(r["flag_id"] == flag_id and r["status"] == "open" for r in queue)
         assert all(r["matched"] and r["matched"] in r["text"] for r in queue)
@@ -307,7 +318,7 @@ def test_the_review_queue_and_reviews_over_real_http(copy):
         assert queue[0]["flag_id"] in {r["flag_id"] for r in rows("flags_of_item", item_key=item_key)}
         # a review appended while Datasette serves shows up at once (read-only, never cached)
         assert cli(copy, "review", str(flag_id), "--decision", "violation", "--note", "removed").exit_code == 0
-        assert not any(r["flag_id"] == flag_id for r in rows("flag_queue", _size="max"))
+        assert not any(r["flag_id"] == flag_id for r in rows("flag_queue", _size="max", category__not="consent"))
         reviewed = rows("reviewed_flags")
         assert reviewed[0]["flag_id"] == flag_id and reviewed[0]["decision"] == "violation"
         assert reviewed[0]["note"] == "removed" and reviewed[0]["reviewer"]

@@ -18,11 +18,11 @@ from .mastodon_server import MastodonState
 from .png import make_png
 
 PATIENT_POSTS = {
-    "story": "Meet our patient Nora, back on her bike six weeks after her knee replacement. Thank you for "
-    "letting us share your story, Nora!",
-    "testimonial": '"The nurses here saved my life." In his own words, Felix on his recovery at Riverside.',
+    "story": "Meet our patient Nora, back on her bike and training for the river run. Thank you for letting us "
+    "share your story, Nora!",
+    "testimonial": '"The nurses here saved my life." In his own words, Felix on his time with us at Riverside.',
     "photo": "A very good day on the children's ward.",
-    "unconsented": "Patient spotlight: Omar shares his story of beating lymphoma after chemotherapy with us.",
+    "unconsented": "Patient spotlight: Omar shares his story of getting back to the football pitch this spring.",
 }
 PHOTO_ALT = "A boy in a hospital bed smiling with his nurse"
 CSV_HEADER = "consent_id,patient_ref,account,item,scope,granted_on,expires_on,revoked_on,document_sha256\n"
