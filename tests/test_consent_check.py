@@ -7,6 +7,7 @@ flags asserted after each step, and what the review queue shows.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,7 @@ class ConsentClinic:
         self.tmp_path = tmp_path
         self.state = MastodonState()
         clinic = self.state.add_account("riverside", "Riverside Clinic")
+        self.clinic_id = clinic["id"]
         public = self.state.add_account("pat", "Pat Public")
         at = PUBLISHED
         self.ids: dict[str, str] = {}
@@ -395,3 +397,61 @@ def test_the_check_reads_without_the_archive_changing_when_nothing_is_new(clinic
     finally:
         store.close()
     assert build_detector(load_config(c.config)).rules.patterns  # the PHI rules are still there
+
+
+OURS = """
+version: "ours-consent-1"
+patterns:
+  - id: ours.hero-of-the-month
+    category: patient-story
+    severity: high
+    reason: our "hero of the month" series features a patient
+    regex: '(?i)\\bhero\\s+of\\s+the\\s+month\\b'
+"""
+
+
+def use_rule_file(c: ConsentClinic, text: str) -> None:
+    (c.tmp_path / "ours.yml").write_text(text, "utf-8")
+    c.config.write_text(c.config.read_text().replace("[scan]\n", '[scan]\nrule_files = ["ours.yml"]\n'), "utf-8")
+
+
+def test_the_organisations_rule_file_adds_signals_that_stay_out_of_the_phi_scan(clinic):
+    c = clinic
+    hero = c.state.add_status(c.clinic_id, "Our hero of the month is back home!", created_at=PUBLISHED)["id"]
+    use_rule_file(c, OURS)
+    c.run_on(DAY0)
+    conn = c.db()
+    found = conn.execute(
+        "SELECT rule_id, reason, rules_version FROM flags WHERE item_key = ?",
+        (f"{c.key('story').rsplit(':', 1)[0]}:{hero}",),
+    ).fetchall()
+    conn.close()
+    assert [tuple(r)[:2] for r in found] == [
+        (
+            "consent.missing",
+            'patient content without consent on file: our "hero of the month" series features a patient',
+        )
+    ]
+    assert "+ours-consent-1+" in found[0]["rules_version"]
+    result = c.cli("consent", "check", "--json")
+    assert result.exit_code == 1
+    outcome = json.loads(result.output)
+    assert (outcome["posts_checked"], outcome["patient_posts"], outcome["new_flags"], outcome["open_flags"]) == (
+        10,
+        6,
+        [],
+        6,
+    )
+
+
+def test_a_bad_rule_file_is_a_notice_of_the_run_and_a_one_line_error_of_the_check(clinic):
+    c = clinic
+    use_rule_file(c, OURS.replace("(?i)", "(?i"))
+    result = run_archive(load_config(c.config))
+    assert result.ok  # the captures are kept
+    failed = [n for n in result.notices if n.startswith("consent check failed")]
+    assert len(failed) == 1 and "ours.yml: patterns[0] (ours.hero-of-the-month).regex" in failed[0]
+    check = c.cli("consent", "check")
+    assert check.exit_code == 2
+    assert check.stderr.startswith("archiver: error: ") and str(c.tmp_path / "ours.yml") in check.stderr
+    assert len(check.stderr.splitlines()) == 1

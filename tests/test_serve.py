@@ -221,3 +221,43 @@ def test_module_entry_reports_a_missing_database(tmp_path):
         timeout=30,
     )
     assert result.returncode == 2 and "archiver demo" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_consent_views_and_queue(server):
+    """The demo's register over HTTP: one consent live, one revoked between the runs, one expired; the review
+    queue holds their lapses and the patient story with no consent on file."""
+    register = rows(f"{server}/archive/consent_register.json", status="")
+    assert [(r["consent_id"], r["status"], r["linked_items"], r["register_rows"]) for r in register] == [
+        ("C-DEMO-001", "live", 1, 1),
+        ("C-DEMO-002", "revoked", 1, 2),
+        ("C-DEMO-003", "expired", 1, 1),
+    ]
+    assert [r["consent_id"] for r in rows(f"{server}/archive/consent_register.json", status="revoked")] == [
+        "C-DEMO-002"
+    ]
+    history = rows(f"{server}/archive/consent_history.json", consent_id="C-DEMO-002")
+    assert [h["what"] for h in history] == ["register row", "link", "register row"]
+    assert history[0]["revoked_on"] is None and history[2]["revoked_on"] == register[1]["revoked_on"]
+    assert history[2]["source"].endswith("consent-revocation.csv")
+    lapsed = rows(f"{server}/archive/lapsed_consents.json", _sort="consent_id")
+    assert [(r["consent_id"], r["consent_status"]) for r in lapsed] == [
+        ("C-DEMO-002", "revoked"),
+        ("C-DEMO-003", "expired"),
+    ]
+    items = rows(f"{server}/archive/consent_items.json", _sort="consent_id")
+    assert [(r["consent_id"], r["item_status"]) for r in items] == [
+        ("C-DEMO-001", "published"),
+        ("C-DEMO-002", "published"),
+        ("C-DEMO-003", "published"),
+    ]
+    queue = rows(f"{server}/archive/consent_review_queue.json")
+    assert sorted((r["rule_id"], r["reason"].split(":")[0]) for r in queue) == [
+        ("consent.lapsed", "consent lapsed, content still published"),
+        ("consent.lapsed", "consent lapsed, content still published"),
+        ("consent.missing", "patient content without consent on file"),
+    ]
+    assert {r["item_key"] for r in queue if r["rule_id"] == "consent.lapsed"} == {r["item_key"] for r in lapsed}
+    assert "Omar" in next(r["text"] for r in queue if r["rule_id"] == "consent.missing")
+    # the same flags in the shared review queue, beside the PHI flags
+    shared = rows(f"{server}/archive/flag_queue.json", category="consent")
+    assert sorted(r["flag_id"] for r in shared) == sorted(r["flag_id"] for r in queue)
