@@ -405,3 +405,21 @@ def test_lapse_reason_names_what_ended_it_first():
     assert (revoked_first.lapsed_on(), revoked_first.lapse_reason()) == ("2026-03-01", "revoked on 2026-03-01")
     open_ended = ConsentState(**base, granted_on="2026-01-01", expires_on=None, revoked_on=None)
     assert (open_ended.lapsed_on(), open_ended.lapse_reason()) == (None, None)
+
+
+def test_link_and_check_need_an_archive_but_import_may_start_one(tmp_path):
+    config = tmp_path / "archiver.toml"
+    config.write_text(
+        '[archive]\ndir = "arch"\n\n[[accounts]]\nname = "clinic"\nplatform = "mastodon"\n'
+        'api_base = "https://clinic.example"\naccount = "@clinic"\ntoken_env = "T"\n'
+    )
+    database = tmp_path / "arch" / "archive.db"
+    for args in (["consent", "link", "C-001", POST], ["consent", "check"]):
+        result = CliRunner().invoke(app, [*args, "--config", str(config)])
+        assert result.exit_code == 2
+        assert result.stderr == f"archiver: error: {database}: archive database not found; run `archiver run` first\n"
+        assert not database.exists()
+    assert invoke("consent", "list", "--config", str(config)).output.startswith("0 consent(s) on ")
+    result = invoke("consent", "import", str(write(tmp_path, "a.csv", GOOD.replace(POST, ""))), "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert database.exists() and (tmp_path / "arch").stat().st_mode & 0o077 == 0
