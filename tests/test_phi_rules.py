@@ -245,3 +245,12 @@ def test_builtin_rules_need_no_files_on_disk_beyond_the_package():
     rules = build_rules([("a.yml", b"version: a\nlexicons: {conditions: [flu]}\n")])
     assert rules.version.startswith("a+") and rules.lexicons == {"conditions": ["flu"]}
     assert all(Path(f).suffix == ".yml" for f in load_rules().files)
+
+
+def test_builtin_files_parse_the_same_with_libyaml_and_the_strict_loader():
+    import yaml
+
+    for name in ("lexicons.yml", "default.yml"):
+        raw = (Path(__file__).resolve().parent.parent / "archiver" / "scan" / "rules" / name).read_text("utf-8")
+        strict = yaml.load(raw, Loader=yaml.SafeLoader)  # noqa: S506
+        assert yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == strict  # noqa: S506

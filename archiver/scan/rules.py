@@ -23,6 +23,8 @@ import yaml
 from ..errors import ConfigError
 
 BUILTIN_FILES = ("lexicons.yml", "default.yml")
+BUILTIN_PREFIX = "archiver/scan/rules/"
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it: a quicker start
 # Rules of a category with this prefix are signals of patient content (a story, testimonial or photo): the
 # consent check applies them (with consent.yml), the PHI scan leaves them out.
 SIGNAL_PREFIX = "patient-"
@@ -87,7 +89,7 @@ def load_rules(extra_files: list[Path] | tuple[Path, ...] = (), builtin: tuple[s
     sources: list[tuple[str, bytes]] = []
     folder = resources.files("archiver.scan").joinpath("rules")
     for name in builtin:
-        sources.append((f"archiver/scan/rules/{name}", folder.joinpath(name).read_bytes()))
+        sources.append((f"{BUILTIN_PREFIX}{name}", folder.joinpath(name).read_bytes()))
     for path in extra_files:
         try:
             sources.append((str(path), Path(path).read_bytes()))
@@ -106,8 +108,11 @@ def build_rules(sources: list[tuple[str, bytes]]) -> RuleSet:
     context_sources: dict[str, str] = {}
     for name, raw in sources:
         digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + raw + b"\0")
+        # libyaml is quicker to start but more lenient with a malformed flow list: the organisation's own
+        # files get the strict loader (the built-in ones are checked to parse the same with both)
+        loader = FAST_LOADER if name.startswith(BUILTIN_PREFIX) else yaml.SafeLoader
         try:
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
+            data = yaml.load(raw.decode("utf-8"), Loader=loader) or {}  # noqa: S506 - both are safe loaders
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{name}: not valid YAML ({_one_line(exc)}); fix the syntax") from None
         errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
