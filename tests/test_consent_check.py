@@ -455,3 +455,28 @@ def test_a_bad_rule_file_is_a_notice_of_the_run_and_a_one_line_error_of_the_chec
     assert check.exit_code == 2
     assert check.stderr.startswith("archiver: error: ") and str(c.tmp_path / "ours.yml") in check.stderr
     assert len(check.stderr.splitlines()) == 1
+
+
+def test_a_pending_consent_is_named_and_a_second_live_consent_covers_a_lapse(clinic):
+    c = clinic
+    d = DAY0
+    c.import_csv(
+        "register.csv",
+        f"C-SOON,PT-2001,clinic,story,{d + timedelta(days=10)},,,{SHA}\n"
+        f"C-OLD,PT-2002,clinic,testimonial,{d - timedelta(days=400)},{d - timedelta(days=30)},,{SHA}\n"
+        f"C-NEW,PT-2002,clinic,testimonial,{d - timedelta(days=29)},,,{SHA}\n",
+    )
+    c.run_on(d)  # nothing linked yet: both posts flagged as without consent
+    for consent, name in (("C-SOON", "unconsented"), ("C-OLD", "testimonial"), ("C-NEW", "testimonial")):
+        assert c.cli("consent", "link", consent, c.key(name)).exit_code == 0
+    # C-SOON is not granted yet: the story's flag stays open, and a new version would name the consent.
+    c.state.edit_status(c.ids["unconsented"], UNCONSENTED + " Welcome back, Maria!", at=NOW)
+    c.run_on(d + timedelta(days=1))
+    flags = [f for f in c.consent_flags() if f[0] in (c.key("unconsented"), c.key("testimonial"))]
+    assert [f[1] for f in flags] == ["consent.missing", "consent.missing", "consent.missing"]
+    assert flags[-1][6].endswith(f"; consent C-SOON is granted only from {d + timedelta(days=10)}")
+    assert flags[-1][0] == c.key("unconsented")
+    # C-OLD expired long ago, but C-NEW covers the testimonial today: no lapse, and its flag left the queue.
+    assert (c.key("testimonial"), "consent.lapsed") not in c.queue()
+    assert (c.key("testimonial"), "consent.missing") not in c.queue()
+    assert (c.key("unconsented"), "consent.missing") in c.queue()
