@@ -226,15 +226,13 @@ def test_module_entry_reports_a_missing_database(tmp_path):
 def test_consent_views_and_queue(server):
     """The demo's register over HTTP: one consent live, one revoked between the runs, one expired; the review
     queue holds their lapses and the patient story with no consent on file."""
-    register = rows(f"{server}/archive/consent_register.json", status="")
+    register = rows(f"{server}/archive/consents_today.json", status="")
     assert [(r["consent_id"], r["status"], r["linked_items"], r["register_rows"]) for r in register] == [
         ("C-DEMO-001", "live", 1, 1),
         ("C-DEMO-002", "revoked", 1, 2),
         ("C-DEMO-003", "expired", 1, 1),
     ]
-    assert [r["consent_id"] for r in rows(f"{server}/archive/consent_register.json", status="revoked")] == [
-        "C-DEMO-002"
-    ]
+    assert [r["consent_id"] for r in rows(f"{server}/archive/consents_today.json", status="revoked")] == ["C-DEMO-002"]
     history = rows(f"{server}/archive/consent_history.json", consent_id="C-DEMO-002")
     assert [h["what"] for h in history] == ["register row", "link", "register row"]
     assert history[0]["revoked_on"] is None and history[2]["revoked_on"] == register[1]["revoked_on"]
