@@ -57,7 +57,12 @@ def build_detector(config: Config | None) -> Detector:
             where = f"{config.path}: [scan] staff_file {scan.staff_file}"
             raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     allow = AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
-    return Detector(load_rules(scan.rule_files), allow)
+    finder = None
+    if scan.spacy_model is not None:
+        from .spacy_names import load_person_finder
+
+        finder = load_person_finder(scan.spacy_model, f"{config.path}: [scan]")
+    return Detector(load_rules(scan.rule_files), allow, finder)
 
 
 def append_scan(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .rules import ContextRule, PatternRule, RuleSet
@@ -190,8 +190,15 @@ class _Text:
 class Detector:
     """Finds PHI / policy hits in short texts. Build once (compiles every rule), then call `detect`."""
 
-    def __init__(self, rules: RuleSet, allow: AllowList | None = None):
+    def __init__(
+        self,
+        rules: RuleSet,
+        allow: AllowList | None = None,
+        person_finder: Callable[[str], list[tuple[int, int]]] | None = None,
+    ):
+        """`person_finder` (optional) adds the person names it finds (e.g. a spaCy model's) to the lexicon's."""
         self.rules = rules
+        self.person_finder = person_finder
         self.version = rules.version
         self.allow = allow or AllowList()
         lex = rules.lexicons
@@ -288,17 +295,23 @@ class Detector:
             return []
         if rule.by_organisation and not state.by_organisation:
             return []
+        terms = [
+            (start, end, lexicon)
+            for lexicon in rule.terms
+            for start, end in self._terms(lexicon, state, located=lexicon in rule.located)
+        ]
+        if not terms:
+            return []  # most texts hold no health term: the anchors (and a name model) are never asked
         anchors = self._anchors(rule.anchor, state)
         if not anchors:
             return []
         groups: dict[int, list[tuple[int, int, str]]] = {}
-        for lexicon in rule.terms:
-            for start, end in self._terms(lexicon, state, located=lexicon in rule.located):
-                anchor = self._tied_anchor(rule.window, anchors, start, end, state)
-                if anchor is not None:
-                    group = groups.setdefault(state.sentence(start), [])
-                    group.append((start, end, lexicon))
-                    group.append((anchor[0], anchor[1], ""))
+        for start, end, lexicon in terms:
+            anchor = self._tied_anchor(rule.window, anchors, start, end, state)
+            if anchor is not None:
+                group = groups.setdefault(state.sentence(start), [])
+                group.append((start, end, lexicon))
+                group.append((anchor[0], anchor[1], ""))
         hits = []
         for spans in groups.values():
             start = min(s for s, _, _ in spans)
@@ -372,8 +385,11 @@ class Detector:
             found = [m.span() for m in self.relation.finditer(text)]
         elif anchor == "mention":
             found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
-        elif anchor == "name" and self.name:
-            found = [m.span() for m in self.name.finditer(text) if not self._is_staff(text, *m.span())]
+        elif anchor == "name":
+            spans = [m.span() for m in self.name.finditer(text)] if self.name else []
+            if self.person_finder is not None:
+                spans.extend(self.person_finder(text))
+            found = sorted({s for s in spans if not self._is_staff(text, *s)})
         state.anchors[anchor] = found
         return found
 
