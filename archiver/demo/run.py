@@ -114,4 +114,7 @@ def _run_and_report(config: Config, echo: Callable[[str], None]) -> RunResult:
             f"{account.new_versions} edits, {account.deletions} deletions, {account.media} media files"
         )
         echo(line + (f", error: {account.error}" if account.error else ""))
+    for notice in result.notices:
+        if notice.startswith("PHI scan"):
+            echo(f"  {notice}")
     return result
