@@ -56,7 +56,9 @@ def build_detector(config: Config | None) -> Detector:
         except OSError as exc:
             where = f"{config.path}: [scan] staff_file {scan.staff_file}"
             raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-    allow = AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
+    allow = AllowList.build(
+        scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff, config.archive.organisation
+    )
     finder = None
     if scan.spacy_model is not None:
         from .spacy_names import load_person_finder

@@ -89,6 +89,7 @@ class AllowList:
     addresses: tuple[str, ...] = ()
     staff: frozenset[str] = frozenset()
     staff_surnames: frozenset[str] = field(default=frozenset())
+    organisation_words: frozenset[str] = field(default=frozenset())  # "Riverside" is not a person
 
     @classmethod
     def build(
@@ -98,8 +99,10 @@ class AllowList:
         handles: Iterable[str] = (),
         addresses: Iterable[str] = (),
         staff: Iterable[str] = (),
+        organisation: str = "",
     ) -> AllowList:
         names = [" ".join(n.split()).lower() for n in staff if n.strip()]
+        own_words = {w.lower() for w in re.findall(r"[A-Za-z]+", organisation) if len(w) > 2}
         return cls(
             phones=frozenset(d for d in (phone_digits(p) for p in phones) if d),
             domains=tuple(d.lower().lstrip("@.") for d in domains if d.strip()),
@@ -107,6 +110,7 @@ class AllowList:
             addresses=tuple(normalise_address(a) for a in addresses if a.strip()),
             staff=frozenset(names),
             staff_surnames=frozenset(n.split()[-1] for n in names if len(n.split()) > 1),
+            organisation_words=frozenset(own_words),
         )
 
     def own_phone(self, digits: str) -> bool:
@@ -215,17 +219,28 @@ class Detector:
             relation_parts.append(
                 rf"(?i:\b(?:my|our|your)\s+(?:[\w'-]+\s+){{0,3}}?(?:{_alternation(relations)})(?!\w))"
             )
-        if lex.get("kin_names"):
-            relation_parts.append(rf"(?<![\w@])(?:{_alternation(lex['kin_names'])})(?![\w])")
+        kin = lex.get("kin_names", ())
+        if kin:
+            relation_parts.append(rf"(?<![\w@])(?:{_alternation(kin)})(?![\w])")
         self.relation = re.compile("|".join(relation_parts)) if relation_parts else None
+        # at a sentence's start, "my" is often left out: "hubby just got out of surgery"
+        self.kin_at_start = re.compile(rf"\W*((?i:{_alternation(kin)}))(?![\w])") if kin else None
         names = [n for n in lex.get("names", ()) if n[:1].isupper()]
         honorifics = [h.rstrip(".") for h in lex.get("honorifics", ())]
         name_parts = []
-        if names:
-            name_parts.append(rf"(?<![\w@])(?:{_alternation(names)})(?:\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)?(?![\w])")
+        if names:  # as written and capitalised ("Deshawn" for DeShawn), never in capitals ("ADA" is no Ada)
+            forms = {*names, *(n.capitalize() for n in names)}
+            name_parts.append(rf"(?<![\w@])(?:{_alternation(forms)})(?:\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)?(?![\w])")
         if honorifics:
             name_parts.append(rf"\b(?:{_alternation(set(honorifics))})\.?\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?")
+        cues = lex.get("name_cues", ())
+        if cues:
+            name_parts.append(
+                rf"(?i:\b(?:{_alternation(cues)}))[\s,:!-]+(?:(?i:baby|little|lil|sweet|dear|our|my)\s+)?"
+                rf"(?P<cued>[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)?)"
+            )
         self.name = re.compile("|".join(name_parts)) if name_parts else None
+        self.not_names = frozenset(w.lower() for w in lex.get("not_names", ()))
         self.topic_before = _words_before(lex.get("community_before", ()), r"(?:(?:the|a|an|your|our)\s+)?")
         self.workplace_before = _words_before(
             lex.get("workplace_before", ()), r"(?:in|at|on|for)\s+(?:(?:the|our|your|a|an|this|that)\s+)?"
@@ -383,10 +398,17 @@ class Detector:
             ]
         elif anchor == "relative" and self.relation:
             found = [m.span() for m in self.relation.finditer(text)]
+            if self.kin_at_start:
+                found.extend(m.span(1) for s in state.starts if (m := self.kin_at_start.match(text, s)))
         elif anchor == "mention":
             found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
         elif anchor == "name":
-            spans = [m.span() for m in self.name.finditer(text)] if self.name else []
+            spans = []
+            for match in self.name.finditer(text) if self.name else ():
+                if match.group("cued") is None:
+                    spans.append(match.span())
+                elif match.group("cued").split()[0].lower() not in self.not_names | self.allow.organisation_words:
+                    spans.append(match.span("cued"))
             if self.person_finder is not None:
                 spans.extend(self.person_finder(text))
             found = sorted({s for s in spans if not self._is_staff(text, *s)})
