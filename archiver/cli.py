@@ -302,14 +302,15 @@ def scan(
                 stream.close()
         return
     from .lock import archive_lock
+    from .progress import count_progress
     from .store import Store
 
     cfg = load_config(config or DEFAULT_CONFIG)
     detector = build_detector(cfg)
-    with archive_lock(cfg.archive.dir):
+    with archive_lock(cfg.archive.dir), count_progress(on_terminal(), "scanning versions") as on_progress:
         store = Store.open(cfg.archive.database, create=False)
         try:
-            outcome = append_scan(store, detector, mode="all" if all_versions else "new")
+            outcome = append_scan(store, detector, mode="all" if all_versions else "new", on_progress=on_progress)
         finally:
             store.close()
     typer.echo(outcome.summary())

@@ -69,6 +69,7 @@ class ScanConfig:
     own_addresses: tuple[str, ...] = ()
     staff: tuple[str, ...] = ()
     staff_file: Path | None = None
+    spacy_model: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
         own_addresses=tuple(scan.get("own_addresses", [])),
         staff=tuple(scan.get("staff", [])),
         staff_file=(base / staff_file).resolve() if staff_file else None,
+        spacy_model=(base / scan["spacy_model"]).resolve() if scan.get("spacy_model") else None,
     )
 
 
@@ -336,6 +338,7 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # own_addresses = ["100 River Road"]
 # staff = ["Helen Arbogast"]     # or staff_file = "/etc/archiver/staff.txt" (one name a line)
 # rule_files = ["/etc/archiver/rules/ours.yml"]   # extra rules and lexicon words (see README)
+# spacy_model = "/opt/models/en_core_web_sm/en_core_web_sm-3.8.0"   # optional: names from a spaCy model's folder
 
 # New high-severity flags announced after each run: links to Datasette, never the flagged text.
 # [alerts]

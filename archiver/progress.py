@@ -90,6 +90,18 @@ def verify_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+@contextmanager
+def count_progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar counting `label` (e.g. "scanning versions") on a terminal; a no-op callback otherwise."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total or None)
+
+
 def render_summary(result: RunResult, console: Console | None = None) -> None:
     """The run summary on stdout: a table on a terminal, plain lines otherwise (rich decides)."""
     console = console or Console()

@@ -247,3 +247,21 @@ def test_a_bad_rule_file_in_a_run_is_a_notice_and_the_captures_are_kept(tmp_path
     result = CliRunner().invoke(app, ["scan", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert conn.execute("SELECT count(*) FROM flags").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[alerts]\nseverity = "urgent"', "alerts.severity: 'urgent' is not one of low, medium, high"),
+        ('[alerts.email]\nsmtp_host = "mail"\nto = ["a@b.c"]', "alerts.email: 'from' is a required property"),
+        ('[alerts.webhook]\nurl = "ftp://x"', "alerts.webhook.url: 'ftp://x' is not valid"),
+        ('[scan]\nown_phone = ["1"]', "scan: unknown key own_phone"),
+    ],
+)
+def test_a_bad_alerts_or_scan_section_is_exit_2_naming_the_field(tmp_path, section, message):
+    path = tmp_path / "archiver.toml"
+    path.write_text(f'accounts = []\n[archive]\ndir = "arch"\n{section}\n', "utf-8")
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output, result.output
+    assert not (tmp_path / "arch").exists()

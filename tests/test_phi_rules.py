@@ -122,10 +122,22 @@ def test_the_organisations_own_identifiers_are_allow_listed(detector):
         ("Get well soon Maria! Hope the surgery went well.", "health-named"),
         ("Mrs. Tamura has been in the cardiac unit for a week", "health-named"),
         ("@lena_m hope your chemo goes ok tomorrow", "health-named"),
+        ("Praying for Bartholomew, the transplant is tomorrow", "health-named"),
+        ("Anyone know if Deshawn got his MRI results back?", "health-named"),
+        ("mother-in-law is in the ICU since Sunday", "health-relative"),
+        ("Grandpa is in the hospice, can we visit?", "health-relative"),
+        ("Im diabetic and need a new meter", "health-self"),
     ],
 )
 def test_health_terms_tied_to_a_person_are_flagged(detector, text, category):
     assert category in categories(detector, text)
+
+
+def test_a_cue_before_the_organisation_or_everyone_is_not_a_person():
+    detector = Detector(load_rules(), AllowList.build(organisation="Riverside Community Clinic"))
+    assert detector.detect("Congratulations to Riverside on the new cancer center!") == []
+    assert detector.detect("Congrats to Everyone who ran the cancer walk") == []
+    assert detector.detect("The ADA publishes diabetes guidelines") == []
 
 
 def test_my_before_a_relative_is_the_relative_not_the_author(detector):

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import ArchiverError
-from ..scan.archive import allow_list
+from ..scan.archive import detector_for
 from ..scan.engine import Detector
-from ..scan.rules import is_signal, load_rules, select_rules
+from ..scan.rules import is_signal
 from ..store import Store
 from ..warc import iso, utcnow
 from .register import current_consents
@@ -231,10 +231,7 @@ def find_consent_flags(
 def build_signal_detector(config: Config | None) -> Detector:
     """The patient-content signals: the built-in consent.yml (with the shared lexicons) and the patient-*
     rules of the organisation's rule files, with its allow-lists (staff are never a named patient)."""
-    if config is None:
-        return Detector(select_rules(load_rules(builtin=SIGNAL_RULE_FILES), is_signal))
-    rules = select_rules(load_rules(config.scan.rule_files, builtin=SIGNAL_RULE_FILES), is_signal)
-    return Detector(rules, allow_list(config))
+    return detector_for(config, is_signal, SIGNAL_RULE_FILES)
 
 
 def append_consent_check(

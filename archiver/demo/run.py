@@ -126,6 +126,6 @@ def _run_and_report(config: Config, echo: Callable[[str], None]) -> RunResult:
         )
         echo(line + (f", error: {account.error}" if account.error else ""))
     for notice in result.notices:
-        if notice.startswith("consent check"):
+        if notice.startswith(("PHI scan", "consent check")):
             echo(f"  {notice}")
     return result

@@ -20,7 +20,7 @@ from ..errors import ArchiverError, ConfigError
 from ..store import Store
 from ..warc import iso, utcnow
 from .engine import AllowList, Detector
-from .rules import is_signal, load_rules, select_rules
+from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
 
 log = logging.getLogger("archiver.scan")
 
@@ -47,14 +47,16 @@ class ScanOutcome:
 def build_detector(config: Config | None) -> Detector:
     """The built-in rules plus the organisation's rule files and allow-lists from `config` (None: built-in).
     Patient-content signals (the consent check's) are left out."""
+    return detector_for(config, lambda category: not is_signal(category))
+
+
+def detector_for(
+    config: Config | None, keep: Callable[[str], bool], builtin: tuple[str, ...] = BUILTIN_FILES
+) -> Detector:
+    """A detector of the rules whose category `keep` accepts, from the built-in files `builtin` and the
+    organisation's rule files, with its allow-lists and person finder (None: built-in rules only)."""
     if config is None:
-        return Detector(select_rules(load_rules(), lambda category: not is_signal(category)))
-    rules = select_rules(load_rules(config.scan.rule_files), lambda category: not is_signal(category))
-    return Detector(rules, allow_list(config))
-
-
-def allow_list(config: Config) -> AllowList:
-    """The organisation's own identifiers and staff from `[scan]`: never a flag, never an anchor."""
+        return Detector(select_rules(load_rules(builtin=builtin), keep))
     scan = config.scan
     staff = list(scan.staff)
     if scan.staff_file is not None:
@@ -63,7 +65,15 @@ def allow_list(config: Config) -> AllowList:
         except OSError as exc:
             where = f"{config.path}: [scan] staff_file {scan.staff_file}"
             raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-    return AllowList.build(scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff)
+    allow = AllowList.build(
+        scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff, config.archive.organisation
+    )
+    finder = None
+    if scan.spacy_model is not None:
+        from .spacy_names import load_person_finder
+
+        finder = load_person_finder(scan.spacy_model, f"{config.path}: [scan]")
+    return Detector(select_rules(load_rules(scan.rule_files, builtin=builtin), keep), allow, finder)
 
 
 def append_scan(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .rules import ContextRule, PatternRule, RuleSet
@@ -89,6 +89,7 @@ class AllowList:
     addresses: tuple[str, ...] = ()
     staff: frozenset[str] = frozenset()
     staff_surnames: frozenset[str] = field(default=frozenset())
+    organisation_words: frozenset[str] = field(default=frozenset())  # "Riverside" is not a person
 
     @classmethod
     def build(
@@ -98,8 +99,10 @@ class AllowList:
         handles: Iterable[str] = (),
         addresses: Iterable[str] = (),
         staff: Iterable[str] = (),
+        organisation: str = "",
     ) -> AllowList:
         names = [" ".join(n.split()).lower() for n in staff if n.strip()]
+        own_words = {w.lower() for w in re.findall(r"[A-Za-z]+", organisation) if len(w) > 2}
         return cls(
             phones=frozenset(d for d in (phone_digits(p) for p in phones) if d),
             domains=tuple(d.lower().lstrip("@.") for d in domains if d.strip()),
@@ -107,6 +110,7 @@ class AllowList:
             addresses=tuple(normalise_address(a) for a in addresses if a.strip()),
             staff=frozenset(names),
             staff_surnames=frozenset(n.split()[-1] for n in names if len(n.split()) > 1),
+            organisation_words=frozenset(own_words),
         )
 
     def own_phone(self, digits: str) -> bool:
@@ -190,8 +194,15 @@ class _Text:
 class Detector:
     """Finds PHI / policy hits in short texts. Build once (compiles every rule), then call `detect`."""
 
-    def __init__(self, rules: RuleSet, allow: AllowList | None = None):
+    def __init__(
+        self,
+        rules: RuleSet,
+        allow: AllowList | None = None,
+        person_finder: Callable[[str], list[tuple[int, int]]] | None = None,
+    ):
+        """`person_finder` (optional) adds the person names it finds (e.g. a spaCy model's) to the lexicon's."""
         self.rules = rules
+        self.person_finder = person_finder
         self.version = rules.version
         self.allow = allow or AllowList()
         lex = rules.lexicons
@@ -208,17 +219,28 @@ class Detector:
             relation_parts.append(
                 rf"(?i:\b(?:my|our|your)\s+(?:[\w'-]+\s+){{0,3}}?(?:{_alternation(relations)})(?!\w))"
             )
-        if lex.get("kin_names"):
-            relation_parts.append(rf"(?<![\w@])(?:{_alternation(lex['kin_names'])})(?![\w])")
+        kin = lex.get("kin_names", ())
+        if kin:
+            relation_parts.append(rf"(?<![\w@])(?:{_alternation(kin)})(?![\w])")
         self.relation = re.compile("|".join(relation_parts)) if relation_parts else None
+        # at a sentence's start, "my" is often left out: "hubby just got out of surgery"
+        self.kin_at_start = re.compile(rf"\W*((?i:{_alternation(kin)}))(?![\w])") if kin else None
         names = [n for n in lex.get("names", ()) if n[:1].isupper()]
         honorifics = [h.rstrip(".") for h in lex.get("honorifics", ())]
         name_parts = []
-        if names:
-            name_parts.append(rf"(?<![\w@])(?:{_alternation(names)})(?:\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)?(?![\w])")
+        if names:  # as written and capitalised ("Deshawn" for DeShawn), never in capitals ("ADA" is no Ada)
+            forms = {*names, *(n.capitalize() for n in names)}
+            name_parts.append(rf"(?<![\w@])(?:{_alternation(forms)})(?:\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)?(?![\w])")
         if honorifics:
             name_parts.append(rf"\b(?:{_alternation(set(honorifics))})\.?\s+[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?")
+        cues = lex.get("name_cues", ())
+        if cues:
+            name_parts.append(
+                rf"(?i:\b(?:{_alternation(cues)}))[\s,:!-]+(?:(?i:baby|little|lil|sweet|dear|our|my)\s+)?"
+                rf"(?P<cued>[A-Z][a-z'’]+(?:\s+[A-Z][a-z'’]+)?)"
+            )
         self.name = re.compile("|".join(name_parts)) if name_parts else None
+        self.not_names = frozenset(w.lower() for w in lex.get("not_names", ()))
         self.topic_before = _words_before(lex.get("community_before", ()), r"(?:(?:the|a|an|your|our)\s+)?")
         self.workplace_before = _words_before(
             lex.get("workplace_before", ()), r"(?:in|at|on|for)\s+(?:(?:the|our|your|a|an|this|that)\s+)?"
@@ -288,17 +310,23 @@ class Detector:
             return []
         if rule.by_organisation and not state.by_organisation:
             return []
+        terms = [
+            (start, end, lexicon)
+            for lexicon in rule.terms
+            for start, end in self._terms(lexicon, state, located=lexicon in rule.located)
+        ]
+        if not terms:
+            return []  # most texts hold no health term: the anchors (and a name model) are never asked
         anchors = self._anchors(rule.anchor, state)
         if not anchors:
             return []
         groups: dict[int, list[tuple[int, int, str]]] = {}
-        for lexicon in rule.terms:
-            for start, end in self._terms(lexicon, state, located=lexicon in rule.located):
-                anchor = self._tied_anchor(rule.window, anchors, start, end, state)
-                if anchor is not None:
-                    group = groups.setdefault(state.sentence(start), [])
-                    group.append((start, end, lexicon))
-                    group.append((anchor[0], anchor[1], ""))
+        for start, end, lexicon in terms:
+            anchor = self._tied_anchor(rule.window, anchors, start, end, state)
+            if anchor is not None:
+                group = groups.setdefault(state.sentence(start), [])
+                group.append((start, end, lexicon))
+                group.append((anchor[0], anchor[1], ""))
         hits = []
         for spans in groups.values():
             start = min(s for s, _, _ in spans)
@@ -370,10 +398,20 @@ class Detector:
             ]
         elif anchor == "relative" and self.relation:
             found = [m.span() for m in self.relation.finditer(text)]
+            if self.kin_at_start:
+                found.extend(m.span(1) for s in state.starts if (m := self.kin_at_start.match(text, s)))
         elif anchor == "mention":
             found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
-        elif anchor == "name" and self.name:
-            found = [m.span() for m in self.name.finditer(text) if not self._is_staff(text, *m.span())]
+        elif anchor == "name":
+            spans = []
+            for match in self.name.finditer(text) if self.name else ():
+                if match.group("cued") is None:
+                    spans.append(match.span())
+                elif match.group("cued").split()[0].lower() not in self.not_names | self.allow.organisation_words:
+                    spans.append(match.span("cued"))
+            if self.person_finder is not None:
+                spans.extend(self.person_finder(text))
+            found = sorted({s for s in spans if not self._is_staff(text, *s)})
         state.anchors[anchor] = found
         return found
 
