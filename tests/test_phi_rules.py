@@ -266,3 +266,10 @@ def test_builtin_files_parse_the_same_with_libyaml_and_the_strict_loader():
         raw = (Path(__file__).resolve().parent.parent / "archiver" / "scan" / "rules" / name).read_text("utf-8")
         strict = yaml.load(raw, Loader=yaml.SafeLoader)  # noqa: S506
         assert yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == strict  # noqa: S506
+
+
+def test_a_text_whose_lower_case_changes_length_still_finds_terms_at_the_right_place(detector):
+    text = "İstanbul trip cancelled: my ASTHMA flared up"  # "İ".lower() is two characters
+    assert len(text.lower()) != len(text)
+    [hit] = detector.detect(text)
+    assert (hit.category, hit.matched) == ("health-self", "my ASTHMA")
