@@ -62,6 +62,16 @@ def categories(detector: Detector, text: str, kind: str | None = None, author: s
         ("https://portal.example.com/results?patient_id=4482913", "url-id", None),
         ("https://records.example.org/patients/7730021/summary", "url-id", None),
         ("the patient in room 4 is loud", "located-person", "patient in room 4"),
+        ("call (555)2017734", "phone", "(555)2017734"),
+        ("my number 555 2017", "phone", "555 2017"),
+        ("mobile: 07912 345678", "phone", "07912 345678"),
+        ("pt id 4471920", "mrn", "4471920"),
+        ("ID# W123456789", "member-id", "W123456789"),
+        ("insurance id number: ZGP123456789", "member-id", "ZGP123456789"),
+        ("DOB 5 January 1980", "dob", "5 January 1980"),
+        ("born 1/5/80", "dob", "1/5/80"),
+        ("I live at 123 N. Main St.", "address", "123 N. Main St."),
+        ("https://portal.example.org/appointments?user_id=99812", "url-id", None),
     ],
 )
 def test_structured_identifier_is_found_with_its_span(detector, text, category, matched):
