@@ -62,6 +62,16 @@ def categories(detector: Detector, text: str, kind: str | None = None, author: s
         ("https://portal.example.com/results?patient_id=4482913", "url-id", None),
         ("https://records.example.org/patients/7730021/summary", "url-id", None),
         ("the patient in room 4 is loud", "located-person", "patient in room 4"),
+        ("call (555)2017734", "phone", "(555)2017734"),
+        ("my number 555 2017", "phone", "555 2017"),
+        ("mobile: 07912 345678", "phone", "07912 345678"),
+        ("pt id 4471920", "mrn", "4471920"),
+        ("ID# W123456789", "member-id", "W123456789"),
+        ("insurance id number: ZGP123456789", "member-id", "ZGP123456789"),
+        ("DOB 5 January 1980", "dob", "5 January 1980"),
+        ("born 1/5/80", "dob", "1/5/80"),
+        ("I live at 123 N. Main St.", "address", "123 N. Main St."),
+        ("https://portal.example.org/appointments?user_id=99812", "url-id", None),
     ],
 )
 def test_structured_identifier_is_found_with_its_span(detector, text, category, matched):
@@ -266,3 +276,10 @@ def test_builtin_files_parse_the_same_with_libyaml_and_the_strict_loader():
         raw = (Path(__file__).resolve().parent.parent / "archiver" / "scan" / "rules" / name).read_text("utf-8")
         strict = yaml.load(raw, Loader=yaml.SafeLoader)  # noqa: S506
         assert yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == strict  # noqa: S506
+
+
+def test_a_text_whose_lower_case_changes_length_still_finds_terms_at_the_right_place(detector):
+    text = "İstanbul trip cancelled: my ASTHMA flared up"  # "İ".lower() is two characters
+    assert len(text.lower()) != len(text)
+    [hit] = detector.detect(text)
+    assert (hit.category, hit.matched) == ("health-self", "my ASTHMA")

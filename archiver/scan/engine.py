@@ -153,21 +153,46 @@ def _trie_regex(node: dict) -> str:
     return f"(?:{body})?" if ends else body  # a word may end here: try the longer ones first
 
 
-def lexicon_regex(entries: Iterable[str]) -> re.Pattern[str] | None:
+@dataclass(frozen=True)
+class LexiconRegex:
+    """A lexicon compiled three ways: capitals as written, the rest in lower case (matched against the
+    lower-cased text: Python's re is several times slower with IGNORECASE), and "re:" expressions."""
+
+    exact: re.Pattern[str] | None
+    lower: re.Pattern[str] | None
+    folded: re.Pattern[str] | None  # the same as `lower`, ignoring case, for texts lower() changes in length
+    expressions: re.Pattern[str] | None
+
+    def spans(self, text: str, lowered: str | None) -> list[tuple[int, int]]:
+        found = []
+        if self.exact:
+            found.extend(m.span() for m in self.exact.finditer(text))
+        if self.lower and lowered is not None:
+            found.extend(m.span() for m in self.lower.finditer(lowered))
+        elif self.folded:
+            found.extend(m.span() for m in self.folded.finditer(text))
+        if self.expressions:
+            found.extend(m.span() for m in self.expressions.finditer(text))
+        return sorted(found)
+
+
+def lexicon_regex(entries: Iterable[str]) -> LexiconRegex:
     """Entries in capitals match only in capitals; "re:" entries are expressions (ignoring case); the others
     ignore case and also match a plural."""
     entries = list(entries)
     expressions = [e[3:] for e in entries if e.startswith("re:")]
     words = [e for e in entries if not e.startswith("re:")]
     exact = [e for e in words if e.upper() == e and any(c.isalpha() for c in e)]
-    folded = [e for e in words if e not in exact]
-    parts = []
-    if exact:
-        parts.append(rf"(?<![\w]){'(?:' + _alternation(exact) + ')'}(?![\w])")
-    if folded:
-        parts.append(rf"(?i:(?<![\w])(?:{_alternation(folded)})(?:s|es)?(?![\w]))")
-    parts.extend(rf"(?i:(?<![\w])(?:{e})(?![\w]))" for e in expressions)
-    return re.compile("|".join(parts)) if parts else None
+    folded = {e.lower() for e in words if e not in exact}
+    lower = rf"(?<![\w])(?:{_alternation(folded)})(?:s|es)?(?![\w])" if folded else ""
+    return LexiconRegex(
+        exact=re.compile(rf"(?<![\w])(?:{_alternation(exact)})(?![\w])") if exact else None,
+        lower=re.compile(lower) if folded else None,
+        folded=re.compile(lower, re.IGNORECASE) if folded else None,
+        expressions=re.compile("|".join(rf"(?i:(?<![\w])(?:{e})(?![\w]))" for e in expressions))
+        if expressions
+        else None,
+    )
 
 
 def _words_before(entries: Iterable[str], tail: str) -> re.Pattern[str] | None:
@@ -184,7 +209,9 @@ class _Text:
     kind: str | None
     by_organisation: bool
     starts: list[int]
+    lowered: str | None = None  # text.lower() when it keeps every offset
     anchors: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    raw_terms: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     terms: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def sentence(self, pos: int) -> int:
@@ -269,7 +296,8 @@ class Detector:
                     hits.append(hit)
         if self.rules.context:
             own = bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles
-            state = _Text(text, kind, own, self._sentence_starts(text))
+            lowered = text.lower()
+            state = _Text(text, kind, own, self._sentence_starts(text), lowered if len(lowered) == len(text) else None)
             for rule in self.rules.context:
                 hits.extend(self._context_hits(rule, state))
         hits.sort(key=lambda h: (h.start, h.end, h.rule_id))
@@ -362,11 +390,11 @@ class Detector:
         key = f"{lexicon}@" if located else lexicon
         if key in state.terms:
             return state.terms[key]
-        regex = self.term_regex.get(lexicon)
+        if lexicon not in state.raw_terms:
+            state.raw_terms[lexicon] = self.term_regex[lexicon].spans(state.text, state.lowered)
         found = []
         text = state.text
-        for match in regex.finditer(text) if regex else ():
-            start, end = match.span()
+        for start, end in state.raw_terms[lexicon]:
             if lexicon not in UNSUPPRESSED and self.community and self.community.match(text, end):
                 continue
             if self.topic_before and self.topic_before.search(text, max(0, start - 40), start):
