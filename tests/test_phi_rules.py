@@ -283,3 +283,17 @@ def test_a_text_whose_lower_case_changes_length_still_finds_terms_at_the_right_p
     assert len(text.lower()) != len(text)
     [hit] = detector.detect(text)
     assert (hit.category, hit.matched) == ("health-self", "my ASTHMA")
+
+
+@pytest.mark.parametrize(
+    ("organisation", "person"),
+    [
+        ("Call us at 555-201-7734 any time", "Call me at 555-201-7734 any time"),
+        ("Our billing line: (312) 555-0148", "My cell: (312) 555-0148"),
+        ("email us at help@clinic-partner.org", "email me at help@clinic-partner.org"),
+        ("Questions? Contact us on +44 20 7946 0958", "Questions? Text me on +44 20 7946 0958"),
+    ],
+)
+def test_a_number_or_address_offered_as_the_organisations_is_not_a_persons(detector, organisation, person):
+    assert detector.detect(organisation) == []
+    assert len(detector.detect(person)) == 1

@@ -273,6 +273,10 @@ class Detector:
             lex.get("workplace_before", ()), r"(?:in|at|on|for)\s+(?:(?:the|our|your|a|an|this|that)\s+)?"
         )
         self.generic_you = _words_before(lex.get("generic_you_before", ()), "")
+        org_cues = lex.get("organisation_cues", ())
+        self.organisation_before = (
+            re.compile(rf"(?i:\b(?:{_alternation(org_cues)})\s*(?:(?:is|at|on|:|-)\s*)*)$") if org_cues else None
+        )
         titles = [t.rstrip(".") for t in lex.get("staff_titles", ())]
         self.staff_before = re.compile(rf"(?i:\b(?:{_alternation(set(titles))})\.?\s*)$") if titles else None
 
@@ -294,6 +298,12 @@ class Detector:
                 if key not in seen:
                     seen.add(key)
                     hits.append(hit)
+        # a span inside a longer one of the same category is the same identifier ("555-0148" in a full number)
+        hits = [
+            h
+            for h in hits
+            if not any(o is not h and o.category == h.category and o.start <= h.start and h.end <= o.end for o in hits)
+        ]
         if self.rules.context:
             own = bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles
             lowered = text.lower()
@@ -319,7 +329,13 @@ class Detector:
                 continue
             if rule.allow and self._allowed(rule.allow, found):
                 continue
+            if rule.allow in ("phone", "email") and self._organisation_offered(text, start):
+                continue
             yield Hit(rule.id, rule.category, rule.severity, start, end, found, rule.reason)
+
+    def _organisation_offered(self, text: str, start: int) -> bool:
+        """ "Call us at ...", "our billing line ...": a number or address an organisation gives out."""
+        return bool(self.organisation_before and self.organisation_before.search(text, max(0, start - 40), start))
 
     def _allowed(self, allow: str, found: str) -> bool:
         if allow == "phone":
