@@ -543,7 +543,7 @@ class GraphRun:
             created_at=graph_time(message.get("created_time")),
             conversation_key=conv_key,
             author_id=str(author["id"]) if author.get("id") else None,
-            author_handle=author.get("username") or author.get("email"),
+            author_handle=author.get("username"),
             author_name=author.get("name"),
             visibility="direct",
             media=tuple(media),
