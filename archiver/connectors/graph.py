@@ -388,6 +388,7 @@ MESSAGE_FIELDS = (
 )
 CONVERSATION_FIELDS = "id,updated_time,link,participants,message_count"
 CONVERSATIONS_CURSOR = "conversations_newest_updated_time"
+MESSAGES_IN_DETAIL = 20
 
 
 class GraphRun:
@@ -498,11 +499,15 @@ class GraphRun:
                 oldest = min(oldest or created, created)
                 present.add(self.key(str(message["id"])))
                 yield from self.observe_message(message, exchange.ref, conv_key)
-        # Only messages the listing must have held (as new as its oldest) prove anything by their absence.
+        # The listing completed. Meta serves only a conversation's most recent messages in detail, so in a long
+        # one only messages as new as the oldest listed must have been there; a short one must hold them all.
+        whole = len(present) < MESSAGES_IN_DETAIL
         missing = [
             known
             for known in self.state.known_items(conversation_key=conv_key)
-            if not known.deleted and known.item_key not in present and oldest and (known.created_at or "") >= oldest
+            if not known.deleted
+            and known.item_key not in present
+            and (whole or (oldest and (known.created_at or "") >= oldest))
         ]
 
         def again(known: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:

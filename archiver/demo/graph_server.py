@@ -501,6 +501,7 @@ class SampleGraphServer:
         self.expired_tokens: set[str] = set()
         self.moderate = True  # the token may read comments' is_hidden
         self.call_budget = call_budget  # calls per run of the server before usage reaches 100%
+        self.reported_usage: int | None = None  # a fixed percentage for the usage headers, instead of the count
         self.calls = 0
         self.faults: list[Fault] = []
         self.throttles: list[Throttle] = []
@@ -540,7 +541,8 @@ class SampleGraphServer:
         return {"error": body}
 
     def _usage_headers(self, regain_minutes: int = 0, full: bool = False) -> dict[str, str]:
-        percent = 100 if full else min(100, self.calls * 100 // max(self.call_budget, 1))
+        percent = min(100, self.calls * 100 // max(self.call_budget, 1))
+        percent = 100 if full else (self.reported_usage if self.reported_usage is not None else percent)
         app = {"call_count": percent, "total_cputime": percent // 2, "total_time": percent // 2}
         owner = next((n["id"] for n in self.state.nodes.values() if n["_kind"] == "page"), "0")
         buc = {
