@@ -157,10 +157,19 @@ def _warc_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+def _capture_order(path: Path) -> tuple[str, str]:
+    """A file's place in capture order: its warcinfo's WARC-Date (microseconds; file names have only seconds,
+    and two runs can start within one second), then its name (a run's rotated files share their warcinfo date)."""
+    with open(path, "rb") as fh:
+        for record in ArchiveIterator(fh, no_record_parse=True):
+            return record.rec_headers.get_header("WARC-Date") or "", path.name
+    return "", path.name
+
+
 def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
     """Every run found in the WARC files, in capture order, with each account's exchanges."""
     current: _RunRecords | None = None
-    for path in sorted(warc_dir.glob("*.warc.gz")):
+    for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
         with open(path, "rb") as fh:
             iterator = ArchiveIterator(fh, no_record_parse=True)
             pending_requests: dict[str, CaptureRef] = {}
