@@ -120,6 +120,9 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: {error.message}; add it"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    forbidden = error.validator_value if error.validator == "not" else None
+    if isinstance(forbidden, dict) and forbidden.get("description"):
+        return f"{where}: {forbidden['description']}"  # the schema says which combination is refused
     if error.validator == "pattern":
         hint = error.schema.get("description", "")
         return f"{where}: {error.instance!r} is not valid. {hint}".strip()

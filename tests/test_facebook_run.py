@@ -323,11 +323,23 @@ def test_appsecret_proof_is_sent_and_never_written(tmp_path, monkeypatch):
         hospital.stop()
 
 
-def test_bad_graph_version_is_bad_input(hospital, page):
-    config = hospital.config("facebook").read_text().replace('graph_version = "v26.0"', 'graph_version = "26"')
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ('graph_version = "26"', "options.graph_version: '26' is not valid"),
+        ('page_id = "riverside"', "options.page_id: 'riverside' is not valid"),
+        ('posts_edge = "timeline"', "options.posts_edge: 'timeline' is not one of feed, published_posts"),
+        ('app_secret_env = "A", app_secret_file = "b"', "set only one of app_secret_env or app_secret_file"),
+        ("since = 3", "unknown key since"),
+    ],
+)
+def test_bad_options_are_bad_input(hospital, page, options, message):
     path = hospital.tmp_path / "bad.toml"
-    path.write_text(config)
+    text = hospital.config("facebook").read_text()
+    text = text.replace(f'page_id = "{hospital.page["id"]}", graph_version = "v26.0"', options)
+    path.write_text(text)
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--quiet"])
     assert result.exit_code == 2
-    assert "options.graph_version" in result.output and "'26'" in result.output
+    assert message in result.output and str(path) in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not (hospital.tmp_path / "arch").exists()
