@@ -127,6 +127,21 @@ def test_media_paging_and_rerun_without_changes(hospital):
     assert hospital.rows(counts) == before
 
 
+def test_signed_cdn_urls_that_change_make_no_new_versions_or_downloads(hospital, feed):
+    hospital.server.signed_media_urls = True
+    assert hospital.run("instagram")[0] == 0
+    counts = "SELECT (SELECT count(*) FROM item_versions), (SELECT count(*) FROM media_files)"
+    before = hospital.rows(counts)
+    downloads = len([p for p, _, _ in hospital.server.requests_log if p.startswith("/cdn/")])
+    assert before[0][1] == 7 and downloads == 7
+    assert hospital.run("instagram")[0] == 0  # every answer now carries new signatures
+    assert hospital.rows(counts) == before
+    assert len([p for p, _, _ in hospital.server.requests_log if p.startswith("/cdn/")]) == downloads
+    media = json.loads(hospital.rows("SELECT media FROM item_versions WHERE kind='post' LIMIT 1")[0][0])
+    assert all("?" not in m["url"] for m in media)
+    hospital.assert_rebuild_equal("instagram")
+
+
 def test_caption_edit_and_hiding_between_runs_make_new_versions(hospital, feed):
     assert hospital.run("instagram")[0] == 0
     hospital.state.edit_caption(feed["image"]["id"], "Meet our wonderful nurses #nursesweek")

@@ -314,6 +314,11 @@ class GraphClient:
         if exchange.status == 200:
             return GraphAnswer(exchange, exchange.json(), None)
         error = parse_graph_error(exchange.status, exchange.body)
+        if error is None and exchange.status == 401:
+            raise AuthError(
+                f"account {self.account.name}: Graph API refused the access token from "
+                f"{self.account.credential_ref} (HTTP 401); renew the token"
+            )
         if error is None:
             raise PlatformError(
                 f"GET {exchange.url}: HTTP {exchange.status} without a Graph error envelope "
@@ -445,16 +450,21 @@ class GraphRun:
 
     # -- media -----------------------------------------------------------------------------------------------
     def fetch_media(self, entries: list[dict[str, Any]]) -> Iterator[Observation]:
-        """Download each media URL into the WARC once (never with the token: it is a CDN); returns the entries."""
+        """Download each media file into the WARC once (never with the token: it is a CDN); returns the entries.
+
+        Meta's CDN URLs carry signatures that change from one answer to the next: the file is known by its URL
+        without the query (the entry's `url`, part of the content digest), and fetched by the full one."""
         out = []
         for entry in entries:
-            url = entry.get("url")
-            if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
+            fetch_url = entry.get("url")
+            url = fetch_url.split("?", 1)[0] if fetch_url else None
+            entry = {**entry, "url": url}
+            if fetch_url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = self.session.get(url, auth=False, ok=(200, 403, 404, 410))
+                exchange = self.session.get(fetch_url, auth=False, ok=(200, 403, 404, 410))
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
-                    entry = {**entry, "sha256": digest}
+                    entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
                 else:
                     yield Notice(f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it")

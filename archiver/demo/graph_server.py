@@ -500,6 +500,7 @@ class SampleGraphServer:
         self._app_secret = app_secret
         self.expired_tokens: set[str] = set()
         self.moderate = True  # the token may read comments' is_hidden
+        self.signed_media_urls = False  # media URLs carry a fresh signature query in every answer, as Meta's CDN
         self.call_budget = call_budget  # calls per run of the server before usage reaches 100%
         self.reported_usage: int | None = None  # a fixed percentage for the usage headers, instead of the count
         self.calls = 0
@@ -605,7 +606,11 @@ class SampleGraphServer:
                         self.send(200, data, ctype="video/mp4" if parts.path.endswith(".mp4") else "image/png")
                     return
                 status, value, extra = server._answer(parts.path, query, self.headers.get("Authorization", ""))
-                self.send(status, json.dumps(value).encode("utf-8"), extra)
+                body = json.dumps(value)
+                if server.signed_media_urls:
+                    signature = f"?oh={secrets.token_hex(8)}&oe={secrets.token_hex(4)}"
+                    body = re.sub(rf'({re.escape(MEDIA_PREFIX)}[^"?]+)', lambda m: m[1] + signature, body)
+                self.send(status, body.encode("utf-8"), extra)
 
         return Handler
 
