@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.config import load_config
 from archiver.demo.graph_server import Fault, Throttle
 from tests.graph_clinic import ANN, BOB, TOKEN, Hospital, ago, fb_key
 
@@ -343,3 +344,19 @@ def test_bad_options_are_bad_input(hospital, page, options, message):
     assert message in result.output and str(path) in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (hospital.tmp_path / "arch").exists()
+
+
+def test_doctor_checks_both_graph_tokens_without_archiving_or_showing_them(hospital, page, monkeypatch):
+    from archiver import doctor
+
+    monkeypatch.setattr(doctor, "WARN_FREE_BYTES", 0)
+    monkeypatch.setattr(doctor, "MIN_FREE_BYTES", 0)
+    checks = {c.name: c for c in doctor.run_doctor(load_config(hospital.config("both")))}
+    assert checks["account hospital-facebook"].status == "ok"
+    assert "accepted (Riverside Hospital)" in checks["account hospital-instagram"].message
+    hospital.server.expired_tokens.add(TOKEN)
+    checks = {c.name: c for c in doctor.run_doctor(load_config(hospital.config("both")))}
+    failed = checks["account hospital-facebook"]
+    assert failed.status == "fail" and "refused the token from $PAGE_TOKEN" in failed.message
+    assert "190, subcode 463" in failed.message and "renew" in failed.message and TOKEN not in failed.message
+    assert not hospital.archive.exists()
