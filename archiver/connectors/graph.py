@@ -254,7 +254,7 @@ def check_graph_credential(account: AccountConfig, token: str, timeout: float, f
         raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
     if response.status_code != 200:
         error = parse_graph_error(response.status_code, response.content)
-        if error is not None and error.code in AUTH_CODES or response.status_code == 401:
+        if (error is not None and error.code in AUTH_CODES) or response.status_code == 401:
             detail = error.describe() if error else f"HTTP {response.status_code}"
             raise AuthError(
                 f"account {account.name}: Graph API refused the token from {account.credential_ref} ({detail}); "
