@@ -240,6 +240,9 @@ def test_throttled_longer_than_the_allowed_wait_gives_up_clearly(hospital, page,
     assert "throttled" in output and "max_rate_limit_wait of 900s" in output
     outcome = dict(hospital.rows("SELECT account, status FROM account_runs"))
     assert outcome == {"hospital-facebook": "failed", "hospital-instagram": "ok"}
+    # The next run resumes once the limit has passed.
+    assert hospital.run("facebook")[0] == 0
+    assert hospital.rows("SELECT count(*) FROM items WHERE platform='facebook'") == [(9,)]
 
 
 def test_slows_down_as_usage_nears_the_limit(hospital, page, monkeypatch):
@@ -360,3 +363,20 @@ def test_doctor_checks_both_graph_tokens_without_archiving_or_showing_them(hospi
     assert failed.status == "fail" and "refused the token from $PAGE_TOKEN" in failed.message
     assert "190, subcode 463" in failed.message and "renew" in failed.message and TOKEN not in failed.message
     assert not hospital.archive.exists()
+
+
+def test_init_example_for_facebook_and_instagram_is_valid_once_uncommented(tmp_path):
+    from archiver.config import EXAMPLE_CONFIG
+
+    block = EXAMPLE_CONFIG.split("# A Facebook Page and an Instagram", 1)[1].split("\n", 1)[1]
+    text = EXAMPLE_CONFIG.replace(block, "\n".join(line.removeprefix("# ") for line in block.splitlines()) + "\n")
+    path = tmp_path / "archiver.toml"
+    path.write_text(text)
+    accounts = {a.name: a for a in load_config(path).accounts}
+    assert accounts["clinic-facebook"].options == {
+        "page_id": "104123456789012",
+        "graph_version": "v26.0",
+        "posts_edge": "feed",
+        "hidden_status": True,
+    }
+    assert accounts["clinic-instagram"].options["graph_version"] == "v26.0"
