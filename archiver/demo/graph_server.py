@@ -302,7 +302,7 @@ class GraphState:
                 "text": text,
                 "timestamp": graph_time(created),
                 "username": username,
-                "from": {"id": str(abs(hash(username)) % 10**15), "username": username},
+                "from": {"id": str(int(hashlib.sha256(username.encode()).hexdigest()[:12], 16)), "username": username},
                 "hidden": hidden,
                 "like_count": 0,
                 "media": {"id": media["id"]},
