@@ -294,6 +294,7 @@ def test_hidden_status_refused_archives_comments_without_it(hospital, page):
     notices = json.loads(summary)["accounts"][0]["notices"]
     assert len(notices) == 1 and "(#10)" in notices[0] and "without their hidden status" in notices[0]
     assert hospital.rows("SELECT count(*) FROM item_versions WHERE kind='comment' AND visibility IS NULL") == [(4,)]
+    hospital.assert_rebuild_equal("facebook")  # the refusal and the second reading replay the same way
 
 
 def test_token_never_written_and_warcs_check_and_rebuild(hospital, page):
