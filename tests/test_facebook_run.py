@@ -243,6 +243,7 @@ def test_throttled_longer_than_the_allowed_wait_gives_up_clearly(hospital, page,
     # The next run resumes once the limit has passed.
     assert hospital.run("facebook")[0] == 0
     assert hospital.rows("SELECT count(*) FROM items WHERE platform='facebook'") == [(9,)]
+    hospital.assert_rebuild_equal("both")  # the replay gives up where the live run did, then resumes alike
 
 
 def test_slows_down_as_usage_nears_the_limit(hospital, page, monkeypatch):
