@@ -259,6 +259,8 @@ def status(
         line += f"+{acc['new_versions']} versions, {acc['deletions']} deletions)"
         typer.echo(line + (f" error: {acc['error']}" if acc["error"] else ""))
     typer.echo("items: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items_by_status.items())))
+    if st.next_token_expiry:
+        typer.echo(f"next token to expire: {st.next_token_expiry['account']} on {st.next_token_expiry['expires_at']}")
 
 
 @app.command()

@@ -54,6 +54,8 @@ class ArchiveConfig:
     max_rate_limit_wait: int = 900
     request_timeout: float = 30.0
     retries: int = 3
+    parallel_platforms: int = 4
+    token_warning_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
         max_rate_limit_wait=arc.get("max_rate_limit_wait", 900),
         request_timeout=float(arc.get("request_timeout", 30)),
         retries=arc.get("retries", 3),
+        parallel_platforms=arc.get("parallel_platforms", 4),
+        token_warning_days=arc.get("token_warning_days", 14),
     )
     accounts: list[AccountConfig] = []
     seen: set[str] = set()
@@ -231,6 +235,8 @@ dir = "archive"                 # archive folder, relative to this file
 # max_rate_limit_wait = 900     # give an account up for the night after waiting this long (seconds)
 # request_timeout = 30
 # retries = 3
+# token_warning_days = 14       # `archiver doctor` warns this long before a token expires
+# parallel_platforms = 4        # platforms captured at once (one platform's accounts run one at a time)
 
 [[accounts]]
 name = "clinic-mastodon"        # short unique name

@@ -112,7 +112,21 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
         store.close()
 
 
-def check_account(account: AccountConfig, timeout: float) -> list[Check]:
+def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_days: int) -> Check | None:
+    """Expired: a person must renew it now; inside the warning window: renew it before the nights run out."""
+    if expires_at is None:
+        return None
+    left = expires_at - now
+    when = expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if left <= timedelta(0):
+        return Check(name, "fail", f"the token expired on {when}; renew it")
+    if left <= timedelta(days=warn_days):
+        days = left.total_seconds() / 86400
+        return Check(name, "warn", f"the token expires on {when} (in {days:.1f} days); renew it before then")
+    return None
+
+
+def check_account(account: AccountConfig, timeout: float, now: datetime, warn_days: int) -> list[Check]:
     name = f"account {account.name}"
     checks = []
     if account.token_file is not None and account.token_file.exists() and _mode(account.token_file) & 0o077:
@@ -128,11 +142,15 @@ def check_account(account: AccountConfig, timeout: float) -> list[Check]:
     try:
         token = resolve_token(account)
         redactor.secrets.append(token)
-        who = connector_for(account.platform).check_credential(account, token, timeout)
+        credential = connector_for(account.platform).check_credential(account, token, timeout)
     except ArchiverError as exc:
         message = redactor.text(str(exc)).removeprefix(f"{name}: ")
         return [*checks, Check(name, "fail", message)]
-    return [*checks, Check(name, "ok", f"token from {account.credential_ref} accepted ({who})")]
+    expiry = check_expiry(name, credential.expires_at, now, warn_days)
+    if expiry is not None:
+        return [*checks, expiry]
+    until = f", valid until {credential.expires_at:%Y-%m-%d}" if credential.expires_at else ""
+    return [*checks, Check(name, "ok", f"token from {account.credential_ref} accepted ({credential.who}{until})")]
 
 
 def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
@@ -142,5 +160,5 @@ def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
     checks += check_last_run(config, now)
     for account in config.accounts:
         if account.enabled:
-            checks += check_account(account, config.archive.request_timeout)
+            checks += check_account(account, config.archive.request_timeout, now, config.archive.token_warning_days)
     return checks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -250,6 +251,11 @@ class CapturingSession:
         self.waited = 0.0
         self._session = requests.Session()
         self._session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        # The environment is read once, not on every request (requests re-reads it per call: ~10% of a run),
+        # and never for .netrc credentials: only the configured token is ever sent.
+        self._session.trust_env = False
+        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies: dict[str, dict[str, str]] = {}
 
     def close(self) -> None:
         self._session.close()
@@ -264,6 +270,14 @@ class CapturingSession:
     def _add_secret(self, value: str) -> None:
         self.redactor.secrets.append(value)
         register_secret(value)
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """HTTP(S)_PROXY / NO_PROXY from the environment, looked up once per scheme and host."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxies:
+            self._proxies[origin] = requests.utils.get_environ_proxies(origin)
+        return self._proxies[origin]
 
     def _issued_secrets(self, response: requests.Response, names: tuple[str, ...]) -> dict[str, str]:
         """Credentials named in `names` from a JSON answer, made secrets before the answer is recorded."""
@@ -371,7 +385,13 @@ class CapturingSession:
             try:
                 self.requests_made += 1
                 response = self._session.request(
-                    method, url, data=data, headers=headers, timeout=self.timeout, allow_redirects=True
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=True,
+                    proxies=self._proxies_for(url),
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 last_problem = f"{type(exc).__name__}"

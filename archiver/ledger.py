@@ -64,9 +64,10 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return (found[0], found[1]) if found else (0, GENESIS)
 
 
-def append_entry(conn: sqlite3.Connection, table: str, rowid: int) -> None:
-    """Enter the row just inserted (inside the caller's transaction)."""
-    row = _row_by_rowid(conn, table, rowid)
+def append_entry(conn: sqlite3.Connection, table: str, rowid: int, row: dict[str, Any] | None = None) -> None:
+    """Enter the row just inserted (inside the caller's transaction). `row` is the row as stored (an INSERT's
+    RETURNING *, defaults and type affinity applied); without it the row is read back."""
+    row = row if row is not None else _row_by_rowid(conn, table, rowid)
     canonical = canonical_row_bytes(table, row)
     seq, prev = head(conn)
     conn.execute(
@@ -95,9 +96,35 @@ def backfill(conn: sqlite3.Connection) -> int:
     return entered
 
 
+class _TableScan:
+    """A table's rows in insertion (rowid) order: the order the ledger entered them in, so the chain is
+    checked with one scan per table instead of one lookup per entry. A row that is not next (a backfilled
+    archive's key order, a row removed) is looked up by key instead."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str):
+        self.conn = conn
+        self.table = table
+        self.key = LEDGER_KEYS[table]
+        self.cursor = conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
+        self.names = [d[0] for d in self.cursor.description]
+        self.next: dict[str, Any] | None = self._advance()
+
+    def _advance(self) -> dict[str, Any] | None:
+        found = self.cursor.fetchone()
+        return dict(zip(self.names, found, strict=True)) if found is not None else None
+
+    def row(self, key: str) -> dict[str, Any] | None:
+        if self.next is not None and str(self.next[self.key]) == key:
+            row, self.next = self.next, self._advance()
+            return row
+        return _row_by_key(self.conn, self.table, key)
+
+
 def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
     """Recompute the chain from the rows as they are now; one problem per broken place."""
     expected_seq, prev = 1, GENESIS
+    existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    scans = {table: _TableScan(conn, table) for table in LEDGER_KEYS if table in existing}
     for seq, table, key, row_sha, prev_hash, entry_hash in conn.execute(
         "SELECT seq, table_name, row_key, row_sha256, prev_hash, hash FROM ledger ORDER BY seq"
     ):
@@ -108,8 +135,10 @@ def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
             yield Problem(where, f"prev_hash expected {prev}, found {prev_hash} (chain broken)")
         if table not in LEDGER_KEYS:
             yield Problem(where, f"names unknown table {table!r}")
+        elif table not in scans:
+            yield Problem(where, f"names table {table}, which is missing from the database (dropped)")
         else:
-            row = _row_by_key(conn, table, key)
+            row = scans[table].row(key)
             if row is None:
                 yield Problem(f"{table} {LEDGER_KEYS[table]}={key}", f"row entered at {where} is missing (deleted)")
             else:
@@ -123,7 +152,6 @@ def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
                 elif chain_hash(prev_hash, canonical) != entry_hash:
                     yield Problem(where, f"hash expected {chain_hash(prev_hash, canonical)}, found {entry_hash}")
         expected_seq, prev = seq + 1, entry_hash
-    existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     for table, key in LEDGER_KEYS.items():
         if table not in existing:
             continue

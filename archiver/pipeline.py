@@ -10,8 +10,10 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,21 +86,67 @@ class RunProgress:
     def account_finished(self, result: AccountResult) -> None: ...
 
 
-class StoreAccountState:
-    """The read-only view of the archive a connector gets for one account."""
+class RunTransaction:
+    """The run's one write transaction, shared by the platform threads: commits in batches under one lock.
 
-    def __init__(self, store: Store, account: str):
+    Every database call of a run happens under `lock`, which is also the WARC writer's lock, so a WARC
+    rotation (which appends a row) and an observation never interleave. Before each commit the WARC is
+    synced: no committed row points at data that could still be lost.
+    """
+
+    def __init__(self, store: Store, sync: Callable[[], None], lock: threading.RLock, every: int = 0):
+        self.store = store
+        self.sync = sync
+        self.lock = lock
+        self.every = every or COMMIT_EVERY
+        self.pending = 0
+
+    def __enter__(self) -> RunTransaction:
+        with self.lock:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.sync()
+            self.store.conn.execute("COMMIT")
+
+    def applied(self) -> bool:
+        """Count one observation (lock held); True when this made a commit."""
+        self.pending += 1
+        if self.pending < self.every:
+            return False
+        self.commit()
+        return True
+
+    def commit(self) -> None:
+        with self.lock:
+            self.sync()
+            self.store.conn.execute("COMMIT")
+            self.store.conn.execute("BEGIN IMMEDIATE")
+            self.pending = 0
+
+
+class StoreAccountState:
+    """The read-only view of the archive a connector gets for one account (its reads take the run's lock)."""
+
+    def __init__(self, store: Store, account: str, lock: threading.RLock | None = None):
         self.store = store
         self.account = account
+        self.lock = lock or threading.RLock()
 
     def cursor(self, name: str) -> str | None:
-        return self.store.cursor(self.account, name)
+        with self.lock:
+            return self.store.cursor(self.account, name)
 
     def has_media(self, url: str) -> bool:
-        return self.store.has_media(url)
+        with self.lock:
+            return self.store.has_media(url)
 
     def latest(self, item_key: str) -> KnownItem | None:
-        row = self.store.latest_version(item_key)
+        with self.lock:
+            row = self.store.latest_version(item_key)
+            deleted = row is not None and self.store.is_deleted(item_key)
         if row is None:
             return None
         return KnownItem(
@@ -111,7 +159,7 @@ class StoreAccountState:
             row["created_at"],
             row["edited_at"],
             row["content_sha256"],
-            self.store.is_deleted(item_key),
+            deleted,
         )
 
     def known_items(
@@ -122,13 +170,14 @@ class StoreAccountState:
         thread_key: str | None = None,
         conversation_key: str | None = None,
     ) -> list[KnownItem]:
-        return self.store.known_items(
-            self.account,
-            created_since=created_since,
-            kinds=kinds,
-            thread_key=thread_key,
-            conversation_key=conversation_key,
-        )
+        with self.lock:
+            return self.store.known_items(
+                self.account,
+                created_since=created_since,
+                kinds=kinds,
+                thread_key=thread_key,
+                conversation_key=conversation_key,
+            )
 
 
 def new_run_id(now: datetime) -> str:
@@ -199,13 +248,13 @@ def run_archive(
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
-            results = []
-            for account in accounts:
-                progress.account_started(account)
-                result = run_account(store, warc, config, account, run_id, window, progress)
-                results.append(result)
-                progress.account_finished(result)
-            with store.transaction():
+            with RunTransaction(store, warc.sync, warc.lock) as transaction:
+                results = run_platforms(
+                    accounts,
+                    archive.parallel_platforms,
+                    lambda account: run_account(store, warc, config, account, run_id, window, progress, transaction),
+                    progress,
+                )
                 warc.close()
             run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
             store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
@@ -213,6 +262,39 @@ def run_archive(
             return run
         finally:
             store.close()
+
+
+def run_platforms(
+    accounts: list[AccountConfig],
+    parallel: int,
+    run_one: Callable[[AccountConfig], AccountResult],
+    progress: RunProgress,
+) -> list[AccountResult]:
+    """Accounts of different platforms in parallel threads; one platform's accounts one after another.
+
+    One platform's accounts usually share an app's or an instance's rate limits, so they never overlap;
+    different platforms do not share limits, so their network waits overlap. Results keep config order.
+    """
+    by_platform: dict[str, list[AccountConfig]] = {}
+    for account in accounts:
+        by_platform.setdefault(account.platform, []).append(account)
+    results: dict[str, AccountResult] = {}
+
+    def run_platform(platform_accounts: list[AccountConfig]) -> None:
+        for account in platform_accounts:
+            progress.account_started(account)
+            results[account.name] = result = run_one(account)
+            progress.account_finished(result)
+
+    workers = max(1, min(parallel, len(by_platform)))
+    if workers == 1:
+        for group in by_platform.values():
+            run_platform(group)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="platform") as pool:
+            for future in [pool.submit(run_platform, group) for group in by_platform.values()]:
+                future.result()  # archive_account keeps an account's failure inside its result
+    return [results[a.name] for a in accounts]
 
 
 def checkpoint_archive(
@@ -239,6 +321,7 @@ def run_account(
     run_id: str,
     window: FetchWindow,
     progress: RunProgress,
+    transaction: RunTransaction,
 ) -> AccountResult:
     """Capture one account live: its token is read now, and every exchange goes to `warc`."""
     redactor = Redactor([])
@@ -258,7 +341,7 @@ def run_account(
             on_wait=lambda message: progress.waiting(account.name, message),
         )
 
-    return archive_account(store, account, run_id, window, open_session, warc.sync, progress, redactor)
+    return archive_account(store, account, run_id, window, open_session, transaction, progress, redactor)
 
 
 def archive_account(
@@ -267,30 +350,26 @@ def archive_account(
     run_id: str,
     window: FetchWindow,
     open_session: Callable[[Connector], Session],
-    sync: Callable[[], None],
+    transaction: RunTransaction,
     progress: RunProgress,
     redactor: Redactor,
 ) -> AccountResult:
     """Drive an account's connector over a session (live or replayed) and append what it yields.
 
-    `sync` makes the records behind the rows durable; it runs before every commit.
+    The connector's network calls run without the lock; each observation is appended under it.
     """
     result = AccountResult(account.name, account.platform)
     session: Session | None = None
-    pending = 0
-    store.conn.execute("BEGIN IMMEDIATE")
+    lock = transaction.lock
     try:
         connector = connector_for(account.platform)
         session = open_session(connector)
-        state = StoreAccountState(store, account.name)
+        state = StoreAccountState(store, account.name, lock)
         for observation in connector.fetch(session, account, state, window):
-            apply_observation(store, account, run_id, observation, result)
-            pending += 1
-            if pending >= COMMIT_EVERY:
-                sync()
-                store.conn.execute("COMMIT")
-                store.conn.execute("BEGIN IMMEDIATE")
-                pending = 0
+            with lock:
+                apply_observation(store, account, run_id, observation, result)
+                committed = transaction.applied()
+            if committed:
                 result.requests = session.requests_made
                 progress.observed(result)
     except ArchiverError as exc:
@@ -300,28 +379,27 @@ def archive_account(
         result.error = redactor.text(f"unexpected {type(exc).__name__}: {exc}")
         log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
     finally:
-        # What was captured before a failure is real evidence: keep it.
-        sync()
-        store.conn.execute("COMMIT")
         if session is not None:
             result.requests = session.requests_made
             session.close()
     if result.error:
         log.warning("account %s failed: %s", account.name, result.error)
-    store.append_account_run(
-        {
-            "run_id": run_id,
-            "account": account.name,
-            "status": result.status,
-            "requests": result.requests,
-            "new_items": result.new_items,
-            "new_versions": result.new_versions,
-            "deletions": result.deletions,
-            "restorations": result.restorations,
-            "media": result.media,
-            "error": result.error,
-        }
-    )
+    with lock:
+        store.append_account_run(
+            {
+                "run_id": run_id,
+                "account": account.name,
+                "status": result.status,
+                "requests": result.requests,
+                "new_items": result.new_items,
+                "new_versions": result.new_versions,
+                "deletions": result.deletions,
+                "restorations": result.restorations,
+                "media": result.media,
+                "error": result.error,
+            }
+        )
+        transaction.commit()  # what was captured before a failure is real evidence: keep it
     return result
 
 

@@ -10,6 +10,7 @@ A fixed parser re-reads old captures the same way.
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .config import Config
 from .connectors.base import Connector, FetchWindow
 from .errors import AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
-from .pipeline import RunProgress, archive_account
+from .pipeline import RunProgress, RunTransaction, archive_account
 from .recovery import file_sha256, scan_warc
 from .store import Store
 from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
@@ -260,16 +261,17 @@ def rebuild_database(
                         config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
                     )
 
-                result = archive_account(
-                    store,
-                    account,
-                    run.run_id,
-                    FetchWindow(run.recheck_since),
-                    open_session,
-                    lambda: None,
-                    progress,
-                    Redactor([]),
-                )
+                with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
+                    result = archive_account(
+                        store,
+                        account,
+                        run.run_id,
+                        FetchWindow(run.recheck_since),
+                        open_session,
+                        transaction,
+                        progress,
+                        Redactor([]),
+                    )
                 statuses.append(result.status)
             for path in run.files:
                 with store.transaction():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .connectors.base import CREDENTIAL_EXPIRY
 from .store import Store
 
 
@@ -18,6 +19,7 @@ class ArchiveStatus:
     counts: dict[str, int] = field(default_factory=dict)
     items_by_status: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
+    next_token_expiry: dict[str, Any] | None = None  # the soonest expiry a connector recorded, with its account
 
 
 def read_status(database: Path, archive_dir: Path) -> ArchiveStatus:
@@ -38,7 +40,21 @@ def read_status(database: Path, archive_dir: Path) -> ArchiveStatus:
         ]
         by_status = {row[0]: row[1] for row in conn.execute("SELECT status, count(*) FROM items GROUP BY status")}
         size = sum(p.stat().st_size for p in archive_dir.rglob("*") if p.is_file())
-        return ArchiveStatus(str(database), dict(last) if last else None, accounts, store.counts(), by_status, size)
+        expiry = conn.execute(
+            "SELECT c.account, c.value AS expires_at FROM cursors c WHERE c.name = ? AND c.id = "
+            "(SELECT max(d.id) FROM cursors d WHERE d.account = c.account AND d.name = c.name) "
+            "ORDER BY c.value LIMIT 1",
+            (CREDENTIAL_EXPIRY,),
+        ).fetchone()
+        return ArchiveStatus(
+            str(database),
+            dict(last) if last else None,
+            accounts,
+            store.counts(),
+            by_status,
+            size,
+            dict(expiry) if expiry else None,
+        )
     finally:
         store.close()
 

@@ -113,7 +113,8 @@ class Store:
         if not path.exists() and not create:
             raise StoreError(f"{path}: archive database not found")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None)  # explicit transactions only
+        # explicit transactions only; a run's platform threads share the connection under the run's lock
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
@@ -179,10 +180,18 @@ class Store:
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:
-            cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
-            rowid = int(cur.lastrowid or 0)
-            if self.ledger_on:
-                ledger.append_entry(self.conn, table, rowid)
+            if not self.ledger_on:
+                cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+                return int(cur.lastrowid or 0)
+            # RETURNING gives the row as stored (defaults, affinity) for the ledger without reading it back.
+            cur = self.conn.execute(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING rowid AS _rowid, *", tuple(row.values())
+            )
+            names = [d[0] for d in cur.description]
+            values = cur.fetchone()
+            cur.fetchall()  # the statement completes only once its rows are read
+            rowid = int(values[0])
+            ledger.append_entry(self.conn, table, rowid, dict(zip(names[1:], values[1:], strict=True)))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot append to {table}: {exc}") from exc
         return rowid
@@ -315,7 +324,9 @@ class Store:
     def append_item(self, account: str, item: Item, run_id: str) -> AppendOutcome:
         """Append a version when the item is new or its content changed, with its events."""
         outcome = AppendOutcome()
-        latest = self.latest_version(item.item_key)
+        latest = self.conn.execute(
+            "SELECT id, content_sha256 FROM item_versions WHERE item_key=? ORDER BY id DESC LIMIT 1", (item.item_key,)
+        ).fetchone()
         now = item.source.date or iso(utcnow())
         digest = item.content_sha256
         version_id = None

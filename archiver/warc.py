@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,8 +135,12 @@ class WarcWriter:
         on_close: Callable[[WarcFileInfo], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         record_id: Callable[[], str] = new_record_id,
+        lock: threading.RLock | None = None,
     ):
         self.directory = directory
+        # Accounts of different platforms capture in parallel threads; an exchange's two records, a rotation
+        # and its on_close callback happen under this lock (the run shares it with the database).
+        self.lock = lock or threading.RLock()
         self.run_id = run_id
         self.max_bytes = max_bytes
         self.info = dict(info or {})
@@ -152,8 +157,9 @@ class WarcWriter:
     # -- files ---------------------------------------------------------------------------------------------
     @property
     def current_name(self) -> str:
-        self._ensure_open()
-        return self._name
+        with self.lock:
+            self._ensure_open()
+            return self._name
 
     def _ensure_open(self) -> None:
         if self._file is not None:
@@ -245,30 +251,33 @@ class WarcWriter:
         `account` goes into an `Archiver-Account` field of both records, so a rebuild can replay each
         account's exchanges through its connector.
         """
-        self._ensure_open()
-        tag = {ACCOUNT_FIELD: account} if account else {}
-        req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
-        resp = self._write(
-            uri,
-            "response",
-            response.block(),
-            "application/http; msgtype=response",
-            {"WARC-Concurrent-To": req.record_id, **tag},
-            response.body,
-        )
-        assert self._file is not None
-        self._file.flush()
-        self._rotate_if_full()
-        return req, resp
+        with self.lock:
+            self._ensure_open()
+            tag = {ACCOUNT_FIELD: account} if account else {}
+            req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
+            resp = self._write(
+                uri,
+                "response",
+                response.block(),
+                "application/http; msgtype=response",
+                {"WARC-Concurrent-To": req.record_id, **tag},
+                response.body,
+            )
+            assert self._file is not None
+            self._file.flush()
+            self._rotate_if_full()
+            return req, resp
 
     def sync(self) -> None:
         """Make everything written so far durable: called before database rows that point to it commit."""
-        if self._file is not None:
-            self._file.sync()
+        with self.lock:
+            if self._file is not None:
+                self._file.sync()
 
     def close(self) -> list[WarcFileInfo]:
-        self._close_current()
-        return self.closed_files
+        with self.lock:
+            self._close_current()
+            return self.closed_files
 
 
 # -- reading -------------------------------------------------------------------------------------------------

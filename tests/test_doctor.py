@@ -56,3 +56,39 @@ def test_unreachable_platform_fails_the_account(archived):
     checks = doctor.run_doctor(load_config(archived.config()))
     (account,) = [c for c in checks if c.name == "account clinic"]
     assert account.status == "fail" and "cannot reach" in account.message
+
+
+@pytest.mark.parametrize(
+    ("days_left", "status", "words"),
+    [(40, "ok", "valid until"), (5, "warn", "expires on"), (-1, "fail", "expired on")],
+)
+def test_token_expiry_is_announced_ahead(archived, monkeypatch, days_left, status, words):
+    """A platform that tells the token's expiry gets a warning `token_warning_days` (14) ahead, a failure after."""
+    from archiver.connectors.base import Credential
+    from archiver.connectors.mastodon import MastodonConnector
+
+    now = datetime.now(UTC)
+    real = MastodonConnector.check_credential
+
+    def with_expiry(self, account, token, timeout):
+        return Credential(real(self, account, token, timeout).who, now + timedelta(days=days_left))
+
+    monkeypatch.setattr(MastodonConnector, "check_credential", with_expiry)
+    checks = doctor.run_doctor(load_config(archived.config()), now=now)
+    (account,) = [c for c in checks if c.name == "account clinic"]
+    assert account.status == status and words in account.message, account
+
+
+def test_status_names_the_next_token_to_expire(archived):
+    """What a connector recorded of its token's expiry during a run is shown without calling the platform."""
+    from archiver.connectors.base import CREDENTIAL_EXPIRY
+    from archiver.store import Store
+
+    store = Store.open(archived.tmp_path / "arch" / "archive.db")
+    run = store.conn.execute("SELECT id FROM runs").fetchone()[0]
+    with store.transaction():
+        store.append_cursor("clinic", CREDENTIAL_EXPIRY, "2026-12-01T00:00:00Z", run)
+    store.close()
+    result = CliRunner().invoke(app, ["status", "--config", str(archived.config())])
+    assert result.exit_code == 0, result.output
+    assert "next token to expire: clinic on 2026-12-01T00:00:00Z" in result.output

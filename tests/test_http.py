@@ -188,3 +188,17 @@ def test_login_body_and_issued_token_are_masked(tmp_path, server):
     assert TOKEN.encode() not in data and issued.encode() not in data
     assert b"POST /xrpc/createSession HTTP/1.1" in data
     assert b'"password": "[REDACTED]"' in data
+
+
+def test_proxy_from_the_environment_is_used(tmp_path, server, monkeypatch):
+    """Hospital networks send traffic through a proxy named in HTTP(S)_PROXY: the session honours it."""
+    proxy, script = server
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    script.answers["http://platform.invalid/api/v1/ping"] = [(200, {}, b"{}")]
+    s, warc, _ = session(tmp_path)
+    s.get("http://platform.invalid/api/v1/ping")
+    s.get("http://platform.invalid/api/v1/ping")
+    warc.close()
+    assert [path for path, _ in script.seen] == ["http://platform.invalid/api/v1/ping"] * 2

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar, Protocol
 
 from ..config import AccountConfig
-from ..http import RateLimitPolicy, Session
+from ..errors import PlatformError
+from ..http import RateLimitPolicy, Session, redact_url, with_params
 from ..items import Observation
 from ..store import KnownItem
 
@@ -41,6 +43,40 @@ class AccountState(Protocol):
 
 
 @dataclass(frozen=True)
+class Credential:
+    """What a cheap authenticated call says of a token: whose it is and, where the platform tells, when it
+    expires (Meta's debug_token, an OAuth expiry, a session JWT's `exp`)."""
+
+    who: str
+    expires_at: datetime | None = None
+
+
+# A connector that learns its token's expiry during a run yields CursorUpdate(CREDENTIAL_EXPIRY, iso time),
+# so that `archiver status` can show the next token to renew without calling any platform.
+CREDENTIAL_EXPIRY = "credential_expires_at"
+
+
+class PageTrail:
+    """The pages one listing has asked for. A next link that comes back is a paging loop (a platform bug or
+    a hostile answer), not more data: the account stops with an error instead of reading forever."""
+
+    def __init__(self, account: str, listing: str):
+        self.account = account
+        self.listing = listing
+        self.asked: set[str] = set()
+
+    def visit(self, url: str, params: dict | None = None) -> None:
+        """Record the page about to be asked for; raises PlatformError when it was asked for before."""
+        page = with_params(url, params)
+        if page in self.asked:
+            raise PlatformError(
+                f"account {self.account}: {self.listing} paging loop: the next page {redact_url(page)} was already "
+                "read in this listing; the listing stopped (the platform sent a next link that repeats)"
+            )
+        self.asked.add(page)
+
+
+@dataclass(frozen=True)
 class FetchWindow:
     """Items created at or after `recheck_since` (ISO UTC) are re-read each run."""
 
@@ -53,8 +89,9 @@ class Connector(Protocol):
 
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
-        """One cheap authenticated call, not archived; returns who the token is. Raises AuthError if refused."""
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
+        """One cheap authenticated call, not archived: who the token is and when it expires, where the platform
+        tells. Raises AuthError if refused."""
         ...
 
     def fetch(

@@ -23,7 +23,7 @@ from ..http import Exchange, Session
 from ..items import AccountIdentity, CursorUpdate, Item, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow
 from .graph import (
     GraphAnswer,
     GraphPermissionError,
@@ -77,7 +77,7 @@ class FacebookConnector:
     def rate_limit_policy(self) -> GraphUsagePolicy:
         return GraphUsagePolicy()
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         return check_graph_credential(account, token, timeout)
 
     def fetch(

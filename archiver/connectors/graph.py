@@ -42,7 +42,7 @@ from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..logs import register_secret
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow, PageTrail
 
 DEFAULT_GRAPH_VERSION = "v26.0"
 THROTTLE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
@@ -238,7 +238,7 @@ def appsecret_proof(app_secret: str, token: str) -> str:
     return hmac.new(app_secret.encode("utf-8"), token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def check_graph_credential(account: AccountConfig, token: str, timeout: float, fields: str = "id,name") -> str:
+def check_graph_credential(account: AccountConfig, token: str, timeout: float, fields: str = "id,name") -> Credential:
     """GET /me with the token (not archived): who the token is, or AuthError naming the token to renew."""
     version = account.options.get("graph_version", DEFAULT_GRAPH_VERSION)
     url = f"{account.api_base}/{version}/me"
@@ -263,7 +263,7 @@ def check_graph_credential(account: AccountConfig, token: str, timeout: float, f
         raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
     try:
         me = response.json()
-        return str(me.get("name") or me.get("username") or me["id"])
+        return Credential(str(me.get("name") or me.get("username") or me["id"]))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise PlatformError(f"account {account.name}: GET {url} did not answer a Graph node") from None
 
@@ -365,7 +365,9 @@ class GraphClient:
         """Every page of an edge, following paging.next until it is absent (never stopping at a short page)."""
         url: str | None = self.url(path)
         query: dict[str, Any] | None = params
+        trail = PageTrail(self.account.name, doing)
         while url:
+            trail.visit(url, query)  # a paging.next that comes back is a loop, not more data
             answer = self.call(url, query)
             if answer.error is not None:
                 raise self.fail(answer, doing)

@@ -23,7 +23,7 @@ from ..http import Exchange, Session
 from ..items import AccountIdentity, CursorUpdate, Item, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow
 from .graph import GraphAnswer, GraphRun, GraphUsagePolicy, check_graph_credential, graph_time
 
 CHILD_FIELDS = "id,media_type,media_url,thumbnail_url,timestamp"
@@ -63,7 +63,7 @@ class InstagramConnector:
     def rate_limit_policy(self) -> GraphUsagePolicy:
         return GraphUsagePolicy()
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         return check_graph_credential(account, token, timeout)
 
     def fetch(

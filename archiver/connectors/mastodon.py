@@ -33,7 +33,7 @@ from ..items import (
     html_to_text,
 )
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow, PageTrail
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -63,7 +63,8 @@ class MastodonConnector:
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
+        """verify_credentials; Mastodon's access tokens do not expire (they are revoked), so no expiry."""
         url = f"{account.api_base}/api/v1/accounts/verify_credentials"
         try:
             response = requests.get(
@@ -79,7 +80,7 @@ class MastodonConnector:
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
         try:
-            return "@" + str(response.json()["acct"])
+            return Credential("@" + str(response.json()["acct"]))
         except (ValueError, KeyError, TypeError):
             raise PlatformError(f"account {account.name}: GET {url} did not answer an Account") from None
 
@@ -141,7 +142,9 @@ class _MastodonRun:
         url: str | None = self.api(f"accounts/{self.me['id']}/statuses")
         params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
         newest_seen: str | None = None
+        trail = PageTrail(self.account.name, "the statuses listing")
         while url:
+            trail.visit(url, params)
             exchange = self.session.get(url, params)
             page = exchange.json()
             _expect(isinstance(page, list), exchange, "a list of Status")
@@ -267,7 +270,9 @@ class _MastodonRun:
         newest: int | None = None
         url: str | None = self.api("conversations")
         params: dict[str, Any] | None = {"limit": PAGE_LIMIT}
+        trail = PageTrail(self.account.name, "the conversations listing")
         while url:
+            trail.visit(url, params)
             exchange = self.session.get(url, params)
             page = exchange.json()
             _expect(isinstance(page, list), exchange, "a list of Conversation")

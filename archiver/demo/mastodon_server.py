@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -307,6 +308,7 @@ class SampleMastodonServer:
         self.rate_limit = rate_limit
         self.faults: list[Fault] = []
         self.requests_log: list[tuple[str, str, str]] = []
+        self.on_request: Callable[[str], None] | None = None  # called with each request's path+query first
         self._window_start = datetime.now(UTC)
         self._window_count = 0
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -392,6 +394,8 @@ class SampleMastodonServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 parts = urlsplit(self.path)
                 server.requests_log.append(("GET", parts.path, parts.query))
+                if server.on_request:
+                    server.on_request(self.path)
                 for fault in list(server.faults):
                     if fault.fires(self.path):
                         if fault.delay:

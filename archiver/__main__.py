@@ -1,0 +1,5 @@
+"""`python -m archiver` runs the CLI (the same as the `archiver` console script)."""
+
+from .cli import app
+
+app(prog_name="archiver")
