@@ -57,7 +57,7 @@ class Hospital:
         return make_png(8, 6, seed)
 
     # -- configuration -----------------------------------------------------------------------------------------
-    def config(self, accounts: str = "both", extra: str = "", archive_extra: str = "") -> Path:
+    def config(self, accounts: str = "both", extra: str = "", archive_extra: str = "", parallel: int = 1) -> Path:
         assert self.server is not None
         secret = ', app_secret_env = "META_APP_SECRET"' if self.app_secret else ""
         blocks = []
@@ -84,11 +84,15 @@ options = {{ ig_user_id = "{self.ig["id"]}", page_id = "{self.page["id"]}"{secre
 """
             )
         path = self.tmp_path / "archiver.toml"
-        path.write_text(f'[archive]\ndir = "arch"\nrecheck_days = 14\n{archive_extra}\n' + "".join(blocks) + extra)
+        # One platform at a time by default, so that a rebuild's row ids can be compared with the live ones.
+        head = f'[archive]\ndir = "arch"\nrecheck_days = 14\nparallel_platforms = {parallel}\n{archive_extra}\n'
+        path.write_text(head + "".join(blocks) + extra)
         return path
 
-    def run(self, accounts: str = "both", *args: str, extra: str = "", archive_extra: str = "") -> tuple[int, str]:
-        config = self.config(accounts, extra, archive_extra)
+    def run(
+        self, accounts: str = "both", *args: str, extra: str = "", archive_extra: str = "", parallel: int = 1
+    ) -> tuple[int, str]:
+        config = self.config(accounts, extra, archive_extra, parallel)
         result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet", *args])
         return result.exit_code, result.output
 

@@ -217,3 +217,15 @@ def test_token_never_written_warcs_check_and_rebuild(hospital, feed):
     hospital.assert_never_written(TOKEN)
     hospital.assert_warcs_check()
     hospital.assert_rebuild_equal("both")
+
+
+def test_facebook_and_instagram_captured_at_the_same_time(hospital, feed):
+    s = hospital.state
+    post = s.add_post(hospital.page, "Open day on Saturday", ago(days=1))
+    s.add_comment(post, {"name": "Ann Patient", "id": "6100000000000001"}, "See you there", ago(hours=20))
+    code, output = hospital.run("both", parallel=2)
+    assert code == 0, output
+    by_platform = dict(hospital.rows("SELECT platform, count(*) FROM items GROUP BY platform"))
+    assert by_platform == {"facebook": 2, "instagram": 8}
+    hospital.assert_never_written(TOKEN)
+    hospital.assert_warcs_check()

@@ -45,6 +45,9 @@ def demo_config_text(api_base: str, graph_base: str = "", page_id: str = "", ig_
 dir = "archive"
 organisation = "Riverside Community Clinic (fictional)"
 recheck_days = 14
+# One platform at a time: rows then follow capture order exactly, so `archiver rebuild` of the demo gives the
+# same row ids (captured in parallel, the platforms' rows interleave in an order a replay cannot know).
+parallel_platforms = 1
 
 [[accounts]]
 name = "riverside-mastodon"
