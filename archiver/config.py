@@ -165,6 +165,9 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: {error.message}; add it"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    forbidden = error.validator_value if error.validator == "not" else None
+    if isinstance(forbidden, dict) and forbidden.get("description"):
+        return f"{where}: {forbidden['description']}"  # the schema says which combination is refused
     if error.validator == "pattern":
         hint = error.schema.get("description", "")
         return f"{where}: {error.instance!r} is not valid. {hint}".strip()
@@ -329,6 +332,21 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # token_file = "/etc/archiver/tokens/clinic-mastodon"   # instead of token_env
 # media = true                  # fetch images and video into the WARC
 # direct_messages = true        # capture direct conversations (token scope read:statuses read:conversations)
+
+# A Facebook Page and an Instagram professional account (Graph API; see README for the token's permissions):
+# [[accounts]]
+# name = "clinic-facebook"
+# platform = "facebook"
+# api_base = "https://graph.facebook.com"
+# token_env = "ARCHIVER_CLINIC_PAGE_TOKEN"
+# options = { page_id = "104123456789012", graph_version = "v26.0" }
+#
+# [[accounts]]
+# name = "clinic-instagram"
+# platform = "instagram"
+# api_base = "https://graph.facebook.com"
+# token_env = "ARCHIVER_CLINIC_PAGE_TOKEN"
+# options = { ig_user_id = "17841400000000000", page_id = "104123456789012" }
 
 # PHI / policy scanning after every run. The organisation's own identifiers are never flagged.
 # [scan]

@@ -145,9 +145,19 @@ class Session(Protocol):
 
 
 class RateLimitPolicy(Protocol):
+    """How a platform signals its limits. A policy may also define `is_throttled(status, headers, body) -> bool`
+    for platforms that refuse a throttled call with something other than HTTP 429 (Meta's Graph API answers
+    an error envelope with a throttling code); the session then waits `wait_after_429` and tries again."""
+
     def wait_before_request(self, now: float) -> float: ...
     def observe(self, response: requests.Response, now: float) -> None: ...
     def wait_after_429(self, response: requests.Response, now: float) -> float: ...
+
+
+def policy_says_throttled(policy: object, status: int, headers: Any, body: bytes) -> bool:
+    """The policy's own throttle signal, if it has one (see RateLimitPolicy)."""
+    check = getattr(policy, "is_throttled", None)
+    return bool(check and check(status, headers, body))
 
 
 class HeaderRateLimit:
@@ -394,6 +404,10 @@ class CapturingSession:
                 exchange = self._record(response)
                 exchange.issued = issued
                 self.rate_limit.observe(response, self.clock())
+                if policy_says_throttled(self.rate_limit, response.status_code, response.headers, response.content):
+                    why = f"throttled (HTTP {response.status_code}, platform throttling error)"
+                    self._wait(self.rate_limit.wait_after_429(response, self.clock()), why, shown)
+                    continue  # like a 429: not a failed attempt, and bounded by max_wait
                 if response.status_code in ok:
                     return exchange
                 if response.status_code == 429:

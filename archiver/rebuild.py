@@ -23,8 +23,8 @@ from warcio.archiveiterator import ArchiveIterator
 
 from .config import Config
 from .connectors.base import Connector, FetchWindow
-from .errors import AuthError, ConfigError, PlatformError
-from .http import REDACTED, Exchange, Redactor, redact_url, with_params
+from .errors import AuthError, ConfigError, PlatformError, RateLimitedError
+from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
 from .pipeline import RunProgress, RunTransaction, archive_account
 from .recovery import file_sha256, scan_warc
 from .store import Store
@@ -56,10 +56,18 @@ REDIRECTS = (301, 302, 303, 307, 308)
 class ReplaySession:
     """Answers a connector's GETs with the responses captured for its account, as the live session did."""
 
-    def __init__(self, warc_dir: Path, account: str, recorded: list[_Recorded], token_param: str | None = None):
+    def __init__(
+        self,
+        warc_dir: Path,
+        account: str,
+        recorded: list[_Recorded],
+        token_param: str | None = None,
+        rate_limit: RateLimitPolicy | None = None,
+    ):
         self.warc_dir = warc_dir
         self.account = account
         self.token_param = token_param
+        self.rate_limit = rate_limit  # only its throttle signal is used: the replay never waits
         self.queues: dict[str, deque[_Recorded]] = defaultdict(deque)
         for entry in recorded:
             self.queues[entry.uri].append(entry)
@@ -126,6 +134,10 @@ class ReplaySession:
             if exchange.status in REDIRECTS and location:
                 uri = redact_url(urljoin(uri, location))  # the live session followed it: so does the replay
                 continue
+            if policy_says_throttled(self.rate_limit, exchange.status, exchange.headers, exchange.body):
+                if self.queues.get(uri):
+                    continue  # the live session waited and tried again: that attempt was captured too
+                raise RateLimitedError(f"GET {uri}: throttled (replayed; no later attempt was captured)")
             if exchange.status in ok:
                 return exchange
             if exchange.status == 429 or exchange.status >= 500:
@@ -146,10 +158,19 @@ def _warc_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+def _capture_order(path: Path) -> tuple[str, str]:
+    """A file's place in capture order: its warcinfo's WARC-Date (microseconds; file names have only seconds,
+    and two runs can start within one second), then its name (a run's rotated files share their warcinfo date)."""
+    with open(path, "rb") as fh:
+        for record in ArchiveIterator(fh, no_record_parse=True):
+            return record.rec_headers.get_header("WARC-Date") or "", path.name
+    return "", path.name
+
+
 def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
     """Every run found in the WARC files, in capture order, with each account's exchanges."""
     current: _RunRecords | None = None
-    for path in sorted(warc_dir.glob("*.warc.gz")):
+    for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
         with open(path, "rb") as fh:
             iterator = ArchiveIterator(fh, no_record_parse=True)
             pending_requests: dict[str, CaptureRef] = {}
@@ -236,7 +257,9 @@ def rebuild_database(
                 recorded = run.exchanges.get(name, [])
 
                 def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
-                    return ReplaySession(config.archive.warc_dir, name, recorded, connector.token_param)
+                    return ReplaySession(
+                        config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
+                    )
 
                 with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
                     result = archive_account(

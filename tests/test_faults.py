@@ -24,7 +24,12 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.connectors.facebook import POST_FIELDS as FB_POST_FIELDS
+from archiver.connectors.graph import DEFAULT_GRAPH_VERSION
+from archiver.connectors.instagram import MEDIA_FIELDS as IG_MEDIA_FIELDS
+from archiver.demo.graph_server import GraphState, SampleGraphServer
 from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
+from archiver.http import with_params
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -91,7 +96,93 @@ class MastodonHarness:
             return url, response.read()
 
 
-HARNESSES: list[type] = [MastodonHarness]
+class GraphHarness:
+    """A Facebook Page or an Instagram account on the sample Graph API server (see tests/graph_clinic.py)."""
+
+    platform = "graph"
+    listing = ""
+    thread = r"/comments\?"
+    items = 6
+
+    def start(self, token: str) -> None:
+        self.state = GraphState()
+        self.page = self.state.add_page("Riverside Clinic", "riversideclinic")
+        self.ig = self.state.add_ig_user("riverside.clinic", "Riverside Clinic")
+        self.fill()  # each platform's clinic (the subclasses)
+        self.server = SampleGraphServer(self.state, token).start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def add_fault(self, fault: Fault) -> None:
+        self.server.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        self.server.faults.clear()
+
+    def set_token(self, token: str) -> None:
+        self.server._token = token
+
+    def rate_limit_headers(self, seconds: int) -> dict[str, str]:
+        """Meta's usage header at 100%, with its estimate in whole minutes."""
+        minutes = max(1, -(-seconds // 60))
+        usage = {"call_count": 100, "total_cputime": 20, "total_time": 20, "estimated_time_to_regain_access": minutes}
+        return {"X-Business-Use-Case-Usage": json.dumps({self.page["id"]: [{"type": "pages", **usage}]})}
+
+    def listing_page(self) -> tuple[str, bytes]:
+        """The first page as the server sends it, its paging.next pointing back at itself (for the loop case)."""
+        url = self.first_page_url()
+        request = Request(url, headers={"Authorization": f"Bearer {self.server._token}"})
+        with urlopen(request, timeout=5) as response:
+            page = json.loads(response.read())
+        page.setdefault("paging", {})["next"] = url
+        return url, json.dumps(page).encode()
+
+
+class FacebookHarness(GraphHarness):
+    platform = "facebook"
+    listing = r"/feed\?"
+
+    def fill(self) -> None:
+        for i in range(3):
+            post = self.state.add_post(self.page, f"Clinic post {i}", NOW - timedelta(days=2, minutes=i))
+            self.state.add_comment(
+                post, {"name": "Ann Patient", "id": "61000001"}, f"Reply {i}", NOW - timedelta(days=1)
+            )
+
+    def account(self, name: str, token_env: str) -> str:
+        return (
+            f'[[accounts]]\nname = "{name}"\nplatform = "facebook"\napi_base = "{self.server.base_url}"\n'
+            f'token_env = "{token_env}"\noptions = {{ page_id = "{self.page["id"]}" }}\n'
+        )
+
+    def first_page_url(self) -> str:
+        base = f"{self.server.base_url}/{DEFAULT_GRAPH_VERSION}/{self.page['id']}/feed"
+        return with_params(base, {"fields": FB_POST_FIELDS, "limit": 25})
+
+
+class InstagramHarness(GraphHarness):
+    platform = "instagram"
+    listing = r"/media\?"
+
+    def fill(self) -> None:
+        for i in range(3):
+            media = self.state.add_ig_media(self.ig, f"Clinic photo {i}", NOW - timedelta(days=2, minutes=i), [b"png"])
+            self.state.add_ig_comment(media, "ann", f"Reply {i}", NOW - timedelta(days=1))
+
+    def account(self, name: str, token_env: str) -> str:
+        return (
+            f'[[accounts]]\nname = "{name}"\nplatform = "instagram"\napi_base = "{self.server.base_url}"\n'
+            f'token_env = "{token_env}"\n'
+            f'options = {{ ig_user_id = "{self.ig["id"]}", page_id = "{self.page["id"]}" }}\n'
+        )
+
+    def first_page_url(self) -> str:
+        base = f"{self.server.base_url}/{DEFAULT_GRAPH_VERSION}/{self.ig['id']}/media"
+        return with_params(base, {"fields": IG_MEDIA_FIELDS, "limit": 25})
+
+
+HARNESSES: list[type] = [MastodonHarness, FacebookHarness, InstagramHarness]
 
 
 @dataclass(frozen=True)

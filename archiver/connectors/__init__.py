@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Connector
+from .facebook import FacebookConnector
+from .instagram import InstagramConnector
 from .mastodon import MastodonConnector
 
-CONNECTORS: dict[str, type[Connector]] = {"mastodon": MastodonConnector}
+CONNECTORS: dict[str, type[Connector]] = {
+    "mastodon": MastodonConnector,
+    "facebook": FacebookConnector,
+    "instagram": InstagramConnector,
+}
 
 
 def connector_for(platform: str) -> Connector:

@@ -1,7 +1,8 @@
-"""The embedded default: a sample clinic on a loopback Mastodon server, archived twice.
+"""The embedded default: a sample clinic on loopback Mastodon and Graph API servers, archived twice.
 
-The second run follows a change to the sample (new replies, an edit, a deleted post and a deleted reply) so
-the demo archive shows versions and deletions. The demo's token comes from ARCHIVER_DEMO_TOKEN (a fixed
+The clinic has a Mastodon account, a Facebook Page and an Instagram account. The second run follows a
+change to the sample (new replies and comments, edits, deleted posts, comments and replies) so the demo
+archive shows versions and deletions on all three platforms. The demo's token comes from ARCHIVER_DEMO_TOKEN (a fixed
 value otherwise); like any token it is never written under the demo directory.
 """
 
@@ -17,6 +18,8 @@ from ..config import Config, load_config
 from ..consent.register import import_consents, link_consent
 from ..pipeline import RunResult, run_archive
 from .consent_sample import add_patient_posts
+from .graph_sample import build_graph_dataset, mutate_graph_for_second_run
+from .graph_server import SampleGraphServer
 from .mastodon_server import SampleMastodonServer
 from .sample_data import build_clinic_dataset, mutate_for_second_run
 
@@ -35,7 +38,7 @@ class DemoOutcome:
         return max((run.exit_code for run in self.runs), default=0)
 
 
-def demo_config_text(api_base: str) -> str:
+def demo_config_text(api_base: str, graph_base: str = "", page_id: str = "", ig_user_id: str = "") -> str:
     return f"""\
 # The demo archive, written by `archiver demo`. The sample server it captured is gone; serve, verify and
 # status work on this archive like on any other:
@@ -44,6 +47,9 @@ def demo_config_text(api_base: str) -> str:
 dir = "archive"
 organisation = "Riverside Community Clinic (fictional)"
 recheck_days = 14
+# One platform at a time: rows then follow capture order exactly, so `archiver rebuild` of the demo gives the
+# same row ids (captured in parallel, the platforms' rows interleave in an order a replay cannot know).
+parallel_platforms = 1
 
 [[accounts]]
 name = "riverside-mastodon"
@@ -51,7 +57,29 @@ platform = "mastodon"
 api_base = "{api_base}"
 account = "@riverside"
 token_env = "{TOKEN_ENV}"
+""" + (
+        f"""
+[[accounts]]
+name = "riverside-facebook"
+platform = "facebook"
+api_base = "{graph_base}"
+token_env = "{TOKEN_ENV}"
+options = {{ page_id = "{page_id}" }}
 
+[[accounts]]
+name = "riverside-instagram"
+platform = "instagram"
+api_base = "{graph_base}"
+token_env = "{TOKEN_ENV}"
+options = {{ ig_user_id = "{ig_user_id}", page_id = "{page_id}" }}
+"""
+        if graph_base
+        else ""
+    ) + DEMO_SCAN_SETTINGS
+
+
+# The clinic's own handle, number and staff: never flagged as PHI.
+DEMO_SCAN_SETTINGS = """
 [scan]
 own_handles = ["riverside"]
 own_phones = ["555-0100"]
@@ -86,10 +114,16 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
     token = os.environ[TOKEN_ENV]
     state, facts = build_clinic_dataset(now)
     consent = add_patient_posts(state, facts.clinic_id, "riverside-mastodon", now)
+    graph_state, graph_facts = build_graph_dataset(now)
     outcome: DemoOutcome
     # The sample server enforces Mastodon's 300 requests / 5 minutes by default; the demo should not wait.
-    with SampleMastodonServer(state, token, rate_limit=100_000) as server:
-        config_path.write_text(demo_config_text(server.base_url), "utf-8")
+    with (
+        SampleMastodonServer(state, token, rate_limit=100_000) as server,
+        SampleGraphServer(graph_state, token) as graph,
+    ):
+        config_path.write_text(
+            demo_config_text(server.base_url, graph.base_url, graph_facts.page_id, graph_facts.ig_user_id), "utf-8"
+        )
         config = load_config(config_path)
         outcome = DemoOutcome(config)
         echo(
@@ -99,6 +133,11 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
         )
         imported = import_consents(config, consent.register_csv(config_path.parent / "consents.csv"))
         echo(f"consent register: {len(imported.new)} consents imported from consents.csv")
+        echo(
+            f"its Facebook Page and Instagram account at {graph.base_url}: {graph_facts.posts} Page posts, "
+            f"{graph_facts.comments} comments, {graph_facts.media} Instagram media, {graph_facts.ig_comments} "
+            f"Instagram comments, {graph_facts.conversations} Messenger and Instagram conversations"
+        )
         echo("first run: archiving everything ...")
         outcome.runs.append(_run_and_report(config, echo))
         for consent_id, item_key in consent.links(server.base_url.split("://", 1)[1]):
@@ -112,6 +151,12 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
         )
         import_consents(config, consent.revocation_csv(config_path.parent / "consent-revocation.csv"))
         echo("a patient revoked consent C-DEMO-002 today (consent-revocation.csv imported)")
+        meta = mutate_graph_for_second_run(graph_state, graph_facts, now)
+        echo(
+            f"on Meta: {len(meta.new_comment_ids)} new comments, Page post {meta.edited_post_id} and Instagram "
+            f"media {meta.edited_media_id} edited, comment {meta.deleted_comment_id} and Instagram reply "
+            f"{meta.deleted_ig_reply_id} deleted"
+        )
         echo("second run: capturing the changes ...")
         outcome.runs.append(_run_and_report(config, echo))
     return outcome
