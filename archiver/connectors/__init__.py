@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Connector
+from .bluesky import BlueskyConnector
 from .mastodon import MastodonConnector
+from .x import XConnector
 
-CONNECTORS: dict[str, type[Connector]] = {"mastodon": MastodonConnector}
+CONNECTORS: dict[str, type[Connector]] = {
+    "mastodon": MastodonConnector,
+    "x": XConnector,
+    "bluesky": BlueskyConnector,
+}
 
 
 def connector_for(platform: str) -> Connector:
