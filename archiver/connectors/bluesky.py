@@ -169,6 +169,8 @@ class _BlueskyRun:
         self.media_fetched: set[str] = set()
         self.logged_in = False
         self.quotes_unsupported = False
+        # The configured credential is the app password; kept now, before a session JWT replaces it.
+        self.app_password = session.secret() or ""
 
     @staticmethod
     def key(uri: str) -> str:
@@ -213,10 +215,9 @@ class _BlueskyRun:
 
     def login(self) -> None:
         """com.atproto.server.createSession with the app password; the issued JWTs never reach disk."""
-        secret = self.session.secret()
         exchange = self.session.post(
             f"{self.pds}/xrpc/com.atproto.server.createSession",
-            {"identifier": self.did, "password": secret or ""},
+            {"identifier": self.did, "password": self.app_password},
             auth=False,
             ok=(200, 400, 401),
             secret_fields=("accessJwt", "refreshJwt"),

@@ -112,7 +112,11 @@ class LoopbackServer:
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
                 )
-                self._send(server.respond(request))
+                try:
+                    reply = server.respond(request)
+                except Exception as exc:  # a sample bug answers 500 (as a platform's would), never a dropped line
+                    reply = Reply.json(500, {"error": "InternalServerError", "message": type(exc).__name__})
+                self._send(reply)
 
             def _send(self, reply: Reply) -> None:
                 self.send_response(reply.status)
