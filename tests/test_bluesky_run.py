@@ -302,7 +302,7 @@ def test_expired_session_is_renewed_and_chat_not_offered_is_said_once(clinic, tm
         summary = json.loads(result.output[result.output.index("{") :])
         notices = summary["accounts"][0]["notices"]
         assert len([n for n in notices if "direct messages not captured" in n]) == 1
-        assert "MethodNotImplemented" in notices[0]
+        assert "MethodNotImplemented" in notices[0] and "chat.bsky.convo" in notices[0]
     finally:
         other.server.stop()
 

@@ -46,6 +46,7 @@ BLOCKED_POST = "app.bsky.feed.defs#blockedPost"
 DELETED_MESSAGE = "chat.bsky.convo.defs#deletedMessageView"
 NOT_IMPLEMENTED = {"MethodNotImplemented", "XRPCNotSupported", "NotImplemented"}
 SESSION_EXPIRED = {"ExpiredToken"}
+AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "ExpiredToken", "AccountTakedown"}
 
 
 def _error_name(exchange: Exchange) -> str:
@@ -54,6 +55,14 @@ def _error_name(exchange: Exchange) -> str:
     except PlatformError:
         return ""
     return str(body.get("error") or "") if isinstance(body, dict) else ""
+
+
+def _error_message(exchange: Exchange) -> str:
+    try:
+        body = exchange.json()
+    except PlatformError:
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
 
 
 def _expect(condition: bool, exchange: Exchange, what: str) -> None:
@@ -169,6 +178,7 @@ class _BlueskyRun:
         self.media_fetched: set[str] = set()
         self.logged_in = False
         self.quotes_unsupported = False
+        self.chat_answer = ""
         # The configured credential is the app password; kept now, before a session JWT replaces it.
         self.app_password = session.secret() or ""
 
@@ -202,13 +212,15 @@ class _BlueskyRun:
             self.login()  # the access JWT lived out its hours: a new session, then the same call again
             exchange = self.session.get(url, params, auth=True, ok=(*ok, 400, 401), headers=headers)
             error = _error_name(exchange) if exchange.status in (400, 401) else ""
-        if exchange.status in ok and error not in SESSION_EXPIRED:
-            return exchange
-        if exchange.status == 401 or error in {"AuthRequired", "InvalidToken", "ExpiredToken", "AccountTakedown"}:
+        if exchange.status == 401 or error in AUTH_ERRORS:
             raise AuthError(
                 f"account {self.account.name}: the session from the app password in "
-                f"{self.account.credential_ref} was refused ({error or exchange.status} at {exchange.url})"
+                f"{self.account.credential_ref} was refused ({error or exchange.status}: "
+                f"{_error_message(exchange)} at {exchange.url}); a chat-capable app password is needed for "
+                "direct messages, or set direct_messages = false"
             )
+        if exchange.status in ok:
+            return exchange
         raise PlatformError(
             f"GET {exchange.url}: HTTP {exchange.status} {error} (WARC record {exchange.ref.record_id})"
         )
@@ -549,16 +561,29 @@ class _BlueskyRun:
         return normalised
 
     # -- chat ----------------------------------------------------------------------------------------------
-    def chat(self, nsid: str, params: dict[str, Any]) -> Exchange:
-        """A chat call through the PDS's service proxy. "Not implemented" comes back; other errors raise."""
-        exchange = self.xrpc(
-            self.pds, nsid, params, ok=(200, 400, 404, 501), authed=True, headers={"atproto-proxy": self.chat_proxy}
+    def chat(self, nsid: str, params: dict[str, Any], *, first: bool = False) -> Exchange | None:
+        """A chat call through the PDS's service proxy; None when the service is not offered there.
+
+        Only the first call of a run may conclude "not offered" (not implemented, unknown method, or a proxy
+        the PDS cannot resolve or reach); after that every failure is a failure.
+        """
+        ok = (200, 400, 404, 500, 501, 502) if first else (200,)
+        exchange = self.xrpc(self.pds, nsid, params, ok=ok, authed=True, headers={"atproto-proxy": self.chat_proxy})
+        if exchange.status == 200:
+            return exchange
+        error, message = _error_name(exchange), _error_message(exchange).lower()
+        if (
+            exchange.status in (404, 501)
+            or error in NOT_IMPLEMENTED
+            or error == "UpstreamFailure"
+            or "proxy" in message
+            or "not implemented" in message
+        ):
+            self.chat_answer = f"HTTP {exchange.status} {error} {message}".strip()
+            return None
+        raise PlatformError(
+            f"GET {exchange.url}: HTTP {exchange.status} {error} {message} (WARC record {exchange.ref.record_id})"
         )
-        if exchange.status == 400 and _error_name(exchange) not in NOT_IMPLEMENTED:
-            raise PlatformError(
-                f"GET {exchange.url}: HTTP 400 {_error_name(exchange)} (WARC record {exchange.ref.record_id})"
-            )
-        return exchange
 
     def fetch_chats(self) -> Iterator[Observation]:
         """Every conversation whose `rev` moved since its last complete read, every message in it."""
@@ -567,11 +592,11 @@ class _BlueskyRun:
             params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
-            exchange = self.chat("chat.bsky.convo.listConvos", params)
-            if exchange.status != 200:
+            exchange = self.chat("chat.bsky.convo.listConvos", params, first=cursor is None)
+            if exchange is None:
                 yield Notice(
-                    f"direct messages not captured: {self.pds} answered {_error_name(exchange) or exchange.status} "
-                    f"to chat.bsky.convo.listConvos via {self.chat_proxy}"
+                    f"direct messages not captured: {self.pds} does not offer chat.bsky.convo via "
+                    f"{self.chat_proxy} (it answered {self.chat_answer})"
                 )
                 return
             page = exchange.json()
@@ -597,8 +622,8 @@ class _BlueskyRun:
             if cursor:
                 params["cursor"] = cursor
             exchange = self.chat("chat.bsky.convo.getMessages", params)
-            if exchange.status != 200:
-                raise PlatformError(f"GET {exchange.url}: HTTP {exchange.status} {_error_name(exchange)}")
+            if exchange is None:  # never: only the first call may answer "not offered"
+                raise PlatformError(f"chat.bsky.convo.getMessages of {convo['id']} was not answered")
             page = exchange.json()
             _expect(isinstance(page, dict) and isinstance(page.get("messages"), list), exchange, "a list of messages")
             for message in page["messages"]:
