@@ -246,8 +246,10 @@ class SampleXServer(LoopbackServer):
         with self.lock:
             data = self.state.media_bytes.get(request.path)
             authorised = request.headers.get("authorization") == f"Bearer {self._token}"
-            if data is not None and (request.path.startswith("/media/") or authorised):
-                return Reply(200, data, content_type="image/png")
+            if data is not None:
+                if request.path.startswith("/media/") or authorised:
+                    return Reply(200, data, content_type="image/png")
+                return Reply.json(401, _problem(401, "Unauthorized", "Unauthorized"))
             if not request.path.startswith("/2/"):
                 return Reply.json(404, _problem(404, "Not Found", "Not Found"))
             if not authorised:
