@@ -37,15 +37,25 @@ def test_demo_builds_an_archive_with_versions_and_deletions_and_no_token(tmp_pat
     for name, data in every_byte_under(directory):
         assert secret.encode() not in data, name
     conn = sqlite3.connect(directory / "archive" / "archive.db")
-    by_status = dict(conn.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
-    by_kind = dict(conn.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
+    by_status = {
+        platform: dict(
+            conn.execute("SELECT status, count(*) FROM items WHERE platform = ? GROUP BY status", (platform,))
+        )
+        for platform in ("mastodon", "x", "bluesky")
+    }
+    by_kind = dict(conn.execute("SELECT kind, count(*) FROM items WHERE platform = 'mastodon' GROUP BY kind"))
+    accounts = dict(conn.execute("SELECT account, status FROM account_runs"))
     conn.close()
-    assert by_status["deleted"] == 2 and by_status["edited"] == 3
+    assert accounts == {"riverside-mastodon": "ok", "riverside-x": "ok", "riverside-bluesky": "ok"}
+    assert by_status["mastodon"]["deleted"] == 2 and by_status["mastodon"]["edited"] == 3
     assert by_kind["post"] == 201 and by_kind["comment"] >= 1000 and by_kind["message"] >= 150
+    # X: an edit chain edited again between the runs, a deleted post and reply; Bluesky: a replaced record.
+    assert by_status["x"]["deleted"] == 2 and by_status["x"]["edited"] == 1
+    assert by_status["bluesky"]["deleted"] == 2 and by_status["bluesky"]["edited"] == 1
     config = str(directory / "archiver.toml")
     assert CliRunner().invoke(app, ["verify", "--config", config]).exit_code == 0
     status = CliRunner().invoke(app, ["status", "--config", config])
-    assert status.exit_code == 0 and "deleted 2" in status.output
+    assert status.exit_code == 0 and "deleted 6" in status.output
     # A second demo in the same folder reuses the archive instead of mixing in a new sample.
     again = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
     assert again.exit_code == 0 and "already holds a demo archive" in again.output
