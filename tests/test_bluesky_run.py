@@ -274,6 +274,7 @@ def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 3
     conn.close()
+    assert_rebuild_equals(clinic, clinic.tmp_path / "rebuilt.db")  # the throttled answer is replayed too
 
 
 def test_expired_session_is_renewed_and_chat_not_offered_is_said_once(clinic, tmp_path, monkeypatch):
@@ -293,6 +294,7 @@ def test_expired_session_is_renewed_and_chat_not_offered_is_said_once(clinic, tm
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM items WHERE kind = 'message'").fetchone()[0] == 1
     conn.close()
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")  # the replay logs in again where the run did
     # A PDS without chat: one notice, the rest archived, exit 0.
     other = BskyClinic(tmp_path / "nochat", monkeypatch, chat=False)
     try:
@@ -347,10 +349,16 @@ def test_secrets_never_written_warcs_check_and_rebuild_equals(clinic, tmp_path):
             [sys.executable, "-m", "warcio.cli", "check", "-v", str(warc)], capture_output=True, text=True
         )
         assert check.returncode == 0, check.stdout
-    out = tmp_path / "rebuilt.db"
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")
+
+
+def assert_rebuild_equals(clinic: BskyClinic, out: Path) -> sqlite3.Connection:
+    """`archiver rebuild` from the WARCs alone gives the same items, versions, events, media and cursors."""
     result = CliRunner().invoke(app, ["rebuild", "--config", str(clinic.config()), "--out", str(out)])
     assert result.exit_code == 0, result.output
     live, rebuilt = clinic.db(), sqlite3.connect(out)
     for name, query in COMPARED.items():
         expected = [tuple(r) for r in live.execute(query).fetchall()]
         assert [tuple(r) for r in rebuilt.execute(query).fetchall()] == expected, name
+    live.close()
+    return rebuilt
