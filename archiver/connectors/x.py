@@ -285,8 +285,9 @@ class _XRun:
             return
         path = "tweets/search/all" if self.full_archive else "tweets/search/recent"
         params: dict[str, Any] = {"query": f"conversation_id:{root_id}", "max_results": PAGE_SIZE, **tweet_params()}
-        if self.full_archive and root_created_at:
-            params["start_time"] = root_created_at  # search/all reads only the last 30 days unless told
+        if self.full_archive and started is not None:
+            # search/all reads only the last 30 days unless told; X takes YYYY-MM-DDTHH:mm:ssZ
+            params["start_time"] = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for exchange, page in self.paginate(self.api(path), params, "next_token"):
             includes = Includes.of(page)
             for tweet in page.get("data", []):
