@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from archiver import doctor
 from archiver.cli import app
+from archiver.config import load_config
 from archiver.demo.bluesky_server import BlueskyState, Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
 from tests.test_rebuild import COMPARED
@@ -362,3 +364,13 @@ def assert_rebuild_equals(clinic: BskyClinic, out: Path) -> sqlite3.Connection:
         assert [tuple(r) for r in rebuilt.execute(query).fetchall()] == expected, name
     live.close()
     return rebuilt
+
+
+def test_doctor_checks_the_app_password(clinic, monkeypatch):
+    account = load_config(clinic.config()).account("clinic-bsky")
+    (check,) = doctor.check_account(account, 5)
+    assert (check.status, check.message) == ("ok", "token from $BSKY_APP_PASSWORD accepted (@riverside.example.org)")
+    monkeypatch.setenv("BSKY_APP_PASSWORD", "zzzz-zzzz-zzzz-zzzz")
+    (check,) = doctor.check_account(account, 5)
+    assert check.status == "fail" and "refused the app password from $BSKY_APP_PASSWORD" in check.message
+    assert "zzzz-zzzz" not in check.message

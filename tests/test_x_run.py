@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from archiver import doctor
 from archiver.cli import app
+from archiver.config import load_config
 from archiver.demo.png import make_png
 from archiver.demo.x_server import Fault, SampleXServer, XState
 from tests.test_rebuild import COMPARED
@@ -416,3 +418,14 @@ def assert_rebuild_equals(clinic: XClinic, out: Path) -> sqlite3.Connection:
         assert [tuple(r) for r in rebuilt.execute(query).fetchall()] == expected, name
     live.close()
     return rebuilt
+
+
+def test_doctor_checks_the_token_with_one_call(clinic, monkeypatch):
+    account = load_config(clinic.config()).account("clinic-x")
+    (check,) = doctor.check_account(account, 5)
+    assert (check.status, check.message) == ("ok", "token from $X_TOKEN accepted (@riversideclinic)")
+    assert clinic.paths() == ["/2/users/me"]
+    monkeypatch.setenv("X_TOKEN", "expired-x-token-77")
+    (check,) = doctor.check_account(account, 5)
+    assert check.status == "fail" and "refused the token from $X_TOKEN (HTTP 401)" in check.message
+    assert "expired-x-token-77" not in check.message
