@@ -332,7 +332,7 @@ def test_failed_lookup_or_listing_marks_nothing_deleted(clinic):
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
-    # The search listing breaks half way (its second page): still no conclusion drawn from the absence.
+    # Conversation search fails (the thread cannot be read): still no conclusion drawn from the absence.
     clinic.server.faults[:] = [Fault(r"^/2/tweets/search/recent", status=500, times=100)]
     code, output = clinic.run()
     assert code == 1
