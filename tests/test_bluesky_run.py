@@ -374,3 +374,17 @@ def test_doctor_checks_the_app_password(clinic, monkeypatch):
     (check,) = doctor.check_account(account, 5)
     assert check.status == "fail" and "refused the app password from $BSKY_APP_PASSWORD" in check.message
     assert "zzzz-zzzz" not in check.message
+
+
+def test_a_cursor_that_repeats_stops_the_listing(clinic):
+    record = clinic.posts[0]
+    page = json.dumps({"records": [record], "cursor": "3zzzzzzzzzzzz"}).encode()
+    clinic.server.faults.append(Fault(r"listRecords", status=200, body=page, times=2))
+    code, output = clinic.run()
+    assert code == 1 and "paging loop" in output
+    assert sum(1 for _, p, _ in clinic.server.requests_log if p.endswith("listRecords")) == 2
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0

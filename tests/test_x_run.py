@@ -429,3 +429,17 @@ def test_doctor_checks_the_token_with_one_call(clinic, monkeypatch):
     (check,) = doctor.check_account(account, 5)
     assert check.status == "fail" and "refused the token from $X_TOKEN (HTTP 401)" in check.message
     assert "expired-x-token-77" not in check.message
+
+
+def test_a_next_token_that_repeats_stops_the_listing(clinic):
+    page = {"data": [{"id": clinic.posts[0]["id"], "text": "x"}], "meta": {"result_count": 1, "next_token": "again"}}
+    clinic.server.faults.append(Fault(r"^/2/users/\d+/tweets", status=200, body=json.dumps(page).encode(), times=2))
+    code, output = clinic.run()
+    assert code == 1 and "paging loop" in output
+    assert sum(1 for p in clinic.paths() if p.endswith("/tweets") and "/users/" in p) == 2
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()

@@ -73,6 +73,22 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
         )
 
 
+def next_cursor(page: dict[str, Any], asked: set[str], exchange: Exchange) -> str | None:
+    """The page's cursor, unless this listing already followed it: a cursor that repeats is a paging loop (a
+    service bug or a hostile answer), not more data, and the account stops instead of reading forever."""
+    cursor = page.get("cursor")
+    if cursor is None:
+        return None
+    cursor = str(cursor)
+    if cursor in asked:
+        raise PlatformError(
+            f"GET {exchange.url}: paging loop: cursor {cursor!r} was already followed in this listing; "
+            f"the listing stopped (WARC record {exchange.ref.record_id})"
+        )
+    asked.add(cursor)
+    return cursor
+
+
 def split_uri(uri: str) -> tuple[str, str, str]:
     """(did, collection, rkey) of an at:// URI."""
     parts = uri.removeprefix("at://").split("/")
@@ -318,6 +334,7 @@ class _BlueskyRun:
         to_read: list[str] = []
         present: set[str] = set()
         cursor: str | None = None
+        asked: set[str] = set()
         last: Exchange | None = None
         while True:
             params: dict[str, Any] = {"repo": self.did, "collection": POST, "limit": PAGE_LIMIT}
@@ -337,8 +354,8 @@ class _BlueskyRun:
                     to_read.append(uri)
                 author = (self.did, self.handle, self.display_name)
                 yield from self.observe(uri, record["cid"], record["value"], author, record, exchange.ref)
-            cursor = page.get("cursor")
-            if not cursor or not page["records"]:
+            cursor = next_cursor(page, asked, exchange) if page["records"] else None
+            if not cursor:
                 break
         prefix = self.own_prefix()
         missing = [
@@ -464,6 +481,7 @@ class _BlueskyRun:
 
     def fetch_quotes(self, uri: str) -> Iterator[Observation]:
         cursor: str | None = None
+        asked: set[str] = set()
         while True:
             params: dict[str, Any] = {"uri": uri, "limit": PAGE_LIMIT}
             if cursor:
@@ -480,8 +498,8 @@ class _BlueskyRun:
             _expect(isinstance(page, dict) and isinstance(page.get("posts"), list), exchange, "a list of posts")
             for post in page["posts"]:
                 yield from self.observe_view(post, exchange.ref)
-            cursor = page.get("cursor")
-            if not cursor or not page["posts"]:
+            cursor = next_cursor(page, asked, exchange) if page["posts"] else None
+            if not cursor:
                 return
 
     # -- one post ------------------------------------------------------------------------------------------
@@ -588,6 +606,7 @@ class _BlueskyRun:
     def fetch_chats(self) -> Iterator[Observation]:
         """Every conversation whose `rev` moved since its last complete read, every message in it."""
         cursor: str | None = None
+        asked: set[str] = set()
         while True:
             params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
@@ -609,14 +628,15 @@ class _BlueskyRun:
                 yield from self.read_convo(convo)
                 if convo.get("rev"):
                     yield CursorUpdate(name, str(convo["rev"]))
-            cursor = page.get("cursor")
-            if not cursor or not page["convos"]:
+            cursor = next_cursor(page, asked, exchange) if page["convos"] else None
+            if not cursor:
                 return
 
     def read_convo(self, convo: dict[str, Any]) -> Iterator[Observation]:
         conversation = f"bluesky:chat:{convo['id']}"
         members = {str(m.get("did")): m for m in convo.get("members") or [] if isinstance(m, dict)}
         cursor: str | None = None
+        asked: set[str] = set()
         while True:
             params: dict[str, Any] = {"convoId": convo["id"], "limit": PAGE_LIMIT}
             if cursor:
@@ -661,6 +681,6 @@ class _BlueskyRun:
                     visibility="direct",
                     extra={"quote": quoted_uri(embed)},
                 )
-            cursor = page.get("cursor")
-            if not cursor or not page["messages"]:
+            cursor = next_cursor(page, asked, exchange) if page["messages"] else None
+            if not cursor:
                 return

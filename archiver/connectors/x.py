@@ -228,6 +228,7 @@ class _XRun:
     def paginate(self, url: str, params: dict[str, Any], token_param: str) -> Iterator[tuple[Exchange, dict]]:
         """Every page of a listing, following `meta.next_token` until a page has none."""
         next_token: str | None = None
+        asked: set[str] = set()
         while True:
             exchange = self.session.get(url, {**params, **({token_param: next_token} if next_token else {})})
             page = exchange.json()
@@ -237,6 +238,12 @@ class _XRun:
             next_token = (page.get("meta") or {}).get("next_token")
             if not next_token:
                 return
+            if next_token in asked:  # a token that repeats is a paging loop, not more data: stop, never spin
+                raise PlatformError(
+                    f"GET {exchange.url}: paging loop: next_token {next_token!r} was already followed in this "
+                    f"listing; the listing stopped (WARC record {exchange.ref.record_id})"
+                )
+            asked.add(next_token)
 
     def fetch_own_posts(self) -> Iterator[Observation]:
         """The account's posts newer than the last complete listing; each new thread is read."""
