@@ -367,11 +367,11 @@ def assert_rebuild_equals(clinic: BskyClinic, out: Path) -> sqlite3.Connection:
 
 
 def test_doctor_checks_the_app_password(clinic, monkeypatch):
-    account = load_config(clinic.config()).account("clinic-bsky")
-    (check,) = doctor.check_account(account, 5)
+    config = load_config(clinic.config())
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-bsky"]
     assert (check.status, check.message) == ("ok", "token from $BSKY_APP_PASSWORD accepted (@riverside.example.org)")
     monkeypatch.setenv("BSKY_APP_PASSWORD", "zzzz-zzzz-zzzz-zzzz")
-    (check,) = doctor.check_account(account, 5)
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-bsky"]
     assert check.status == "fail" and "refused the app password from $BSKY_APP_PASSWORD" in check.message
     assert "zzzz-zzzz" not in check.message
 

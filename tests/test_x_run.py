@@ -421,12 +421,12 @@ def assert_rebuild_equals(clinic: XClinic, out: Path) -> sqlite3.Connection:
 
 
 def test_doctor_checks_the_token_with_one_call(clinic, monkeypatch):
-    account = load_config(clinic.config()).account("clinic-x")
-    (check,) = doctor.check_account(account, 5)
+    config = load_config(clinic.config())
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-x"]
     assert (check.status, check.message) == ("ok", "token from $X_TOKEN accepted (@riversideclinic)")
     assert clinic.paths() == ["/2/users/me"]
     monkeypatch.setenv("X_TOKEN", "expired-x-token-77")
-    (check,) = doctor.check_account(account, 5)
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-x"]
     assert check.status == "fail" and "refused the token from $X_TOKEN (HTTP 401)" in check.message
     assert "expired-x-token-77" not in check.message
 
