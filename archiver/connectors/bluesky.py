@@ -73,20 +73,29 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
         )
 
 
-def next_cursor(page: dict[str, Any], asked: set[str], exchange: Exchange) -> str | None:
-    """The page's cursor, unless this listing already followed it: a cursor that repeats is a paging loop (a
-    service bug or a hostile answer), not more data, and the account stops instead of reading forever."""
+def next_cursor(page: dict[str, Any], key: str, asked: set[str], exchange: Exchange) -> str | None:
+    """The cursor to follow after a page of `page[key]` entries; None when the listing is complete.
+
+    A cursor this listing already followed, or a page holding only entries it already listed, is a paging
+    loop (a service bug or a hostile answer), not more data: the account stops instead of reading forever.
+    """
+    entries = page[key]
+    if not entries:
+        return None
+    ids = {str(e.get("uri") or e.get("id")) for e in entries if isinstance(e, dict)}
     cursor = page.get("cursor")
+    repeated = ids and ids <= asked
+    if repeated or (cursor is not None and f"cursor:{cursor}" in asked):
+        what = "a page of entries already listed" if repeated else f"cursor {cursor!r} again"
+        raise PlatformError(
+            f"GET {exchange.url}: paging loop: the service answered {what}; the listing stopped "
+            f"(WARC record {exchange.ref.record_id})"
+        )
+    asked |= ids
     if cursor is None:
         return None
-    cursor = str(cursor)
-    if cursor in asked:
-        raise PlatformError(
-            f"GET {exchange.url}: paging loop: cursor {cursor!r} was already followed in this listing; "
-            f"the listing stopped (WARC record {exchange.ref.record_id})"
-        )
-    asked.add(cursor)
-    return cursor
+    asked.add(f"cursor:{cursor}")
+    return str(cursor)
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:
@@ -354,7 +363,7 @@ class _BlueskyRun:
                     to_read.append(uri)
                 author = (self.did, self.handle, self.display_name)
                 yield from self.observe(uri, record["cid"], record["value"], author, record, exchange.ref)
-            cursor = next_cursor(page, asked, exchange) if page["records"] else None
+            cursor = next_cursor(page, "records", asked, exchange)
             if not cursor:
                 break
         prefix = self.own_prefix()
@@ -498,7 +507,7 @@ class _BlueskyRun:
             _expect(isinstance(page, dict) and isinstance(page.get("posts"), list), exchange, "a list of posts")
             for post in page["posts"]:
                 yield from self.observe_view(post, exchange.ref)
-            cursor = next_cursor(page, asked, exchange) if page["posts"] else None
+            cursor = next_cursor(page, "posts", asked, exchange)
             if not cursor:
                 return
 
@@ -628,7 +637,7 @@ class _BlueskyRun:
                 yield from self.read_convo(convo)
                 if convo.get("rev"):
                     yield CursorUpdate(name, str(convo["rev"]))
-            cursor = next_cursor(page, asked, exchange) if page["convos"] else None
+            cursor = next_cursor(page, "convos", asked, exchange)
             if not cursor:
                 return
 
@@ -681,6 +690,6 @@ class _BlueskyRun:
                     visibility="direct",
                     extra={"quote": quoted_uri(embed)},
                 )
-            cursor = next_cursor(page, asked, exchange) if page["messages"] else None
+            cursor = next_cursor(page, "messages", asked, exchange)
             if not cursor:
                 return

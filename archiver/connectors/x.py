@@ -234,16 +234,20 @@ class _XRun:
             page = exchange.json()
             _expect(isinstance(page, dict) and isinstance(page.get("meta", {}), dict), exchange, "a page")
             _expect(isinstance(page.get("data", []), list), exchange, "a list in `data`")
-            yield exchange, page
+            # A token this listing already followed, or a page of only posts it already listed, is a paging
+            # loop (a platform bug or a hostile answer), not more data: stop, never spin.
+            ids = {f"id:{o.get('id')}" for o in page.get("data", []) if isinstance(o, dict)}
             next_token = (page.get("meta") or {}).get("next_token")
+            if (ids and ids <= asked) or (next_token and f"token:{next_token}" in asked):
+                raise PlatformError(
+                    f"GET {exchange.url}: paging loop: X answered a page or a next_token this listing already "
+                    f"had; the listing stopped (WARC record {exchange.ref.record_id})"
+                )
+            asked |= ids
+            yield exchange, page
             if not next_token:
                 return
-            if next_token in asked:  # a token that repeats is a paging loop, not more data: stop, never spin
-                raise PlatformError(
-                    f"GET {exchange.url}: paging loop: next_token {next_token!r} was already followed in this "
-                    f"listing; the listing stopped (WARC record {exchange.ref.record_id})"
-                )
-            asked.add(next_token)
+            asked.add(f"token:{next_token}")
 
     def fetch_own_posts(self) -> Iterator[Observation]:
         """The account's posts newer than the last complete listing; each new thread is read."""
