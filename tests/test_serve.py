@@ -83,10 +83,16 @@ def test_search_finds_a_comment_and_a_direct_message(server):
 
 def test_statuses_and_canned_queries(server):
     deleted = rows(f"{server}/archive/deleted_items.json")
-    mastodon = [r for r in deleted if r["item_key"].startswith("mastodon:")]
-    meta = [r for r in deleted if not r["item_key"].startswith("mastodon:")]
-    assert len(mastodon) == 2 and all('"http_status": 404' in r["evidence"] for r in mastodon)
-    assert len(meta) == 2 and all('"error_subcode": 33' in r["evidence"] for r in meta)  # Facebook, Instagram
+    proof = {
+        "mastodon": '"http_status": 404',
+        "facebook": '"error_subcode": 33',
+        "instagram": '"error_subcode": 33',
+        "x": '"title": "Not Found Error"',
+        "bluesky": '"RecordNotFound"',
+    }
+    assert all(proof[r["platform"]] in r["evidence"] for r in deleted), deleted
+    by_platform = {p: sum(r["platform"] == p for r in deleted) for p in proof}
+    assert by_platform == {"mastodon": 2, "facebook": 1, "instagram": 1, "x": 2, "bluesky": 2}
     edited = rows(f"{server}/archive/edited_items.json")
     assert len(edited) == 5 and all(r["versions"] >= 2 for r in edited)
     key = edited[0]["item_key"]

@@ -6,12 +6,16 @@ from ..errors import ConfigError
 from .base import Connector
 from .facebook import FacebookConnector
 from .instagram import InstagramConnector
+from .bluesky import BlueskyConnector
 from .mastodon import MastodonConnector
+from .x import XConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     "mastodon": MastodonConnector,
     "facebook": FacebookConnector,
     "instagram": InstagramConnector,
+    "x": XConnector,
+    "bluesky": BlueskyConnector,
 }
 
 

@@ -1,15 +1,18 @@
-"""The embedded default: a sample clinic on loopback Mastodon and Graph API servers, archived twice.
+"""The embedded default: a sample clinic on loopback servers of every platform, archived twice.
 
-The clinic has a Mastodon account, a Facebook Page and an Instagram account. The second run follows a
-change to the sample (new replies and comments, edits, deleted posts, comments and replies) so the demo
-archive shows versions and deletions on all three platforms. The demo's token comes from ARCHIVER_DEMO_TOKEN (a fixed
-value otherwise); like any token it is never written under the demo directory.
+The clinic has a Mastodon account, a Facebook Page, an Instagram account, an X account, a Bluesky account,
+a LinkedIn page and a YouTube channel. The second run follows a change to the sample (new replies and
+comments, edits, deleted posts, comments and replies) so the demo archive shows versions and deletions on
+every platform, and a consent register whose consents lapse. The demo's token (also the sample Bluesky
+account's app password) comes from ARCHIVER_DEMO_TOKEN (a fixed value otherwise); like any token it is never
+written under the demo directory.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +20,23 @@ from pathlib import Path
 from ..config import Config, load_config
 from ..consent.register import import_consents, link_consent
 from ..pipeline import RunResult, run_archive
+from .bluesky_server import SampleBlueskyServer
 from .consent_sample import add_patient_posts
 from .graph_sample import build_graph_dataset, mutate_graph_for_second_run
 from .graph_server import SampleGraphServer
+from .linkedin_server import SampleLinkedInServer
 from .mastodon_server import SampleMastodonServer
 from .sample_data import build_clinic_dataset, mutate_for_second_run
+from .sample_pages import (
+    LINKEDIN_ORG,
+    build_linkedin_page,
+    build_youtube_channel,
+    mutate_linkedin_page,
+    mutate_youtube_channel,
+)
+from .social_sample import build_bluesky_sample, build_x_sample, mutate_bluesky_sample, mutate_x_sample
+from .x_server import SampleXServer
+from .youtube_server import SampleYouTubeServer
 
 TOKEN_ENV = "ARCHIVER_DEMO_TOKEN"
 DEFAULT_TOKEN = "archiver-demo-token-5e7c1d94a2"
@@ -38,9 +53,9 @@ class DemoOutcome:
         return max((run.exit_code for run in self.runs), default=0)
 
 
-def demo_config_text(api_base: str, graph_base: str = "", page_id: str = "", ig_user_id: str = "") -> str:
+def demo_config_text(api_base: str, other_accounts: str = "") -> str:
     return f"""\
-# The demo archive, written by `archiver demo`. The sample server it captured is gone; serve, verify and
+# The demo archive, written by `archiver demo`. The sample servers it captured are gone; serve, verify and
 # status work on this archive like on any other:
 #   archiver serve --config {{this file}}
 [archive]
@@ -57,34 +72,23 @@ platform = "mastodon"
 api_base = "{api_base}"
 account = "@riverside"
 token_env = "{TOKEN_ENV}"
-""" + (
-        f"""
-[[accounts]]
-name = "riverside-facebook"
-platform = "facebook"
-api_base = "{graph_base}"
-token_env = "{TOKEN_ENV}"
-options = {{ page_id = "{page_id}" }}
-
-[[accounts]]
-name = "riverside-instagram"
-platform = "instagram"
-api_base = "{graph_base}"
-token_env = "{TOKEN_ENV}"
-options = {{ ig_user_id = "{ig_user_id}", page_id = "{page_id}" }}
-"""
-        if graph_base
-        else ""
-    ) + DEMO_SCAN_SETTINGS
-
-
+{other_accounts}
 # The clinic's own handle, number and staff: never flagged as PHI.
-DEMO_SCAN_SETTINGS = """
 [scan]
 own_handles = ["riverside"]
 own_phones = ["555-0100"]
 staff = ["Helen Arbogast", "Samuel Ndiaye", "Priya Raman", "Tomas Velde", "Kit Oduya"]
 """
+
+
+def account_block(name: str, platform: str, api_base: str, account: str = "", options: str = "", note: str = "") -> str:
+    lines = ["", "[[accounts]]", f'name = "{name}"', f'platform = "{platform}"', f'api_base = "{api_base}"']
+    if account:
+        lines.append(f'account = "{account}"')
+    lines.append(f'token_env = "{TOKEN_ENV}"' + (f"  # {note}" if note else ""))
+    if options:
+        lines.append(f"options = {{ {options} }}")
+    return "\n".join(lines) + "\n"
 
 
 def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datetime | None = None) -> DemoOutcome:
@@ -110,20 +114,48 @@ def run_demo(directory: Path, *, echo: Callable[[str], None] = print, now: datet
 
 
 def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetime) -> DemoOutcome:
-    """Serve the sample clinic, archive it, change it, archive it again."""
+    """Serve the sample clinic on every platform, archive it, change it, archive it again."""
     token = os.environ[TOKEN_ENV]
     state, facts = build_clinic_dataset(now)
     consent = add_patient_posts(state, facts.clinic_id, "riverside-mastodon", now)
     graph_state, graph_facts = build_graph_dataset(now)
+    x_sample = build_x_sample(now)
+    bluesky_sample = build_bluesky_sample(now, token)
+    page, page_facts = build_linkedin_page(now)
+    channel, channel_facts = build_youtube_channel(now)
     outcome: DemoOutcome
-    # The sample server enforces Mastodon's 300 requests / 5 minutes by default; the demo should not wait.
-    with (
-        SampleMastodonServer(state, token, rate_limit=100_000) as server,
-        SampleGraphServer(graph_state, token) as graph,
-    ):
-        config_path.write_text(
-            demo_config_text(server.base_url, graph.base_url, graph_facts.page_id, graph_facts.ig_user_id), "utf-8"
+    with ExitStack() as servers:
+        # The sample servers enforce platform-like rate limits by default; the demo should not wait.
+        server = servers.enter_context(SampleMastodonServer(state, token, rate_limit=100_000))
+        graph = servers.enter_context(SampleGraphServer(graph_state, token))
+        x_server = servers.enter_context(SampleXServer(x_sample.state, token, rate_limit=100_000))
+        bluesky = servers.enter_context(SampleBlueskyServer(bluesky_sample.state, rate_limit=100_000))
+        linkedin = servers.enter_context(SampleLinkedInServer(page, {token: {LINKEDIN_ORG}}))
+        youtube = servers.enter_context(SampleYouTubeServer(channel, api_key=token))
+        page_id, ig_user_id = graph_facts.page_id, graph_facts.ig_user_id
+        others = "".join(
+            [
+                account_block("riverside-facebook", "facebook", graph.base_url, options=f'page_id = "{page_id}"'),
+                account_block(
+                    "riverside-instagram",
+                    "instagram",
+                    graph.base_url,
+                    options=f'ig_user_id = "{ig_user_id}", page_id = "{page_id}"',
+                ),
+                account_block("riverside-x", "x", x_server.base_url, "@riversideclinic"),
+                account_block(
+                    "riverside-bluesky",
+                    "bluesky",
+                    bluesky.base_url,
+                    "@riverside-clinic.example.org",
+                    f'appview = "{bluesky.base_url}", plc_directory = "{bluesky.base_url}"',
+                    note="the sample account's app password",
+                ),
+                account_block("riverside-linkedin", "linkedin", linkedin.base_url, f"urn:li:organization:{LINKEDIN_ORG}"),
+                account_block("riverside-youtube", "youtube", youtube.base_url, "@RiversideClinic"),
+            ]
         )
+        config_path.write_text(demo_config_text(server.base_url, others), "utf-8")
         config = load_config(config_path)
         outcome = DemoOutcome(config)
         echo(
@@ -131,13 +163,19 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
             f"({len(consent.status_ids)} patient stories), {facts.replies} replies, "
             f"{facts.dm_conversations} direct conversations"
         )
-        imported = import_consents(config, consent.register_csv(config_path.parent / "consents.csv"))
-        echo(f"consent register: {len(imported.new)} consents imported from consents.csv")
         echo(
             f"its Facebook Page and Instagram account at {graph.base_url}: {graph_facts.posts} Page posts, "
             f"{graph_facts.comments} comments, {graph_facts.media} Instagram media, {graph_facts.ig_comments} "
             f"Instagram comments, {graph_facts.conversations} Messenger and Instagram conversations"
         )
+        echo(f"its X account at {x_server.base_url}, its Bluesky account at {bluesky.base_url}")
+        echo(
+            f"its LinkedIn page at {linkedin.base_url}: {page_facts.linkedin_posts} posts, "
+            f"{page_facts.linkedin_comments} comments; its YouTube channel at {youtube.base_url}: "
+            f"{channel_facts.youtube_videos} videos, {channel_facts.youtube_comments} comments"
+        )
+        imported = import_consents(config, consent.register_csv(config_path.parent / "consents.csv"))
+        echo(f"consent register: {len(imported.new)} consents imported from consents.csv")
         echo("first run: archiving everything ...")
         outcome.runs.append(_run_and_report(config, echo))
         for consent_id, item_key in consent.links(server.base_url.split("://", 1)[1]):
@@ -157,6 +195,11 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
             f"media {meta.edited_media_id} edited, comment {meta.deleted_comment_id} and Instagram reply "
             f"{meta.deleted_ig_reply_id} deleted"
         )
+        echo(mutate_x_sample(x_sample, now))
+        echo(mutate_bluesky_sample(bluesky_sample, now))
+        mutate_linkedin_page(page, page_facts, now)
+        mutate_youtube_channel(channel, channel_facts, now)
+        echo("the LinkedIn page and the YouTube channel changed too: a comment edited, one deleted, one new on each")
         echo("second run: capturing the changes ...")
         outcome.runs.append(_run_and_report(config, echo))
     return outcome

@@ -1,0 +1,695 @@
+"""Bluesky (AT Protocol): the account's posts from its own repository, threads and quotes, blobs, chat.
+
+The repository is the source of truth for the account's posts, because feed endpoints can miss posts:
+the handle is resolved to a DID (com.atproto.identity.resolveHandle on `api_base`), the DID to its PDS (its
+DID document from the PLC directory or did:web, or the `pds` option), and the PDS lists every
+app.bsky.feed.post record (com.atproto.repo.listRecords, cursor paging). A record is identified by its
+at:// URI; its `cid` is part of its content, so a replaced record (same rkey, new cid) is a new version.
+
+Threads come from the AppView (`appview` option): app.bsky.feed.getPostThread with the full depth, nested
+replies included; `#notFoundPost` and `#blockedPost` placeholders are kept out of the items; quotes of the
+account's posts from app.bsky.feed.getQuotes. Images and video are fetched from their author's PDS with
+com.atproto.sync.getBlob into the WARC, their alt text kept as the media description.
+
+Deletions, only on proof: a post of the account missing from a complete listRecords pass, or a reply missing
+from (or `notFound` in) a complete thread read, is looked up with com.atproto.repo.getRecord on its
+author's PDS; only an answer of `RecordNotFound` marks it deleted.
+
+Reads that need no login are made without one. Direct messages (chat.bsky.convo.*) need a session: the app
+password is sent once to com.atproto.server.createSession (the JWTs it issues are masked before the answer
+is recorded and never reach disk); a session that expires mid-run (ExpiredToken) is created anew. Chat calls
+go to the PDS with the `atproto-proxy` header naming the chat service; a service that answers "not
+implemented" gets one notice and the run carries on. Rate limits: RateLimit-* headers and 429.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import requests
+
+from ..config import AccountConfig
+from ..errors import AuthError, PlatformError
+from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
+from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
+from ..warc import CaptureRef
+from .base import AccountState, FetchWindow
+
+POST = "app.bsky.feed.post"
+PAGE_LIMIT = 100
+THREAD_DEPTH = 1000  # the lexicon's maximum: nested replies all the way down
+THREAD_VIEW = "app.bsky.feed.defs#threadViewPost"
+NOT_FOUND_POST = "app.bsky.feed.defs#notFoundPost"
+BLOCKED_POST = "app.bsky.feed.defs#blockedPost"
+DELETED_MESSAGE = "chat.bsky.convo.defs#deletedMessageView"
+NOT_IMPLEMENTED = {"MethodNotImplemented", "XRPCNotSupported", "NotImplemented"}
+SESSION_EXPIRED = {"ExpiredToken"}
+AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "ExpiredToken", "AccountTakedown"}
+
+
+def _error_name(exchange: Exchange) -> str:
+    try:
+        body = exchange.json()
+    except PlatformError:
+        return ""
+    return str(body.get("error") or "") if isinstance(body, dict) else ""
+
+
+def _error_message(exchange: Exchange) -> str:
+    try:
+        body = exchange.json()
+    except PlatformError:
+        return ""
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
+
+
+def _expect(condition: bool, exchange: Exchange, what: str) -> None:
+    if not condition:
+        raise PlatformError(
+            f"GET {exchange.url}: unexpected response shape ({what}); "
+            f"raw response in WARC record {exchange.ref.record_id}"
+        )
+
+
+def next_cursor(page: dict[str, Any], key: str, asked: set[str], exchange: Exchange) -> str | None:
+    """The cursor to follow after a page of `page[key]` entries; None when the listing is complete.
+
+    A cursor this listing already followed, or a page holding only entries it already listed, is a paging
+    loop (a service bug or a hostile answer), not more data: the account stops instead of reading forever.
+    """
+    entries = page[key]
+    if not entries:
+        return None
+    ids = {str(e.get("uri") or e.get("id")) for e in entries if isinstance(e, dict)}
+    cursor = page.get("cursor")
+    repeated = ids and ids <= asked
+    if repeated or (cursor is not None and f"cursor:{cursor}" in asked):
+        what = "a page of entries already listed" if repeated else f"cursor {cursor!r} again"
+        raise PlatformError(
+            f"GET {exchange.url}: paging loop: the service answered {what}; the listing stopped "
+            f"(WARC record {exchange.ref.record_id})"
+        )
+    asked |= ids
+    if cursor is None:
+        return None
+    asked.add(f"cursor:{cursor}")
+    return str(cursor)
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """(did, collection, rkey) of an at:// URI."""
+    parts = uri.removeprefix("at://").split("/")
+    if len(parts) != 3:
+        raise PlatformError(f"not an at:// record URI: {uri!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def blob_cid(blob: Any) -> str | None:
+    """The CID of a blob reference (current `ref.$link` form, or the legacy `cid` form)."""
+    if not isinstance(blob, dict):
+        return None
+    ref = blob.get("ref")
+    if isinstance(ref, dict) and ref.get("$link"):
+        return str(ref["$link"])
+    return str(blob["cid"]) if blob.get("cid") else None
+
+
+def embedded_blobs(embed: Any) -> list[tuple[str, dict, str | None]]:
+    """(kind, blob, alt text) of every blob a post record's embed carries."""
+    if not isinstance(embed, dict):
+        return []
+    kind = embed.get("$type")
+    if kind == "app.bsky.embed.images":
+        return [("image", i.get("image"), i.get("alt")) for i in embed.get("images", []) if isinstance(i, dict)]
+    if kind == "app.bsky.embed.video":
+        return [("video", embed.get("video"), embed.get("alt"))]
+    if kind == "app.bsky.embed.recordWithMedia":
+        return embedded_blobs(embed.get("media"))
+    if kind == "app.bsky.embed.external":
+        external = embed.get("external") or {}
+        return [("thumbnail", external["thumb"], external.get("title"))] if external.get("thumb") else []
+    return []
+
+
+def quoted_uri(embed: Any) -> str | None:
+    if not isinstance(embed, dict):
+        return None
+    if embed.get("$type") == "app.bsky.embed.record":
+        return (embed.get("record") or {}).get("uri")
+    if embed.get("$type") == "app.bsky.embed.recordWithMedia":
+        return ((embed.get("record") or {}).get("record") or {}).get("uri")
+    return None
+
+
+class BlueskyConnector:
+    platform: ClassVar[str] = "bluesky"
+    token_param: ClassVar[str | None] = None
+
+    def rate_limit_policy(self) -> HeaderRateLimit:
+        return HeaderRateLimit("RateLimit-Remaining", "RateLimit-Reset")
+
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+        """Create a session with the app password (not archived, the JWTs dropped at once)."""
+        base = account.options.get("pds") or account.api_base
+        url = f"{base}/xrpc/com.atproto.server.createSession"
+        identifier = (account.account or "").lstrip("@")
+        try:
+            response = requests.post(
+                url,
+                json={"identifier": identifier, "password": token},
+                headers={"User-Agent": USER_AGENT},
+                timeout=timeout,
+            )
+        except requests.RequestException as exc:
+            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        if response.status_code in (400, 401, 403):
+            raise AuthError(
+                f"account {account.name}: the platform refused the app password from {account.credential_ref} "
+                f"(HTTP {response.status_code}); create a new app password"
+            )
+        if response.status_code != 200:
+            raise PlatformError(f"account {account.name}: POST {url} answered HTTP {response.status_code}")
+        try:
+            return "@" + str(response.json()["handle"])
+        except (ValueError, KeyError, TypeError):
+            raise PlatformError(f"account {account.name}: POST {url} did not answer a session") from None
+
+    def fetch(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
+    ) -> Iterator[Observation]:
+        yield from _BlueskyRun(session, account, state, window).fetch()
+
+
+class _BlueskyRun:
+    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+        self.session = session
+        self.account = account
+        self.state = state
+        self.window = window
+        options = account.options
+        self.appview = str(options.get("appview") or "https://public.api.bsky.app").rstrip("/")
+        self.plc = str(options.get("plc_directory") or "https://plc.directory").rstrip("/")
+        self.pds_override = str(options.get("pds") or "").rstrip("/") or None
+        self.chat_proxy = str(options.get("chat_proxy") or "did:web:api.bsky.chat#bsky_chat")
+        self.read_quotes = bool(options.get("quotes", True))
+        self.did = ""
+        self.handle: str | None = None
+        self.display_name: str | None = None
+        self.pds = ""
+        self.pds_of: dict[str, str | None] = {}
+        self.seen: set[str] = set()
+        self.media_fetched: set[str] = set()
+        self.logged_in = False
+        self.quotes_unsupported = False
+        self.chat_answer = ""
+        # The configured credential is the app password; kept now, before a session JWT replaces it.
+        self.app_password = session.secret() or ""
+
+    @staticmethod
+    def key(uri: str) -> str:
+        return f"bluesky:{uri}"
+
+    def own_prefix(self) -> str:
+        return self.key(f"at://{self.did}/{POST}/")
+
+    # -- XRPC ----------------------------------------------------------------------------------------------
+    def xrpc(
+        self,
+        base: str,
+        nsid: str,
+        params: dict[str, Any] | None = None,
+        *,
+        ok: tuple[int, ...] = (200,),
+        authed: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Exchange:
+        """An XRPC query. Without `authed` no credential is sent at all; with it, the session's access JWT."""
+        url = f"{base}/xrpc/{nsid}"
+        if not authed:
+            return self.session.get(url, params, auth=False, ok=ok, headers=headers)
+        if not self.logged_in:
+            self.login()
+        exchange = self.session.get(url, params, auth=True, ok=(*ok, 400, 401), headers=headers)
+        error = _error_name(exchange) if exchange.status in (400, 401) else ""
+        if error in SESSION_EXPIRED:
+            self.login()  # the access JWT lived out its hours: a new session, then the same call again
+            exchange = self.session.get(url, params, auth=True, ok=(*ok, 400, 401), headers=headers)
+            error = _error_name(exchange) if exchange.status in (400, 401) else ""
+        if exchange.status == 401 or error in AUTH_ERRORS:
+            raise AuthError(
+                f"account {self.account.name}: the session from the app password in "
+                f"{self.account.credential_ref} was refused ({error or exchange.status}: "
+                f"{_error_message(exchange)} at {exchange.url}); a chat-capable app password is needed for "
+                "direct messages, or set direct_messages = false"
+            )
+        if exchange.status in ok:
+            return exchange
+        raise PlatformError(
+            f"GET {exchange.url}: HTTP {exchange.status} {error} (WARC record {exchange.ref.record_id})"
+        )
+
+    def login(self) -> None:
+        """com.atproto.server.createSession with the app password; the issued JWTs never reach disk."""
+        exchange = self.session.post(
+            f"{self.pds}/xrpc/com.atproto.server.createSession",
+            {"identifier": self.did, "password": self.app_password},
+            auth=False,
+            ok=(200, 400, 401),
+            secret_fields=("accessJwt", "refreshJwt"),
+        )
+        if exchange.status != 200 or "accessJwt" not in exchange.issued:
+            raise AuthError(
+                f"account {self.account.name}: {self.pds} refused the app password from "
+                f"{self.account.credential_ref} ({_error_name(exchange) or exchange.status}); create a new app "
+                "password (Settings > Privacy and security > App passwords, with access to direct messages)"
+            )
+        self.session.use_token(exchange.issued["accessJwt"])
+        self.logged_in = True
+
+    # -- identity ------------------------------------------------------------------------------------------
+    def fetch(self) -> Iterator[Observation]:
+        yield self.fetch_identity()
+        new_or_recent = yield from self.fetch_own_posts()
+        yield from self.read_threads(new_or_recent)
+        if self.account.direct_messages:
+            yield from self.fetch_chats()
+
+    def fetch_identity(self) -> AccountIdentity:
+        ref = (self.account.account or "").strip().lstrip("@")
+        if not ref:
+            raise PlatformError(f"account {self.account.name}: set `account` to the Bluesky handle or DID")
+        if ref.startswith("did:"):
+            self.did = ref
+        else:
+            exchange = self.xrpc(
+                self.account.api_base, "com.atproto.identity.resolveHandle", {"handle": ref}, ok=(200, 400)
+            )
+            body = exchange.json()
+            if exchange.status != 200 or not isinstance(body, dict) or not body.get("did"):
+                raise PlatformError(
+                    f"account {self.account.name}: {self.account.api_base} cannot resolve the handle {ref!r} "
+                    f"({_error_name(exchange) or exchange.status}); fix `account` in the config"
+                )
+            self.did = str(body["did"])
+            self.handle = ref
+        pds = self.pds_override or self.resolve_pds(self.did, own=True)
+        if not pds:
+            raise PlatformError(f"account {self.account.name}: the DID document of {self.did} names no PDS")
+        self.pds = pds
+        self.pds_of[self.did] = pds
+        profile = self.xrpc(
+            self.pds,
+            "com.atproto.repo.getRecord",
+            {"repo": self.did, "collection": "app.bsky.actor.profile", "rkey": "self"},
+            ok=(200, 400),
+        )
+        if profile.status == 200:
+            value = (profile.json() or {}).get("value") or {}
+            self.display_name = value.get("displayName")
+        return AccountIdentity(self.did, self.handle, self.display_name)
+
+    def resolve_pds(self, did: str, own: bool = False) -> str | None:
+        """The PDS in a DID's document (did:plc from the PLC directory, did:web from its host); cached."""
+        if did in self.pds_of:
+            return self.pds_of[did]
+        if did.startswith("did:plc:"):
+            url = f"{self.plc}/{did}"
+        elif did.startswith("did:web:"):
+            url = f"https://{did.removeprefix('did:web:').replace('%3A', ':')}/.well-known/did.json"
+        else:
+            self.pds_of[did] = None
+            return None
+        exchange = self.session.get(url, auth=False, ok=(200,) if own else (200, 404, 410))
+        document = exchange.json() if exchange.status == 200 else {}
+        endpoint = None
+        for service in document.get("service", []) if isinstance(document, dict) else []:
+            if isinstance(service, dict) and str(service.get("id", "")).endswith("#atproto_pds"):
+                endpoint = str(service.get("serviceEndpoint", "")).rstrip("/") or None
+        if own and isinstance(document, dict) and not self.handle:
+            aka = [a for a in document.get("alsoKnownAs", []) if isinstance(a, str) and a.startswith("at://")]
+            self.handle = aka[0].removeprefix("at://") if aka else None
+        self.pds_of[did] = endpoint
+        return endpoint
+
+    # -- the account's posts -------------------------------------------------------------------------------
+    def fetch_own_posts(self) -> Iterator[Observation]:
+        """Every post record in the repository; returns the URIs whose threads to read this run.
+
+        Only a listing that completed can prove an absence: the known posts missing from it are then
+        looked up, and each answered `RecordNotFound` is a proven deletion.
+        """
+        to_read: list[str] = []
+        present: set[str] = set()
+        cursor: str | None = None
+        asked: set[str] = set()
+        last: Exchange | None = None
+        while True:
+            params: dict[str, Any] = {"repo": self.did, "collection": POST, "limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            exchange = self.xrpc(self.pds, "com.atproto.repo.listRecords", params)
+            last = exchange
+            page = exchange.json()
+            _expect(isinstance(page, dict) and isinstance(page.get("records"), list), exchange, "a record list")
+            for record in page["records"]:
+                _expect(isinstance(record, dict) and {"uri", "cid", "value"} <= set(record), exchange, "a record")
+                uri = str(record["uri"])
+                present.add(self.key(uri))
+                known = self.state.latest(self.key(uri))
+                created = str((record["value"] or {}).get("createdAt") or "")
+                if known is None or known.deleted or created >= self.window.recheck_since:
+                    to_read.append(uri)
+                author = (self.did, self.handle, self.display_name)
+                yield from self.observe(uri, record["cid"], record["value"], author, record, exchange.ref)
+            cursor = next_cursor(page, "records", asked, exchange)
+            if not cursor:
+                break
+        prefix = self.own_prefix()
+        missing = [
+            k
+            for k in self.state.known_items()
+            if k.item_key.startswith(prefix) and not k.deleted and k.item_key not in present
+        ]
+        if last is not None:  # always: the loop reads at least one page
+            yield from self.confirm_absent(missing, last)
+        return to_read
+
+    def confirm_absent(self, missing: list[Any], listing: Exchange) -> Iterator[Observation]:
+        """Records absent from a complete listing or thread: getRecord on their PDS decides."""
+        for known in missing:
+            uri = known.item_key.removeprefix("bluesky:")
+            did, collection, rkey = split_uri(uri)
+            pds = self.resolve_pds(did)
+            if pds is None:
+                yield Notice(f"{uri}: its author's PDS cannot be resolved; its absence is not checked")
+                continue
+            lookup = self.xrpc(
+                pds, "com.atproto.repo.getRecord", {"repo": did, "collection": collection, "rkey": rkey}, ok=(200, 400)
+            )
+            if lookup.status == 400:
+                error = _error_name(lookup)
+                if error != "RecordNotFound":
+                    yield Notice(f"{uri}: getRecord answered {error or 'HTTP 400'}; not concluded deleted")
+                    continue
+                evidence = {
+                    "method": "lookup",
+                    "url": lookup.url,
+                    "http_status": lookup.status,
+                    "error": error,
+                    "response": lookup.body[:500].decode("utf-8", "replace"),
+                    "warc_file": lookup.ref.warc_file,
+                    "warc_record_id": lookup.ref.record_id,
+                    "absent_from": {"url": listing.url, "warc_record_id": listing.ref.record_id},
+                }
+                yield Deletion(known.item_key, evidence, lookup.ref)
+                continue
+            record = lookup.json()
+            _expect(isinstance(record, dict) and {"uri", "cid", "value"} <= set(record), lookup, "a record")
+            author = (self.did, self.handle, self.display_name) if did == self.did else (did, None, None)
+            yield from self.observe(str(record["uri"]), str(record["cid"]), record["value"], author, record, lookup.ref)
+
+    # -- threads and quotes --------------------------------------------------------------------------------
+    def read_threads(self, uris: list[str]) -> Iterator[Observation]:
+        """The thread under each post (from its root when the root is the account's own), and its quotes."""
+        done: set[str] = set()
+        for uri in uris:
+            latest = self.state.latest(self.key(uri))
+            if latest is None or latest.deleted:
+                continue
+            thread_root = (latest.thread_key or self.key(uri)).removeprefix("bluesky:")
+            start = thread_root if thread_root.startswith(f"at://{self.did}/") else uri
+            if start not in done:
+                done.add(start)
+                yield from self.read_thread(start, from_root=start == thread_root)
+            if self.read_quotes and not self.quotes_unsupported:
+                yield from self.fetch_quotes(uri)
+
+    def read_thread(self, uri: str, from_root: bool) -> Iterator[Observation]:
+        exchange = self.xrpc(
+            self.appview,
+            "app.bsky.feed.getPostThread",
+            {"uri": uri, "depth": THREAD_DEPTH, "parentHeight": 0 if from_root else THREAD_DEPTH},
+            ok=(200, 400),
+        )
+        if exchange.status == 400:
+            if _error_name(exchange) == "NotFound":
+                return  # the post itself is gone: its listing and lookup decide, not the AppView
+            raise PlatformError(f"GET {exchange.url}: HTTP 400 {_error_name(exchange)}")
+        body = exchange.json()
+        _expect(isinstance(body, dict) and isinstance(body.get("thread"), dict), exchange, "a thread")
+        thread = body["thread"]
+        present: set[str] = set()
+        not_found: set[str] = set()
+        if thread.get("$type") == THREAD_VIEW:
+            parent = thread.get("parent")
+            while isinstance(parent, dict) and parent.get("$type") == THREAD_VIEW:
+                yield from self.observe_view(parent["post"], exchange.ref)
+                parent = parent.get("parent")
+        yield from self.walk(thread, exchange.ref, present, not_found)
+        top = self.key(uri)
+        # Known replies under the post read, missing from it (or shown as notFound): a lookup decides.
+        top_known = self.state.latest(top)
+        root_key = (top_known.thread_key if top_known else None) or top
+        known = [k for k in self.state.known_items(thread_key=root_key) if not k.deleted]
+        under = {top}
+        grew = True
+        while grew:
+            grew = False
+            for k in known:
+                if k.item_key not in under and k.parent_key in under:
+                    under.add(k.item_key)
+                    grew = True
+        prefix = self.own_prefix()
+        missing = [
+            k
+            for k in known
+            if k.item_key in under
+            and k.item_key != top
+            and (k.item_key not in present or k.item_key in not_found)
+            and not k.item_key.startswith(prefix)  # the account's own posts: the repo listing decides
+        ]
+        yield from self.confirm_absent(missing, exchange)
+
+    def walk(
+        self, node: dict[str, Any], ref: CaptureRef, present: set[str], not_found: set[str]
+    ) -> Iterator[Observation]:
+        kind = node.get("$type")
+        if kind == THREAD_VIEW and isinstance(node.get("post"), dict):
+            post = node["post"]
+            present.add(self.key(str(post.get("uri"))))
+            yield from self.observe_view(post, ref)
+            for reply in node.get("replies") or []:
+                if isinstance(reply, dict):
+                    yield from self.walk(reply, ref, present, not_found)
+        elif kind == NOT_FOUND_POST and node.get("uri"):
+            not_found.add(self.key(str(node["uri"])))
+        elif kind == BLOCKED_POST and node.get("uri"):
+            present.add(self.key(str(node["uri"])))  # hidden from us, not gone: never a deletion
+
+    def fetch_quotes(self, uri: str) -> Iterator[Observation]:
+        cursor: str | None = None
+        asked: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"uri": uri, "limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            exchange = self.xrpc(self.appview, "app.bsky.feed.getQuotes", params, ok=(200, 400, 404, 501))
+            if exchange.status != 200:
+                error = _error_name(exchange)
+                if exchange.status == 501 or exchange.status == 404 or error in NOT_IMPLEMENTED:
+                    self.quotes_unsupported = True
+                    yield Notice(f"the AppView {self.appview} does not offer app.bsky.feed.getQuotes; quotes skipped")
+                    return
+                raise PlatformError(f"GET {exchange.url}: HTTP {exchange.status} {error}")
+            page = exchange.json()
+            _expect(isinstance(page, dict) and isinstance(page.get("posts"), list), exchange, "a list of posts")
+            for post in page["posts"]:
+                yield from self.observe_view(post, exchange.ref)
+            cursor = next_cursor(page, "posts", asked, exchange)
+            if not cursor:
+                return
+
+    # -- one post ------------------------------------------------------------------------------------------
+    def observe_view(self, post: Any, ref: CaptureRef) -> Iterator[Observation]:
+        """A PostView from the AppView: its record and cid are what the archive keeps."""
+        if not isinstance(post, dict) or not {"uri", "cid", "record", "author"} <= set(post):
+            return
+        author = post["author"] or {}
+        who = (str(author.get("did") or ""), author.get("handle"), author.get("displayName"))
+        yield from self.observe(str(post["uri"]), str(post["cid"]), post["record"], who, post, ref)
+
+    def observe(
+        self,
+        uri: str,
+        cid: str,
+        record: dict[str, Any],
+        author: tuple[str, str | None, str | None],
+        raw: dict[str, Any],
+        ref: CaptureRef,
+    ) -> Iterator[Observation]:
+        key = self.key(uri)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        did, _, rkey = split_uri(uri)
+        reply = record.get("reply") or {}
+        parent = (reply.get("parent") or {}).get("uri")
+        root = (reply.get("root") or {}).get("uri")
+        embed = record.get("embed")
+        media = list((yield from self.fetch_blobs(did, embedded_blobs(embed))))
+        yield Item(
+            item_key=key,
+            platform="bluesky",
+            kind="comment" if parent else "post",
+            native_id=uri,
+            source=ref,
+            raw=raw,
+            text=str(record.get("text") or ""),
+            created_at=record.get("createdAt"),
+            parent_key=self.key(parent) if parent else None,
+            thread_key=self.key(root) if root else key,
+            author_id=author[0] or did,
+            author_handle=author[1],
+            author_name=author[2],
+            url=f"https://bsky.app/profile/{did}/post/{rkey}",
+            visibility="public",
+            media=tuple(media),
+            extra={
+                "cid": cid,
+                "quote": quoted_uri(embed),
+                "external": ((embed or {}).get("external") or {}).get("uri") if isinstance(embed, dict) else None,
+                "langs": record.get("langs") or [],
+                "labels": record.get("labels"),
+            },
+        )
+
+    def fetch_blobs(self, did: str, blobs: list[tuple[str, dict, str | None]]) -> Iterator[Observation]:
+        """Fetch blobs from their author's PDS into the WARC (once each); returns the media list."""
+        normalised = []
+        for kind, blob, alt in blobs:
+            cid = blob_cid(blob)
+            if not cid:
+                continue
+            pds = self.resolve_pds(did) if self.account.media else self.pds_of.get(did)
+            url = with_params(f"{pds}/xrpc/com.atproto.sync.getBlob", {"did": did, "cid": cid}) if pds else None
+            entry = {"id": cid, "type": kind, "url": url, "description": alt, "mime_type": blob.get("mimeType")}
+            if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
+                self.media_fetched.add(url)
+                exchange = self.session.get(url, auth=False, ok=(200, 400, 404, 410))
+                if exchange.status == 200:
+                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    entry["sha256"] = digest
+                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+                else:
+                    yield Notice(f"blob {exchange.url} answered HTTP {exchange.status}; kept the post without it")
+            normalised.append(entry)
+        return normalised
+
+    # -- chat ----------------------------------------------------------------------------------------------
+    def chat(self, nsid: str, params: dict[str, Any], *, first: bool = False) -> Exchange | None:
+        """A chat call through the PDS's service proxy; None when the service is not offered there.
+
+        Only the first call of a run may conclude "not offered" (not implemented, unknown method, or a proxy
+        the PDS cannot resolve or reach); after that every failure is a failure.
+        """
+        ok = (200, 400, 404, 500, 501, 502) if first else (200,)
+        exchange = self.xrpc(self.pds, nsid, params, ok=ok, authed=True, headers={"atproto-proxy": self.chat_proxy})
+        if exchange.status == 200:
+            return exchange
+        error, message = _error_name(exchange), _error_message(exchange).lower()
+        if (
+            exchange.status in (404, 501)
+            or error in NOT_IMPLEMENTED
+            or error == "UpstreamFailure"
+            or "proxy" in message
+            or "not implemented" in message
+        ):
+            self.chat_answer = f"HTTP {exchange.status} {error} {message}".strip()
+            return None
+        raise PlatformError(
+            f"GET {exchange.url}: HTTP {exchange.status} {error} {message} (WARC record {exchange.ref.record_id})"
+        )
+
+    def fetch_chats(self) -> Iterator[Observation]:
+        """Every conversation whose `rev` moved since its last complete read, every message in it."""
+        cursor: str | None = None
+        asked: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            exchange = self.chat("chat.bsky.convo.listConvos", params, first=cursor is None)
+            if exchange is None:
+                yield Notice(
+                    f"direct messages not captured: {self.pds} does not offer chat.bsky.convo via "
+                    f"{self.chat_proxy} (it answered {self.chat_answer})"
+                )
+                return
+            page = exchange.json()
+            _expect(isinstance(page, dict) and isinstance(page.get("convos"), list), exchange, "a list of convos")
+            for convo in page["convos"]:
+                _expect(isinstance(convo, dict) and "id" in convo, exchange, "a convo")
+                name = f"convo_rev:{convo['id']}"
+                if convo.get("rev") and self.state.cursor(name) == str(convo["rev"]):
+                    continue
+                yield from self.read_convo(convo)
+                if convo.get("rev"):
+                    yield CursorUpdate(name, str(convo["rev"]))
+            cursor = next_cursor(page, "convos", asked, exchange)
+            if not cursor:
+                return
+
+    def read_convo(self, convo: dict[str, Any]) -> Iterator[Observation]:
+        conversation = f"bluesky:chat:{convo['id']}"
+        members = {str(m.get("did")): m for m in convo.get("members") or [] if isinstance(m, dict)}
+        cursor: str | None = None
+        asked: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"convoId": convo["id"], "limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            exchange = self.chat("chat.bsky.convo.getMessages", params)
+            if exchange is None:  # never: only the first call may answer "not offered"
+                raise PlatformError(f"chat.bsky.convo.getMessages of {convo['id']} was not answered")
+            page = exchange.json()
+            _expect(isinstance(page, dict) and isinstance(page.get("messages"), list), exchange, "a list of messages")
+            for message in page["messages"]:
+                _expect(isinstance(message, dict) and "id" in message, exchange, "a message")
+                key = f"{conversation}:{message['id']}"
+                if message.get("$type") == DELETED_MESSAGE:
+                    known = self.state.latest(key)
+                    if known is not None and not known.deleted:
+                        evidence = {
+                            "method": "deletedMessageView",
+                            "url": exchange.url,
+                            "message": message,
+                            "warc_file": exchange.ref.warc_file,
+                            "warc_record_id": exchange.ref.record_id,
+                        }
+                        yield Deletion(key, evidence, exchange.ref)
+                    continue
+                sender = str((message.get("sender") or {}).get("did") or "")
+                member = members.get(sender, {})
+                embed = message.get("embed")
+                yield Item(
+                    item_key=key,
+                    platform="bluesky",
+                    kind="message",
+                    native_id=str(message["id"]),
+                    source=exchange.ref,
+                    raw=message,
+                    text=str(message.get("text") or ""),
+                    created_at=message.get("sentAt"),
+                    thread_key=conversation,
+                    conversation_key=conversation,
+                    author_id=sender or None,
+                    author_handle=member.get("handle"),
+                    author_name=member.get("displayName"),
+                    visibility="direct",
+                    extra={"quote": quoted_uri(embed)},
+                )
+            cursor = next_cursor(page, "messages", asked, exchange)
+            if not cursor:
+                return

@@ -1,0 +1,390 @@
+"""Bluesky end to end: the sample AT Protocol services on loopback, archived by `archiver run`.
+
+Exact rows for the account's posts (from its repository listing), threads with nested replies, quotes and
+a notFoundPost placeholder, blobs with their alt text, chat conversations; a replaced record (new cid) as a
+new version; deletions only from a complete listing confirmed by getRecord's RecordNotFound; a 429 honoured;
+an expired session renewed; chat that is not offered said once; the app password and the JWTs never in any
+byte under the archive; `warcio check` on the WARCs and `archiver rebuild` giving the same rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver import doctor
+from archiver.cli import app
+from archiver.config import load_config
+from archiver.demo.bluesky_server import BlueskyState, Fault, SampleBlueskyServer
+from archiver.demo.png import make_png
+from tests.test_rebuild import COMPARED
+
+APP_PASSWORD = "abcd-efgh-ijkl-mnop"
+NOW = datetime.now(UTC).replace(microsecond=0)
+PUBLIC_READS = (
+    "com.atproto.repo.listRecords",
+    "com.atproto.repo.getRecord",
+    "app.bsky.feed.getPostThread",
+    "app.bsky.feed.getQuotes",
+    "com.atproto.sync.getBlob",
+    "com.atproto.identity.resolveHandle",
+)
+
+
+class BskyClinic:
+    """A clinic's Bluesky account and two members of the public, a few posts; served on loopback."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, posts: int = 3, chat: bool = True):
+        self.state = BlueskyState()
+        self.clinic = self.state.add_account("riverside.example.org", "Riverside Clinic", APP_PASSWORD)
+        self.ann = self.state.add_account("ann.example.org", "Ann Patient")
+        self.bob = self.state.add_account("bob.example.org", "Bob Public")
+        self.posts = [
+            self.state.add_post(
+                self.clinic.did,
+                f"Clinic post number {i}",
+                created_at=NOW - timedelta(days=2, minutes=posts - i),
+                images=[(make_png(8, 8, i), f"photo {i}, a waiting room")] if i == 0 else None,
+            )
+            for i in range(posts)
+        ]
+        self.tmp_path = tmp_path
+        monkeypatch.setenv("BSKY_APP_PASSWORD", APP_PASSWORD)
+        self.server = SampleBlueskyServer(self.state, chat=chat)
+        self.server.start()
+
+    def config(self, direct_messages: bool = True) -> Path:
+        path = self.tmp_path / "archiver.toml"
+        base = self.server.base_url
+        path.write_text(
+            f"""
+[archive]
+dir = "arch"
+recheck_days = 14
+
+[[accounts]]
+name = "clinic-bsky"
+platform = "bluesky"
+api_base = "{base}"
+account = "@riverside.example.org"
+token_env = "BSKY_APP_PASSWORD"
+direct_messages = {"true" if direct_messages else "false"}
+options = {{ appview = "{base}", plc_directory = "{base}" }}
+"""
+        )
+        return path
+
+    def run(self, *args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["run", "--config", str(self.config()), "--quiet", *args])
+        return result.exit_code, result.output
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.tmp_path / "arch" / "archive.db")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def counts(self) -> dict[str, int]:
+        conn = self.db()
+        found = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("item_versions", "events")}
+        conn.close()
+        return found
+
+
+@pytest.fixture
+def clinic(tmp_path, monkeypatch):
+    c = BskyClinic(tmp_path, monkeypatch)
+    yield c
+    c.server.stop()
+
+
+def k(record: dict) -> str:
+    return f"bluesky:{record['uri']}"
+
+
+def next_second() -> None:
+    """Wait into the next second: `archiver rebuild` orders WARC files by name, whose time has 1 s resolution."""
+    time.sleep(1 - datetime.now(UTC).microsecond / 1e6 + 0.01)
+
+
+def test_first_run_archives_repo_posts_threads_quotes_blobs_and_chats(clinic):
+    state = clinic.state
+    post = clinic.posts[2]
+    reply = state.add_post(
+        clinic.ann.did, "When are flu shots?", created_at=NOW - timedelta(days=1), reply_to=post["uri"]
+    )
+    answer = state.add_post(
+        clinic.clinic.did, "Mondays 9-12!", created_at=NOW - timedelta(hours=20), reply_to=reply["uri"]
+    )
+    deep = state.add_post(
+        clinic.bob.did, "Thanks from me too", created_at=NOW - timedelta(hours=19), reply_to=answer["uri"]
+    )
+    quote = state.add_post(
+        clinic.bob.did,
+        "Look at this",
+        created_at=NOW - timedelta(hours=10),
+        quote=post["uri"],
+        images=[(make_png(6, 6, 7), "a flu shot poster")],
+    )
+    convo = state.add_convo([clinic.clinic.did, clinic.ann.did])
+    m1 = state.add_message(convo, clinic.ann.did, "my DOB is 01/02/1980", at=NOW - timedelta(hours=5))
+    m2 = state.add_message(convo, clinic.clinic.did, "Thanks Ann, we will call", at=NOW - timedelta(hours=4))
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    rows = [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT item_key, kind, author_handle, text, parent_key, thread_key, conversation_key, status, versions "
+            "FROM items ORDER BY item_key"
+        )
+    ]
+    chat = f"bluesky:chat:{convo.id}"
+    me = "riverside.example.org"
+    expected = [
+        (k(clinic.posts[0]), "post", me, "Clinic post number 0", None, k(clinic.posts[0]), None),
+        (k(clinic.posts[1]), "post", me, "Clinic post number 1", None, k(clinic.posts[1]), None),
+        (k(post), "post", me, "Clinic post number 2", None, k(post), None),
+        (k(reply), "comment", "ann.example.org", "When are flu shots?", k(post), k(post), None),
+        (k(answer), "comment", me, "Mondays 9-12!", k(reply), k(post), None),
+        (k(deep), "comment", "bob.example.org", "Thanks from me too", k(answer), k(post), None),
+        (k(quote), "post", "bob.example.org", "Look at this", None, k(quote), None),
+        (f"{chat}:{m1['id']}", "message", "ann.example.org", "my DOB is 01/02/1980", None, chat, chat),
+        (f"{chat}:{m2['id']}", "message", me, "Thanks Ann, we will call", None, chat, chat),
+    ]
+    assert rows == sorted(e + ("live", 1) for e in expected)
+    # Blobs come from the author's PDS with getBlob; the alt text is the media description.
+    media = {r["sha256"]: r["url"] for r in conn.execute("SELECT sha256, url FROM media_files")}
+    assert set(media) == {hashlib.sha256(make_png(8, 8, 0)).hexdigest(), hashlib.sha256(make_png(6, 6, 7)).hexdigest()}
+    assert all("/xrpc/com.atproto.sync.getBlob?did=did%3Aplc%3A" in url for url in media.values())
+    item_media = json.loads(
+        conn.execute("SELECT media FROM item_versions WHERE item_key = ?", (k(clinic.posts[0]),)).fetchone()[0]
+    )
+    assert item_media[0]["description"] == "photo 0, a waiting room" and item_media[0]["type"] == "image"
+    extra_quote = conn.execute("SELECT raw_json FROM item_versions WHERE item_key = ?", (k(quote),)).fetchone()[0]
+    assert json.loads(extra_quote)["record"]["embed"]["record"]["record"]["uri"] == post["uri"]
+    conn.close()
+    # Public reads went without any credential; only chat carried the session's JWT.
+    sent = clinic.server.auth_seen
+    assert not [p for p, auth in sent if auth and p.removeprefix("/xrpc/") in PUBLIC_READS]
+    assert not [p for p, auth in sent if auth and p.startswith("/did:")]
+    assert all(auth for p, auth in sent if "chat.bsky.convo" in p)
+    # Threads were asked for at full depth.
+    threads = [q for _, p, q in clinic.server.requests_log if p.endswith("getPostThread")]
+    assert threads and all("depth=1000" in q for q in threads)
+    assert CliRunner().invoke(app, ["verify", "--config", str(clinic.config())]).exit_code == 0
+
+
+def test_listing_pages_with_cursor_until_an_empty_page(tmp_path, monkeypatch):
+    c = BskyClinic(tmp_path, monkeypatch, posts=230)
+    try:
+        code, output = c.run()
+        assert code == 0, output
+        conn = c.db()
+        assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 230
+        conn.close()
+        pages = [q for _, p, q in c.server.requests_log if p.endswith("listRecords")]
+        assert len(pages) == 4 and "cursor=" not in pages[0] and all("cursor=" in q for q in pages[1:])
+    finally:
+        c.server.stop()
+
+
+def test_replaced_record_is_a_new_version(clinic):
+    post = clinic.posts[1]
+    assert clinic.run()[0] == 0
+    replaced = clinic.state.replace_post(post["uri"], "Clinic post number 1 (corrected)")
+    assert replaced["cid"] != post["cid"]
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    versions = [
+        (r["text"], json.loads(r["raw_json"])["cid"])
+        for r in conn.execute("SELECT text, raw_json FROM item_versions WHERE item_key = ? ORDER BY id", (k(post),))
+    ]
+    assert versions == [("Clinic post number 1", post["cid"]), ("Clinic post number 1 (corrected)", replaced["cid"])]
+    assert conn.execute("SELECT status FROM items WHERE item_key = ?", (k(post),)).fetchone()[0] == "edited"
+    conn.close()
+    before = clinic.counts()
+    assert clinic.run()[0] == 0
+    assert clinic.counts() == before  # the same cid again appends nothing
+
+
+def test_deletions_need_a_complete_listing_and_record_not_found(clinic):
+    post, other = clinic.posts[2], clinic.posts[1]
+    reply = clinic.state.add_post(
+        clinic.ann.did, "my MRN is 00482913", created_at=NOW - timedelta(days=1), reply_to=other["uri"]
+    )
+    below = clinic.state.add_post(
+        clinic.bob.did, "same here", created_at=NOW - timedelta(hours=9), reply_to=reply["uri"]
+    )
+    assert clinic.run()[0] == 0
+    clinic.state.delete_post(post["uri"])
+    clinic.state.delete_post(reply["uri"])
+    # The listing breaks: nothing is concluded from what it did not show.
+    clinic.server.faults.append(Fault(r"listRecords", status=500, times=100))
+    code, output = clinic.run()
+    assert code == 1 and "HTTP 500" in output
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+    clinic.server.faults.clear()
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    deleted = {
+        r["item_key"]: json.loads(r["evidence"])
+        for r in conn.execute("SELECT item_key, evidence FROM events WHERE event = 'deleted'")
+    }
+    assert set(deleted) == {k(post), k(reply)}
+    assert deleted[k(post)]["error"] == "RecordNotFound" and deleted[k(post)]["http_status"] == 400
+    assert "listRecords" in deleted[k(post)]["absent_from"]["url"]
+    assert deleted[k(reply)]["error"] == "RecordNotFound"
+    assert "getPostThread" in deleted[k(reply)]["absent_from"]["url"]  # shown as notFoundPost in the thread
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert statuses[k(below)] == "live" and statuses[k(other)] == "live"
+    conn.close()
+    placeholders = [
+        q for _, p, q in clinic.server.requests_log if p.endswith("getRecord") and reply["uri"].split("/")[-1] in q
+    ]
+    assert placeholders  # the placeholder was confirmed by a lookup, not believed
+
+
+def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+    reset = int(datetime.now(UTC).timestamp()) + 2
+    clinic.server.faults.append(
+        Fault(
+            r"listRecords",
+            status=429,
+            times=1,
+            body=b'{"error":"RateLimitExceeded","message":"Rate Limit Exceeded"}',
+            headers={"RateLimit-Limit": "3000", "RateLimit-Remaining": "0", "RateLimit-Reset": str(reset)},
+        )
+    )
+    code, output = clinic.run()
+    assert code == 0, output
+    assert waits and 0 < waits[0] <= 3
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 3
+    conn.close()
+    assert_rebuild_equals(clinic, clinic.tmp_path / "rebuilt.db")  # the throttled answer is replayed too
+
+
+def test_expired_session_is_renewed_and_chat_not_offered_is_said_once(clinic, tmp_path, monkeypatch):
+    convo = clinic.state.add_convo([clinic.clinic.did, clinic.ann.did])
+    clinic.state.add_message(convo, clinic.ann.did, "hello", at=NOW - timedelta(hours=3))
+    first_chat = Fault(
+        r"chat\.bsky\.convo\.getMessages",
+        status=400,
+        times=1,
+        body=b'{"error":"ExpiredToken","message":"Token has expired"}',
+    )
+    clinic.server.faults.append(first_chat)
+    code, output = clinic.run()
+    assert code == 0, output
+    logins = [p for m, p, _ in clinic.server.requests_log if m == "POST" and p.endswith("createSession")]
+    assert len(logins) == 2  # one at the first chat call, one after the access JWT expired
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM items WHERE kind = 'message'").fetchone()[0] == 1
+    conn.close()
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")  # the replay logs in again where the run did
+    # A PDS without chat: one notice, the rest archived, exit 0.
+    other = BskyClinic(tmp_path / "nochat", monkeypatch, chat=False)
+    try:
+        (tmp_path / "nochat").mkdir(exist_ok=True)
+        result = CliRunner().invoke(app, ["run", "--config", str(other.config()), "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output[result.output.index("{") :])
+        notices = summary["accounts"][0]["notices"]
+        assert len([n for n in notices if "direct messages not captured" in n]) == 1
+        assert "MethodNotImplemented" in notices[0] and "chat.bsky.convo" in notices[0]
+    finally:
+        other.server.stop()
+
+
+def test_wrong_app_password_fails_the_account_with_one_line(clinic, monkeypatch):
+    monkeypatch.setenv("BSKY_APP_PASSWORD", "wxyz-wxyz-wxyz-wxyz")
+    code, output = clinic.run()
+    assert code == 1
+    assert "refused the app password from $BSKY_APP_PASSWORD" in output and "wxyz-wxyz" not in output
+
+
+def test_secrets_never_written_warcs_check_and_rebuild_equals(clinic, tmp_path):
+    post = clinic.posts[1]
+    reply = clinic.state.add_post(clinic.ann.did, "hello", created_at=NOW - timedelta(days=1), reply_to=post["uri"])
+    convo = clinic.state.add_convo([clinic.clinic.did, clinic.ann.did])
+    message = clinic.state.add_message(convo, clinic.ann.did, "private", at=NOW - timedelta(hours=3))
+    assert clinic.run()[0] == 0
+    next_second()
+    clinic.state.replace_post(post["uri"], "replaced text")
+    clinic.state.delete_post(reply["uri"])
+    clinic.state.delete_message(convo, message["id"])
+    clinic.server.expire_sessions()
+    clinic.state.add_message(convo, clinic.clinic.did, "answer", at=NOW - timedelta(hours=1))
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert statuses[k(reply)] == "deleted" and statuses[k(post)] == "edited"
+    assert statuses[f"bluesky:chat:{convo.id}:{message['id']}"] == "deleted"
+    conn.close()
+    secrets = [APP_PASSWORD, *clinic.server.issued]
+    assert len(secrets) >= 5  # two sessions: two access and two refresh JWTs
+    arch = clinic.tmp_path / "arch"
+    for path in arch.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                data += gzip.decompress(data)
+            for secret in secrets:
+                assert secret.encode() not in data, (path, secret[:8])
+    for warc in sorted((arch / "warcs").glob("*.warc.gz")):
+        check = subprocess.run(
+            [sys.executable, "-m", "warcio.cli", "check", "-v", str(warc)], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")
+
+
+def assert_rebuild_equals(clinic: BskyClinic, out: Path) -> sqlite3.Connection:
+    """`archiver rebuild` from the WARCs alone gives the same items, versions, events, media and cursors."""
+    result = CliRunner().invoke(app, ["rebuild", "--config", str(clinic.config()), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    live, rebuilt = clinic.db(), sqlite3.connect(out)
+    for name, query in COMPARED.items():
+        expected = [tuple(r) for r in live.execute(query).fetchall()]
+        assert [tuple(r) for r in rebuilt.execute(query).fetchall()] == expected, name
+    live.close()
+    return rebuilt
+
+
+def test_doctor_checks_the_app_password(clinic, monkeypatch):
+    config = load_config(clinic.config())
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-bsky"]
+    assert (check.status, check.message) == ("ok", "token from $BSKY_APP_PASSWORD accepted (@riverside.example.org)")
+    monkeypatch.setenv("BSKY_APP_PASSWORD", "zzzz-zzzz-zzzz-zzzz")
+    (check,) = [c for c in doctor.run_doctor(config) if c.name == "account clinic-bsky"]
+    assert check.status == "fail" and "refused the app password from $BSKY_APP_PASSWORD" in check.message
+    assert "zzzz-zzzz" not in check.message
+
+
+def test_a_cursor_that_repeats_stops_the_listing(clinic):
+    record = clinic.posts[0]
+    page = json.dumps({"records": [record], "cursor": "3zzzzzzzzzzzz"}).encode()
+    clinic.server.faults.append(Fault(r"listRecords", status=200, body=page, times=2))
+    code, output = clinic.run()
+    assert code == 1 and "paging loop" in output
+    assert sum(1 for _, p, _ in clinic.server.requests_log if p.endswith("listRecords")) == 2
+    conn = clinic.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0
