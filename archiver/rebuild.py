@@ -45,6 +45,7 @@ class _RunRecords:
     host: str
     config_sha256: str
     recheck_since: str
+    run_started_at: str  # the run's own clock at its start (FetchWindow.started_at)
     accounts: list[str] = field(default_factory=list)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
@@ -177,6 +178,7 @@ def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
                             info.get("hostname", ""),
                             info.get("config-sha256", ""),
                             info.get("recheck-since", ""),
+                            info.get("started-at") or headers.get_header("WARC-Date"),
                             [a.strip() for a in info.get("accounts", "").split(",") if a.strip()],
                         )
                     current.files.append(path)
@@ -243,7 +245,7 @@ def rebuild_database(
                         store,
                         account,
                         run.run_id,
-                        FetchWindow(run.recheck_since),
+                        FetchWindow(run.recheck_since, run.run_started_at),
                         open_session,
                         transaction,
                         progress,
