@@ -37,15 +37,27 @@ def test_demo_builds_an_archive_with_versions_and_deletions_and_no_token(tmp_pat
     for name, data in every_byte_under(directory):
         assert secret.encode() not in data, name
     conn = sqlite3.connect(directory / "archive" / "archive.db")
-    by_status = dict(conn.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
-    by_kind = dict(conn.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
+    by_status = dict(
+        conn.execute("SELECT status, count(*) FROM items WHERE platform = 'mastodon' GROUP BY 1").fetchall()
+    )
+    by_kind = dict(conn.execute("SELECT kind, count(*) FROM items WHERE platform = 'mastodon' GROUP BY 1").fetchall())
+    pages = {
+        (platform, kind, status): n
+        for platform, kind, status, n in conn.execute(
+            "SELECT platform, kind, status, count(*) FROM items WHERE platform != 'mastodon' GROUP BY 1, 2, 3"
+        )
+    }
     conn.close()
     assert by_status["deleted"] == 2 and by_status["edited"] == 3
     assert by_kind["post"] == 201 and by_kind["comment"] >= 1000 and by_kind["message"] >= 150
+    # The LinkedIn page and the YouTube channel: a comment edited, one deleted (on proof) and one new on each.
+    assert pages[("linkedin", "post", "live")] == 24 and pages[("youtube", "post", "live")] == 8
+    assert pages[("linkedin", "comment", "edited")] == 1 and pages[("linkedin", "comment", "deleted")] >= 1
+    assert pages[("youtube", "comment", "edited")] == 1 and pages[("youtube", "comment", "deleted")] >= 1
     config = str(directory / "archiver.toml")
     assert CliRunner().invoke(app, ["verify", "--config", config]).exit_code == 0
     status = CliRunner().invoke(app, ["status", "--config", config])
-    assert status.exit_code == 0 and "deleted 2" in status.output
+    assert status.exit_code == 0 and "deleted 5" in status.output
     # A second demo in the same folder reuses the archive instead of mixing in a new sample.
     again = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
     assert again.exit_code == 0 and "already holds a demo archive" in again.output
