@@ -24,10 +24,12 @@ from typer.testing import CliRunner
 
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.connectors import connector_for
 from archiver.connectors.linkedin import DEFAULT_VERSION, STOPPED_UNTIL, DailyLimitUTC, next_midnight_utc
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
 from archiver.demo.mastodon_server import Fault
 from archiver.demo.png import make_png
+from archiver.errors import AuthError
 from archiver.pipeline import run_archive
 from tests.test_rebuild import COMPARED
 
@@ -383,3 +385,11 @@ def test_no_token_under_the_archive_warcs_check_and_rebuild_gives_the_same_rows(
         assert rebuilt.execute(query).fetchall() == expected, name
     statuses = dict(rebuilt.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
     assert statuses == {"live": 5, "edited": 1, "deleted": 1}
+
+
+def test_check_credential_names_the_page_or_refuses_the_token(pages):
+    account = load_config(pages.config()).accounts[0]
+    connector = connector_for("linkedin", account)
+    assert connector.check_credential(account, TOKEN, 5).who == "Riverside Clinic"
+    with pytest.raises(AuthError, match="renew"):
+        connector.check_credential(account, OTHER_TOKEN, 5)  # a token of another page's administrator

@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.connectors import connector_for
 from archiver.connectors.youtube import PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
 from archiver.demo.mastodon_server import Fault
 from archiver.demo.youtube_server import QUOTA_EXCEEDED, SampleYouTubeServer, YouTubeState
+from archiver.errors import AuthError
 from archiver.pipeline import run_archive
 from tests.test_rebuild import COMPARED
 
@@ -391,3 +393,25 @@ def test_no_key_under_the_archive_warcs_check_and_rebuild_gives_the_same_rows(ch
         assert rebuilt.execute(query).fetchall() == expected, name
     statuses = dict(rebuilt.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall())
     assert statuses == {"live": 6, "edited": 1, "deleted": 1}
+
+
+def test_disabled_comments_are_a_notice_and_prove_nothing(channel):
+    video = channel.videos[0]
+    kept = channel.state.add_comment(video["id"], "@AnnPatient", "before it was closed", at=NOW - timedelta(days=2))
+    assert channel.run()[0] == 0
+    channel.state.disabled_comments.add(video["id"])
+    config = load_config(channel.config())
+    (result,) = run_archive(config).accounts
+    assert result.status == "ok" and result.deletions == 0
+    assert any(f"video {video['id']}: comments not read (commentsDisabled" in n for n in result.notices)
+    conn = channel.db()
+    assert conn.execute("SELECT status FROM items WHERE item_key = ?", (c(kept),)).fetchone()[0] == "live"
+    conn.close()
+
+
+def test_check_credential_names_the_channel_or_refuses_the_key(channel):
+    account = load_config(channel.config()).accounts[0]
+    connector = connector_for("youtube", account)
+    assert connector.check_credential(account, API_KEY, 5).who == "@riversideclinic"
+    with pytest.raises(AuthError, match="renew"):
+        connector.check_credential(account, "AIzaSyNotTheKey-000000", 5)
