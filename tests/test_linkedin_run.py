@@ -185,6 +185,10 @@ def test_first_run_archives_posts_comments_replies_and_media(pages):
     encoded_reply_path = "/rest/socialActions/urn%3Ali%3Acomment%3A%28urn%3Ali%3Aactivity%3A"
     assert any(p.startswith(encoded_reply_path) for _, p, _, _ in api), "replies are read under the comment URN"
     assert not any(":" in p for _, p, _, _ in api)
+    # The WARC shows the requests as they went out: URNs percent-encoded in the query too.
+    (warc,) = (pages.tmp_path / "arch" / "warcs").glob("*.warc.gz")
+    data = gzip.decompress(warc.read_bytes())
+    assert b"GET /rest/posts?author=urn%3Ali%3Aorganization%3A1001&q=author" in data and b"author=urn:li" not in data
     assert CliRunner().invoke(app, ["verify", "--config", str(pages.config())]).exit_code == 0
 
 
