@@ -352,6 +352,11 @@ def test_oauth_token_by_reference_as_a_bearer_header(channel):
     conn = channel.db()
     assert conn.execute("SELECT visibility FROM items WHERE item_key = ?", (v(private),)).fetchone()[0] == "private"
     conn.close()
+    for path in (channel.tmp_path / "arch").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            data += gzip.decompress(data) if path.suffix == ".gz" else b""
+            assert OAUTH.encode() not in data, path
 
 
 def test_no_key_under_the_archive_warcs_check_and_rebuild_gives_the_same_rows(channel, tmp_path):

@@ -280,7 +280,10 @@ class SampleLinkedInServer:
                             self.close_connection = True
                             self.connection.close()
                             return
-                        body = fault.body if fault.body is not None else json.dumps(THROTTLED).encode()
+                        default = (
+                            THROTTLED if fault.status == 429 else _error(fault.status, "INJECTED", "Injected fault")
+                        )
+                        body = fault.body if fault.body is not None else json.dumps(default).encode()
                         self.send(fault.status, body)
                         return
                 if parts.path.startswith(MEDIA_PREFIX):  # the CDN: signed URLs, no token

@@ -347,7 +347,12 @@ class SampleYouTubeServer:
                             self.close_connection = True
                             self.connection.close()
                             return
-                        body = fault.body if fault.body is not None else json.dumps(QUOTA_EXCEEDED).encode()
+                        default = (
+                            QUOTA_EXCEEDED
+                            if fault.status == 403
+                            else google_error(fault.status, "backendError", "Injected fault")
+                        )
+                        body = fault.body if fault.body is not None else json.dumps(default).encode()
                         self.send(fault.status, body)
                         return
                 if m := re.fullmatch(r"/vi/([\w-]+)/(hqdefault|default)\.jpg", parts.path):
