@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
-from archiver.config import load_config
+from archiver.config import EXAMPLE_CONFIG, load_config
 from archiver.connectors import connector_for
 from archiver.connectors.youtube import PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
 from archiver.demo.mastodon_server import Fault
@@ -420,3 +420,23 @@ def test_check_credential_names_the_channel_or_refuses_the_key(channel):
     assert connector.check_credential(account, API_KEY, 5).who == "@riversideclinic"
     with pytest.raises(AuthError, match="renew"):
         connector.check_credential(account, "AIzaSyNotTheKey-000000", 5)
+
+
+def test_the_example_configs_linkedin_and_youtube_accounts_are_valid(tmp_path, monkeypatch):
+    """`archiver init` writes them commented out; uncommented, they load with their options' defaults filled."""
+    lines = EXAMPLE_CONFIG.splitlines()
+    blocks, current = [], None
+    for line in lines:
+        if line == "# [[accounts]]":
+            current = ["[[accounts]]"]
+            blocks.append(current)
+        elif current is not None and line.startswith("# "):
+            current.append(line[2:])
+        else:
+            current = None
+    assert len(blocks) == 2
+    path = tmp_path / "archiver.toml"
+    path.write_text(EXAMPLE_CONFIG + "\n" + "\n\n".join("\n".join(b) for b in blocks) + "\n")
+    accounts = {a.platform: a for a in load_config(path).accounts}
+    assert accounts["linkedin"].options == {"api_version": "202610"}
+    assert accounts["youtube"].options == {"auth": "api_key", "daily_quota": 10000}
