@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -397,3 +398,27 @@ def test_check_credential_names_the_page_or_refuses_the_token(pages):
     assert connector.check_credential(account, TOKEN, 5).who == "Riverside Clinic"
     with pytest.raises(AuthError, match="renew"):
         connector.check_credential(account, OTHER_TOKEN, 5)  # a token of another page's administrator
+
+
+def test_a_short_page_is_not_the_end_and_proves_nothing(pages):
+    post = pages.posts[1]
+    first = pages.state.add_comment(post["id"], ANN, "first", created_at=NOW - timedelta(days=1))
+    second = pages.state.add_comment(post["id"], BOB, "second", created_at=NOW - timedelta(days=1))
+    assert pages.run()[0] == 0
+    # LinkedIn answers a page with fewer elements than asked for, and says there is more.
+    comments = f"/rest/socialActions/{post['id'].replace(':', '%3A')}/comments"
+    short = {
+        "paging": {"start": 0, "count": 100, "links": [{"rel": "next", "href": f"{comments}?start=1&count=100"}]},
+        "elements": [pages.state.comments[first["commentUrn"]]],
+    }
+    pages.server.faults.append(Fault(re.escape(comments) + r"\?start=0", status=200, body=json.dumps(short).encode()))
+    mark = len(pages.server.requests_log)
+    code, output = pages.run()
+    assert code == 0, output
+    asked = [q for _, p, q, _ in pages.server.requests_log[mark:] if p == comments]
+    assert asked == ["start=0&count=100", "start=1&count=100"]
+    conn = pages.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert statuses[k(first["commentUrn"])] == statuses[k(second["commentUrn"])] == "live"
+    conn.close()

@@ -213,9 +213,9 @@ class _LinkedInRun:
             total = paging.get("total")
             if isinstance(total, int) and start + len(elements) < total:
                 has_next = True
-            if not elements or not has_next:
+            if not has_next:
                 return
-            start += len(elements)
+            start += len(elements) or count  # a short or empty page is not the end while LinkedIn says more
 
     # -- the page ------------------------------------------------------------------------------------------
     def fetch(self) -> Iterator[Observation]:
