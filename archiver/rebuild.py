@@ -23,7 +23,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from .config import Config
 from .connectors.base import Connector, FetchWindow
-from .errors import AuthError, ConfigError, PlatformError
+from .errors import AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, Redactor, redact_url, with_params
 from .pipeline import RunProgress, RunTransaction, archive_account
 from .recovery import file_sha256, scan_warc
@@ -132,6 +132,8 @@ class ReplaySession:
             if exchange.status == 429 or exchange.status >= 500:
                 if self.queues.get(uri):
                     continue  # the live session waited or retried: its next attempt was captured too
+                if exchange.status == 429:  # the live session gave up waiting: so does the replay
+                    raise RateLimitedError(f"account {self.account}: throttled (HTTP 429) at {uri} (replayed)")
                 raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed; no later attempt was captured)")
             if exchange.status in (401, 403):
                 raise AuthError(f"account {self.account}: HTTP {exchange.status} at {uri} (replayed)")

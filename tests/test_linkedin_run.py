@@ -325,6 +325,35 @@ def test_a_bare_429_stops_that_account_until_midnight_utc_and_the_others_carry_o
     assert third.exit_code == 0
 
 
+def test_a_429_with_retry_after_is_waited_out(pages, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+    pages.server.faults.append(Fault(r"/rest/posts\?", status=429, times=1, headers={"Retry-After": "2"}))
+    code, output = pages.run()
+    assert code == 0, output
+    assert 2.0 in waits
+    conn = pages.db()
+    assert conn.execute("SELECT count(*) FROM cursors WHERE name = ?", (STOPPED_UNTIL,)).fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_page_that_repeats_is_a_paging_loop_not_more_data(pages):
+    assert pages.run()[0] == 0
+    comments = f"/rest/socialActions/{pages.posts[0]['id'].replace(':', '%3A')}/comments"
+    state = pages.state
+    first = state.add_comment(pages.posts[0]["id"], ANN, "a", created_at=NOW - timedelta(days=1))
+    page = {
+        "paging": {"start": 0, "count": 100, "links": [{"rel": "next", "href": f"{comments}?start=1"}]},
+        "elements": [state.comments[first["commentUrn"]]],
+    }
+    pages.server.faults.append(Fault(re.escape(comments), status=200, body=json.dumps(page).encode(), times=50))
+    code, output = pages.run()
+    assert code == 1 and "paging loop" in output
+    conn = pages.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+
+
 def test_daily_limit_policy_waits_for_midnight_utc():
     policy = DailyLimitUTC()
     at = datetime(2026, 11, 23, 21, 30, tzinfo=UTC).timestamp()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -30,7 +30,7 @@ import requests
 
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError, RateLimitedError
-from ..http import USER_AGENT, Exchange, Session
+from ..http import USER_AGENT, Exchange, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
 from .base import AccountState, Credential, FetchWindow
@@ -65,10 +65,11 @@ def next_midnight_utc(at: datetime) -> datetime:
 class DailyLimitUTC:
     """LinkedIn's rate limit: a bare 429 means the day's calls are spent until 00:00 UTC.
 
-    LinkedIn sends no Retry-After and no rate-limit headers, so the only safe reading of a 429 is "not again
-    today": after one, every further request on the session waits for midnight UTC, which the session turns
-    into a RateLimitedError unless midnight is within its max_rate_limit_wait. A Retry-After, should LinkedIn
-    ever send one, is honoured.
+    LinkedIn sends no Retry-After and no rate-limit headers, so the only safe reading of a bare 429 is "not
+    again today": the wait it asks for lasts until midnight UTC, which the session turns into a
+    RateLimitedError unless midnight is within max_rate_limit_wait (then it waits and goes on), and any later
+    request on the session waits for midnight too. A Retry-After, should LinkedIn ever send one, is honoured.
+    The connector turns the RateLimitedError into a stop until midnight UTC that later runs respect.
     """
 
     def __init__(self) -> None:
@@ -86,12 +87,6 @@ class DailyLimitUTC:
         if retry_after.isdigit():
             return float(retry_after)
         return next_midnight_utc(datetime.fromtimestamp(now, UTC)).timestamp() - now
-
-
-@dataclass
-class _DailyLimitReached(Exception):
-    until: str
-    url: str
 
 
 def _expect(condition: bool, exchange: Exchange, what: str) -> None:
@@ -155,13 +150,17 @@ class LinkedInConnector:
                 f"account {account.name}: LinkedIn's daily call limit was reached earlier; not called again "
                 f"before {stopped_until} (midnight UTC), when the next run resumes"
             )
+        run = _LinkedInRun(session, account, state, window, now)
         try:
-            yield from _LinkedInRun(session, account, state, window).fetch()
-        except _DailyLimitReached as hit:
-            yield CursorUpdate(STOPPED_UNTIL, hit.until)
+            yield from run.fetch()
+        except RateLimitedError:
+            # The session gave up on a 429 (DailyLimitUTC): the day's budget is spent. The stop is dated from
+            # the last captured exchange, so that a rebuild, which replays it, dates it the same.
+            until = iso(next_midnight_utc(run.last_seen))
+            yield CursorUpdate(STOPPED_UNTIL, until)
             raise RateLimitedError(
-                f"account {account.name}: LinkedIn answered HTTP 429 (daily call limit reached) at {hit.url}; "
-                f"this account is not called again before {hit.until} (midnight UTC); the other accounts carry on"
+                f"account {account.name}: LinkedIn answered HTTP 429 (daily call limit reached) at {run.asking}; "
+                f"this account is not called again before {until} (midnight UTC); the other accounts carry on"
             ) from None
 
 
@@ -173,7 +172,9 @@ def _headers(account: AccountConfig) -> dict[str, str]:
 
 
 class _LinkedInRun:
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, now: datetime
+    ):
         self.session = session
         self.account = account
         self.state = state
@@ -185,23 +186,28 @@ class _LinkedInRun:
         self.threads_read: set[str] = set()
         self.media_fetched: set[str] = set()
         self.recheck_ms = int(_parse_time(window.recheck_since).timestamp() * 1000)
+        self.last_seen = now  # capture time of the latest exchange
+        self.asking = ""  # the call in progress, for messages
 
     @staticmethod
     def key(urn: str) -> str:
         return f"linkedin:{urn}"
 
     def get(self, path: str, params: dict[str, Any] | None = None, *, ok: tuple[int, ...] = (200,)) -> Exchange:
-        """An API call with LinkedIn's headers; a 429 stops the account for the day (see DailyLimitUTC)."""
+        """An API call with LinkedIn's headers (a 429 is the session's and DailyLimitUTC's to handle)."""
         finder = {"X-RestLi-Method": "FINDER"} if params and "q" in params else {}
-        exchange = self.session.get(f"{self.base}{path}", params, ok=(*ok, 429), headers={**self.headers, **finder})
-        if exchange.status == 429:
-            at = _parse_time(exchange.ref.date) if exchange.ref.date else datetime.now(UTC)
-            raise _DailyLimitReached(iso(next_midnight_utc(at)), exchange.url)
+        self.asking = with_params(f"{self.base}{path}", params)
+        return self.seen_at(self.session.get(f"{self.base}{path}", params, ok=ok, headers={**self.headers, **finder}))
+
+    def seen_at(self, exchange: Exchange) -> Exchange:
+        if exchange.ref.date:
+            self.last_seen = _parse_time(exchange.ref.date)
         return exchange
 
     def paged(self, path: str, params: dict[str, Any], count: int) -> Iterator[tuple[Exchange, list[dict]]]:
         """start/count paging until LinkedIn shows no next page (a `next` link, or `total` not yet reached)."""
         start = 0
+        previous: list[Any] = []
         while True:
             exchange = self.get(path, {**params, "start": start, "count": count})
             page = exchange.json()
@@ -213,9 +219,16 @@ class _LinkedInRun:
             total = paging.get("total")
             if isinstance(total, int) and start + len(elements) < total:
                 has_next = True
-            if not has_next:
+            if not has_next or (not elements and not isinstance(total, int)):
                 return
-            start += len(elements) or count  # a short or empty page is not the end while LinkedIn says more
+            ids = [e.get("id") or e.get("commentUrn") for e in elements if isinstance(e, dict)]
+            if ids and ids == previous:
+                raise PlatformError(
+                    f"account {self.account.name}: paging loop at {exchange.url}: the page repeats the previous "
+                    "one; the listing stopped"
+                )
+            previous = ids
+            start += len(elements) or count  # a short page is not the end while LinkedIn says there is more
 
     # -- the page ------------------------------------------------------------------------------------------
     def fetch(self) -> Iterator[Observation]:
@@ -328,7 +341,7 @@ class _LinkedInRun:
         if not download:
             yield Notice(f"media {urn}: no downloadUrl (status {meta.json().get('status')}); kept the item without it")
             return entry
-        exchange = self.session.get(download, auth=False, ok=(200, 403, 404, 410))
+        exchange = self.seen_at(self.session.get(download, auth=False, ok=(200, 403, 404, 410)))
         if exchange.status != 200:
             yield Notice(f"media {urn} answered HTTP {exchange.status}; kept the item without it")
             return entry

@@ -261,10 +261,14 @@ class SampleLinkedInServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            def send(
+                self, status: int, body: bytes, content_type: str = "application/json", headers: dict | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -284,7 +288,7 @@ class SampleLinkedInServer:
                             THROTTLED if fault.status == 429 else _error(fault.status, "INJECTED", "Injected fault")
                         )
                         body = fault.body if fault.body is not None else json.dumps(default).encode()
-                        self.send(fault.status, body)
+                        self.send(fault.status, body, headers=fault.headers)
                         return
                 if parts.path.startswith(MEDIA_PREFIX):  # the CDN: signed URLs, no token
                     self.send_media(parts.path[len(MEDIA_PREFIX) :])

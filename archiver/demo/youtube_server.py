@@ -326,10 +326,18 @@ class SampleYouTubeServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def send(self, status: int, body: bytes, content_type: str = "application/json; charset=UTF-8") -> None:
+            def send(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str = "application/json; charset=UTF-8",
+                headers: dict | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -353,7 +361,7 @@ class SampleYouTubeServer:
                             else google_error(fault.status, "backendError", "Injected fault")
                         )
                         body = fault.body if fault.body is not None else json.dumps(default).encode()
-                        self.send(fault.status, body)
+                        self.send(fault.status, body, headers=fault.headers)
                         return
                 if m := re.fullmatch(r"/vi/([\w-]+)/(hqdefault|default)\.jpg", parts.path):
                     if m[1] in server.state.videos:
