@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
@@ -215,7 +215,15 @@ class _LinkedInRun:
             elements = page["elements"]
             yield exchange, elements
             paging = page.get("paging") or {}
-            has_next = any(link.get("rel") == "next" for link in paging.get("links") or [])
+            nexts = [link for link in paging.get("links") or [] if link.get("rel") == "next"]
+            has_next = bool(nexts)
+            for link in nexts:
+                moved = parse_qs(urlsplit(str(link.get("href", ""))).query).get("start", ["0"])[-1]
+                if not moved.isdigit() or int(moved) <= start:
+                    raise PlatformError(
+                        f"account {self.account.name}: paging loop at {exchange.url}: the next link "
+                        f"{link.get('href')} does not move past start={start}; the listing stopped"
+                    )
             total = paging.get("total")
             if isinstance(total, int) and start + len(elements) < total:
                 has_next = True

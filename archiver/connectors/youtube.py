@@ -191,16 +191,27 @@ class _YouTubeRun:
     def paged(self, method: str, params: dict[str, Any], expected: tuple[str, ...] = ()) -> Iterator[Exchange]:
         """Every page of a list call, following nextPageToken; a page with an expected error ends it."""
         token: str | None = None
+        used: set[str] = set()
+        previous: list[Any] = []
         while True:
             exchange = self.call(method, {**params, **({"pageToken": token} if token else {})}, expected)
-            yield exchange
             if exchange.status != 200:
+                yield exchange
                 return
             body = exchange.json()
             _expect(isinstance(body, dict) and isinstance(body.get("items"), list), exchange, "a list response")
+            ids = [item.get("id") for item in body["items"] if isinstance(item, dict)]
             token = body.get("nextPageToken")
+            if (ids and ids == previous) or (token and token in used):
+                raise PlatformError(
+                    f"account {self.account.name}: paging loop at {exchange.url}: the nextPageToken led back to "
+                    "a page already read in this listing; the listing stopped"
+                )
+            yield exchange
             if not token:
                 return
+            used.add(token)
+            previous = ids
 
     # -- the run -------------------------------------------------------------------------------------------
     def fetch(self) -> Iterator[Observation]:

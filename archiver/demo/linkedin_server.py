@@ -280,6 +280,8 @@ class SampleLinkedInServer:
                 server.requests_log.append(("GET", parts.path, parts.query, dict(self.headers.items())))
                 for fault in list(server.faults):
                     if fault.fires(self.path):
+                        if fault.delay:
+                            threading.Event().wait(fault.delay)
                         if fault.drop_connection:
                             self.close_connection = True
                             self.connection.close()

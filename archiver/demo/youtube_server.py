@@ -351,6 +351,8 @@ class SampleYouTubeServer:
                 server.requests_log.append(("GET", parts.path, shown))
                 for fault in list(server.faults):
                     if fault.fires(self.path):
+                        if fault.delay:
+                            threading.Event().wait(fault.delay)
                         if fault.drop_connection:
                             self.close_connection = True
                             self.connection.close()
