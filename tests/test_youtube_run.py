@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from typer.testing import CliRunner
 
 from archiver.cli import app
@@ -26,7 +27,7 @@ from archiver.config import EXAMPLE_CONFIG, load_config
 from archiver.connectors import connector_for
 from archiver.connectors.youtube import PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
 from archiver.demo.mastodon_server import Fault
-from archiver.demo.youtube_server import QUOTA_EXCEEDED, SampleYouTubeServer, YouTubeState
+from archiver.demo.youtube_server import QUOTA_EXCEEDED, SampleYouTubeServer, YouTubeState, _page_token
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive
 from tests.test_rebuild import COMPARED
@@ -440,3 +441,19 @@ def test_the_example_configs_linkedin_and_youtube_accounts_are_valid(tmp_path, m
     accounts = {a.platform: a for a in load_config(path).accounts}
     assert accounts["linkedin"].options == {"api_version": "202610"}
     assert accounts["youtube"].options == {"auth": "api_key", "daily_quota": 10000}
+
+
+def test_a_page_token_that_leads_back_is_a_paging_loop(channel):
+    assert channel.run()[0] == 0
+    playlist = "UU" + channel.channel["id"][2:]
+    url = f"{channel.server.base_url}/youtube/v3/playlistItems"
+    page = requests.get(url, params={"part": "contentDetails", "playlistId": playlist, "key": API_KEY}, timeout=5)
+    looping = {**page.json(), "nextPageToken": _page_token(0)}  # the first page again, and again
+    channel.server.faults.append(
+        Fault(r"playlistItems\?(?!.*pageToken)", status=200, body=json.dumps(looping).encode())
+    )
+    code, output = channel.run()
+    assert code == 1 and "paging loop" in output
+    conn = channel.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
