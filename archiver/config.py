@@ -348,6 +348,24 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # token_env = "ARCHIVER_CLINIC_PAGE_TOKEN"
 # options = { ig_user_id = "17841400000000000", page_id = "104123456789012" }
 
+# A LinkedIn organisation page (Community Management API, token of a page administrator):
+# [[accounts]]
+# name = "clinic-linkedin"
+# platform = "linkedin"
+# api_base = "https://api.linkedin.com"
+# account = "urn:li:organization:1234567"
+# token_file = "/etc/archiver/tokens/clinic-linkedin"
+# options = { api_version = "202610" }     # the LinkedIn-Version header (YYYYMM)
+
+# A YouTube channel (Data API v3, an API key or the owner's OAuth token):
+# [[accounts]]
+# name = "clinic-youtube"
+# platform = "youtube"
+# api_base = "https://www.googleapis.com"
+# account = "@ClinicChannel"               # or the channel id UC...
+# token_env = "ARCHIVER_CLINIC_YOUTUBE_KEY"
+# options = { auth = "api_key", daily_quota = 10000 }
+
 # PHI / policy scanning after every run. The organisation's own identifiers are never flagged.
 # [scan]
 # own_phones = ["(555) 010-0100"]

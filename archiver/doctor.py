@@ -142,7 +142,7 @@ def check_account(account: AccountConfig, timeout: float, now: datetime, warn_da
     try:
         token = resolve_token(account)
         redactor.secrets.append(token)
-        credential = connector_for(account.platform).check_credential(account, token, timeout)
+        credential = connector_for(account.platform, account).check_credential(account, token, timeout)
     except ArchiverError as exc:
         message = redactor.text(str(exc)).removeprefix(f"{name}: ")
         return [*checks, Check(name, "fail", message)]

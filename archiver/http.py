@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -44,14 +44,19 @@ USER_AGENT = f"archiver/{__version__} (compliance archive)"
 
 
 def redact_url(url: str) -> str:
-    """The URL with credential-bearing query parameters masked."""
+    """The URL with credential-bearing query parameters masked; every other byte stays as it was sent.
+
+    The query is not re-encoded: the WARC then shows a request exactly as it went out (LinkedIn, for one,
+    refuses a URN in a query unless it is percent-encoded, and the record should show that it was).
+    """
     parts = urlsplit(url)
     if not parts.query:
         return url
-    query = [
-        (k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe=":/,@[]")))
+    pieces = []
+    for piece in parts.query.split("&"):
+        name = piece.split("=", 1)[0]
+        pieces.append(f"{name}={REDACTED}" if unquote_plus(name).lower() in SECRET_PARAMS else piece)
+    return urlunsplit(parts._replace(query="&".join(pieces)))
 
 
 def with_params(url: str, params: dict[str, Any] | None) -> str:

@@ -235,8 +235,9 @@ def run_archive(
         archive.dir.chmod(0o700)  # PHI lives here: nobody else reads it
         store = Store.open(archive.database)
         try:
-            run_id = new_run_id(now())
-            window = FetchWindow(iso(now().astimezone(UTC) - timedelta(days=archive.recheck_days)))
+            started = now().astimezone(UTC)
+            run_id = new_run_id(started)
+            window = FetchWindow(iso(started - timedelta(days=archive.recheck_days)), iso(started))
             store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
             notices = register_orphan_warcs(store, archive.warc_dir) if archive.warc_dir.exists() else []
             warc = WarcWriter(
@@ -247,6 +248,7 @@ def run_archive(
                     "config-sha256": config.sha256,
                     "accounts": ", ".join(a.name for a in accounts),
                     "recheck-since": window.recheck_since,
+                    "started-at": window.started_at,
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
@@ -366,7 +368,7 @@ def archive_account(
     session: Session | None = None
     lock = transaction.lock
     try:
-        connector = connector_for(account.platform)
+        connector = connector_for(account.platform, account)
         session = open_session(connector)
         state = StoreAccountState(store, account.name, lock)
         for observation in connector.fetch(session, account, state, window):

@@ -45,6 +45,7 @@ class _RunRecords:
     host: str
     config_sha256: str
     recheck_since: str
+    run_started_at: str  # the run's own clock at its start (FetchWindow.started_at)
     accounts: list[str] = field(default_factory=list)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
@@ -143,6 +144,8 @@ class ReplaySession:
             if exchange.status == 429 or exchange.status >= 500:
                 if self.queues.get(uri):
                     continue  # the live session waited or retried: its next attempt was captured too
+                if exchange.status == 429:  # the live session gave up waiting: so does the replay
+                    raise RateLimitedError(f"account {self.account}: throttled (HTTP 429) at {uri} (replayed)")
                 raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed; no later attempt was captured)")
             if exchange.status in (401, 403):
                 raise AuthError(f"account {self.account}: HTTP {exchange.status} at {uri} (replayed)")
@@ -198,6 +201,7 @@ def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
                             info.get("hostname", ""),
                             info.get("config-sha256", ""),
                             info.get("recheck-since", ""),
+                            info.get("started-at") or headers.get_header("WARC-Date"),
                             [a.strip() for a in info.get("accounts", "").split(",") if a.strip()],
                         )
                     current.files.append(path)
@@ -266,7 +270,7 @@ def rebuild_database(
                         store,
                         account,
                         run.run_id,
-                        FetchWindow(run.recheck_since),
+                        FetchWindow(run.recheck_since, run.run_started_at),
                         open_session,
                         transaction,
                         progress,

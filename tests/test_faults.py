@@ -31,6 +31,9 @@ from archiver.demo.graph_server import GraphState, SampleGraphServer
 from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
 from archiver.http import with_params
 
+from .pages_harnesses import LinkedInHarness, YouTubeHarness
+from .xbsky_harnesses import BlueskyHarness, XHarness
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -182,7 +185,15 @@ class InstagramHarness(GraphHarness):
         return with_params(base, {"fields": IG_MEDIA_FIELDS, "limit": 25})
 
 
-HARNESSES: list[type] = [MastodonHarness, FacebookHarness, InstagramHarness]
+HARNESSES: list[type] = [
+    MastodonHarness,
+    FacebookHarness,
+    InstagramHarness,
+    XHarness,
+    BlueskyHarness,
+    LinkedInHarness,
+    YouTubeHarness,
+]
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,11 @@ def test_proxy_from_the_environment_is_used(tmp_path, server, monkeypatch):
     s.get("http://platform.invalid/api/v1/ping")
     warc.close()
     assert [path for path, _ in script.seen] == ["http://platform.invalid/api/v1/ping"] * 2
+
+
+def test_redact_url_keeps_the_rest_of_the_query_as_it_was_sent():
+    sent = "https://h/rest/posts?author=urn%3Ali%3Aorganization%3A1001&q=author&key=k&part=snippet%2Creplies"
+    assert redact_url(sent) == (
+        "https://h/rest/posts?author=urn%3Ali%3Aorganization%3A1001&q=author&key=[REDACTED]&part=snippet%2Creplies"
+    )
+    assert redact_url("https://h/p?Access%5FToken=abc&x") == "https://h/p?Access%5FToken=[REDACTED]&x"

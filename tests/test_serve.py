@@ -89,10 +89,20 @@ def test_statuses_and_canned_queries(server):
         "instagram": '"error_subcode": 33',
         "x": '"title": "Not Found Error"',
         "bluesky": '"RecordNotFound"',
+        "linkedin": '"http_status": 404',
+        "youtube": '"method": "lookup"',
     }
     assert all(proof[r["platform"]] in r["evidence"] for r in deleted), deleted
     by_platform = {p: sum(r["platform"] == p for r in deleted) for p in proof}
-    assert by_platform == {"mastodon": 2, "facebook": 1, "instagram": 1, "x": 2, "bluesky": 2}
+    assert by_platform == {
+        "mastodon": 2,
+        "facebook": 1,
+        "instagram": 1,
+        "x": 2,
+        "bluesky": 2,
+        "linkedin": 1,
+        "youtube": 2,
+    }
     edited = rows(f"{server}/archive/edited_items.json")
     assert len(edited) == 5 and all(r["versions"] >= 2 for r in edited)
     key = edited[0]["item_key"]

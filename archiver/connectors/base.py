@@ -78,9 +78,14 @@ class PageTrail:
 
 @dataclass(frozen=True)
 class FetchWindow:
-    """Items created at or after `recheck_since` (ISO UTC) are re-read each run."""
+    """Items created at or after `recheck_since` (ISO UTC) are re-read each run.
+
+    `started_at` (ISO UTC) is when the run started: a connector that decides by the time of day (a daily
+    quota, a limit that resets at midnight) takes "now" from here, so that a rebuild decides the same way.
+    """
 
     recheck_since: str
+    started_at: str | None = None
 
 
 class Connector(Protocol):

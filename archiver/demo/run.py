@@ -151,7 +151,9 @@ def _archive_sample(config_path: Path, echo: Callable[[str], None], now: datetim
                     f'appview = "{bluesky.base_url}", plc_directory = "{bluesky.base_url}"',
                     note="the sample account's app password",
                 ),
-                account_block("riverside-linkedin", "linkedin", linkedin.base_url, f"urn:li:organization:{LINKEDIN_ORG}"),
+                account_block(
+                    "riverside-linkedin", "linkedin", linkedin.base_url, f"urn:li:organization:{LINKEDIN_ORG}"
+                ),
                 account_block("riverside-youtube", "youtube", youtube.base_url, "@RiversideClinic"),
             ]
         )
