@@ -29,8 +29,18 @@ LEDGER_KEYS: dict[str, str] = {
     "media_files": "url",
     "cursors": "id",
     "checkpoints": "id",
+    "exports": "id",
 }
-INTEGER_KEYS = {"schema_migrations", "account_runs", "accounts", "item_versions", "events", "cursors", "checkpoints"}
+INTEGER_KEYS = {
+    "schema_migrations",
+    "account_runs",
+    "accounts",
+    "item_versions",
+    "events",
+    "cursors",
+    "checkpoints",
+    "exports",
+}
 
 
 def canonical_row_bytes(table: str, row: dict[str, Any]) -> bytes:

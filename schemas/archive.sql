@@ -274,3 +274,28 @@ BEGIN SELECT RAISE(ABORT, 'checkpoints is append-only: DELETE refused'); END;
 -- migration 0004: rows by the WARC record they point at (verify reads each WARC once, in order)
 CREATE INDEX item_versions_warc ON item_versions(warc_file, warc_offset);
 CREATE INDEX media_files_warc ON media_files(warc_file, warc_offset);
+
+-- migration 0005: exports register (evidence bundles made from the archive)
+-- (assigned number 0007 in the project plan: renumber with the other blocks when they land; self-contained)
+-- One row per evidence bundle written by `archiver export`: the chain of custody goes on from capture to
+-- export. `manifest_sha256` is the digest of the bag's manifest-sha256.txt as signed; `checkpoint_id` the
+-- checkpoint signed for the export, whose ledger head covers every row the bundle holds.
+CREATE TABLE exports (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    exported_at TEXT NOT NULL,
+    exported_by TEXT NOT NULL,           -- the operating-system user who ran the export
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    selectors TEXT NOT NULL,             -- JSON: the selectors exactly as given
+    counts TEXT NOT NULL,                -- JSON: rows and records per kind in the bundle
+    checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    bundle_path TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,       -- sha256 (hex) of the bag's manifest-sha256.txt
+    tagmanifest_sha256 TEXT NOT NULL,    -- sha256 (hex) of the bag's tagmanifest-sha256.txt
+    signature TEXT NOT NULL              -- base64 Ed25519 signature of manifest-sha256.txt
+);
+CREATE TRIGGER exports_append_only_update BEFORE UPDATE ON exports
+BEGIN SELECT RAISE(ABORT, 'exports is append-only: UPDATE refused'); END;
+CREATE TRIGGER exports_append_only_delete BEFORE DELETE ON exports
+BEGIN SELECT RAISE(ABORT, 'exports is append-only: DELETE refused'); END;
