@@ -27,8 +27,10 @@ import getpass
 import hashlib
 import json
 import os
+import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,25 @@ class ExportResult:
     manifest_sha256: str
 
 
-def _ensure_empty(out: Path) -> None:
+def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder (never overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A folder beside `out` that becomes `out` only when the bundle is complete; removed on failure, so a
+    half-written bundle is never left where a finished one is expected."""
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()  # empty, checked before
+    staging.rename(out)
 
 
 def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
@@ -118,52 +135,19 @@ def export_bundle(
             keys = select_item_keys(store.conn, selectors)
             if not keys:
                 raise ConfigError(f"no archived item matches the selectors {json.dumps(selectors.as_dict())}")
-            _ensure_empty(out)
+            _check_out(out)
             on_step(f"signing the ledger head ({len(keys)} items selected)")
             checkpoint = _latest_checkpoint(store, config)
             on_step("reading rows and ledger entries")
             gathered = gather_rows(store.conn, keys)
-            data = out  # bagit moves everything written here into data/
-            for table in ROW_TABLES:
-                if table in gathered.rows:
-                    write_table(gathered.rows[table], data / f"{table}.jsonl", _columns(store, table))
-            write_table(gathered.items, data / "items.jsonl", _columns(store, "items"))
-            on_step("copying WARC records")
-            index = SourceIndex(archive.warc_dir, lambda run: _files_of_run(store, run))
-            records = select_records(index, gathered.rows, lambda event: _files_of_run(store, event["run_id"]))
-            catalogue = write_extract(archive.warc_dir, records, data / EXTRACT)
-            media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], data / "media", "media")
-            if wacz:
-                from .wacz import write_wacz
-
-                on_step("writing the WACZ")
-                write_wacz(data / EXTRACT, catalogue, data / WACZ, title=f"Case {case_id}")
-            exported_at = iso(utcnow())
-            custody = _custody(config, store, case_id, selectors, gathered, checkpoint, catalogue, exported_at)
-            _write_json(data / "custody.json", custody)
-            on_step("writing the report")
-            (data / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
-            on_step("making the bag and signing its manifest")
-            key = load_private_key(archive.keys_dir)
-            _make_bag(out, case_id, config.archive.organisation, custody)
-            manifest = (out / SIGNED_FILE).read_bytes()
-            signature = base64.b64encode(key.sign(manifest)).decode("ascii")
-            _write_json(
-                out / SIGNATURE_FILE,
-                {
-                    "type": SIGNATURE_TYPE,
-                    "signed_file": SIGNED_FILE,
-                    "signature": signature,
-                    "public_key": base64.b64encode(raw_public(key.public_key())).decode("ascii"),
-                    "public_key_pem": public_pem(key.public_key()).decode("ascii"),
-                },
-            )
-            bag = bagit.Bag(str(out))
-            bag.save()  # the tag manifest now covers signature.json too
+            with _staging(out) as staging:
+                manifest, signature, custody = _write_bag(
+                    config, store, staging, case_id, selectors, gathered, checkpoint, wacz, on_step
+                )
             export_id = store.append_export(
                 {
                     "case_id": case_id,
-                    "exported_at": exported_at,
+                    "exported_at": custody["exported_at"],
                     "exported_by": custody["exported_by"],
                     "host": custody["host"],
                     "software_version": __version__,
@@ -179,6 +163,62 @@ def export_bundle(
         finally:
             store.close()
     return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest())
+
+
+def _write_bag(
+    config: Config,
+    store: Store,
+    staging: Path,
+    case_id: str,
+    selectors: Selectors,
+    gathered: Gathered,
+    checkpoint: dict[str, Any],
+    wacz: bool,
+    on_step: Callable[[str], None],
+) -> tuple[bytes, str, dict[str, Any]]:
+    """Write the payload, make the bag and sign its manifest; returns (manifest bytes, signature, custody)."""
+    archive = config.archive
+    # bagit moves everything written at the top of `staging` into data/
+    for table in ROW_TABLES:
+        if table in gathered.rows:
+            write_table(gathered.rows[table], staging / f"{table}.jsonl", _columns(store, table))
+    write_table(gathered.items, staging / "items.jsonl", _columns(store, "items"))
+    on_step("copying WARC records")
+    index = SourceIndex(archive.warc_dir, lambda run: _files_of_run(store, run))
+    records = select_records(index, gathered.rows, lambda event: _files_of_run(store, event["run_id"]))
+    catalogue = write_extract(archive.warc_dir, records, staging / EXTRACT)
+    media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
+    if wacz:
+        from .wacz import write_wacz
+
+        on_step("writing the WACZ")
+        write_wacz(staging / EXTRACT, catalogue, staging / WACZ, title=f"Case {case_id}")
+    exported_at = iso(utcnow())
+    custody = _custody(config, store, case_id, selectors, gathered, checkpoint, catalogue, exported_at)
+    _write_json(staging / "custody.json", custody)
+    on_step("writing the report")
+    (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
+    on_step("making the bag and signing its manifest")
+    key = load_private_key(archive.keys_dir)
+    _make_bag(staging, case_id, config.archive.organisation, custody)
+    manifest = (staging / SIGNED_FILE).read_bytes()
+    signature = base64.b64encode(key.sign(manifest)).decode("ascii")
+    _write_json(
+        staging / SIGNATURE_FILE,
+        {
+            "type": SIGNATURE_TYPE,
+            "signed_file": SIGNED_FILE,
+            "signature": signature,
+            "public_key": base64.b64encode(raw_public(key.public_key())).decode("ascii"),
+            "public_key_pem": public_pem(key.public_key()).decode("ascii"),
+        },
+    )
+    cwd = os.getcwd()  # bagit changes directory while it works
+    try:
+        bagit.Bag(str(staging)).save()  # the tag manifest now covers signature.json too
+    finally:
+        os.chdir(cwd)
+    return manifest, signature, custody
 
 
 def _files_of_run(store: Store, run_id: str) -> list[str]:
