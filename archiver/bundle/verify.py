@@ -101,23 +101,32 @@ def _verify_bag(path: Path) -> list[Problem]:
         bag.validate()
     except bagit.BagValidationError as exc:
         if not exc.details:
-            return [Problem("bag", str(exc.message))]
-        found = []
-        for detail in exc.details:
-            if isinstance(detail, bagit.ChecksumMismatch):
-                found.append(
-                    Problem(detail.path, f"{detail.algorithm} expected {detail.expected}, found {detail.found}")
-                )
-            elif isinstance(detail, bagit.FileMissing):
-                found.append(Problem(detail.path, "listed in the manifest but missing"))
-            elif isinstance(detail, bagit.UnexpectedFile):
-                found.append(Problem(detail.path, "not listed in the manifest (added)"))
-            else:
-                found.append(Problem("bag", str(detail)))
-        return found
+            found = [Problem("bag", str(exc.message))]
+            # bagit stops at a wrong Payload-Oxum (file count and size); name the files too.
+            for step in (bag._validate_completeness, lambda: bag._validate_entries(1)):
+                try:
+                    step()
+                except bagit.BagValidationError as more:
+                    found.extend(_bag_details(more))
+            return found
+        return _bag_details(exc)
     except bagit.BagError as exc:
         return [Problem(str(path), f"not a valid BagIt bag ({exc})")]
     return []
+
+
+def _bag_details(exc: bagit.BagValidationError) -> list[Problem]:
+    found = []
+    for detail in exc.details:
+        if isinstance(detail, bagit.ChecksumMismatch):
+            found.append(Problem(detail.path, f"{detail.algorithm} expected {detail.expected}, found {detail.found}"))
+        elif isinstance(detail, bagit.FileMissing):
+            found.append(Problem(detail.path, "listed in the manifest but missing"))
+        elif isinstance(detail, bagit.UnexpectedFile):
+            found.append(Problem(detail.path, "not listed in the manifest (added)"))
+        else:
+            found.append(Problem("bag", str(detail)))
+    return found
 
 
 def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None) -> list[Problem]:
