@@ -21,6 +21,7 @@ import bagit
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
+from warcio.archiveiterator import ArchiveIterator
 
 from archiver import ledger
 from archiver.checkpoints import public_pem, raw_public
@@ -128,6 +129,12 @@ def test_export_by_author_holds_every_version_event_and_original_record(demo, tm
         assert record["record_id"].encode() in gzip.decompress(original)
         types.add(record["type"])
     assert types == {"warcinfo", "request", "response"}
+    # Each response comes with the request it answered.
+    with open(out / "data" / "evidence.warc.gz", "rb") as fh:
+        headers = [r.rec_headers for r in ArchiveIterator(fh, no_record_parse=True)]
+    ids = {h.get_header("WARC-Record-ID") for h in headers}
+    responses = [h for h in headers if h.get_header("WARC-Type") == "response"]
+    assert responses and all(h.get_header("WARC-Concurrent-To") in ids for h in responses)
     assert {v["warc_record_id"] for v in versions} <= {r["record_id"] for r in custody["warc_records"]}
     # The export is in the archive's register, and the archive still verifies.
     row = conn.execute("SELECT * FROM exports ORDER BY id DESC LIMIT 1").fetchone()

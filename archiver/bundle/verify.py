@@ -68,9 +68,23 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     tables = {t: _read_jsonl(data / f"{t}.jsonl", problems) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
     problems.extend(_verify_ledger(tables, custody))
     problems.extend(_verify_payloads(data, tables, records))
+    problems.extend(_verify_items(data / "items.jsonl", tables, problems))
     for name in [*tables, "items"]:
         problems.extend(_verify_csv(data / f"{name}.jsonl"))
     return problems
+
+
+def _verify_items(path: Path, tables: dict[str, list[dict[str, Any]]], problems: list[Problem]) -> list[Problem]:
+    """items.jsonl (the reading aid) says what the versions it names say."""
+    if not path.exists():
+        return [Problem(_rel(path), "missing")]
+    versions = {v.get("id"): v for v in tables.get("item_versions", [])}
+    found = []
+    for item in _read_jsonl(path, problems):
+        version = versions.get(item.get("version_id"))
+        if version is None or any(item.get(k) != version.get(k) for k in ("item_key", "text", "author_handle")):
+            found.append(Problem(f"data/items.jsonl {item.get('item_key')}", "differs from its version row"))
+    return found
 
 
 def _read_json(path: Path, problems: list[Problem]) -> Any:

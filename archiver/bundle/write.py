@@ -184,8 +184,8 @@ def _write_bag(
             write_table(gathered.rows[table], staging / f"{table}.jsonl", _columns(store, table))
     write_table(gathered.items, staging / "items.jsonl", _columns(store, "items"))
     on_step("copying WARC records")
-    index = SourceIndex(archive.warc_dir, lambda run: _files_of_run(store, run))
-    records = select_records(index, gathered.rows, lambda event: _files_of_run(store, event["run_id"]))
+    index = SourceIndex(archive.warc_dir)
+    records = select_records(index, gathered.rows, lambda run: _files_of_run(store, run))
     catalogue = write_extract(archive.warc_dir, records, staging / EXTRACT)
     media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
     if wacz:
