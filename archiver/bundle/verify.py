@@ -286,13 +286,17 @@ def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], record
     problems: list[Problem] = []
     if UNREADABLE in records:
         return problems  # already reported: the rows cannot be matched to records that cannot be read
+    payloads: dict[str, _JsonIndex | None] = {}  # a listing's record holds many versions: parse it once
     for row in tables.get("item_versions", []):
         where = f"data/item_versions.jsonl id={row.get('id')}"
-        block = records.get(row.get("warc_record_id", ""))
+        record_id = row.get("warc_record_id", "")
+        block = records.get(record_id)
         if block is None:
             problems.append(Problem(where, f"WARC record {row.get('warc_record_id')} is not in the extract"))
             continue
-        payload = _JsonIndex.of(block.partition(b"\r\n\r\n")[2])
+        if record_id not in payloads:
+            payloads[record_id] = _JsonIndex.of(block.partition(b"\r\n\r\n")[2])
+        payload = payloads[record_id]
         if payload is None or not payload.contains(json.loads(row["raw_json"])):
             problems.append(Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}"))
     media_dir = data / "media"
