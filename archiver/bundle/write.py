@@ -242,7 +242,7 @@ def _custody(
         "type": CUSTODY_TYPE,
         "case_id": case_id,
         "organisation": config.archive.organisation,
-        "exported_by": getpass.getuser(),
+        "exported_by": _user(),
         "exported_at": exported_at,
         "host": socket.gethostname(),
         "software": {"name": "archiver", "version": __version__},
@@ -261,6 +261,14 @@ def _custody(
         "warc_records": catalogue,
         "ledger_entries": gathered.ledger,
     }
+
+
+def _user() -> str:
+    """Who runs the export: the login name, or the uid where there is none (a service without a passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 def _write_json(path: Path, value: Any) -> None:
