@@ -406,6 +406,13 @@ def edit_row_and_manifests(bundle: Path) -> None:
     regenerate_manifests(bundle)
 
 
+def remove_row(bundle: Path) -> None:
+    path = bundle / "data" / "events.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[1:]))
+    regenerate_manifests(bundle)
+
+
 def drop_warc_record(bundle: Path) -> None:
     custody = json.loads((bundle / "data" / "custody.json").read_text())
     victim = next(r for r in custody["warc_records"] if r["type"] == "response")
@@ -434,6 +441,7 @@ def swap_key(bundle: Path) -> None:
         (edit_row, "data/item_versions.jsonl: sha256 expected"),
         (edit_row_and_manifests, "signature.json: signature does not match manifest-sha256.txt"),
         (edit_row_and_manifests, "row differs from ledger seq"),
+        (remove_row, "is in custody.json but not in the bundle (row removed)"),
         (drop_warc_record, "listed in custody.json is missing (dropped)"),
         (resigned_manifest, "not the archive key that signed the checkpoint"),
         (swap_key, "not the archive key that signed the checkpoint"),
@@ -448,6 +456,25 @@ def test_tampering_is_caught(good_bundle, tmp_path, tamper, expected):
     assert code == 1
     assert any(expected in line for line in lines), lines
     assert lines[-1].endswith("problem(s) found")
+
+
+def test_verify_bundle_needs_no_archive(demo, tmp_path):
+    """Export from a copy of the archive, remove the archive, move the bundle: it still verifies, in a new
+    process started elsewhere."""
+    copy = tmp_path / "archive-copy"
+    shutil.copytree(demo, copy)
+    assert export(copy, tmp_path / "made", "--author", "ruth113")[0] == 0
+    shutil.rmtree(copy)
+    moved = tmp_path / "elsewhere" / "bundle"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "made", moved)
+    check = subprocess.run(
+        [sys.executable, "-m", "archiver.cli", "verify-bundle", str(moved)],
+        capture_output=True,
+        text=True,
+        cwd=moved.parent,
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "bundle verifies", check.stdout + check.stderr
 
 
 def test_trusted_public_key_given_on_the_command_line(demo, good_bundle, tmp_path):
