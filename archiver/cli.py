@@ -223,7 +223,7 @@ def export(
         bool, typer.Option("--thread-context", help="Add each item's parents and the rest of its thread.")
     ] = False,
     wacz: Annotated[bool, typer.Option("--wacz", help="Also write data/evidence.wacz (ReplayWeb.page, pywb).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on a terminal.")] = False,
 ) -> None:
     """Write an evidence bundle (signed BagIt bag) of the selected items with every version and event.
 
@@ -251,8 +251,9 @@ def export(
         flagged_only=flagged,
         thread_context=thread_context,
     )
+    show = on_terminal() and not quiet  # steps on a terminal; only the outcome under cron
     result = export_bundle(
-        cfg, out, case, selectors, wacz=wacz, on_step=(lambda step: None) if quiet else lambda s: typer.echo(s)
+        cfg, out, case, selectors, wacz=wacz, on_step=lambda step: typer.echo(step) if show else None
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     typer.echo(f"wrote {result.path}: {counts}; manifest sha256 {result.manifest_sha256} (export {result.export_id})")
