@@ -197,6 +197,92 @@ def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
     raise typer.Exit(0 if all(c.status == "ok" for c in checks) else 1)
 
 
+@app.command()
+@reports_errors
+def export(
+    case: Annotated[str, typer.Option("--case", help="The case identifier (goes into bag-info.txt and custody).")],
+    out: Annotated[Path, typer.Option("--out", help="The bundle folder to write (new or empty).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    item: Annotated[list[str] | None, typer.Option("--item", help="An item key (repeatable).")] = None,
+    thread: Annotated[
+        list[str] | None, typer.Option("--thread", help="A thread's root item key or a conversation key (repeatable).")
+    ] = None,
+    author: Annotated[list[str] | None, typer.Option("--author", help="An author handle or id (repeatable).")] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="A configured account (repeatable).")] = None,
+    platform: Annotated[list[str] | None, typer.Option("--platform", help="A platform (repeatable).")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Full-text query over every version.")] = None,
+    posted_from: Annotated[str | None, typer.Option("--posted-from", help="Posted on or after (YYYY-MM-DD).")] = None,
+    posted_to: Annotated[str | None, typer.Option("--posted-to", help="Posted on or before (YYYY-MM-DD).")] = None,
+    captured_from: Annotated[
+        str | None, typer.Option("--captured-from", help="A version captured on or after (YYYY-MM-DD).")
+    ] = None,
+    captured_to: Annotated[
+        str | None, typer.Option("--captured-to", help="A version captured on or before (YYYY-MM-DD).")
+    ] = None,
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only items with flags.")] = False,
+    thread_context: Annotated[
+        bool, typer.Option("--thread-context", help="Add each item's parents and the rest of its thread.")
+    ] = False,
+    wacz: Annotated[bool, typer.Option("--wacz", help="Also write data/evidence.wacz (ReplayWeb.page, pywb).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on a terminal.")] = False,
+) -> None:
+    """Write an evidence bundle (signed BagIt bag) of the selected items with every version and event.
+
+    Selectors combine: different ones narrow (AND), a repeated one widens (OR). The bag holds the rows as
+    JSON Lines and CSV, the original WARC records, the media, report.html and custody.json, and its manifest
+    is signed with the archive's key. The export is recorded in the archive's `exports` table.
+
+    Example: archiver export --config demo-archive/archiver.toml --case HR-2026-014 --author ann --out case-014
+    """
+    from .bundle.select import Selectors, parse_when
+    from .bundle.write import export_bundle
+
+    cfg = load_config(config)
+    selectors = Selectors(
+        item_keys=tuple(item or ()),
+        threads=tuple(thread or ()),
+        authors=tuple(author or ()),
+        accounts=tuple(account or ()),
+        platforms=tuple(platform or ()),
+        query=query,
+        posted_from=parse_when(posted_from, "--posted-from"),
+        posted_to=parse_when(posted_to, "--posted-to", end=True),
+        captured_from=parse_when(captured_from, "--captured-from"),
+        captured_to=parse_when(captured_to, "--captured-to", end=True),
+        flagged_only=flagged,
+        thread_context=thread_context,
+    )
+    show = on_terminal() and not quiet  # steps on a terminal; only the outcome under cron
+    result = export_bundle(
+        cfg, out, case, selectors, wacz=wacz, on_step=lambda step: typer.echo(step) if show else None
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    typer.echo(f"wrote {result.path}: {counts}; manifest sha256 {result.manifest_sha256} (export {result.export_id})")
+
+
+@app.command("verify-bundle")
+@reports_errors
+def verify_bundle_command(
+    bundle: Annotated[Path, typer.Argument(help="The bundle folder.", exists=True, file_okay=False)],
+    public_key: Annotated[
+        Path | None, typer.Option(help="The archive's public key (PEM) obtained separately, to trust.")
+    ] = None,
+) -> None:
+    """Check an evidence bundle without the archive: the bag, its signature, every WARC record's digests, and
+    every row against its ledger entry and the signed checkpoint. Exit 1 with one line per problem.
+
+    Example: archiver verify-bundle case-014 --public-key archive-ed25519.pub
+    """
+    from .bundle.verify import verify_bundle
+
+    problems = verify_bundle(bundle, public_key)
+    for problem in problems:
+        typer.echo(str(problem))
+    errors = [p for p in problems if p.severity == "error"]
+    typer.echo("bundle verifies" if not errors else f"{len(errors)} problem(s) found", err=bool(errors))
+    raise typer.Exit(1 if errors else 0)
+
+
 key_app = typer.Typer(help="The archive's signing key.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 

@@ -36,6 +36,7 @@ LEDGER_KEYS: dict[str, str] = {
     "consent_register": "id",
     "consent_links": "id",
     "consent_checks": "id",
+    "exports": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -52,6 +53,7 @@ INTEGER_KEYS = {
     "consent_register",
     "consent_links",
     "consent_checks",
+    "exports",
 }
 
 

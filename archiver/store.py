@@ -48,6 +48,7 @@ ARCHIVE_TABLES = (
     "consent_register",
     "consent_links",
     "consent_checks",
+    "exports",
 )
 
 
@@ -265,6 +266,11 @@ class Store:
                 "file_name": checkpoint.file_name,
             },
         )
+
+    def append_export(self, row: dict[str, Any]) -> int:
+        """Record an evidence bundle written from this archive (see archiver/bundle)."""
+        with self.transaction():
+            return self._insert("exports", row)
 
     def known_warc_files(self) -> dict[str, sqlite3.Row]:
         return {row["name"]: row for row in self.conn.execute("SELECT * FROM warc_files")}

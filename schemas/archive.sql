@@ -638,3 +638,27 @@ CREATE TRIGGER consent_links_append_only_update BEFORE UPDATE ON consent_links
 BEGIN SELECT RAISE(ABORT, 'consent_links is append-only: UPDATE refused'); END;
 CREATE TRIGGER consent_links_append_only_delete BEFORE DELETE ON consent_links
 BEGIN SELECT RAISE(ABORT, 'consent_links is append-only: DELETE refused'); END;
+
+-- migration 0007: exports register (evidence bundles made from the archive)
+-- One row per evidence bundle written by `archiver export`: the chain of custody goes on from capture to
+-- export. `manifest_sha256` is the digest of the bag's manifest-sha256.txt as signed; `checkpoint_id` the
+-- checkpoint signed for the export, whose ledger head covers every row the bundle holds.
+CREATE TABLE exports (
+    id INTEGER PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    exported_at TEXT NOT NULL,
+    exported_by TEXT NOT NULL,           -- the operating-system user who ran the export
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    selectors TEXT NOT NULL,             -- JSON: the selectors exactly as given
+    counts TEXT NOT NULL,                -- JSON: rows and records per kind in the bundle
+    checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    bundle_path TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,       -- sha256 (hex) of the bag's manifest-sha256.txt
+    tagmanifest_sha256 TEXT NOT NULL,    -- sha256 (hex) of the bag's tagmanifest-sha256.txt
+    signature TEXT NOT NULL              -- base64 Ed25519 signature of manifest-sha256.txt
+);
+CREATE TRIGGER exports_append_only_update BEFORE UPDATE ON exports
+BEGIN SELECT RAISE(ABORT, 'exports is append-only: UPDATE refused'); END;
+CREATE TRIGGER exports_append_only_delete BEFORE DELETE ON exports
+BEGIN SELECT RAISE(ABORT, 'exports is append-only: DELETE refused'); END;

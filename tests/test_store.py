@@ -95,6 +95,22 @@ def fill_every_table(store: Store) -> None:
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")
         store.append_checkpoint(checkpoint, "run1")
+    store.append_export(
+        {
+            "case_id": "CASE-1",
+            "exported_at": "2026-11-02T00:00:00.000000Z",
+            "exported_by": "investigator",
+            "host": "host",
+            "software_version": "0",
+            "selectors": "{}",
+            "counts": "{}",
+            "checkpoint_id": 1,
+            "bundle_path": "/tmp/bundle",
+            "manifest_sha256": "ab" * 32,
+            "tagmanifest_sha256": "cd" * 32,
+            "signature": "c2ln",
+        }
+    )
 
 
 @pytest.mark.parametrize("table", ARCHIVE_TABLES)

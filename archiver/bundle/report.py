@@ -1,0 +1,156 @@
+"""report.html: the bundle read by a person, in any browser, offline.
+
+One self-contained page: inline styles, no scripts at all, nothing fetched (a Content-Security-Policy says
+so to the browser); media are shown from the bundle's own media/ folder. Per item: its timeline of events,
+its versions side by side, the evidence of a deletion, and the digests and WARC record ids to check it by.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from html import escape
+from typing import Any
+
+from .gather import Gathered
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#1b1b1b}
+h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.6em 0 .4em;border-top:2px solid #ccc;padding-top:.6em}
+h3{font-size:1em;margin:1em 0 .3em}table{border-collapse:collapse;margin:.3em 0 .8em}
+td,th{border:1px solid #ccc;padding:.25em .5em;vertical-align:top;text-align:left}
+th{background:#f1f1f1}code,.digest{font:12px ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
+.versions{display:flex;gap:.8em;flex-wrap:wrap}.version{border:1px solid #bbb;padding:.5em;flex:1 1 18em;max-width:32em}
+.version .text{white-space:pre-wrap;background:#fafafa;border-left:3px solid #888;padding:.4em;margin:.4em 0}
+.status-deleted{color:#a00;font-weight:bold}.status-edited{color:#a60;font-weight:bold}
+.evidence{background:#fff4f4;border:1px solid #e0b4b4;padding:.5em;margin:.4em 0}
+.meta td:first-child{font-weight:bold;white-space:nowrap}img{max-width:12em;max-height:12em;border:1px solid #ccc}
+nav ol{columns:2}
+"""
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value))
+
+
+def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict[str, str]) -> str:
+    versions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in gathered.rows.get("item_versions", []):
+        versions[row["item_key"]].append(row)
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in gathered.rows.get("events", []):
+        events[row["item_key"]].append(row)
+    flags: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in gathered.rows.get("flags", []):
+        flags[row["item_key"]].append(row)
+    media = {row["url"]: row for row in gathered.rows.get("media_files", [])}
+    in_extract = {r["record_id"] for r in custody["warc_records"]}
+    statement = json.loads(custody["checkpoint"]["statement"])
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        f"<title>Evidence bundle: case {_e(custody['case_id'])}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Evidence bundle: case {_e(custody['case_id'])}</h1>",
+        '<table class="meta">',
+    ]
+    meta = [
+        ("Organisation", custody["organisation"]),
+        ("Exported by", f"{custody['exported_by']} on {custody['host']}"),
+        ("Exported at", custody["exported_at"]),
+        ("Software", f"archiver {custody['software']['version']}"),
+        ("Selectors", json.dumps({k: v for k, v in custody["selectors"].items() if v}, ensure_ascii=False)),
+        ("Counts", ", ".join(f"{k} {v}" for k, v in custody["counts"].items())),
+        ("Signed checkpoint", f"ledger seq {statement['ledger']['seq']}, created {statement['created_at']}"),
+        ("Ledger head hash", statement["ledger"]["hash"]),
+    ]
+    out.extend(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta)
+    out.append("</table>")
+    out.append(
+        "<p>Every row below is copied from the archive as stored; <code>custody.json</code> holds each row's "
+        "ledger entry and the signed checkpoint, <code>evidence.warc.gz</code> the captured records. Check the "
+        "whole bundle with <code>archiver verify-bundle</code>, or with any BagIt validator and "
+        "<code>warcio check</code>.</p>"
+    )
+    out.append("<nav><h2>Items</h2><ol>")
+    for i, item in enumerate(gathered.items):
+        out.append(
+            f'<li><a href="#item-{i}">{_e(item["kind"])} by {_e(item["author_handle"])}, '
+            f'{_e(item["created_at"])}</a> <span class="status-{_e(item["status"])}">{_e(item["status"])}</span></li>'
+        )
+    out.append("</ol></nav>")
+    for i, item in enumerate(gathered.items):
+        key = item["item_key"]
+        out.append(f'<section id="item-{i}"><h2>{_e(item["kind"])} {_e(key)}</h2><table class="meta">')
+        for label, value in (
+            ("Status", item["status"]),
+            ("Author", f"{item['author_handle'] or ''} ({item['author_name'] or ''})"),
+            ("Account / platform", f"{item['account']} / {item['platform']}"),
+            ("Posted", item["created_at"]),
+            ("URL", item["url"]),
+            ("In reply to", item["parent_key"]),
+            ("Thread", item["thread_key"]),
+            ("Conversation", item["conversation_key"]),
+            ("Visibility", item["visibility"]),
+        ):
+            if value:
+                out.append(f"<tr><td>{_e(label)}</td><td>{_e(value)}</td></tr>")
+        out.append("</table><h3>Timeline</h3><table><tr><th>observed</th><th>event</th><th>version</th>")
+        out.append("<th>evidence (WARC record)</th></tr>")
+        for event in events[key]:
+            evidence = json.loads(event["evidence"])
+            record = evidence.get("warc_record_id") or evidence.get("observed_in") or ""
+            mark = "" if not record or record in in_extract else " (not in this bundle)"
+            out.append(
+                f"<tr><td>{_e(event['observed_at'])}</td><td>{_e(event['event'])}</td>"
+                f"<td>{_e(event['version_id'])}</td><td><code>{_e(record)}</code>{_e(mark)}</td></tr>"
+            )
+        out.append("</table>")
+        for event in events[key]:
+            if event["event"] == "deleted":
+                out.append(
+                    '<div class="evidence"><strong>Deletion evidence</strong> (observed '
+                    f"{_e(event['observed_at'])}):<pre>{_e(json.dumps(json.loads(event['evidence']), indent=1))}"
+                    "</pre></div>"
+                )
+        out.append(f'<h3>Versions ({len(versions[key])})</h3><div class="versions">')
+        for n, version in enumerate(versions[key], 1):
+            out.append(
+                f'<div class="version"><strong>Version {n}</strong> (row {_e(version["id"])})<br>'
+                f"captured {_e(version['captured_at'])}"
+                + (f"<br>edited {_e(version['edited_at'])}" if version["edited_at"] else "")
+                + f'<div class="text">{_e(version["text"])}</div>'
+            )
+            for attachment in json.loads(version["media"]):
+                row = media.get(attachment.get("url"))
+                path = media_paths.get(attachment.get("url", ""))
+                if row and path:
+                    out.append(
+                        f'<div><img src="{_e(path)}" alt="{_e(attachment.get("description"))}"><br>'
+                        f'<span class="digest">sha256 {_e(row["sha256"])}</span></div>'
+                    )
+                else:
+                    out.append(f"<div>attachment {_e(attachment.get('url'))} (not captured)</div>")
+            out.append(
+                f'<div class="digest">content sha256 {_e(version["content_sha256"])}<br>'
+                f"WARC record {_e(version['warc_record_id'])}<br>from {_e(version['warc_file'])} "
+                f"@ {_e(version['warc_offset'])}</div></div>"
+            )
+        out.append("</div>")
+        if flags[key]:
+            out.append("<h3>Flags</h3><table><tr><th>rule</th><th>category</th><th>severity</th><th>matched</th>")
+            out.append("<th>reason</th></tr>")
+            for flag in flags[key]:
+                out.append(
+                    "<tr>"
+                    + "".join(
+                        f"<td>{_e(flag.get(c))}</td>" for c in ("rule_id", "category", "severity", "matched", "reason")
+                    )
+                    + "</tr>"
+                )
+            out.append("</table>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,179 @@
+"""Which items an export holds: selectors that combine, read against the archive (read-only).
+
+Different selectors narrow each other (AND); a selector given several times widens itself (OR: two authors
+select the items of either). An item is selected when any of its versions matches, so a word edited away or
+a deleted post is still found. Thread context, when asked for, adds every item of each selected item's thread
+or conversation and the chain of parents above it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Selectors:
+    item_keys: tuple[str, ...] = ()
+    threads: tuple[str, ...] = ()  # a thread's root item key (or any item of it), or a conversation key
+    authors: tuple[str, ...] = ()  # handle (with or without a leading @) or platform author id
+    accounts: tuple[str, ...] = ()  # configured account names
+    platforms: tuple[str, ...] = ()
+    query: str | None = None  # full-text (FTS5) over every version's text and author
+    posted_from: str | None = None
+    posted_to: str | None = None
+    captured_from: str | None = None
+    captured_to: str | None = None
+    flagged_only: bool = False
+    thread_context: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The selectors exactly as given (custody.json, the exports register)."""
+        found = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in found.items()}
+
+    def narrows(self) -> bool:
+        return bool(
+            self.item_keys
+            or self.threads
+            or self.authors
+            or self.accounts
+            or self.platforms
+            or self.query
+            or self.posted_from
+            or self.posted_to
+            or self.captured_from
+            or self.captured_to
+            or self.flagged_only
+        )
+
+
+def parse_when(value: str | None, option: str, *, end: bool = False) -> str | None:
+    """An ISO date or date-time as the archive stores times (UTC, microseconds, Z). A bare date as an end
+    bound means the whole day: `--posted-to 2026-11-01` includes everything posted that day."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            moment = day + timedelta(days=1) - timedelta(microseconds=1) if end else day
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r}: not a date; use YYYY-MM-DD or an ISO date-time such as 2026-11-01T09:30:00Z"
+        ) from None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _any_of(column: str, values: tuple[str, ...], params: list[Any]) -> str:
+    params.extend(values)
+    return f"{column} IN ({','.join('?' for _ in values)})"
+
+
+def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str]:
+    """The keys of the selected items, in the order they were first captured."""
+    if not selectors.narrows():
+        raise ConfigError(
+            "export: name at least one selector (--item, --thread, --author, --account, --platform, --query, "
+            "--posted-from/--posted-to, --captured-from/--captured-to or --flagged)"
+        )
+    if selectors.flagged_only and not has_table(conn, "flags"):
+        raise ConfigError("--flagged: this archive has no flags table yet (no scan has run); drop --flagged")
+    where: list[str] = []
+    params: list[Any] = []
+    if selectors.item_keys:
+        where.append(_any_of("v.item_key", selectors.item_keys, params))
+    if selectors.threads:
+        marks = ",".join("?" for _ in selectors.threads)
+        where.append(f"(v.thread_key IN ({marks}) OR v.conversation_key IN ({marks}) OR v.item_key IN ({marks}))")
+        params.extend(selectors.threads * 3)
+    if selectors.authors:
+        handles = tuple(a.lstrip("@").lower() for a in selectors.authors)
+        marks = ",".join("?" for _ in handles)
+        where.append(f"(lower(v.author_handle) IN ({marks}) OR v.author_id IN ({marks}))")
+        params.extend(handles + tuple(selectors.authors))
+    if selectors.accounts:
+        where.append(_any_of("v.account", selectors.accounts, params))
+    if selectors.platforms:
+        where.append(_any_of("v.platform", selectors.platforms, params))
+    for column, bound, op in (
+        ("v.created_at", selectors.posted_from, ">="),
+        ("v.created_at", selectors.posted_to, "<="),
+        ("v.captured_at", selectors.captured_from, ">="),
+        ("v.captured_at", selectors.captured_to, "<="),
+    ):
+        if bound is not None:
+            where.append(f"{column} {op} ?")
+            params.append(bound)
+    if selectors.query:
+        where.append("v.id IN (SELECT rowid FROM item_versions_fts WHERE item_versions_fts MATCH ?)")
+        params.append(selectors.query)
+    if selectors.flagged_only:
+        where.append("v.item_key IN (SELECT item_key FROM flags)")
+    sql = (
+        "SELECT v.item_key, min(v.id) AS first FROM item_versions v WHERE "
+        + " AND ".join(where)
+        + " GROUP BY v.item_key ORDER BY first"
+    )
+    try:
+        keys = [row[0] for row in conn.execute(sql, params)]
+    except sqlite3.OperationalError as exc:
+        if selectors.query:  # the only part of the statement a person writes
+            raise ConfigError(
+                f"--query {selectors.query!r}: not a valid full-text query ({exc}); put a phrase in double quotes"
+            ) from None
+        raise
+    if selectors.thread_context and keys:
+        keys = _with_thread_context(conn, keys)
+    return keys
+
+
+def _with_thread_context(conn: sqlite3.Connection, keys: list[str]) -> list[str]:
+    """Add each item's parents (up to the root) and every item of its thread or conversation."""
+    chosen = dict.fromkeys(keys)
+    threads: set[str] = set()
+    conversations: set[str] = set()
+    pending = list(keys)
+    while pending:
+        key = pending.pop()
+        for parent, thread, conversation in conn.execute(
+            "SELECT DISTINCT parent_key, thread_key, conversation_key FROM item_versions WHERE item_key = ?", (key,)
+        ):
+            if thread:
+                threads.add(thread)
+            if conversation:
+                conversations.add(conversation)
+            if parent and parent not in chosen:
+                chosen[parent] = None
+                pending.append(parent)
+    for column, values in (("thread_key", threads), ("conversation_key", conversations), ("item_key", threads)):
+        for value in sorted(values):
+            for (key,) in conn.execute(
+                f"SELECT item_key FROM item_versions WHERE {column} = ? GROUP BY item_key ORDER BY min(id)", (value,)
+            ):
+                chosen.setdefault(key, None)
+    # Only items the archive holds (a parent may be outside it, e.g. a reply to another account's post).
+    held = {
+        row[0]
+        for chunk in chunks(list(chosen), 500)
+        for row in conn.execute(
+            f"SELECT DISTINCT item_key FROM item_versions WHERE item_key IN ({','.join('?' for _ in chunk)})", chunk
+        )
+    }
+    return [k for k in chosen if k in held]
+
+
+def chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]

@@ -1,0 +1,332 @@
+"""`archiver verify-bundle`: check an evidence bundle on its own, without the archive it came from.
+
+Checks, each problem one line:
+- the bag: the `bagit` library's own validation (every payload file listed and its sha256 right, no file
+  missing or added, the tag manifest right);
+- the signature: manifest-sha256.txt signed by the key in signature.json; that key is the key that signed the
+  checkpoint in custody.json, and the key given with --public-key when there is one;
+- the checkpoint: its Ed25519 signature over its statement;
+- the WARC extract: every record's block and payload digests, and the catalogue in custody.json (same record
+  ids, same gzip members);
+- the rows: each row's ledger entry recomputed from the row as it is in the bundle (row sha256 and chain
+  hash), entries no later than the signed checkpoint, neighbouring entries linked, the checkpoint's own head
+  entry equal to the signed hash when the bundle holds it; each version's raw JSON found in the payload of
+  its WARC record, each media file's sha256 equal to its row's and to its record's body;
+- the CSV files equal to the JSON Lines they accompany.
+
+What cannot be shown from the bundle alone: the entries between two rows of the bundle (other people's
+rows, deliberately left out), so the chain is shown link by link where it can be, and anchored at the
+checkpoint. `archiver verify` on the archive checks the whole chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import bagit
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from warcio.archiveiterator import ArchiveIterator
+
+from ..checkpoints import _signature_ok, load_public_key, raw_public
+from ..ledger import canonical_row_bytes, chain_hash
+from ..problems import Problem
+from ..verify import _JsonIndex
+from ..warc import block_digest_ok
+from .gather import ROW_TABLES, row_key_column
+from .write import CUSTODY_TYPE, EXTRACT, SIGNATURE_FILE, SIGNED_FILE
+
+UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
+
+
+def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
+    """Every problem found in the bundle at `path`; an empty list means it verifies."""
+    trusted = load_public_key(public_key) if public_key is not None else None
+    path = Path(path)
+    problems = list(_verify_bag(path))
+    if not (path / "bagit.txt").exists():
+        return problems
+    data = path / "data"
+    custody = _read_json(data / "custody.json", problems)
+    problems.extend(_verify_signature(path, custody, trusted))
+    if custody is None:
+        return problems
+    if custody.get("type") != CUSTODY_TYPE:
+        problems.append(Problem("data/custody.json", f"type expected {CUSTODY_TYPE}, found {custody.get('type')}"))
+        return problems
+    checkpoint = custody.get("checkpoint", {})
+    statement = checkpoint.get("statement", "")
+    if not _signature_ok(checkpoint.get("public_key", ""), checkpoint.get("signature", ""), statement):
+        problems.append(Problem("data/custody.json checkpoint", "signature does not match the statement"))
+    records = {}
+    problems.extend(_verify_extract(data / EXTRACT, custody, records))
+    tables = {t: _read_jsonl(data / f"{t}.jsonl", problems) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
+    problems.extend(_verify_ledger(tables, custody))
+    problems.extend(_verify_payloads(data, tables, records))
+    problems.extend(_verify_items(data / "items.jsonl", tables, problems))
+    for name in [*tables, "items"]:
+        problems.extend(_verify_csv(data / f"{name}.jsonl"))
+    return problems
+
+
+def _verify_items(path: Path, tables: dict[str, list[dict[str, Any]]], problems: list[Problem]) -> list[Problem]:
+    """items.jsonl (the reading aid) says what the versions it names say."""
+    if not path.exists():
+        return [Problem(_rel(path), "missing")]
+    versions = {v.get("id"): v for v in tables.get("item_versions", [])}
+    found = []
+    for item in _read_jsonl(path, problems):
+        version = versions.get(item.get("version_id"))
+        if version is None or any(item.get(k) != version.get(k) for k in ("item_key", "text", "author_handle")):
+            found.append(Problem(f"data/items.jsonl {item.get('item_key')}", "differs from its version row"))
+    return found
+
+
+def _read_json(path: Path, problems: list[Problem]) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        problems.append(Problem(_rel(path), "missing"))
+    except ValueError as exc:
+        problems.append(Problem(_rel(path), f"not valid JSON ({exc})"))
+    return None
+
+
+def _read_jsonl(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            problems.append(Problem(f"{_rel(path)} line {n}", "not valid JSON"))
+    return rows
+
+
+def _rel(path: Path) -> str:
+    parts = path.parts
+    return "/".join(parts[parts.index("data") :]) if "data" in parts else path.name
+
+
+def _verify_bag(path: Path) -> list[Problem]:
+    logging.getLogger("bagit").setLevel(logging.CRITICAL)  # its findings are reported here, one line each
+    try:
+        bag = bagit.Bag(str(path))
+        bag.validate()
+    except bagit.BagValidationError as exc:
+        if not exc.details:
+            found = [Problem("bag", str(exc.message))]
+            # bagit stops at a wrong Payload-Oxum (file count and size); name the files too: those missing or
+            # added, else those whose digest changed.
+            try:
+                bag._validate_completeness()
+                bag._validate_entries(1)
+            except bagit.BagValidationError as more:
+                found.extend(_bag_details(more))
+            return found
+        return _bag_details(exc)
+    except bagit.BagError as exc:
+        return [Problem(str(path), f"not a valid BagIt bag ({exc})")]
+    return []
+
+
+def _bag_details(exc: bagit.BagValidationError) -> list[Problem]:
+    found = []
+    for detail in exc.details:
+        if isinstance(detail, bagit.ChecksumMismatch):
+            found.append(Problem(detail.path, f"{detail.algorithm} expected {detail.expected}, found {detail.found}"))
+        elif isinstance(detail, bagit.FileMissing):
+            found.append(Problem(detail.path, "listed in the manifest but missing"))
+        elif isinstance(detail, bagit.UnexpectedFile):
+            found.append(Problem(detail.path, "not listed in the manifest (added)"))
+        else:
+            found.append(Problem("bag", str(detail)))
+    return found
+
+
+def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None) -> list[Problem]:
+    where = SIGNATURE_FILE
+    problems: list[Problem] = []
+    document = _read_json(path / SIGNATURE_FILE, problems)
+    if document is None:
+        return problems
+    try:
+        key_b64, signature = document["public_key"], document["signature"]
+        manifest = (path / document["signed_file"]).read_bytes()
+    except (KeyError, TypeError):
+        return [Problem(where, "not a bundle signature (public_key, signature, signed_file)")]
+    except FileNotFoundError:
+        return [Problem(where, f"signed file {document['signed_file']} is missing")]
+    if document["signed_file"] != SIGNED_FILE:
+        problems.append(Problem(where, f"signs {document['signed_file']}, expected {SIGNED_FILE}"))
+    if not _raw_ok(key_b64, signature, manifest):
+        problems.append(Problem(where, f"signature does not match {document['signed_file']} (manifest changed)"))
+    if trusted is not None:
+        trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii")
+        if key_b64 != trusted_b64:
+            problems.append(Problem(where, f"signed with key {key_b64}, not the given public key {trusted_b64}"))
+    if isinstance(custody, dict) and custody.get("checkpoint", {}).get("public_key") != key_b64:
+        problems.append(
+            Problem(where, f"signed with key {key_b64}, not the archive key that signed the checkpoint in custody.json")
+        )
+    return problems
+
+
+def _raw_ok(key_b64: str, signature_b64: str, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(base64.b64decode(signature_b64), data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _verify_extract(extract: Path, custody: dict[str, Any], records: dict[str, bytes]) -> list[Problem]:
+    """Each record's digests; the records are those the catalogue lists, member for member."""
+    where = f"data/{EXTRACT}"
+    if not extract.exists():
+        return [Problem(where, "missing")]
+    problems = []
+    catalogue = {r["record_id"]: r for r in custody.get("warc_records", [])}
+    seen = set()
+    raw = extract.read_bytes()
+    with open(extract, "rb") as fh:
+        iterator = ArchiveIterator(fh, no_record_parse=True)
+        try:
+            for record in iterator:
+                block = record.raw_stream.read()
+                iterator.read_to_end(record)
+                offset, length = iterator.get_record_offset(), iterator.get_record_length()
+                headers = record.rec_headers
+                record_id = headers.get_header("WARC-Record-ID")
+                if not block_digest_ok(headers.get_header("WARC-Block-Digest"), block):
+                    problems.append(
+                        Problem(where, f"record {record_id} at offset {offset}: block digest does not match")
+                    )
+                payload_digest = headers.get_header("WARC-Payload-Digest")
+                if payload_digest and not block_digest_ok(payload_digest, block.partition(b"\r\n\r\n")[2]):
+                    problems.append(
+                        Problem(where, f"record {record_id} at offset {offset}: payload digest does not match")
+                    )
+                entry = catalogue.get(record_id)
+                if entry is None:
+                    problems.append(Problem(where, f"record {record_id} at offset {offset} is not in custody.json"))
+                else:
+                    member = raw[offset : offset + length]
+                    if hashlib.sha256(member).hexdigest() != entry["sha256"]:
+                        problems.append(Problem(where, f"record {record_id}: bytes differ from the copied original"))
+                seen.add(record_id)
+                records[record_id] = block
+        except Exception as exc:  # a damaged gzip member: the rest cannot be read as records
+            unread = len(set(catalogue) - seen)
+            problems.append(
+                Problem(
+                    where,
+                    f"unreadable after offset {iterator.offset} ({type(exc).__name__}): "
+                    f"{unread} record(s) listed in custody.json cannot be checked",
+                )
+            )
+            records.clear()
+            records[UNREADABLE] = b""
+            return problems
+    for record_id in sorted(set(catalogue) - seen):
+        problems.append(Problem(where, f"record {record_id} listed in custody.json is missing (dropped)"))
+    return problems
+
+
+def _verify_ledger(tables: dict[str, list[dict[str, Any]]], custody: dict[str, Any]) -> list[Problem]:
+    problems = []
+    statement = json.loads(custody["checkpoint"]["statement"])
+    signed_seq, signed_hash = statement["ledger"]["seq"], statement["ledger"]["hash"]
+    entries = {(e["table_name"], e["row_key"]): e for e in custody.get("ledger_entries", [])}
+    by_seq = {e["seq"]: e for e in entries.values()}
+    used = set()
+    for table, rows in tables.items():
+        key_column = row_key_column(table)
+        for row in rows:
+            key = str(row.get(key_column))
+            where = f"data/{table}.jsonl {key_column}={key}"
+            entry = entries.get((table, key))
+            if entry is None:
+                problems.append(Problem(where, "no ledger entry in custody.json"))
+                continue
+            used.add((table, key))
+            canonical = canonical_row_bytes(table, row)
+            found = hashlib.sha256(canonical).hexdigest()
+            if found != entry["row_sha256"]:
+                problems.append(
+                    Problem(
+                        where,
+                        f"row differs from ledger seq {entry['seq']}: sha256 expected "
+                        f"{entry['row_sha256']}, found {found}",
+                    )
+                )
+            elif chain_hash(entry["prev_hash"], canonical) != entry["hash"]:
+                problems.append(Problem(where, f"ledger seq {entry['seq']}: chain hash does not recompute"))
+    for (table, key), entry in sorted(entries.items(), key=lambda kv: kv[1]["seq"]):
+        where = f"ledger seq {entry['seq']}"
+        if (table, key) not in used:
+            problems.append(Problem(where, f"{table} {key} is in custody.json but not in the bundle (row removed)"))
+        if entry["seq"] > signed_seq:
+            problems.append(Problem(where, f"after the signed checkpoint's seq {signed_seq}: not covered"))
+        before = by_seq.get(entry["seq"] - 1)
+        if before is not None and before["hash"] != entry["prev_hash"]:
+            problems.append(Problem(where, f"prev_hash does not link to seq {before['seq']}'s hash"))
+        if entry["seq"] == signed_seq and entry["hash"] != signed_hash:
+            problems.append(Problem(where, f"hash differs from the signed checkpoint head {signed_hash}"))
+    return problems
+
+
+def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], records: dict[str, bytes]) -> list[Problem]:
+    problems: list[Problem] = []
+    if UNREADABLE in records:
+        return problems  # already reported: the rows cannot be matched to records that cannot be read
+    payloads: dict[str, _JsonIndex | None] = {}  # a listing's record holds many versions: parse it once
+    for row in tables.get("item_versions", []):
+        where = f"data/item_versions.jsonl id={row.get('id')}"
+        record_id = row.get("warc_record_id", "")
+        block = records.get(record_id)
+        if block is None:
+            problems.append(Problem(where, f"WARC record {row.get('warc_record_id')} is not in the extract"))
+            continue
+        if record_id not in payloads:
+            payloads[record_id] = _JsonIndex.of(block.partition(b"\r\n\r\n")[2])
+        payload = payloads[record_id]
+        if payload is None or not payload.contains(json.loads(row["raw_json"])):
+            problems.append(Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}"))
+    media_dir = data / "media"
+    on_disk = {p.name.split(".")[0]: p for p in media_dir.iterdir()} if media_dir.exists() else {}
+    for row in tables.get("media_files", []):
+        where = f"data/media_files.jsonl url={row.get('url')}"
+        block = records.get(row.get("warc_record_id", ""))
+        body_sha = hashlib.sha256(block.partition(b"\r\n\r\n")[2]).hexdigest() if block is not None else None
+        if body_sha != row["sha256"]:
+            problems.append(Problem(where, f"WARC record {row['warc_record_id']} body sha256 is not {row['sha256']}"))
+        file = on_disk.get(row["sha256"])
+        if file is None:
+            problems.append(Problem(where, f"media file {row['sha256']} missing from data/media"))
+        elif hashlib.sha256(file.read_bytes()).hexdigest() != row["sha256"]:
+            problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {row['sha256']}"))
+    return problems
+
+
+def _verify_csv(jsonl: Path) -> list[Problem]:
+    """The CSV holds the same rows as the JSON Lines (values as text)."""
+    path = jsonl.with_suffix(".csv")
+    if not jsonl.exists() or not path.exists():
+        return [Problem(_rel(path), "missing")] if jsonl.exists() else []
+    rows = [json.loads(line) for line in jsonl.read_text("utf-8").splitlines() if line.strip()]
+    with open(path, encoding="utf-8", newline="") as fh:
+        found = list(csv.DictReader(fh))
+    expected = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+    if len(found) != len(expected):
+        return [Problem(_rel(path), f"{len(found)} rows, the JSON Lines hold {len(expected)}")]
+    for n, (a, b) in enumerate(zip(found, expected, strict=True), 2):
+        if a != b:
+            return [Problem(f"{_rel(path)} line {n}", "differs from the JSON Lines row")]
+    return []

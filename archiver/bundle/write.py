@@ -1,0 +1,293 @@
+"""Write an evidence bundle: a BagIt bag (RFC 8493) of the selected items, signed with the archive's key.
+
+    DIR/
+      bagit.txt  bag-info.txt  manifest-sha256.txt  tagmanifest-sha256.txt
+      signature.json              Ed25519 signature of manifest-sha256.txt and the public key that made it
+      data/
+        items.jsonl / .csv        latest state of each selected item (a reading aid)
+        item_versions.jsonl / .csv, events.*, media_files.*, accounts.*, flags.*, flag_reviews.*
+                                  the archive rows exactly as stored (every column)
+        evidence.warc.gz          the original WARC records, copied byte for byte
+        media/<sha256>.<ext>      the media files, out of their WARC records
+        report.html               the human-readable report (no scripts, no network)
+        custody.json              who, when, where, the selectors, counts, the signed checkpoint, the WARC
+                                  records' provenance, and the ledger entry of every row
+        evidence.wacz             with --wacz: the same records as a WACZ for ReplayWeb.page / pywb
+
+Before writing, the archive's ledger head is signed (a new checkpoint unless the latest one already covers
+it), so every row in the bundle is covered by the checkpoint the bundle carries. The export itself is then
+appended to the archive's `exports` register.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bagit
+
+from .. import __version__
+from ..checkpoints import load_private_key, public_pem, raw_public
+from ..config import Config
+from ..errors import ConfigError
+from ..lock import archive_lock
+from ..store import Store
+from ..warc import iso, utcnow
+from .extract import SourceIndex, select_records, write_extract, write_media
+from .gather import ROW_TABLES, Gathered, gather_rows
+from .report import render_report
+from .select import Selectors, select_item_keys
+
+CUSTODY_TYPE = "archiver-custody/1"
+SIGNATURE_TYPE = "archiver-bundle-signature/1"
+SIGNATURE_FILE = "signature.json"
+SIGNED_FILE = "manifest-sha256.txt"
+EXTRACT = "evidence.warc.gz"
+WACZ = "evidence.wacz"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    export_id: int
+    counts: dict[str, int]
+    manifest_sha256: str
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder (never overwritten)")
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A folder beside `out` that becomes `out` only when the bundle is complete; removed on failure, so a
+    half-written bundle is never left where a finished one is expected."""
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()  # empty, checked before
+    staging.rename(out)
+
+
+def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
+    """The checkpoint covering the ledger head now: the latest one if it does, a new one otherwise."""
+    from ..ledger import head
+    from ..pipeline import checkpoint_archive
+
+    latest = store.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    if latest is None or latest["ledger_seq"] != head(store.conn)[0]:
+        checkpoint_archive(store, config, None)
+        latest = store.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    return dict(latest)
+
+
+def write_table(rows: list[dict[str, Any]], jsonl: Path, columns: list[str] | None = None) -> None:
+    """Rows as JSON Lines (values as stored) and the same rows as CSV, for a spreadsheet."""
+    with open(jsonl, "w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n")
+    names = columns or (list(rows[0]) if rows else [])
+    with open(jsonl.with_suffix(".csv"), "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _columns(store: Store, table: str) -> list[str]:
+    return [d[0] for d in store.conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
+def export_bundle(
+    config: Config,
+    out: Path,
+    case_id: str,
+    selectors: Selectors,
+    *,
+    wacz: bool = False,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> ExportResult:
+    """Write the bundle of the selected items to `out` (a new or empty folder) and record the export."""
+    if not case_id.strip():
+        raise ConfigError("--case: give the case identifier, e.g. --case HR-2026-014")
+    out = Path(out).resolve()
+    archive = config.archive
+    with archive_lock(archive.dir):
+        store = Store.open(archive.database, create=False)
+        try:
+            on_step("selecting items")
+            keys = select_item_keys(store.conn, selectors)
+            if not keys:
+                raise ConfigError(f"no archived item matches the selectors {json.dumps(selectors.as_dict())}")
+            _check_out(out)
+            on_step(f"signing the ledger head ({len(keys)} items selected)")
+            checkpoint = _latest_checkpoint(store, config)
+            on_step("reading rows and ledger entries")
+            gathered = gather_rows(store.conn, keys)
+            with _staging(out) as staging:
+                manifest, signature, custody = _write_bag(
+                    config, store, staging, case_id, selectors, gathered, checkpoint, wacz, on_step
+                )
+            export_id = store.append_export(
+                {
+                    "case_id": case_id,
+                    "exported_at": custody["exported_at"],
+                    "exported_by": custody["exported_by"],
+                    "host": custody["host"],
+                    "software_version": __version__,
+                    "selectors": json.dumps(selectors.as_dict(), sort_keys=True),
+                    "counts": json.dumps(custody["counts"], sort_keys=True),
+                    "checkpoint_id": checkpoint["id"],
+                    "bundle_path": str(out),
+                    "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+                    "tagmanifest_sha256": hashlib.sha256((out / "tagmanifest-sha256.txt").read_bytes()).hexdigest(),
+                    "signature": signature,
+                }
+            )
+        finally:
+            store.close()
+    return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest())
+
+
+def _write_bag(
+    config: Config,
+    store: Store,
+    staging: Path,
+    case_id: str,
+    selectors: Selectors,
+    gathered: Gathered,
+    checkpoint: dict[str, Any],
+    wacz: bool,
+    on_step: Callable[[str], None],
+) -> tuple[bytes, str, dict[str, Any]]:
+    """Write the payload, make the bag and sign its manifest; returns (manifest bytes, signature, custody)."""
+    archive = config.archive
+    # bagit moves everything written at the top of `staging` into data/
+    for table in ROW_TABLES:
+        if table in gathered.rows:
+            write_table(gathered.rows[table], staging / f"{table}.jsonl", _columns(store, table))
+    write_table(gathered.items, staging / "items.jsonl", _columns(store, "items"))
+    on_step("copying WARC records")
+    index = SourceIndex(archive.warc_dir)
+    records = select_records(index, gathered.rows, lambda run: _files_of_run(store, run))
+    catalogue = write_extract(archive.warc_dir, records, staging / EXTRACT)
+    media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
+    if wacz:
+        from .wacz import write_wacz
+
+        on_step("writing the WACZ")
+        write_wacz(staging / EXTRACT, catalogue, staging / WACZ, title=f"Case {case_id}")
+    exported_at = iso(utcnow())
+    custody = _custody(config, store, case_id, selectors, gathered, checkpoint, catalogue, exported_at)
+    _write_json(staging / "custody.json", custody)
+    on_step("writing the report")
+    (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
+    on_step("making the bag and signing its manifest")
+    key = load_private_key(archive.keys_dir)
+    _make_bag(staging, case_id, config.archive.organisation, custody)
+    manifest = (staging / SIGNED_FILE).read_bytes()
+    signature = base64.b64encode(key.sign(manifest)).decode("ascii")
+    _write_json(
+        staging / SIGNATURE_FILE,
+        {
+            "type": SIGNATURE_TYPE,
+            "signed_file": SIGNED_FILE,
+            "signature": signature,
+            "public_key": base64.b64encode(raw_public(key.public_key())).decode("ascii"),
+            "public_key_pem": public_pem(key.public_key()).decode("ascii"),
+        },
+    )
+    cwd = os.getcwd()  # bagit changes directory while it works
+    try:
+        bagit.Bag(str(staging)).save()  # the tag manifest now covers signature.json too
+    finally:
+        os.chdir(cwd)
+    return manifest, signature, custody
+
+
+def _files_of_run(store: Store, run_id: str) -> list[str]:
+    return [r[0] for r in store.conn.execute("SELECT name FROM warc_files WHERE run_id = ? ORDER BY name", (run_id,))]
+
+
+def _custody(
+    config: Config,
+    store: Store,
+    case_id: str,
+    selectors: Selectors,
+    gathered: Gathered,
+    checkpoint: dict[str, Any],
+    catalogue: list[dict[str, Any]],
+    exported_at: str,
+) -> dict[str, Any]:
+    counts = {**gathered.counts(), "warc_records": len(catalogue), "ledger_entries": len(gathered.ledger)}
+    sources = sorted({r["source_file"] for r in catalogue})
+    files = {r["name"]: dict(r) for r in store.conn.execute("SELECT name, sha256, size, run_id FROM warc_files")}
+    return {
+        "type": CUSTODY_TYPE,
+        "case_id": case_id,
+        "organisation": config.archive.organisation,
+        "exported_by": _user(),
+        "exported_at": exported_at,
+        "host": socket.gethostname(),
+        "software": {"name": "archiver", "version": __version__},
+        "archive": {"database": str(config.archive.database), "schema_version": store.schema_version},
+        "selectors": selectors.as_dict(),
+        "counts": counts,
+        "item_keys": gathered.item_keys,
+        "checkpoint": {
+            "id": checkpoint["id"],
+            "file_name": checkpoint["file_name"],
+            "statement": checkpoint["statement"],
+            "signature": checkpoint["signature"],
+            "public_key": checkpoint["public_key"],
+        },
+        "source_warc_files": [files.get(name, {"name": name, "sha256": None}) for name in sources],
+        "warc_records": catalogue,
+        "ledger_entries": gathered.ledger,
+    }
+
+
+def _user() -> str:
+    """Who runs the export: the login name, or the uid where there is none (a service without a passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", "utf-8")
+
+
+def _make_bag(out: Path, case_id: str, organisation: str, custody: dict[str, Any]) -> None:
+    info = {
+        "Source-Organization": organisation or "(not set: [archive] organisation in archiver.toml)",
+        "External-Identifier": case_id,
+        "Internal-Sender-Description": (
+            f"Evidence bundle for case {case_id}: {custody['counts']['items']} items with every version and "
+            "event, the original WARC records, and the chain of custody (data/custody.json). "
+            "Check it with `archiver verify-bundle`."
+        ),
+        "Contact-Name": custody["exported_by"],
+    }
+    cwd = os.getcwd()  # bagit changes directory while it works
+    try:
+        bagit.make_bag(str(out), info, checksums=["sha256"])
+    finally:
+        os.chdir(cwd)
