@@ -447,3 +447,51 @@ def test_users_commands(tmp_path):
     assert users("remove", "dana").exit_code == 0
     missing = users("remove", "dana")
     assert missing.exit_code == 2 and "no user named" in missing.output
+
+
+def test_flagged_facet_and_query_once_the_archive_has_flags(demo, tmp_path):
+    """With the PHI scan's flags table (migration 0005's shape, made here by hand) the facet and the canned
+    query appear; the search code is the same."""
+    import asyncio
+
+    from archiver.serve import build_datasette
+
+    copy = tmp_path / "archive.db"
+    with sqlite3.connect(demo / "archive" / "archive.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    conn = sqlite3.connect(copy)
+    conn.executescript(
+        """
+        CREATE TABLE flags (id INTEGER PRIMARY KEY, version_id INTEGER NOT NULL, item_key TEXT NOT NULL,
+            rule_id TEXT NOT NULL, category TEXT NOT NULL, severity TEXT NOT NULL, reason TEXT NOT NULL,
+            created_at TEXT NOT NULL);
+        CREATE TABLE flag_reviews (id INTEGER PRIMARY KEY, flag_id INTEGER NOT NULL, decision TEXT NOT NULL,
+            reviewer TEXT NOT NULL, created_at TEXT NOT NULL);
+        """
+    )
+    flagged = conn.execute(
+        "SELECT version_id, item_key FROM items WHERE text LIKE '%MRN%' OR text LIKE '%DOB%' ORDER BY item_key"
+    ).fetchall()
+    for n, (version_id, key) in enumerate(flagged):
+        conn.execute(
+            "INSERT INTO flags VALUES (?, ?, ?, 'mrn', 'mrn', 'high', 'a medical record number', 'now')",
+            (n + 1, version_id, key),
+        )
+    conn.execute("INSERT INTO flag_reviews VALUES (1, 1, 'violation', 'ivan', 'now')")
+    conn.commit()
+    conn.close()
+
+    async def fetch(path: str, **params) -> dict:
+        ds = build_datasette(copy)
+        await ds.invoke_startup()
+        response = await ds.client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    result = asyncio.run(fetch("/-/search.json", flagged="flagged"))
+    assert result["total"] == len(flagged) and {r["flagged"] for r in result["rows"]} == {"flagged"}
+    assert dict(result["facets"]["flagged"]) == {"flagged": len(flagged)}
+    everything = asyncio.run(fetch("/-/search.json"))
+    assert dict(everything["facets"]["flagged"])["not flagged"] == everything["total"] - len(flagged)
+    awaiting = asyncio.run(fetch("/archive/flagged_awaiting_review.json", _shape="objects", _size="max"))
+    assert len(awaiting["rows"]) == len(flagged) - 1
