@@ -78,8 +78,12 @@ def fts_match(q: str) -> str:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+VERSION_COLUMNS = "v.platform, v.account, v.kind, v.author_handle, v.created_at"
+
+
 def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
-    """Matching item versions grouped to one row per item: item_key, rank, hit_version."""
+    """Matching item versions grouped to one row per item: item_key, rank, hit_version and the columns that
+    do not change between versions (SQLite takes them from the row that gave min / max)."""
     where: list[str] = []
     for column, value in (
         ("platform", query.platform),
@@ -105,24 +109,35 @@ def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
         params["match"] = fts_match(query.q)
         conditions = " AND ".join(["item_versions_fts MATCH :match", *where])
         return (
-            "SELECT v.item_key, min(f.rank) AS rank, f.rowid AS hit_version "
+            f"SELECT v.item_key, min(f.rank) AS rank, f.rowid AS hit_version, {VERSION_COLUMNS} "
             "FROM item_versions_fts f JOIN item_versions v ON v.id = f.rowid "
             f"WHERE {conditions} GROUP BY v.item_key"
         )
     conditions = " AND ".join(where) or "1"
     return (
-        "SELECT v.item_key, NULL AS rank, max(v.id) AS hit_version "
+        f"SELECT v.item_key, NULL AS rank, max(v.id) AS hit_version, {VERSION_COLUMNS} "
         f"FROM item_versions v WHERE {conditions} GROUP BY v.item_key"
     )
 
 
-def _items_sql(query: SearchQuery, params: dict[str, Any], has_flags: bool) -> str:
-    """Common table expressions ending in `matched`: one row per item with its latest version and status."""
-    flagged = (
-        "CASE WHEN EXISTS (SELECT 1 FROM flags g WHERE g.item_key = h.item_key) THEN 'flagged' ELSE 'not flagged' END"
-        if has_flags
-        else "NULL"
-    )
+def _flagged_sql(has_flags: bool, key: str) -> str:
+    if not has_flags:
+        return "NULL"
+    return f"CASE WHEN EXISTS (SELECT 1 FROM flags g WHERE g.item_key = {key}) THEN 'flagged' ELSE 'not flagged' END"
+
+
+# Per item: its version count, status and flags. Evaluated only for the rows that need it (the page's, or
+# every hit when the search filters or counts on them), since each costs index lookups per item.
+ITEM_STATE = """
+  (SELECT count(*) FROM item_versions c WHERE c.item_key = h.item_key) AS versions,
+  CASE WHEN (SELECT e.event FROM events e WHERE e.item_key = h.item_key AND e.event IN ('deleted', 'restored')
+             ORDER BY e.id DESC LIMIT 1) = 'deleted' THEN 'deleted'
+       WHEN (SELECT count(*) FROM item_versions c WHERE c.item_key = h.item_key) > 1 THEN 'edited'
+       ELSE 'live' END AS status,
+  {flagged} AS flagged"""
+
+
+def _state_filter(query: SearchQuery, params: dict[str, Any], has_flags: bool) -> list[str]:
     where = []
     if query.status:
         params["status"] = query.status
@@ -132,44 +147,50 @@ def _items_sql(query: SearchQuery, params: dict[str, Any], has_flags: bool) -> s
             raise SearchInputError("flagged: this archive has no flags yet (run the PHI scan first)")
         params["flagged"] = query.flagged
         where.append("flagged = :flagged")
-    return f"""
-WITH hits AS ({_hits_sql(query, params)}),
-counted AS (
-  SELECT h.item_key, h.rank, h.hit_version,
-         (SELECT max(l.id) FROM item_versions l WHERE l.item_key = h.item_key) AS latest_id,
-         (SELECT count(*) FROM item_versions c WHERE c.item_key = h.item_key) AS versions,
-         (SELECT e.event FROM events e WHERE e.item_key = h.item_key AND e.event IN ('deleted', 'restored')
-          ORDER BY e.id DESC LIMIT 1) AS last_fate,
-         {flagged} AS flagged
-  FROM hits h
-),
-matched AS (
-  SELECT c.item_key, c.rank, c.hit_version, c.versions, c.flagged,
-         CASE WHEN c.last_fate = 'deleted' THEN 'deleted' WHEN c.versions > 1 THEN 'edited' ELSE 'live' END
-           AS status,
-         v.id AS version_id, v.platform, v.account, v.kind, v.author_handle, v.author_name, v.created_at,
-         v.captured_at, v.text, v.url, v.parent_key, v.thread_key, v.conversation_key
-  FROM counted c JOIN item_versions v ON v.id = c.latest_id
-)
-SELECT * FROM matched WHERE {" AND ".join(where) or "1"}"""
+    return where
 
 
 def page_sql(query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE) -> tuple[str, dict[str, Any]]:
+    """One page of items: best rank first (newest posted first without words), with their latest version."""
     params: dict[str, Any] = {"limit": size + 1, "offset": (query.page - 1) * size}
-    order = "rank, created_at DESC" if query.q else "created_at DESC, item_key"
-    sql = f"SELECT * FROM ({_items_sql(query, params, has_flags)}) ORDER BY {order} LIMIT :limit OFFSET :offset"
+    order = "rank, created_at DESC, item_key" if query.q else "created_at DESC, item_key"
+    hits = _hits_sql(query, params)
+    state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
+    where = _state_filter(query, params, has_flags)
+    if where:  # status or flags filter: every hit's state is needed before the page can be cut
+        page = (
+            f"SELECT * FROM (SELECT h.*, {state} FROM ({hits}) h) WHERE {' AND '.join(where)} "
+            f"ORDER BY {order} LIMIT :limit OFFSET :offset"
+        )
+    else:  # cut the page first, then look up the state of its rows only
+        page = f"SELECT h.*, {state} FROM ({hits} ORDER BY {order} LIMIT :limit OFFSET :offset) h"
+    sql = f"""
+SELECT p.item_key, p.rank, p.hit_version, p.versions, p.status, p.flagged,
+       v.id AS version_id, v.platform, v.account, v.kind, v.author_handle, v.author_name, v.created_at,
+       v.captured_at, v.text, v.url, v.parent_key, v.thread_key, v.conversation_key
+FROM ({page}) p
+JOIN item_versions v ON v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = p.item_key)
+ORDER BY {order.replace("item_key", "p.item_key").replace("created_at", "p.created_at")}"""
     return sql, params
 
 
-def facets_sql(query: SearchQuery, has_flags: bool) -> tuple[str, dict[str, Any]]:
-    """Total and facet counts in one pass over the matched items: rows of (facet, value, count)."""
+def facets_sql(query: SearchQuery, has_flags: bool, *, state: bool) -> tuple[str, dict[str, Any]]:
+    """Total and facet counts over every matching item: rows of (facet, value, count).
+
+    state=False counts the columns every version shares (platform, account, kind, author), cheap even for
+    a large match; state=True counts status and flagged, which need per-item lookups."""
     params: dict[str, Any] = {"facet_limit": FACET_LIMIT}
-    base = _items_sql(query, params, has_flags)
-    columns = {"platform": "platform", "account": "account", "kind": "kind", "status": "status"}
-    if has_flags:
-        columns["flagged"] = "flagged"
-    columns["author"] = "author_handle"
-    parts = ["SELECT 'total' AS facet, NULL AS value, count(*) AS n FROM m"]
+    hits = _hits_sql(query, params)
+    where = _state_filter(query, params, has_flags)
+    if where or state:
+        item_state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
+        base = f"SELECT * FROM (SELECT h.*, {item_state} FROM ({hits}) h) WHERE {' AND '.join(where) or '1'}"
+    else:
+        base = hits
+    columns = {"status": "status", **({"flagged": "flagged"} if has_flags else {})} if state else {}
+    if not state:
+        columns = {"platform": "platform", "account": "account", "kind": "kind", "author": "author_handle"}
+    parts = [] if state else ["SELECT 'total' AS facet, NULL AS value, count(*) AS n FROM m"]
     for facet, column in columns.items():
         parts.append(
             f"SELECT * FROM (SELECT '{facet}', {column}, count(*) AS n FROM m GROUP BY {column} "
@@ -198,7 +219,7 @@ async def has_table(db: Any, name: str) -> bool:
 
 
 async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
-    """The page of results, the total and the facets (None when they took too long)."""
+    """The page of results, the total and the facets (those cut off by the time limit are listed as slow)."""
     from datasette.database import QueryInterrupted
 
     has_flags = await has_table(db, "flags")
@@ -218,23 +239,27 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
         for r in rows:
             text = r["text"] or ""
             r["snippet_html"] = html.escape(text[:240] + ("…" if len(text) > 240 else ""))
-    facets: dict[str, list[tuple[Any, int]]] | None = {}
+    facets: dict[str, list[tuple[Any, int]]] = {}
     total: int | None = None
-    try:
-        fsql, fparams = facets_sql(query, has_flags)
-        counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
+    slow: list[str] = []
+    for state in (False, True):
+        fsql, fparams = facets_sql(query, has_flags, state=state)
+        try:
+            counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
+        except QueryInterrupted:
+            slow += ["status", "flagged"] if state else ["platform", "account", "kind", "author", "total"]
+            continue
         for facet, value, n in counted.rows:
             if facet == "total":
                 total = n
             else:
                 facets.setdefault(facet, []).append((value, n))
-    except QueryInterrupted:
-        facets = None
     return {
         "rows": rows,
         "more": more,
         "total": total,
         "facets": facets,
+        "slow_facets": slow,  # counts cut off by the time limit: the search is too broad to count quickly
         "has_flags": has_flags,
         "page": query.page,
         "page_size": PAGE_SIZE,
