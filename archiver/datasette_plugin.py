@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from datasette import Response, hookimpl
+from datasette.utils import baseconv
 from datasette.utils.asgi import Base400
 from datasette.views.base import DatasetteError
 from itsdangerous import BadSignature
@@ -51,6 +53,7 @@ BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth
 # The workspace only reads: any other method is refused before Datasette sees it, but for signing in and out.
 READ_METHODS = ("GET", "HEAD")
 FORM_PATHS = ("/-/login", "/-/logout")
+SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 
 
 @dataclass
@@ -146,7 +149,10 @@ def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -
     try:
         signed = datasette.unsign(morsel.value, "actor")
         name = signed["a"]["id"]
-    except (BadSignature, KeyError, TypeError):
+        expires = int(baseconv.base62.decode(signed["e"]))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        return None  # forged, or not made by our sign-in (which always sets an expiry)
+    if time.time() > expires:
         return None
     user = workspace.users.users().get(name)
     return user.actor() if user else None
@@ -166,16 +172,24 @@ def _with_actor(datasette: Any, scope: dict[str, Any], actor: dict[str, str] | N
     return dict(scope, headers=headers)
 
 
-def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The person a response signs in (the login form's answer sets the actor cookie)."""
+def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, list]:
+    """The person a response signs in (the login form's answer sets the actor cookie), and the headers with
+    that cookie given an expiry: a session lasts SESSION_SECONDS from sign-in."""
+    who, out = None, []
     for name, value in headers:
         if name.lower() == b"set-cookie" and value.startswith(b"ds_actor="):
-            token = value[len(b"ds_actor=") :].split(b";", 1)[0].decode("latin-1").strip('"')
+            token, _, rest = value[len(b"ds_actor=") :].partition(b";")
             try:
-                return datasette.unsign(token, "actor")["a"]["id"]
+                actor = datasette.unsign(token.decode("latin-1").strip('"'), "actor")["a"]
+                who = actor["id"]
             except (BadSignature, KeyError, TypeError):
-                return None
-    return None
+                out.append((name, value))
+                continue
+            expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
+            signed = datasette.sign({"a": actor, "e": expires}, "actor")
+            value = f"ds_actor={signed}; Max-Age={SESSION_SECONDS}".encode("latin-1") + (b";" + rest if rest else b"")
+        out.append((name, value))
+    return who, out
 
 
 async def _refuse(send: Any, scope: dict[str, Any], status: int, message: str, location: str | None = None) -> None:
@@ -223,8 +237,8 @@ def asgi_wrapper(datasette: Any) -> Any:
             async def observe(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     seen["status"] = message["status"]
-                    seen["signed_in"] = _signed_in_by(datasette, message.get("headers", []))
-                    message = dict(message, headers=[*message.get("headers", []), (b"x-robots-tag", b"noindex")])
+                    seen["signed_in"], headers = _signed_in_by(datasette, message.get("headers", []))
+                    message = dict(message, headers=[*headers, (b"x-robots-tag", b"noindex")])
                 elif message["type"] == "http.response.body" and not message.get("more_body"):
                     await record()  # logged before the response is complete: nothing is seen unlogged
                 await send(message)

@@ -495,3 +495,44 @@ def test_flagged_facet_and_query_once_the_archive_has_flags(demo, tmp_path):
     assert dict(everything["facets"]["flagged"])["not flagged"] == everything["total"] - len(flagged)
     awaiting = asyncio.run(fetch("/archive/flagged_awaiting_review.json", _shape="objects", _size="max"))
     assert len(awaiting["rows"]) == len(flagged) - 1
+
+
+def test_sessions_expire_and_need_our_sign_in(demo, tmp_path):
+    import time
+
+    from datasette.utils import baseconv
+
+    from archiver.datasette_plugin import SESSION_SECONDS, resolve_actor, workspace_of
+    from archiver.serve import build_datasette
+
+    ds = build_datasette(demo / "archive" / "archive.db")
+    workspace = workspace_of(ds)
+    actor = {"id": "ivan", "role": "viewer"}
+
+    def scope(signed: dict) -> dict:
+        return {"headers": [(b"cookie", f"ds_actor={ds.sign(signed, 'actor')}".encode())]}
+
+    fresh = baseconv.base62.encode(int(time.time()) + 60)
+    stale = baseconv.base62.encode(int(time.time()) - 1)
+    assert resolve_actor(ds, workspace, scope({"a": actor, "e": fresh})) == {"id": "ivan", "role": "investigator"}
+    assert resolve_actor(ds, workspace, scope({"a": actor, "e": stale})) is None
+    assert resolve_actor(ds, workspace, scope({"a": actor})) is None  # no expiry: not made by our sign-in
+    assert resolve_actor(ds, workspace, scope({"a": {"id": "nobody"}, "e": fresh})) is None
+    assert SESSION_SECONDS <= 12 * 3600
+
+
+def test_sign_in_cookie_carries_the_session_lifetime(server):
+    from archiver.datasette_plugin import SESSION_SECONDS
+
+    from .workspace_server import csrftoken
+
+    session = requests.Session()
+    token = csrftoken(session, f"{server}/-/login")
+    response = session.post(
+        f"{server}/-/login",
+        data={"username": "ann", "password": PASSWORDS["ann"], "csrftoken": token},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert f"Max-Age={SESSION_SECONDS}" in response.headers["set-cookie"]
+    assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200
