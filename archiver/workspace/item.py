@@ -75,9 +75,22 @@ def parse_evidence(event: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         evidence = {"unparsed": event["evidence"]}
     records = []
-    for source in (evidence, evidence.get("absent_from") if isinstance(evidence, dict) else None):
-        if isinstance(source, dict) and source.get("warc_record_id"):
-            records.append({"warc_file": source.get("warc_file", ""), "record_id": source["warc_record_id"]})
+    if isinstance(evidence, dict):
+        status = f" (HTTP {evidence['http_status']})" if evidence.get("http_status") else ""
+        sources = [(evidence, f"{evidence.get('method', 'captured')} response{status}")]
+        absent = evidence.get("absent_from")
+        if isinstance(absent, dict):
+            sources.append(
+                (
+                    absent | {"warc_file": absent.get("warc_file", evidence.get("warc_file", ""))},
+                    "the listing it was absent from",
+                )
+            )
+        for source, label in sources:
+            if source.get("warc_record_id"):
+                records.append(
+                    {"warc_file": source.get("warc_file", ""), "record_id": source["warc_record_id"], "label": label}
+                )
     return {"evidence": evidence, "records": records, "pretty": json.dumps(evidence, indent=2, ensure_ascii=False)}
 
 
