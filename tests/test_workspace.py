@@ -536,3 +536,23 @@ def test_sign_in_cookie_carries_the_session_lifetime(server):
     )
     assert f"Max-Age={SESSION_SECONDS}" in response.headers["set-cookie"]
     assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200
+
+
+def test_serving_refuses_an_unvetted_plugin(demo):
+    import types
+
+    from datasette import hookimpl
+    from datasette.plugins import pm
+
+    from archiver.errors import ConfigError
+    from archiver.serve import build_datasette
+
+    writer = types.ModuleType("datasette_write_something")
+    writer.extra_template_vars = hookimpl(lambda: {})
+    pm.register(writer, name="datasette_write_something")
+    try:
+        with pytest.raises(ConfigError, match="datasette_write_something"):
+            build_datasette(demo / "archive" / "archive.db")
+    finally:
+        pm.unregister(name="datasette_write_something")
+    build_datasette(demo / "archive" / "archive.db")
