@@ -95,6 +95,7 @@ def build(path: Path, items: int) -> None:
         "url, visibility, media, raw_json, 'y', run_id, captured_at, warc_file, warc_offset, warc_length, "
         "warc_record_id FROM item_versions WHERE id % 499 = 0"
     )
+    conn.execute(EDITED_EVENTS)
     conn.execute(
         "INSERT INTO events (item_key, event, version_id, run_id, observed_at, evidence) "
         "SELECT item_key, 'deleted', id, 'bench', captured_at, '{}' FROM item_versions WHERE id % 997 = 0"
@@ -102,6 +103,13 @@ def build(path: Path, items: int) -> None:
     conn.commit()
     conn.execute("ANALYZE")
     store.close()
+
+
+# Every version after an item's first comes with an `edited` event, as Store.append_item writes it.
+EDITED_EVENTS = (
+    "INSERT INTO events (item_key, event, version_id, run_id, observed_at, evidence) "
+    "SELECT item_key, 'edited', id, 'bench', captured_at, '{}' FROM item_versions WHERE content_sha256 = 'y'"
+)
 
 
 def _insert(conn, batch) -> None:

@@ -123,16 +123,20 @@ def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
 def _flagged_sql(has_flags: bool, key: str) -> str:
     if not has_flags:
         return "NULL"
-    return f"CASE WHEN EXISTS (SELECT 1 FROM flags g WHERE g.item_key = {key}) THEN 'flagged' ELSE 'not flagged' END"
+    return f"CASE WHEN {key} IN (SELECT item_key FROM flags) THEN 'flagged' ELSE 'not flagged' END"
 
 
-# Per item: its version count, status and flags. Evaluated only for the rows that need it (the page's, or
-# every hit when the search filters or counts on them), since each costs index lookups per item.
+# An item's status from its events, as sets: few items are edited or deleted, and each set is read once per
+# query through the events(event) index, so a status for every hit of a broad search costs a lookup in a
+# small in-memory set instead of index searches per item. Every version after the first comes with an
+# `edited` event (Store.append_item), so "has an edited event" is "has more than one version".
+STATE_SETS = """
+fates AS (SELECT item_key, max(id) AS id FROM events WHERE event IN ('deleted', 'restored') GROUP BY item_key),
+deleted_items AS (SELECT f.item_key FROM fates f JOIN events e ON e.id = f.id WHERE e.event = 'deleted'),
+edited_items AS (SELECT item_key FROM events WHERE event = 'edited')"""
+
 ITEM_STATE = """
-  (SELECT count(*) FROM item_versions c WHERE c.item_key = h.item_key) AS versions,
-  CASE WHEN (SELECT e.event FROM events e WHERE e.item_key = h.item_key AND e.event IN ('deleted', 'restored')
-             ORDER BY e.id DESC LIMIT 1) = 'deleted' THEN 'deleted'
-       WHEN (SELECT count(*) FROM item_versions c WHERE c.item_key = h.item_key) > 1 THEN 'edited'
+  CASE WHEN h.item_key IN deleted_items THEN 'deleted' WHEN h.item_key IN edited_items THEN 'edited'
        ELSE 'live' END AS status,
   {flagged} AS flagged"""
 
@@ -150,11 +154,25 @@ def _state_filter(query: SearchQuery, params: dict[str, Any], has_flags: bool) -
     return where
 
 
-def page_sql(query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE) -> tuple[str, dict[str, Any]]:
-    """One page of items: best rank first (newest posted first without words), with their latest version."""
+def page_sql(
+    query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE, *, top: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """One page of items: best rank first (newest posted first without words), with their latest version.
+
+    `top`: rank only the `top` best-matching versions (FTS5 keeps just those while it ranks); exact whenever
+    they hold enough distinct items for the page, which run_search checks before it falls back."""
     params: dict[str, Any] = {"limit": size + 1, "offset": (query.page - 1) * size}
-    order = "rank, created_at DESC, item_key" if query.q else "created_at DESC, item_key"
-    hits = _hits_sql(query, params)
+    # Equal ranks: the most recently captured match first, the order the `top` cut keeps too.
+    order = "rank, hit_version DESC" if query.q else "created_at DESC, item_key"
+    if top is not None:
+        params["match"], params["top"] = fts_match(query.q), top
+        hits = (
+            f"SELECT v.item_key, min(t.rank) AS rank, t.rowid AS hit_version, {VERSION_COLUMNS} "
+            "FROM (SELECT rowid, rank FROM item_versions_fts WHERE item_versions_fts MATCH :match "
+            "ORDER BY rank, rowid DESC LIMIT :top) t JOIN item_versions v ON v.id = t.rowid GROUP BY v.item_key"
+        )
+    else:
+        hits = _hits_sql(query, params)
     state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
     where = _state_filter(query, params, has_flags)
     if where:  # status or flags filter: every hit's state is needed before the page can be cut
@@ -164,39 +182,42 @@ def page_sql(query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE) -> tupl
         )
     else:  # cut the page first, then look up the state of its rows only
         page = f"SELECT h.*, {state} FROM ({hits} ORDER BY {order} LIMIT :limit OFFSET :offset) h"
-    sql = f"""
-SELECT p.item_key, p.rank, p.hit_version, p.versions, p.status, p.flagged,
+    sql = f"""WITH {STATE_SETS}
+SELECT p.item_key, p.rank, p.hit_version, p.status, p.flagged,
+       (SELECT count(*) FROM item_versions c WHERE c.item_key = p.item_key) AS versions,
        v.id AS version_id, v.platform, v.account, v.kind, v.author_handle, v.author_name, v.created_at,
        v.captured_at, v.text, v.url, v.parent_key, v.thread_key, v.conversation_key
 FROM ({page}) p
 JOIN item_versions v ON v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = p.item_key)
-ORDER BY {order.replace("item_key", "p.item_key").replace("created_at", "p.created_at")}"""
+ORDER BY {order.replace("item_key", "p.item_key").replace("created_at", "p.created_at").replace("hit_", "p.hit_")}"""
     return sql, params
 
 
-def facets_sql(query: SearchQuery, has_flags: bool, *, state: bool) -> tuple[str, dict[str, Any]]:
-    """Total and facet counts over every matching item: rows of (facet, value, count).
+def has_version_filters(query: SearchQuery) -> bool:
+    return any(
+        getattr(query, name)
+        for name in ("platform", "account", "kind", "author", "posted_from", "posted_to", "captured_from")
+    ) or bool(query.captured_to)
 
-    state=False counts the columns every version shares (platform, account, kind, author), cheap even for
-    a large match; state=True counts status and flagged, which need per-item lookups."""
+
+def facets_sql(query: SearchQuery, has_flags: bool) -> tuple[str, dict[str, Any]]:
+    """Total and facet counts over every matching item, in one pass: rows of (facet, value, count)."""
     params: dict[str, Any] = {"facet_limit": FACET_LIMIT}
     hits = _hits_sql(query, params)
     where = _state_filter(query, params, has_flags)
-    if where or state:
-        item_state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
-        base = f"SELECT * FROM (SELECT h.*, {item_state} FROM ({hits}) h) WHERE {' AND '.join(where) or '1'}"
-    else:
-        base = hits
-    columns = {"status": "status", **({"flagged": "flagged"} if has_flags else {})} if state else {}
-    if not state:
-        columns = {"platform": "platform", "account": "account", "kind": "kind", "author": "author_handle"}
-    parts = [] if state else ["SELECT 'total' AS facet, NULL AS value, count(*) AS n FROM m"]
+    item_state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
+    base = f"SELECT * FROM (SELECT h.*, {item_state} FROM ({hits}) h) WHERE {' AND '.join(where) or '1'}"
+    columns = {"platform": "platform", "account": "account", "kind": "kind", "status": "status"}
+    if has_flags:
+        columns["flagged"] = "flagged"
+    columns["author"] = "author_handle"
+    parts = ["SELECT 'total' AS facet, NULL AS value, count(*) AS n FROM m"]
     for facet, column in columns.items():
         parts.append(
             f"SELECT * FROM (SELECT '{facet}', {column}, count(*) AS n FROM m GROUP BY {column} "
             "ORDER BY n DESC LIMIT :facet_limit)"
         )
-    return f"WITH m AS MATERIALIZED ({base}) " + " UNION ALL ".join(parts), params
+    return f"WITH {STATE_SETS}, m AS MATERIALIZED ({base}) " + " UNION ALL ".join(parts), params
 
 
 def snippet_sql(version_ids: list[int]) -> str:
@@ -219,13 +240,23 @@ async def has_table(db: Any, name: str) -> bool:
 
 
 async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
-    """The page of results, the total and the facets (those cut off by the time limit are listed as slow)."""
+    """The page of results, the total and the facets (none when counting them took longer than the limit)."""
     from datasette.database import QueryInterrupted
 
     has_flags = await has_table(db, "flags")
-    sql, params = page_sql(query, has_flags)
-    result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
-    rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    rows: list[dict[str, Any]] = []
+    if query.q and not has_version_filters(query) and not query.status and not query.flagged:
+        # Fast path: rank only the best versions; exact when they hold more distinct items than the page.
+        top = max(200, 4 * query.page * (PAGE_SIZE + 1))
+        sql, params = page_sql(query, has_flags, top=top)
+        result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+        if len(rows) <= PAGE_SIZE:  # the best versions held too few items (or the match is small): rank all
+            rows = []
+    if not rows:
+        sql, params = page_sql(query, has_flags)
+        result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     if query.q and rows:
@@ -241,14 +272,13 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
             r["snippet_html"] = html.escape(text[:240] + ("…" if len(text) > 240 else ""))
     facets: dict[str, list[tuple[Any, int]]] = {}
     total: int | None = None
-    slow: list[str] = []
-    for state in (False, True):
-        fsql, fparams = facets_sql(query, has_flags, state=state)
-        try:
-            counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
-        except QueryInterrupted:
-            slow += ["status", "flagged"] if state else ["platform", "account", "kind", "author", "total"]
-            continue
+    slow = False
+    fsql, fparams = facets_sql(query, has_flags)
+    try:
+        counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
+    except QueryInterrupted:
+        slow = True  # too broad to count in time: the page is shown without counts
+    else:
         for facet, value, n in counted.rows:
             if facet == "total":
                 total = n
@@ -259,7 +289,7 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
         "more": more,
         "total": total,
         "facets": facets,
-        "slow_facets": slow,  # counts cut off by the time limit: the search is too broad to count quickly
+        "facets_timed_out": slow,
         "has_flags": has_flags,
         "page": query.page,
         "page_size": PAGE_SIZE,
