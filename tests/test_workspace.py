@@ -556,3 +556,24 @@ def test_serving_refuses_an_unvetted_plugin(demo):
     finally:
         pm.unregister(name="datasette_write_something")
     build_datasette(demo / "archive" / "archive.db")
+
+
+def test_evidence_record_found_in_another_file_of_its_run(demo, tmp_path):
+    """A run that rotated its WARC writes a listing to one file and a lookup to the next: evidence naming the
+    lookup's file still finds the listing's record."""
+    import shutil
+
+    from warcio.archiveiterator import ArchiveIterator
+
+    from archiver.workspace.raw import RecordNotFound, read_record
+
+    first, second = sorted((demo / "archive" / "warcs").glob("*.warc.gz"))[:2]
+    rotated = tmp_path / first.name.replace("-00001.", "-00002.")
+    shutil.copy(first, rotated)
+    shutil.copy(second, tmp_path / first.name)  # another run's bytes under the first file's name
+    with open(rotated, "rb") as fh:
+        wanted = next(iter(ArchiveIterator(fh))).rec_headers.get_header("WARC-Record-ID")
+    record = read_record(tmp_path, first.name, record_id=wanted)
+    assert record.warc_file == rotated.name and record.record_id == wanted and record.block_digest_ok
+    with pytest.raises(RecordNotFound, match="other WARC files of its run"):
+        read_record(tmp_path, first.name, record_id="<urn:uuid:00000000-0000-0000-0000-000000000000>")

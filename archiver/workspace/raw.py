@@ -97,12 +97,29 @@ def find_offset(path: Path, record_id: str) -> int:
     raise RecordNotFound(f"no record {record_id} in {path.name}")
 
 
+def same_run_files(path: Path) -> list[Path]:
+    """The other WARC files the same run wrote (a run rotates files: NAME-00001, NAME-00002, ...)."""
+    stem, _, number = path.name.split(".warc")[0].rpartition("-")
+    if not stem or not number.isdigit():
+        return []
+    return sorted(p for p in path.parent.glob(f"{stem}-*.warc*") if p != path and WARC_NAME.match(p.name))
+
+
 def read_record(warc_dir: Path, name: str, *, offset: int | None = None, record_id: str | None = None) -> RawRecord:
     path = warc_path(warc_dir, name)
     if offset is None:
         if not record_id:
             raise RecordNotFound("name a record by offset or record id")
-        offset = find_offset(path, record_id)
+        # Evidence may name the file of the lookup for a record the run wrote to another of its files.
+        for candidate in [path, *same_run_files(path)]:
+            try:
+                offset = find_offset(candidate, record_id)
+            except RecordNotFound:
+                continue
+            path, name = candidate, candidate.name
+            break
+        else:
+            raise RecordNotFound(f"no record {record_id} in {name} or the other WARC files of its run")
     try:
         record, block = read_raw_block(path, offset)
     except (ValueError, OSError, EOFError) as exc:
