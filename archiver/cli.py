@@ -117,12 +117,21 @@ def serve(
 ) -> None:
     """Serve the archive read-only in Datasette for compliance staff.
 
+    Without accounts it serves on loopback only, to anyone there; once `archiver users add` has made one,
+    everyone signs in, and --host may bind beyond loopback. Every request goes to the access log.
+
     Example: archiver serve --config demo-archive/archiver.toml --port 8001
     """
     from .serve import run_server
 
     cfg = load_config(config)
-    run_server(cfg.archive.database, host=host, port=port, on_ready=lambda url: typer.echo(f"serving {url}"))
+    run_server(
+        cfg.archive.database,
+        host=host,
+        port=port,
+        warc_dir=cfg.archive.warc_dir,
+        on_ready=lambda url: typer.echo(f"serving {url}"),
+    )
 
 
 @app.command()
@@ -300,6 +309,93 @@ def key_export(config: ConfigOption = DEFAULT_CONFIG) -> None:
     typer.echo(public_pem(load_private_key(cfg.archive.keys_dir).public_key()).decode("ascii"), nl=False)
 
 
+users_app = typer.Typer(help="The people who may sign in to `archiver serve`, and their roles.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+@reports_errors
+def users_add(
+    name: Annotated[str, typer.Argument(help="Sign-in name: lower-case letters, digits, '.', '-'.")],
+    role: Annotated[str, typer.Option(help="viewer (search, browse) or investigator (also SQL, access log).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (for scripts).")
+    ] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Give an existing user a new password and role.")] = False,
+) -> None:
+    """Add a person who may sign in (the password is asked for twice and stored only as a PBKDF2 hash).
+
+    Example: archiver users add dana --role investigator --config /etc/archiver/archiver.toml
+    """
+    from .users import add_user, users_path
+
+    cfg = load_config(config)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = add_user(users_path(cfg.archive.database), name, password, role, replace=replace)
+    typer.echo(f"{user.name}: {user.role}")
+
+
+@users_app.command("remove")
+@reports_errors
+def users_remove(
+    name: Annotated[str, typer.Argument(help="The user to remove.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Remove a person: a running server refuses them from their next request.
+
+    Example: archiver users remove dana --config /etc/archiver/archiver.toml
+    """
+    from .users import remove_user, users_path
+
+    cfg = load_config(config)
+    remove_user(users_path(cfg.archive.database), name)
+    typer.echo(f"removed {name}")
+
+
+@users_app.command("list")
+@reports_errors
+def users_list(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """List who may sign in, with their role and when they were added.
+
+    Example: archiver users list --config /etc/archiver/archiver.toml
+    """
+    from .users import load_users, users_path
+
+    cfg = load_config(config)
+    users = load_users(users_path(cfg.archive.database))
+    if not users:
+        typer.echo("no users: `archiver serve` serves loopback only, without sign-in")
+    for user in sorted(users.values(), key=lambda u: u.name):
+        typer.echo(f"{user.name}\t{user.role}\tadded {user.added_at}")
+
+
+access_app = typer.Typer(help="The access log of `archiver serve` (who looked at what).", no_args_is_help=True)
+app.add_typer(access_app, name="access-log")
+
+
+@access_app.command("verify")
+@reports_errors
+def access_log_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Check the access log's hash chain and append-only triggers; exit 1 on any problem.
+
+    Example: archiver access-log verify --config /etc/archiver/archiver.toml
+    """
+    from .access_log import access_log_path, verify_access_log
+
+    cfg = load_config(config)
+    path = access_log_path(cfg.archive.database)
+    problems = verify_access_log(path)
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{path}: access log verifies")
+
+
 @app.command()
 @reports_errors
 def checkpoint(config: ConfigOption = DEFAULT_CONFIG) -> None:
@@ -463,6 +559,7 @@ def demo(
         outcome.config.archive.database,
         host=host,
         port=port,
+        warc_dir=outcome.config.archive.warc_dir,
         on_ready=lambda url: typer.echo(f"serving the demo archive at {url} (Ctrl-C to stop)"),
     )
 

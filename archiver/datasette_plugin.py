@@ -1,22 +1,85 @@
-"""Datasette plugin of the archive: errors answered without dumping locals (they hold PHI search terms).
+"""Datasette plugin of the archive: the compliance workspace around Datasette's own pages.
 
-Datasette's own error handler prints a rich traceback with every local variable to the server's log when
-rich is installed; ours answers the same JSON / HTML error and logs one line.
+- a gate in front of every request: only GET and HEAD pass (and the login and logout forms); the signed-in
+  person is re-checked against the users file on every request (removed people and changed roles take
+  effect at once), login is demanded whenever the server is reachable beyond loopback or anyone has an
+  account, and every request — refused ones too — is appended to the access log with that person, the
+  status and the rows its queries returned;
+- pages: one search over every item (/-/search), an item's thread and history (/-/item), and the raw
+  captured record from the WARC (/-/raw, its exact body at /-/raw/body);
+- the login accounts of datasette-auth-passwords, served from the users file (never from the metadata);
+- errors answered without dumping locals: Datasette's own handler prints every local variable (search
+  terms: PHI) to the server's log; ours answers the same JSON / HTML error and logs one line.
+
+Nothing here writes to the archive: the pages only read, through the read-only database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
+import time
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from datasette import Response, hookimpl
+from datasette.utils import baseconv
 from datasette.utils.asgi import Base400
 from datasette.views.base import DatasetteError
+from itsdangerous import BadSignature
 from markupsafe import Markup
+
+from .access_log import Access, AccessLog, RequestRows, count_rows, current_rows
+from .users import UsersFile
+from .workspace import item as item_page
+from .workspace import raw as raw_page
+from .workspace import search as search_page
 
 log = logging.getLogger("archiver.serve")
 
+ARCHIVE_DB = "archive"
+ACCESS_LOG_DB = "access_log"
+# Pages anyone may reach before signing in: the login form, robots.txt and static files.
+PUBLIC_PATHS = ("/-/login", "/robots.txt", "/favicon.ico")
+PUBLIC_PREFIXES = ("/-/static/", "/-/static-plugins/")
+# Routes the workspace does not offer: the metadata page would list the login config, the password tool
+# and the root token login are not for a PHI archive.
+BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth-token")
+# The workspace only reads: any other method is refused before Datasette sees it, but for signing in and out.
+READ_METHODS = ("GET", "HEAD")
+FORM_PATHS = ("/-/login", "/-/logout")
+SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 
+
+@dataclass
+class Workspace:
+    """What the plugin needs to know about this server; set on the Datasette instance by serve.py."""
+
+    warc_dir: Path
+    users: UsersFile
+    access_log: AccessLog | None
+    require_login: bool
+
+    def login_required(self, client: str) -> bool:
+        return self.require_login or bool(self.users.users()) or not _is_loopback(client)
+
+
+def workspace_of(datasette: Any) -> Workspace | None:
+    return getattr(datasette, "archiver_workspace", None)
+
+
+def _is_loopback(host: str) -> bool:
+    from .serve import is_loopback
+
+    return is_loopback(host)
+
+
+# -- errors ----------------------------------------------------------------------------------------------
 @hookimpl
 def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
     async def inner() -> Response:
@@ -44,3 +107,282 @@ def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
         return Response.html(await template.render_async(context), status=status)
 
     return inner
+
+
+# -- login accounts ---------------------------------------------------------------------------------------
+@hookimpl
+def get_metadata(datasette: Any, key: str, database: str | None, table: str | None) -> dict[str, Any]:
+    workspace = workspace_of(datasette)
+    if workspace is None or key not in (None, "plugins"):
+        return {}
+    users = workspace.users.users()
+    config: dict[str, Any] = {f"{u.name}_password_hash": u.password_hash for u in users.values()}
+    config["actors"] = {u.name: u.actor() for u in users.values()}
+    return {"plugins": {"datasette-auth-passwords": config}}
+
+
+@hookimpl
+def menu_links(datasette: Any, actor: dict[str, Any] | None) -> list[dict[str, str]]:
+    if workspace_of(datasette) is None:
+        return []
+    links = [{"href": datasette.urls.path("/-/search"), "label": "Search the archive"}]
+    if actor and actor.get("role") == "investigator":
+        links.append({"href": datasette.urls.path(f"/{ACCESS_LOG_DB}/access_log"), "label": "Access log"})
+    return links
+
+
+# -- the gate and the access log ----------------------------------------------------------------------------
+def _cookies(scope: dict[str, Any]) -> SimpleCookie:
+    jar: SimpleCookie = SimpleCookie()
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            with contextlib.suppress(CookieError):  # a malformed cookie header: no actor
+                jar.load(value.decode("latin-1"))
+    return jar
+
+
+def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> dict[str, str] | None:
+    """The person signed in on this request, as the users file says now (None: nobody)."""
+    morsel = _cookies(scope).get("ds_actor")
+    if morsel is None or not morsel.value:
+        return None
+    try:
+        signed = datasette.unsign(morsel.value, "actor")
+        name = signed["a"]["id"]
+        expires = int(baseconv.base62.decode(signed["e"]))
+    except (BadSignature, KeyError, TypeError, ValueError):
+        return None  # forged, or not made by our sign-in (which always sets an expiry)
+    if time.time() > expires:
+        return None
+    user = workspace.users.users().get(name)
+    return user.actor() if user else None
+
+
+def _with_actor(datasette: Any, scope: dict[str, Any], actor: dict[str, str] | None) -> dict[str, Any]:
+    """The request as Datasette sees it: the actor cookie re-signed from the users file (or dropped), and no
+    Authorization header (sign-in is by the login form only)."""
+    jar = _cookies(scope)
+    jar.pop("ds_actor", None)
+    pairs = [f"{k}={m.coded_value}" for k, m in jar.items()]
+    if actor is not None:
+        pairs.append(f"ds_actor={datasette.sign({'a': actor}, 'actor')}")
+    headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"cookie", b"authorization")]
+    if pairs:
+        headers.append((b"cookie", "; ".join(pairs).encode("latin-1")))
+    return dict(scope, headers=headers)
+
+
+def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, list]:
+    """The person a response signs in (the login form's answer sets the actor cookie), and the headers with
+    that cookie given an expiry: a session lasts SESSION_SECONDS from sign-in."""
+    who, out = None, []
+    for name, value in headers:
+        if name.lower() == b"set-cookie" and value.startswith(b"ds_actor="):
+            token, _, rest = value[len(b"ds_actor=") :].partition(b";")
+            try:
+                actor = datasette.unsign(token.decode("latin-1").strip('"'), "actor")["a"]
+                who = actor["id"]
+            except (BadSignature, KeyError, TypeError):
+                out.append((name, value))
+                continue
+            expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
+            signed = datasette.sign({"a": actor, "e": expires}, "actor")
+            value = f"ds_actor={signed}; Max-Age={SESSION_SECONDS}".encode("latin-1") + (b";" + rest if rest else b"")
+        out.append((name, value))
+    return who, out
+
+
+async def _refuse(send: Any, scope: dict[str, Any], status: int, message: str, location: str | None = None) -> None:
+    if location:
+        response = Response.redirect(location)
+    elif scope["path"].endswith(".json"):
+        response = Response.json({"ok": False, "error": message, "status": status}, status=status)
+    else:
+        response = Response.text(message, status=status)
+    await response.asgi_send(send)
+
+
+@hookimpl
+def asgi_wrapper(datasette: Any) -> Any:
+    def wrap(app: Any) -> Any:
+        async def gate(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            workspace = workspace_of(datasette)
+            if workspace is None or scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            path = scope["path"]
+            client = (scope.get("client") or ("unknown", 0))[0]
+            actor = resolve_actor(datasette, workspace, scope)
+            scope = _with_actor(datasette, scope, actor)
+            seen: dict[str, Any] = {"status": 500, "signed_in": None, "logged": False}
+            counter = RequestRows()
+
+            async def record() -> None:
+                if workspace.access_log is None or seen["logged"]:
+                    return
+                seen["logged"] = True
+                who = actor or ({"id": seen["signed_in"], "role": None} if seen["signed_in"] else None)
+                entry = Access(
+                    actor=who["id"] if who else None,
+                    role=who.get("role") if who else None,
+                    client=client,
+                    method=scope["method"],
+                    path=path,
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    status=seen["status"],
+                    rows=counter.rows,
+                )
+                await asyncio.to_thread(workspace.access_log.append, entry)
+
+            async def observe(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    seen["status"] = message["status"]
+                    seen["signed_in"], headers = _signed_in_by(datasette, message.get("headers", []))
+                    message = dict(message, headers=[*headers, (b"x-robots-tag", b"noindex")])
+                elif message["type"] == "http.response.body" and not message.get("more_body"):
+                    await record()  # logged before the response is complete: nothing is seen unlogged
+                await send(message)
+
+            token = current_rows.set(counter)
+            try:
+                public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+                if path in BLOCKED_PATHS:
+                    await _refuse(observe, scope, 404, "Not found")
+                elif scope["method"] not in READ_METHODS and not (scope["method"] == "POST" and path in FORM_PATHS):
+                    await _refuse(observe, scope, 405, "This archive is read-only: only GET requests are answered")
+                elif actor is None and not public and workspace.login_required(client):
+                    if not workspace.users.users():
+                        message = "No one can sign in yet: add a user with `archiver users add`"
+                        await _refuse(observe, scope, 403, message)
+                    elif scope["method"] == "GET" and not path.endswith(".json"):
+                        await _refuse(observe, scope, 302, "Sign in first", datasette.urls.path("/-/login"))
+                    else:
+                        await _refuse(observe, scope, 401, "Sign in first (at /-/login)")
+                else:
+                    await app(scope, receive, observe)
+            finally:
+                current_rows.reset(token)
+                await record()  # a request that failed or was cut off before its last byte
+
+        return gate
+
+    return wrap
+
+
+# -- pages ------------------------------------------------------------------------------------------------
+async def _may_view_archive(datasette: Any, request: Any) -> None:
+    from datasette.utils.asgi import Forbidden
+
+    if not await datasette.permission_allowed(request.actor, "view-instance", default=True):
+        raise Forbidden("You may not view this archive")
+    if not await datasette.permission_allowed(request.actor, "view-database", ARCHIVE_DB, default=True):
+        raise Forbidden("You may not view this archive")
+
+
+async def search_view(request: Any, datasette: Any) -> Response:
+    await _may_view_archive(datasette, request)
+    db = datasette.get_database(ARCHIVE_DB)
+    as_json = request.url_vars.get("format") == ".json"
+    error = None
+    result = None
+    query = search_page.SearchQuery()
+    try:
+        query = search_page.SearchQuery.from_params(request.args)
+        result = await search_page.run_search(db, query, facet_time_limit_ms=datasette.setting("facet_time_limit_ms"))
+        count_rows(len(result["rows"]))
+    except search_page.SearchInputError as exc:
+        error = str(exc)
+    if as_json:
+        if error:
+            return Response.json({"ok": False, "error": error}, status=400)
+        assert result is not None
+        facets = {k: [[v, n] for v, n in vs] for k, vs in result["facets"].items()}
+        return Response.json({"ok": True, "query": query.filters(), **result, "facets": facets})
+
+    def link(**changes: Any) -> str:
+        params = {k: v for k, v in query.filters().items() if v}
+        params.update({k: v for k, v in changes.items() if k != "page"})
+        params = {k: v for k, v in params.items() if v not in ("", None)}
+        if changes.get("page", 1) != 1:
+            params["page"] = changes["page"]
+        return datasette.urls.path("/-/search") + ("?" + urlencode(params) if params else "")
+
+    context = {
+        "query": query.filters(),
+        "result": result,
+        "error": error,
+        "facet_names": search_page.FACETS,
+        "link": link,
+    }
+    return Response.html(
+        await datasette.render_template("search.html", context, request=request), status=400 if error else 200
+    )
+
+
+async def item_view(request: Any, datasette: Any) -> Response:
+    await _may_view_archive(datasette, request)
+    key = request.args.get("key") or ""
+    item = await item_page.load_item(datasette.get_database(ARCHIVE_DB), key) if key else None
+    if item is None:
+        raise DatasetteError(f"No item {key!r} in the archive", status=404)
+    count_rows(item["rows_returned"])
+    if request.url_vars.get("format") == ".json":
+        versions = [{k: v for k, v in ver.items() if not k.endswith("_html")} for ver in item["versions"]]
+        return Response.json({"ok": True, **item, "versions": versions}, default=str)
+    return Response.html(await datasette.render_template("item.html", {"item": item}, request=request))
+
+
+async def _record(request: Any, datasette: Any) -> raw_page.RawRecord:
+    await _may_view_archive(datasette, request)
+    workspace = workspace_of(datasette)
+    assert workspace is not None
+    offset_arg = request.args.get("offset")
+    try:
+        offset = int(offset_arg) if offset_arg not in (None, "") else None
+    except ValueError:
+        raise DatasetteError(f"offset={offset_arg!r}: give a byte offset", status=400) from None
+    try:
+        record = await asyncio.to_thread(
+            raw_page.read_record,
+            workspace.warc_dir,
+            request.args.get("warc") or "",
+            offset=offset,
+            record_id=request.args.get("record") or None,
+        )
+    except raw_page.RecordNotFound as exc:
+        raise DatasetteError(str(exc), status=404) from None
+    count_rows(1)
+    return record
+
+
+async def raw_view(request: Any, datasette: Any) -> Response:
+    record = await _record(request, datasette)
+    body_url = datasette.urls.path("/-/raw/body") + "?" + urlencode({"warc": record.warc_file, "offset": record.offset})
+    context = {
+        "record": record,
+        "pretty": record.pretty(),
+        "body_sha256": hashlib.sha256(record.body).hexdigest(),
+        "body_url": body_url,
+    }
+    return Response.html(await datasette.render_template("raw.html", context, request=request))
+
+
+async def raw_body_view(request: Any, datasette: Any) -> Response:
+    """The body bytes exactly as captured. Media types play inline; anything else (a platform's HTML too)
+    is served as bytes to download, never as a page of this site."""
+    record = await _record(request, datasette)
+    content_type = record.content_type if record.inline_media else "application/octet-stream"
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
+    if not record.inline_media:
+        headers["Content-Disposition"] = f'attachment; filename="record-{record.offset}.bin"'
+    return Response(record.body, status=200, headers=headers, content_type=content_type)
+
+
+@hookimpl
+def register_routes(datasette: Any) -> list[tuple[str, Any]]:
+    return [
+        (r"^/-/search(?P<format>\.json)?$", search_view),
+        (r"^/-/item(?P<format>\.json)?$", item_view),
+        (r"^/-/raw$", raw_view),
+        (r"^/-/raw/body$", raw_body_view),
+    ]

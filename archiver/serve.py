@@ -2,7 +2,10 @@
 
 The database is registered through ReadOnlyDatabase, whose read connections are `mode=ro` (not immutable:
 the nightly run appends while it serves) and which refuses to open a writable connection at all, so no
-route, plugin or internal call can write. It binds to loopback; serving beyond it waits for login.
+route, plugin or internal call can write. Only the plugins named in ALLOWED_PLUGINS may be loaded (none of
+them writes). Beyond loopback it serves only with accounts (`archiver users add`); every request is
+appended to the access log, a separate database beside the archive, itself served read-only to
+investigators.
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ from datasette.database import Database
 from datasette.plugins import pm
 
 from . import datasette_plugin
+from .access_log import AccessLog, access_log_path, count_rows
 from .errors import ArchiverError, ConfigError
+from .users import UsersFile, users_path
 
-DATABASE_NAME = "archive"
+DATABASE_NAME = datasette_plugin.ARCHIVE_DB
+ACCESS_LOG_NAME = datasette_plugin.ACCESS_LOG_DB
 PLUGIN_NAME = "archiver"
+# Every plugin the server may load besides Datasette's own: none of them writes to a database.
+ALLOWED_PLUGINS = {datasette_plugin.__name__, "datasette-auth-passwords", "datasette-block-robots"}
+TEMPLATES = Path(str(resources.files("archiver.workspace").joinpath("templates")))
+FLAGS_QUERY = "flagged_awaiting_review"  # needs the flags table (PHI scan, migration 0005)
 DEFAULT_ERROR_HANDLER = "datasette.handle_exception"
 METADATA_FILE = Path(str(resources.files("archiver.schemas").joinpath("datasette-metadata.yml")))
 SETTINGS: dict[str, Any] = {
@@ -53,6 +63,12 @@ class ReadOnlyDatabase(Database):
         self._all_file_connections.append(conn)
         return conn
 
+    async def execute(self, sql: str, params: Any = None, truncate: bool = False, **kwargs: Any) -> Any:
+        results = await super().execute(sql, params, truncate=truncate, **kwargs)
+        if truncate:  # Datasette truncates the query whose rows a page shows (table, row and SQL pages)
+            count_rows(len(results.rows))
+        return results
+
 
 def check_archive(database: ReadOnlyDatabase) -> None:
     """Fail before serving if the file is not an archive (Datasette would serve an empty or broken page)."""
@@ -78,8 +94,42 @@ def load_metadata(path: Path = METADATA_FILE) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 
 
-def build_datasette(db_path: Path, *, metadata_path: Path | None = None) -> Datasette:
-    """A Datasette app over the archive database opened read-only."""
+def check_plugins() -> None:
+    """Refuse to serve with a plugin we have not vetted installed (Datasette loads every installed one)."""
+    from datasette.plugins import DEFAULT_PLUGINS, get_plugins
+
+    loaded = {plugin["name"] for plugin in get_plugins()} - set(DEFAULT_PLUGINS)
+    unknown = sorted(loaded - ALLOWED_PLUGINS)
+    if unknown:
+        raise ConfigError(
+            f"Datasette plugins not vetted for a read-only PHI archive are installed: {', '.join(unknown)}; "
+            "uninstall them (pip uninstall) or serve from a clean environment"
+        )
+
+
+def _has_table(database: ReadOnlyDatabase, name: str) -> bool:
+    conn = database.connect()
+    try:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return found is not None
+    finally:
+        conn.close()
+
+
+def build_datasette(
+    db_path: Path,
+    *,
+    metadata_path: Path | None = None,
+    warc_dir: Path | None = None,
+    users_file: Path | None = None,
+    access_log: Path | None = None,
+    require_login: bool = False,
+) -> Datasette:
+    """A Datasette app over the archive database opened read-only, with the compliance workspace.
+
+    `access_log`: the log database to append every request to (and to serve to investigators); None logs
+    nothing (in-process use). `require_login`: demand sign-in even from loopback.
+    """
     db_path = Path(db_path)
     if not db_path.is_file():
         raise ConfigError(f"{db_path}: archive database not found; run `archiver run` or `archiver demo` first")
@@ -88,10 +138,29 @@ def build_datasette(db_path: Path, *, metadata_path: Path | None = None) -> Data
     if pm.has_plugin(DEFAULT_ERROR_HANDLER):
         # It prints every local variable of a failed request (search terms: PHI) to the log; ours replaces it.
         pm.unregister(name=DEFAULT_ERROR_HANDLER)
-    ds = Datasette([], metadata=load_metadata(metadata_path or METADATA_FILE), settings=SETTINGS)
+    check_plugins()
+    metadata = load_metadata(metadata_path or METADATA_FILE)
+    ds = Datasette([], metadata=metadata, settings=SETTINGS, template_dir=str(TEMPLATES))
     database = ReadOnlyDatabase(ds, path=str(db_path), is_mutable=True)
     check_archive(database)
     ds.add_database(database, name=DATABASE_NAME)
+    if not _has_table(database, "flags"):
+        archive_meta = metadata.get("databases", {}).get(DATABASE_NAME, {})
+        archive_meta.get("queries", {}).pop(FLAGS_QUERY, None)
+    users = UsersFile(users_file or users_path(db_path))
+    users.users()  # a broken users file stops the server here, with its message
+    log = None
+    if access_log is not None:
+        log = AccessLog(access_log)
+        ds.add_database(ReadOnlyDatabase(ds, path=str(access_log), is_mutable=True), name=ACCESS_LOG_NAME)
+    if require_login:
+        metadata["allow"] = {"role": ["viewer", "investigator"]}
+    ds.archiver_workspace = datasette_plugin.Workspace(  # type: ignore[attr-defined]
+        warc_dir=Path(warc_dir) if warc_dir else db_path.parent / "warcs",
+        users=users,
+        access_log=log,
+        require_login=require_login,
+    )
     return ds
 
 
@@ -109,6 +178,7 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8001,
     *,
+    warc_dir: Path | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until interrupted (as `datasette serve` does: startup hooks, then uvicorn)."""
@@ -116,12 +186,19 @@ def run_server(
 
     import uvicorn
 
-    if not is_loopback(host):
+    db_path = Path(db_path)
+    users = UsersFile(users_path(db_path)).users() if db_path.is_file() else {}
+    if not is_loopback(host) and not users:
         raise ConfigError(
-            f"--host {host}: the archive holds PHI and login is not built yet, so it is served on loopback only; "
-            "reach it through an SSH tunnel"
+            f"--host {host}: the archive holds PHI, so without accounts it is served on loopback only; "
+            "add one with `archiver users add NAME --role viewer` (login is then required), or use an SSH tunnel"
         )
-    ds = build_datasette(db_path)
+    ds = build_datasette(
+        db_path,
+        warc_dir=warc_dir,
+        access_log=access_log_path(db_path),
+        require_login=bool(users) or not is_loopback(host),
+    )
     asyncio.run(ds.invoke_startup())
     (on_ready or print)(f"http://{host}:{port}/{DATABASE_NAME}")
     uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)

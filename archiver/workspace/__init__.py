@@ -1,0 +1,1 @@
+"""The compliance workspace served by the Datasette plugin: search, item history, raw records."""

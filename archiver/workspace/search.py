@@ -1,0 +1,296 @@
+"""One search over every item of every platform: FTS5 ranked by bm25, one row per item, with facets.
+
+A hit is an item version whose text or author matches; an item is listed once, at the rank of its best
+matching version, showing its latest version (so words edited away still find the item). Filters on
+platform, account, kind, author and dates apply to the matching versions (posted = the platform's
+created_at, captured = when a version was captured); status and flagged are the item's. Without words it
+lists items, newest posted first.
+
+`flagged` needs the `flags` table (migration 0005, PHI scan): on an archive without it the facet is absent
+and the filter is refused with a message, checked in sqlite_master on every search.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PAGE_SIZE = 25
+FACETS = ("platform", "account", "kind", "status", "flagged", "author")
+FACET_LIMIT = 15
+STATUSES = ("live", "edited", "deleted")
+FLAGGED = ("flagged", "not flagged")
+MARK_START, MARK_END = "\x02", "\x03"  # snippet() markers: never in archived text after escaping
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class SearchInputError(ValueError):
+    """A filter value that cannot be used: the message names it and says what to give."""
+
+
+@dataclass
+class SearchQuery:
+    q: str = ""
+    platform: str = ""
+    account: str = ""
+    kind: str = ""
+    status: str = ""
+    flagged: str = ""
+    author: str = ""
+    posted_from: str = ""
+    posted_to: str = ""
+    captured_from: str = ""
+    captured_to: str = ""
+    page: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> SearchQuery:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ("page", "extra"):
+                continue
+            values[f.name] = (params.get(f.name) or "").strip()
+        for name in ("posted_from", "posted_to", "captured_from", "captured_to"):
+            if values[name] and not _DATE.match(values[name]):
+                raise SearchInputError(f"{name}={values[name]!r}: give a date as YYYY-MM-DD")
+        if values["status"] and values["status"] not in STATUSES:
+            raise SearchInputError(f"status={values['status']!r}: use one of {', '.join(STATUSES)}")
+        if values["flagged"] and values["flagged"] not in FLAGGED:
+            raise SearchInputError(f"flagged={values['flagged']!r}: use 'flagged' or 'not flagged'")
+        try:
+            page = int(params.get("page") or 1)
+        except ValueError:
+            raise SearchInputError(f"page={params.get('page')!r}: give a page number") from None
+        return cls(page=max(1, min(page, 1000)), **values)
+
+    def filters(self) -> dict[str, str]:
+        """The filters in force (for links that change one of them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("page", "extra")}
+
+
+def fts_match(q: str) -> str:
+    """The user's words as an FTS5 query: each word quoted (no FTS syntax errors), all must match."""
+    words = q.split()
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+VERSION_COLUMNS = "v.platform, v.account, v.kind, v.author_handle, v.created_at"
+
+
+def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
+    """Matching item versions grouped to one row per item: item_key, rank, hit_version and the columns that
+    do not change between versions (SQLite takes them from the row that gave min / max)."""
+    where: list[str] = []
+    for column, value in (
+        ("platform", query.platform),
+        ("account", query.account),
+        ("kind", query.kind),
+        ("author_handle", query.author),
+    ):
+        if value:
+            params[column] = value
+            where.append(f"v.{column} = :{column}")
+    for name, column, op in (
+        ("posted_from", "created_at", ">="),
+        ("posted_to", "created_at", "<"),
+        ("captured_from", "captured_at", ">="),
+        ("captured_to", "captured_at", "<"),
+    ):
+        value = getattr(query, name)
+        if value:
+            params[name] = value
+            bound = f"date(:{name}, '+1 day')" if op == "<" else f":{name}"  # "to" includes that whole day
+            where.append(f"v.{column} {op} {bound}")
+    if query.q:
+        params["match"] = fts_match(query.q)
+        conditions = " AND ".join(["item_versions_fts MATCH :match", *where])
+        return (
+            f"SELECT v.item_key, min(f.rank) AS rank, f.rowid AS hit_version, {VERSION_COLUMNS} "
+            "FROM item_versions_fts f JOIN item_versions v ON v.id = f.rowid "
+            f"WHERE {conditions} GROUP BY v.item_key"
+        )
+    conditions = " AND ".join(where) or "1"
+    return (
+        f"SELECT v.item_key, NULL AS rank, max(v.id) AS hit_version, {VERSION_COLUMNS} "
+        f"FROM item_versions v WHERE {conditions} GROUP BY v.item_key"
+    )
+
+
+def _flagged_sql(has_flags: bool, key: str) -> str:
+    if not has_flags:
+        return "NULL"
+    return f"CASE WHEN {key} IN (SELECT item_key FROM flags) THEN 'flagged' ELSE 'not flagged' END"
+
+
+# An item's status from its events, as sets: few items are edited or deleted, and each set is read once per
+# query through the events(event) index, so a status for every hit of a broad search costs a lookup in a
+# small in-memory set instead of index searches per item. Every version after the first comes with an
+# `edited` event (Store.append_item), so "has an edited event" is "has more than one version".
+STATE_SETS = """
+fates AS (SELECT item_key, max(id) AS id FROM events WHERE event IN ('deleted', 'restored') GROUP BY item_key),
+deleted_items AS (SELECT f.item_key FROM fates f JOIN events e ON e.id = f.id WHERE e.event = 'deleted'),
+edited_items AS (SELECT item_key FROM events WHERE event = 'edited')"""
+
+ITEM_STATE = """
+  CASE WHEN h.item_key IN deleted_items THEN 'deleted' WHEN h.item_key IN edited_items THEN 'edited'
+       ELSE 'live' END AS status,
+  {flagged} AS flagged"""
+
+
+def _state_filter(query: SearchQuery, params: dict[str, Any], has_flags: bool) -> list[str]:
+    where = []
+    if query.status:
+        params["status"] = query.status
+        where.append("status = :status")
+    if query.flagged:
+        if not has_flags:
+            raise SearchInputError("flagged: this archive has no flags yet (run the PHI scan first)")
+        params["flagged"] = query.flagged
+        where.append("flagged = :flagged")
+    return where
+
+
+def page_sql(
+    query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE, *, top: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """One page of items: best rank first (newest posted first without words), with their latest version.
+
+    `top`: rank only the `top` best-matching versions (FTS5 keeps just those while it ranks); exact whenever
+    they hold enough distinct items for the page, which run_search checks before it falls back."""
+    params: dict[str, Any] = {"limit": size + 1, "offset": (query.page - 1) * size}
+    # Equal ranks: the most recently captured match first, the order the `top` cut keeps too.
+    order = "rank, hit_version DESC" if query.q else "created_at DESC, item_key"
+    if top is not None:
+        params["match"], params["top"] = fts_match(query.q), top
+        hits = (
+            f"SELECT v.item_key, min(t.rank) AS rank, t.rowid AS hit_version, {VERSION_COLUMNS} "
+            "FROM (SELECT rowid, rank FROM item_versions_fts WHERE item_versions_fts MATCH :match "
+            "ORDER BY rank, rowid DESC LIMIT :top) t JOIN item_versions v ON v.id = t.rowid GROUP BY v.item_key"
+        )
+    else:
+        hits = _hits_sql(query, params)
+    state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
+    where = _state_filter(query, params, has_flags)
+    if where:  # status or flags filter: every hit's state is needed before the page can be cut
+        page = (
+            f"SELECT * FROM (SELECT h.*, {state} FROM ({hits}) h) WHERE {' AND '.join(where)} "
+            f"ORDER BY {order} LIMIT :limit OFFSET :offset"
+        )
+    else:  # cut the page first, then look up the state of its rows only
+        page = f"SELECT h.*, {state} FROM ({hits} ORDER BY {order} LIMIT :limit OFFSET :offset) h"
+    sql = f"""WITH {STATE_SETS}
+SELECT p.item_key, p.rank, p.hit_version, p.status, p.flagged,
+       (SELECT count(*) FROM item_versions c WHERE c.item_key = p.item_key) AS versions,
+       v.id AS version_id, v.platform, v.account, v.kind, v.author_handle, v.author_name, v.created_at,
+       v.captured_at, v.text, v.url, v.parent_key, v.thread_key, v.conversation_key
+FROM ({page}) p
+JOIN item_versions v ON v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = p.item_key)
+ORDER BY {order.replace("item_key", "p.item_key").replace("created_at", "p.created_at").replace("hit_", "p.hit_")}"""
+    return sql, params
+
+
+def has_version_filters(query: SearchQuery) -> bool:
+    return any(
+        getattr(query, name)
+        for name in ("platform", "account", "kind", "author", "posted_from", "posted_to", "captured_from")
+    ) or bool(query.captured_to)
+
+
+def facets_sql(query: SearchQuery, has_flags: bool) -> tuple[str, dict[str, Any]]:
+    """Total and facet counts over every matching item, in one pass: rows of (facet, value, count)."""
+    params: dict[str, Any] = {"facet_limit": FACET_LIMIT}
+    hits = _hits_sql(query, params)
+    where = _state_filter(query, params, has_flags)
+    item_state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
+    base = f"SELECT * FROM (SELECT h.*, {item_state} FROM ({hits}) h) WHERE {' AND '.join(where) or '1'}"
+    columns = {"platform": "platform", "account": "account", "kind": "kind", "status": "status"}
+    if has_flags:
+        columns["flagged"] = "flagged"
+    columns["author"] = "author_handle"
+    parts = ["SELECT 'total' AS facet, NULL AS value, count(*) AS n FROM m"]
+    for facet, column in columns.items():
+        parts.append(
+            f"SELECT * FROM (SELECT '{facet}', {column}, count(*) AS n FROM m GROUP BY {column} "
+            "ORDER BY n DESC LIMIT :facet_limit)"
+        )
+    return f"WITH {STATE_SETS}, m AS MATERIALIZED ({base}) " + " UNION ALL ".join(parts), params
+
+
+def snippet_sql(version_ids: list[int]) -> str:
+    marks = f"char({ord(MARK_START)}), char({ord(MARK_END)})"
+    ids = ", ".join(str(int(i)) for i in version_ids)
+    return (
+        f"SELECT rowid, snippet(item_versions_fts, -1, {marks}, '…', 24) FROM item_versions_fts "
+        f"WHERE item_versions_fts MATCH :match AND rowid IN ({ids})"
+    )
+
+
+def highlight(snippet: str) -> str:
+    """A snippet as safe HTML: the text escaped, then the matched words wrapped in <mark>."""
+    return html.escape(snippet).replace(MARK_START, "<mark>").replace(MARK_END, "</mark>")
+
+
+async def has_table(db: Any, name: str) -> bool:
+    result = await db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])
+    return bool(result.rows)
+
+
+async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
+    """The page of results, the total and the facets (none when counting them took longer than the limit)."""
+    from datasette.database import QueryInterrupted
+
+    has_flags = await has_table(db, "flags")
+    rows: list[dict[str, Any]] = []
+    if query.q and not has_version_filters(query) and not query.status and not query.flagged:
+        # Fast path: rank only the best versions; exact when they hold more distinct items than the page.
+        top = max(200, 4 * query.page * (PAGE_SIZE + 1))
+        sql, params = page_sql(query, has_flags, top=top)
+        result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+        if len(rows) <= PAGE_SIZE:  # the best versions held too few items (or the match is small): rank all
+            rows = []
+    if not rows:
+        sql, params = page_sql(query, has_flags)
+        result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if query.q and rows:
+        found = await db.execute(
+            snippet_sql([r["hit_version"] for r in rows]), {"match": fts_match(query.q)}, log_sql_errors=False
+        )
+        snippets = dict(found.rows)
+        for r in rows:
+            r["snippet_html"] = highlight(snippets.get(r["hit_version"]) or "")
+    else:
+        for r in rows:
+            text = r["text"] or ""
+            r["snippet_html"] = html.escape(text[:240] + ("…" if len(text) > 240 else ""))
+    facets: dict[str, list[tuple[Any, int]]] = {}
+    total: int | None = None
+    slow = False
+    fsql, fparams = facets_sql(query, has_flags)
+    try:
+        counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
+    except QueryInterrupted:
+        slow = True  # too broad to count in time: the page is shown without counts
+    else:
+        for facet, value, n in counted.rows:
+            if facet == "total":
+                total = n
+            else:
+                facets.setdefault(facet, []).append((value, n))
+    return {
+        "rows": rows,
+        "more": more,
+        "total": total,
+        "facets": facets,
+        "facets_timed_out": slow,
+        "has_flags": has_flags,
+        "page": query.page,
+        "page_size": PAGE_SIZE,
+    }

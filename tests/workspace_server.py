@@ -1,0 +1,94 @@
+"""A real `archiver serve` process over a demo archive with accounts, for the workspace tests."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from typer.testing import CliRunner
+
+from archiver.cli import app
+
+PASSWORDS = {"ann": "viewer-password-1", "ivan": "investigator-pw-2", "temp": "temporary-pass-3"}
+ROLES = {"ann": "viewer", "ivan": "investigator", "temp": "viewer"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_demo(directory: Path) -> Path:
+    result = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def add_users(directory: Path) -> None:
+    for name, password in PASSWORDS.items():
+        result = CliRunner().invoke(
+            app,
+            ["users", "add", name, "--role", ROLES[name], "--password-stdin", "-c", str(directory / "archiver.toml")],
+            input=password + "\n",
+        )
+        assert result.exit_code == 0, result.output
+
+
+@contextmanager
+def serving(directory: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """Start `archiver serve` bound to host; yield the loopback URL to reach it; check its log at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archiver.cli", "serve", "-c", str(directory / "archiver.toml")]
+        + ["--host", host, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            if requests.get(f"{base}/robots.txt", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "Datasette did not start"
+        time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0]
+    assert "Traceback" not in output and "locals" not in output, output
+    for password in PASSWORDS.values():
+        assert password not in output
+
+
+def csrftoken(session: requests.Session, url: str) -> str:
+    page = session.get(url, timeout=10)
+    found = re.search(r'name="csrftoken" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def login(base: str, name: str, password: str | None = None) -> requests.Session:
+    session = requests.Session()
+    token = csrftoken(session, f"{base}/-/login")
+    response = session.post(
+        f"{base}/-/login",
+        data={"username": name, "password": password or PASSWORDS[name], "csrftoken": token},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert response.status_code == 302, response.text[:500]
+    return session
