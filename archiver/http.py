@@ -38,6 +38,7 @@ SECRET_PARAMS = {
     "password",
     "client_secret",
     "appsecret_proof",
+    "input_token",  # Meta's debug_token takes the token to inspect in the query
 }
 SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
 USER_AGENT = f"archiver/{__version__} (compliance archive)"

@@ -28,6 +28,7 @@ from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
 from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
+from .scan.alerts import send_failure_alert
 from .scan.archive import scan_after_run
 from .store import KnownItem, Store
 from .warc import WarcWriter, iso, utcnow
@@ -263,6 +264,8 @@ def run_archive(
             run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
             scan_after_run(store, config, run_id, notices)  # flags before the checkpoint signs the ledger
             consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
+            failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
+            notices.extend(send_failure_alert(config, run_id, failed))
             store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
             checkpoint_archive(store, config, run_id, notices)
             return run

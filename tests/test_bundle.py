@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 from warcio.archiveiterator import ArchiveIterator
 
-from archiver import ledger
 from archiver.checkpoints import public_pem, raw_public
 from archiver.cli import app
 from archiver.demo.run import TOKEN_ENV, run_demo
@@ -200,8 +199,10 @@ def test_export_by_dates_and_combined_selectors(demo, tmp_path):
     conn = db(demo)
     days = sorted({r[0][:10] for r in conn.execute("SELECT created_at FROM item_versions WHERE kind='comment'")})
     start, end = days[len(days) // 2], days[len(days) // 2 + 3]
-    expected = items_of(conn, "created_at >= ? AND created_at < ?", start, end + "T99")
-    account = conn.execute("SELECT account FROM item_versions LIMIT 1").fetchone()[0]
+    account = conn.execute(
+        "SELECT account FROM item_versions WHERE created_at >= ? AND created_at < ? LIMIT 1", (start, end + "T99")
+    ).fetchone()[0]
+    expected = items_of(conn, "created_at >= ? AND created_at < ? AND account = ?", start, end + "T99", account)
     out = tmp_path / "dates"
     code, output = export(demo, out, "--posted-from", start, "--posted-to", end, "--account", account)
     assert code == 0, output
@@ -247,7 +248,6 @@ def test_thread_context_adds_parents_and_replies(demo, tmp_path):
         ([], "name at least one selector"),
         (["--author", "ann", "--posted-from", "last tuesday"], "--posted-from 'last tuesday': not a date"),
         (["--query", 'flu AND "'], "--query"),
-        (["--flagged"], "--flagged: this archive has no flags table"),
         (["--author", "ann", "--case", " "], "--case: give the case identifier"),
     ],
 )
@@ -501,64 +501,31 @@ def test_trusted_public_key_given_on_the_command_line(demo, good_bundle, tmp_pat
 
 
 # -- flags (the scan's tables, made here with the columns the flags branch gives them, until it lands) ----------
-def test_flagged_only_exports_flags_and_reviews(demo, tmp_path, monkeypatch):
+def test_flagged_only_exports_flags_and_reviews(demo, tmp_path):
+    """The demo's runs flag its PHI (issue 7's scan); one flag gets a review; --flagged exports exactly those."""
+    from archiver.scan.archive import append_review
+
     copy = tmp_path / "demo"
     shutil.copytree(demo, copy)
-    monkeypatch.setitem(ledger.LEDGER_KEYS, "flags", "id")
-    monkeypatch.setitem(ledger.LEDGER_KEYS, "flag_reviews", "id")
-    monkeypatch.setattr(ledger, "INTEGER_KEYS", ledger.INTEGER_KEYS | {"flags", "flag_reviews"})
     store = Store.open(copy / "archive" / "archive.db")
-    flagged = store.conn.execute("SELECT id, item_key FROM item_versions WHERE kind='message' LIMIT 2").fetchall()
-    with store.transaction():
-        store.conn.execute(
-            "CREATE TABLE IF NOT EXISTS flags (id INTEGER PRIMARY KEY, version_id INTEGER, item_key TEXT, "
-            "rule_id TEXT, rules_version TEXT, category TEXT, severity TEXT, span_start INTEGER, span_end INTEGER, "
-            "matched TEXT, reason TEXT, run_id TEXT, created_at TEXT)"
-        )
-        store.conn.execute(
-            "CREATE TABLE IF NOT EXISTS flag_reviews (id INTEGER PRIMARY KEY, flag_id INTEGER, decision TEXT, "
-            "reviewer TEXT, note TEXT, created_at TEXT)"
-        )
-        for version_id, item_key in flagged:
-            flag_id = store._insert(
-                "flags",
-                {
-                    "version_id": version_id,
-                    "item_key": item_key,
-                    "rule_id": "phi.dob",
-                    "rules_version": "1",
-                    "category": "phi",
-                    "severity": "high",
-                    "span_start": 0,
-                    "span_end": 5,
-                    "matched": "01/02",
-                    "reason": "a date of birth",
-                    "run_id": None,
-                    "created_at": "2026-11-23T00:00:00.000000Z",
-                },
-            )
-        store._insert(
-            "flag_reviews",
-            {
-                "flag_id": flag_id,
-                "decision": "confirmed",
-                "reviewer": "privacy officer",
-                "note": "",
-                "created_at": "2026-11-23T01:00:00.000000Z",
-            },
-        )
+    flagged = {r[0] for r in store.conn.execute("SELECT DISTINCT item_key FROM flags")}
+    flag_count = store.conn.execute("SELECT count(*) FROM flags").fetchone()[0]
+    first = store.conn.execute("SELECT id, rule_id FROM flags ORDER BY id LIMIT 1").fetchone()
+    append_review(store, first[0], "violation", "privacy officer", "confirmed with the patient")
     store.close()
+    assert flagged and flag_count
     out = tmp_path / "flagged"
     code, output = export(copy, out, "--flagged")
     assert code == 0, output
-    assert {r["item_key"] for r in jsonl(out / "data" / "items.jsonl")} == {k for _, k in flagged}
-    assert len(jsonl(out / "data" / "flags.jsonl")) == 2 and len(jsonl(out / "data" / "flag_reviews.jsonl")) == 1
-    assert "phi.dob" in (out / "data" / "report.html").read_text()
+    assert {r["item_key"] for r in jsonl(out / "data" / "items.jsonl")} == flagged
+    assert len(jsonl(out / "data" / "flags.jsonl")) == flag_count
+    assert len(jsonl(out / "data" / "flag_reviews.jsonl")) == 1
+    assert first[1] in (out / "data" / "report.html").read_text()
     assert verify(out) == (0, ["bundle verifies"])
     edit = out.parent / "edited"
     shutil.copytree(out, edit)
     reviews = edit / "data" / "flag_reviews.jsonl"
-    reviews.write_text(reviews.read_text().replace("confirmed", "dismissed"))
+    reviews.write_text(reviews.read_text().replace("violation", "false-positive"))
     regenerate_manifests(edit)
     code, lines = verify(edit)
     assert code == 1 and any("data/flag_reviews.jsonl id=" in line and "row differs" in line for line in lines)

@@ -168,7 +168,8 @@ def test_bad_rows_each_get_one_line_and_nothing_is_imported(archive, tmp_path):
         f"archiver: error: {f}: row 5: expires_on '2026-09-01' is before granted_on '2026-10-01'",
         f"archiver: error: {f}: row 6: document_sha256 'abc123': must be the 64 hex digits of the signed form's "
         "SHA-256",
-        f"archiver: error: {f}: row 7: platform 'myspace': unknown (known: mastodon)",
+        f"archiver: error: {f}: row 7: platform 'myspace': unknown "
+        "(known: bluesky, facebook, instagram, linkedin, mastodon, x, youtube)",
         f"archiver: error: {f}: row 8: platform and account are both empty: name the platform or the account the "
         "consent covers",
         f"archiver: error: {f}: row 9: consent_id 'C-010' is also on row 2; one row per consent in a file (import a "

@@ -367,10 +367,29 @@ def test_doctor_checks_both_graph_tokens_without_archiving_or_showing_them(hospi
     assert not hospital.archive.exists()
 
 
+def test_doctor_warns_ahead_of_the_expiry_meta_reports(hospital, page, monkeypatch):
+    """debug_token tells when the token (or its 90-day data access) ends: doctor warns token_warning_days ahead."""
+    import time
+
+    from archiver import doctor
+
+    monkeypatch.setattr(doctor, "WARN_FREE_BYTES", 0)
+    monkeypatch.setattr(doctor, "MIN_FREE_BYTES", 0)
+    config = load_config(hospital.config("facebook"))
+    check = {c.name: c for c in doctor.run_doctor(config)}["account hospital-facebook"]
+    assert check.status == "ok" and "valid until" not in check.message  # expires_at 0: a Page token never expires
+    hospital.server.data_access_expires_at = int(time.time()) + 5 * 86400
+    check = {c.name: c for c in doctor.run_doctor(config)}["account hospital-facebook"]
+    assert check.status == "warn" and "expires on" in check.message and "renew it before then" in check.message
+    hospital.server.data_access_expires_at = int(time.time()) + 60 * 86400
+    check = {c.name: c for c in doctor.run_doctor(config)}["account hospital-facebook"]
+    assert check.status == "ok" and "valid until" in check.message and TOKEN not in check.message
+
+
 def test_init_example_for_facebook_and_instagram_is_valid_once_uncommented(tmp_path):
     from archiver.config import EXAMPLE_CONFIG
 
-    block = EXAMPLE_CONFIG.split("# A Facebook Page and an Instagram", 1)[1].split("\n", 1)[1]
+    block = EXAMPLE_CONFIG.split("# A Facebook Page and an Instagram", 1)[1].split("\n", 1)[1].split("\n\n", 1)[0]
     text = EXAMPLE_CONFIG.replace(block, "\n".join(line.removeprefix("# ") for line in block.splitlines()) + "\n")
     path = tmp_path / "archiver.toml"
     path.write_text(text)

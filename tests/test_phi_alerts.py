@@ -265,3 +265,22 @@ def test_a_bad_alerts_or_scan_section_is_exit_2_naming_the_field(tmp_path, secti
     assert result.exit_code == 2, result.output
     assert message in result.output, result.output
     assert not (tmp_path / "arch").exists()
+
+
+def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_path, clinic, channels):
+    mailbox, smtp_port, hooks = channels
+    config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url)
+    broken = '[[accounts]]\nname = "clinic-gone"\nplatform = "mastodon"\napi_base = "http://127.0.0.1:9"\n'
+    broken += 'account = "@riverside"\ntoken_env = "ALERT_TEST_TOKEN"\n\n[scan]'
+    config.write_text(config.read_text().replace("[scan]", broken, 1))
+    result = run(config)
+    assert result.exit_code == 1, result.output
+    failure = [body for _, body in hooks.posts if body.get("event") == "run-failed"]
+    assert len(failure) == 1 and failure[0]["count"] == 1
+    (account,) = failure[0]["accounts"]
+    assert account["account"] == "clinic-gone" and account["platform"] == "mastodon"
+    assert "ConnectionError" in account["error"] or "cannot" in account["error"]
+    subjects = [m["Subject"] for m in mailbox.messages]
+    assert any(s.endswith(": 1 account(s) failed") for s in subjects), subjects
+    text = "".join(m.get_payload(decode=True).decode() for m in mailbox.messages) + json.dumps(hooks.posts)
+    assert TOKEN not in text and SMTP_PASSWORD not in text

@@ -435,7 +435,7 @@ def test_the_example_configs_linkedin_and_youtube_accounts_are_valid(tmp_path, m
             current.append(line[2:])
         else:
             current = None
-    assert len(blocks) == 2
+    assert len(blocks) == 4  # Facebook, Instagram, LinkedIn, YouTube
     path = tmp_path / "archiver.toml"
     path.write_text(EXAMPLE_CONFIG + "\n" + "\n\n".join("\n".join(b) for b in blocks) + "\n")
     accounts = {a.platform: a for a in load_config(path).accounts}

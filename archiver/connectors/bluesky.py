@@ -35,7 +35,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow
 
 POST = "app.bsky.feed.post"
 PAGE_LIMIT = 100
@@ -150,7 +150,7 @@ class BlueskyConnector:
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("RateLimit-Remaining", "RateLimit-Reset")
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         """Create a session with the app password (not archived, the JWTs dropped at once)."""
         base = account.options.get("pds") or account.api_base
         url = f"{base}/xrpc/com.atproto.server.createSession"
@@ -172,7 +172,7 @@ class BlueskyConnector:
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: POST {url} answered HTTP {response.status_code}")
         try:
-            return "@" + str(response.json()["handle"])
+            return Credential("@" + str(response.json()["handle"]))
         except (ValueError, KeyError, TypeError):
             raise PlatformError(f"account {account.name}: POST {url} did not answer a session") from None
 

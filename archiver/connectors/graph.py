@@ -263,9 +263,32 @@ def check_graph_credential(account: AccountConfig, token: str, timeout: float, f
         raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
     try:
         me = response.json()
-        return Credential(str(me.get("name") or me.get("username") or me["id"]))
+        who = str(me.get("name") or me.get("username") or me["id"])
     except (ValueError, KeyError, TypeError, AttributeError):
         raise PlatformError(f"account {account.name}: GET {url} did not answer a Graph node") from None
+    return Credential(who, graph_token_expiry(account, token, timeout, version, params))
+
+
+def graph_token_expiry(
+    account: AccountConfig, token: str, timeout: float, version: str, params: dict[str, str]
+) -> datetime | None:
+    """When the token stops working, from Meta's debug_token: the sooner of `expires_at` (0 = never) and
+    `data_access_expires_at` (the 90-day window after which a Page token reads nothing). None when Meta does
+    not say (the check is advisory: a refusal here is not the token's failure)."""
+    url = f"{account.api_base}/{version}/debug_token"
+    query = {"input_token": token, **{k: v for k, v in params.items() if k == "appsecret_proof"}}
+    try:
+        response = requests.get(
+            url, params=query, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
+        )
+        data = response.json().get("data") if response.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    moments = [data.get("expires_at"), data.get("data_access_expires_at")]
+    stamps = [int(m) for m in moments if isinstance(m, int | float) and m > 0]
+    return datetime.fromtimestamp(min(stamps), UTC) if stamps else None
 
 
 # -- the client ------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, FetchWindow
+from .base import AccountState, Credential, FetchWindow
 
 log = logging.getLogger("archiver.x")
 
@@ -136,7 +136,7 @@ class XConnector:
     def rate_limit_policy(self) -> XRateLimit:
         return XRateLimit()
 
-    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> str:
+    def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         url = f"{account.api_base}/2/users/me"
         try:
             response = requests.get(
@@ -152,7 +152,7 @@ class XConnector:
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
         try:
-            return "@" + str(response.json()["data"]["username"])
+            return Credential("@" + str(response.json()["data"]["username"]))
         except (ValueError, KeyError, TypeError):
             raise PlatformError(f"account {account.name}: GET {url} did not answer a User") from None
 

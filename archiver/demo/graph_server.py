@@ -499,6 +499,8 @@ class SampleGraphServer:
         self._token = token
         self._app_secret = app_secret
         self.expired_tokens: set[str] = set()
+        self.token_expires_at = 0  # debug_token's expires_at (Unix seconds; 0 = never, as a Page token)
+        self.data_access_expires_at = 0  # debug_token's data_access_expires_at (0 = not reported)
         self.moderate = True  # the token may read comments' is_hidden
         self.signed_media_urls = False  # media URLs carry a fresh signature query in every answer, as Meta's CDN
         self.call_budget = call_budget  # calls per run of the server before usage reaches 100%
@@ -664,6 +666,16 @@ class SampleGraphServer:
     def _route(self, segments: list[str], query: dict[str, str], path: str) -> tuple[int, Any]:
         state = self.state
         spec = parse_fields(query["fields"]) if query.get("fields") else None
+        if segments == ["debug_token"]:
+            data = {
+                "app_id": "1000000000001",
+                "type": "PAGE",
+                "is_valid": query.get("input_token") == self._token,
+                "expires_at": self.token_expires_at,
+                "data_access_expires_at": self.data_access_expires_at,
+                "scopes": ["pages_read_engagement", "pages_manage_metadata", "pages_messaging"],
+            }
+            return 200, {"data": data}
         if segments == ["me"]:
             page = next((n for n in state.nodes.values() if n["_kind"] == "page"), None)
             return (200, project(page, spec or {"id": None, "name": None})) if page else self._missing("me")

@@ -1,4 +1,5 @@
-"""Alerts after a run: new flags of the configured severity or worse, by e-mail (SMTP) and webhook (JSON POST).
+"""Alerts after a run, by e-mail (SMTP) and webhook (JSON POST): new flags of the configured severity or
+worse, and accounts the run could not capture.
 
 A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
 history in Datasette. It never carries the flagged text, the item's text or its author: only the archive,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import smtplib
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +33,7 @@ def alert_payload(config: Config, flags: list[dict[str, Any]], run_id: str | Non
     """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items."""
     base = config.alerts.datasette_url
     return {
+        "event": "new-flags",
         "archive": config.archive.organisation or str(config.archive.dir),
         "run_id": run_id,
         "severity_at_least": config.alerts.severity,
@@ -76,22 +79,64 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     return message
 
 
+def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """A run whose accounts failed: which accounts and the one-line errors (already free of secrets)."""
+    base = config.alerts.datasette_url
+    return {
+        "event": "run-failed",
+        "archive": config.archive.organisation or str(config.archive.dir),
+        "run_id": run_id,
+        "count": len(failed),
+        "accounts": [{"account": a, "platform": p, "error": e} for a, p, e in failed],
+        "run_log_url": f"{base}/archive/run_log" if base else "",
+    }
+
+
+def failure_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
+    email = config.alerts.email
+    assert email is not None  # only called when configured
+    message = EmailMessage()
+    message["Subject"] = f"[archiver] run {payload['run_id']}: {payload['count']} account(s) failed"
+    message["From"] = email.sender
+    message["To"] = ", ".join(email.to)
+    lines = [f"The nightly run {payload['run_id']} of the archive of {payload['archive']} did not capture:", ""]
+    for account in payload["accounts"]:
+        lines.append(f"{account['account']} ({account['platform']}): {account['error']}")
+    lines += ["", "What was captured is kept; the next run resumes. Check with: archiver doctor --config ..."]
+    if payload["run_log_url"]:
+        lines.append(f"Run log: {payload['run_log_url']}")
+    message.set_content("\n".join(lines))
+    return message
+
+
 def send_alerts(config: Config, flags: list[dict[str, Any]], run_id: str | None) -> list[str]:
-    """Send to every configured channel; returns one notice per channel (sent or failed)."""
-    alerts = config.alerts
-    chosen = alert_flags(alerts, flags)
-    if not chosen or (alerts.email is None and alerts.webhook is None):
+    """Send new flags to every configured channel; returns one notice per channel (sent or failed)."""
+    chosen = alert_flags(config.alerts, flags)
+    if not chosen:
         return []
     payload = alert_payload(config, chosen, run_id)
+    return _send(config, payload, lambda: alert_email(config, payload), f"{payload['count']} flags")
+
+
+def send_failure_alert(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> list[str]:
+    """Announce the accounts a run could not capture (account, platform, error) on every configured channel."""
+    if not failed:
+        return []
+    payload = failure_payload(config, run_id, failed)
+    return _send(config, payload, lambda: failure_email(config, payload), f"{len(failed)} failed accounts")
+
+
+def _send(config: Config, payload: dict[str, Any], email: Callable[[], EmailMessage], what: str) -> list[str]:
+    alerts = config.alerts
     notices = []
     if alerts.email is not None:
-        notices.append(_send_email(config, payload))
+        notices.append(_send_email(config, email(), what))
     if alerts.webhook is not None:
-        notices.append(_send_webhook(config, payload))
+        notices.append(_send_webhook(config, payload, what))
     return notices
 
 
-def _send_email(config: Config, payload: dict[str, Any]) -> str:
+def _send_email(config: Config, message: EmailMessage, what: str) -> str:
     email = config.alerts.email
     assert email is not None
     try:
@@ -102,13 +147,13 @@ def _send_email(config: Config, payload: dict[str, Any]) -> str:
                 password = os.environ.get(email.password_env or "", "")
                 register_secret(password)
                 smtp.login(email.username, password)
-            smtp.send_message(alert_email(config, payload))
+            smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
         return redact_secrets(f"alert e-mail via {email.smtp_host}:{email.smtp_port} failed: {exc}")
-    return f"alert e-mail sent to {', '.join(email.to)} ({payload['count']} flags)"
+    return f"alert e-mail sent to {', '.join(email.to)} ({what})"
 
 
-def _send_webhook(config: Config, payload: dict[str, Any]) -> str:
+def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> str:
     webhook = config.alerts.webhook
     assert webhook is not None
     headers = {}
@@ -122,4 +167,4 @@ def _send_webhook(config: Config, payload: dict[str, Any]) -> str:
         return redact_secrets(f"alert webhook {webhook.url} failed: {type(exc).__name__}")
     if response.status_code >= 300:
         return f"alert webhook {webhook.url} failed: HTTP {response.status_code}"
-    return f"alert webhook {webhook.url} answered {response.status_code} ({payload['count']} flags)"
+    return f"alert webhook {webhook.url} answered {response.status_code} ({what})"
