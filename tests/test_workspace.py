@@ -561,3 +561,54 @@ def test_evidence_record_found_in_another_file_of_its_run(demo, tmp_path):
     assert record.warc_file == rotated.name and record.record_id == wanted and record.block_digest_ok
     with pytest.raises(RecordNotFound, match="other WARC files of its run"):
         read_record(tmp_path, first.name, record_id="<urn:uuid:00000000-0000-0000-0000-000000000000>")
+
+
+def test_a_broad_search_is_ranked_and_counted_over_the_newest_matches(demo, tmp_path, monkeypatch):
+    """Words matching more than WINDOW versions: the page and the counts cover the newest WINDOW matching
+    versions, and say so; a filter lifts the window."""
+    import asyncio
+
+    from archiver.serve import build_datasette
+    from archiver.workspace import search as search_module
+
+    monkeypatch.setattr(search_module, "WINDOW", 40)
+    database = tmp_path / "archive.db"  # beside no users file: served to loopback without sign-in
+    with sqlite3.connect(demo / "archive" / "archive.db") as source, sqlite3.connect(database) as target:
+        source.backup(target)
+    conn = sqlite3.connect(database)
+    matches = [
+        r[0]
+        for r in conn.execute(
+            "SELECT rowid FROM item_versions_fts WHERE item_versions_fts MATCH '\"the\"' ORDER BY rowid DESC"
+        )
+    ]
+    newest = matches[:40]
+    in_window = {
+        r[0]
+        for r in conn.execute(f"SELECT DISTINCT item_key FROM item_versions WHERE id IN ({','.join(map(str, newest))})")
+    }
+    conn.close()
+    assert len(matches) > 40
+
+    async def fetch(**params) -> dict:
+        ds = build_datasette(database)
+        await ds.invoke_startup()
+        response = await ds.client.get("/-/search.json", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    broad = asyncio.run(fetch(q="the"))
+    assert broad["window"] == 40 and broad["total"] == len(in_window)
+    assert {r["item_key"] for r in broad["rows"]} <= in_window
+    page = asyncio.run(_page(database, "/-/search?q=the"))
+    assert 'id="search-window"' in page and "among the newest 40" in page
+    filtered = asyncio.run(fetch(q="the", platform="mastodon"))
+    assert filtered["window"] is None
+
+
+async def _page(database, path: str) -> str:
+    from archiver.serve import build_datasette
+
+    ds = build_datasette(database)
+    await ds.invoke_startup()
+    return (await ds.client.get(path)).text

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 PAGE_SIZE = 25
+# A search whose words match more item versions than this, with no other filter, is ranked and counted over
+# the newest WINDOW matching versions (the page says so): bm25 and the facet pass over 190,000 matches of a
+# common word take a second; an investigator narrows with a filter or another word to reach older ones.
+WINDOW = 5_000
 FACETS = ("platform", "account", "kind", "status", "flagged", "author")
 FACET_LIMIT = 15
 STATUSES = ("live", "edited", "deleted")
@@ -107,6 +111,8 @@ def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
             where.append(f"v.{column} {op} {bound}")
     if query.q:
         params["match"] = fts_match(query.q)
+        if "min_rowid" in params:  # a broad search: only the newest WINDOW matching versions
+            where.append("f.rowid >= :min_rowid")
         conditions = " AND ".join(["item_versions_fts MATCH :match", *where])
         return (
             f"SELECT v.item_key, min(f.rank) AS rank, f.rowid AS hit_version, {VERSION_COLUMNS} "
@@ -155,13 +161,15 @@ def _state_filter(query: SearchQuery, params: dict[str, Any], has_flags: bool) -
 
 
 def page_sql(
-    query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE, *, top: int | None = None
+    query: SearchQuery, has_flags: bool, size: int = PAGE_SIZE, *, top: int | None = None, min_rowid: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     """One page of items: best rank first (newest posted first without words), with their latest version.
 
     `top`: rank only the `top` best-matching versions (FTS5 keeps just those while it ranks); exact whenever
     they hold enough distinct items for the page, which run_search checks before it falls back."""
     params: dict[str, Any] = {"limit": size + 1, "offset": (query.page - 1) * size}
+    if min_rowid is not None:
+        params["min_rowid"] = min_rowid
     # Equal ranks: the most recently captured match first, the order the `top` cut keeps too.
     order = "rank, hit_version DESC" if query.q else "created_at DESC, item_key"
     if top is not None:
@@ -169,6 +177,7 @@ def page_sql(
         hits = (
             f"SELECT v.item_key, min(t.rank) AS rank, t.rowid AS hit_version, {VERSION_COLUMNS} "
             "FROM (SELECT rowid, rank FROM item_versions_fts WHERE item_versions_fts MATCH :match "
+            f"{'AND rowid >= :min_rowid ' if min_rowid is not None else ''}"
             "ORDER BY rank, rowid DESC LIMIT :top) t JOIN item_versions v ON v.id = t.rowid GROUP BY v.item_key"
         )
     else:
@@ -200,9 +209,11 @@ def has_version_filters(query: SearchQuery) -> bool:
     ) or bool(query.captured_to)
 
 
-def facets_sql(query: SearchQuery, has_flags: bool) -> tuple[str, dict[str, Any]]:
+def facets_sql(query: SearchQuery, has_flags: bool, min_rowid: int | None = None) -> tuple[str, dict[str, Any]]:
     """Total and facet counts over every matching item, in one pass: rows of (facet, value, count)."""
     params: dict[str, Any] = {"facet_limit": FACET_LIMIT}
+    if min_rowid is not None:
+        params["min_rowid"] = min_rowid
     hits = _hits_sql(query, params)
     where = _state_filter(query, params, has_flags)
     item_state = ITEM_STATE.format(flagged=_flagged_sql(has_flags, "h.item_key"))
@@ -239,22 +250,38 @@ async def has_table(db: Any, name: str) -> bool:
     return bool(result.rows)
 
 
+async def window_floor(db: Any, q: str) -> int | None:
+    """The rowid of the WINDOW-th newest matching version when the words match more than WINDOW versions
+    (FTS5 walks its doclist newest first, without ranking), else None: the whole match is ranked."""
+    found = await db.execute(
+        "SELECT rowid FROM item_versions_fts WHERE item_versions_fts MATCH :match ORDER BY rowid DESC "
+        "LIMIT 1 OFFSET :skip",
+        {"match": fts_match(q), "skip": WINDOW},
+        log_sql_errors=False,
+    )
+    if not found.rows:
+        return None
+    return int(found.rows[0][0]) + 1  # the (WINDOW+1)-th newest is just outside: keep exactly WINDOW
+
+
 async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
     """The page of results, the total and the facets (none when counting them took longer than the limit)."""
     from datasette.database import QueryInterrupted
 
     has_flags = await has_table(db, "flags")
     rows: list[dict[str, Any]] = []
-    if query.q and not has_version_filters(query) and not query.status and not query.flagged:
+    words_only = bool(query.q) and not has_version_filters(query) and not query.status and not query.flagged
+    min_rowid = await window_floor(db, query.q) if words_only else None
+    if words_only:
         # Fast path: rank only the best versions; exact when they hold more distinct items than the page.
         top = max(200, 4 * query.page * (PAGE_SIZE + 1))
-        sql, params = page_sql(query, has_flags, top=top)
+        sql, params = page_sql(query, has_flags, top=top, min_rowid=min_rowid)
         result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
         rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
         if len(rows) <= PAGE_SIZE:  # the best versions held too few items (or the match is small): rank all
             rows = []
     if not rows:
-        sql, params = page_sql(query, has_flags)
+        sql, params = page_sql(query, has_flags, min_rowid=min_rowid)
         result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
         rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
     more = len(rows) > PAGE_SIZE
@@ -273,7 +300,7 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
     facets: dict[str, list[tuple[Any, int]]] = {}
     total: int | None = None
     slow = False
-    fsql, fparams = facets_sql(query, has_flags)
+    fsql, fparams = facets_sql(query, has_flags, min_rowid)
     try:
         counted = await db.execute(fsql, fparams, custom_time_limit=facet_time_limit_ms, log_sql_errors=False)
     except QueryInterrupted:
@@ -290,6 +317,7 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
         "total": total,
         "facets": facets,
         "facets_timed_out": slow,
+        "window": WINDOW if min_rowid is not None else None,  # ranked and counted over the newest WINDOW matches
         "has_flags": has_flags,
         "page": query.page,
         "page_size": PAGE_SIZE,
