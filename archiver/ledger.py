@@ -88,23 +88,28 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return (found[0], found[1]) if found else (0, GENESIS)
 
 
-def append_entry(conn: sqlite3.Connection, table: str, rowid: int, row: dict[str, Any] | None = None) -> None:
-    """Enter the row just inserted (inside the caller's transaction). `row` is the row as stored (an INSERT's
-    RETURNING *, defaults and type affinity applied); without it the row is read back."""
+def append_entry(
+    conn: sqlite3.Connection,
+    table: str,
+    rowid: int,
+    row: dict[str, Any] | None = None,
+    at: tuple[int, str] | None = None,
+) -> tuple[int, str]:
+    """Enter the row just inserted (inside the caller's transaction); returns the new head.
+
+    `row` is the row as stored (an INSERT's RETURNING *, defaults and type affinity applied); without it the
+    row is read back. `at` is the head as the caller last left it in this same write transaction (nobody else
+    can write meanwhile); without it the head is read.
+    """
     row = row if row is not None else _row_by_rowid(conn, table, rowid)
     canonical = canonical_row_bytes(table, row)
-    seq, prev = head(conn)
+    seq, prev = at if at is not None else head(conn)
+    entry_hash = chain_hash(prev, canonical)
     conn.execute(
         "INSERT INTO ledger (seq, table_name, row_key, row_sha256, prev_hash, hash) VALUES (?,?,?,?,?,?)",
-        (
-            seq + 1,
-            table,
-            str(row[LEDGER_KEYS[table]]),
-            hashlib.sha256(canonical).hexdigest(),
-            prev,
-            chain_hash(prev, canonical),
-        ),
+        (seq + 1, table, str(row[LEDGER_KEYS[table]]), hashlib.sha256(canonical).hexdigest(), prev, entry_hash),
     )
+    return seq + 1, entry_hash
 
 
 def backfill(conn: sqlite3.Connection) -> int:

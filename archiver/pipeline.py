@@ -106,13 +106,13 @@ class RunTransaction:
 
     def __enter__(self) -> RunTransaction:
         with self.lock:
-            self.store.conn.execute("BEGIN IMMEDIATE")
+            self.store.begin()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self.lock:
             self.sync()
-            self.store.conn.execute("COMMIT")
+            self.store.commit()
 
     def applied(self) -> bool:
         """Count one observation (lock held); True when this made a commit."""
@@ -125,8 +125,8 @@ class RunTransaction:
     def commit(self) -> None:
         with self.lock:
             self.sync()
-            self.store.conn.execute("COMMIT")
-            self.store.conn.execute("BEGIN IMMEDIATE")
+            self.store.commit()
+            self.store.begin()
             self.pending = 0
 
 

@@ -181,6 +181,48 @@ def test_full_text_search_over_versions(store):
     assert [h[0] for h in hits] == ["Flu shots available on Monday"]
 
 
+def fts_rowids(store) -> list[int]:
+    return [r[0] for r in store.conn.execute("SELECT id FROM item_versions_fts_docsize ORDER BY id")]
+
+
+def test_search_index_follows_commits_and_rollbacks(store):
+    """Versions reach the full-text index when their transaction commits, all of them, and only then."""
+    with store.transaction():
+        for n in range(3):
+            store.append_item("a", make_item(f"pharmacy refill {n}", item_key=f"mastodon:h:{n}"), "run1")
+        assert fts_rowids(store) == []  # indexed at commit, in one statement
+    assert fts_rowids(store) == [1, 2, 3]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append_item("a", make_item("rolled back", item_key="mastodon:h:9"), "run1")
+        raise RuntimeError("the run failed")
+    with store.transaction():
+        store.append_item("a", make_item("pharmacy closed", item_key="mastodon:h:4"), "run1")
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM item_versions ORDER BY id")]
+    assert fts_rowids(store) == ids
+    found = store.conn.execute("SELECT count(*) FROM item_versions_fts WHERE item_versions_fts MATCH 'pharmacy'")
+    assert found.fetchone()[0] == 4
+    store.append_item("a", make_item("outside a transaction", item_key="mastodon:h:5"), "run1")
+    assert len(fts_rowids(store)) == 5
+
+
+def test_rows_entered_without_returning_match_the_stored_rows(store):
+    """The ledger's canonical row is built in Python when the types are certain; values SQLite would convert
+    (a bool, a number in a TEXT column) go through RETURNING. Either way verify agrees with what is stored."""
+    from archiver.ledger import verify_ledger
+
+    with store.transaction():
+        store.append_item("a", make_item(), "run1")
+        store._insert("cursors", {"account": "a", "name": "n", "value": "1", "run_id": "run1", "recorded_at": "t"})
+        store._insert("cursors", {"account": "a", "name": "n", "value": 7, "run_id": "run1", "recorded_at": "t"})
+        counts = dict.fromkeys(("new_items", "new_versions", "deletions", "restorations", "media"), 0)
+        row = {"run_id": "run1", "account": "a", "status": "ok", "requests": True, **counts, "finished_at": "t"}
+        store._insert("account_runs", row)
+    assert store._as_stored("cursors", {"account": "a", "name": "n", "value": 7}) is None
+    assert store.conn.execute("SELECT value FROM cursors ORDER BY id DESC").fetchone()[0] == "7"
+    assert store.conn.execute("SELECT requests FROM account_runs").fetchone()[0] == 1
+    assert list(verify_ledger(store.conn)) == []
+
+
 def test_readonly_store_refuses_writes(store, tmp_path):
     ro = Store.open(tmp_path / "a.db", readonly=True)
     with pytest.raises(StoreError, match="read-only"), ro.transaction():
