@@ -443,3 +443,29 @@ def test_a_next_token_that_repeats_stops_the_listing(clinic):
     assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 3
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
+
+
+def test_forgetting_handled_posts_changes_nothing(tmp_path, monkeypatch):
+    """The connector's memory of handled posts is bounded (RecentSet). With room for only two, every post
+    is handled again whenever it comes back, and the archive is the same: no duplicate version or event."""
+    from archiver.connectors import base, x
+
+    (tmp_path / "small").mkdir()
+    small = XClinic(tmp_path / "small", monkeypatch)
+    try:
+        small.state.add_tweet(
+            small.ann["id"], "a reply", created_at=NOW - timedelta(days=1), reply_to=small.posts[0]["id"]
+        )
+        monkeypatch.setattr(x, "RecentSet", lambda: base.RecentSet(2))
+        assert small.run()[0] == 0
+        assert small.run()[0] == 0
+        db = sqlite3.connect(small.tmp_path / "arch" / "archive.db")
+        versions = db.execute("SELECT count(*), count(DISTINCT item_key) FROM item_versions").fetchone()
+        events = db.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall()
+    finally:
+        small.server.stop()
+    assert versions == (4, 4) and events == [("created", 4)]
+    memory = base.RecentSet(4)
+    for key in "abcde":
+        memory.add(key)
+    assert "e" in memory and "d" in memory and "a" not in memory

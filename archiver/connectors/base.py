@@ -76,6 +76,26 @@ class PageTrail:
         self.asked.add(page)
 
 
+class RecentSet:
+    """What a connector has handled lately in this run, to skip repeats (a parent that comes again with each
+    reply). Bounded, so that memory stays flat whatever the account's size: past `capacity` entries the
+    older half is forgotten. A repeat that comes back later is handled again, which the store's change
+    detection makes harmless (no new version, no new event)."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.half = max(1, capacity // 2)
+        self._new: set[str] = set()
+        self._old: set[str] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._new or key in self._old
+
+    def add(self, key: str) -> None:
+        self._new.add(key)
+        if len(self._new) >= self.half:
+            self._old, self._new = self._new, set()
+
+
 @dataclass(frozen=True)
 class FetchWindow:
     """Items created at or after `recheck_since` (ISO UTC) are re-read each run.

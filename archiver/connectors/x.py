@@ -34,7 +34,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RecentSet
 
 log = logging.getLogger("archiver.x")
 
@@ -173,8 +173,9 @@ class _XRun:
         self.access_level = str(self.options.get("access_level", "basic"))
         self.full_archive = self.access_level in FULL_ARCHIVE_LEVELS
         self.search_window = timedelta(days=int(self.options.get("search_window_days", 7)))
-        self.seen: set[str] = set()  # version ids observed this run
-        self.seen_items: set[str] = set()  # item keys observed this run
+        self.seen = RecentSet()  # version ids observed lately in this run
+        # keys of the items of the re-check window observed this run (confirm_known looks up the others)
+        self.seen_items: set[str] = set()
         self.threads_read: set[str] = set()
         self.out_of_window: list[str] = []
         self.media_fetched: set[str] = set()
@@ -360,9 +361,10 @@ class _XRun:
         for version_id in chain:
             if version_id in includes.tweets:
                 versions.setdefault(version_id, includes.tweets[version_id])
-        self.seen_items.add(key)
         first = versions.get(chain[0])
         created_at = (first or {}).get("created_at") or (known.created_at if known else None) or tweet.get("created_at")
+        if not created_at or created_at >= self.window.recheck_since:
+            self.seen_items.add(key)  # only these are ever looked up: memory follows the window, not the account
         for position, version_id in enumerate(chain):
             version = versions.get(version_id)
             if version is None or version_id in self.seen:
