@@ -34,7 +34,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_x import DM, POST, Shape, SyntheticXServer, token  # noqa: E402
+from synthetic_x import POST, Shape, SyntheticXServer, token  # noqa: E402
 
 from archiver.connectors.x import TWEET_FIELDS  # noqa: E402
 from archiver.demo.loopback import Request  # noqa: E402
@@ -149,7 +149,6 @@ def payloads(server: SyntheticXServer, account: int = 0) -> list[tuple[str, byte
         token_value = page["meta"].get("next_token", "")
         if not token_value:
             break
-    assert DM == 2
     return out
 
 

@@ -233,37 +233,38 @@ class SyntheticXServer(LoopbackServer):
         if m := re.fullmatch(r"/2/users/(\d+)/tweets", path):
             account = int(m[1]) - 2_000_000
             first = self.shape.posts - 1
-            if token := query.get("pagination_token"):
-                first = self.data.decode(int(token, 36))[2] - 1
+            if cursor := query.get("pagination_token"):
+                first = self.data.decode(int(cursor, 36))[2] - 1
             last = 0
             if since := query.get("since_id"):
                 last = self.data.decode(int(since))[2] + 1
             indices = range(first, max(last, first - PAGE + 1) - 1, -1)
             more = first - PAGE + 1 > last
-            return 200, self.page([self.data.tweet(account, POST, i) for i in indices], fields, "next_token", more)
+            return 200, self.page([self.data.tweet(account, POST, i) for i in indices], fields, more)
         if path in ("/2/tweets/search/all", "/2/tweets/search/recent"):
             root = re.fullmatch(r"conversation_id:(\d+)", query.get("query", ""))
             if not root:
                 return 400, {"errors": [{"message": "only conversation_id:<id>"}]}
             account, _, index, _ = self.data.decode(int(root[1]))
             replies = [self.data.tweet(account, REPLY, index, r) for r in range(self.shape.replies_per_post, 0, -1)]
-            return 200, self.page(replies, fields, "next_token", False)
+            return 200, self.page(replies, fields, False)
         if path == "/2/tweets":
             found = []
             for value in query.get("ids", "").split(","):
                 account, kind, index, reply = self.data.decode(int(value))
                 found.append(self.data.tweet(account, kind, index, reply))
-            return 200, self.page(found, fields, None, False)
+            return 200, self.page(found, fields, False)
         if path == "/2/dm_events":
             account = me
             first = self.shape.dms - 1
-            if token := query.get("pagination_token"):
-                first = self.data.decode(int(token, 36))[2] - 1
+            if cursor := query.get("pagination_token"):
+                first = self.data.decode(int(cursor, 36))[2] - 1
             indices = range(first, max(-1, first - PAGE), -1)
-            return 200, self.page([self.data.dm(account, i) for i in indices], None, "next_token", first - PAGE >= 0)
+            return 200, self.page([self.data.dm(account, i) for i in indices], None, first - PAGE >= 0)
         return 404, {"title": "Not Found", "detail": f"no route for {path}"}
 
-    def page(self, objects: list[dict[str, Any]], fields: set[str] | None, _token: str | None, more: bool) -> dict:
+    def page(self, objects: list[dict[str, Any]], fields: set[str] | None, more: bool) -> dict:
+        """A listing page; `more` adds a `next_token` (both paging parameters take it, as on X)."""
         if not objects:
             return {"meta": {"result_count": 0}}
         data = [{k: v for k, v in o.items() if k in fields} for o in objects] if fields else objects
