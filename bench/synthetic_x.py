@@ -206,7 +206,8 @@ class Synthetic:
 
 
 class SyntheticXServer(LoopbackServer):
-    """Answers the X connector's calls for every account of a Shape; counts requests by route."""
+    """Answers the X connector's calls for every account of a Shape (each with its own token); the requests
+    are in `requests_log`, as on every loopback sample."""
 
     name = "synthetic-x"
 
