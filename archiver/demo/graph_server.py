@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .mastodon_server import Fault
+from .serving import ServedFromThread
 
 MEDIA_PREFIX = "/cdn/media/"
 VERSION = re.compile(r"v\d+\.\d+")
@@ -482,8 +483,10 @@ def _uncursor(cursor: str) -> str | None:
         return None
 
 
-class SampleGraphServer:
+class SampleGraphServer(ServedFromThread):
     """Serves a GraphState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop()."""
+
+    name = "sample-graph"
 
     def __init__(
         self,
@@ -513,26 +516,6 @@ class SampleGraphServer:
         self._httpd.daemon_threads = True
         self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         state.rebase(self.base_url)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SampleGraphServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-graph", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; calling it again does nothing."""
-        if self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread = None
-
-    def __enter__(self) -> SampleGraphServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- errors and usage --------------------------------------------------------------------------------------
     @staticmethod

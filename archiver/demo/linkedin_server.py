@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .mastodon_server import Fault
+from .serving import ServedFromThread
 
 MEDIA_PREFIX = "/dms/image/"
 SUPPORTED_VERSIONS = {f"{year}{month:02d}" for year in (2025, 2026) for month in range(1, 13)}
@@ -205,12 +206,14 @@ VERSION_MISSING = _error(
 NOT_ENCODED = _error(400, "ILLEGAL_ARGUMENT", "Syntax exception in path variables: URNs must be URL-encoded")
 
 
-class SampleLinkedInServer:
+class SampleLinkedInServer(ServedFromThread):
     """Serves a LinkedInState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop().
 
     `tokens` maps each accepted bearer token to the organisation ids it administers. `daily_limit` caps the
     API calls a token may make (None: no cap); past it every API call gets LinkedIn's bare 429.
     """
+
+    name = "sample-linkedin"
 
     def __init__(
         self,
@@ -230,25 +233,6 @@ class SampleLinkedInServer:
         self._httpd.daemon_threads = True
         self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         state.base_url = self.base_url
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SampleLinkedInServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-linkedin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread = None
-
-    def __enter__(self) -> SampleLinkedInServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

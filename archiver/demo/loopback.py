@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .mastodon_server import Fault
+from .serving import ServedFromThread
 
 __all__ = ["Fault", "LoopbackServer", "Reply", "Request"]
 
@@ -40,7 +41,7 @@ class Reply:
         return cls(status, json.dumps(value).encode("utf-8"), dict(headers or {}))
 
 
-class LoopbackServer:
+class LoopbackServer(ServedFromThread):
     """Serves `respond` on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop()."""
 
     name = "sample-platform"
@@ -52,29 +53,9 @@ class LoopbackServer:
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
         self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
 
     def respond(self, request: Request) -> Reply:  # pragma: no cover - every platform overrides it
         return Reply.json(404, {"error": "NotFound"})
-
-    def start(self) -> LoopbackServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=self.name, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; calling it again does nothing."""
-        if self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread = None
-
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from .serving import ServedFromThread
+
 MEDIA_PREFIX = "/system/media_attachments/files/"
 RATE_WINDOW = timedelta(minutes=5)
 
@@ -299,8 +301,10 @@ def _page(
     return selected[:limit]
 
 
-class SampleMastodonServer:
+class SampleMastodonServer(ServedFromThread):
     """Serves a MastodonState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop()."""
+
+    name = "sample-mastodon"
 
     def __init__(self, state: MastodonState, token: str, host: str = "127.0.0.1", port: int = 0, rate_limit: int = 300):
         self.state = state
@@ -323,26 +327,6 @@ class SampleMastodonServer:
                 for media in entry["media_attachments"]:
                     for key in ("url", "preview_url"):
                         media[key] = media[key].replace(old, self.base_url)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SampleMastodonServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-mastodon", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; calling it again does nothing."""
-        if self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread = None
-
-    def __enter__(self) -> SampleMastodonServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- rate limit ----------------------------------------------------------------------------------------
     def _rate_headers(self) -> tuple[bool, dict[str, str]]:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .mastodon_server import Fault
 from .png import make_png
+from .serving import ServedFromThread
 
 API = "/youtube/v3/"
 THUMB_PREFIX = "/vi/"
@@ -261,12 +262,14 @@ def _offset(token: str | None) -> int | None:
     return int(text[7:]) if text.startswith("offset:") and text[7:].isdigit() else None
 
 
-class SampleYouTubeServer:
+class SampleYouTubeServer(ServedFromThread):
     """Serves a YouTubeState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop().
 
     `api_key` is accepted as `key=`, `oauth_token` as a Bearer header (it sees private videos too).
     `daily_quota` units are spent one a call, reset by `reset_quota()` (Google's midnight Pacific).
     """
+
+    name = "sample-youtube"
 
     def __init__(
         self,
@@ -287,29 +290,10 @@ class SampleYouTubeServer:
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
         self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
 
     def reset_quota(self) -> None:
         with self.state.lock:
             self.units_spent = 0
-
-    def start(self) -> SampleYouTubeServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sample-youtube", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread = None
-
-    def __enter__(self) -> SampleYouTubeServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def api_calls(self, method: str) -> list[dict[str, str]]:
         """The queries of the calls made to one API method (e.g. "commentThreads"), in order."""
