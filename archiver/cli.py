@@ -471,6 +471,7 @@ def scan(
     Example: archiver scan --all --config /etc/archiver/archiver.toml
     """
     from .scan.archive import append_scan, build_detector, open_text_source, scan_text_lines
+    from .scan.parallel import worker_count
 
     if text is not None:
         cfg = load_config(config) if config is not None else None
@@ -492,7 +493,13 @@ def scan(
     with archive_lock(cfg.archive.dir), count_progress(on_terminal(), "scanning versions") as on_progress:
         store = Store.open(cfg.archive.database, create=False)
         try:
-            outcome = append_scan(store, detector, mode="all" if all_versions else "new", on_progress=on_progress)
+            outcome = append_scan(
+                store,
+                detector,
+                mode="all" if all_versions else "new",
+                on_progress=on_progress,
+                workers=worker_count(cfg.scan.workers),
+            )
         finally:
             store.close()
     typer.echo(outcome.summary())

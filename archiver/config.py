@@ -70,6 +70,7 @@ class ScanConfig:
     staff: tuple[str, ...] = ()
     staff_file: Path | None = None
     spacy_model: Path | None = None
+    workers: int | None = None  # processes detecting in a large scan; None: one a core
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
         staff=tuple(scan.get("staff", [])),
         staff_file=(base / staff_file).resolve() if staff_file else None,
         spacy_model=(base / scan["spacy_model"]).resolve() if scan.get("spacy_model") else None,
+        workers=scan.get("workers"),
     )
 
 

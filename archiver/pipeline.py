@@ -29,7 +29,7 @@ from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Not
 from .lock import archive_lock
 from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
 from .scan.alerts import send_failure_alert
-from .scan.archive import scan_after_run
+from .scan.archive import scan_after_run, start_scanner
 from .store import KnownItem, Store
 from .warc import WarcWriter, iso, utcnow
 
@@ -97,12 +97,20 @@ class RunTransaction:
     synced: no committed row points at data that could still be lost.
     """
 
-    def __init__(self, store: Store, sync: Callable[[], None], lock: threading.RLock, every: int = 0):
+    def __init__(
+        self,
+        store: Store,
+        sync: Callable[[], None],
+        lock: threading.RLock,
+        every: int = 0,
+        on_commit: Callable[[], None] | None = None,
+    ):
         self.store = store
         self.sync = sync
         self.lock = lock
         self.every = every or COMMIT_EVERY
         self.pending = 0
+        self.on_commit = on_commit  # told (lock held) after each commit: the PHI scan starts on what is committed
 
     def __enter__(self) -> RunTransaction:
         with self.lock:
@@ -113,6 +121,7 @@ class RunTransaction:
         with self.lock:
             self.sync()
             self.store.commit()
+            self._committed()
 
     def applied(self) -> bool:
         """Count one observation (lock held); True when this made a commit."""
@@ -126,8 +135,13 @@ class RunTransaction:
         with self.lock:
             self.sync()
             self.store.commit()
+            self._committed()
             self.store.begin()
             self.pending = 0
+
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
 
 
 class StoreAccountState:
@@ -235,6 +249,7 @@ def run_archive(
         archive.dir.mkdir(parents=True, exist_ok=True)
         archive.dir.chmod(0o700)  # PHI lives here: nobody else reads it
         store = Store.open(archive.database)
+        scanner = None
         try:
             started = now().astimezone(UTC)
             run_id = new_run_id(started)
@@ -253,7 +268,9 @@ def run_archive(
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
-            with RunTransaction(store, warc.sync, warc.lock) as transaction:
+            scanner = start_scanner(store, config)
+            on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner else None
+            with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit) as transaction:
                 results = run_platforms(
                     accounts,
                     archive.parallel_platforms,
@@ -262,7 +279,7 @@ def run_archive(
                 )
                 warc.close()
             run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
-            scan_after_run(store, config, run_id, notices)  # flags before the checkpoint signs the ledger
+            scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs the ledger
             consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
             failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
             notices.extend(send_failure_alert(config, run_id, failed))
@@ -270,6 +287,8 @@ def run_archive(
             checkpoint_archive(store, config, run_id, notices)
             return run
         finally:
+            if scanner is not None:
+                scanner.close()
             store.close()
 
 

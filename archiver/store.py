@@ -427,6 +427,9 @@ class Store:
         )
 
     # -- items ---------------------------------------------------------------------------------------------
+    def last_version_id(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(id), 0) FROM item_versions").fetchone()[0]
+
     def latest_version(self, item_key: str) -> sqlite3.Row | None:
         return self.conn.execute(
             "SELECT * FROM item_versions WHERE item_key=? ORDER BY id DESC LIMIT 1", (item_key,)

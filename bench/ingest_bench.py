@@ -12,7 +12,7 @@ Each repeat measures, in this order:
 - the run: wall time, and its stages from the archive's own timestamps: capture (run start to the account's
   end: HTTP + WARC + store + ledger + FTS) and the PHI scan, consent check and checkpoint after it.
 
-    python bench/ingest_bench.py [--items 1000000] [--repeats 3] [--keep DIR]
+    python bench/ingest_bench.py [--items 1000000] [--repeats 3] [--keep DIR] [--scan-workers auto,0]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -48,8 +49,12 @@ def shape_for(items: int, accounts: int = 1) -> Shape:
     return Shape(accounts=accounts, posts=posts, replies_per_post=REPLIES, dms=items - posts * (1 + REPLIES))
 
 
-def write_config(folder: Path, server: SyntheticXServer, accounts: int, recheck_days: int = 14) -> Path:
+def write_config(
+    folder: Path, server: SyntheticXServer, accounts: int, recheck_days: int = 14, scan_workers: int | None = None
+) -> Path:
     lines = [f'[archive]\ndir = "{folder / "archive"}"\nrecheck_days = {recheck_days}\n']
+    if scan_workers is not None:
+        lines.append(f"[scan]\nworkers = {scan_workers}\n")
     for a in range(accounts):
         lines.append(
             f'[[accounts]]\nname = "clinic{a}"\nplatform = "x"\napi_base = "{server.base_url}"\n'
@@ -74,14 +79,29 @@ def peak_rss_mb(pid: int) -> int:
     return next((int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the PHI scan's worker processes)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def run_cli(config: Path, accounts: int) -> tuple[float, int, str]:
     """`python -m archiver run`: (wall seconds, peak RSS in MB, stderr's tail); raises when it fails.
 
-    The peak is the child's VmHWM, read every 0.2 s until it exits (it only grows, so the last reading is the
-    peak but for the last 0.2 s). wait4's ru_maxrss would not do: Linux folds the RSS the process had before
-    exec, i.e. this bench's own memory (the payloads it holds), into it."""
+    The peak is the sum of the VmHWM of the run and of each process it started (its scan workers), each
+    read every 0.2 s while it lives: an upper bound of their memory at any one time. wait4's ru_maxrss would
+    not do: Linux folds the RSS the process had before exec, i.e. this bench's own memory (the payloads it
+    holds), into it."""
     start = time.perf_counter()
-    peak = 0
+    peaks: dict[int, int] = {}
     with open(config.parent / "run.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "archiver", "run", "--config", str(config), "--quiet", "--json"],
@@ -90,13 +110,14 @@ def run_cli(config: Path, accounts: int) -> tuple[float, int, str]:
             env=bench_env(accounts),
         )
         while proc.poll() is None:
-            peak = max(peak, peak_rss_mb(proc.pid))
+            for pid in process_tree(proc.pid):
+                peaks[pid] = max(peaks.get(pid, 0), peak_rss_mb(pid))
             time.sleep(0.2)
     wall = time.perf_counter() - start
     tail = (config.parent / "run.log").read_text()[-2000:]
     if proc.returncode != 0:
         raise SystemExit(f"archiver run failed ({proc.returncode}):\n{tail}")
-    return wall, peak, tail
+    return wall, sum(peaks.values()), tail
 
 
 def stages(database: Path) -> dict[str, float]:
@@ -170,14 +191,25 @@ def warcio_baseline(bodies: list[tuple[str, bytes]], path: Path) -> float:
     return time.perf_counter() - start
 
 
+def workers_setting(value: str) -> int | None:
+    return None if value == "auto" else int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="keep the last repeat's archive here (for rebuild_bench.py)")
+    parser.add_argument(
+        "--scan-workers",
+        default="auto",
+        help="`[scan] workers` of the run, or several to compare in each repeat: auto,0 (auto: one a core)",
+    )
     args = parser.parse_args()
+    settings = args.scan_workers.split(",")
     shape = shape_for(args.items)
-    runs, rss, capture, after, base = [], [], [], [], []
+    base: list[float] = []
+    runs: dict[str, dict[str, list[float]]] = {w: {"wall": [], "rss": [], "capture": [], "after": []} for w in settings}
     with SyntheticXServer(shape) as server, tempfile.TemporaryDirectory() as tmp:
         bodies = payloads(server)
         size = sum(len(b) for _, b in bodies)
@@ -189,30 +221,36 @@ def main() -> None:
         )
         for repeat in range(args.repeats):
             base.append(warcio_baseline(bodies, Path(tmp) / "baseline.warc.gz"))
-            folder = (args.keep if args.keep and repeat == args.repeats - 1 else Path(tmp) / f"r{repeat}").resolve()
-            folder.mkdir(parents=True, exist_ok=False)
-            wall, peak, _ = run_cli(write_config(folder, server, 1), 1)
-            found = counts(folder / "archive" / "archive.db")
-            assert found["item_versions"] == shape.items, found
-            timing = stages(folder / "archive" / "archive.db")
-            runs.append(wall)
-            rss.append(peak)
-            capture.append(timing["capture"])
-            after.append(timing["after"])
-            print(
-                f"repeat {repeat + 1}: baseline {base[-1]:.1f} s; run {wall:.1f} s (capture {timing['capture']:.1f} s, "
-                f"after {timing['after']:.1f} s), peak {peak} MB; {found}",
-                flush=True,
-            )
-    b, w, c = statistics.median(base), statistics.median(runs), statistics.median(capture)
+            print(f"repeat {repeat + 1}: baseline {base[-1]:.1f} s", flush=True)
+            for setting in settings:
+                last = repeat == args.repeats - 1 and setting == settings[0]
+                folder = (args.keep if args.keep and last else Path(tmp) / f"r{repeat}-{setting}").resolve()
+                folder.mkdir(parents=True, exist_ok=False)
+                config = write_config(folder, server, 1, scan_workers=workers_setting(setting))
+                wall, peak, _ = run_cli(config, 1)
+                found = counts(folder / "archive" / "archive.db")
+                assert found["item_versions"] == shape.items, found
+                timing = stages(folder / "archive" / "archive.db")
+                for name, value in (("wall", wall), ("rss", peak), *timing.items()):
+                    runs[setting][name].append(value)
+                print(
+                    f"  scan workers {setting}: run {wall:.1f} s (capture {timing['capture']:.1f} s, "
+                    f"after {timing['after']:.1f} s), peak {peak} MB; {found}",
+                    flush=True,
+                )
+                if not last and folder.parent == Path(tmp).resolve():
+                    shutil.rmtree(folder)  # a 1M-item archive is 5 GB
+    b = statistics.median(base)
     items = shape.items
     print(f"baseline (warcio alone, same payloads): median {b:.1f} s = {items / b:,.0f} items/s")
-    print(f"archiver run end to end:                median {w:.1f} s = {items / w:,.0f} items/s, ratio {b / w:.2f}")
-    print(
-        f"  capture stage (HTTP+WARC+store+ledger+FTS): median {c:.1f} s = {items / c:,.0f} items/s, ratio {b / c:.2f}"
-    )
-    print(f"  after the capture (PHI scan, consent check, checkpoint): median {statistics.median(after):.1f} s")
-    print(f"peak memory of the run: median {statistics.median(rss)} MB (max {max(rss)} MB)")
+    for setting, found in runs.items():
+        w, c = statistics.median(found["wall"]), statistics.median(found["capture"])
+        print(f"scan workers {setting}:")
+        print(f"  archiver run end to end: median {w:.1f} s = {items / w:,.0f} items/s, ratio {b / w:.2f}")
+        print(f"  capture stage (HTTP+WARC+store+ledger+FTS): median {c:.1f} s = {items / c:,.0f} items/s")
+        after, rss = statistics.median(found["after"]), statistics.median(found["rss"])
+        print(f"  after the capture (rest of the PHI scan, consent check, checkpoint): median {after:.1f} s")
+        print(f"  peak memory, run and its workers: median {rss:.0f} MB (max {max(found['rss'])} MB)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +21,12 @@ from ..errors import ArchiverError, ConfigError
 from ..store import Store
 from ..warc import iso, utcnow
 from .engine import AllowList, Detector
+from .parallel import VersionScanner, worker_count
 from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
 
 log = logging.getLogger("archiver.scan")
 
 DECISIONS = ("violation", "false-positive", "escalated")
-BATCH = 1000
 
 
 @dataclass
@@ -76,6 +77,23 @@ def detector_for(
     return Detector(select_rules(load_rules(scan.rule_files, builtin=builtin), keep), allow, finder)
 
 
+def next_unscanned(conn: sqlite3.Connection) -> int:
+    """The first item version id no scan has covered yet."""
+    return conn.execute("SELECT coalesce(max(to_version_id), 0) + 1 FROM scan_runs").fetchone()[0]
+
+
+def start_scanner(store: Store, config: Config) -> VersionScanner | None:
+    """The scanner a run feeds as it commits (see scan/parallel.py); None when the detector cannot be built,
+    which the scan after the run then reports."""
+    try:
+        detector = build_detector(config)
+    except (ArchiverError, OSError):
+        return None
+    return VersionScanner(
+        store.conn, store.path, detector, next_unscanned(store.conn), worker_count(config.scan.workers)
+    )
+
+
 def append_scan(
     store: Store,
     detector: Detector,
@@ -83,16 +101,19 @@ def append_scan(
     mode: str,
     run_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    workers: int = 0,
+    scanner: VersionScanner | None = None,
 ) -> ScanOutcome:
-    """Scan the versions no scan has covered (mode "new") or all of them ("all"); append flags and a scan row."""
+    """Scan the versions no scan has covered (mode "new") or all of them ("all"); append flags and a scan row.
+
+    Detection runs in `workers` processes when there is enough to scan, or in `scanner` (a run's, which has
+    done part of it already); the flags are appended here, in version order, either way."""
     started = iso(utcnow())
     with store.transaction():
         conn = store.conn
         scan_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM scan_runs").fetchone()[0]
         last = conn.execute("SELECT coalesce(max(id), 0) FROM item_versions").fetchone()[0]
-        first = 1
-        if mode == "new":
-            first = conn.execute("SELECT coalesce(max(to_version_id), 0) + 1 FROM scan_runs").fetchone()[0]
+        first = next_unscanned(conn) if mode == "new" else 1
         known: set[tuple[int, str, int, int]] = set()
         if mode == "all":
             known = {
@@ -104,38 +125,34 @@ def append_scan(
             }
         outcome = ScanOutcome(scan_id, detector.version, mode, 0)
         total = max(0, last - first + 1)
-        cursor = first
-        while cursor <= last:
-            rows = conn.execute(
-                "SELECT id, item_key, kind, text, author_handle FROM item_versions"
-                " WHERE id BETWEEN ? AND ? ORDER BY id",
-                (cursor, min(last, cursor + BATCH - 1)),
-            ).fetchall()
-            cursor += BATCH
-            for version_id, item_key, kind, text, author in rows:
-                outcome.versions_scanned += 1
-                for hit in detector.detect(text, kind, author):
-                    if (version_id, hit.rule_id, hit.start, hit.end) in known:
-                        continue
-                    row = {
-                        "version_id": version_id,
-                        "item_key": item_key,
-                        "rule_id": hit.rule_id,
-                        "rules_version": detector.version,
-                        "category": hit.category,
-                        "severity": hit.severity,
-                        "span_start": hit.start,
-                        "span_end": hit.end,
-                        "matched": hit.matched,
-                        "reason": hit.reason,
-                        "run_id": run_id,
-                        "scan_id": scan_id,
-                        "created_at": iso(utcnow()),
-                    }
-                    row["id"] = store._insert("flags", row)
-                    outcome.flags.append(row)
-            if on_progress:
-                on_progress(min(total, cursor - first), total)
+        if scanner is None or scanner.detector is not detector:
+            scanner = VersionScanner(conn, store.path, detector, first, workers)
+        with scanner:
+            for _, end, (scanned, found) in scanner.batches(first, last):
+                outcome.versions_scanned += scanned
+                for version_id, item_key, hits in found:
+                    for hit in hits:
+                        if (version_id, hit.rule_id, hit.start, hit.end) in known:
+                            continue
+                        row = {
+                            "version_id": version_id,
+                            "item_key": item_key,
+                            "rule_id": hit.rule_id,
+                            "rules_version": detector.version,
+                            "category": hit.category,
+                            "severity": hit.severity,
+                            "span_start": hit.start,
+                            "span_end": hit.end,
+                            "matched": hit.matched,
+                            "reason": hit.reason,
+                            "run_id": run_id,
+                            "scan_id": scan_id,
+                            "created_at": iso(utcnow()),
+                        }
+                        row["id"] = store._insert("flags", row)
+                        outcome.flags.append(row)
+                if on_progress:
+                    on_progress(end - first + 1, total)
         store._insert(
             "scan_runs",
             {
@@ -175,13 +192,17 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
         )
 
 
-def scan_after_run(store: Store, config: Config, run_id: str, notices: list[str]) -> ScanOutcome | None:
-    """The end of `archiver run`: scan the new versions, announce new flags. A failure here is a notice and a
-    log line, never a lost run (the captures are already committed)."""
+def scan_after_run(
+    store: Store, config: Config, run_id: str, notices: list[str], scanner: VersionScanner | None = None
+) -> ScanOutcome | None:
+    """The end of `archiver run`: scan the new versions (`scanner` holds what was detected during the capture),
+    announce new flags. A failure here is a notice and a log line, never a lost run (the captures are already
+    committed)."""
     from .alerts import send_alerts
 
     try:
-        outcome = append_scan(store, build_detector(config), mode="new", run_id=run_id)
+        detector = scanner.detector if scanner is not None else build_detector(config)
+        outcome = append_scan(store, detector, mode="new", run_id=run_id, scanner=scanner)
     except (ArchiverError, OSError) as exc:
         message = f"PHI scan failed: {exc}; fix it and run `archiver scan`"
         log.error(message)

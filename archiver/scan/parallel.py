@@ -1,0 +1,161 @@
+"""PHI detection over item versions, in worker processes when there are many: read by id range, hits back.
+
+Detection is pure CPU and every text stands alone, so a large scan can use every core. The workers only
+read (their own read-only connection; WAL lets them read while a run writes) and send their hits back; the
+one writer still appends every flag, in version order, exactly as a scan in one process would.
+
+A run hands each committed batch of versions to the workers as it goes (`committed`), so most of its scan is
+done by the time the capture ends. A small scan never starts a worker: a process costs about half a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+
+from .engine import Detector, Hit
+
+log = logging.getLogger("archiver.scan")
+
+BATCH = 1000  # versions a task: a few hundred milliseconds of detection
+# Versions to scan before workers are worth starting; the crash tests and the test suite set it low.
+PARALLEL_FROM = int(os.environ.get("ARCHIVER_SCAN_PARALLEL_FROM", "4000"))
+
+Detection = tuple[int, str, list[Hit]]  # version id, item key, its hits (only versions with hits)
+Batch = tuple[int, list[Detection]]  # versions read, and those with hits
+
+_worker: tuple[Detector, sqlite3.Connection] | None = None  # a worker process's detector and connection
+
+
+def detect_versions(conn: sqlite3.Connection, detector: Detector, first: int, last: int) -> Batch:
+    """Detect over the versions with ids first..last, in id order."""
+    rows = conn.execute(
+        "SELECT id, item_key, kind, text, author_handle FROM item_versions WHERE id BETWEEN ? AND ? ORDER BY id",
+        (first, last),
+    ).fetchall()
+    found = []
+    for version_id, item_key, kind, text, author in rows:
+        hits = detector.detect(text, kind, author)
+        if hits:
+            found.append((version_id, item_key, hits))
+    return len(rows), found
+
+
+def _start_worker(detector: Detector, database: str) -> None:
+    global _worker
+    _worker = detector, sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+
+
+def _detect_in_worker(first: int, last: int) -> Batch:
+    assert _worker is not None, "worker not started"
+    detector, conn = _worker
+    return detect_versions(conn, detector, first, last)
+
+
+def worker_count(setting: int | None) -> int:
+    """`[scan] workers`: None means one a core; 0 or 1 keeps detection in the archiver's own process."""
+    return (os.cpu_count() or 1) if setting is None else setting
+
+
+class VersionScanner:
+    """Detections for ranges of committed item versions, batch by batch, from worker processes or in-process.
+
+    `start` is the first version id the scan will ask for (batches are aligned on it, so that what was done
+    ahead is found again). `conn` is the caller's connection, for what is detected in this process.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        database: Path,
+        detector: Detector,
+        start: int,
+        workers: int = 0,
+        parallel_from: int | None = None,
+    ):
+        self.conn = conn
+        self.database = database
+        self.detector = detector
+        self.start = start
+        self.workers = workers if workers > 1 and _picklable(detector) else 0
+        self.parallel_from = PARALLEL_FROM if parallel_from is None else parallel_from
+        self.handed_over = 0  # batches given to the workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._ahead: dict[int, Future[Batch]] = {}  # batch start -> its detection under way
+        self._next = start  # the first version id not handed to a worker yet
+
+    def committed(self, last: int) -> None:
+        """Versions up to `last` are committed: hand every full batch of them to the workers, starting the
+        workers once enough are waiting."""
+        if not self.workers:
+            return
+        if self._pool is None and last - self._next + 1 < self.parallel_from:
+            return
+        while self._next + BATCH - 1 <= last:
+            self._hand_over(self._next, self._next + BATCH - 1)
+
+    def batches(self, first: int, last: int) -> Iterator[tuple[int, int, Batch]]:
+        """(first id, last id, detections) for first..last in order: what was handed over ahead, the rest now."""
+        if first == self.start and self.workers:
+            self.committed(last)
+            if self._pool is not None:
+                while self._next <= last:  # the last, partial batch too
+                    self._hand_over(self._next, min(last, self._next + BATCH - 1))
+        cursor = first
+        while cursor <= last:
+            end = min(last, cursor + BATCH - 1)
+            future = self._ahead.pop(cursor, None)
+            yield cursor, end, self._result(future, cursor, end)
+            cursor = end + 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> VersionScanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _hand_over(self, first: int, last: int) -> None:
+        if self._pool is None:
+            # spawn: a fresh interpreter, never a fork of a process with threads and an open database
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.detector, str(self.database)),
+            )
+        try:
+            self._ahead[first] = self._pool.submit(_detect_in_worker, first, last)
+            self.handed_over += 1
+        except (BrokenProcessPool, RuntimeError) as exc:  # a worker died: go on in this process
+            log.warning("PHI scan workers stopped (%s); scanning in the archiver's process", exc)
+            self.workers = 0
+        self._next = last + 1
+
+    def _result(self, future: Future[Batch] | None, first: int, last: int) -> Batch:
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool as exc:
+                log.warning("PHI scan worker stopped (%s); scanning versions %d-%d here", exc, first, last)
+        return detect_versions(self.conn, self.detector, first, last)
+
+
+def _picklable(detector: Detector) -> bool:
+    """Whether the detector can go to a worker (a spaCy person finder cannot: it stays in-process)."""
+    try:
+        pickle.dumps(detector)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False
+    return True
