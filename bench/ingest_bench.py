@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument(
         "--scan-workers",
         default="auto",
-        help="`[scan] workers` of the run, or several to compare in each repeat: auto,0 (auto: one a core)",
+        help="`[scan] workers` of the run, or several to compare in each repeat: auto,0 (auto: cores - 1)",
     )
     args = parser.parse_args()
     settings = args.scan_workers.split(",")

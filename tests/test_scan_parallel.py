@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+from concurrent import futures
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,8 +74,12 @@ def test_workers_append_exactly_the_flags_one_process_appends(tmp_path, small_ba
     try:
         one = append_scan(alone, detector, mode="new")
         scanner = VersionScanner(together.conn, together.path, detector, 1, workers=2, parallel_from=0)
+        last = together.last_version_id()
+        scanner.committed(last)  # every full batch queued; wait for the first ones the workers took
+        futures.wait([future for _, future in scanner._in_pool.values()])  # noqa: SLF001
         two = append_scan(together, detector, mode="new", scanner=scanner)
-        assert scanner.handed_over == -(-together.last_version_id() // parallel.BATCH)  # every batch
+        assert scanner.handed_over == -(-last // parallel.BATCH)  # every batch, the last partial one too
+        assert scanner.done_by_workers >= 3  # those waited for (workers + 1), and more
         assert one.versions_scanned == two.versions_scanned == together.last_version_id()
         assert len(one.flags) > 100
         assert flags_of(alone.conn) == flags_of(together.conn)
@@ -103,6 +108,21 @@ def test_a_detector_that_cannot_go_to_a_worker_scans_in_process(tmp_path):
         outcome = append_scan(store, with_finder, mode="new", scanner=scanner)
         assert scanner.handed_over == 0
         assert outcome.versions_scanned == store.last_version_id()
+    finally:
+        store.close()
+
+
+def test_batches_no_worker_has_taken_are_done_by_the_process(tmp_path, small_batches):
+    store = archive_of_eval_texts(tmp_path / "a.db")
+    detector = Detector(load_rules())
+    last = store.last_version_id()
+    try:
+        expected = list(detect_versions(store.conn, detector, 1, last)[1])
+        with VersionScanner(store.conn, store.path, detector, 1, workers=1, parallel_from=0) as scanner:
+            found = [hit for _, _, (_, batch) in scanner.batches(1, last) for hit in batch]
+        assert found == expected
+        assert scanner.handed_over == -(-last // parallel.BATCH)
+        assert scanner.done_by_workers < scanner.handed_over  # one worker, just started: most were taken back
     finally:
         store.close()
 

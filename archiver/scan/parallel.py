@@ -14,6 +14,8 @@ import logging
 import os
 import pickle
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -60,8 +62,9 @@ def _detect_in_worker(first: int, last: int) -> Batch:
 
 
 def worker_count(setting: int | None) -> int:
-    """`[scan] workers`: None means one a core; 0 or 1 keeps detection in the archiver's own process."""
-    return (os.cpu_count() or 1) if setting is None else setting
+    """`[scan] workers`: 0 keeps detection in the archiver's own process; None means one a core but the one
+    the capture itself uses (none on a single core)."""
+    return max(0, (os.cpu_count() or 1) - 1) if setting is None else setting
 
 
 class VersionScanner:
@@ -69,6 +72,10 @@ class VersionScanner:
 
     `start` is the first version id the scan will ask for (batches are aligned on it, so that what was done
     ahead is found again). `conn` is the caller's connection, for what is detected in this process.
+
+    Batches wait in a queue of ours and go to the pool a few at a time (one more than there are workers), so
+    this process can take back the last ones while it waits for the first: once the capture is over it
+    detects too. Nothing handed to the pool is ever cancelled.
     """
 
     def __init__(
@@ -84,15 +91,19 @@ class VersionScanner:
         self.database = database
         self.detector = detector
         self.start = start
-        self.workers = workers if workers > 1 and _picklable(detector) else 0
+        self.workers = workers if workers > 0 and _picklable(detector) else 0
         self.parallel_from = PARALLEL_FROM if parallel_from is None else parallel_from
         self.handed_over = 0  # batches given to the workers
+        self.done_by_workers = 0  # and of those, the ones a worker did (the others were taken back)
         self._pool: ProcessPoolExecutor | None = None
-        self._ahead: dict[int, Future[Batch]] = {}  # batch start -> its detection under way
-        self._next = start  # the first version id not handed to a worker yet
+        self._lock = threading.Lock()  # the queue is topped up from the pool's thread as batches finish
+        self._queued: deque[tuple[int, int]] = deque()  # batches for the workers, not in the pool yet
+        self._in_pool: dict[int, tuple[int, Future[Batch]]] = {}  # batch start -> (its end, its detection)
+        self._done_here: dict[int, Batch] = {}  # batches taken back, done in this process
+        self._next = start  # the first version id not handed over yet
 
     def committed(self, last: int) -> None:
-        """Versions up to `last` are committed: hand every full batch of them to the workers, starting the
+        """Versions up to `last` are committed: queue every full batch of them for the workers, starting the
         workers once enough are waiting."""
         if not self.workers:
             return
@@ -111,13 +122,12 @@ class VersionScanner:
         cursor = first
         while cursor <= last:
             end = min(last, cursor + BATCH - 1)
-            future = self._ahead.pop(cursor, None)
-            yield cursor, end, self._result(future, cursor, end)
+            yield cursor, end, self._result(cursor, end)
             cursor = end + 1
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True)
             self._pool = None
 
     def __enter__(self) -> VersionScanner:
@@ -135,21 +145,59 @@ class VersionScanner:
                 initializer=_start_worker,
                 initargs=(self.detector, str(self.database)),
             )
-        try:
-            self._ahead[first] = self._pool.submit(_detect_in_worker, first, last)
+        with self._lock:
+            self._queued.append((first, last))
             self.handed_over += 1
-        except (BrokenProcessPool, RuntimeError) as exc:  # a worker died: go on in this process
-            log.warning("PHI scan workers stopped (%s); scanning in the archiver's process", exc)
-            self.workers = 0
         self._next = last + 1
+        self._top_up()
 
-    def _result(self, future: Future[Batch] | None, first: int, last: int) -> Batch:
-        if future is not None:
-            try:
-                return future.result()
-            except BrokenProcessPool as exc:
-                log.warning("PHI scan worker stopped (%s); scanning versions %d-%d here", exc, first, last)
-        return detect_versions(self.conn, self.detector, first, last)
+    def _top_up(self, *_: object) -> None:
+        """Keep one batch more than there are workers in the pool."""
+        with self._lock:
+            while self._queued and self.workers:
+                if sum(1 for _, f in self._in_pool.values() if not f.done()) > self.workers:
+                    return
+                first, last = self._queued.popleft()
+                try:
+                    future = self._pool.submit(_detect_in_worker, first, last) if self._pool else None
+                except (BrokenProcessPool, RuntimeError) as exc:  # a worker died: go on in this process
+                    log.warning("PHI scan workers stopped (%s); scanning in the archiver's process", exc)
+                    self._queued.appendleft((first, last))
+                    self.workers = 0
+                    return
+                if future is None:
+                    return
+                self._in_pool[first] = last, future
+                future.add_done_callback(self._top_up)
+
+    def _result(self, first: int, last: int) -> Batch:
+        with self._lock:
+            done = self._done_here.pop(first, None)
+            end, future = self._in_pool.pop(first, (last, None))
+            if future is None and self._queued and self._queued[0][0] == first:
+                self._queued.popleft()  # not in the pool yet: this process does it
+        if done is not None:
+            return done
+        if future is None or end != last:
+            return detect_versions(self.conn, self.detector, first, last)
+        while not future.done() and self._take_back_last():
+            pass
+        try:
+            found = future.result()
+        except BrokenProcessPool as exc:
+            log.warning("PHI scan worker stopped (%s); scanning versions %d-%d here", exc, first, last)
+            return detect_versions(self.conn, self.detector, first, last)
+        self.done_by_workers += 1
+        return found
+
+    def _take_back_last(self) -> bool:
+        """Detect the last batch still queued here; False when none is left."""
+        with self._lock:
+            if not self._queued:
+                return False
+            first, last = self._queued.pop()
+        self._done_here[first] = detect_versions(self.conn, self.detector, first, last)
+        return True
 
 
 def _picklable(detector: Detector) -> bool:
