@@ -27,6 +27,7 @@ from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
 log = logging.getLogger("archiver.scan")
 
 DECISIONS = ("violation", "false-positive", "escalated")
+ALERT_FIELDS = ("version_id", "item_key", "rule_id", "category", "severity", "reason")
 
 
 @dataclass
@@ -35,7 +36,9 @@ class ScanOutcome:
     rules_version: str
     mode: str
     versions_scanned: int
-    flags: list[dict[str, Any]] = field(default_factory=list)  # the flags appended, as stored
+    # The flags appended, as the alerts need them: ids, kinds and reasons, never the matched text (a scan of a
+    # large archive holds them all until its alert, so they are kept small and free of PHI).
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         high = sum(1 for f in self.flags if f["severity"] == "high")
@@ -149,8 +152,8 @@ def append_scan(
                             "scan_id": scan_id,
                             "created_at": iso(utcnow()),
                         }
-                        row["id"] = store._insert("flags", row)
-                        outcome.flags.append(row)
+                        flag_id = store._insert("flags", row)
+                        outcome.flags.append({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
                 if on_progress:
                     on_progress(end - first + 1, total)
         store._insert(
