@@ -70,7 +70,7 @@ class ScanConfig:
     staff: tuple[str, ...] = ()
     staff_file: Path | None = None
     spacy_model: Path | None = None
-    workers: int | None = None  # processes detecting in a large scan; None: one a core
+    workers: int | None = None  # processes detecting in a large scan; None: one a core but the capture's
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .engine import Detector, Hit
 log = logging.getLogger("archiver.scan")
 
 BATCH = 1000  # versions a task: a few hundred milliseconds of detection
-# Versions to scan before workers are worth starting; the crash tests and the test suite set it low.
+# Versions to scan before workers are worth starting (the tests set it low).
 PARALLEL_FROM = int(os.environ.get("ARCHIVER_SCAN_PARALLEL_FROM", "4000"))
 
 Detection = tuple[int, str, list[Hit]]  # version id, item key, its hits (only versions with hits)
