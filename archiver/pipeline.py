@@ -269,7 +269,8 @@ def run_archive(
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
             scanner = start_scanner(store, config)
-            on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner else None
+            # only a scanner with workers does anything with a commit (see scan/parallel.py)
+            on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner and scanner.workers else None
             with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit) as transaction:
                 results = run_platforms(
                     accounts,

@@ -18,7 +18,6 @@ from archiver import pipeline
 from archiver.config import load_config
 from archiver.consent.check import CATEGORY as CONSENT_CATEGORY
 from archiver.demo.run import run_demo
-from archiver.items import Item
 from archiver.scan import archive as scan_archive
 from archiver.scan import parallel
 from archiver.scan.archive import append_scan, build_detector
@@ -26,7 +25,8 @@ from archiver.scan.engine import Detector
 from archiver.scan.parallel import VersionScanner, detect_versions
 from archiver.scan.rules import load_rules
 from archiver.store import Store
-from archiver.warc import CaptureRef
+
+from .test_store import make_item
 
 EVAL = Path(__file__).parent / "data" / "phi_eval.jsonl"
 FLAG_FIELDS = "version_id, item_key, rule_id, rules_version, category, severity, span_start, span_end, matched, reason"
@@ -40,21 +40,9 @@ def archive_of_eval_texts(path: Path, copies: int = 3) -> Store:
     with store.transaction():
         for copy in range(copies):
             for n, record in enumerate(texts):
-                key = f"x:1:{copy}-{n}"
-                store.append_item(
-                    "a",
-                    Item(
-                        item_key=key,
-                        platform="x",
-                        kind=record.get("kind", "comment"),
-                        native_id=key,
-                        source=CaptureRef("f.warc.gz", n, 1, f"<urn:uuid:{n}>"),
-                        raw={"id": key, "text": record["text"]},
-                        text=record["text"],
-                        created_at="2026-11-01T00:00:00.000Z",
-                    ),
-                    "run1",
-                )
+                key = f"mastodon:h:{copy}-{n}"
+                item = make_item(record["text"], item_key=key, native_id=key, kind=record.get("kind", "comment"))
+                store.append_item("a", item, "run1")
     return store
 
 
