@@ -35,7 +35,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RecentSet
 
 POST = "app.bsky.feed.post"
 PAGE_LIMIT = 100
@@ -199,8 +199,8 @@ class _BlueskyRun:
         self.display_name: str | None = None
         self.pds = ""
         self.pds_of: dict[str, str | None] = {}
-        self.seen: set[str] = set()
-        self.media_fetched: set[str] = set()
+        self.seen = RecentSet()  # item keys handled lately in this run
+        self.media_fetched = RecentSet()
         self.logged_in = False
         self.quotes_unsupported = False
         self.chat_answer = ""

@@ -42,7 +42,7 @@ from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..logs import register_secret
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, PageTrail
+from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet
 
 DEFAULT_GRAPH_VERSION = "v26.0"
 THROTTLE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
@@ -432,8 +432,8 @@ class GraphRun:
         self.account = account
         self.state = state
         self.window = window
-        self.seen: set[str] = set()
-        self.media_fetched: set[str] = set()
+        self.seen = RecentSet()  # item keys handled lately in this run
+        self.media_fetched = RecentSet()
 
     def key(self, object_id: str) -> str:
         return f"{self.platform}:{object_id}"

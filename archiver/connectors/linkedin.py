@@ -33,7 +33,7 @@ from ..errors import AuthError, PlatformError, RateLimitedError
 from ..http import USER_AGENT, Exchange, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RecentSet
 
 PAGE_COUNT = 50
 COMMENT_COUNT = 100
@@ -182,9 +182,9 @@ class _LinkedInRun:
         self.base = account.api_base.rstrip("/")
         self.headers = _headers(account)
         self.org_urn = organization_urn(account)
-        self.seen: set[str] = set()
-        self.threads_read: set[str] = set()
-        self.media_fetched: set[str] = set()
+        self.seen = RecentSet()  # item keys handled lately in this run
+        self.window_posts: set[str] = set()  # posts of the re-check window read this run (all: the look-ups skip them)
+        self.media_fetched = RecentSet()
         self.recheck_ms = int(_parse_time(window.recheck_since).timestamp() * 1000)
         self.last_seen = now  # capture time of the latest exchange
         self.asking = ""  # the call in progress, for messages
@@ -270,7 +270,7 @@ class _LinkedInRun:
     def recheck_posts(self) -> Iterator[Observation]:
         """Known posts of the window the listing did not show: a lookup by URN decides (404 = deleted)."""
         for known in self.state.known_items(created_since=self.window.recheck_since, kinds=("post",)):
-            if known.deleted or known.item_key in self.seen:
+            if known.deleted or known.item_key in self.window_posts:
                 continue
             exchange = self.get(f"/rest/posts/{encode_urn(known.native_id)}", ok=(200, 404))
             if exchange.status == 404:
@@ -285,7 +285,10 @@ class _LinkedInRun:
         if key in self.seen:
             return
         self.seen.add(key)
-        yield from self.observe(self.post_item(post, ref, self.media_entries(post)))
+        item = self.post_item(post, ref, self.media_entries(post))
+        if item.created_at is None or item.created_at >= self.window.recheck_since:
+            self.window_posts.add(key)  # only these are ever looked up: memory follows the window, not the page
+        yield from self.observe(item)
         yield from self.read_comments(post["id"])
 
     # -- comments ------------------------------------------------------------------------------------------

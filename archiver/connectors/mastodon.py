@@ -33,7 +33,7 @@ from ..items import (
     html_to_text,
 )
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, PageTrail
+from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -100,9 +100,9 @@ class _MastodonRun:
         self.window = window
         self.base = account.api_base
         self.host = urlsplit(account.api_base).netloc
-        self.seen: set[str] = set()  # item keys observed this run
+        self.seen = RecentSet()  # item keys handled lately in this run
         self.threads_read: set[str] = set()  # root keys whose context was read this run
-        self.media_fetched: set[str] = set()
+        self.media_fetched = RecentSet()
         self.me: dict[str, Any] = {}
 
     def key(self, status_id: str) -> str:

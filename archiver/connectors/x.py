@@ -178,7 +178,7 @@ class _XRun:
         self.seen_items: set[str] = set()
         self.threads_read: set[str] = set()
         self.out_of_window: list[str] = []
-        self.media_fetched: set[str] = set()
+        self.media_fetched = RecentSet()
         self.me: dict[str, Any] = {}
         self.now: datetime | None = None  # capture time of the first answer: the same when replayed
 

@@ -35,7 +35,7 @@ from ..errors import ArchiverError, AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RecentSet
 
 API_PATH = "/youtube/v3/"
 QUOTA_CURSOR = "quota_units_used"  # "<quota day (Pacific date)>:<units this account spent that day>"
@@ -145,7 +145,7 @@ class _YouTubeRun:
         self.used = int(units) if day == self.quota_day and units.isdigit() else 0
         self.pending = (state.cursor(PENDING_CURSOR) or "").split()
         self.remaining: list[str] | None = None  # videos whose comments are still to read, once planned
-        self.seen: set[str] = set()
+        self.seen = RecentSet()  # item keys handled lately in this run
 
     @staticmethod
     def video_key(video_id: str) -> str:
