@@ -10,6 +10,8 @@ A fixed parser re-reads old captures the same way.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -231,58 +233,88 @@ def rebuild_database(
     if out.resolve() == config.archive.database.resolve():
         raise ConfigError(f"{out}: is the live archive database; choose another --out")
     progress = progress or RunProgress()
-    accounts = {a.name: a for a in config.accounts}
-    store = Store.open(out)
-    runs = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside `out` under a temporary name and moved there only once complete: an interrupted rebuild
+    # never leaves a half database that looks like a result, so the file can skip the per-commit fsyncs.
+    handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(handle)
+    partial = Path(name)
     try:
-        for run in index_runs(config.archive.warc_dir):
-            if on_run:
-                on_run(run.run_id)
-            with store.transaction():
-                store._insert(
-                    "runs",
-                    {
-                        "id": run.run_id,
-                        "started_at": run.started_at,
-                        "host": run.host,
-                        "software_version": "rebuild",
-                        "config_sha256": run.config_sha256,
-                        "accounts_selected": json.dumps(run.accounts),
-                    },
-                )
-            statuses = []
-            for name in run.accounts:
-                account = accounts.get(name)
-                if account is None:
-                    raise ConfigError(
-                        f"{config.path}: run {run.run_id} captured account {name!r}, which the config no longer "
-                        "names; add it back (enabled = false is enough) to rebuild"
-                    )
-                recorded = run.exchanges.get(name, [])
-
-                def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
-                    return ReplaySession(
-                        config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
-                    )
-
-                with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
-                    result = archive_account(
-                        store,
-                        account,
-                        run.run_id,
-                        FetchWindow(run.recheck_since, run.run_started_at),
-                        open_session,
-                        transaction,
-                        progress,
-                        Redactor([]),
-                    )
-                statuses.append(result.status)
-            for path in run.files:
-                with store.transaction():
-                    size, records = path.stat().st_size, scan_warc(path).records
-                    store.append_warc_file(run.run_id, path.name, file_sha256(path), size, records)
-            store.append_run_result(run.run_id, "ok" if all(s == "ok" for s in statuses) else "failed", {})
-            runs += 1
+        store = Store.open(partial, durable=False)
+        try:
+            runs = _replay_runs(config, store, progress, on_run)
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            store.close()
+        _fsync(partial)
+        try:
+            os.link(partial, out)  # unlike a rename, never replaces a file that appeared at `out` meanwhile
+        except FileExistsError:
+            raise ConfigError(f"{out}: appeared during the rebuild; choose another --out") from None
+        _fsync(out.parent)
     finally:
-        store.close()
+        for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
+    return runs
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replay_runs(config: Config, store: Store, progress: RunProgress, on_run: Callable[[str], None] | None) -> int:
+    accounts = {a.name: a for a in config.accounts}
+    runs = 0
+    for run in index_runs(config.archive.warc_dir):
+        if on_run:
+            on_run(run.run_id)
+        with store.transaction():
+            store._insert(
+                "runs",
+                {
+                    "id": run.run_id,
+                    "started_at": run.started_at,
+                    "host": run.host,
+                    "software_version": "rebuild",
+                    "config_sha256": run.config_sha256,
+                    "accounts_selected": json.dumps(run.accounts),
+                },
+            )
+        statuses = []
+        for name in run.accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise ConfigError(
+                    f"{config.path}: run {run.run_id} captured account {name!r}, which the config no longer "
+                    "names; add it back (enabled = false is enough) to rebuild"
+                )
+            recorded = run.exchanges.get(name, [])
+
+            def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
+                return ReplaySession(
+                    config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
+                )
+
+            with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
+                result = archive_account(
+                    store,
+                    account,
+                    run.run_id,
+                    FetchWindow(run.recheck_since, run.run_started_at),
+                    open_session,
+                    transaction,
+                    progress,
+                    Redactor([]),
+                )
+            statuses.append(result.status)
+        for path in run.files:
+            with store.transaction():
+                size, records = path.stat().st_size, scan_warc(path).records
+                store.append_warc_file(run.run_id, path.name, file_sha256(path), size, records)
+        store.append_run_result(run.run_id, "ok" if all(s == "ok" for s in statuses) else "failed", {})
+        runs += 1
     return runs

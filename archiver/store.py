@@ -143,7 +143,8 @@ class Store:
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False, create: bool = True) -> Store:
+    def open(cls, path: Path, *, readonly: bool = False, create: bool = True, durable: bool = True) -> Store:
+        """`durable=False` (a rebuild's new file, renamed into place only once complete) skips the fsyncs."""
         path = Path(path)
         if readonly:
             if not path.exists():
@@ -158,7 +159,8 @@ class Store:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
+        # A committed row survives power loss; a file that is thrown away when interrupted need not.
+        conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
         # The indexes of a large archive are read on every append: keep their hot pages in memory (64 MB).

@@ -59,6 +59,25 @@ def test_rebuild_refuses_to_overwrite(demo):
     assert "already exists" in result.output
 
 
+def test_an_interrupted_rebuild_leaves_no_database_behind(demo, tmp_path):
+    """The new database is written under a temporary name and moved to --out only once complete: a rebuild
+    that stops half way (here, on a run whose account the config no longer names) leaves nothing there."""
+    config = tmp_path / "archiver.toml"
+    text = (demo / "archiver.toml").read_text()
+    assert 'name = "riverside-youtube"' in text  # replayed after the other platforms' accounts
+    config.write_text(
+        text.replace('name = "riverside-youtube"', 'name = "riverside-tube"').replace(
+            'dir = "archive"', f'dir = "{demo / "archive"}"'
+        )
+    )
+    out = tmp_path / "out" / "rebuilt.db"
+    result = CliRunner().invoke(app, ["rebuild", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "'riverside-youtube', which the config no longer names" in result.output
+    assert "replaying run" in result.output
+    assert list(out.parent.iterdir()) == []  # neither the database nor its partial file, WAL or shared memory
+
+
 def test_runs_in_the_same_second_are_replayed_in_capture_order(tmp_path):
     """File names carry seconds only (and a random run id): the warcinfo date decides the order."""
     second = datetime(2026, 11, 23, 9, 0, 0, tzinfo=UTC)
