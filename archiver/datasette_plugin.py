@@ -21,11 +21,11 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from datasette import Response, hookimpl
 from datasette.utils import baseconv
@@ -35,6 +35,7 @@ from itsdangerous import BadSignature
 from markupsafe import Markup
 
 from .access_log import Access, AccessLog, RequestRows, count_rows, current_rows
+from .login_throttle import LoginThrottle
 from .users import UsersFile
 from .workspace import item as item_page
 from .workspace import raw as raw_page
@@ -53,6 +54,8 @@ BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth
 # The workspace only reads: any other method is refused before Datasette sees it, but for signing in and out.
 READ_METHODS = ("GET", "HEAD")
 FORM_PATHS = ("/-/login", "/-/logout")
+LOGIN_PATH = "/-/login"
+MAX_FORM_BYTES = 64 * 1024  # a sign-in form is a few hundred bytes
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 
 
@@ -64,6 +67,7 @@ class Workspace:
     users: UsersFile
     access_log: AccessLog | None
     require_login: bool
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     def login_required(self, client: str) -> bool:
         return self.require_login or bool(self.users.users()) or not _is_loopback(client)
@@ -192,14 +196,49 @@ def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[s
     return who, out
 
 
-async def _refuse(send: Any, scope: dict[str, Any], status: int, message: str, location: str | None = None) -> None:
+async def _refuse(
+    send: Any,
+    scope: dict[str, Any],
+    status: int,
+    message: str,
+    location: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     if location:
         response = Response.redirect(location)
     elif scope["path"].endswith(".json"):
-        response = Response.json({"ok": False, "error": message, "status": status}, status=status)
+        response = Response.json({"ok": False, "error": message, "status": status}, status=status, headers=headers)
     else:
-        response = Response.text(message, status=status)
+        response = Response.text(message, status=status, headers=headers)
     await response.asgi_send(send)
+
+
+async def _read_form(receive: Any) -> tuple[bytes | None, Any]:
+    """The request body (None when larger than a sign-in form), and a `receive` that replays it to the app."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive  # the client went away
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > MAX_FORM_BYTES:
+            return None, receive
+    body, replayed = b"".join(chunks), False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return await receive()  # after the body: the disconnect, when it comes
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
+
+
+def _form_user(body: bytes) -> str:
+    return (parse_qs(body.decode("latin-1")).get("username") or [""])[0]
 
 
 @hookimpl
@@ -244,10 +283,26 @@ def asgi_wrapper(datasette: Any) -> Any:
                 await send(message)
 
             token = current_rows.set(counter)
+            signing_in = scope["method"] == "POST" and path == LOGIN_PATH
+            body: bytes | None = b""
+            user = ""
             try:
                 public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+                wait = 0.0
+                if signing_in:
+                    body, receive = await _read_form(receive)
+                    if body is not None:
+                        user = _form_user(body)
+                        wait = workspace.login_throttle.retry_after(client, user)
                 if path in BLOCKED_PATHS:
                     await _refuse(observe, scope, 404, "Not found")
+                elif signing_in and body is None:
+                    await _refuse(observe, scope, 413, "The sign-in form is too large")
+                elif wait > 0:
+                    minutes = max(1, round(wait / 60))
+                    log.warning("sign-in refused from %s: too many failed attempts; retry in %d min", client, minutes)
+                    message = f"Too many failed sign-ins; try again in {minutes} minute(s)"
+                    await _refuse(observe, scope, 429, message, headers={"Retry-After": str(int(wait) + 1)})
                 elif scope["method"] not in READ_METHODS and not (scope["method"] == "POST" and path in FORM_PATHS):
                     await _refuse(observe, scope, 405, "This archive is read-only: only GET requests are answered")
                 elif actor is None and not public and workspace.login_required(client):
@@ -259,7 +314,11 @@ def asgi_wrapper(datasette: Any) -> Any:
                     else:
                         await _refuse(observe, scope, 401, "Sign in first (at /-/login)")
                 else:
+                    if signing_in:
+                        workspace.login_throttle.attempt(client, user)
                     await app(scope, receive, observe)
+                    if signing_in and seen["signed_in"]:
+                        workspace.login_throttle.succeeded(client, user)
             finally:
                 current_rows.reset(token)
                 await record()  # a request that failed or was cut off before its last byte

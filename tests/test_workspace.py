@@ -522,6 +522,36 @@ def test_sign_in_cookie_carries_the_session_lifetime(server):
     assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200
 
 
+def test_password_guessing_is_refused_after_five_failures_for_a_name(demo):
+    """Eight wrong passwords for one name sent at once: five are checked, the others refused with 429 and
+    Retry-After before any password is checked; so is the right password next. Others still sign in from the
+    same address, and the access log shows the refusals."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from archiver.login_throttle import USER_LIMIT, WINDOW_SECONDS
+
+    from .workspace_server import csrftoken
+
+    def attempt(name: str, password: str) -> requests.Response:
+        session = requests.Session()
+        form = {"username": name, "password": password, "csrftoken": csrftoken(session, f"{base}/-/login")}
+        return session.post(f"{base}/-/login", data=form, allow_redirects=False, timeout=60)
+
+    with serving(demo, host="0.0.0.0") as base:  # its own process: its own count of failures
+        with ThreadPoolExecutor(8) as pool:
+            guesses = list(pool.map(lambda n: attempt("ann", f"wrong-guess-{n}"), range(8)))
+        checked = [r for r in guesses if r.status_code == 200]
+        assert len(checked) == USER_LIMIT and all("Invalid username or password" in r.text for r in checked)
+        assert sorted(r.status_code for r in guesses if r not in checked) == [429] * (8 - USER_LIMIT)
+        refused = attempt("ann", PASSWORDS["ann"])
+        assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+        assert WINDOW_SECONDS - 120 < int(refused.headers["Retry-After"]) <= WINDOW_SECONDS + 1
+        assert "ds_actor" not in refused.headers.get("set-cookie", "")
+        investigator = login(base, "ivan")
+        logins = log_rows(investigator, base, path="/-/login", method="POST")
+    assert [r["status"] for r in logins if r["status"] == 429] == [429] * (9 - USER_LIMIT)
+
+
 def test_serving_refuses_an_unvetted_plugin(demo):
     import types
 
