@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from ..config import AccountConfig
 from ..errors import ConfigError
 from ..http import Exchange, Session
-from ..items import AccountIdentity, CursorUpdate, Item, Notice, Observation
+from ..items import AccountIdentity, Item, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow
@@ -104,43 +104,16 @@ class _FacebookRun(GraphRun):
     # -- posts -------------------------------------------------------------------------------------------------
     def fetch_posts(self) -> Iterator[Observation]:
         """Posts newest first down to the older of the newest already archived and the re-check window."""
-        newest_known = self.state.cursor(POSTS_CURSOR)
-        stop_before = min(newest_known, self.window.recheck_since) if newest_known else None
         edge = self.account.options.get("posts_edge", "feed")
-        newest: str | None = None
-        listed: set[str] = set()
-        last_page: Exchange | None = None
-        reached_stop = False
-        for exchange, posts in self.client.pages(
-            f"{self.page_id}/{edge}", {"fields": POST_FIELDS, "limit": 25}, f"Page posts ({edge})"
-        ):
-            last_page = exchange
-            for post in posts:
-                created = graph_time(post.get("created_time")) or ""
-                if stop_before and created < stop_before:
-                    reached_stop = True
-                    break
-                newest = max(newest or created, created)
-                listed.add(self.key(str(post["id"])))
-                yield from self.observe_post(post, exchange.ref)
-                yield from self.fetch_comments(post)
-            if reached_stop:
-                break
-        # The listing completed: every known post at least as new as where it stopped must have been in it.
-        missing = [
-            known
-            for known in self.state.known_items(kinds=("post",))
-            if not known.deleted
-            and known.item_key not in listed
-            and (stop_before is None or (known.created_at or "") >= stop_before)
-        ]
-
-        def again(known: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:
-            yield from self.observe_post(answer.value, answer.exchange.ref)
-
-        yield from self.confirm_absent(missing, last_page, POST_FIELDS, again)
-        if newest:
-            yield CursorUpdate(POSTS_CURSOR, max(newest, newest_known or ""))
+        yield from self.list_newest_first(
+            f"{self.page_id}/{edge}",
+            {"fields": POST_FIELDS, "limit": 25},
+            f"Page posts ({edge})",
+            POSTS_CURSOR,
+            "created_time",
+            self.observe_post,
+            self.fetch_comments,
+        )
 
     def observe_post(self, post: dict[str, Any], ref: CaptureRef) -> Iterator[Observation]:
         key = self.key(str(post["id"]))

@@ -456,6 +456,54 @@ class GraphRun:
             evidence["absent_from"] = {"url": listing.url, "warc_record_id": listing.ref.record_id}
         return evidence
 
+    def list_newest_first(
+        self,
+        edge: str,
+        params: dict[str, Any],
+        what: str,
+        cursor: str,
+        time_field: str,
+        observe: Callable[[dict[str, Any], CaptureRef], Iterator[Observation]],
+        read_children: Callable[[dict[str, Any]], Iterator[Observation]],
+    ) -> Iterator[Observation]:
+        """A Page's posts or an account's media, newest first, each observed then its children read, down to
+        the older of the newest already archived (`cursor`) and the re-check window. The listing then
+        completed: every known one at least as new as where it stopped must have been in it; a lookup decides
+        about each left out."""
+        newest_known = self.state.cursor(cursor)
+        stop_before = min(newest_known, self.window.recheck_since) if newest_known else None
+        newest: str | None = None
+        listed: set[str] = set()
+        last_page: Exchange | None = None
+        reached_stop = False
+        for exchange, objects in self.client.pages(edge, params, what):
+            last_page = exchange
+            for obj in objects:
+                created = graph_time(obj.get(time_field)) or ""
+                if stop_before and created < stop_before:
+                    reached_stop = True
+                    break
+                newest = max(newest or created, created)
+                listed.add(self.key(str(obj["id"])))
+                yield from observe(obj, exchange.ref)
+                yield from read_children(obj)
+            if reached_stop:
+                break
+        missing = [
+            known
+            for known in self.state.known_items(kinds=("post",))
+            if not known.deleted
+            and known.item_key not in listed
+            and (stop_before is None or (known.created_at or "") >= stop_before)
+        ]
+
+        def again(known: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:
+            yield from observe(answer.value, answer.exchange.ref)
+
+        yield from self.confirm_absent(missing, last_page, params["fields"], again)
+        if newest:
+            yield CursorUpdate(cursor, max(newest, newest_known or ""))
+
     def confirm_absent(
         self,
         missing: list[KnownItem],

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from ..config import AccountConfig
 from ..errors import ConfigError
 from ..http import Exchange, Session
-from ..items import AccountIdentity, CursorUpdate, Item, Observation
+from ..items import AccountIdentity, Item, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow
@@ -94,41 +94,16 @@ class _InstagramRun(GraphRun):
 
     # -- media -------------------------------------------------------------------------------------------------
     def fetch_media_list(self) -> Iterator[Observation]:
-        newest_known = self.state.cursor(MEDIA_CURSOR)
-        stop_before = min(newest_known, self.window.recheck_since) if newest_known else None
-        newest: str | None = None
-        listed: set[str] = set()
-        last_page: Exchange | None = None
-        reached_stop = False
-        for exchange, entries in self.client.pages(
-            f"{self.user_id}/media", {"fields": MEDIA_FIELDS, "limit": 25}, "media"
-        ):
-            last_page = exchange
-            for media in entries:
-                created = graph_time(media.get("timestamp")) or ""
-                if stop_before and created < stop_before:
-                    reached_stop = True
-                    break
-                newest = max(newest or created, created)
-                listed.add(self.key(str(media["id"])))
-                yield from self.observe_media(media, exchange.ref)
-                yield from self.fetch_comments(media)
-            if reached_stop:
-                break
-        missing = [
-            known
-            for known in self.state.known_items(kinds=("post",))
-            if not known.deleted
-            and known.item_key not in listed
-            and (stop_before is None or (known.created_at or "") >= stop_before)
-        ]
-
-        def again(known: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:
-            yield from self.observe_media(answer.value, answer.exchange.ref)
-
-        yield from self.confirm_absent(missing, last_page, MEDIA_FIELDS, again)
-        if newest:
-            yield CursorUpdate(MEDIA_CURSOR, max(newest, newest_known or ""))
+        """Media newest first down to the older of the newest already archived and the re-check window."""
+        yield from self.list_newest_first(
+            f"{self.user_id}/media",
+            {"fields": MEDIA_FIELDS, "limit": 25},
+            "media",
+            MEDIA_CURSOR,
+            "timestamp",
+            self.observe_media,
+            self.fetch_comments,
+        )
 
     def observe_media(self, media: dict[str, Any], ref: CaptureRef) -> Iterator[Observation]:
         key = self.key(str(media["id"]))
