@@ -175,6 +175,7 @@ def verify(
 def rebuild(
     out: Annotated[Path, typer.Option("--out", help="The new database to write (must not exist).")],
     config: ConfigOption = DEFAULT_CONFIG,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per run.")] = False,
 ) -> None:
     """Rebuild the database from the WARC files alone, replaying every capture through the connectors.
 
@@ -183,10 +184,12 @@ def rebuild(
 
     Example: archiver rebuild --config /etc/archiver/archiver.toml --out /tmp/rebuilt.db
     """
+    from .progress import replay_progress
     from .rebuild import rebuild_database
 
     cfg = load_config(config)
-    runs = rebuild_database(cfg, out, on_run=lambda run_id: typer.echo(f"replaying run {run_id}"))
+    with replay_progress(on_terminal() and not quiet, typer.echo) as progress:
+        runs = rebuild_database(cfg, out, progress=progress, on_run=progress.run_started)
     typer.echo(f"rebuilt {out} from {runs} run(s) of WARC records")
 
 

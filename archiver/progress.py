@@ -102,6 +102,45 @@ def count_progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], N
         yield lambda done, total: progress.update(task, completed=done, total=total or None)
 
 
+class ReplayProgress(RunProgress):
+    """`archiver rebuild`: on a terminal a bar per run counting its captured responses replayed, else a line
+    per run (`echo`)."""
+
+    def __init__(self, progress: Progress | None, echo: Callable[[str], None]):
+        self.progress = progress
+        self.echo = echo
+        self.task: TaskID | None = None
+        self.done = 0  # responses replayed by the run's finished accounts
+
+    def run_started(self, run_id: str, responses: int) -> None:
+        self.done = 0
+        if self.progress is None:
+            self.echo(f"replaying run {run_id} ({responses:,} captured responses)")
+        else:
+            self.task = self.progress.add_task(f"replaying run {run_id}", total=responses or None)
+
+    def observed(self, result: AccountResult) -> None:
+        self._show(self.done + result.requests)
+
+    def account_finished(self, result: AccountResult) -> None:
+        self.done += result.requests
+        self._show(self.done)
+
+    def _show(self, completed: int) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=completed)
+
+
+@contextmanager
+def replay_progress(enabled: bool, echo: Callable[[str], None]) -> Iterator[ReplayProgress]:
+    if not enabled:
+        yield ReplayProgress(None, echo)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        yield ReplayProgress(progress, echo)
+
+
 def render_summary(result: RunResult, console: Console | None = None) -> None:
     """The run summary on stdout: a table on a terminal, plain lines otherwise (rich decides)."""
     console = console or Console()

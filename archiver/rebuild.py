@@ -225,9 +225,12 @@ def rebuild_database(
     out: Path,
     *,
     progress: RunProgress | None = None,
-    on_run: Callable[[str], None] | None = None,
+    on_run: Callable[[str, int], None] | None = None,
 ) -> int:
-    """Replay every WARC under the archive into a new database at `out`; returns the number of runs."""
+    """Replay every WARC under the archive into a new database at `out`; returns the number of runs.
+
+    `on_run(run_id, responses)` is told as each run's replay starts, with the number of responses it captured;
+    `progress` as its accounts' replays go (`observed` at each commit, `account_finished`)."""
     if out.exists():
         raise ConfigError(f"{out}: already exists; rebuild writes a new database, choose another --out")
     if out.resolve() == config.archive.database.resolve():
@@ -266,12 +269,12 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _replay_runs(config: Config, store: Store, progress: RunProgress, on_run: Callable[[str], None] | None) -> int:
+def _replay_runs(config: Config, store: Store, progress: RunProgress, on_run: Callable[[str, int], None] | None) -> int:
     accounts = {a.name: a for a in config.accounts}
     runs = 0
     for run in index_runs(config.archive.warc_dir):
         if on_run:
-            on_run(run.run_id)
+            on_run(run.run_id, sum(len(exchanges) for exchanges in run.exchanges.values()))
         with store.transaction():
             store._insert(
                 "runs",
@@ -310,6 +313,7 @@ def _replay_runs(config: Config, store: Store, progress: RunProgress, on_run: Ca
                     progress,
                     Redactor([]),
                 )
+            progress.account_finished(result)
             statuses.append(result.status)
         for path in run.files:
             with store.transaction():

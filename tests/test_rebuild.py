@@ -52,6 +52,29 @@ def test_rebuilt_database_equals_the_live_one(demo, tmp_path):
     assert statuses["deleted"] >= 10 and statuses["edited"] >= 9  # every platform deletes and edits
 
 
+def test_rebuild_progress_counts_every_captured_response_of_each_run(demo, tmp_path):
+    """The bar of each run goes from 0 to the responses it captured: every one of them is replayed."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from archiver.config import load_config
+    from archiver.progress import ReplayProgress
+    from archiver.rebuild import rebuild_database
+
+    screen = io.StringIO()
+    with Progress(console=Console(file=screen, force_terminal=True, width=100)) as bars:
+        progress = ReplayProgress(bars, echo=lambda line: None)
+        runs = rebuild_database(
+            load_config(demo / "archiver.toml"), tmp_path / "r.db", progress=progress, on_run=progress.run_started
+        )
+    assert runs == 2 and len(bars.tasks) == 2
+    for task in bars.tasks:
+        assert task.total and task.total > 100 and task.completed == task.total, task
+    assert "replaying run" in screen.getvalue()
+
+
 def test_rebuild_refuses_to_overwrite(demo):
     live = demo / "archive" / "archive.db"
     result = CliRunner().invoke(app, ["rebuild", "--config", str(demo / "archiver.toml"), "--out", str(live)])
