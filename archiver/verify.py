@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 
 from .checkpoints import load_public_key, verify_checkpoints
@@ -25,6 +28,11 @@ from .problems import Problem
 from .recovery import WarcScan, interrupted_runs, run_of, scan_warc
 from .store import ARCHIVE_TABLES, Store
 from .warc import block_digest_ok
+
+# From this many ledger entries the chain is recomputed in a second process while this one reads the WARCs
+# (two independent scans, each CPU-bound). A process takes ~0.3 s to start, about 10,000 entries' worth (the
+# chain goes at ~32,000 entries/s): below this, one process is as quick. See BENCHMARKS.md (verify).
+PARALLEL_LEDGER_FROM = int(os.environ.get("ARCHIVER_VERIFY_PARALLEL_FROM", "20000"))
 
 
 def verify_archive(
@@ -38,17 +46,53 @@ def verify_archive(
     `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it.
     """
     trusted = load_public_key(public_key) if public_key is not None else None
+    on_step = on_step or (lambda step, done, total: None)
+    store = Store.open(database, readonly=True)
+    pool: ProcessPoolExecutor | None = None
+    try:
+        on_step("triggers", 0, 0)
+        triggers = list(_check_triggers(store))
+        ledger: Future[list[Problem]] | None = None
+        chain: list[Problem] = []
+        if (os.cpu_count() or 1) > 1 and _ledger_entries(store) >= PARALLEL_LEDGER_FROM:
+            # spawned, not forked: a fresh interpreter with its own read-only connection
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            ledger = pool.submit(ledger_problems, Path(database))
+        else:
+            on_step("ledger", 0, 0)
+            chain = list(verify_ledger(store.conn))
+        on_step("checkpoints", 0, 0)
+        checkpoints = list(verify_checkpoints(store.conn, warc_dir, trusted))
+        warcs = list(_check_warcs(store, warc_dir, on_step))
+        if ledger is not None:
+            on_step("ledger", 0, 0)
+            try:
+                chain = ledger.result()
+            except BrokenProcessPool:  # the second process died (killed, out of memory): check it here
+                chain = list(verify_ledger(store.conn))
+        return triggers + chain + checkpoints + warcs
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        store.close()
+
+
+def ledger_problems(database: Path) -> list[Problem]:
+    """The ledger check on its own read-only connection (what the second process runs)."""
     store = Store.open(database, readonly=True)
     try:
-        return list(_verify(store, warc_dir, trusted, on_step or (lambda step, done, total: None)))
+        return list(verify_ledger(store.conn))
     finally:
         store.close()
 
 
-def _verify(
-    store: Store, warc_dir: Path, trusted: Ed25519PublicKey | None, on_step: Callable[[str, int, int], None]
-) -> Iterator[Problem]:
-    on_step("triggers", 0, 0)
+def _ledger_entries(store: Store) -> int:
+    if not store.ledger_on:
+        return 0
+    return store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+
+
+def _check_triggers(store: Store) -> Iterator[Problem]:
     triggers = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     for table in ARCHIVE_TABLES:
         for action in ("update", "delete"):
@@ -56,11 +100,8 @@ def _verify(
             if name not in triggers:
                 yield Problem(f"table {table}", f"append-only trigger {name} is missing")
 
-    on_step("ledger", 0, 0)
-    yield from verify_ledger(store.conn)
-    on_step("checkpoints", 0, 0)
-    yield from verify_checkpoints(store.conn, warc_dir, trusted)
 
+def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int], None]) -> Iterator[Problem]:
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
     referenced = {

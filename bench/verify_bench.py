@@ -2,8 +2,9 @@
 
 Builds an archive from a synthetic clinic (posts with replies and images) served by the sample Mastodon
 server, then times, REPEATS times each: hashlib sha256 over every WARC file (the baseline: the least any
-verification must do) and `verify_archive` (ledger chain, checkpoints, WARC files, every record). Prints
-medians, MB/s, the ratio, and ledger rows/s.
+verification must do) and `verify_archive` (ledger chain, checkpoints, WARC files, every record), in one
+process and with the ledger recomputed in a second process beside the WARC check (what large archives
+get). Prints medians, MB/s, the ratios, and ledger rows/s.
 
     python bench/verify_bench.py [--posts 2000] [--repeats 3]
 """
@@ -23,6 +24,7 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from archiver import verify as verify_module
 from archiver.config import load_config
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
@@ -103,16 +105,20 @@ def main() -> None:
         store = Store.open(config.archive.database, readonly=True)
         rows = store.conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
         versions = store.conn.execute("SELECT count(*) FROM item_versions").fetchone()[0]
-        baseline, verify, ledger, warc_stage = [], [], [], []
+        baseline, verify, beside, ledger, warc_stage = [], [], [], [], []
         for _ in range(args.repeats):
             baseline.append(timed(lambda: sha256_files(warcs)))
+            verify_module.PARALLEL_LEDGER_FROM = 10**15  # one process
             verify.append(timed(lambda: verify_archive(config.archive.database, config.archive.warc_dir)))
+            verify_module.PARALLEL_LEDGER_FROM = 1  # the ledger in a second process, beside the WARC check
+            beside.append(timed(lambda: verify_archive(config.archive.database, config.archive.warc_dir)))
             ledger.append(timed(lambda: list(verify_ledger(store.conn))))
             warc_stage.append(timed(lambda: [list(FileCheck(p).check_rows(store.conn)) for p in warcs]))
         store.close()
         problems = verify_archive(config.archive.database, config.archive.warc_dir)
         assert not problems, problems[:3]
     b, v, lg = statistics.median(baseline), statistics.median(verify), statistics.median(ledger)
+    vb = statistics.median(beside)
     w = statistics.median(warc_stage)
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; archive: {versions} item versions, "
@@ -121,6 +127,7 @@ def main() -> None:
     print(f"hashlib sha256 over the WARCs: median {b:.3f} s = {size / 1e6 / b:.0f} MB/s")
     print(f"archiver verify (everything):  median {v:.3f} s = {size / 1e6 / v:.0f} MB/s")
     print(f"ratio verify / hashlib: {b / v:.2f}")
+    print(f"verify, ledger in a second process: median {vb:.3f} s = {size / 1e6 / vb:.0f} MB/s, ratio {b / vb:.2f}")
     print(
         f"WARC stage alone (file digest + every record's digest + rows into it): median {w:.3f} s = "
         f"{size / 1e6 / w:.0f} MB/s, ratio {b / w:.2f}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -141,3 +142,35 @@ def test_tampering_is_caught_and_named(original, tmp_path, tamper):
     expected = tamper(arch)
     found = problems(arch)
     assert any(expected in p for p in found), found
+
+
+def test_the_ledger_checked_in_a_second_process_finds_the_same(original, tmp_path, monkeypatch):
+    """Large archives recompute the chain in a second process beside the WARC check: same problems, same
+    order, on an archive tampered in both (a row changed, a WARC byte flipped, a row deleted). If that
+    process dies, the chain is checked in the first."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from archiver import verify
+
+    arch = tmp_path / "arch"
+    shutil.copytree(original, arch)
+    expected = [update_row(arch), flip_byte(arch), delete_row(arch)]
+    in_process = problems(arch)
+    assert all(any(e in p for p in in_process) for e in expected), in_process
+
+    pools: list[ProcessPoolExecutor] = []
+
+    def counted_pool(*args, **kwargs) -> ProcessPoolExecutor:
+        pools.append(ProcessPoolExecutor(*args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(verify, "PARALLEL_LEDGER_FROM", 1)
+    monkeypatch.setattr(verify, "ProcessPoolExecutor", counted_pool)
+    assert problems(arch) == in_process
+    monkeypatch.setattr(verify, "ledger_problems", die)
+    assert problems(arch) == in_process
+    assert len(pools) == 2
+
+
+def die(database: Path) -> list:
+    os._exit(9)  # the second process killed mid-check
