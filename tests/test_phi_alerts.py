@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.demo.mastodon_server import SampleMastodonServer
 from archiver.demo.sample_data import build_clinic_dataset
+from archiver.scan.alerts import ALERT_LISTED
 
 TOKEN = "alerts-test-token-Zq81"
 SMTP_PASSWORD = "smtp-pass-Kx93-secret"
@@ -161,6 +162,8 @@ def test_new_high_flags_are_mailed_and_posted_with_links_and_without_phi(tmp_pat
         "SELECT v.text, v.author_handle FROM item_versions v WHERE v.id IN (SELECT version_id FROM flags)"
     ).fetchall()
     assert high and others  # there is something to leave out
+    assert len(high) > ALERT_LISTED  # and more high flags than an alert names
+    listed, unlisted = high[:ALERT_LISTED], high[ALERT_LISTED:]
 
     assert mailbox.logins == [("archiver", SMTP_PASSWORD)]
     [mail] = mailbox.messages
@@ -168,18 +171,20 @@ def test_new_high_flags_are_mailed_and_posted_with_links_and_without_phi(tmp_pat
     assert mail["Subject"] == f"[archiver] {len(high)} new high-severity PHI flag(s)"
     body = mail.get_payload(decode=True).decode().replace("\r\n", "\n")
     assert f"{DATASETTE}/archive/flag_queue\n" in body
-    for flag in high:
+    for flag in listed:
         assert f"flag {flag['id']}: high {flag['category']} ({flag['rule_id']})" in body
         assert f"{DATASETTE}/archive/flag_queue?flag_id={flag['id']}" in body
         assert f"{DATASETTE}/archive/item_history?item_key={quote(flag['item_key'], safe='')}" in body
-    for flag in others:
+    for flag in [*unlisted, *others]:
         assert f"flag {flag['id']}:" not in body
+    assert f"... and {len(unlisted)} more: see the queue ({DATASETTE}/archive/flag_queue)" in body
 
     [(headers, payload)] = hooks.posts
     assert headers["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
     assert headers["Content-Type"] == "application/json"
     assert payload["count"] == len(high) and payload["run_id"] == summary["run_id"]
-    assert [f["flag_id"] for f in payload["flags"]] == [f["id"] for f in high]
+    assert [f["flag_id"] for f in payload["flags"]] == [f["id"] for f in listed]
+    assert payload["listed"] == ALERT_LISTED
     assert payload["flags"][0] == {
         "flag_id": high[0]["id"],
         "severity": "high",
@@ -284,3 +289,34 @@ def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_pa
     assert any(s.endswith(": 1 account(s) failed") for s in subjects), subjects
     text = "".join(m.get_payload(decode=True).decode() for m in mailbox.messages) + json.dumps(hooks.posts)
     assert TOKEN not in text and SMTP_PASSWORD not in text
+
+
+def test_a_large_alert_names_the_most_severe_and_counts_the_rest(tmp_path, channels, monkeypatch):
+    """A first run over a large archive can add thousands of flags: the scan keeps only what an alert names
+    (ALERT_LISTED of each severity), and the alert names the most severe, oldest first, and counts the rest."""
+    from archiver.config import load_config
+    from archiver.scan.alerts import send_alerts
+    from archiver.scan.archive import ScanOutcome
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    mailbox, smtp_port, hooks = channels
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", smtp_port, hooks.url))
+    outcome = ScanOutcome(1, "rules-1", "new", 1200)
+    for n, severity in enumerate(["medium", "high", "low"] * 400, start=1):
+        flag = {"id": n, "version_id": n, "item_key": f"x:{n}", "rule_id": "r", "category": "c", "reason": "why"}
+        outcome.add_flag({**flag, "severity": severity})
+    assert outcome.flags_added == 1200 and len(outcome.flags) == 3 * ALERT_LISTED
+    assert "1200 new flags (400 high)" in outcome.summary()
+
+    notices = send_alerts(config, outcome.flags, "run-1", outcome.counts)
+    assert len(notices) == 2 and all("400 flags" in n for n in notices), notices
+    high_ids = list(range(2, 1201, 3))
+    [(_, payload)] = hooks.posts
+    assert payload["count"] == 400 and payload["listed"] == ALERT_LISTED
+    assert [f["flag_id"] for f in payload["flags"]] == high_ids[:ALERT_LISTED]
+    [mail] = mailbox.messages
+    body = mail.get_payload(decode=True).decode()
+    assert mail["Subject"] == "[archiver] 400 new high-severity PHI flag(s)"
+    assert f"flag {high_ids[ALERT_LISTED - 1]}: high" in body and f"flag {high_ids[ALERT_LISTED]}:" not in body
+    assert f"... and {400 - ALERT_LISTED} more: see the queue ({DATASETTE}/archive/flag_queue)" in body

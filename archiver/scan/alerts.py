@@ -2,15 +2,17 @@
 worse, and accounts the run could not capture.
 
 A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
-history in Datasette. It never carries the flagged text, the item's text or its author: only the archive,
-behind its access control, holds PHI. A channel that fails is a notice of the run, not a failed run.
+history in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
+the review queue, so that a first run over a large archive sends a message a mail server or chat accepts.
+It never carries the flagged text, the item's text or its author: only the archive, behind its access
+control, holds PHI. A channel that fails is a notice of the run, not a failed run.
 """
 
 from __future__ import annotations
 
 import os
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +24,7 @@ from ..logs import redact_secrets, register_secret
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 TIMEOUT = 15
+ALERT_LISTED = 50  # flags named one by one in an alert
 
 
 def alert_flags(alerts: AlertsConfig, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,15 +32,20 @@ def alert_flags(alerts: AlertsConfig, flags: list[dict[str, Any]]) -> list[dict[
     return [f for f in flags if SEVERITY_RANK.get(f["severity"], 0) >= floor]
 
 
-def alert_payload(config: Config, flags: list[dict[str, Any]], run_id: str | None) -> dict[str, Any]:
-    """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items."""
+def alert_payload(
+    config: Config, flags: list[dict[str, Any]], run_id: str | None, count: int | None = None
+) -> dict[str, Any]:
+    """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items.
+    `count` is how many new flags there are in all (default: those given); ALERT_LISTED of them are named."""
     base = config.alerts.datasette_url
+    listed = sorted(flags, key=lambda f: (-SEVERITY_RANK.get(f["severity"], 0), f["id"]))[:ALERT_LISTED]
     return {
         "event": "new-flags",
         "archive": config.archive.organisation or str(config.archive.dir),
         "run_id": run_id,
         "severity_at_least": config.alerts.severity,
-        "count": len(flags),
+        "count": len(flags) if count is None else count,
+        "listed": len(listed),
         "queue_url": f"{base}/archive/flag_queue",
         "flags": [
             {
@@ -50,7 +58,7 @@ def alert_payload(config: Config, flags: list[dict[str, Any]], run_id: str | Non
                 "flag_url": f"{base}/archive/flag_queue?flag_id={f['id']}",
                 "item_url": f"{base}/archive/item_history?item_key={quote(f['item_key'], safe='')}",
             }
-            for f in flags
+            for f in listed
         ],
     }
 
@@ -73,6 +81,8 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
         lines.append(f"  why: {flag['reason']}")
         lines.append(f"  flag: {flag['flag_url']}")
         lines.append(f"  item: {flag['item_url']}")
+    if payload["count"] > payload["listed"]:
+        lines.append(f"... and {payload['count'] - payload['listed']} more: see the queue ({payload['queue_url']})")
     lines.append("")
     lines.append("Record a decision: archiver review FLAG --decision violation|false-positive|escalated --note ...")
     message.set_content("\n".join(lines))
@@ -109,12 +119,18 @@ def failure_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     return message
 
 
-def send_alerts(config: Config, flags: list[dict[str, Any]], run_id: str | None) -> list[str]:
-    """Send new flags to every configured channel; returns one notice per channel (sent or failed)."""
+def send_alerts(
+    config: Config, flags: list[dict[str, Any]], run_id: str | None, counts: Mapping[str, int] | None = None
+) -> list[str]:
+    """Send new flags to every configured channel; returns one notice per channel (sent or failed).
+
+    `counts` (new flags by severity) is given when `flags` holds only some of them (see ScanOutcome)."""
     chosen = alert_flags(config.alerts, flags)
-    if not chosen:
+    floor = SEVERITY_RANK[config.alerts.severity]
+    total = len(chosen) if counts is None else sum(n for s, n in counts.items() if SEVERITY_RANK.get(s, 0) >= floor)
+    if not total:
         return []
-    payload = alert_payload(config, chosen, run_id)
+    payload = alert_payload(config, chosen, run_id, total)
     return _send(config, payload, lambda: alert_email(config, payload), f"{payload['count']} flags")
 
 

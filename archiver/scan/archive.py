@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -20,6 +21,7 @@ from ..config import Config
 from ..errors import ArchiverError, ConfigError
 from ..store import Store
 from ..warc import iso, utcnow
+from .alerts import ALERT_LISTED
 from .engine import AllowList, Detector
 from .parallel import VersionScanner, worker_count
 from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
@@ -36,15 +38,25 @@ class ScanOutcome:
     rules_version: str
     mode: str
     versions_scanned: int
-    # The flags appended, as the alerts need them: ids, kinds and reasons, never the matched text (a scan of a
-    # large archive holds them all until its alert, so they are kept small and free of PHI).
+    # The flags an alert names, as it needs them: ids, kinds and reasons, never the matched text. Only the
+    # first ALERT_LISTED of each severity are kept (the alert names no more), so a scan of a large archive
+    # holds a bounded list until its alert; `counts` has them all.
     flags: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)  # new flags by severity
+
+    @property
+    def flags_added(self) -> int:
+        return sum(self.counts.values())
+
+    def add_flag(self, flag: dict[str, Any]) -> None:
+        if self.counts[flag["severity"]] < ALERT_LISTED:
+            self.flags.append(flag)
+        self.counts[flag["severity"]] += 1
 
     def summary(self) -> str:
-        high = sum(1 for f in self.flags if f["severity"] == "high")
         return (
             f"PHI scan {self.scan_id} ({self.mode}, rules {self.rules_version}): {self.versions_scanned} versions, "
-            f"{len(self.flags)} new flags ({high} high)"
+            f"{self.flags_added} new flags ({self.counts['high']} high)"
         )
 
 
@@ -153,7 +165,7 @@ def append_scan(
                             "created_at": iso(utcnow()),
                         }
                         flag_id = store._insert("flags", row)
-                        outcome.flags.append({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
+                        outcome.add_flag({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
                 if on_progress:
                     on_progress(end - first + 1, total)
         store._insert(
@@ -166,7 +178,7 @@ def append_scan(
                 "from_version_id": first,
                 "to_version_id": last,
                 "versions_scanned": outcome.versions_scanned,
-                "flags_added": len(outcome.flags),
+                "flags_added": outcome.flags_added,
                 "started_at": started,
                 "finished_at": iso(utcnow()),
             },
@@ -212,7 +224,7 @@ def scan_after_run(
         notices.append(message)
         return None
     notices.append(outcome.summary())
-    notices.extend(send_alerts(config, outcome.flags, run_id))
+    notices.extend(send_alerts(config, outcome.flags, run_id, outcome.counts))
     return outcome
 
 
