@@ -144,7 +144,7 @@ class Store:
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, create: bool = True, durable: bool = True) -> Store:
-        """`durable=False` (a rebuild's new file, renamed into place only once complete) skips the fsyncs."""
+        """`durable=False` (a rebuild's new file, moved into place only once complete) skips the fsyncs."""
         path = Path(path)
         if readonly:
             if not path.exists():
