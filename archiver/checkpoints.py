@@ -11,7 +11,7 @@ import base64
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,10 @@ def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, warc_dir: 
     return Checkpoint(statement, signature, public, name, seq, statement_obj["ledger"]["hash"])
 
 
+def statement_head(document: dict[str, Any]) -> str:
+    return str(json.loads(document["statement"])["ledger"]["hash"])
+
+
 def _signature_ok(public_b64: str, signature_b64: str, statement: str) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
@@ -129,8 +133,16 @@ def _signature_ok(public_b64: str, signature_b64: str, statement: str) -> bool:
     return True
 
 
-def verify_checkpoints(conn: sqlite3.Connection, warc_dir: Path, trusted: Ed25519PublicKey | None) -> Iterator[Problem]:
-    """Each checkpoint: signed by the archive's key, its ledger head still in the ledger, its JSON copy equal."""
+def verify_checkpoints(
+    conn: sqlite3.Connection,
+    warc_dir: Path,
+    trusted: Ed25519PublicKey | None,
+    in_ledger_now: Callable[[int, str], bool] | None = None,
+) -> Iterator[Problem]:
+    """Each checkpoint: signed by the archive's key, its ledger head still in the ledger, its JSON copy equal.
+
+    `conn` may read a snapshot while runs go on: `in_ledger_now(seq, hash)` tells whether the ledger as it is
+    now (read outside the snapshot) holds that entry, i.e. a copy beyond the snapshot is a later run's."""
     trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
     folder = warc_dir / CHECKPOINT_DIR
     seen_files = set()
@@ -179,6 +191,13 @@ def verify_checkpoints(conn: sqlite3.Connection, warc_dir: Path, trusted: Ed2551
                 yield Problem(f"checkpoint file {copy.name}", "not a checkpoint document")
                 continue
             detail = f"signed ledger seq {seq}" + ("" if valid else " (signature invalid)")
+            if valid and seq > max_seq and in_ledger_now is not None and in_ledger_now(seq, statement_head(document)):
+                yield Problem(
+                    f"checkpoint file {copy.name}",
+                    f"written by a run after verify began (ledger seq {seq}); verify again to check it",
+                    "note",
+                )
+                continue
             if seq > max_seq:
                 detail += f", beyond the ledger's last entry {max_seq} (ledger truncated)"
             yield Problem(f"checkpoint file {copy.name}", f"not recorded in the database: {detail}")

@@ -49,7 +49,9 @@ def verify_archive(
     on_step = on_step or (lambda step, done, total: None)
     store = Store.open(database, readonly=True)
     pool: ProcessPoolExecutor | None = None
+    now = ArchiveNow(Path(database))
     try:
+        _read_one_snapshot(store.conn)
         on_step("triggers", 0, 0)
         triggers = list(_check_triggers(store))
         ledger: Future[list[Problem]] | None = None
@@ -62,8 +64,8 @@ def verify_archive(
             on_step("ledger", 0, 0)
             chain = list(verify_ledger(store.conn))
         on_step("checkpoints", 0, 0)
-        checkpoints = list(verify_checkpoints(store.conn, warc_dir, trusted))
-        warcs = list(_check_warcs(store, warc_dir, on_step))
+        checkpoints = list(verify_checkpoints(store.conn, warc_dir, trusted, now.in_ledger))
+        warcs = list(_check_warcs(store, warc_dir, on_step, now))
         if ledger is not None:
             on_step("ledger", 0, 0)
             try:
@@ -81,9 +83,43 @@ def ledger_problems(database: Path) -> list[Problem]:
     """The ledger check on its own read-only connection (what the second process runs)."""
     store = Store.open(database, readonly=True)
     try:
+        _read_one_snapshot(store.conn)
         return list(verify_ledger(store.conn))
     finally:
         store.close()
+
+
+def _read_one_snapshot(conn: sqlite3.Connection) -> None:
+    """Every later read of `conn` sees the archive as it is now, whatever a run appends meanwhile (WAL keeps
+    the snapshot for the read transaction, which lasts until the connection closes): rows, ledger and
+    checkpoints are checked against each other as of one moment."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+class ArchiveNow:
+    """The archive as it is now, read outside verify's snapshot: tells files a run wrote after the snapshot
+    (a run that went on or started while verify ran) from files nobody recorded."""
+
+    def __init__(self, database: Path):
+        self.database = database
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def run_state(self, run_id: str) -> str | None:
+        """The run's state now: finished, running (no result yet), or None when the archive does not know it."""
+        found = self._query(
+            "SELECT EXISTS (SELECT 1 FROM run_results WHERE run_id = ?) FROM runs WHERE id = ?", (run_id, run_id)
+        )
+        return None if not found else ("finished" if found[0][0] else "running")
+
+    def in_ledger(self, seq: int, entry_hash: str) -> bool:
+        return self._query("SELECT 1 FROM ledger WHERE seq = ? AND hash = ?", (seq, entry_hash)) != []
 
 
 def _ledger_entries(store: Store) -> int:
@@ -101,7 +137,9 @@ def _check_triggers(store: Store) -> Iterator[Problem]:
                 yield Problem(f"table {table}", f"append-only trigger {name} is missing")
 
 
-def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int], None]) -> Iterator[Problem]:
+def _check_warcs(
+    store: Store, warc_dir: Path, on_step: Callable[[str, int, int], None], now: ArchiveNow
+) -> Iterator[Problem]:
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
     referenced = {
@@ -111,6 +149,7 @@ def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int]
         )
     }
     interrupted = interrupted_runs(store.conn)
+    runs = {row[0] for row in store.conn.execute("SELECT id FROM runs")}
     names = sorted(set(known) | referenced)
     total_bytes = sum((warc_dir / n).stat().st_size for n in names if (warc_dir / n).exists())
     done = 0
@@ -125,8 +164,9 @@ def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int]
             continue
         torn_from = None
         if row is None and run_of(name) in interrupted:
+            # Read no further than its complete records: a run still going may be writing the next one.
             found = interrupted_scans[name] = scan_warc(path)
-            torn_from = found.complete_bytes if found.torn else None
+            torn_from = found.complete_bytes
         scan = FileCheck(path, torn_from)
         yield from scan.check_rows(store.conn)
         if row is not None:
@@ -143,7 +183,10 @@ def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int]
             if path.name in known:
                 continue
             run = run_of(path.name)
-            if run in interrupted:
+            later = _written_later(run, runs, interrupted, now)
+            if later:
+                yield Problem(f"WARC {path.name}", f"{later}; verify again to check it", "note")
+            elif run in interrupted:
                 scan_info = interrupted_scans.get(path.name) or scan_warc(path)
                 tail = f", torn tail after offset {scan_info.complete_bytes}" if scan_info.torn else ""
                 yield Problem(
@@ -154,6 +197,18 @@ def _check_warcs(store: Store, warc_dir: Path, on_step: Callable[[str, int, int]
                 )
             else:
                 yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
+
+
+def _written_later(run: str, runs: set[str], interrupted: set[str], now: ArchiveNow) -> str | None:
+    """Why a WARC file verify's snapshot does not record is nonetheless expected, if it is: its run, unfinished
+    in the snapshot (`runs`, `interrupted`), has finished since, or it started after the snapshot. None
+    otherwise (an interrupted run's file, or an unknown one)."""
+    state = now.run_state(run)
+    if run in interrupted and state == "finished":
+        return f"written by run {run}, which was still going when verify began"
+    if run not in runs and state is not None:
+        return f"written by run {run}, which started after verify began"
+    return None
 
 
 class _HashingReader:

@@ -174,3 +174,63 @@ def test_the_ledger_checked_in_a_second_process_finds_the_same(original, tmp_pat
 
 def die(database: Path) -> list:
     os._exit(9)  # the second process killed mid-check
+
+
+def test_verify_while_runs_go_on_reports_no_tampering(tmp_path, monkeypatch):
+    """Verify reads one snapshot of the database; files written after it by a run that was going, or started,
+    meanwhile are notes, never tampering. Here run 2 is half way (its open WARC has committed rows) when
+    verify begins and finishes as verify reads the checkpoints; run 3 starts and finishes during the WARC
+    check. Before, run 3's WARC was reported as an unknown file."""
+    import threading
+
+    from archiver import pipeline
+    from archiver.config import load_config
+
+    now = datetime.now(UTC)
+    state = small_clinic(now)
+    clinic_id = next(a for a, account in state.accounts.items() if account["username"] == "riverside")
+    monkeypatch.setenv("CRASH_TOKEN", TOKEN)
+    monkeypatch.setattr(pipeline, "COMMIT_EVERY", 5)
+    with SampleMastodonServer(state, TOKEN, rate_limit=1_000_000) as server:
+        cfg = load_config(config(tmp_path, server.base_url))
+        arch = cfg.archive.dir
+        assert pipeline.run_archive(cfg).ok
+        for i in range(12):
+            state.add_status(clinic_id, f"New post {i} during verify", created_at=now)
+
+        paused, resume, calls = threading.Event(), threading.Event(), []
+        run_account = pipeline.run_account
+
+        def pausing(*args, **kwargs):
+            result = run_account(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 1:  # run 2, its captures made: wait (the run is still going)
+                paused.set()
+                assert resume.wait(60)
+            return result
+
+        monkeypatch.setattr(pipeline, "run_account", pausing)
+        second = threading.Thread(target=pipeline.run_archive, args=(cfg,))
+        second.start()
+        assert paused.wait(60)
+        for i in range(3):
+            state.add_status(clinic_id, f"Newer post {i}", created_at=now)
+        steps: list[str] = []
+
+        def on_step(step: str, done: int, total: int) -> None:
+            steps.append(step)
+            if step == "checkpoints":
+                resume.set()
+                second.join(60)  # run 2 finishes: its WARC recorded, its checkpoint written
+            elif step == "WARC files" and total and steps.count("WARC files") == 2:
+                assert pipeline.run_archive(cfg).ok  # run 3, from start to end
+
+        found = verify_archive(arch / "archive.db", arch / "warcs", arch / "keys" / PUBLIC_KEY, on_step)
+        after = problems(arch)
+    assert not second.is_alive()
+    assert [str(p) for p in found if p.severity == "error"] == []
+    notes = [str(p) for p in found]
+    assert any("which was still going when verify began" in n for n in notes), notes
+    assert any("which started after verify began" in n for n in notes), notes
+    assert any(n.startswith("note: checkpoint file") and "after verify began" in n for n in notes), notes
+    assert after == []  # verified again once the runs are done: all of it checks
