@@ -101,23 +101,55 @@ def make_statement(conn: sqlite3.Connection, created_at: str) -> dict[str, Any]:
 
 
 def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, warc_dir: Path) -> Checkpoint:
-    """Sign the current ledger head and write the JSON copy; the caller appends the row (same transaction)."""
+    """Sign the current ledger head and stage its JSON copy (NAME.json.tmp, fsynced). The caller appends the
+    row in the same transaction and, once it is committed, moves the copy into place (`publish_copy`): a copy
+    beside the WARCs is always of a committed checkpoint."""
     statement_obj = make_statement(conn, iso(utcnow()))
     statement = canonical_json(statement_obj).decode("utf-8")
     signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
     public = base64.b64encode(raw_public(key.public_key())).decode("ascii")
     seq = statement_obj["ledger"]["seq"]
     name = f"checkpoint-{seq:010d}.json"
-    folder = warc_dir / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {"statement": statement, "signature": signature, "public_key": public}
-    path = folder / name
-    tmp = path.with_suffix(".json.tmp")
+    _stage_copy(warc_dir, name, {"statement": statement, "signature": signature, "public_key": public})
+    return Checkpoint(statement, signature, public, name, seq, statement_obj["ledger"]["hash"])
+
+
+def _staged(warc_dir: Path, file_name: str) -> Path:
+    return (warc_dir / CHECKPOINT_DIR / file_name).with_suffix(".json.tmp")
+
+
+def _stage_copy(warc_dir: Path, file_name: str, document: dict[str, str]) -> None:
+    tmp = _staged(warc_dir, file_name)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return Checkpoint(statement, signature, public, name, seq, statement_obj["ledger"]["hash"])
+
+
+def publish_copy(warc_dir: Path, file_name: str) -> None:
+    """Move a committed checkpoint's staged copy into place beside the WARCs."""
+    folder = warc_dir / CHECKPOINT_DIR
+    os.replace(_staged(warc_dir, file_name), folder / file_name)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:
+    """Write again the copies of committed checkpoints that are missing beside the WARCs (a run stopped between
+    its commit and the move). The row holds all a copy contains, so the copy is exactly the one it would
+    have been. Returns one notice per copy restored."""
+    notices = []
+    folder = warc_dir / CHECKPOINT_DIR
+    for row in conn.execute("SELECT file_name, statement, signature, public_key FROM checkpoints ORDER BY id"):
+        if (folder / row[0]).exists():
+            continue
+        _stage_copy(warc_dir, row[0], {"statement": row[1], "signature": row[2], "public_key": row[3]})
+        publish_copy(warc_dir, row[0])
+        notices.append(f"checkpoint copy {row[0]} was missing (a run stopped before moving it into place): restored")
+    return notices
 
 
 def statement_head(document: dict[str, Any]) -> str:
@@ -170,7 +202,11 @@ def verify_checkpoints(
         try:
             document = json.loads(copy.read_text("utf-8"))
         except FileNotFoundError:
-            yield Problem(f"checkpoint file {copy.name}", "missing beside the WARCs")
+            if _staged(warc_dir, copy.name).exists():
+                message = "not moved into place (stopped after its commit); the next run or checkpoint restores it"
+                yield Problem(f"checkpoint file {copy.name}", message, "note")
+            else:
+                yield Problem(f"checkpoint file {copy.name}", "missing beside the WARCs")
             continue
         except ValueError:
             yield Problem(f"checkpoint file {copy.name}", "not valid JSON")

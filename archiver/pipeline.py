@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .checkpoints import Checkpoint, ensure_signing_key, load_private_key, sign_checkpoint
+from .checkpoints import (
+    Checkpoint,
+    ensure_signing_key,
+    load_private_key,
+    publish_copy,
+    restore_copies,
+    sign_checkpoint,
+)
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .connectors.base import Connector, FetchWindow
@@ -329,16 +336,22 @@ def run_platforms(
 def checkpoint_archive(
     store: Store, config: Config, run_id: str | None, notices: list[str] | None = None
 ) -> Checkpoint:
-    """Sign the ledger head and the closed WARC files, and append the checkpoint."""
+    """Sign the ledger head and the closed WARC files, append the checkpoint, then put its copy beside the
+    WARCs (call outside a transaction: the copy is moved into place once the row is committed). Copies an
+    earlier stop left unplaced are restored first."""
     key_path, created = ensure_signing_key(config.archive.keys_dir)
     if created and notices is not None:
         notices.append(
             f"generated the archive's signing key {key_path}; export its public key with `archiver key export`"
         )
     key = load_private_key(config.archive.keys_dir)
+    restored = restore_copies(store.conn, config.archive.warc_dir)
+    if notices is not None:
+        notices.extend(restored)
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, key, config.archive.warc_dir)
         store.append_checkpoint(checkpoint, run_id)
+    publish_copy(config.archive.warc_dir, checkpoint.file_name)
     return checkpoint
 
 
