@@ -35,11 +35,8 @@ patterns:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("phi-demo")
-    outcome = run_demo(directory, echo=lambda line: None)
-    assert outcome.exit_code == 0
-    return directory
+def demo(tmp_path_factory, demo_template) -> Path:
+    return demo_template.copy_to(tmp_path_factory.mktemp("phi-demo") / "demo")
 
 
 @pytest.fixture

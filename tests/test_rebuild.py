@@ -29,11 +29,8 @@ COMPARED = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
-    assert result.exit_code == 0, result.output
-    return directory
+def demo(tmp_path_factory, demo_template):
+    return demo_template.copy_to(tmp_path_factory.mktemp("demo") / "demo")
 
 
 def test_rebuilt_database_equals_the_live_one(demo, tmp_path):

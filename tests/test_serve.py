@@ -27,11 +27,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-demo")
-    result = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
-    assert result.exit_code == 0, result.output
-    return directory
+def demo(tmp_path_factory, demo_template) -> Path:
+    return demo_template.copy_to(tmp_path_factory.mktemp("serve-demo") / "demo")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ from archiver.access_log import verify_access_log
 from archiver.cli import app
 from archiver.store import Store
 
-from .workspace_server import PASSWORDS, add_users, login, make_demo, serving
+from .workspace_server import PASSWORDS, add_users, login, serving
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    directory = make_demo(tmp_path_factory.mktemp("workspace-demo"))
+def demo(tmp_path_factory, demo_template) -> Path:
+    directory = demo_template.copy_to(tmp_path_factory.mktemp("workspace-demo") / "demo")
     add_users(directory)
     return directory
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .workspace_server import PASSWORDS, add_users, make_demo, serving
+from .workspace_server import PASSWORDS, add_users, serving
 
 
 def chromium_path() -> str:
@@ -26,8 +26,8 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    directory = make_demo(tmp_path_factory.mktemp("browser-demo"))
+def demo(tmp_path_factory, demo_template) -> Path:
+    directory = demo_template.copy_to(tmp_path_factory.mktemp("browser-demo") / "demo")
     add_users(directory)
     return directory
 

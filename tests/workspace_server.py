@@ -26,12 +26,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_demo(directory: Path) -> Path:
-    result = CliRunner().invoke(app, ["demo", "--dir", str(directory), "--no-serve"])
-    assert result.exit_code == 0, result.output
-    return directory
-
-
 def add_users(directory: Path) -> None:
     for name, password in PASSWORDS.items():
         result = CliRunner().invoke(
