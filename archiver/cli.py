@@ -189,7 +189,9 @@ def rebuild(
 
     cfg = load_config(config)
     with replay_progress(on_terminal() and not quiet, typer.echo) as progress:
-        runs = rebuild_database(cfg, out, progress=progress, on_run=progress.run_started)
+        runs = rebuild_database(
+            cfg, out, progress=progress, on_run=progress.run_started, on_note=lambda note: typer.echo(f"note: {note}")
+        )
     typer.echo(f"rebuilt {out} from {runs} run(s) of WARC records")
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 from requests.structures import CaseInsensitiveDict
 from requests.utils import parse_header_links
 from warcio.archiveiterator import ArchiveIterator
+from warcio.recordloader import ArcWarcRecord
 
 from .config import Config
 from .connectors.base import Connector, FetchWindow
@@ -30,7 +31,7 @@ from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_thr
 from .pipeline import RunProgress, RunTransaction, archive_account
 from .recovery import file_sha256, scan_warc
 from .store import Store
-from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
+from .warc import ACCOUNT_FIELD, CaptureRef, block_digest_ok, parse_http_headers, read_raw_block
 
 
 @dataclass
@@ -172,18 +173,20 @@ def _capture_order(path: Path) -> tuple[str, str]:
     return "", path.name
 
 
-def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
-    """Every run found in the WARC files, in capture order, with each account's exchanges."""
+def index_runs(warc_dir: Path, on_note: Callable[[str], None] | None = None) -> Iterator[_RunRecords]:
+    """Every run found in the WARC files, in capture order, with each account's exchanges.
+
+    Only complete records are replayed: a file is read up to the first record whose block digest fails or
+    that cannot be read, i.e. the torn tail a killed run leaves until the next run sets it aside (told to
+    `on_note`). Rows never point past a complete record, so nothing the database holds is lost by it."""
     current: _RunRecords | None = None
     for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
         with open(path, "rb") as fh:
             iterator = ArchiveIterator(fh, no_record_parse=True)
             pending_requests: dict[str, CaptureRef] = {}
-            for record in iterator:
+            for record, body in _complete_records(path, iterator, on_note or (lambda note: None)):
                 headers = record.rec_headers
                 kind = headers.get_header("WARC-Type")
-                body = record.raw_stream.read()
-                iterator.read_to_end(record)
                 ref = CaptureRef(
                     path.name,
                     iterator.get_record_offset(),
@@ -220,17 +223,38 @@ def index_runs(warc_dir: Path) -> Iterator[_RunRecords]:
         yield current
 
 
+def _complete_records(
+    path: Path, iterator: ArchiveIterator, on_note: Callable[[str], None]
+) -> Iterator[tuple[ArcWarcRecord, bytes]]:
+    """(record, block) of each complete record of the file, in order, up to a torn or unreadable one."""
+    offset = 0
+    try:
+        for record in iterator:
+            block = record.raw_stream.read()
+            iterator.read_to_end(record)
+            offset = iterator.get_record_offset()
+            if not block_digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
+                on_note(f"WARC {path.name}: the record at offset {offset} is incomplete (torn tail): not replayed")
+                return
+            offset += iterator.get_record_length()
+            yield record, block
+    except Exception as exc:  # warcio raises several types (EOFError, zlib.error, ArchiveLoadFailed) for a torn member
+        on_note(f"WARC {path.name}: unreadable after offset {offset} ({type(exc).__name__}; torn tail): not replayed")
+
+
 def rebuild_database(
     config: Config,
     out: Path,
     *,
     progress: RunProgress | None = None,
     on_run: Callable[[str, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> int:
     """Replay every WARC under the archive into a new database at `out`; returns the number of runs.
 
     `on_run(run_id, responses)` is told as each run's replay starts, with the number of responses it captured;
-    `progress` as its accounts' replays go (`observed` at each commit, `account_finished`)."""
+    `progress` as its accounts' replays go (`observed` at each commit, `account_finished`); `on_note` of a
+    torn tail left unreplayed."""
     if out.exists():
         raise ConfigError(f"{out}: already exists; rebuild writes a new database, choose another --out")
     if out.resolve() == config.archive.database.resolve():
@@ -245,7 +269,7 @@ def rebuild_database(
     try:
         store = Store.open(partial, durable=False)
         try:
-            runs = _replay_runs(config, store, progress, on_run)
+            runs = _replay_runs(config, store, progress, on_run, on_note)
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.close()
@@ -269,10 +293,16 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _replay_runs(config: Config, store: Store, progress: RunProgress, on_run: Callable[[str, int], None] | None) -> int:
+def _replay_runs(
+    config: Config,
+    store: Store,
+    progress: RunProgress,
+    on_run: Callable[[str, int], None] | None,
+    on_note: Callable[[str], None] | None,
+) -> int:
     accounts = {a.name: a for a in config.accounts}
     runs = 0
-    for run in index_runs(config.archive.warc_dir):
+    for run in index_runs(config.archive.warc_dir, on_note):
         if on_run:
             on_run(run.run_id, sum(len(exchanges) for exchanges in run.exchanges.values()))
         with store.transaction():
