@@ -152,10 +152,6 @@ def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:
     return notices
 
 
-def statement_head(document: dict[str, Any]) -> str:
-    return str(json.loads(document["statement"])["ledger"]["hash"])
-
-
 def _signature_ok(public_b64: str, signature_b64: str, statement: str) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
@@ -221,13 +217,14 @@ def verify_checkpoints(
                 continue
             try:
                 document = json.loads(copy.read_text("utf-8"))
-                seq = json.loads(document["statement"])["ledger"]["seq"]
+                signed = json.loads(document["statement"])["ledger"]
+                seq = signed["seq"]
                 valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
             except (ValueError, KeyError, TypeError):
                 yield Problem(f"checkpoint file {copy.name}", "not a checkpoint document")
                 continue
             detail = f"signed ledger seq {seq}" + ("" if valid else " (signature invalid)")
-            if valid and seq > max_seq and in_ledger_now is not None and in_ledger_now(seq, statement_head(document)):
+            if valid and seq > max_seq and in_ledger_now is not None and in_ledger_now(seq, signed.get("hash")):
                 yield Problem(
                     f"checkpoint file {copy.name}",
                     f"written by a run after verify began (ledger seq {seq}); verify again to check it",
