@@ -24,6 +24,7 @@ from . import ledger
 from .errors import ConfigError
 from .items import canonical_json
 from .problems import Problem
+from .recovery import fsync_path
 from .warc import iso, utcnow
 
 PRIVATE_KEY = "archive-ed25519.key"
@@ -130,11 +131,7 @@ def publish_copy(warc_dir: Path, file_name: str) -> None:
     """Move a committed checkpoint's staged copy into place beside the WARCs."""
     folder = warc_dir / CHECKPOINT_DIR
     os.replace(_staged(warc_dir, file_name), folder / file_name)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(folder)
 
 
 def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:

@@ -22,16 +22,15 @@ from urllib.parse import urljoin
 from requests.structures import CaseInsensitiveDict
 from requests.utils import parse_header_links
 from warcio.archiveiterator import ArchiveIterator
-from warcio.recordloader import ArcWarcRecord
 
 from .config import Config
 from .connectors.base import Connector, FetchWindow
 from .errors import AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
 from .pipeline import RunProgress, RunTransaction, archive_account
-from .recovery import file_sha256, scan_warc
+from .recovery import CompleteRecords, file_sha256, fsync_path, scan_warc
 from .store import Store
-from .warc import ACCOUNT_FIELD, CaptureRef, block_digest_ok, parse_http_headers, read_raw_block
+from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
 
 
 @dataclass
@@ -182,15 +181,15 @@ def index_runs(warc_dir: Path, on_note: Callable[[str], None] | None = None) -> 
     current: _RunRecords | None = None
     for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
         with open(path, "rb") as fh:
-            iterator = ArchiveIterator(fh, no_record_parse=True)
+            records = CompleteRecords(fh)
             pending_requests: dict[str, CaptureRef] = {}
-            for record, body in _complete_records(path, iterator, on_note or (lambda note: None)):
+            for record, body, offset, length in records:
                 headers = record.rec_headers
                 kind = headers.get_header("WARC-Type")
                 ref = CaptureRef(
                     path.name,
-                    iterator.get_record_offset(),
-                    iterator.get_record_length(),
+                    offset,
+                    length,
                     headers.get_header("WARC-Record-ID"),
                     headers.get_header("WARC-Date"),
                 )
@@ -219,27 +218,13 @@ def index_runs(warc_dir: Path, on_note: Callable[[str], None] | None = None) -> 
                 elif kind == "response":
                     request = pending_requests.pop(headers.get_header("WARC-Concurrent-To") or "", ref)
                     current.exchanges[account].append(_Recorded(headers.get_header("WARC-Target-URI"), ref, request))
+        if on_note and records.stopped == "incomplete":
+            on_note(f"WARC {path.name}: the record at offset {records.end} is incomplete (torn tail): not replayed")
+        elif on_note and records.stopped:
+            reason = f"{records.error}; torn tail"
+            on_note(f"WARC {path.name}: unreadable after offset {records.end} ({reason}): not replayed")
     if current is not None:
         yield current
-
-
-def _complete_records(
-    path: Path, iterator: ArchiveIterator, on_note: Callable[[str], None]
-) -> Iterator[tuple[ArcWarcRecord, bytes]]:
-    """(record, block) of each complete record of the file, in order, up to a torn or unreadable one."""
-    offset = 0
-    try:
-        for record in iterator:
-            block = record.raw_stream.read()
-            iterator.read_to_end(record)
-            offset = iterator.get_record_offset()
-            if not block_digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
-                on_note(f"WARC {path.name}: the record at offset {offset} is incomplete (torn tail): not replayed")
-                return
-            offset += iterator.get_record_length()
-            yield record, block
-    except Exception as exc:  # warcio raises several types (EOFError, zlib.error, ArchiveLoadFailed) for a torn member
-        on_note(f"WARC {path.name}: unreadable after offset {offset} ({type(exc).__name__}; torn tail): not replayed")
 
 
 def rebuild_database(
@@ -273,24 +258,16 @@ def rebuild_database(
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.close()
-        _fsync(partial)
+        fsync_path(partial)
         try:
             os.link(partial, out)  # unlike a rename, never replaces a file that appeared at `out` meanwhile
         except FileExistsError:
             raise ConfigError(f"{out}: appeared during the rebuild; choose another --out") from None
-        _fsync(out.parent)
+        fsync_path(out.parent)
     finally:
         for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
             leftover.unlink(missing_ok=True)
     return runs
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _replay_runs(

@@ -13,10 +13,13 @@ import hashlib
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.recordloader import ArcWarcRecord
 
 from .warc import block_digest_ok
 
@@ -35,27 +38,53 @@ class WarcScan:
         return self.complete_bytes < self.size
 
 
-def scan_warc(path: Path) -> WarcScan:
-    """Count the complete records of a WARC file and where the last one ends.
+class CompleteRecords:
+    """The complete records of an open WARC file, in order, as (record, block, offset, length).
 
     A record is complete only when its block digest holds: a record cut short by a crash can still parse
-    (its gzip member ends early), and must count as the start of the torn tail.
+    (its gzip member ends early), and must count as the start of the torn tail. Reading stops there, or at
+    the first record that cannot be read. Once iterated, `end` is the offset just after the last complete
+    record, and `stopped` says why reading stopped early: "incomplete", or "unreadable" with the exception's
+    name in `error`; None when the whole file was read.
     """
-    size = path.stat().st_size
-    records, end = 0, 0
-    with open(path, "rb") as fh:
-        iterator = ArchiveIterator(fh, no_record_parse=True)
+
+    def __init__(self, fh: BinaryIO):
+        self.iterator = ArchiveIterator(fh, no_record_parse=True)
+        self.end = 0
+        self.stopped: str | None = None
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[ArcWarcRecord, bytes, int, int]]:
         try:
-            for record in iterator:
+            for record in self.iterator:
                 block = record.raw_stream.read()
-                iterator.read_to_end(record)
+                self.iterator.read_to_end(record)
                 if not block_digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
-                    break
-                records += 1
-                end = iterator.get_record_offset() + iterator.get_record_length()
-        except Exception:  # warcio raises several types (EOFError, zlib.error, ArchiveLoadFailed) for a torn member
-            pass
-    return WarcScan(records, end, size)
+                    self.stopped = "incomplete"
+                    return
+                offset, length = self.iterator.get_record_offset(), self.iterator.get_record_length()
+                self.end = offset + length
+                yield record, block, offset, length
+        except Exception as exc:  # warcio raises several types (EOFError, zlib.error, ArchiveLoadFailed) here
+            self.stopped, self.error = "unreadable", type(exc).__name__
+
+
+def scan_warc(path: Path) -> WarcScan:
+    """Count the complete records of a WARC file and where the last one ends (see CompleteRecords)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        records = CompleteRecords(fh)
+        count = sum(1 for _ in records)
+    return WarcScan(count, records.end, size)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by its path (a folder: so that a file moved or linked into it stays there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def run_of(name: str) -> str | None:
