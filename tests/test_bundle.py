@@ -209,7 +209,8 @@ def test_export_by_dates_and_combined_selectors(demo, tmp_path):
     assert {r["item_key"] for r in jsonl(out / "data" / "items.jsonl")} == expected
     # Author AND a period narrows; a period when nothing was captured selects nothing (exit 2, nothing written).
     author = conn.execute(
-        "SELECT author_handle FROM item_versions WHERE created_at >= ? AND created_at < ? AND kind='comment' LIMIT 1",
+        "SELECT author_handle FROM item_versions WHERE created_at >= ? AND created_at < ? AND kind='comment' "
+        "AND author_handle IS NOT NULL ORDER BY id LIMIT 1",
         (start, end + "T99"),
     ).fetchone()[0]
     both = tmp_path / "both"
