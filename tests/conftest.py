@@ -20,6 +20,7 @@ from archiver.demo.run import run_demo
 class DemoTemplate:
     directory: Path
     now: datetime  # the clock the sample data and both runs were made with
+    notices: tuple[tuple[str, ...], ...]  # each run's notices, as its summary printed them
 
     def copy_to(self, destination: Path) -> Path:
         shutil.copytree(self.directory, destination)
@@ -32,4 +33,13 @@ def demo_template(tmp_path_factory) -> DemoTemplate:
     now = datetime.now(UTC)
     outcome = run_demo(directory, echo=lambda line: None, now=now)
     assert outcome.exit_code == 0
-    return DemoTemplate(directory, now)
+    return DemoTemplate(directory, now, tuple(tuple(run.notices) for run in outcome.runs))
+
+
+@pytest.fixture
+def retry_waits(monkeypatch) -> list[float]:
+    """The waits of the test's in-process runs, recorded instead of slept: a test that makes an endpoint fail
+    on purpose then costs no back-off time (about 4 s a failing run), and can see that retries happened."""
+    waits: list[float] = []
+    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+    return waits

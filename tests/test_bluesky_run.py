@@ -217,7 +217,7 @@ def test_replaced_record_is_a_new_version(clinic):
     assert clinic.counts() == before  # the same cid again appends nothing
 
 
-def test_deletions_need_a_complete_listing_and_record_not_found(clinic):
+def test_deletions_need_a_complete_listing_and_record_not_found(clinic, retry_waits):
     post, other = clinic.posts[2], clinic.posts[1]
     reply = clinic.state.add_post(
         clinic.ann.did, "my MRN is 00482913", created_at=NOW - timedelta(days=1), reply_to=other["uri"]
@@ -232,6 +232,7 @@ def test_deletions_need_a_complete_listing_and_record_not_found(clinic):
     clinic.server.faults.append(Fault(r"listRecords", status=500, times=100))
     code, output = clinic.run()
     assert code == 1 and "HTTP 500" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()

@@ -191,7 +191,7 @@ def test_absence_from_a_short_page_is_not_a_deletion(hospital, page):
     assert hospital.rows("SELECT status FROM items WHERE item_key=?", fb_key(page["question"]["id"])) == [("live",)]
 
 
-def test_a_listing_that_fails_marks_nothing_deleted(hospital, page):
+def test_a_listing_that_fails_marks_nothing_deleted(hospital, page, retry_waits):
     assert hospital.run("facebook")[0] == 0
     hospital.state.delete(page["answer"]["id"])
     hospital.state.delete(page["album"]["id"])
@@ -199,6 +199,7 @@ def test_a_listing_that_fails_marks_nothing_deleted(hospital, page):
     code, output = hospital.run("facebook")
     assert code == 1
     assert "HTTP 500" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     assert hospital.rows("SELECT count(*) FROM events WHERE event='deleted'") == [(0,)]
     hospital.server.faults.clear()
     # An error answer in the middle of the feed (a later page) stops the account before any conclusion too.

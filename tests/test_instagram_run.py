@@ -175,12 +175,13 @@ def test_deleted_reply_and_media_are_proven_by_lookup(hospital, feed):
         assert (error["code"], error["error_subcode"], error["type"]) == (100, 33, "GraphMethodException")
 
 
-def test_a_failed_replies_listing_concludes_nothing(hospital, feed):
+def test_a_failed_replies_listing_concludes_nothing(hospital, feed, retry_waits):
     assert hospital.run("instagram")[0] == 0
     hospital.state.delete(feed["thanks"]["id"])
     hospital.server.faults.append(Fault(r"/replies\?", status=503, times=100))
     code, output = hospital.run("instagram")
     assert code == 1 and "HTTP 503" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     assert hospital.rows("SELECT count(*) FROM events WHERE event='deleted'") == [(0,)]
     hospital.server.faults.clear()
     assert hospital.run("instagram")[0] == 0

@@ -255,7 +255,7 @@ def test_edits_between_runs_are_new_versions(pages):
     conn.close()
 
 
-def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages):
+def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages, retry_waits):
     post, other = pages.posts[2], pages.posts[0]
     doomed = pages.state.add_comment(other["id"], BOB, "my MRN is 00482913", created_at=NOW - timedelta(days=1))
     kept = pages.state.add_comment(other["id"], ANN, "thanks", created_at=NOW - timedelta(days=1))
@@ -266,6 +266,7 @@ def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages):
     pages.server.faults.append(Fault(r"/comments\?", status=500, times=100))
     code, output = pages.run()
     assert code == 1 and "HTTP 500" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     conn = pages.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()

@@ -248,7 +248,7 @@ def test_deletions_are_recorded_only_with_proof(clinic):
     conn.close()
 
 
-def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic):
+def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic, retry_waits):
     other = clinic.posts[1]
     reply = clinic.state.add_status(
         clinic.bob["id"], "thanks", in_reply_to_id=other["id"], created_at=NOW - timedelta(days=1)
@@ -261,6 +261,7 @@ def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic):
     code, output = clinic.run()
     assert code == 1
     assert "HTTP 500" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()

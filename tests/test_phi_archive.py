@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from archiver.checkpoints import PUBLIC_KEY
 from archiver.cli import app
-from archiver.demo.run import run_demo
 from archiver.verify import verify_archive
 
 from .test_ledger import behind_the_back
@@ -109,9 +108,8 @@ def test_each_run_scans_its_new_versions_and_flags_the_phi(demo):
     )
 
 
-def test_the_run_summary_reports_the_scan(tmp_path):
-    outcome = run_demo(tmp_path / "d", echo=lambda line: None)
-    notices = [n for run in outcome.runs for n in run.notices if n.startswith("PHI scan")]
+def test_the_run_summary_reports_the_scan(demo_template):
+    notices = [n for run in demo_template.notices for n in run if n.startswith("PHI scan")]
     assert len(notices) == 2 and "new flags" in notices[0]
 
 

@@ -320,7 +320,7 @@ def test_deletions_are_proven_by_lookup(clinic):
     conn.close()
 
 
-def test_failed_lookup_or_listing_marks_nothing_deleted(clinic):
+def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, retry_waits):
     reply = clinic.state.add_tweet(
         clinic.bob["id"], "thanks", created_at=NOW - timedelta(days=1), reply_to=clinic.posts[1]["id"]
     )
@@ -329,6 +329,7 @@ def test_failed_lookup_or_listing_marks_nothing_deleted(clinic):
     clinic.server.faults.append(Fault(r"^/2/tweets\?ids=", status=503, times=100))
     code, output = clinic.run()
     assert code == 1 and "HTTP 503" in output
+    assert retry_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
