@@ -27,6 +27,10 @@ from .warc import iso, utcnow
 LEDGER_MIGRATION = 2  # from this schema version on, every appended row extends the ledger
 FTS_AT_COMMIT_MIGRATION = 8  # from this one on, Store.commit fills the full-text index (no trigger)
 MIGRATION_LINE = re.compile(r"^-- migration (\d{4}): (.+)$", re.MULTILINE)
+# Once a checkpoint has emptied it, the WAL file is cut back to this size. A reader that holds a snapshot
+# (a long `archiver verify`) keeps SQLite from reusing the WAL, so a run meanwhile grows it by all it writes;
+# without a limit the file would keep that size for good. An ordinary run's WAL stays well below it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 # Every table that holds archive facts; each has the two append-only triggers.
 ARCHIVE_TABLES = (
@@ -159,6 +163,7 @@ class Store:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # A committed row survives power loss; a file that is thrown away when interrupted need not.
         conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -223,6 +223,30 @@ def test_rows_entered_without_returning_match_the_stored_rows(store):
     assert list(verify_ledger(store.conn)) == []
 
 
+def test_the_wal_grown_behind_a_long_reader_is_cut_back(tmp_path, monkeypatch):
+    """A verify's snapshot makes a run grow the WAL by all it writes; once both are done it shrinks again."""
+    monkeypatch.setattr("archiver.store.WAL_SIZE_LIMIT", 256 * 1024)
+    store = Store.open(tmp_path / "a.db")
+    store.append_run("run1", "host", "0" * 64, ["a"])
+    wal = tmp_path / "a.db-wal"
+    reader = sqlite3.connect(f"file:{tmp_path / 'a.db'}?mode=ro", uri=True, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM item_versions").fetchone()  # holds its snapshot from here
+    for batch in range(12):
+        with store.transaction():
+            for n in range(100):
+                key = f"mastodon:h:{batch}-{n}"
+                store.append_item("a", make_item("x" * 2000 + key, item_key=key, native_id=key), "run1")
+    assert wal.stat().st_size > 4 * 1024 * 1024  # nothing could be checkpointed past the reader
+    reader.execute("COMMIT")
+    reader.close()
+    for n in range(2):  # the first commit checkpoints everything; the next write restarts the WAL, cut back
+        store.append_run(f"run{n + 2}", "host", "0" * 64, ["a"])
+    assert wal.stat().st_size <= 256 * 1024
+    assert store.conn.execute("SELECT count(*) FROM item_versions").fetchone()[0] == 1200
+    store.close()
+
+
 def test_readonly_store_refuses_writes(store, tmp_path):
     ro = Store.open(tmp_path / "a.db", readonly=True)
     with pytest.raises(StoreError, match="read-only"), ro.transaction():
