@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,8 @@ TOKEN = "consent-test-token-Zq81"
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY0 = NOW.date()
 SHA = "c" * 64
-PUBLISHED = NOW - timedelta(days=10)  # before every night of the tests
+# Before every night of the tests, early enough in its day that the posts made 5 minutes apart share it.
+PUBLISHED = datetime.combine(DAY0 - timedelta(days=10), time(9, 0), UTC)
 
 STORY = "Meet our patient Ann, who is walking again after her knee replacement."
 TESTIMONIAL = "In her own words: the nurses here saved my life. Thank you, Riverside!"
