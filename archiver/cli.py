@@ -172,6 +172,39 @@ def verify(
 
 @app.command()
 @reports_errors
+def backup(
+    to: Annotated[Path, typer.Option("--to", help="The backup folder (created if absent; later backups add to it).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Copy the archive to another folder and verify the copy; exit 1 when the copy does not verify.
+
+    Takes a consistent snapshot of the database and the access log, every WARC and checkpoint file (after
+    the first time only the new ones), the public key and the users file; never the private key. A good
+    copy is never replaced by a changed file. Run it after the nightly run (it waits for no run: a run
+    going on makes it exit 1).
+
+    Example: archiver backup --config /etc/archiver/archiver.toml --to /mnt/backup/archiver
+    """
+    from .backup import back_up_archive
+    from .progress import verify_progress
+
+    cfg = load_config(config)
+    with verify_progress(on_terminal() and not quiet, "backup:") as on_step:
+        outcome = back_up_archive(cfg.archive, to, on_step)
+    for problem in outcome.problems:
+        typer.echo(str(problem))
+    typer.echo(
+        f"backup in {outcome.destination}: database at ledger seq {outcome.ledger_seq}, "
+        f"{outcome.copied} file(s) copied ({outcome.bytes_copied / 1e6:,.1f} MB), {outcome.unchanged} unchanged"
+    )
+    errors = sum(1 for p in outcome.problems if p.severity == "error")
+    typer.echo("backup verifies" if not errors else f"{errors} problem(s) found", err=bool(errors))
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+@reports_errors
 def rebuild(
     out: Annotated[Path, typer.Option("--out", help="The new database to write (must not exist).")],
     config: ConfigOption = DEFAULT_CONFIG,

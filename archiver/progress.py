@@ -75,12 +75,13 @@ def make_progress(enabled: bool) -> Iterator[RunProgress]:
 
 
 @contextmanager
-def verify_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar for `archiver verify` on a terminal; a no-op callback otherwise."""
+def verify_progress(enabled: bool, label: str = "verifying") -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar for `archiver verify` (or `backup`) on a terminal, showing the current step after
+    `label`; a no-op callback otherwise."""
     if not enabled:
         yield lambda step, done, total: None
         return
-    columns = (TextColumn("verifying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn(f"{label} {{task.description}}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("", total=None)
 

@@ -1,0 +1,244 @@
+"""A verified copy of the archive in another folder (another disk, a mounted share), made again each night.
+
+The copy is laid out like the archive folder, so it can take the archive's place. Under the archive's lock
+(no run, scan or export writes meanwhile) it takes:
+- the database and the access log as SQLite backups, each one consistent snapshot, in rollback-journal mode
+  (a reader of the copy leaves no WAL file beside it);
+- every file under the WARC folder (WARCs, checkpoint copies, torn tails set aside): only the new ones after
+  the first time, since a closed WARC never changes; each through a temporary name, fsynced, then moved;
+- the public key and the users file. The private signing key stays where it is: a backup that held it
+  would let whoever reads the backup sign checkpoints (keep it apart, in a vault).
+
+A backup never replaces a good copy with a changed one: a WARC whose bytes no longer match its recorded
+sha256, or any other file that changed since it was copied, is reported and the copy kept. The new database
+snapshot is verified (`verify_archive`, against the copied WARCs) before it replaces the previous one; when
+it does not verify it is kept beside it as `NAME.unverified` and the previous one stays in place.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .access_log import access_log_path, verify_access_log
+from .checkpoints import PUBLIC_KEY
+from .config import ArchiveConfig
+from .errors import ConfigError
+from .lock import archive_lock
+from .problems import Problem
+from .recovery import file_sha256, fsync_path
+from .users import users_path
+from .verify import verify_archive
+
+PARTIAL = ".partial"  # suffix of a file being written; left only by a backup that was stopped
+UNVERIFIED = ".unverified"
+
+
+@dataclass
+class BackupOutcome:
+    destination: Path
+    ledger_seq: int = 0
+    copied: int = 0  # files of the WARC folder, and the public key, copied this time
+    unchanged: int = 0  # already in the backup, checked equal
+    bytes_copied: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def back_up_archive(
+    archive: ArchiveConfig,
+    destination: Path,
+    on_step: Callable[[str, int, int], None] | None = None,
+) -> BackupOutcome:
+    """Copy the archive into `destination` and verify the copy. `on_step(step, done, total)` shows progress:
+    the files of the WARC folder copied or checked, then verify's steps."""
+    on_step = on_step or (lambda step, done, total: None)
+    destination = _checked_destination(archive, destination)
+    outcome = BackupOutcome(destination)
+    with archive_lock(archive.dir):
+        try:
+            destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--to {destination}: cannot create the backup folder ({exc.strerror})") from None
+        if not os.access(destination, os.W_OK | os.X_OK):
+            raise ConfigError(f"--to {destination}: the backup folder is not writable")
+        _remove_partials(destination)
+        database = destination / archive.database.name
+        staged = _snapshot(archive.database, database.with_name(database.name + PARTIAL))
+        recorded = _recorded_warcs(staged)
+        warcs = destination / archive.warc_dir.name
+        sources = _files_under(archive.warc_dir)
+        for done, source in enumerate(sources, start=1):
+            relative = source.relative_to(archive.warc_dir)
+            expected = recorded.get(relative.as_posix())
+            _copy_unless_kept(source, warcs / relative, expected, outcome)
+            on_step("copying files", done, len(sources))
+        for source, name in (
+            (archive.keys_dir / PUBLIC_KEY, f"{archive.keys_dir.name}/{PUBLIC_KEY}"),
+            (users_path(archive.database), None),
+        ):
+            if source.is_file():
+                target = destination / (name or source.name)
+                if name is None:  # the users file changes when people are added or removed: the latest is right
+                    _copy(source, target)
+                else:
+                    _copy_unless_kept(source, target, None, outcome)
+        public_key = destination / archive.keys_dir.name / PUBLIC_KEY
+        trusted = public_key if public_key.is_file() else None
+        problems = verify_archive(staged, warcs, trusted, lambda step, n, total: on_step(f"verifying {step}", n, total))
+        outcome.ledger_seq = _ledger_seq(staged)
+        _put_in_place(staged, database, problems, outcome)
+        log = access_log_path(archive.database)
+        if log.is_file():
+            target = destination / log.name
+            staged_log = _snapshot(log, target.with_name(target.name + PARTIAL))
+            _put_in_place(staged_log, target, verify_access_log(staged_log), outcome)
+    fsync_path(destination)
+    return outcome
+
+
+def _checked_destination(archive: ArchiveConfig, destination: Path) -> Path:
+    destination = Path(destination).resolve()
+    source = archive.dir.resolve()
+    if destination == source or source in destination.parents or destination in source.parents:
+        raise ConfigError(
+            f"--to {destination}: the backup must be outside the archive folder {source} (and not hold it)"
+        )
+    if destination.exists() and not destination.is_dir():
+        raise ConfigError(f"--to {destination}: a file is in the way; name a folder")
+    if not archive.database.is_file():
+        raise ConfigError(f"{archive.database}: archive database not found; nothing to back up")
+    return destination
+
+
+def _remove_partials(destination: Path) -> None:
+    """Temporary files of a backup that was stopped: ours, never part of a copy."""
+    for path in destination.rglob(f"*{PARTIAL}"):
+        if path.is_file():
+            path.unlink()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The regular files under the WARC folder, but for another process's temporary ones."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith((".tmp", PARTIAL)))
+
+
+def _snapshot(source: Path, target: Path) -> Path:
+    """One consistent copy of a SQLite file (its WAL included), in rollback-journal mode, mode 0600."""
+    target.unlink(missing_ok=True)
+    target.touch(mode=0o600)
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)  # all pages in one step: one read snapshot of the source
+        dst.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        dst.close()
+        src.close()
+    fsync_path(target)
+    return target
+
+
+def _recorded_warcs(database: Path) -> dict[str, str]:
+    """name -> sha256 of every WARC file the snapshot records."""
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {name: sha for name, sha in conn.execute("SELECT name, sha256 FROM warc_files")}
+    finally:
+        conn.close()
+
+
+def _ledger_seq(database: Path) -> int:
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _copy_unless_kept(source: Path, target: Path, expected: str | None, outcome: BackupOutcome) -> None:
+    """Copy `source` unless the backup already holds it; never over a good copy.
+
+    `expected` is the recorded sha256 of a WARC file: a copy that has it is good and kept; the archive's file
+    replaces a copy only when it has it. Any other file is copied once and must not change afterwards."""
+    where = f"backup of {source}"
+    if target.is_file():
+        if expected is not None and file_sha256(target) == expected:
+            outcome.unchanged += 1
+            found = file_sha256(source)  # a closed WARC never changes: say so when the archive's has
+            if found != expected:
+                message = f"sha256 expected {expected} (warc_files), found {found}; the backup's copy is kept"
+                outcome.problems.append(Problem(where, message))
+            return
+        if expected is None:
+            if target.stat().st_size == source.stat().st_size and filecmp.cmp(source, target, shallow=False):
+                outcome.unchanged += 1
+            else:
+                outcome.problems.append(Problem(where, "the file changed since it was backed up; the copy is kept"))
+            return
+    with _staged(target) as staged:
+        found = _copy_bytes(source, staged)
+        if expected is not None and found != expected:
+            message = f"sha256 expected {expected} (warc_files), found {found}"
+            if target.is_file():
+                outcome.problems.append(Problem(where, f"{message}; the backup's copy is kept"))
+                return
+            outcome.problems.append(Problem(where, f"{message}; copied as it is, the only copy"))
+        os.replace(staged, target)
+    outcome.copied += 1
+    outcome.bytes_copied += source.stat().st_size
+
+
+def _copy(source: Path, target: Path) -> None:
+    with _staged(target) as staged:
+        _copy_bytes(source, staged)
+        os.replace(staged, target)
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A temporary file beside `target` (mode 0600), removed unless the caller moved it into place."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL)
+    os.close(fd)
+    staged = Path(name)
+    try:
+        yield staged
+    finally:
+        staged.unlink(missing_ok=True)
+    fsync_path(target.parent)
+
+
+def _copy_bytes(source: Path, target: Path) -> str:
+    """Copy and fsync; returns the sha256 of the bytes copied."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as out:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def _put_in_place(staged: Path, target: Path, problems: list[Problem], outcome: BackupOutcome) -> None:
+    """Move a verified snapshot over the previous one; one that does not verify is kept beside it."""
+    for p in problems:
+        outcome.problems.append(Problem(f"backup {p.where.replace(str(staged), str(target))}", p.message, p.severity))
+    if any(p.severity == "error" for p in problems):
+        kept = target.with_name(target.name + UNVERIFIED)
+        previous = "the previous stays" if target.exists() else "there is no verified one yet"
+        os.replace(staged, kept)
+        outcome.problems.append(
+            Problem(f"backup {target}", f"the new snapshot does not verify: kept as {kept.name}, {previous}")
+        )
+    else:
+        os.replace(staged, target)

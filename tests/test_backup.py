@@ -1,0 +1,161 @@
+"""`archiver backup`: a verified copy elsewhere, only what is new after the first time, never over a good copy."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archiver.access_log import Access, AccessLog
+from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY
+from archiver.cli import app
+from archiver.lock import LOCK_NAME
+from archiver.recovery import file_sha256
+from archiver.users import add_user
+
+from .test_ledger import behind_the_back
+
+
+@pytest.fixture
+def demo(tmp_path, demo_template) -> Path:
+    return demo_template.copy_to(tmp_path / "demo")
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def backup(demo: Path, to: Path) -> tuple[int, str]:
+    return cli("backup", "--config", str(demo / "archiver.toml"), "--to", str(to), "--quiet")
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_backup_is_a_verified_copy_that_can_take_the_archives_place(demo, tmp_path):
+    archive, to = demo / "archive", tmp_path / "backup"
+    log = AccessLog(archive / "access-log.db")
+    log.append(Access("ann", "investigator", "127.0.0.1", "GET", "/-/search", "q=mrn", 200, 3))
+    log.close()
+    add_user(archive / "users.json", "ann", "correct horse battery staple", "investigator")
+    code, output = backup(demo, to)
+    assert code == 0, output
+    assert output.splitlines()[-1] == "backup verifies"
+    source = files(archive / "warcs")
+    assert source and files(to / "warcs") == source  # every WARC and checkpoint copy, byte for byte
+    assert f"{len(source) + 1} file(s) copied" in output  # and the public key
+    assert (to / "keys" / PUBLIC_KEY).read_bytes() == (archive / "keys" / PUBLIC_KEY).read_bytes()
+    assert not list(to.rglob(PRIVATE_KEY)) and (archive / "keys" / PRIVATE_KEY).exists()
+    assert (to / "users.json").read_bytes() == (archive / "users.json").read_bytes()
+    assert not [p for p in to.rglob("*") if p.name.endswith((".partial", "-wal", "-journal"))]
+    # PHI: only the owner may read the copy.
+    assert stat.S_IMODE(to.stat().st_mode) == 0o700
+    for path in (to / "archive.db", to / "access-log.db", *(to / "warcs").rglob("*.warc.gz")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # The copy takes the archive's place: with the private key put back it verifies, serves its log, and signs.
+    restored = tmp_path / "restored"
+    shutil.copytree(to, restored / "archive")
+    shutil.copy(archive / "keys" / PRIVATE_KEY, restored / "archive" / "keys" / PRIVATE_KEY)
+    config = restored / "archiver.toml"
+    config.write_text((demo / "archiver.toml").read_text())
+    assert cli("verify", "--config", str(config)) == (0, "archive verifies\n")
+    assert cli("access-log", "verify", "--config", str(config))[0] == 0
+    code, output = cli("checkpoint", "--config", str(config))
+    assert code == 0 and output.startswith("checkpoint ")
+    assert cli("verify", "--config", str(config)) == (0, "archive verifies\n")
+    conn = sqlite3.connect(restored / "archive" / "archive.db")
+    live = sqlite3.connect(archive / "archive.db")
+    for table in ("item_versions", "events", "ledger"):
+        query = f"SELECT * FROM {table} ORDER BY rowid"
+        assert conn.execute(query).fetchall()[: len(live.execute(query).fetchall())] == live.execute(query).fetchall()
+    conn.close()
+    live.close()
+
+
+def test_later_backups_copy_only_what_is_new_and_mend_a_damaged_copy(demo, tmp_path):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    code, output = backup(demo, to)
+    assert code == 0 and "0 file(s) copied" in output, output
+    # A new checkpoint is one new file; a WARC copy damaged in the backup is copied again.
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
+    damaged = sorted((to / "warcs").glob("*.warc.gz"))[0]
+    flip_byte(damaged, damaged.stat().st_size // 2)
+    (to / "warcs" / ".left-by-a-stopped-backup.partial").write_bytes(b"half")
+    code, output = backup(demo, to)
+    assert code == 0, output
+    assert "2 file(s) copied" in output
+    assert files(to / "warcs") == files(demo / "archive" / "warcs")
+
+
+def test_a_changed_warc_in_the_archive_never_replaces_the_good_copy(demo, tmp_path):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    good = files(to)
+    warc = sorted((demo / "archive" / "warcs").glob("*.warc.gz"))[-1]
+    flip_byte(warc, warc.stat().st_size // 2)
+    code, output = backup(demo, to)
+    assert code == 1
+    assert f"backup of {warc}: sha256 expected" in output and "the backup's copy is kept" in output
+    assert files(to) == good  # the database snapshot verifies against the good copies, unchanged since
+    assert output.splitlines()[-1] == "1 problem(s) found"
+
+
+def test_a_tampered_database_is_kept_beside_and_the_verified_one_stays(demo, tmp_path):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    before = file_sha256(to / "archive.db")
+    behind_the_back(demo / "archive" / "archive.db", "UPDATE item_versions SET text = 'nothing to see' WHERE id = 3")
+    code, output = backup(demo, to)
+    assert code == 1
+    assert "item_versions" in output and "archive.db.unverified, the previous stays" in output
+    assert file_sha256(to / "archive.db") == before
+    unverified = sqlite3.connect(to / "archive.db.unverified")
+    assert unverified.execute("SELECT text FROM item_versions WHERE id = 3").fetchone()[0] == "nothing to see"
+    unverified.close()
+
+
+def test_a_changed_checkpoint_copy_or_access_log_is_reported_and_the_copy_kept(demo, tmp_path):
+    archive, to = demo / "archive", tmp_path / "backup"
+    log = AccessLog(archive / "access-log.db")
+    log.append(Access("ann", "investigator", "127.0.0.1", "GET", "/-/search", "q=mrn", 200, 3))
+    log.close()
+    assert backup(demo, to)[0] == 0
+    good = files(to)
+    statement = sorted((archive / "warcs" / "checkpoints").glob("*.json"))[0]
+    statement.write_bytes(statement.read_bytes() + b" ")
+    behind_the_back(archive / "access-log.db", "DELETE FROM access_log")
+    code, output = backup(demo, to)
+    assert code == 1
+    assert f"backup of {statement}: the file changed since it was backed up; the copy is kept" in output
+    assert "access-log.db.unverified, the previous stays" in output
+    assert {k: v for k, v in files(to).items() if not k.endswith(".unverified")} == good
+
+
+def test_refused_inside_the_archive_or_while_a_run_holds_it(demo, tmp_path):
+    code, output = backup(demo, demo / "archive" / "copies")
+    assert code == 2 and len(output.strip().splitlines()) == 1
+    assert "the backup must be outside the archive folder" in output
+    assert not (demo / "archive" / "copies").exists()
+    fd = os.open(demo / "archive" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code, output = backup(demo, tmp_path / "backup")
+    finally:
+        os.close(fd)
+    assert code == 1 and "another archiver run holds this archive" in output
+    assert not (tmp_path / "backup").exists()
