@@ -188,8 +188,8 @@ def _copy_unless_kept(source: Path, target: Path, expected: str | None, outcome:
         found = _copy_bytes(source, staged)
         if expected is not None and found != expected:
             message = f"sha256 expected {expected} (warc_files), found {found}"
-            if target.is_file():
-                outcome.problems.append(Problem(where, f"{message}; the backup's copy is kept"))
+            if target.is_file():  # and it does not match either: leave it, a person must look
+                outcome.problems.append(Problem(where, f"{message}; the backup's copy does not match either, left"))
                 return
             outcome.problems.append(Problem(where, f"{message}; copied as it is, the only copy"))
         os.replace(staged, target)

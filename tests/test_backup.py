@@ -113,6 +113,13 @@ def test_a_changed_warc_in_the_archive_never_replaces_the_good_copy(demo, tmp_pa
     assert f"backup of {warc}: sha256 expected" in output and "the backup's copy is kept" in output
     assert files(to) == good  # the database snapshot verifies against the good copies, unchanged since
     assert output.splitlines()[-1] == "1 problem(s) found"
+    # Both sides damaged: nothing is copied over anything; verify reports the backup's copy too.
+    copy = to / "warcs" / warc.name
+    flip_byte(copy, 100)
+    damaged = file_sha256(copy)
+    code, output = backup(demo, to)
+    assert code == 1 and "the backup's copy does not match either, left" in output
+    assert file_sha256(copy) == damaged and f"backup WARC {warc.name}: sha256 expected" in output
 
 
 def test_a_tampered_database_is_kept_beside_and_the_verified_one_stays(demo, tmp_path):
