@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from archiver import verify as verify_module
-from archiver.config import load_config
+from archiver.config import Config, load_config
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
 from archiver.ledger import verify_ledger
@@ -97,24 +97,30 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def build_archive(folder: Path, posts: int) -> tuple[Config, float]:
+    """The synthetic clinic archived once into `folder`: its config and the seconds the run took."""
+    os.environ["BENCH_TOKEN"] = TOKEN
+    with SampleMastodonServer(synthetic_clinic(posts), TOKEN, rate_limit=10**9) as server:
+        cfg_path = folder / "archiver.toml"
+        cfg_path.write_text(
+            f'[archive]\ndir = "arch"\n[[accounts]]\nname = "c"\nplatform = "mastodon"\n'
+            f'api_base = "{server.base_url}"\ntoken_env = "BENCH_TOKEN"\n'
+        )
+        config = load_config(cfg_path)
+        start = time.perf_counter()
+        run = run_archive(config)
+        ingest = time.perf_counter() - start
+    assert run.ok, run.summary()
+    return config, ingest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["BENCH_TOKEN"] = TOKEN
-        with SampleMastodonServer(synthetic_clinic(args.posts), TOKEN, rate_limit=10**9) as server:
-            cfg_path = Path(tmp) / "archiver.toml"
-            cfg_path.write_text(
-                f'[archive]\ndir = "arch"\n[[accounts]]\nname = "c"\nplatform = "mastodon"\n'
-                f'api_base = "{server.base_url}"\ntoken_env = "BENCH_TOKEN"\n'
-            )
-            config = load_config(cfg_path)
-            start = time.perf_counter()
-            run = run_archive(config)
-            ingest = time.perf_counter() - start
-        assert run.ok, run.summary()
+        config, ingest = build_archive(Path(tmp), args.posts)
         warcs = sorted(config.archive.warc_dir.glob("*.warc.gz"))
         size = sum(p.stat().st_size for p in warcs)
         store = Store.open(config.archive.database, readonly=True)
