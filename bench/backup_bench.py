@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from verify_bench import build_archive  # noqa: E402
+from verify_bench import build_archive, synthetic_clinic  # noqa: E402
 
 from archiver.backup import back_up_archive  # noqa: E402
 
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     copy, first, again = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        config, _ = build_archive(Path(tmp), args.posts)
+        config, _ = build_archive(Path(tmp), synthetic_clinic(args.posts))
         size = sum(p.stat().st_size for p in config.archive.dir.rglob("*") if p.is_file())
         for repeat in range(args.repeats):
             target = Path(tmp) / f"copy{repeat}"

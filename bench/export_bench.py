@@ -19,15 +19,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from verify_bench import build_archive  # noqa: E402
+
 from archiver.bundle.select import Selectors
 from archiver.bundle.verify import verify_bundle
 from archiver.bundle.write import export_bundle
-from archiver.config import load_config
-from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
+from archiver.demo.mastodon_server import MastodonState
 from archiver.demo.png import make_png
-from archiver.pipeline import run_archive
-
-TOKEN = "bench-token-0123456789"
 
 
 def synthetic_clinic(posts: int) -> MastodonState:
@@ -55,18 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["BENCH_TOKEN"] = TOKEN
-        with SampleMastodonServer(synthetic_clinic(args.posts), TOKEN, rate_limit=10**9) as server:
-            cfg_path = Path(tmp) / "archiver.toml"
-            cfg_path.write_text(
-                f'[archive]\ndir = "arch"\norganisation = "Bench Clinic"\n[[accounts]]\nname = "c"\n'
-                f'platform = "mastodon"\napi_base = "{server.base_url}"\ntoken_env = "BENCH_TOKEN"\n'
-            )
-            config = load_config(cfg_path)
-            start = time.perf_counter()
-            run = run_archive(config)
-            ingest = time.perf_counter() - start
-        assert run.ok, run.summary()
+        config, ingest = build_archive(Path(tmp), synthetic_clinic(args.posts), 'organisation = "Bench Clinic"\n')
         exports, verifies = [], []
         result = None
         for n in range(args.repeats):

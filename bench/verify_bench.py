@@ -97,13 +97,14 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def build_archive(folder: Path, posts: int) -> tuple[Config, float]:
-    """The synthetic clinic archived once into `folder`: its config and the seconds the run took."""
+def build_archive(folder: Path, clinic: MastodonState, archive_lines: str = "") -> tuple[Config, float]:
+    """`clinic` served by the sample Mastodon server and archived once into `folder`: the config and the
+    seconds the run took. `archive_lines` go into the config's [archive] table."""
     os.environ["BENCH_TOKEN"] = TOKEN
-    with SampleMastodonServer(synthetic_clinic(posts), TOKEN, rate_limit=10**9) as server:
+    with SampleMastodonServer(clinic, TOKEN, rate_limit=10**9) as server:
         cfg_path = folder / "archiver.toml"
         cfg_path.write_text(
-            f'[archive]\ndir = "arch"\n[[accounts]]\nname = "c"\nplatform = "mastodon"\n'
+            f'[archive]\ndir = "arch"\n{archive_lines}[[accounts]]\nname = "c"\nplatform = "mastodon"\n'
             f'api_base = "{server.base_url}"\ntoken_env = "BENCH_TOKEN"\n'
         )
         config = load_config(cfg_path)
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        config, ingest = build_archive(Path(tmp), args.posts)
+        config, ingest = build_archive(Path(tmp), synthetic_clinic(args.posts))
         warcs = sorted(config.archive.warc_dir.glob("*.warc.gz"))
         size = sum(p.stat().st_size for p in warcs)
         store = Store.open(config.archive.database, readonly=True)
