@@ -9,6 +9,9 @@ The copy is laid out like the archive folder, so it can take the archive's place
 - the public key and the users file. The private signing key stays where it is: a backup that held it
   would let whoever reads the backup sign checkpoints (keep it apart, in a vault).
 
+Each backup ends by writing `backup.json` in the folder: when it ran, whether the copy verified, and when
+and at which ledger entry the last copy that verified was made (what `archiver doctor` checks).
+
 A backup never replaces a good copy with a changed one: a WARC whose bytes no longer match its recorded
 sha256, or any other file that changed since it was copied, is reported and the copy kept. The new database
 snapshot is verified (`verify_archive`, against the copied WARCs) before it replaces the previous one; when
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
+import json
 import os
 import sqlite3
 import tempfile
@@ -27,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .access_log import access_log_path, verify_access_log
 from .checkpoints import PUBLIC_KEY
 from .config import ArchiveConfig
@@ -36,9 +41,11 @@ from .problems import Problem
 from .recovery import file_sha256, fsync_path
 from .users import users_path
 from .verify import verify_archive
+from .warc import iso, utcnow
 
 PARTIAL = ".partial"  # suffix of a file being written; left only by a backup that was stopped
 UNVERIFIED = ".unverified"
+MANIFEST = "backup.json"
 
 
 @dataclass
@@ -99,8 +106,35 @@ def back_up_archive(
             target = destination / log.name
             staged_log = _snapshot(log, target.with_name(target.name + PARTIAL))
             _put_in_place(staged_log, target, verify_access_log(staged_log), outcome)
+        _write_manifest(destination, outcome)
     fsync_path(destination)
     return outcome
+
+
+def read_manifest(destination: Path) -> dict | None:
+    """The folder's `backup.json`, or None when no backup finished there (or it cannot be read)."""
+    try:
+        return json.loads((Path(destination) / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_manifest(destination: Path, outcome: BackupOutcome) -> None:
+    errors = sum(1 for p in outcome.problems if p.severity == "error")
+    attempt = {
+        "at": iso(utcnow()),
+        "verified": not errors,
+        "problems": errors,
+        "ledger_seq": outcome.ledger_seq,
+        "copied": outcome.copied,
+        "unchanged": outcome.unchanged,
+    }
+    previous = read_manifest(destination) or {}
+    verified = {"at": attempt["at"], "ledger_seq": outcome.ledger_seq} if not errors else previous.get("last_verified")
+    manifest = {"software_version": __version__, "last_backup": attempt, "last_verified": verified}
+    with _staged(destination / MANIFEST) as staged:
+        staged.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        os.replace(staged, destination / MANIFEST)
 
 
 def _checked_destination(archive: ArchiveConfig, destination: Path) -> Path:

@@ -173,7 +173,10 @@ def verify(
 @app.command()
 @reports_errors
 def backup(
-    to: Annotated[Path, typer.Option("--to", help="The backup folder (created if absent; later backups add to it).")],
+    to: Annotated[
+        Path | None,
+        typer.Option(help="The backup folder (created if absent; later backups add to it); default: the config's."),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -190,6 +193,9 @@ def backup(
     from .progress import verify_progress
 
     cfg = load_config(config)
+    to = to or cfg.backup.to
+    if to is None:
+        raise ConfigError(f"{cfg.path}: name the backup folder with --to FOLDER or `to` in a [backup] table")
     with verify_progress(on_terminal() and not quiet, "backup:") as on_step:
         outcome = back_up_archive(cfg.archive, to, on_step)
     for problem in outcome.problems:
@@ -231,8 +237,9 @@ def rebuild(
 @app.command()
 @reports_errors
 def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check what the nightly run needs: folders and key permissions, disk space, the last run, and every
-    account's credential (one cheap call each, not archived). Exit 1 when something needs a person.
+    """Check what the nightly run needs: folders and key permissions, disk space, the last run, the last
+    backup (when the config names a backup folder), and every account's credential (one cheap call each, not archived).
+    Exit 1 when something needs a person.
 
     Example: archiver doctor --config /etc/archiver/archiver.toml
     """

@@ -101,6 +101,14 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """`[backup]`: the folder `archiver backup` copies to, and the age past which doctor asks for a person."""
+
+    to: Path | None = None
+    max_age_hours: int = 36
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
@@ -108,6 +116,7 @@ class Config:
     accounts: list[AccountConfig] = field(default_factory=list)
     scan: ScanConfig = field(default_factory=ScanConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -227,6 +236,10 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
         accounts=accounts,
         scan=_scan_config(data.get("scan", {}), base),
         alerts=_alerts_config(data.get("alerts", {})),
+        backup=BackupConfig(
+            to=(base / data["backup"]["to"]).resolve() if "backup" in data else None,
+            max_age_hours=data.get("backup", {}).get("max_age_hours", 36),
+        ),
     )
 
 
@@ -377,6 +390,11 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # staff = ["Helen Arbogast"]     # or staff_file = "/etc/archiver/staff.txt" (one name a line)
 # rule_files = ["/etc/archiver/rules/ours.yml"]   # extra rules and lexicon words (see README)
 # spacy_model = "/opt/models/en_core_web_sm/en_core_web_sm-3.8.0"   # optional: names from a spaCy model's folder
+
+# A verified copy elsewhere each night (`archiver backup`); doctor fails when the last one is too old.
+# [backup]
+# to = "/mnt/backup/archiver"
+# max_age_hours = 36
 
 # New high-severity flags announced after each run: links to Datasette, never the flagged text.
 # [alerts]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .backup import read_manifest
 from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
@@ -112,6 +113,39 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
         store.close()
 
 
+def check_backup(config: Config, now: datetime) -> list[Check]:
+    """The last backup in the `[backup]` folder (none configured: nothing to check here)."""
+    folder = config.backup.to
+    if folder is None:
+        return []
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return [Check("backup", "fail", f"no backup has finished in {folder}; run `archiver backup`")]
+    last, verified = manifest.get("last_backup") or {}, manifest.get("last_verified")
+    if not last.get("verified"):
+        return [
+            Check(
+                "backup",
+                "fail",
+                f"the last backup in {folder} ({last.get('at')}) found {last.get('problems')} problem(s); "
+                "run `archiver backup` and read what it reports",
+            )
+        ]
+    age = now - datetime.fromisoformat(str(verified["at"]).replace("Z", "+00:00"))
+    hours = age.total_seconds() / 3600
+    if hours > config.backup.max_age_hours:
+        return [
+            Check(
+                "backup",
+                "fail",
+                f"the last verified backup in {folder} is {hours:.0f} h old (max_age_hours "
+                f"{config.backup.max_age_hours}); is its cron job running?",
+            )
+        ]
+    seq = verified["ledger_seq"]
+    return [Check("backup", "ok", f"verified in {folder} {hours:.1f} h ago, up to ledger entry {seq}")]
+
+
 def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_days: int) -> Check | None:
     """Expired: a person must renew it now; inside the warning window: renew it before the nights run out."""
     if expires_at is None:
@@ -158,6 +192,7 @@ def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
     checks = [Check("config", "ok", f"{config.path}: {len(config.accounts)} account(s)")]
     checks += check_files(config)
     checks += check_last_run(config, now)
+    checks += check_backup(config, now)
     for account in config.accounts:
         if account.enabled:
             checks += check_account(account, config.archive.request_timeout, now, config.archive.token_warning_days)

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.access_log import Access, AccessLog
+from archiver.backup import MANIFEST, read_manifest
 from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from archiver.cli import app
 from archiver.lock import LOCK_NAME
@@ -37,7 +38,9 @@ def backup(demo: Path, to: Path) -> tuple[int, str]:
 
 
 def files(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's sha256 but the backup's own manifest (rewritten by each backup)."""
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in found}
 
 
 def flip_byte(path: Path, at: int) -> None:
@@ -62,6 +65,10 @@ def test_a_backup_is_a_verified_copy_that_can_take_the_archives_place(demo, tmp_
     assert not list(to.rglob(PRIVATE_KEY)) and (archive / "keys" / PRIVATE_KEY).exists()
     assert (to / "users.json").read_bytes() == (archive / "users.json").read_bytes()
     assert not [p for p in to.rglob("*") if p.name.endswith((".partial", "-wal", "-journal"))]
+    manifest = read_manifest(to)
+    seq = sqlite3.connect(archive / "archive.db").execute("SELECT max(seq) FROM ledger").fetchone()[0]
+    assert manifest["last_backup"]["verified"] and manifest["last_backup"]["ledger_seq"] == seq
+    assert manifest["last_verified"] == {"at": manifest["last_backup"]["at"], "ledger_seq": seq}
     # PHI: only the owner may read the copy.
     assert stat.S_IMODE(to.stat().st_mode) == 0o700
     for path in (to / "archive.db", to / "access-log.db", *(to / "warcs").rglob("*.warc.gz")):
@@ -131,6 +138,9 @@ def test_a_tampered_database_is_kept_beside_and_the_verified_one_stays(demo, tmp
     assert code == 1
     assert "item_versions" in output and "archive.db.unverified, the previous stays" in output
     assert file_sha256(to / "archive.db") == before
+    manifest = read_manifest(to)
+    assert not manifest["last_backup"]["verified"] and manifest["last_backup"]["problems"] > 0
+    assert manifest["last_verified"]["at"] < manifest["last_backup"]["at"]  # the previous, verified snapshot
     unverified = sqlite3.connect(to / "archive.db.unverified")
     assert unverified.execute("SELECT text FROM item_versions WHERE id = 3").fetchone()[0] == "nothing to see"
     unverified.close()
@@ -166,3 +176,13 @@ def test_refused_inside_the_archive_or_while_a_run_holds_it(demo, tmp_path):
         os.close(fd)
     assert code == 1 and "another archiver run holds this archive" in output
     assert not (tmp_path / "backup").exists()
+
+
+def test_the_folder_comes_from_the_config_or_the_command_says_what_to_do(demo, tmp_path):
+    config = demo / "archiver.toml"
+    code, output = cli("backup", "--config", str(config))
+    assert code == 2 and output.count("\n") == 1 and "name the backup folder with --to FOLDER" in output
+    config.write_text(config.read_text() + '\n[backup]\nto = "../nightly-copy"\n')
+    code, output = cli("backup", "--config", str(config), "--quiet")
+    assert code == 0, output
+    assert read_manifest(tmp_path / "nightly-copy")["last_backup"]["verified"]

@@ -62,6 +62,8 @@ def test_example_config_written_by_init_is_valid(tmp_path):
         (lambda t: t.replace('name = "clinic"', 'name = "has space"'), "accounts[0].name"),
         (lambda t: t + t[t.index("[[accounts]]") :], "accounts[1].name: 'clinic' is used twice"),
         (lambda t: t.replace('dir = "arch"', ""), "archive: 'dir' is a required property; add it"),
+        (lambda t: t + '[backup]\nto = "/mnt/b"\nmax_age_hours = 0\n', "backup.max_age_hours: 0 is less than"),
+        (lambda t: t + "[backup]\nmax_age_hours = 24\n", "backup: 'to' is a required property"),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_key(tmp_path, change, expected):

@@ -92,3 +92,27 @@ def test_status_names_the_next_token_to_expire(archived):
     result = CliRunner().invoke(app, ["status", "--config", str(archived.config())])
     assert result.exit_code == 0, result.output
     assert "next token to expire: clinic on 2026-12-01T00:00:00Z" in result.output
+
+
+def test_the_backup_folder_is_checked_once_configured(archived):
+    """No backup yet, a verified one, one that is too old, one that found a problem: each is one line."""
+    config_path = archived.config()
+    config_path.write_text(config_path.read_text() + '\n[backup]\nto = "nightly"\nmax_age_hours = 30\n')
+
+    def backup_check(now: datetime | None = None) -> doctor.Check:
+        (found,) = [c for c in doctor.run_doctor(load_config(config_path), now=now) if c.name == "backup"]
+        return found
+
+    assert backup_check().status == "fail" and "no backup has finished in" in backup_check().message
+    assert CliRunner().invoke(app, ["backup", "--config", str(config_path), "--quiet"]).exit_code == 0
+    found = backup_check()
+    assert found.status == "ok" and "h ago, up to ledger entry" in found.message, found
+    late = backup_check(datetime.now(UTC) + timedelta(hours=31))
+    assert late.status == "fail" and "is 31 h old (max_age_hours 30)" in late.message, late
+    statement = next((archived.tmp_path / "arch" / "warcs" / "checkpoints").glob("*.json"))
+    statement.write_bytes(statement.read_bytes() + b"\n")
+    assert CliRunner().invoke(app, ["backup", "--config", str(config_path), "--quiet"]).exit_code == 1
+    failed = backup_check()
+    assert failed.status == "fail" and "found 1 problem(s)" in failed.message, failed
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config_path)])
+    assert result.exit_code == 1 and "FAIL backup:" in result.output
