@@ -475,7 +475,7 @@ def status(
     from .status import read_status, status_json
 
     cfg = load_config(config)
-    st = read_status(cfg.archive.database, cfg.archive.dir)
+    st = read_status(cfg.archive.database, cfg.archive.dir, cfg.backup.to)
     if as_json:
         typer.echo(status_json(st))
         return
@@ -489,6 +489,16 @@ def status(
     typer.echo("items: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items_by_status.items())))
     if st.next_token_expiry:
         typer.echo(f"next token to expire: {st.next_token_expiry['account']} on {st.next_token_expiry['expires_at']}")
+    if st.backup is not None:
+        done, verified = st.backup.get("last_backup"), st.backup.get("last_verified")
+        line = f"last backup in {st.backup['folder']}: "
+        if done is None:
+            line += "none yet"
+        else:
+            line += f"{done['at']}, " + ("verified" if done["verified"] else f"{done['problems']} problem(s)")
+            if verified and not done["verified"]:
+                line += f"; last verified {verified['at']}"
+        typer.echo(line)
 
 
 @app.command()

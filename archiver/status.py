@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backup import read_manifest
 from .connectors.base import CREDENTIAL_EXPIRY
 from .store import Store
 
@@ -20,9 +21,13 @@ class ArchiveStatus:
     items_by_status: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
     next_token_expiry: dict[str, Any] | None = None  # the soonest expiry a connector recorded, with its account
+    backup: dict[str, Any] | None = None  # the backup folder's backup.json, with the folder (when configured)
 
 
-def read_status(database: Path, archive_dir: Path) -> ArchiveStatus:
+def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = None) -> ArchiveStatus:
+    backup = None
+    if backup_dir is not None:
+        backup = {"folder": str(backup_dir), **(read_manifest(backup_dir) or {})}
     store = Store.open(database, readonly=True)
     try:
         conn = store.conn
@@ -54,6 +59,7 @@ def read_status(database: Path, archive_dir: Path) -> ArchiveStatus:
             by_status,
             size,
             dict(expiry) if expiry else None,
+            backup,
         )
     finally:
         store.close()

@@ -185,4 +185,7 @@ def test_the_folder_comes_from_the_config_or_the_command_says_what_to_do(demo, t
     config.write_text(config.read_text() + '\n[backup]\nto = "../nightly-copy"\n')
     code, output = cli("backup", "--config", str(config), "--quiet")
     assert code == 0, output
-    assert read_manifest(tmp_path / "nightly-copy")["last_backup"]["verified"]
+    manifest = read_manifest(tmp_path / "nightly-copy")
+    assert manifest["last_backup"]["verified"]
+    code, output = cli("status", "--config", str(config))
+    assert f"last backup in {tmp_path / 'nightly-copy'}: {manifest['last_backup']['at']}, verified" in output

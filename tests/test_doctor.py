@@ -116,3 +116,5 @@ def test_the_backup_folder_is_checked_once_configured(archived):
     assert failed.status == "fail" and "found 1 problem(s)" in failed.message, failed
     result = CliRunner().invoke(app, ["doctor", "--config", str(config_path)])
     assert result.exit_code == 1 and "FAIL backup:" in result.output
+    shown = CliRunner().invoke(app, ["status", "--config", str(config_path)]).output
+    assert "1 problem(s); last verified " in shown.splitlines()[-1], shown
