@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.request import Request, urlopen
 
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
-from archiver.demo.mastodon_server import Fault
+from archiver.demo.loopback import Fault
 from archiver.demo.youtube_server import SampleYouTubeServer, YouTubeState, _page_token
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -28,7 +28,8 @@ from archiver.connectors.facebook import POST_FIELDS as FB_POST_FIELDS
 from archiver.connectors.graph import DEFAULT_GRAPH_VERSION
 from archiver.connectors.instagram import MEDIA_FIELDS as IG_MEDIA_FIELDS
 from archiver.demo.graph_server import GraphState, SampleGraphServer
-from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
+from archiver.demo.loopback import Fault
+from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.http import with_params
 
 from .pages_harnesses import LinkedInHarness, YouTubeHarness

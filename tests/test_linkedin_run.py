@@ -28,7 +28,7 @@ from archiver.config import load_config
 from archiver.connectors import connector_for
 from archiver.connectors.linkedin import DEFAULT_VERSION, STOPPED_UNTIL, DailyLimitUTC, next_midnight_utc
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
-from archiver.demo.mastodon_server import Fault
+from archiver.demo.loopback import Fault
 from archiver.demo.png import make_png
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive

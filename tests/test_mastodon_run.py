@@ -20,7 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
-from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
+from archiver.demo.loopback import Fault
+from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
 
 TOKEN = "mastodon-test-token-7Qx91LmZ"

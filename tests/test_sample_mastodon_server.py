@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from archiver.demo.mastodon_server import Fault, MastodonState, SampleMastodonServer
+from archiver.demo.loopback import Fault
+from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
 from archiver.demo.sample_data import SampleFacts, build_clinic_dataset, mutate_for_second_run
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
-from archiver.demo.mastodon_server import Fault
+from archiver.demo.loopback import Fault
 from archiver.demo.png import make_png
 from archiver.demo.sample_pages import LINKEDIN_ORG, build_linkedin_page, build_youtube_channel
 from archiver.demo.youtube_server import SampleYouTubeServer, YouTubeState

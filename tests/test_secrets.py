@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from archiver.demo.mastodon_server import Fault
+from archiver.demo.loopback import Fault
 
 from .test_faults import HARNESSES
 

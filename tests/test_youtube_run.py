@@ -26,7 +26,7 @@ from archiver.cli import app
 from archiver.config import EXAMPLE_CONFIG, load_config
 from archiver.connectors import connector_for
 from archiver.connectors.youtube import PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
-from archiver.demo.mastodon_server import Fault
+from archiver.demo.loopback import Fault
 from archiver.demo.youtube_server import QUOTA_EXCEEDED, SampleYouTubeServer, YouTubeState, _page_token
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive

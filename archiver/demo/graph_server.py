@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .mastodon_server import Fault
+from .loopback import Fault
 from .serving import ServedFromThread
 
 MEDIA_PREFIX = "/cdn/media/"

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .mastodon_server import Fault
+from .loopback import Fault
 from .serving import ServedFromThread
 
 MEDIA_PREFIX = "/dms/image/"

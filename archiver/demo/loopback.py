@@ -7,16 +7,38 @@ injected faults, the request log tests read) is here. Standard library only.
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .mastodon_server import Fault
 from .serving import ServedFromThread
 
 __all__ = ["Fault", "LoopbackServer", "Reply", "Request"]
+
+
+@dataclass
+class Fault:
+    """Answer requests whose path+query matches `path_regex` with an error, after `after` good ones."""
+
+    path_regex: str
+    status: int = 500
+    body: bytes | None = None
+    headers: dict[str, str] | None = None
+    times: int = 1
+    after: int = 0
+    drop_connection: bool = False
+    delay: float = 0.0
+    matched: int = field(default=0, init=False)
+
+    def fires(self, target: str) -> bool:
+        if not re.search(self.path_regex, target):
+            return False
+        self.matched += 1
+        return self.after < self.matched <= self.after + self.times
 
 
 @dataclass
@@ -49,6 +71,7 @@ class LoopbackServer(ServedFromThread):
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.faults: list[Fault] = []
         self.requests_log: list[tuple[str, str, str]] = []  # (method, path, query)
+        self.on_request: Callable[[str], None] | None = None  # a test's hook, called with each path+query first
         self.lock = threading.RLock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
@@ -73,6 +96,8 @@ class LoopbackServer(ServedFromThread):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 server.requests_log.append((method, parts.path, parts.query))
+                if server.on_request:
+                    server.on_request(self.path)
                 for fault in list(server.faults):
                     if fault.fires(self.path):
                         if fault.delay:

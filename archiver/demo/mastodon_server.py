@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
-from .serving import ServedFromThread
+from .loopback import LoopbackServer, Reply, Request
 
 MEDIA_PREFIX = "/system/media_attachments/files/"
 RATE_WINDOW = timedelta(minutes=5)
@@ -262,27 +259,6 @@ class MastodonState:
         return sorted(out, key=lambda pair: pair[0], reverse=True)
 
 
-@dataclass
-class Fault:
-    """Answer requests whose path+query matches `path_regex` with an error, after `after` good ones."""
-
-    path_regex: str
-    status: int = 500
-    body: bytes | None = None
-    headers: dict[str, str] | None = None
-    times: int = 1
-    after: int = 0
-    drop_connection: bool = False
-    delay: float = 0.0
-    matched: int = field(default=0, init=False)
-
-    def fires(self, target: str) -> bool:
-        if not re.search(self.path_regex, target):
-            return False
-        self.matched += 1
-        return self.after < self.matched <= self.after + self.times
-
-
 def _page(
     items: list[tuple[int, Any]], query: dict[str, str], default: int = 20, cap: int = 40
 ) -> list[tuple[int, Any]]:
@@ -301,23 +277,18 @@ def _page(
     return selected[:limit]
 
 
-class SampleMastodonServer(ServedFromThread):
+class SampleMastodonServer(LoopbackServer):
     """Serves a MastodonState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop()."""
 
     name = "sample-mastodon"
 
     def __init__(self, state: MastodonState, token: str, host: str = "127.0.0.1", port: int = 0, rate_limit: int = 300):
+        super().__init__(host, port)
         self.state = state
         self._token = token
         self.rate_limit = rate_limit
-        self.faults: list[Fault] = []
-        self.requests_log: list[tuple[str, str, str]] = []
-        self.on_request: Callable[[str], None] | None = None  # called with each request's path+query first
         self._window_start = datetime.now(UTC)
         self._window_count = 0
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         with state.lock:
             old = state.base_url
             state.base_url = self.base_url
@@ -345,79 +316,24 @@ class SampleMastodonServer(ServedFromThread):
         return remaining < 0, headers
 
     # -- routing -------------------------------------------------------------------------------------------
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # One write per response and no Nagle: otherwise delayed ACKs add ~40 ms to every request.
-            wbufsize = 1 << 16
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:  # quiet: and never a header
-                pass
-
-            def send(
-                self,
-                status: int,
-                body: bytes,
-                headers: dict[str, str] | None = None,
-                content_type: str = "application/json; charset=utf-8",
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def send_json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
-                self.send(status, json.dumps(value).encode("utf-8"), headers)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                parts = urlsplit(self.path)
-                server.requests_log.append(("GET", parts.path, parts.query))
-                if server.on_request:
-                    server.on_request(self.path)
-                for fault in list(server.faults):
-                    if fault.fires(self.path):
-                        if fault.delay:
-                            threading.Event().wait(fault.delay)
-                        if fault.drop_connection:
-                            self.close_connection = True
-                            self.connection.close()
-                            return
-                        body = (
-                            fault.body if fault.body is not None else json.dumps({"error": "Injected fault"}).encode()
-                        )
-                        self.send(fault.status, body, fault.headers)
-                        return
-                if parts.path.startswith(MEDIA_PREFIX):
-                    with server.state.lock:
-                        data = server.state.media.get(parts.path)
-                    if data is None:
-                        self.send_json(404, {"error": "Not found"})
-                    else:
-                        self.send(200, data, content_type="image/png")
-                    return
-                if not parts.path.startswith("/api/"):
-                    self.send_json(404, {"error": "Not found"})
-                    return
-                if self.headers.get("Authorization") != f"Bearer {server._token}":
-                    self.send_json(401, {"error": "The access token is invalid"})
-                    return
-                limited, rate = server._rate_headers()
-                if limited:
-                    self.send_json(429, {"error": "Too many requests"}, rate)
-                    return
-                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                with server.state.lock:
-                    status, value, extra = server._route(parts.path, query)
-                    body = json.dumps(value).encode("utf-8")
-                self.send(status, body, {**rate, **extra})
-
-        return Handler
+    def respond(self, request: Request) -> Reply:
+        if request.path.startswith(MEDIA_PREFIX):
+            with self.state.lock:
+                data = self.state.media.get(request.path)
+            if data is None:
+                return Reply.json(404, {"error": "Not found"})
+            return Reply(200, data, content_type="image/png")
+        if not request.path.startswith("/api/"):
+            return Reply.json(404, {"error": "Not found"})
+        if request.headers.get("authorization") != f"Bearer {self._token}":
+            return Reply.json(401, {"error": "The access token is invalid"})
+        limited, rate = self._rate_headers()
+        if limited:
+            return Reply.json(429, {"error": "Too many requests"}, rate)
+        with self.state.lock:
+            status, value, extra = self._route(request.path, request.query)
+            body = json.dumps(value).encode("utf-8")
+        return Reply(status, body, {**rate, **extra})
 
     def _link(self, path: str, query: dict[str, str], page: list[tuple[int, Any]]) -> dict[str, str]:
         if not page:

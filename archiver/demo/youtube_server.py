@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .mastodon_server import Fault
+from .loopback import Fault
 from .png import make_png
 from .serving import ServedFromThread
 
