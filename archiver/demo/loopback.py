@@ -70,7 +70,7 @@ class LoopbackServer(ServedFromThread):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.faults: list[Fault] = []
-        self.requests_log: list[tuple[str, str, str]] = []  # (method, path, query)
+        self.requests_log: list[tuple] = []  # log_entry's: (method, path, query) unless a platform says otherwise
         self.on_request: Callable[[str], None] | None = None  # a test's hook, called with each path+query first
         self.lock = threading.RLock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -79,6 +79,14 @@ class LoopbackServer(ServedFromThread):
 
     def respond(self, request: Request) -> Reply:  # pragma: no cover - every platform overrides it
         return Reply.json(404, {"error": "NotFound"})
+
+    def fault_body(self, fault: Fault) -> bytes:
+        """What an injected fault that names no body answers: a platform gives its own error shape."""
+        return b'{"error":"InjectedFault"}'
+
+    def log_entry(self, method: str, path: str, query: str, headers: dict[str, str]) -> tuple:
+        """What `requests_log` keeps of a request; a platform may mask a key or keep the headers."""
+        return (method, path, query)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -95,7 +103,8 @@ class LoopbackServer(ServedFromThread):
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                server.requests_log.append((method, parts.path, parts.query))
+                headers = dict(self.headers.items())
+                server.requests_log.append(server.log_entry(method, parts.path, parts.query, headers))
                 if server.on_request:
                     server.on_request(self.path)
                 for fault in list(server.faults):
@@ -106,7 +115,7 @@ class LoopbackServer(ServedFromThread):
                             self.close_connection = True
                             self.connection.close()
                             return
-                        fault_body = fault.body if fault.body is not None else b'{"error":"InjectedFault"}'
+                        fault_body = fault.body if fault.body is not None else server.fault_body(fault)
                         self._send(Reply(fault.status, fault_body, dict(fault.headers or {})))
                         return
                 multi = parse_qs(parts.query, keep_blank_values=True)
@@ -115,7 +124,7 @@ class LoopbackServer(ServedFromThread):
                     parts.path,
                     {k: v[-1] for k, v in multi.items()},
                     multi,
-                    {k.lower(): v for k, v in self.headers.items()},
+                    {k.lower(): v for k, v in headers.items()},
                     body,
                 )
                 try:

@@ -20,13 +20,11 @@ import json
 import re
 import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
-from .loopback import Fault
+from .loopback import Fault, LoopbackServer, Reply, Request
 from .png import make_png
-from .serving import ServedFromThread
 
 API = "/youtube/v3/"
 THUMB_PREFIX = "/vi/"
@@ -262,7 +260,7 @@ def _offset(token: str | None) -> int | None:
     return int(text[7:]) if text.startswith("offset:") and text[7:].isdigit() else None
 
 
-class SampleYouTubeServer(ServedFromThread):
+class SampleYouTubeServer(LoopbackServer):
     """Serves a YouTubeState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop().
 
     `api_key` is accepted as `key=`, `oauth_token` as a Bearer header (it sees private videos too).
@@ -280,16 +278,12 @@ class SampleYouTubeServer(ServedFromThread):
         port: int = 0,
         daily_quota: int = 10_000,
     ):
+        super().__init__(host, port)
         self.state = state
         self._key = api_key
         self._oauth = oauth_token
         self.daily_quota = daily_quota
         self.units_spent = 0
-        self.faults: list[Fault] = []
-        self.requests_log: list[tuple[str, str, str]] = []  # method, path, query (the key masked)
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
 
     def reset_quota(self) -> None:
         with self.state.lock:
@@ -299,93 +293,43 @@ class SampleYouTubeServer(ServedFromThread):
         """The queries of the calls made to one API method (e.g. "commentThreads"), in order."""
         return [{k: v[-1] for k, v in parse_qs(q).items()} for _, p, q in self.requests_log if p == f"{API}{method}"]
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    def log_entry(self, method: str, path: str, query: str, headers: dict[str, str]) -> tuple:
+        return (method, path, re.sub(r"(^|&)key=[^&]*", r"\1key=***", query))  # the key masked
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            wbufsize = 1 << 16
-            disable_nagle_algorithm = True
+    def fault_body(self, fault: Fault) -> bytes:
+        if fault.status == 403:
+            return json.dumps(QUOTA_EXCEEDED).encode()
+        return json.dumps(google_error(fault.status, "backendError", "Injected fault")).encode()
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    @staticmethod
+    def _json(status: int, value: Any) -> Reply:
+        return Reply(status, json.dumps(value).encode("utf-8"), content_type="application/json; charset=UTF-8")
 
-            def send(
-                self,
-                status: int,
-                body: bytes,
-                content_type: str = "application/json; charset=UTF-8",
-                headers: dict | None = None,
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def send_json(self, status: int, value: Any) -> None:
-                self.send(status, json.dumps(value).encode("utf-8"))
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                parts = urlsplit(self.path)
-                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                shown = re.sub(r"(^|&)key=[^&]*", r"\1key=***", parts.query)
-                server.requests_log.append(("GET", parts.path, shown))
-                for fault in list(server.faults):
-                    if fault.fires(self.path):
-                        if fault.delay:
-                            threading.Event().wait(fault.delay)
-                        if fault.drop_connection:
-                            self.close_connection = True
-                            self.connection.close()
-                            return
-                        default = (
-                            QUOTA_EXCEEDED
-                            if fault.status == 403
-                            else google_error(fault.status, "backendError", "Injected fault")
-                        )
-                        body = fault.body if fault.body is not None else json.dumps(default).encode()
-                        self.send(fault.status, body, headers=fault.headers)
-                        return
-                if m := re.fullmatch(r"/vi/([\w-]+)/(hqdefault|default)\.jpg", parts.path):
-                    if m[1] in server.state.videos:
-                        self.send(200, make_png(12, 9, sum(map(ord, m[1]))), "image/jpeg")
-                    else:
-                        self.send_json(404, google_error(404, "notFound", "Not Found"))
-                    return
-                if not parts.path.startswith(API):
-                    self.send_json(404, google_error(404, "notFound", "Not Found"))
-                    return
-                auth = self.headers.get("Authorization", "")
-                oauth = bool(server._oauth) and auth == f"Bearer {server._oauth}"
-                if auth and not oauth:
-                    message = "Request had invalid authentication credentials."
-                    self.send_json(401, google_error(401, "authError", message, status="UNAUTHENTICATED"))
-                    return
-                if not oauth and (server._key is None or query.get("key") != server._key):
-                    if "key" in query:
-                        message = "API key not valid. Please pass a valid API key."
-                        self.send_json(400, google_error(400, "badRequest", message, status="INVALID_ARGUMENT"))
-                    else:
-                        message = "The request is missing a valid API key."
-                        self.send_json(403, google_error(403, "forbidden", message, status="PERMISSION_DENIED"))
-                    return
-                with server.state.lock:
-                    if server.units_spent + 1 > server.daily_quota:
-                        over = True
-                    else:
-                        over = False
-                        server.units_spent += 1  # every list call costs one unit, a failed one too
-                    if not over:
-                        status, value = server._route(parts.path[len(API) :], query, oauth)
-                if over:
-                    self.send_json(403, QUOTA_EXCEEDED)
-                    return
-                self.send_json(status, value)
-
-        return Handler
+    def respond(self, request: Request) -> Reply:
+        path, query = request.path, request.query
+        if m := re.fullmatch(r"/vi/([\w-]+)/(hqdefault|default)\.jpg", path):
+            if m[1] in self.state.videos:
+                return Reply(200, make_png(12, 9, sum(map(ord, m[1]))), content_type="image/jpeg")
+            return self._json(404, google_error(404, "notFound", "Not Found"))
+        if not path.startswith(API):
+            return self._json(404, google_error(404, "notFound", "Not Found"))
+        auth = request.headers.get("authorization", "")
+        oauth = bool(self._oauth) and auth == f"Bearer {self._oauth}"
+        if auth and not oauth:
+            message = "Request had invalid authentication credentials."
+            return self._json(401, google_error(401, "authError", message, status="UNAUTHENTICATED"))
+        if not oauth and (self._key is None or query.get("key") != self._key):
+            if "key" in query:
+                message = "API key not valid. Please pass a valid API key."
+                return self._json(400, google_error(400, "badRequest", message, status="INVALID_ARGUMENT"))
+            message = "The request is missing a valid API key."
+            return self._json(403, google_error(403, "forbidden", message, status="PERMISSION_DENIED"))
+        with self.state.lock:
+            if self.units_spent + 1 > self.daily_quota:
+                return self._json(403, QUOTA_EXCEEDED)
+            self.units_spent += 1  # every list call costs one unit, a failed one too
+            status, value = self._route(path[len(API) :], query, oauth)
+        return self._json(status, value)
 
     @staticmethod
     def _list(kind: str, items: list[Any], query: dict[str, str], default: int, cap: int) -> tuple[int, Any]:
