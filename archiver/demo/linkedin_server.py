@@ -17,12 +17,10 @@ import json
 import re
 import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote
 
-from .loopback import Fault
-from .serving import ServedFromThread
+from .loopback import Fault, LoopbackServer, Reply, Request
 
 MEDIA_PREFIX = "/dms/image/"
 SUPPORTED_VERSIONS = {f"{year}{month:02d}" for year in (2025, 2026) for month in range(1, 13)}
@@ -206,7 +204,7 @@ VERSION_MISSING = _error(
 NOT_ENCODED = _error(400, "ILLEGAL_ARGUMENT", "Syntax exception in path variables: URNs must be URL-encoded")
 
 
-class SampleLinkedInServer(ServedFromThread):
+class SampleLinkedInServer(LoopbackServer):
     """Serves a LinkedInState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop().
 
     `tokens` maps each accepted bearer token to the organisation ids it administers. `daily_limit` caps the
@@ -223,100 +221,52 @@ class SampleLinkedInServer(ServedFromThread):
         port: int = 0,
         daily_limit: int | None = None,
     ):
+        super().__init__(host, port)
         self.state = state
         self._tokens = tokens
         self.daily_limit = daily_limit
         self.calls: dict[str, int] = {}
-        self.faults: list[Fault] = []
-        self.requests_log: list[tuple[str, str, str, dict[str, str]]] = []  # method, raw path, raw query, headers
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         state.base_url = self.base_url
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    def log_entry(self, method: str, path: str, query: str, headers: dict[str, str]) -> tuple:
+        return (method, path, query, headers)  # the tests read the version and protocol headers sent
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            wbufsize = 1 << 16
-            disable_nagle_algorithm = True
+    def fault_body(self, fault: Fault) -> bytes:
+        return json.dumps(
+            THROTTLED if fault.status == 429 else _error(fault.status, "INJECTED", "Injected fault")
+        ).encode()
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    @staticmethod
+    def _json(status: int, value: Any) -> Reply:
+        return Reply(status, json.dumps(value).encode("utf-8"), content_type="application/json")
 
-            def send(
-                self, status: int, body: bytes, content_type: str = "application/json", headers: dict | None = None
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def send_json(self, status: int, value: Any) -> None:
-                self.send(status, json.dumps(value).encode("utf-8"))
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                parts = urlsplit(self.path)
-                server.requests_log.append(("GET", parts.path, parts.query, dict(self.headers.items())))
-                for fault in list(server.faults):
-                    if fault.fires(self.path):
-                        if fault.delay:
-                            threading.Event().wait(fault.delay)
-                        if fault.drop_connection:
-                            self.close_connection = True
-                            self.connection.close()
-                            return
-                        default = (
-                            THROTTLED if fault.status == 429 else _error(fault.status, "INJECTED", "Injected fault")
-                        )
-                        body = fault.body if fault.body is not None else json.dumps(default).encode()
-                        self.send(fault.status, body, headers=fault.headers)
-                        return
-                if parts.path.startswith(MEDIA_PREFIX):  # the CDN: signed URLs, no token
-                    self.send_media(parts.path[len(MEDIA_PREFIX) :])
-                    return
-                if not parts.path.startswith("/rest/"):
-                    self.send_json(*NOT_FOUND)
-                    return
-                auth = self.headers.get("Authorization", "")
-                token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-                if token not in server._tokens:
-                    self.send_json(401, _error(401, "INVALID_ACCESS_TOKEN", "Invalid access token", 65600))
-                    return
-                version = self.headers.get("LinkedIn-Version")
-                if not version:
-                    self.send_json(400, VERSION_MISSING)
-                    return
-                if version not in SUPPORTED_VERSIONS:
-                    message = f"Requested version {version} is not active"
-                    self.send_json(426, _error(426, "NONEXISTENT_VERSION", message))
-                    return
-                if self.headers.get("X-Restli-Protocol-Version") != "2.0.0":
-                    self.send_json(400, _error(400, "ILLEGAL_ARGUMENT", "Rest.li protocol version 2.0.0 is required"))
-                    return
-                with server.state.lock:
-                    server.calls[token] = server.calls.get(token, 0) + 1
-                    over = server.daily_limit is not None and server.calls[token] > server.daily_limit
-                if over:
-                    self.send_json(429, THROTTLED)  # no Retry-After, no rate-limit headers: LinkedIn's way
-                    return
-                with server.state.lock:
-                    status, value = server._route(parts.path, parts.query, server._tokens[token])
-                self.send_json(status, value)
-
-            def send_media(self, key: str) -> None:
-                with server.state.lock:
-                    media = server.state.media.get(unquote(key))
-                if media is None:
-                    self.send_json(*NOT_FOUND)
-                else:
-                    self.send(200, media["bytes"], media["content_type"])
-
-        return Handler
+    def respond(self, request: Request) -> Reply:
+        path, headers = request.path, request.headers
+        if path.startswith(MEDIA_PREFIX):  # the CDN: signed URLs, no token
+            with self.state.lock:
+                media = self.state.media.get(unquote(path[len(MEDIA_PREFIX) :]))
+            if media is None:
+                return self._json(*NOT_FOUND)
+            return Reply(200, media["bytes"], content_type=media["content_type"])
+        if not path.startswith("/rest/"):
+            return self._json(*NOT_FOUND)
+        auth = headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token not in self._tokens:
+            return self._json(401, _error(401, "INVALID_ACCESS_TOKEN", "Invalid access token", 65600))
+        version = headers.get("linkedin-version")
+        if not version:
+            return self._json(400, VERSION_MISSING)
+        if version not in SUPPORTED_VERSIONS:
+            return self._json(426, _error(426, "NONEXISTENT_VERSION", f"Requested version {version} is not active"))
+        if headers.get("x-restli-protocol-version") != "2.0.0":
+            return self._json(400, _error(400, "ILLEGAL_ARGUMENT", "Rest.li protocol version 2.0.0 is required"))
+        with self.state.lock:
+            self.calls[token] = self.calls.get(token, 0) + 1
+            if self.daily_limit is not None and self.calls[token] > self.daily_limit:
+                return self._json(429, THROTTLED)  # no Retry-After, no rate-limit headers: LinkedIn's way
+            status, value = self._route(path, request.raw_query, self._tokens[token])
+        return self._json(status, value)
 
     def _paged(self, path: str, query: dict[str, str], elements: list[Any], raw_query: str) -> dict[str, Any]:
         try:

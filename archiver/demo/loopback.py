@@ -49,6 +49,7 @@ class Request:
     multi: dict[str, list[str]]  # every value of each parameter
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    raw_query: str = ""  # as sent, still percent-encoded (a platform may refuse what is not)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class LoopbackServer(ServedFromThread):
                     multi,
                     {k.lower(): v for k, v in headers.items()},
                     body,
+                    parts.query,
                 )
                 try:
                     reply = server.respond(request)
