@@ -20,12 +20,10 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
-from .loopback import Fault
-from .serving import ServedFromThread
+from .loopback import Fault, LoopbackServer, Reply, Request
 
 MEDIA_PREFIX = "/cdn/media/"
 VERSION = re.compile(r"v\d+\.\d+")
@@ -483,7 +481,7 @@ def _uncursor(cursor: str) -> str | None:
         return None
 
 
-class SampleGraphServer(ServedFromThread):
+class SampleGraphServer(LoopbackServer):
     """Serves a GraphState on 127.0.0.1 from a daemon thread. Use as a context manager or start()/stop()."""
 
     name = "sample-graph"
@@ -498,6 +496,7 @@ class SampleGraphServer(ServedFromThread):
         app_secret: str | None = None,
         call_budget: int = 100_000,
     ):
+        super().__init__(host, port)
         self.state = state
         self._token = token
         self._app_secret = app_secret
@@ -509,12 +508,7 @@ class SampleGraphServer(ServedFromThread):
         self.call_budget = call_budget  # calls per run of the server before usage reaches 100%
         self.reported_usage: int | None = None  # a fixed percentage for the usage headers, instead of the count
         self.calls = 0
-        self.faults: list[Fault] = []
         self.throttles: list[Throttle] = []
-        self.requests_log: list[tuple[str, str, dict[str, str]]] = []  # (path, query, headers), token masked
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         state.rebase(self.base_url)
 
     # -- errors and usage --------------------------------------------------------------------------------------
@@ -545,59 +539,31 @@ class SampleGraphServer(ServedFromThread):
         return {"X-App-Usage": json.dumps(app), "X-Business-Use-Case-Usage": json.dumps(buc)}
 
     # -- HTTP --------------------------------------------------------------------------------------------------
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    def log_entry(self, method: str, path: str, query: str, headers: dict[str, str]) -> tuple:
+        """(path, query, headers), the token masked wherever it travels."""
+        values = {k: v[-1] for k, v in parse_qs(query).items()}
+        masked = {k: ("[token]" if k in ("access_token", "appsecret_proof") else v) for k, v in values.items()}
+        shown = {k: ("[token]" if k.lower() == "authorization" else v) for k, v in headers.items()}
+        return (path, urlencode(masked), shown)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            wbufsize = 1 << 16
-            disable_nagle_algorithm = True
+    def fault_body(self, fault: Fault) -> bytes:
+        return b'{"error": {"message": "Injected fault"}}'
 
-            def log_message(self, *args: Any) -> None:  # quiet: and never a header
-                pass
-
-            def send(self, status: int, body: bytes, headers: dict[str, str] | None = None, ctype: str = "") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype or "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                parts = urlsplit(self.path)
-                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                masked = {k: ("[token]" if k in ("access_token", "appsecret_proof") else v) for k, v in query.items()}
-                headers = {k: ("[token]" if k.lower() == "authorization" else v) for k, v in self.headers.items()}
-                server.requests_log.append((parts.path, urlencode(masked), headers))
-                for fault in list(server.faults):
-                    if fault.fires(self.path):
-                        if fault.delay:
-                            threading.Event().wait(fault.delay)
-                        if fault.drop_connection:
-                            self.close_connection = True
-                            self.connection.close()
-                            return
-                        body = fault.body if fault.body is not None else b'{"error": {"message": "Injected fault"}}'
-                        self.send(fault.status, body, fault.headers)
-                        return
-                if parts.path.startswith(MEDIA_PREFIX):
-                    with server.state.lock:
-                        data = server.state.media.get(parts.path)
-                    if data is None:
-                        self.send(404, b"Not Found", ctype="text/plain")
-                    else:
-                        self.send(200, data, ctype="video/mp4" if parts.path.endswith(".mp4") else "image/png")
-                    return
-                status, value, extra = server._answer(parts.path, query, self.headers.get("Authorization", ""))
-                body = json.dumps(value)
-                if server.signed_media_urls:
-                    signature = f"?oh={secrets.token_hex(8)}&oe={secrets.token_hex(4)}"
-                    body = re.sub(rf'({re.escape(MEDIA_PREFIX)}[^"?]+)', lambda m: m[1] + signature, body)
-                self.send(status, body.encode("utf-8"), extra)
-
-        return Handler
+    def respond(self, request: Request) -> Reply:
+        path = request.path
+        if path.startswith(MEDIA_PREFIX):
+            with self.state.lock:
+                data = self.state.media.get(path)
+            if data is None:
+                return Reply(404, b"Not Found", content_type="text/plain")
+            return Reply(200, data, content_type="video/mp4" if path.endswith(".mp4") else "image/png")
+        query = {k: v[-1] for k, v in parse_qs(request.raw_query).items()}
+        status, value, extra = self._answer(path, query, request.headers.get("authorization", ""))
+        body = json.dumps(value)
+        if self.signed_media_urls:
+            signature = f"?oh={secrets.token_hex(8)}&oe={secrets.token_hex(4)}"
+            body = re.sub(rf'({re.escape(MEDIA_PREFIX)}[^"?]+)', lambda m: m[1] + signature, body)
+        return Reply(status, body.encode("utf-8"), extra, "application/json; charset=UTF-8")
 
     def _token_of(self, authorization: str, query: dict[str, str]) -> str | None:
         scheme, _, value = authorization.partition(" ")
