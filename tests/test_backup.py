@@ -98,14 +98,15 @@ def test_later_backups_copy_only_what_is_new_and_mend_a_damaged_copy(demo, tmp_p
     assert backup(demo, to)[0] == 0
     code, output = backup(demo, to)
     assert code == 0 and "0 file(s) copied" in output, output
-    # A new checkpoint is one new file; a WARC copy damaged in the backup is copied again.
+    # A new checkpoint is one new file; a WARC copy damaged or deleted in the backup is copied again.
     assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
-    damaged = sorted((to / "warcs").glob("*.warc.gz"))[0]
+    damaged, deleted = sorted((to / "warcs").glob("*.warc.gz"))[:2]
     flip_byte(damaged, damaged.stat().st_size // 2)
+    deleted.unlink()
     (to / "warcs" / ".left-by-a-stopped-backup.partial").write_bytes(b"half")
     code, output = backup(demo, to)
     assert code == 0, output
-    assert "2 file(s) copied" in output
+    assert "3 file(s) copied" in output
     assert files(to / "warcs") == files(demo / "archive" / "warcs")
 
 
