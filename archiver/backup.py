@@ -86,6 +86,10 @@ def back_up_archive(
             expected = recorded.get(relative.as_posix())
             _copy_unless_kept(source, warcs / relative, expected, outcome)
             on_step("copying files", done, len(sources))
+        for name in sorted(set(recorded) - {s.relative_to(archive.warc_dir).as_posix() for s in sources}):
+            kept = "; the backup's copy is kept" if (warcs / name).is_file() else ""
+            message = f"recorded in warc_files but missing from the archive{kept}"
+            outcome.problems.append(Problem(f"backup of {archive.warc_dir / name}", message))
         for source, name in (
             (archive.keys_dir / PUBLIC_KEY, f"{archive.keys_dir.name}/{PUBLIC_KEY}"),
             (users_path(archive.database), None),

@@ -130,6 +130,18 @@ def test_a_changed_warc_in_the_archive_never_replaces_the_good_copy(demo, tmp_pa
     assert file_sha256(copy) == damaged and f"backup WARC {warc.name}: sha256 expected" in output
 
 
+def test_a_warc_deleted_from_the_archive_is_reported_and_the_copy_kept(demo, tmp_path):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    good = files(to)
+    warc = sorted((demo / "archive" / "warcs").glob("*.warc.gz"))[0]
+    warc.unlink()
+    code, output = backup(demo, to)
+    assert code == 1
+    assert f"backup of {warc}: recorded in warc_files but missing from the archive; the backup's copy is kept" in output
+    assert files(to) == good
+
+
 def test_a_tampered_database_is_kept_beside_and_the_verified_one_stays(demo, tmp_path):
     to = tmp_path / "backup"
     assert backup(demo, to)[0] == 0
