@@ -143,6 +143,10 @@ def verify(
         Path | None,
         typer.Option(help="The archive's public key (PEM) kept elsewhere; default: the one in the key folder."),
     ] = None,
+    archive_dir: Annotated[
+        Path | None,
+        typer.Option(help="Check this archive folder (a backup, a copy) instead of the config's; no config needed."),
+    ] = None,
 ) -> None:
     """Check the archive's integrity without changing anything; exit 1 when a problem is found.
 
@@ -152,14 +156,20 @@ def verify(
     Example: archiver verify --config /etc/archiver/archiver.toml --public-key /safe/archive-ed25519.pub
     """
     from .checkpoints import PUBLIC_KEY
+    from .config import ArchiveConfig
     from .progress import verify_progress
     from .verify import verify_archive
 
-    cfg = load_config(config)
-    if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
-        public_key = cfg.archive.keys_dir / PUBLIC_KEY
+    if archive_dir is not None:
+        archive = ArchiveConfig.in_folder(archive_dir)
+        if not archive.database.is_file():
+            raise ConfigError(f"--archive-dir {archive.dir}: no {archive.database.name} there; name an archive folder")
+    else:
+        archive = load_config(config).archive
+    if public_key is None and (archive.keys_dir / PUBLIC_KEY).exists():
+        public_key = archive.keys_dir / PUBLIC_KEY
     with verify_progress(enabled=on_terminal() and not as_json) as on_step:
-        problems = verify_archive(cfg.archive.database, cfg.archive.warc_dir, public_key, on_step)
+        problems = verify_archive(archive.database, archive.warc_dir, public_key, on_step)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))

@@ -42,6 +42,9 @@ class AccountConfig:
         return f"${self.token_env}" if self.token_env else f"file {self.token_file}"
 
 
+DEFAULT_DATABASE, DEFAULT_WARC_DIR, DEFAULT_KEYS_DIR = "archive.db", "warcs", "keys"
+
+
 @dataclass(frozen=True)
 class ArchiveConfig:
     dir: Path
@@ -56,6 +59,12 @@ class ArchiveConfig:
     retries: int = 3
     parallel_platforms: int = 4
     token_warning_days: int = 14
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> ArchiveConfig:
+        """An archive folder (or a backup of one) laid out with the default names, read without a config."""
+        folder = Path(folder).resolve()
+        return cls(folder, folder / DEFAULT_DATABASE, folder / DEFAULT_WARC_DIR, folder / DEFAULT_KEYS_DIR)
 
 
 @dataclass(frozen=True)
@@ -196,9 +205,9 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
     archive_dir = (base / arc["dir"]).resolve()
     archive = ArchiveConfig(
         dir=archive_dir,
-        database=archive_dir / arc.get("database", "archive.db"),
-        warc_dir=archive_dir / arc.get("warc_dir", "warcs"),
-        keys_dir=archive_dir / arc.get("keys_dir", "keys"),
+        database=archive_dir / arc.get("database", DEFAULT_DATABASE),
+        warc_dir=archive_dir / arc.get("warc_dir", DEFAULT_WARC_DIR),
+        keys_dir=archive_dir / arc.get("keys_dir", DEFAULT_KEYS_DIR),
         organisation=arc.get("organisation", ""),
         warc_max_bytes=arc.get("warc_max_bytes", 1_000_000_000),
         recheck_days=arc.get("recheck_days", 14),

@@ -73,6 +73,10 @@ def test_a_backup_is_a_verified_copy_that_can_take_the_archives_place(demo, tmp_
     assert stat.S_IMODE(to.stat().st_mode) == 0o700
     for path in (to / "archive.db", to / "access-log.db", *(to / "warcs").rglob("*.warc.gz")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # Anyone can check the copy as it lies, without a config; a folder without an archive is refused.
+    assert cli("verify", "--archive-dir", str(to)) == (0, "archive verifies\n")
+    code, output = cli("verify", "--archive-dir", str(tmp_path))
+    assert code == 2 and output.count("\n") == 1 and "no archive.db there" in output
     # The copy takes the archive's place: with the private key put back it verifies, serves its log, and signs.
     restored = tmp_path / "restored"
     shutil.copytree(to, restored / "archive")
