@@ -118,32 +118,47 @@ def check_backup(config: Config, now: datetime) -> list[Check]:
     folder = config.backup.to
     if folder is None:
         return []
+    return [_last_backup(folder, config.backup.max_age_hours, now), *_backup_folder(folder)]
+
+
+def _last_backup(folder: Path, max_age_hours: int, now: datetime) -> Check:
     manifest = read_manifest(folder)
     if manifest is None:
-        return [Check("backup", "fail", f"no backup has finished in {folder}; run `archiver backup`")]
+        return Check("backup", "fail", f"no backup has finished in {folder}; run `archiver backup`")
     last, verified = manifest.get("last_backup") or {}, manifest.get("last_verified")
     if not last.get("verified"):
-        return [
-            Check(
-                "backup",
-                "fail",
-                f"the last backup in {folder} ({last.get('at')}) found {last.get('problems')} problem(s); "
-                "run `archiver backup` and read what it reports",
-            )
-        ]
+        return Check(
+            "backup",
+            "fail",
+            f"the last backup in {folder} ({last.get('at')}) found {last.get('problems')} problem(s); "
+            "run `archiver backup` and read what it reports",
+        )
     age = now - datetime.fromisoformat(str(verified["at"]).replace("Z", "+00:00"))
     hours = age.total_seconds() / 3600
-    if hours > config.backup.max_age_hours:
-        return [
-            Check(
-                "backup",
-                "fail",
-                f"the last verified backup in {folder} is {hours:.0f} h old (max_age_hours "
-                f"{config.backup.max_age_hours}); is its cron job running?",
-            )
-        ]
+    if hours > max_age_hours:
+        return Check(
+            "backup",
+            "fail",
+            f"the last verified backup in {folder} is {hours:.0f} h old (max_age_hours {max_age_hours}); "
+            "is its cron job running?",
+        )
     seq = verified["ledger_seq"]
-    return [Check("backup", "ok", f"verified in {folder} {hours:.1f} h ago, up to ledger entry {seq}")]
+    return Check("backup", "ok", f"verified in {folder} {hours:.1f} h ago, up to ledger entry {seq}")
+
+
+def _backup_folder(folder: Path) -> list[Check]:
+    """The backup holds PHI and grows like the archive: who can read it, and room for the next nights."""
+    if not folder.is_dir():
+        return []
+    checks = []
+    mode = _mode(folder)
+    if mode & 0o077:
+        message = f"{folder} is mode {mode:o}: others can read PHI; chmod 700 {folder}"
+        checks.append(Check("backup folder", "warn", message))
+    free = shutil.disk_usage(folder).free
+    level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
+    checks.append(Check("backup disk space", level, f"{free / 1e9:.1f} GB free at {folder}"))
+    return checks
 
 
 def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_days: int) -> Check | None:

@@ -107,6 +107,11 @@ def test_the_backup_folder_is_checked_once_configured(archived):
     assert CliRunner().invoke(app, ["backup", "--config", str(config_path), "--quiet"]).exit_code == 0
     found = backup_check()
     assert found.status == "ok" and "h ago, up to ledger entry" in found.message, found
+    named = {c.name: c for c in doctor.run_doctor(load_config(config_path))}
+    assert named["backup disk space"].status == "ok" and "backup folder" not in named
+    (archived.tmp_path / "nightly").chmod(0o755)  # made by hand before the first backup, say
+    loose = {c.name: c for c in doctor.run_doctor(load_config(config_path))}["backup folder"]
+    assert loose.status == "warn" and "others can read PHI; chmod 700" in loose.message
     late = backup_check(datetime.now(UTC) + timedelta(hours=31))
     assert late.status == "fail" and "is 31 h old (max_age_hours 30)" in late.message, late
     statement = next((archived.tmp_path / "arch" / "warcs" / "checkpoints").glob("*.json"))
