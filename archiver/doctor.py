@@ -62,10 +62,14 @@ def check_files(config: Config) -> list[Check]:
         checks.append(Check("signing key", "fail", f"{key} is mode {_mode(key):o}; chmod 600 {key}"))
     else:
         checks.append(Check("signing key", "ok", f"{key} (mode 600); public key {archive.keys_dir / PUBLIC_KEY}"))
-    free = shutil.disk_usage(archive.dir).free
-    level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
-    checks.append(Check("disk space", level, f"{free / 1e9:.1f} GB free at {archive.dir}"))
+    checks.append(_disk_space("disk space", archive.dir))
     return checks
+
+
+def _disk_space(name: str, folder: Path) -> Check:
+    free = shutil.disk_usage(folder).free
+    level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
+    return Check(name, level, f"{free / 1e9:.1f} GB free at {folder}")
 
 
 def check_last_run(config: Config, now: datetime) -> list[Check]:
@@ -155,9 +159,7 @@ def _backup_folder(folder: Path) -> list[Check]:
     if mode & 0o077:
         message = f"{folder} is mode {mode:o}: others can read PHI; chmod 700 {folder}"
         checks.append(Check("backup folder", "warn", message))
-    free = shutil.disk_usage(folder).free
-    level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
-    checks.append(Check("backup disk space", level, f"{free / 1e9:.1f} GB free at {folder}"))
+    checks.append(_disk_space("backup disk space", folder))
     return checks
 
 
