@@ -37,9 +37,10 @@ def demo_template(tmp_path_factory) -> DemoTemplate:
 
 
 @pytest.fixture
-def retry_waits(monkeypatch) -> list[float]:
-    """The waits of the test's in-process runs, recorded instead of slept: a test that makes an endpoint fail
-    on purpose then costs no back-off time (about 4 s a failing run), and can see that retries happened."""
+def http_waits(monkeypatch) -> list[float]:
+    """The waits `archiver.http` makes in the test's in-process runs (back-offs, rate-limit waits), recorded
+    instead of slept: the test costs no waiting (a failing endpoint's back-off is about 4 s a run) and can
+    check what was waited."""
     waits: list[float] = []
     monkeypatch.setattr("archiver.http.time.sleep", waits.append)
     return waits

@@ -217,7 +217,7 @@ def test_replaced_record_is_a_new_version(clinic):
     assert clinic.counts() == before  # the same cid again appends nothing
 
 
-def test_deletions_need_a_complete_listing_and_record_not_found(clinic, retry_waits):
+def test_deletions_need_a_complete_listing_and_record_not_found(clinic, http_waits):
     post, other = clinic.posts[2], clinic.posts[1]
     reply = clinic.state.add_post(
         clinic.ann.did, "my MRN is 00482913", created_at=NOW - timedelta(days=1), reply_to=other["uri"]
@@ -232,7 +232,7 @@ def test_deletions_need_a_complete_listing_and_record_not_found(clinic, retry_wa
     clinic.server.faults.append(Fault(r"listRecords", status=500, times=100))
     code, output = clinic.run()
     assert code == 1 and "HTTP 500" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
@@ -258,9 +258,7 @@ def test_deletions_need_a_complete_listing_and_record_not_found(clinic, retry_wa
     assert placeholders  # the placeholder was confirmed by a lookup, not believed
 
 
-def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_rate_limited_run_waits_and_resumes(clinic, http_waits):
     reset = int(datetime.now(UTC).timestamp()) + 2
     clinic.server.faults.append(
         Fault(
@@ -273,7 +271,7 @@ def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
     )
     code, output = clinic.run()
     assert code == 0, output
-    assert waits and 0 < waits[0] <= 3
+    assert http_waits and 0 < http_waits[0] <= 3
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 3
     conn.close()

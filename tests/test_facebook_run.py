@@ -191,7 +191,7 @@ def test_absence_from_a_short_page_is_not_a_deletion(hospital, page):
     assert hospital.rows("SELECT status FROM items WHERE item_key=?", fb_key(page["question"]["id"])) == [("live",)]
 
 
-def test_a_listing_that_fails_marks_nothing_deleted(hospital, page, retry_waits):
+def test_a_listing_that_fails_marks_nothing_deleted(hospital, page, http_waits):
     assert hospital.run("facebook")[0] == 0
     hospital.state.delete(page["answer"]["id"])
     hospital.state.delete(page["album"]["id"])
@@ -199,7 +199,7 @@ def test_a_listing_that_fails_marks_nothing_deleted(hospital, page, retry_waits)
     code, output = hospital.run("facebook")
     assert code == 1
     assert "HTTP 500" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     assert hospital.rows("SELECT count(*) FROM events WHERE event='deleted'") == [(0,)]
     hospital.server.faults.clear()
     # An error answer in the middle of the feed (a later page) stops the account before any conclusion too.
@@ -220,21 +220,18 @@ def test_a_listing_that_fails_marks_nothing_deleted(hospital, page, retry_waits)
 
 
 @pytest.mark.parametrize("code", [4, 17, 32, 613, 80001])
-def test_throttled_account_waits_the_estimated_time_and_resumes(hospital, page, monkeypatch, code):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_throttled_account_waits_the_estimated_time_and_resumes(hospital, page, http_waits, code):
     hospital.server.throttles.append(Throttle(code=code, times=2, regain_minutes=2))
     code_, output = hospital.run("facebook")
     assert code_ == 0, output
-    assert waits[:2] == [120.0, 120.0]
+    assert http_waits[:2] == [120.0, 120.0]
     assert hospital.rows("SELECT count(*) FROM items") == [(9,)]
     # The refused calls are evidence too: both throttled answers are in the WARC.
     assert hospital.warc_bytes().count(f'"code": {code}'.encode()) == 2
     hospital.assert_rebuild_equal("facebook")
 
 
-def test_throttled_longer_than_the_allowed_wait_gives_up_clearly(hospital, page, monkeypatch):
-    monkeypatch.setattr("archiver.http.time.sleep", lambda seconds: None)
+def test_throttled_longer_than_the_allowed_wait_gives_up_clearly(hospital, page, http_waits):
     hospital.server.throttles.append(Throttle(code=80001, times=1, regain_minutes=30))
     code, output = hospital.run("both", archive_extra="max_rate_limit_wait = 900")
     assert code == 1
@@ -247,24 +244,22 @@ def test_throttled_longer_than_the_allowed_wait_gives_up_clearly(hospital, page,
     hospital.assert_rebuild_equal("both")  # the replay gives up where the live run did, then resumes alike
 
 
-def test_slows_down_as_usage_nears_the_limit(hospital, page, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_slows_down_as_usage_nears_the_limit(hospital, page, http_waits):
     hospital.server.reported_usage = 90  # every answer says 90% of the budget is used
     code, output = hospital.run("facebook")
     assert code == 0, output
     calls = len(hospital.server.requests_log)
-    assert waits == [5.0] * (calls - 1)  # a pause before every call after the first answer: halfway from 80 to 100%
+    # A pause before every call after the first answer: halfway from 80 to 100%.
+    assert http_waits == [5.0] * (calls - 1)
 
 
-def test_past_the_budget_without_an_estimate_waits_then_gives_up(hospital, page, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_past_the_budget_without_an_estimate_waits_then_gives_up(hospital, page, http_waits):
     hospital.server.call_budget = 3  # then code 4 on every call
     code, output = hospital.run("facebook")
     assert code == 1
     assert "max_rate_limit_wait of 900s" in output
-    assert sum(waits) <= 900 and waits[0] == 300.0  # usage at 100%: the default wait before the next call
+    # Usage at 100%: the default wait before the next call.
+    assert sum(http_waits) <= 900 and http_waits[0] == 300.0
 
 
 def test_expired_token_fails_the_account_naming_the_token_and_others_carry_on(hospital, page, monkeypatch):

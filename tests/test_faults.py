@@ -249,10 +249,9 @@ def inject(harness: Harness, case: Case) -> None:
 class Site:
     """The faulty platform's clinic plus a healthy Mastodon clinic on another server, one archive."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness_type: type):
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness_type: type, waits: list[float]):
         self.tmp_path = tmp_path
-        self.waits: list[float] = []
-        monkeypatch.setattr("archiver.http.time.sleep", self.waits.append)  # backoffs and rate-limit waits
+        self.waits = waits  # backoffs and rate-limit waits, recorded instead of slept (conftest's http_waits)
         monkeypatch.setenv("FAULTY_TOKEN", "faulty-platform-token-3141")
         monkeypatch.setenv("HEALTHY_TOKEN", "healthy-platform-token-2718")
         self.faulty: Harness = harness_type()
@@ -287,8 +286,8 @@ class Site:
 
 
 @pytest.fixture(params=HARNESSES, ids=lambda h: h.platform)
-def site(request, tmp_path, monkeypatch):
-    s = Site(tmp_path, monkeypatch, request.param)
+def site(request, tmp_path, monkeypatch, http_waits):
+    s = Site(tmp_path, monkeypatch, request.param, http_waits)
     yield s
     s.stop()
 

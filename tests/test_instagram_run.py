@@ -175,26 +175,24 @@ def test_deleted_reply_and_media_are_proven_by_lookup(hospital, feed):
         assert (error["code"], error["error_subcode"], error["type"]) == (100, 33, "GraphMethodException")
 
 
-def test_a_failed_replies_listing_concludes_nothing(hospital, feed, retry_waits):
+def test_a_failed_replies_listing_concludes_nothing(hospital, feed, http_waits):
     assert hospital.run("instagram")[0] == 0
     hospital.state.delete(feed["thanks"]["id"])
     hospital.server.faults.append(Fault(r"/replies\?", status=503, times=100))
     code, output = hospital.run("instagram")
     assert code == 1 and "HTTP 503" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     assert hospital.rows("SELECT count(*) FROM events WHERE event='deleted'") == [(0,)]
     hospital.server.faults.clear()
     assert hospital.run("instagram")[0] == 0
     assert hospital.rows("SELECT item_key FROM events WHERE event='deleted'") == [(ig_key(feed["thanks"]["id"]),)]
 
 
-def test_throttled_instagram_account_resumes(hospital, feed, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_throttled_instagram_account_resumes(hospital, feed, http_waits):
     hospital.server.throttles.append(Throttle(code=80002, times=1, regain_minutes=3, http_status=403))
     code, output = hospital.run("instagram")
     assert code == 0, output
-    assert waits == [180.0]
+    assert http_waits == [180.0]
     assert hospital.rows("SELECT count(*) FROM items") == [(8,)]
 
 

@@ -255,7 +255,7 @@ def test_edits_between_runs_are_new_versions(pages):
     conn.close()
 
 
-def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages, retry_waits):
+def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages, http_waits):
     post, other = pages.posts[2], pages.posts[0]
     doomed = pages.state.add_comment(other["id"], BOB, "my MRN is 00482913", created_at=NOW - timedelta(days=1))
     kept = pages.state.add_comment(other["id"], ANN, "thanks", created_at=NOW - timedelta(days=1))
@@ -266,7 +266,7 @@ def test_deletion_needs_a_404_and_never_comes_from_a_failed_listing(pages, retry
     pages.server.faults.append(Fault(r"/comments\?", status=500, times=100))
     code, output = pages.run()
     assert code == 1 and "HTTP 500" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     conn = pages.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
@@ -326,13 +326,11 @@ def test_a_bare_429_stops_that_account_until_midnight_utc_and_the_others_carry_o
     assert third.exit_code == 0
 
 
-def test_a_429_with_retry_after_is_waited_out(pages, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_a_429_with_retry_after_is_waited_out(pages, http_waits):
     pages.server.faults.append(Fault(r"/rest/posts\?", status=429, times=1, headers={"Retry-After": "2"}))
     code, output = pages.run()
     assert code == 0, output
-    assert 2.0 in waits
+    assert 2.0 in http_waits
     conn = pages.db()
     assert conn.execute("SELECT count(*) FROM cursors WHERE name = ?", (STOPPED_UNTIL,)).fetchone()[0] == 0
     conn.close()

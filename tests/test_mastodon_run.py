@@ -249,7 +249,7 @@ def test_deletions_are_recorded_only_with_proof(clinic):
     conn.close()
 
 
-def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic, retry_waits):
+def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic, http_waits):
     other = clinic.posts[1]
     reply = clinic.state.add_status(
         clinic.bob["id"], "thanks", in_reply_to_id=other["id"], created_at=NOW - timedelta(days=1)
@@ -262,7 +262,7 @@ def test_a_listing_that_fails_half_way_marks_nothing_deleted(clinic, retry_waits
     code, output = clinic.run()
     assert code == 1
     assert "HTTP 500" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
@@ -304,9 +304,7 @@ token_env = "EXPIRED_TOKEN"
     conn.close()
 
 
-def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_rate_limited_run_waits_and_resumes(clinic, http_waits):
     reset = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     clinic.server.faults.append(
         Fault(
@@ -319,7 +317,7 @@ def test_rate_limited_run_waits_and_resumes(clinic, monkeypatch):
     )
     code, output = clinic.run()
     assert code == 0, output
-    assert waits and 0 < waits[0] <= 2.5
+    assert http_waits and 0 < http_waits[0] <= 2.5
     assert clinic.counts()["item_versions"] == 3
 
 

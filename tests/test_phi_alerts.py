@@ -272,7 +272,7 @@ def test_a_bad_alerts_or_scan_section_is_exit_2_naming_the_field(tmp_path, secti
     assert not (tmp_path / "arch").exists()
 
 
-def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_path, clinic, channels, retry_waits):
+def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_path, clinic, channels, http_waits):
     mailbox, smtp_port, hooks = channels
     config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url)
     broken = '[[accounts]]\nname = "clinic-gone"\nplatform = "mastodon"\napi_base = "http://127.0.0.1:9"\n'
@@ -280,7 +280,7 @@ def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_pa
     config.write_text(config.read_text().replace("[scan]", broken, 1))
     result = run(config)
     assert result.exit_code == 1, result.output
-    assert retry_waits  # the refused connection was retried, after back-off waits
+    assert http_waits  # the refused connection was retried, after back-off waits
     failure = [body for _, body in hooks.posts if body.get("event") == "run-failed"]
     assert len(failure) == 1 and failure[0]["count"] == 1
     (account,) = failure[0]["accounts"]

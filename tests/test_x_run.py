@@ -320,7 +320,7 @@ def test_deletions_are_proven_by_lookup(clinic):
     conn.close()
 
 
-def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, retry_waits):
+def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, http_waits):
     reply = clinic.state.add_tweet(
         clinic.bob["id"], "thanks", created_at=NOW - timedelta(days=1), reply_to=clinic.posts[1]["id"]
     )
@@ -329,7 +329,7 @@ def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, retry_waits):
     clinic.server.faults.append(Fault(r"^/2/tweets\?ids=", status=503, times=100))
     code, output = clinic.run()
     assert code == 1 and "HTTP 503" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     conn = clinic.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
@@ -347,9 +347,7 @@ def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, retry_waits):
     conn.close()
 
 
-def test_rate_limited_run_waits_for_the_reset_and_resumes(clinic, monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+def test_rate_limited_run_waits_for_the_reset_and_resumes(clinic, http_waits):
     reset = int(datetime.now(UTC).timestamp()) + 2
     clinic.server.faults.append(
         Fault(
@@ -362,7 +360,7 @@ def test_rate_limited_run_waits_for_the_reset_and_resumes(clinic, monkeypatch):
     )
     code, output = clinic.run()
     assert code == 0, output
-    assert waits and 0 < waits[0] <= 3
+    assert http_waits and 0 < http_waits[0] <= 3
     assert clinic.counts()["item_versions"] == 3
     assert_rebuild_equals(clinic, clinic.tmp_path / "rebuilt-1.db")  # the 429 is in the WARC and replayed
     # A reset further away than max_rate_limit_wait gives the account up for this run, without hammering.

@@ -18,13 +18,11 @@ TOKEN = "harness-token-5150-Qw"
 
 
 @pytest.fixture(params=[XHarness, BlueskyHarness], ids=lambda h: h.platform)
-def harness(request, tmp_path, monkeypatch):
+def harness(request, tmp_path, monkeypatch, http_waits):
     monkeypatch.setenv("HARNESS_TOKEN", TOKEN)
-    waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
     h = request.param()
     h.start(TOKEN)
-    h.waits = waits
+    h.waits = http_waits
     h.config = tmp_path / "archiver.toml"
     h.config.write_text('[archive]\ndir = "arch"\nretries = 1\n\n' + h.account("clinic", "HARNESS_TOKEN"))
     h.db = tmp_path / "arch" / "archive.db"

@@ -234,7 +234,7 @@ def test_comment_edits_and_video_edits_are_new_versions(channel):
     conn.close()
 
 
-def test_deletions_only_when_a_lookup_no_longer_returns_the_item(channel, retry_waits):
+def test_deletions_only_when_a_lookup_no_longer_returns_the_item(channel, http_waits):
     video, gone_video = channel.videos[0], channel.videos[2]
     thread = channel.state.add_comment(video["id"], "@AnnPatient", "my MRN is 00482913", at=NOW - timedelta(days=2))
     reply = channel.state.add_reply(
@@ -248,7 +248,7 @@ def test_deletions_only_when_a_lookup_no_longer_returns_the_item(channel, retry_
     channel.server.faults.append(Fault(r"commentThreads\?", status=500, times=100, body=b'{"error": {"code": 500}}'))
     code, output = channel.run()
     assert code == 1 and "HTTP 500" in output
-    assert retry_waits  # the failing call was retried, after back-off waits
+    assert http_waits  # the failing call was retried, after back-off waits
     conn = channel.db()
     deleted = [r[0] for r in conn.execute("SELECT item_key FROM events WHERE event = 'deleted'")]
     assert deleted == [v(gone_video)]  # the video's lookup by id answered without it
