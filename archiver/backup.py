@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, ledger
 from .access_log import access_log_path, verify_access_log
 from .checkpoints import PUBLIC_KEY
 from .config import ArchiveConfig
@@ -39,6 +39,7 @@ from .errors import ConfigError
 from .lock import archive_lock
 from .problems import Problem
 from .recovery import file_sha256, fsync_path
+from .store import Store
 from .users import users_path
 from .verify import verify_archive
 from .warc import iso, utcnow
@@ -56,6 +57,11 @@ class BackupOutcome:
     unchanged: int = 0  # already in the backup, checked equal
     bytes_copied: int = 0
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        """Problems that are not notes: the copy cannot be trusted as it is."""
+        return sum(1 for p in self.problems if p.severity == "error")
 
 
 def back_up_archive(
@@ -78,15 +84,13 @@ def back_up_archive(
         _remove_partials(destination)
         database = destination / archive.database.name
         staged = _snapshot(archive.database, database.with_name(database.name + PARTIAL))
-        recorded = _recorded_warcs(staged)
+        recorded, outcome.ledger_seq = _recorded_warcs_and_head(staged)
         warcs = destination / archive.warc_dir.name
-        sources = _files_under(archive.warc_dir)
-        for done, source in enumerate(sources, start=1):
-            relative = source.relative_to(archive.warc_dir)
-            expected = recorded.get(relative.as_posix())
-            _copy_unless_kept(source, warcs / relative, expected, outcome)
+        sources = {p.relative_to(archive.warc_dir).as_posix(): p for p in _files_under(archive.warc_dir)}
+        for done, (name, source) in enumerate(sources.items(), start=1):
+            _copy_unless_kept(source, warcs / name, recorded.get(name), outcome)
             on_step("copying files", done, len(sources))
-        for name in sorted(set(recorded) - {s.relative_to(archive.warc_dir).as_posix() for s in sources}):
+        for name in sorted(set(recorded) - set(sources)):
             kept = "; the backup's copy is kept" if (warcs / name).is_file() else ""
             message = f"recorded in warc_files but missing from the archive{kept}"
             outcome.problems.append(Problem(f"backup of {archive.warc_dir / name}", message))
@@ -103,7 +107,6 @@ def back_up_archive(
         public_key = destination / archive.keys_dir.name / PUBLIC_KEY
         trusted = public_key if public_key.is_file() else None
         problems = verify_archive(staged, warcs, trusted, lambda step, n, total: on_step(f"verifying {step}", n, total))
-        outcome.ledger_seq = _ledger_seq(staged)
         _put_in_place(staged, database, problems, outcome)
         log = access_log_path(archive.database)
         if log.is_file():
@@ -124,7 +127,7 @@ def read_manifest(destination: Path) -> dict | None:
 
 
 def _write_manifest(destination: Path, outcome: BackupOutcome) -> None:
-    errors = sum(1 for p in outcome.problems if p.severity == "error")
+    errors = outcome.errors
     attempt = {
         "at": iso(utcnow()),
         "verified": not errors,
@@ -185,21 +188,14 @@ def _snapshot(source: Path, target: Path) -> Path:
     return target
 
 
-def _recorded_warcs(database: Path) -> dict[str, str]:
-    """name -> sha256 of every WARC file the snapshot records."""
-    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+def _recorded_warcs_and_head(database: Path) -> tuple[dict[str, str], int]:
+    """The snapshot's WARC files (name -> recorded sha256) and its last ledger entry."""
+    store = Store.open(database, readonly=True)
     try:
-        return {name: sha for name, sha in conn.execute("SELECT name, sha256 FROM warc_files")}
+        recorded = {name: row["sha256"] for name, row in store.known_warc_files().items()}
+        return recorded, ledger.head(store.conn)[0]
     finally:
-        conn.close()
-
-
-def _ledger_seq(database: Path) -> int:
-    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
-    finally:
-        conn.close()
+        store.close()
 
 
 def _copy_unless_kept(source: Path, target: Path, expected: str | None, outcome: BackupOutcome) -> None:

@@ -214,7 +214,7 @@ def backup(
         f"backup in {outcome.destination}: database at ledger seq {outcome.ledger_seq}, "
         f"{outcome.copied} file(s) copied ({outcome.bytes_copied / 1e6:,.1f} MB), {outcome.unchanged} unchanged"
     )
-    errors = sum(1 for p in outcome.problems if p.severity == "error")
+    errors = outcome.errors
     typer.echo("backup verifies" if not errors else f"{errors} problem(s) found", err=bool(errors))
     raise typer.Exit(1 if errors else 0)
 
