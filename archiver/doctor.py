@@ -44,17 +44,7 @@ def check_files(config: Config) -> list[Check]:
     checks = []
     if not archive.dir.exists():
         return [Check("archive folder", "fail", f"{archive.dir} does not exist; run `archiver run` once")]
-    mode = _mode(archive.dir)
-    if mode & 0o077:
-        checks.append(
-            Check(
-                "archive folder",
-                "warn",
-                f"{archive.dir} is mode {mode:o}: others can read PHI; chmod 700 {archive.dir}",
-            )
-        )
-    else:
-        checks.append(Check("archive folder", "ok", f"{archive.dir} (mode {mode:o})"))
+    checks.append(_private_folder("archive folder", archive.dir))
     key = archive.keys_dir / PRIVATE_KEY
     if not key.exists():
         checks.append(Check("signing key", "fail", f"{key} is missing; checkpoints cannot be signed"))
@@ -64,6 +54,14 @@ def check_files(config: Config) -> list[Check]:
         checks.append(Check("signing key", "ok", f"{key} (mode 600); public key {archive.keys_dir / PUBLIC_KEY}"))
     checks.append(_disk_space("disk space", archive.dir))
     return checks
+
+
+def _private_folder(name: str, folder: Path) -> Check:
+    """A folder that holds PHI: nobody but its owner may read it."""
+    mode = _mode(folder)
+    if mode & 0o077:
+        return Check(name, "warn", f"{folder} is mode {mode:o}: others can read PHI; chmod 700 {folder}")
+    return Check(name, "ok", f"{folder} (mode {mode:o})")
 
 
 def _disk_space(name: str, folder: Path) -> Check:
@@ -154,13 +152,7 @@ def _backup_folder(folder: Path) -> list[Check]:
     """The backup holds PHI and grows like the archive: who can read it, and room for the next nights."""
     if not folder.is_dir():
         return []
-    checks = []
-    mode = _mode(folder)
-    if mode & 0o077:
-        message = f"{folder} is mode {mode:o}: others can read PHI; chmod 700 {folder}"
-        checks.append(Check("backup folder", "warn", message))
-    checks.append(_disk_space("backup disk space", folder))
-    return checks
+    return [_private_folder("backup folder", folder), _disk_space("backup disk space", folder)]
 
 
 def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_days: int) -> Check | None:
