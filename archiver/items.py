@@ -18,9 +18,13 @@ from .warc import CaptureRef
 KINDS = ("post", "comment", "message")
 
 
+# Built once: json.dumps makes a new encoder on every call, and a run makes several canonical forms an item.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> bytes:
     """Stable bytes for hashing: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ or inserted with another tool) visible to `archiver verify`.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from .items import canonical_json
 from .problems import Problem
 
 GENESIS = "0" * 64
@@ -58,9 +58,7 @@ INTEGER_KEYS = {
 
 
 def canonical_row_bytes(table: str, row: dict[str, Any]) -> bytes:
-    return json.dumps({"row": row, "table": table}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return canonical_json({"row": row, "table": table})
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:

@@ -31,6 +31,10 @@ MIGRATION_LINE = re.compile(r"^-- migration (\d{4}): (.+)$", re.MULTILINE)
 # (a long `archiver verify`) keeps SQLite from reusing the WAL, so a run meanwhile grows it by all it writes;
 # without a limit the file would keep that size for good. An ordinary run's WAL stays well below it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# The JSON of a version's media and of an event's evidence, as json.dumps wrote them, without building a new
+# encoder for every row (the store's JSON work is a third of an append).
+_MEDIA_JSON = json.JSONEncoder(ensure_ascii=False)
+_EVIDENCE_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 # Every table that holds archive facts; each has the two append-only triggers.
 ARCHIVE_TABLES = (
@@ -142,6 +146,7 @@ class Store:
         # back for every row. Only valid between begin() and commit()/rollback(), when nobody else can write.
         self._ledger_head: tuple[int, str] | None = None
         self._table_columns: dict[str, TableColumns] = {}
+        self._insert_statements: dict[tuple[str, tuple[str, ...]], str] = {}  # (table, columns) -> its INSERT
         # The first item_versions row of this transaction not yet in the full-text index (see migration 0008).
         self._unindexed_from: int | None = None
 
@@ -253,26 +258,29 @@ class Store:
         )
         self._unindexed_from = None
 
+    def _insert_sql(self, table: str, columns: tuple[str, ...]) -> str:
+        sql = self._insert_statements.get((table, columns))
+        if sql is None:
+            names, marks = ", ".join(columns), ", ".join("?" for _ in columns)
+            sql = self._insert_statements[table, columns] = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+        return sql
+
     def _insert(self, table: str, row: dict[str, Any]) -> int:
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
+        insert = self._insert_sql(table, tuple(row))
         try:
             if not self.ledger_on:
-                cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+                cur = self.conn.execute(insert, tuple(row.values()))
                 return int(cur.lastrowid or 0)
             stored = self._as_stored(table, row)
             if stored is not None:
-                cur = self.conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+                cur = self.conn.execute(insert, tuple(row.values()))
                 rowid = int(cur.lastrowid or 0)
                 key = self._columns(table).rowid_alias
                 if key is not None and stored[key] is None:
                     stored[key] = rowid
             else:
                 # RETURNING gives the row as stored (defaults, affinity) for the ledger without reading it back.
-                cur = self.conn.execute(
-                    f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING rowid AS _rowid, *",
-                    tuple(row.values()),
-                )
+                cur = self.conn.execute(f"{insert} RETURNING rowid AS _rowid, *", tuple(row.values()))
                 names = [d[0] for d in cur.description]
                 values = cur.fetchone()
                 cur.fetchall()  # the statement completes only once its rows are read
@@ -478,7 +486,7 @@ class Store:
                     "text": item.text,
                     "url": item.url,
                     "visibility": item.visibility,
-                    "media": json.dumps(list(item.media), ensure_ascii=False),
+                    "media": _MEDIA_JSON.encode(list(item.media)),
                     "raw_json": item.raw_json,
                     "content_sha256": digest,
                     "run_id": run_id,
@@ -531,7 +539,7 @@ class Store:
                 "version_id": version_id,
                 "run_id": run_id,
                 "observed_at": observed_at,
-                "evidence": json.dumps(evidence, ensure_ascii=False, sort_keys=True),
+                "evidence": _EVIDENCE_JSON.encode(evidence),
             },
         )
 
