@@ -248,8 +248,8 @@ def rebuild(
 @reports_errors
 def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check what the nightly run needs: folders and key permissions, disk space, the last run, the last
-    backup (when the config names a backup folder), and every account's credential (one cheap call each,
-    not archived). Exit 1 when something needs a person.
+    backup (a warning when the config names no backup folder), and every account's credential (one cheap
+    call each, not archived). Exit 1 when something needs a person.
 
     Example: archiver doctor --config /etc/archiver/archiver.toml
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .backup import read_manifest
+from .backup import UNVERIFIED, read_manifest
 from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
@@ -116,10 +116,17 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
 
 
 def check_backup(config: Config, now: datetime) -> list[Check]:
-    """The last backup in the `[backup]` folder (none configured: nothing to check here)."""
+    """The last backup in the `[backup]` folder. An archive without one has a single copy of its evidence."""
     folder = config.backup.to
     if folder is None:
-        return []
+        return [
+            Check(
+                "backup",
+                "warn",
+                "no [backup] folder in the config: nothing copies the archive elsewhere; set [backup] to "
+                "(another disk or share) and schedule `archiver backup` (README, Backups)",
+            )
+        ]
     return [_last_backup(folder, config.backup.max_age_hours, now), *_backup_folder(folder)]
 
 
@@ -149,10 +156,23 @@ def _last_backup(folder: Path, max_age_hours: int, now: datetime) -> Check:
 
 
 def _backup_folder(folder: Path) -> list[Check]:
-    """The backup holds PHI and grows like the archive: who can read it, and room for the next nights."""
+    """The backup holds PHI and grows like the archive: who can read it, and room for the next nights. A
+    snapshot kept because it did not verify stays until a person has looked at it (later backups succeed
+    beside it, so only this line keeps it in view)."""
     if not folder.is_dir():
         return []
-    return [_private_folder("backup folder", folder), _disk_space("backup disk space", folder)]
+    checks = [_private_folder("backup folder", folder), _disk_space("backup disk space", folder)]
+    for kept in sorted(folder.glob(f"*{UNVERIFIED}")):
+        made = datetime.fromtimestamp(kept.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        checks.append(
+            Check(
+                "backup snapshot",
+                "warn",
+                f"{kept} (made {made}) did not verify: the archive had been changed behind its back then; "
+                "keep it with what that backup reported, then move it out of the backup folder",
+            )
+        )
+    return checks
 
 
 def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_days: int) -> Check | None:

@@ -12,6 +12,7 @@ from archiver.checkpoints import PRIVATE_KEY
 from archiver.cli import app
 from archiver.config import load_config
 
+from .test_ledger import behind_the_back
 from .test_mastodon_run import TOKEN, Clinic
 
 
@@ -26,8 +27,19 @@ def archived(tmp_path, monkeypatch):
 
 
 def test_healthy_archive_passes(archived):
-    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    config = archived.config()
+    alone = CliRunner().invoke(app, ["doctor", "--config", str(config)])
+    # An archive with no backup is its evidence's only copy: the one line that needs a person.
+    assert alone.exit_code == 1, alone.output
+    assert [line for line in alone.output.splitlines() if not line.startswith("OK")] == [
+        "WARN backup: no [backup] folder in the config: nothing copies the archive elsewhere; set [backup] to "
+        "(another disk or share) and schedule `archiver backup` (README, Backups)"
+    ]
+    config.write_text(config.read_text() + '\n[backup]\nto = "nightly"\n')
+    assert CliRunner().invoke(app, ["backup", "--config", str(config), "--quiet"]).exit_code == 0
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config)])
     assert result.exit_code == 0, result.output
+    assert "OK   backup: verified in" in result.output
     assert "OK   account clinic: token from $CLINIC_TOKEN accepted (@riverside)" in result.output
     assert "OK   last run:" in result.output and "OK   signing key:" in result.output
     # The credential check is not archived: the run's WARC files are all there is.
@@ -123,3 +135,18 @@ def test_the_backup_folder_is_checked_once_configured(archived):
     assert result.exit_code == 1 and "FAIL backup:" in result.output
     shown = CliRunner().invoke(app, ["status", "--config", str(config_path)]).output
     assert "1 problem(s); last verified " in shown.splitlines()[-1], shown
+
+
+def test_a_snapshot_that_did_not_verify_stays_in_view(archived):
+    """Rows changed behind the ledger: that night's backup fails and keeps its snapshot aside. Doctor names
+    that file for as long as it is there, whatever the later backups find."""
+    config_path = archived.config()
+    config_path.write_text(config_path.read_text() + '\n[backup]\nto = "nightly"\n')
+    assert CliRunner().invoke(app, ["backup", "--config", str(config_path), "--quiet"]).exit_code == 0
+    behind_the_back(archived.tmp_path / "arch" / "archive.db", "UPDATE item_versions SET text = 'gone' WHERE id = 1")
+    assert CliRunner().invoke(app, ["backup", "--config", str(config_path), "--quiet"]).exit_code == 1
+    named = {c.name: c for c in doctor.run_doctor(load_config(config_path))}
+    kept = archived.tmp_path / "nightly" / "archive.db.unverified"
+    assert named["backup"].status == "fail"
+    assert named["backup snapshot"].status == "warn" and str(kept) in named["backup snapshot"].message
+    assert "changed behind its back" in named["backup snapshot"].message
