@@ -137,15 +137,24 @@ def publish_copy(warc_dir: Path, file_name: str) -> None:
 def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:
     """Write again the copies of committed checkpoints that are missing beside the WARCs (a run stopped between
     its commit and the move). The row holds all a copy contains, so the copy is exactly the one it would
-    have been. Returns one notice per copy restored."""
+    have been. A staged copy left by a run stopped before its commit signs a ledger head that was rolled back:
+    it was never part of the archive and is removed. Returns one notice per copy restored or removed."""
     notices = []
     folder = warc_dir / CHECKPOINT_DIR
+    committed = set()
     for row in conn.execute("SELECT file_name, statement, signature, public_key FROM checkpoints ORDER BY id"):
+        committed.add(row[0])
         if (folder / row[0]).exists():
             continue
         _stage_copy(warc_dir, row[0], {"statement": row[1], "signature": row[2], "public_key": row[3]})
         publish_copy(warc_dir, row[0])
         notices.append(f"checkpoint copy {row[0]} was missing (a run stopped before moving it into place): restored")
+    stale = [p for p in sorted(folder.glob("*.json.tmp")) if p.name.removesuffix(".tmp") not in committed]
+    for staged in stale:
+        staged.unlink()
+        notices.append(f"removed {staged.name}: a checkpoint a stopped run staged but never committed")
+    if stale:
+        fsync_path(folder)
     return notices
 
 

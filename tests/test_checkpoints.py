@@ -150,3 +150,31 @@ def test_a_run_stopped_between_its_checkpoint_commit_and_the_copy_is_completed_b
     assert (folder / names[1]).read_bytes() == staged
     assert all((folder / name).read_bytes() == data for name, data in first.items())
     assert problems(arch) == []
+
+
+def test_a_checkpoint_staged_but_never_committed_is_removed_by_the_next_run(archive, monkeypatch):
+    """A stop between staging the copy and committing the row rolls the checkpoint back: its staged copy signs
+    a head the archive never held. Verify ignores it; the next run removes it and says so."""
+    from archiver import pipeline
+    from archiver.config import load_config
+    from archiver.store import Store
+
+    arch, config = archive
+    folder = arch / "warcs" / CHECKPOINT_DIR
+    before = sorted(p.name for p in folder.iterdir())
+
+    def stop(*args):
+        raise KeyboardInterrupt  # killed after staging, before the row is appended
+
+    monkeypatch.setattr(Store, "append_checkpoint", stop)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_archive(load_config(config))
+    monkeypatch.undo()
+    (stale,) = [p for p in folder.iterdir() if p.name not in before]
+    assert stale.name.endswith(".json.tmp") and problems(arch) == []
+
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"removed {stale.name}: a checkpoint a stopped run staged but never committed" in result.output
+    assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
+    assert problems(arch) == []
