@@ -27,9 +27,13 @@ TIMEOUT = 15
 ALERT_LISTED = 50  # flags named one by one in an alert
 
 
+def alerted(alerts: AlertsConfig, severity: str) -> bool:
+    """Whether flags of this severity reach the alert (`[alerts] severity` is the lowest that does)."""
+    return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[alerts.severity]
+
+
 def alert_flags(alerts: AlertsConfig, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    floor = SEVERITY_RANK[alerts.severity]
-    return [f for f in flags if SEVERITY_RANK.get(f["severity"], 0) >= floor]
+    return [f for f in flags if alerted(alerts, f["severity"])]
 
 
 def alert_payload(
@@ -126,8 +130,7 @@ def send_alerts(
 
     `counts` (new flags by severity) is given when `flags` holds only some of them (see ScanOutcome)."""
     chosen = alert_flags(config.alerts, flags)
-    floor = SEVERITY_RANK[config.alerts.severity]
-    total = len(chosen) if counts is None else sum(n for s, n in counts.items() if SEVERITY_RANK.get(s, 0) >= floor)
+    total = len(chosen) if counts is None else sum(n for s, n in counts.items() if alerted(config.alerts, s))
     if not total:
         return []
     payload = alert_payload(config, chosen, run_id, total)
