@@ -186,6 +186,10 @@ class StoreAccountState:
             deleted,
         )
 
+    def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
+        with self.lock:
+            return self.store.first_archived_since(self.account, since, kinds)
+
     def known_items(
         self,
         *,

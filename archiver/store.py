@@ -601,6 +601,16 @@ class Store:
             params.extend(kinds)
         return [KnownItem(*row[:9], deleted=bool(row[9])) for row in self.conn.execute(sql, params)]
 
+    def first_archived_since(self, account: str, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
+        """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""
+        sql = "SELECT item_key FROM item_versions WHERE account = ?"
+        params: list[Any] = [account]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' for _ in kinds)})"
+            params.extend(kinds)
+        sql += " GROUP BY item_key HAVING min(captured_at) >= ?"
+        return {row[0] for row in self.conn.execute(sql, [*params, since])}
+
     def counts(self) -> dict[str, int]:
         return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ARCHIVE_TABLES}
 

@@ -22,8 +22,9 @@ from typing import ClassVar, Protocol
 from ..config import AccountConfig
 from ..errors import PlatformError
 from ..http import RateLimitPolicy, Session, redact_url, with_params
-from ..items import Observation
+from ..items import CursorUpdate, Observation
 from ..store import KnownItem
+from ..warc import iso, utcnow
 
 
 class AccountState(Protocol):
@@ -40,6 +41,9 @@ class AccountState(Protocol):
         thread_key: str | None = None,
         conversation_key: str | None = None,
     ) -> list[KnownItem]: ...
+    def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
+        """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,36 @@ class PageTrail:
                 "read in this listing; the listing stopped (the platform sent a next link that repeats)"
             )
         self.asked.add(page)
+
+
+class FollowUps:
+    """The reads that follow a listing (a post's thread, a video's comments) for the items it found new.
+
+    The listing stores each item as it comes and the follow-up reads come after, so a run that stops in
+    between (a failed call, a quota stop) leaves items the next run takes for known and would never follow up.
+    A cursor therefore holds when the first run whose follow-ups did not all finish started: `begin()` sets it
+    before anything is stored, `finished()` clears it once every follow-up is done, and while it is set every
+    item first archived since then is followed up again (`owed`). Re-reading one that was done is harmless:
+    the store's change detection adds nothing.
+    """
+
+    def __init__(self, state: AccountState, cursor: str, window: FetchWindow, kinds: tuple[str, ...] = ()):
+        self.cursor = cursor
+        self.since = state.cursor(cursor) or None
+        self.started_at = window.started_at or iso(utcnow())
+        self._owed = state.first_archived_since(self.since, kinds) if self.since else set()
+
+    def begin(self) -> Iterator[Observation]:
+        """Yield before the listing stores anything (a run after an unfinished one keeps its earlier mark)."""
+        if self.since is None:
+            yield CursorUpdate(self.cursor, self.started_at)
+
+    def owed(self, item_key: str) -> bool:
+        """Whether an earlier, unfinished run may have left this item's follow-ups unread."""
+        return item_key in self._owed
+
+    def finished(self) -> Iterator[Observation]:
+        yield CursorUpdate(self.cursor, "")
 
 
 class RecentSet:
