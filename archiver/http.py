@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -42,6 +43,9 @@ SECRET_PARAMS = {
 }
 SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
 USER_AGENT = f"archiver/{__version__} (compliance archive)"
+# The least wait after a throttle answer, doubled for each one in a row on the same request, up to the cap.
+MIN_THROTTLE_WAIT = 1.0
+MAX_THROTTLE_FLOOR = 60.0
 
 
 def redact_url(url: str) -> str:
@@ -153,11 +157,26 @@ class Session(Protocol):
 class RateLimitPolicy(Protocol):
     """How a platform signals its limits. A policy may also define `is_throttled(status, headers, body) -> bool`
     for platforms that refuse a throttled call with something other than HTTP 429 (Meta's Graph API answers
-    an error envelope with a throttling code); the session then waits `wait_after_429` and tries again."""
+    an error envelope with a throttling code); the session then waits `wait_after_429` and tries again. And
+    `pace(now) -> float`, a pause of its own before each request to stay under a limit (not counted against
+    max_wait, which bounds the waits the platform imposes)."""
 
     def wait_before_request(self, now: float) -> float: ...
     def observe(self, response: requests.Response, now: float) -> None: ...
     def wait_after_429(self, response: requests.Response, now: float) -> float: ...
+
+
+def retry_after_seconds(headers: Any, now: float) -> float | None:
+    """The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (RFC 9110, 10.2.3); None when
+    absent or unreadable."""
+    value = (headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now) if when.tzinfo is not None else None
 
 
 def policy_says_throttled(policy: object, status: int, headers: Any, body: bytes) -> bool:
@@ -207,9 +226,9 @@ class HeaderRateLimit:
         return 0.0
 
     def wait_after_429(self, response: requests.Response, now: float) -> float:
-        retry_after = response.headers.get("Retry-After")
-        if retry_after and retry_after.isdigit():
-            return float(retry_after)
+        asked = retry_after_seconds(response.headers, now)
+        if asked is not None:
+            return asked
         reset = self._reset_time(response)
         if reset is not None:
             return max(0.0, reset - now)
@@ -326,6 +345,14 @@ class CapturingSession:
         links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
         return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
 
+    def _throttle_wait(self, response: requests.Response, throttles: int) -> float:
+        """What the platform asks after a throttle answer, but never less than MIN_THROTTLE_WAIT doubled for
+        each throttle of this request before: an answer asking for no wait (a reset time already past by our
+        clock, `Retry-After: 0`) would otherwise be asked again at once, endlessly, since a throttle is not a
+        failed attempt. Every wait counts against max_wait, which ends such a loop."""
+        asked = self.rate_limit.wait_after_429(response, self.clock())
+        return max(asked, min(MAX_THROTTLE_FLOOR, MIN_THROTTLE_WAIT * 2**throttles))
+
     def _wait(self, seconds: float, why: str, url: str) -> None:
         if self.waited + seconds > self.max_wait:
             raise RateLimitedError(
@@ -384,10 +411,14 @@ class CapturingSession:
             else:
                 headers["Authorization"] = f"Bearer {self.token}"
         shown = self.redactor.text(redact_url(url))
-        attempt = 0
+        attempt = throttles = 0
         last_problem = ""
+        pace = getattr(self.rate_limit, "pace", None)
         while True:
             self._wait(self.rate_limit.wait_before_request(self.clock()), "rate limit reached", shown)
+            if pace is not None and (pause := pace(self.clock())) > 0:
+                log.debug("account %s: pacing %.1fs before %s", self.account, pause, shown)
+                self.sleep(pause)
             try:
                 self.requests_made += 1
                 response = self._session.request(
@@ -412,12 +443,14 @@ class CapturingSession:
                 self.rate_limit.observe(response, self.clock())
                 if policy_says_throttled(self.rate_limit, response.status_code, response.headers, response.content):
                     why = f"throttled (HTTP {response.status_code}, platform throttling error)"
-                    self._wait(self.rate_limit.wait_after_429(response, self.clock()), why, shown)
+                    self._wait(self._throttle_wait(response, throttles), why, shown)
+                    throttles += 1
                     continue  # like a 429: not a failed attempt, and bounded by max_wait
                 if response.status_code in ok:
                     return exchange
                 if response.status_code == 429:
-                    self._wait(self.rate_limit.wait_after_429(response, self.clock()), "throttled (HTTP 429)", shown)
+                    self._wait(self._throttle_wait(response, throttles), "throttled (HTTP 429)", shown)
+                    throttles += 1
                     continue  # a throttle is not a failed attempt; the wait is bounded by max_wait
                 if response.status_code in (401, 403):
                     raise AuthError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -122,6 +123,33 @@ def test_429_longer_than_max_wait_gives_up(tmp_path, server):
     with pytest.raises(RateLimitedError, match="max_rate_limit_wait"):
         s.get(f"{base}/api/x")
     assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Retry-After": "0"}, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2020-01-01T00:00:00.000Z"}],
+    ids=["retry-after-0", "reset-already-past"],
+)
+def test_a_throttle_asking_for_no_wait_still_waits_and_the_budget_ends_it(tmp_path, server, headers):
+    """A 429 whose reset is past by our clock (or Retry-After: 0) was asked again at once, without end."""
+    base, script = server
+    script.answers["/api/x"] = [(429, headers, b'{"error":"Too many requests"}')]
+    s, _, sleeps = session(tmp_path, rate_limit=HeaderRateLimit(), max_wait=900)
+    with pytest.raises(RateLimitedError, match="max_rate_limit_wait"):
+        s.get(f"{base}/api/x")
+    assert sleeps[:7] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0] and set(sleeps[7:]) == {60.0}
+    assert sum(sleeps) <= 900 and s.requests_made == len(sleeps) + 1
+
+
+def test_retry_after_as_an_http_date(tmp_path, server):
+    from email.utils import formatdate
+
+    base, script = server
+    later = formatdate(time.time() + 120, usegmt=True)
+    script.answers["/api/x"] = [(429, {"Retry-After": later}, b"{}"), (200, {}, b"{}")]
+    s, _, sleeps = session(tmp_path, rate_limit=HeaderRateLimit(default_wait=5))
+    assert s.get(f"{base}/api/x").json() == {}
+    assert len(sleeps) == 1 and 115 < sleeps[0] <= 120
 
 
 def test_remaining_zero_waits_before_next_request(tmp_path, server):

@@ -37,7 +37,7 @@ import requests
 
 from ..config import AccountConfig
 from ..errors import AuthError, ConfigError, PlatformError
-from ..http import REDACTED, SECRET_PARAMS, USER_AGENT, Exchange, Session
+from ..http import REDACTED, SECRET_PARAMS, USER_AGENT, Exchange, Session, retry_after_seconds
 from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..logs import register_secret
 from ..store import KnownItem
@@ -183,11 +183,17 @@ class GraphUsagePolicy:
         if self.regain_at is not None and self.regain_at > now:
             wait, self.regain_at, self.usage = self.regain_at - now, None, None
             return wait
-        if self.usage is None or self.usage < self.slow_down_at:
-            return 0.0
-        if self.usage >= 100:
+        if self.usage is not None and self.usage >= 100:
             self.usage = None  # wait once; the next answer's headers say where usage stands
             return self.default_wait
+        return 0.0
+
+    def pace(self, now: float) -> float:
+        """A pause of our own choosing between 80 and 100% usage, to stay clear of a throttle. It is not a
+        wait the platform imposed, so it does not count against max_rate_limit_wait: a Page that needs many
+        calls at high usage is read more slowly, not given up."""
+        if self.usage is None or not self.slow_down_at <= self.usage < 100:
+            return 0.0
         return self.max_pause * (self.usage - self.slow_down_at) / (100 - self.slow_down_at)
 
     def is_throttled(self, status: int, headers: Any, body: bytes) -> bool:
@@ -199,12 +205,10 @@ class GraphUsagePolicy:
     def wait_after_429(self, response: requests.Response, now: float) -> float:
         _, regain_minutes = usage_from_headers(response.headers)
         self.regain_at, self.usage = None, None  # this wait covers it
-        retry_after = response.headers.get("Retry-After", "")
         if regain_minutes > 0:
             return regain_minutes * 60
-        if retry_after.isdigit():
-            return float(retry_after)
-        return self.default_wait
+        asked = retry_after_seconds(response.headers, now)
+        return asked if asked is not None else self.default_wait
 
 
 # -- credentials -----------------------------------------------------------------------------------------------

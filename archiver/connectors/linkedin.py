@@ -30,7 +30,7 @@ import requests
 
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError, RateLimitedError
-from ..http import USER_AGENT, Exchange, Session, with_params
+from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
 from .base import AccountState, Credential, FetchWindow, RecentSet
@@ -83,9 +83,9 @@ class DailyLimitUTC:
         return max(0.0, self.until - now) if self.until is not None else 0.0
 
     def wait_after_429(self, response: requests.Response, now: float) -> float:
-        retry_after = response.headers.get("Retry-After", "")
-        if retry_after.isdigit():
-            return float(retry_after)
+        asked = retry_after_seconds(response.headers, now)
+        if asked is not None:
+            return asked
         return next_midnight_utc(datetime.fromtimestamp(now, UTC)).timestamp() - now
 
 
