@@ -5,7 +5,9 @@ shapes and asserts exact rows: the uploads chain (channels -> playlistItems -> v
 all replies through comments.list?parentId=, updatedAt edits, deletions only when a lookup by id no longer
 returns the item (never from a failed listing), the quota counted call by call with a stop that names the
 videos left and a next run that reads them, a quotaExceeded 403 handled the same way (not as an auth
-failure), no key or token in any byte under the archive, `warcio check`, and a rebuild with the same rows.
+failure), a run that stops (a failure, a quota stop) after storing videos but before reading their comments
+followed by one that reads them all, short-term rate-limit 403s waited out, no key or token in any byte under
+the archive, `warcio check`, and a rebuild with the same rows.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.config import EXAMPLE_CONFIG, load_config
 from archiver.connectors import connector_for
-from archiver.connectors.youtube import PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
+from archiver.connectors.youtube import FOLLOW_UPS_CURSOR, PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
 from archiver.demo.loopback import Fault
-from archiver.demo.youtube_server import QUOTA_EXCEEDED, SampleYouTubeServer, YouTubeState, _page_token
+from archiver.demo.youtube_server import (
+    QUOTA_EXCEEDED,
+    SampleYouTubeServer,
+    YouTubeState,
+    _page_token,
+    google_error,
+)
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive
 from tests.test_rebuild import COMPARED
@@ -86,8 +94,8 @@ token_env = "{token_env}"
         conn.row_factory = sqlite3.Row
         return conn
 
-    def rows(self) -> list[tuple]:
-        conn = self.db()
+    def rows(self, archive: str = "arch") -> list[tuple]:
+        conn = sqlite3.connect(self.tmp_path / archive / "archive.db")
         found = [
             tuple(r)
             for r in conn.execute(
@@ -103,6 +111,15 @@ token_env = "{token_env}"
         row = conn.execute("SELECT value FROM cursors WHERE name = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
         conn.close()
         return row[0] if row else None
+
+    def rows_of_an_uninterrupted_run(self) -> list[tuple]:
+        """The rows one run without faults or quota stops archives from the channel as it is now (a fresh
+        archive beside the test's, same server)."""
+        path = self.tmp_path / "uninterrupted" / "archiver.toml"
+        path.parent.mkdir()
+        path.write_text(self.config().read_text())
+        assert run_archive(load_config(path)).exit_code == 0
+        return self.rows("uninterrupted/arch")
 
     def stop(self) -> None:
         self.server.stop()
@@ -458,3 +475,102 @@ def test_a_page_token_that_leads_back_is_a_paging_loop(channel):
     conn = channel.db()
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     conn.close()
+
+
+def old_videos_with_comments(ch: Channel, count: int) -> list[dict]:
+    """Videos published long before the re-check window, each with a thread and a reply: only a run that
+    takes them for new (or owed) reads their comments."""
+    videos = []
+    for i in range(count):
+        video = ch.state.add_video(
+            ch.channel["id"], f"Archive clip {i}", "from the old site", published_at=NOW - timedelta(days=100 + i)
+        )
+        thread = ch.state.add_comment(video["id"], "@AnnPatient", f"question on clip {i}", at=NOW - timedelta(days=90))
+        ch.state.add_reply(thread["id"], "@RiversideClinic", f"answer on clip {i}", at=NOW - timedelta(days=89))
+        videos.append(video)
+    return videos
+
+
+def test_comments_a_failed_run_left_unread_are_read_by_the_next_run(tmp_path, monkeypatch, http_waits):
+    ch = Channel(tmp_path, monkeypatch, videos=0)
+    try:
+        old = old_videos_with_comments(ch, 3)  # listed newest upload first: clip 2, clip 1, clip 0
+        ch.server.faults.append(Fault(rf"commentThreads\?.*videoId={old[1]['id']}", status=503, times=100))
+        code, output = ch.run()
+        assert code == 1 and "HTTP 503" in output
+        assert http_waits  # retried after back-off waits, then given up
+        # Every video was stored before the comments were read; those of clips 1 and 0 were not.
+        conn = ch.db()
+        assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 3
+        texts = {r[0] for r in conn.execute("SELECT text FROM items WHERE kind = 'comment'")}
+        conn.close()
+        assert texts == {"question on clip 2", "answer on clip 2"}
+        ch.server.faults.clear()
+        code, output = ch.run()
+        assert code == 0, output
+        assert ch.rows() == ch.rows_of_an_uninterrupted_run()
+        assert len([r for r in ch.rows() if r[1] == "comment"]) == 6
+        assert ch.cursor(FOLLOW_UPS_CURSOR) == ""  # all read: the next run reads only new and recent videos
+    finally:
+        ch.stop()
+
+
+def test_a_quota_stop_while_the_videos_are_listed_leaves_their_comments_to_the_next_day(tmp_path, monkeypatch):
+    ch = Channel(tmp_path, monkeypatch, videos=0)
+    try:
+        old_videos_with_comments(ch, 60)  # two videos.list calls: 50 ids, then 10
+        config = load_config(ch.config(options="options = {daily_quota = 4}"))
+        # 4 units: channels, two playlistItems pages and the first videos.list; the second must wait.
+        (first,) = run_archive(config, now=lambda: NOW).accounts
+        assert first.status == "ok"
+        assert "quota stop" in first.notices[0] and "uploads were not all listed" in first.notices[0]
+        conn = ch.db()
+        assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 50
+        assert conn.execute("SELECT count(*) FROM items WHERE kind = 'comment'").fetchone()[0] == 0
+        conn.close()
+        ch.server.reset_quota()
+        second = run_archive(load_config(ch.config()), now=lambda: NOW + timedelta(days=1))
+        assert second.exit_code == 0 and second.accounts[0].notices == []
+        assert {q["videoId"] for q in ch.server.api_calls("commentThreads")} == set(ch.state.videos)
+        assert ch.rows() == ch.rows_of_an_uninterrupted_run()
+        assert len([r for r in ch.rows() if r[1] == "comment"]) == 120
+        assert ch.cursor(FOLLOW_UPS_CURSOR) == ""
+    finally:
+        ch.stop()
+
+
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_a_short_term_rate_limit_403_is_waited_out_and_retried(channel, http_waits, reason):
+    video = channel.videos[1]
+    comment = channel.state.add_comment(video["id"], "@AnnPatient", "is the clinic open", at=NOW - timedelta(days=2))
+    # Unlike the daily quotaExceeded, these limits pass within a minute or so (no Retry-After from Google).
+    refused = google_error(403, reason, "Rate Limit Exceeded", "usageLimits")
+    channel.server.faults.append(
+        Fault(rf"commentThreads\?.*videoId={video['id']}", status=403, times=2, body=json.dumps(refused).encode())
+    )
+    code, output = channel.run()
+    assert code == 0, output
+    assert http_waits == [60.0, 60.0]
+    assert [q["videoId"] for q in channel.server.api_calls("commentThreads")].count(video["id"]) == 3
+    assert c(comment) in {r[0] for r in channel.rows()}
+    day = NOW.astimezone(PACIFIC).date().isoformat()
+    assert channel.cursor(QUOTA_CURSOR) == f"{day}:{len(channel.server.requests_log) - 3}"  # the thumbnails are free
+
+
+def test_comments_that_take_several_days_of_quota_are_read_once_each(tmp_path, monkeypatch):
+    """A quota stop hands what is left to the pending list: the next days read those, not again every video
+    stored since the first stop."""
+    ch = Channel(tmp_path, monkeypatch, videos=0)
+    try:
+        old = old_videos_with_comments(ch, 6)
+        config = load_config(ch.config(options="options = {daily_quota = 5}"))
+        # 5 units a day: channels, playlistItems and videos, then the comments of two videos.
+        for day in range(4):
+            ch.server.reset_quota()
+            assert run_archive(config, now=lambda day=day: NOW + timedelta(days=day)).exit_code == 0
+        read = [q["videoId"] for q in ch.server.api_calls("commentThreads")]
+        assert read == [video["id"] for video in reversed(old)]  # newest upload first; the fourth day none
+        assert ch.cursor(PENDING_CURSOR) == "" and ch.cursor(FOLLOW_UPS_CURSOR) == ""
+        assert len([r for r in ch.rows() if r[1] == "comment"]) == 12
+    finally:
+        ch.stop()

@@ -10,12 +10,15 @@ Quota: every call costs units (1 for each list call here, a failed one too) from
 which resets at midnight Pacific time. The connector counts what it spends, keeps the count for the quota
 day in a cursor, and stops before the configured `daily_quota` is spent; a 403 `quotaExceeded` stops it the
 same way (it is not an authentication failure). Either way the run summary names the videos whose comments
-are left, and the next run reads those first.
+are left, and the next run reads those first. A 403 `rateLimitExceeded` or `userRateLimitExceeded` is a
+short-term limit, not the daily quota: the session waits it out and asks again.
 
 Incremental: the uploads listing is cheap and read in full every run; comments are read for new videos,
-videos published inside the re-check window and videos a quota stop left. Deletions only on proof: a video
-missing from the complete listing, or a comment missing from a complete read of its video's threads, is
-looked up by id, and only an answer without it concludes the deletion.
+videos published inside the re-check window and videos a quota stop left. Videos are stored as they are
+listed and their comments read after, so a run that stops in between (a failed call, a quota stop before the
+videos left were known) leaves its new videos owed: the next run reads their comments too (FollowUps).
+Deletions only on proof: a video missing from the complete listing, or a comment missing from a complete
+read of its video's threads, is looked up by id, and only an answer without it concludes the deletion.
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ from ..errors import ArchiverError, AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, RecentSet
+from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet
 
 API_PATH = "/youtube/v3/"
 QUOTA_CURSOR = "quota_units_used"  # "<quota day (Pacific date)>:<units this account spent that day>"
 PENDING_CURSOR = "videos_pending_comments"  # space-separated video ids a quota stop left for the next run
+# When the run started that stored videos and stopped before reading all their comments ("" once all are read)
+FOLLOW_UPS_CURSOR = "comments_unfinished_since"
 PACIFIC = ZoneInfo("America/Los_Angeles")  # Google resets the daily quota at midnight Pacific time
 QUOTA_REASONS = ("quotaExceeded", "dailyLimitExceeded")
+THROTTLE_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")  # short-term limits: wait, then ask again
 NAMED_IN_NOTICE = 50
 LOOKUP_BATCH = 50
 
@@ -53,11 +59,23 @@ class _QuotaSpent(Exception):
 
 def google_reason(exchange: Exchange) -> str:
     """The first `errors[].reason` of a Google error body ("" when there is none)."""
+    return _reason(exchange.body)
+
+
+def _reason(body: bytes) -> str:
     try:
-        errors = json.loads(exchange.body)["error"]["errors"]
+        errors = json.loads(body)["error"]["errors"]
         return str(errors[0].get("reason", ""))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return ""
+
+
+class YouTubeRateLimit(HeaderRateLimit):
+    """Google sends no rate-limit headers; the daily quota is counted by the connector. A 403 (or 429) whose
+    reason is a short-term limit is a throttle: the session waits `Retry-After` if sent, else `default_wait`."""
+
+    def is_throttled(self, status: int, headers: Any, body: bytes) -> bool:
+        return status in (403, 429) and _reason(body) in THROTTLE_REASONS
 
 
 def _time(value: str | None) -> datetime | None:
@@ -86,8 +104,8 @@ class YouTubeConnector:
     def for_account(cls, account: AccountConfig) -> YouTubeConnector:
         return cls(str(account.options.get("auth", "api_key")))
 
-    def rate_limit_policy(self) -> HeaderRateLimit:
-        return HeaderRateLimit()  # Google sends no rate-limit headers; quota is counted by the connector
+    def rate_limit_policy(self) -> YouTubeRateLimit:
+        return YouTubeRateLimit()
 
     def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         """One channels.list call (1 quota unit): the key or token works for this channel."""
@@ -145,6 +163,7 @@ class _YouTubeRun:
         self.used = int(units) if day == self.quota_day and units.isdigit() else 0
         self.pending = (state.cursor(PENDING_CURSOR) or "").split()
         self.remaining: list[str] | None = None  # videos whose comments are still to read, once planned
+        self.follow_ups = FollowUps(state, FOLLOW_UPS_CURSOR, window, kinds=("post",))
         self.seen = RecentSet()  # item keys handled lately in this run
 
     @staticmethod
@@ -236,11 +255,16 @@ class _YouTubeRun:
             if len(left) > NAMED_IN_NOTICE:
                 named += f" and {len(left) - NAMED_IN_NOTICE} more"
             what = f"comments of {len(left)} video(s) remain for the next run: {named}"
-            if self.remaining is not None:
-                yield CursorUpdate(PENDING_CURSOR, " ".join(left))
+        if self.remaining is not None:
+            # Every video owed comments was read but these: the pending list now says all that is owed, and
+            # the next run starts with them. Ending the follow-ups here keeps a channel that takes more than
+            # a day's quota from re-reading every video stored since the first stop, day after day.
+            yield CursorUpdate(PENDING_CURSOR, " ".join(left))
+            yield from self.follow_ups.finished()
         yield Notice(f"account {self.account.name}: YouTube quota stop ({why}); {what}")
 
     def fetch_channel(self) -> Iterator[Observation]:
+        yield from self.follow_ups.begin()
         exchange = self.call("channels", {"part": "snippet,contentDetails", **_channel_selector(self.account)})
         body = exchange.json()
         _expect(isinstance(body, dict) and isinstance(body.get("items"), list), exchange, "a channel list")
@@ -270,7 +294,8 @@ class _YouTubeRun:
             for video in page.json().get("items") or []:
                 key = self.video_key(video["id"])
                 published = _time((video.get("snippet") or {}).get("publishedAt"))
-                if self.state.latest(key) is None or (published and published >= self.recheck_since):
+                recent = published is not None and published >= self.recheck_since
+                if self.state.latest(key) is None or recent or self.follow_ups.owed(key):
                     to_read.append(video["id"])
                 yield from self.observe_video(video, page.ref)
 
@@ -283,6 +308,7 @@ class _YouTubeRun:
             self.remaining.pop(0)
         if self.pending:
             yield CursorUpdate(PENDING_CURSOR, "")
+        yield from self.follow_ups.finished()
 
     def confirm_videos_absent(self, listed: set[str]) -> Iterator[Observation]:
         """Known videos the complete uploads listing no longer shows: looked up by id; absent = gone."""
