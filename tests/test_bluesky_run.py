@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from archiver import doctor
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.connectors.bluesky import EMPTY_PAGES_MAX
 from archiver.demo.bluesky_server import BlueskyState, Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
 from tests.test_rebuild import COMPARED
@@ -387,3 +388,100 @@ def test_a_cursor_that_repeats_stops_the_listing(clinic):
     conn.close()
     clinic.server.faults.clear()
     assert clinic.run()[0] == 0
+
+
+def old_threads(c: BskyClinic) -> set[str]:
+    """Three posts of the clinic's older than the re-check window, each with a reply, a reply to that and a
+    quote; the keys a complete archive of them holds."""
+    state, keys = c.state, set()
+    for i in range(3):
+        post = state.add_post(c.clinic.did, f"old post {i}", created_at=NOW - timedelta(days=100 + i))
+        reply = state.add_post(c.ann.did, f"reply {i}", created_at=NOW - timedelta(days=90), reply_to=post["uri"])
+        deeper = state.add_post(c.bob.did, f"me too {i}", created_at=NOW - timedelta(days=89), reply_to=reply["uri"])
+        quote = state.add_post(c.bob.did, f"see this {i}", created_at=NOW - timedelta(days=95), quote=post["uri"])
+        keys |= {k(post), k(reply), k(deeper), k(quote)}
+    return keys
+
+
+def item_keys(c: BskyClinic) -> set[str]:
+    conn = c.db()
+    try:
+        return {r[0] for r in conn.execute("SELECT item_key FROM items")}
+    finally:
+        conn.close()
+
+
+def test_threads_a_stopped_run_left_unread_are_read_by_the_next(tmp_path, monkeypatch, http_waits):
+    whole = BskyClinic(tmp_path / "whole", monkeypatch, posts=0, chat=False)
+    stopped = BskyClinic(tmp_path / "stopped", monkeypatch, posts=0, chat=False)
+    try:
+        for c in (whole, stopped):
+            c.tmp_path.mkdir()
+        expected = old_threads(whole)
+        assert old_threads(stopped) == expected  # the same records: DIDs from handles, rkeys from times
+        assert whole.run()[0] == 0
+        assert item_keys(whole) == expected
+        # The first run lists and stores every post, reads the first thread, then the AppView fails for good.
+        stopped.server.faults.append(Fault(r"getPostThread", status=502, times=100, after=1))
+        code, output = stopped.run()
+        assert code == 1 and "HTTP 502" in output, output
+        assert http_waits  # retried with back-off before giving up
+        assert item_keys(stopped) < expected
+        stopped.server.faults.clear()
+        next_second()
+        # The posts are known now and older than the window: read again because that run did not finish.
+        code, output = stopped.run()
+        assert code == 0, output
+        assert item_keys(stopped) == expected
+        conn = stopped.db()
+        cursor = conn.execute(
+            "SELECT value FROM cursors WHERE name = 'threads_unfinished_since' ORDER BY id DESC LIMIT 1"
+        ).fetchone()[0]
+        conn.close()
+        assert cursor == ""  # every thread read: nothing owed any more
+        assert_rebuild_equals(stopped, tmp_path / "rebuilt.db")
+        # Owed no more, old and unchanged: the next run reads none of these threads again.
+        threads = sum(1 for _, p, _ in stopped.server.requests_log if p.endswith("getPostThread"))
+        assert stopped.run()[0] == 0
+        assert sum(1 for _, p, _ in stopped.server.requests_log if p.endswith("getPostThread")) == threads
+    finally:
+        whole.server.stop()
+        stopped.server.stop()
+
+
+def test_an_empty_page_with_a_cursor_is_not_the_end(clinic):
+    # getQuotes cuts a page, then leaves out what the viewer may not see, and keeps the cursor.
+    post = clinic.posts[0]
+    quotes = [
+        clinic.state.add_post(clinic.bob.did, f"quote {i}", created_at=NOW - timedelta(hours=10 + i), quote=post["uri"])
+        for i in range(6)
+    ]
+    clinic.server.page_max = 2
+    clinic.server.hidden |= {quotes[2]["uri"], quotes[3]["uri"]}  # the second page comes back empty
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    archived = {r[0] for r in conn.execute("SELECT item_key FROM items WHERE text LIKE 'quote %'")}
+    conn.close()
+    assert archived == {k(q) for i, q in enumerate(quotes) if i not in (2, 3)}
+    pages = [q for _, p, q in clinic.server.requests_log if p.endswith("getQuotes") and "post%2F" + k(post)[-13:] in q]
+    assert len(pages) == 3 and "cursor=2" in pages[1] and "cursor=4" in pages[2]
+
+
+def test_empty_pages_without_end_stop_the_listing(clinic):
+    post = clinic.posts[0]
+    quotes = [
+        clinic.state.add_post(clinic.bob.did, f"quote {i}", created_at=NOW - timedelta(hours=10 + i), quote=post["uri"])
+        for i in range(EMPTY_PAGES_MAX + 5)
+    ]
+    clinic.server.page_max = 1
+    clinic.server.hidden |= {q["uri"] for q in quotes}  # page after page empty, each with a new cursor
+    code, output = clinic.run()
+    assert code == 1
+    assert f"{EMPTY_PAGES_MAX + 1} empty pages in a row" in output and f"the quotes of {post['uri']}" in output
+    pages = [q for _, p, q in clinic.server.requests_log if p.endswith("getQuotes") and "post%2F" + k(post)[-13:] in q]
+    assert len(pages) == EMPTY_PAGES_MAX + 1
+    # Shown again, the quotes are all read by the next run (the post is in the re-check window).
+    clinic.server.hidden.clear()
+    assert clinic.run()[0] == 0
+    assert {k(q) for q in quotes} <= item_keys(clinic)

@@ -9,7 +9,9 @@ at:// URI; its `cid` is part of its content, so a replaced record (same rkey, ne
 Threads come from the AppView (`appview` option): app.bsky.feed.getPostThread with the full depth, nested
 replies included; `#notFoundPost` and `#blockedPost` placeholders are kept out of the items; quotes of the
 account's posts from app.bsky.feed.getQuotes. Images and video are fetched from their author's PDS with
-com.atproto.sync.getBlob into the WARC, their alt text kept as the media description.
+com.atproto.sync.getBlob into the WARC, their alt text kept as the media description. A run that stops
+before every thread and quote is read leaves that owed (the `threads_unfinished_since` cursor, FollowUps): the
+next run reads them for every post first archived since, however old.
 
 Deletions, only on proof: a post of the account missing from a complete listRecords pass, or a reply missing
 from (or `notFound` in) a complete thread read, is looked up with com.atproto.repo.getRecord on its
@@ -35,7 +37,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, RecentSet
+from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet
 
 POST = "app.bsky.feed.post"
 PAGE_LIMIT = 100
@@ -47,6 +49,12 @@ DELETED_MESSAGE = "chat.bsky.convo.defs#deletedMessageView"
 NOT_IMPLEMENTED = {"MethodNotImplemented", "XRPCNotSupported", "NotImplemented"}
 SESSION_EXPIRED = {"ExpiredToken"}
 AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "ExpiredToken", "AccountTakedown"}
+# Empty pages in a row, each with a new cursor, before a listing is taken for a paging loop: a page of
+# getQuotes can come back empty when every quote on it was left out, rarely many pages running.
+EMPTY_PAGES_MAX = 20
+# Set when a run starts reading the account's posts, cleared once every thread and quote read is done: while
+# set, posts first archived since are owed their threads and quotes (see FollowUps).
+THREADS_CURSOR = "threads_unfinished_since"
 
 
 def _error_name(exchange: Exchange) -> str:
@@ -73,29 +81,46 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
         )
 
 
-def next_cursor(page: dict[str, Any], key: str, asked: set[str], exchange: Exchange) -> str | None:
-    """The cursor to follow after a page of `page[key]` entries; None when the listing is complete.
+class Paging:
+    """The guards of one cursor-paged listing (listRecords, getQuotes, listConvos, getMessages).
 
-    A cursor this listing already followed, or a page holding only entries it already listed, is a paging
-    loop (a service bug or a hostile answer), not more data: the account stops instead of reading forever.
+    An empty page that carries a cursor is not the end: the AppView cuts a page before it leaves out what the
+    viewer may not see (blocked, taken down) and keeps the cursor, so the listing goes on. A cursor this
+    listing already followed, or a page holding only entries it already listed, is a paging loop (a service
+    bug or a hostile answer), not more data; so are more than `EMPTY_PAGES_MAX` empty pages in a row, each
+    with a new cursor. The account then stops instead of reading forever, and nothing is concluded from the
+    unfinished listing.
     """
-    entries = page[key]
-    if not entries:
-        return None
-    ids = {str(e.get("uri") or e.get("id")) for e in entries if isinstance(e, dict)}
-    cursor = page.get("cursor")
-    repeated = ids and ids <= asked
-    if repeated or (cursor is not None and f"cursor:{cursor}" in asked):
-        what = "a page of entries already listed" if repeated else f"cursor {cursor!r} again"
-        raise PlatformError(
-            f"GET {exchange.url}: paging loop: the service answered {what}; the listing stopped "
-            f"(WARC record {exchange.ref.record_id})"
-        )
-    asked |= ids
-    if cursor is None:
-        return None
-    asked.add(f"cursor:{cursor}")
-    return str(cursor)
+
+    def __init__(self, listing: str):
+        self.listing = listing
+        self.asked: set[str] = set()
+        self.empty_in_a_row = 0
+
+    def next_cursor(self, page: dict[str, Any], key: str, exchange: Exchange) -> str | None:
+        """The cursor to follow after a page of `page[key]` entries; None when the listing is complete."""
+        entries = page[key]
+        ids = {str(e.get("uri") or e.get("id")) for e in entries if isinstance(e, dict)}
+        cursor = page.get("cursor")
+        repeated = ids and ids <= self.asked
+        if repeated or (cursor is not None and f"cursor:{cursor}" in self.asked):
+            what = "a page of entries already listed" if repeated else f"cursor {cursor!r} again"
+            raise PlatformError(
+                f"GET {exchange.url}: paging loop: the service answered {what}; the listing of {self.listing} "
+                f"stopped (WARC record {exchange.ref.record_id})"
+            )
+        if cursor is None:
+            return None
+        self.empty_in_a_row = 0 if entries else self.empty_in_a_row + 1
+        if self.empty_in_a_row > EMPTY_PAGES_MAX:
+            raise PlatformError(
+                f"GET {exchange.url}: paging loop: the service answered {self.empty_in_a_row} empty pages in a "
+                f"row, each with a new cursor; the listing of {self.listing} stopped "
+                f"(WARC record {exchange.ref.record_id})"
+            )
+        self.asked |= ids
+        self.asked.add(f"cursor:{cursor}")
+        return str(cursor)
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:
@@ -270,9 +295,14 @@ class _BlueskyRun:
 
     # -- identity ------------------------------------------------------------------------------------------
     def fetch(self) -> Iterator[Observation]:
+        # The listing stores each post as it comes and the threads are read after it: a run stopped in between
+        # leaves the next run the posts it first archived to follow up, or their replies would never be read.
+        follow_ups = FollowUps(self.state, THREADS_CURSOR, self.window, ("post", "comment"))
         yield self.fetch_identity()
-        new_or_recent = yield from self.fetch_own_posts()
-        yield from self.read_threads(new_or_recent)
+        yield from follow_ups.begin()
+        to_read = yield from self.fetch_own_posts(follow_ups)
+        yield from self.read_threads(to_read)
+        yield from follow_ups.finished()
         if self.account.direct_messages:
             yield from self.fetch_chats()
 
@@ -334,8 +364,9 @@ class _BlueskyRun:
         return endpoint
 
     # -- the account's posts -------------------------------------------------------------------------------
-    def fetch_own_posts(self) -> Iterator[Observation]:
-        """Every post record in the repository; returns the URIs whose threads to read this run.
+    def fetch_own_posts(self, follow_ups: FollowUps) -> Iterator[Observation]:
+        """Every post record in the repository; returns the URIs whose threads to read this run: posts new,
+        deleted before, in the re-check window, or owed their threads by a run that stopped before reading them.
 
         Only a listing that completed can prove an absence: the known posts missing from it are then
         looked up, and each answered `RecordNotFound` is a proven deletion.
@@ -343,7 +374,7 @@ class _BlueskyRun:
         to_read: list[str] = []
         present: set[str] = set()
         cursor: str | None = None
-        asked: set[str] = set()
+        paging = Paging(f"the repository {self.did}'s posts (com.atproto.repo.listRecords)")
         last: Exchange | None = None
         while True:
             params: dict[str, Any] = {"repo": self.did, "collection": POST, "limit": PAGE_LIMIT}
@@ -359,11 +390,12 @@ class _BlueskyRun:
                 present.add(self.key(uri))
                 known = self.state.latest(self.key(uri))
                 created = str((record["value"] or {}).get("createdAt") or "")
-                if known is None or known.deleted or created >= self.window.recheck_since:
+                owed = follow_ups.owed(self.key(uri))
+                if known is None or known.deleted or created >= self.window.recheck_since or owed:
                     to_read.append(uri)
                 author = (self.did, self.handle, self.display_name)
                 yield from self.observe(uri, record["cid"], record["value"], author, record, exchange.ref)
-            cursor = next_cursor(page, "records", asked, exchange)
+            cursor = paging.next_cursor(page, "records", exchange)
             if not cursor:
                 break
         prefix = self.own_prefix()
@@ -490,7 +522,7 @@ class _BlueskyRun:
 
     def fetch_quotes(self, uri: str) -> Iterator[Observation]:
         cursor: str | None = None
-        asked: set[str] = set()
+        paging = Paging(f"the quotes of {uri} (app.bsky.feed.getQuotes)")
         while True:
             params: dict[str, Any] = {"uri": uri, "limit": PAGE_LIMIT}
             if cursor:
@@ -507,7 +539,7 @@ class _BlueskyRun:
             _expect(isinstance(page, dict) and isinstance(page.get("posts"), list), exchange, "a list of posts")
             for post in page["posts"]:
                 yield from self.observe_view(post, exchange.ref)
-            cursor = next_cursor(page, "posts", asked, exchange)
+            cursor = paging.next_cursor(page, "posts", exchange)
             if not cursor:
                 return
 
@@ -615,7 +647,7 @@ class _BlueskyRun:
     def fetch_chats(self) -> Iterator[Observation]:
         """Every conversation whose `rev` moved since its last complete read, every message in it."""
         cursor: str | None = None
-        asked: set[str] = set()
+        paging = Paging("the conversations (chat.bsky.convo.listConvos)")
         while True:
             params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
@@ -637,7 +669,7 @@ class _BlueskyRun:
                 yield from self.read_convo(convo)
                 if convo.get("rev"):
                     yield CursorUpdate(name, str(convo["rev"]))
-            cursor = next_cursor(page, "convos", asked, exchange)
+            cursor = paging.next_cursor(page, "convos", exchange)
             if not cursor:
                 return
 
@@ -645,7 +677,7 @@ class _BlueskyRun:
         conversation = f"bluesky:chat:{convo['id']}"
         members = {str(m.get("did")): m for m in convo.get("members") or [] if isinstance(m, dict)}
         cursor: str | None = None
-        asked: set[str] = set()
+        paging = Paging(f"the messages of conversation {convo['id']} (chat.bsky.convo.getMessages)")
         while True:
             params: dict[str, Any] = {"convoId": convo["id"], "limit": PAGE_LIMIT}
             if cursor:
@@ -690,6 +722,6 @@ class _BlueskyRun:
                     visibility="direct",
                     extra={"quote": quoted_uri(embed)},
                 )
-            cursor = next_cursor(page, "messages", asked, exchange)
+            cursor = paging.next_cursor(page, "messages", exchange)
             if not cursor:
                 return

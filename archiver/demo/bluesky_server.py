@@ -14,7 +14,9 @@ Shapes follow the lexicons (github.com/bluesky-social/atproto/lexicons):
 - app.bsky.feed.getPostThread `{thread}`: #threadViewPost `{post: PostView, parent?, replies?}` to `depth`
   (default 6) and `parentHeight` (default 80); a deleted post with live replies, or a deleted parent, shows
   as #notFoundPost `{uri, notFound: true}`; a thread whose post is gone is 400 NotFound.
-  app.bsky.feed.getQuotes `{uri, posts, cursor?}` (or 501 MethodNotImplemented when switched off).
+  app.bsky.feed.getQuotes `{uri, posts, cursor?}` (or 501 MethodNotImplemented when switched off); like the
+  AppView, it cuts a page first and then leaves out the posts in `hidden` (blocked, taken down), keeping the
+  cursor, so a page can come back empty with a cursor to go on with.
 - chat.bsky.convo.listConvos `{convos: [ConvoView], cursor?}` and getMessages `{messages: [#messageView |
   #deletedMessageView], cursor?}` newest first, only with a session's access JWT and an `atproto-proxy`
   header; 400 ExpiredToken once sessions are expired; 501 MethodNotImplemented when chat is off.
@@ -226,6 +228,8 @@ class SampleBlueskyServer(LoopbackServer):
         self.chat_enabled = chat
         self.quotes_enabled = quotes
         self.rate_limit = rate_limit
+        self.page_max = 100  # the lexicons' largest `limit`; a test lowers it to page through a few entries
+        self.hidden: set[str] = set()  # post URIs the AppView leaves out of getQuotes pages
         self.sessions: dict[str, str] = {}  # access JWT -> did
         self.expired: set[str] = set()
         self.issued: list[str] = []  # every JWT handed out: tests prove none reaches the archive
@@ -454,7 +458,7 @@ class SampleBlueskyServer(LoopbackServer):
             if query.get("collection") != POST:
                 return 200, {"records": []}
             try:
-                limit = max(1, min(int(query.get("limit", 50)), 100))
+                limit = max(1, min(int(query.get("limit", 50)), self.page_max))
             except ValueError:
                 return _error(400, "InvalidRequest", "limit must be an integer")
             reverse = query.get("reverse") == "true"
@@ -492,9 +496,9 @@ class SampleBlueskyServer(LoopbackServer):
                 return _error(501, "MethodNotImplemented", "Method Not Implemented")
             uri = query.get("uri", "")
             quotes = self._quotes_of(uri)
-            limit = max(1, min(int(query.get("limit", 50)), 100))
+            limit = max(1, min(int(query.get("limit", 50)), self.page_max))
             start = int(query.get("cursor") or 0)
-            page = quotes[start : start + limit]
+            page = [r for r in quotes[start : start + limit] if r["uri"] not in self.hidden]
             body = {"uri": uri, "posts": [self._post_view(r) for r in page]}
             if start + limit < len(quotes):
                 body["cursor"] = str(start + limit)
@@ -510,7 +514,7 @@ class SampleBlueskyServer(LoopbackServer):
         if not self.chat_enabled or not request.headers.get("atproto-proxy"):
             return _error(501, "MethodNotImplemented", "Method Not Implemented")
         state, query = self.state, request.query
-        limit = max(1, min(int(query.get("limit", 50)), 100))
+        limit = max(1, min(int(query.get("limit", 50)), self.page_max))
         if nsid == "chat.bsky.convo.listConvos":
             convos = sorted((c for c in state.convos.values() if did in c.members), key=lambda c: c.rev, reverse=True)
             start = int(query.get("cursor") or 0)
