@@ -1,10 +1,11 @@
 """Datasette plugin of the archive: the compliance workspace around Datasette's own pages.
 
-- a gate in front of every request: only GET and HEAD pass (and the login and logout forms); the signed-in
-  person is re-checked against the users file on every request (removed people and changed roles take
-  effect at once), login is demanded whenever the server is reachable beyond loopback or anyone has an
-  account, and every request — refused ones too — is appended to the access log with that person, the
-  status and the rows its queries returned;
+- a gate in front of every request: only GET and HEAD pass (and the login and logout forms, only from this
+  server's own pages); the signed-in person is re-checked against the users file on every request (removed
+  people and changed roles take effect at once), login is demanded whenever the server is reachable beyond
+  loopback or anyone has an account, a request answered without sign-in must be addressed to a loopback
+  name (DNS rebinding), and every request — refused ones too — is appended to the access log with that
+  person, the status and the rows its queries returned;
 - pages: one search over every item (/-/search), an item's thread and history (/-/item), and the raw
   captured record from the WARC (/-/raw, its exact body at /-/raw/body);
 - the login accounts of datasette-auth-passwords, served from the users file (never from the metadata);
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from datasette import Response, hookimpl
 from datasette.utils import baseconv
 from datasette.utils.asgi import Base400
 from datasette.views.base import DatasetteError
+from datasette_auth_passwords.utils import verify_password
 from itsdangerous import BadSignature
 from markupsafe import Markup
 
@@ -192,6 +194,10 @@ def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[s
             expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
             signed = datasette.sign({"a": actor, "e": expires}, "actor")
             value = f"ds_actor={signed}; Max-Age={SESSION_SECONDS}".encode("latin-1") + (b";" + rest if rest else b"")
+            if b"httponly" not in rest.lower():  # no script of a page (an injected one) reads the session
+                value += b"; HttpOnly"
+            if b"samesite" not in rest.lower():
+                value += b"; SameSite=Lax"
         out.append((name, value))
     return who, out
 
@@ -237,8 +243,74 @@ async def _read_form(receive: Any) -> tuple[bytes | None, Any]:
     return body, replay
 
 
-def _form_user(body: bytes) -> str:
-    return (parse_qs(body.decode("latin-1")).get("username") or [""])[0]
+def parse_login_form(body: bytes) -> dict[str, str] | None:
+    """A sign-in form's fields, read as the login page reads them; None for a form that the page would read
+    otherwise than the throttle counts it (a field given twice: the page takes the last) or cannot read."""
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return None
+    names = [k for k, _ in fields]
+    if names.count("username") > 1 or names.count("password") > 1:
+        return None
+    return dict(fields)
+
+
+def check_unknown_name(password: str, users: dict[str, Any]) -> None:
+    """Spend on a name without an account the time the login page spends checking a real one's password (a
+    PBKDF2 of the same cost), so that the answer's delay does not tell which names have accounts."""
+    iterations = "480000"  # datasette-auth-passwords' own, for when there are no users to copy it from
+    for user in users.values():
+        iterations = user.password_hash.split("$")[1]
+        break
+    verify_password(password, f"pbkdf2_sha256${iterations}$not-an-account$")
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _host_and_port(netloc: str) -> tuple[str, int | None] | None:
+    """`host[:port]` as in a Host header, the host lowercased and IPv6 unbracketed; None when malformed."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        host, bracket, rest = netloc[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        host, _, port = netloc.partition(":")
+    if not host or (port and not port.isdigit()):
+        return None
+    return host, int(port) if port else None
+
+
+def addressed_to_loopback(scope: dict[str, Any]) -> bool:
+    """Whether the request names a loopback address or `localhost` in its Host header. A web page whose name
+    was rebound to 127.0.0.1 reaches a loopback server with its own name there (DNS rebinding)."""
+    found = _host_and_port(_header(scope, b"host") or "")
+    return found is not None and _is_loopback(found[0])
+
+
+def from_another_site(scope: dict[str, Any]) -> bool:
+    """Whether a browser sent this form from a page of another origin (its Origin, or without one its Referer,
+    names another host or port than the Host it is sent to). No such header: not a browser's cross-site post."""
+    source = _header(scope, b"origin") or _header(scope, b"referer")
+    if source is None:
+        return False
+    url = urlsplit(source)
+    ours = _host_and_port(_header(scope, b"host") or "")
+    if url.scheme not in ("http", "https") or not url.hostname or ours is None:
+        return True  # `Origin: null` (a sandboxed or file page), or no Host to compare
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return True
+    # A proxy passing `Host: name` without the port is taken to serve the scheme's default port.
+    return (url.hostname, port) != (ours[0], ours[1] or port)
 
 
 @hookimpl
@@ -285,19 +357,28 @@ def asgi_wrapper(datasette: Any) -> Any:
             token = current_rows.set(counter)
             signing_in = scope["method"] == "POST" and path == LOGIN_PATH
             body: bytes | None = b""
-            user = ""
+            form: dict[str, str] | None = {}
             try:
                 public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
                 wait = 0.0
                 if signing_in:
                     body, receive = await _read_form(receive)
-                    if body is not None:
-                        user = _form_user(body)
-                        wait = workspace.login_throttle.retry_after(client, user)
-                if path in BLOCKED_PATHS:
+                    form = parse_login_form(body) if body is not None else {}
+                user = form.get("username", "") if form is not None else ""
+                if signing_in and form is not None:
+                    wait = workspace.login_throttle.retry_after(client, user)
+                if not workspace.login_required(client) and not addressed_to_loopback(scope):
+                    message = "Without accounts this archive answers only requests to 127.0.0.1, localhost or [::1]"
+                    await _refuse(observe, scope, 400, message)
+                elif path in BLOCKED_PATHS:
                     await _refuse(observe, scope, 404, "Not found")
                 elif signing_in and body is None:
                     await _refuse(observe, scope, 413, "The sign-in form is too large")
+                elif signing_in and form is None:
+                    await _refuse(observe, scope, 400, "Give the username and the password once each, in UTF-8")
+                elif scope["method"] == "POST" and path in FORM_PATHS and from_another_site(scope):
+                    log.warning("%s refused from %s: the form was sent from another site", path, client)
+                    await _refuse(observe, scope, 403, "Sign in from this archive's own login page")
                 elif wait > 0:
                     minutes = max(1, round(wait / 60))
                     log.warning("sign-in refused from %s: too many failed attempts; retry in %d min", client, minutes)
@@ -316,6 +397,9 @@ def asgi_wrapper(datasette: Any) -> Any:
                 else:
                     if signing_in:
                         workspace.login_throttle.attempt(client, user)
+                        accounts = workspace.users.users()
+                        if accounts and user not in accounts:
+                            await asyncio.to_thread(check_unknown_name, (form or {}).get("password", ""), accounts)
                     await app(scope, receive, observe)
                     if signing_in and seen["signed_in"]:
                         workspace.login_throttle.succeeded(client, user)

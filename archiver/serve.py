@@ -11,6 +11,7 @@ investigators.
 from __future__ import annotations
 
 import ipaddress
+import re
 import sqlite3
 from collections.abc import Callable
 from importlib import resources
@@ -35,6 +36,8 @@ ALLOWED_PLUGINS = {datasette_plugin.__name__, "datasette-auth-passwords", "datas
 TEMPLATES = Path(str(resources.files("archiver.workspace").joinpath("templates")))
 FLAGS_QUERY = "flagged_awaiting_review"  # needs the flags table (PHI scan, migration 0005)
 DEFAULT_ERROR_HANDLER = "datasette.handle_exception"
+# The shape of the queries of Datasette's facets (column, array and date: datasette/facets.py).
+FACET_SQL = re.compile(r"\bas\s+value\s*,\s*count\(\*\)\s+as\s+count\b", re.IGNORECASE)
 METADATA_FILE = Path(str(resources.files("archiver.schemas").joinpath("datasette-metadata.yml")))
 SETTINGS: dict[str, Any] = {
     "suggest_facets": False,  # facet suggestions scan big tables on every page
@@ -64,8 +67,13 @@ class ReadOnlyDatabase(Database):
         return conn
 
     async def execute(self, sql: str, params: Any = None, truncate: bool = False, **kwargs: Any) -> Any:
+        # Datasette prints a failed query's SQL and parameters to stderr: search terms and SQL typed by an
+        # investigator (PHI) would end up in the server's log. The error still goes back to the page.
+        kwargs["log_sql_errors"] = False
         results = await super().execute(sql, params, truncate=truncate, **kwargs)
-        if truncate:  # Datasette truncates the query whose rows a page shows (table, row and SQL pages)
+        # Datasette truncates the query whose rows a page shows (table, row and SQL pages); a facet's values
+        # (`?_facet=text`: every distinct text) are rows shown as well.
+        if truncate or FACET_SQL.search(sql):
             count_rows(len(results.rows))
         return results
 
@@ -201,7 +209,9 @@ def run_server(
     )
     asyncio.run(ds.invoke_startup())
     (on_ready or print)(f"http://{host}:{port}/{DATABASE_NAME}")
-    uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)
+    # proxy_headers=False: uvicorn would otherwise take the client address from X-Forwarded-For sent through
+    # loopback, so any local process could name the address logged and throttled (and pass as off-loopback).
+    uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1, proxy_headers=False)
 
 
 if __name__ == "__main__":

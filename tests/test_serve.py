@@ -9,15 +9,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import requests
 from typer.testing import CliRunner
 
+from archiver.access_log import access_log_path
 from archiver.cli import app
 from archiver.errors import ConfigError
 from archiver.serve import ReadOnlyDatabase, build_datasette
 from archiver.store import Store
+
+from .workspace_server import serving
 
 
 def free_port() -> int:
@@ -276,3 +280,68 @@ def test_consent_views_and_queue(server):
     # the same flags in the shared review queue, beside the PHI flags
     shared = rows(f"{server}/archive/flag_queue.json", category="consent")
     assert sorted(r["flag_id"] for r in shared) == sorted(r["flag_id"] for r in queue)
+
+
+def access_rows(demo: Path) -> list[dict]:
+    conn = sqlite3.connect(f"file:{access_log_path(demo / 'archive' / 'archive.db')}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    found = [dict(r) for r in conn.execute("SELECT * FROM access_log ORDER BY seq")]
+    conn.close()
+    return found
+
+
+def test_a_request_addressed_to_another_host_name_is_refused(server, demo):
+    """DNS rebinding: a web page whose name the attacker points at 127.0.0.1 reaches this server, with its own
+    name in Host. Without accounts the server answers only requests addressed to a loopback name."""
+    port = urlparse(server).port
+    foreign = [f"rebind.attacker.example:{port}", "rebind.attacker.example", f"127.0.0.1.nip.example:{port}"]
+    foreign += [f"localhost.attacker.example:{port}", f"0.0.0.0:{port}"]
+    for host in foreign:
+        response = requests.get(f"{server}/archive/items.json", headers={"Host": host}, timeout=10)
+        assert response.status_code == 400 and "rows" not in response.json(), (host, response.text[:200])
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"LocalHost:{port}", f"[::1]:{port}"):
+        response = requests.get(f"{server}/archive/items.json", headers={"Host": host}, timeout=10)
+        assert response.status_code == 200, (host, response.text[:200])
+    refused = [r for r in access_rows(demo) if r["path"] == "/archive/items.json" and r["status"] == 400]
+    assert len(refused) == len(foreign) and {r["client"] for r in refused} == {"127.0.0.1"}
+
+
+def test_a_forwarded_for_header_does_not_change_the_client(server, demo):
+    """Any local process could otherwise name the client address logged (and throttled) by X-Forwarded-For."""
+    marker = "xff-marker-5150"
+    response = requests.get(
+        f"{server}/archive/items.json",
+        params={"_search": marker},
+        headers={"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text[:200]
+    assert [r["client"] for r in access_rows(demo) if marker in r["query"]] == ["127.0.0.1"]
+
+
+def test_a_failing_query_does_not_print_its_search_words(demo_template, tmp_path):
+    """Datasette prints a failed query's SQL and parameters to stderr; the parameters are search terms (PHI)."""
+    demo = demo_template.copy_to(tmp_path / "demo")
+    words = "Ulla Ibarra DOB 1961-04-02 ("
+    output: list[str] = []
+    with serving(demo, output=output) as base:
+        response = requests.get(
+            f"{base}/archive/item_versions.json", params={"_search": words, "_searchmode": "raw"}, timeout=10
+        )
+        assert response.status_code >= 400
+        failed_sql = requests.get(f"{base}/archive.json", params={"sql": "select * from nowhere_1961"}, timeout=10)
+        assert failed_sql.status_code >= 400
+    assert "Ulla" not in output[0] and "1961" not in output[0], output[0]
+
+
+def test_facet_values_count_as_rows_returned(server, demo):
+    """`?_facet=text&_size=0` shows every distinct text and no row: the access log counts the values shown."""
+    params = {"_facet": ["text", "kind"], "_facet_size": "max", "_size": "0", "_nocount": "1"}
+    response = requests.get(f"{server}/archive/items.json", params=params, timeout=30)
+    assert response.status_code == 200, response.text[:200]
+    facets = response.json()["facet_results"]  # those asked for and the view's own (metadata)
+    assert {"text", "kind", "platform"} <= set(facets) and not any(f["truncated"] for f in facets.values())
+    shown = sum(len(f["results"]) for f in facets.values())
+    assert len(facets["text"]["results"]) > 100
+    logged = [r for r in access_rows(demo) if r["path"] == "/archive/items.json" and "_facet=text" in r["query"]]
+    assert logged[-1]["rows"] == shown + 1  # the page's own query fetches one row more than the none it shows

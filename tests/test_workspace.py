@@ -297,6 +297,7 @@ def test_each_request_appears_in_the_access_log_with_its_person(viewer, investig
     requests.get(f"{server}/-/search", params={"q": marker}, allow_redirects=False, timeout=10)
     listed = viewer.get(f"{server}/archive/events.json", params={"_size": 3}, timeout=10)
     assert listed.status_code == 200
+    facet_values = sum(len(f["results"]) for f in listed.json()["facet_results"].values())  # the table's own
     rows = log_rows(investigator, server, query__contains=marker)
     seen = {(r["actor"], r["path"], r["status"]) for r in rows}
     assert ("ann", "/-/search", 200) in seen
@@ -305,8 +306,9 @@ def test_each_request_appears_in_the_access_log_with_its_person(viewer, investig
     assert (None, "/-/search", 302) in seen
     assert all(r["role"] == "viewer" for r in rows if r["actor"] == "ann")
     events = [r for r in log_rows(investigator, server, path="/archive/events.json") if r["actor"] == "ann"]
-    # A table page fetches one row more than it shows (to know whether a next page exists): 3 + 1.
-    assert events[-1]["rows"] == 4 and events[-1]["query"] == "_size=3"
+    # A table page fetches one row more than it shows (to know whether a next page exists): 3 + 1, and the
+    # values of its facets.
+    assert facet_values > 0 and events[-1]["rows"] == 4 + facet_values and events[-1]["query"] == "_size=3"
     logins = log_rows(investigator, server, path="/-/login", method="POST")
     assert {("ann", 302), ("ivan", 302)} <= {(r["actor"], r["status"]) for r in logins}
     assert not any(p in json.dumps(rows + logins) for p in PASSWORDS.values())
@@ -518,8 +520,107 @@ def test_sign_in_cookie_carries_the_session_lifetime(server):
         allow_redirects=False,
         timeout=30,
     )
-    assert f"Max-Age={SESSION_SECONDS}" in response.headers["set-cookie"]
+    cookie = response.headers["set-cookie"]
+    assert f"Max-Age={SESSION_SECONDS}" in cookie
+    assert "HttpOnly" in cookie.split("; ") and "samesite=lax" in cookie.lower()  # no script reads the session
     assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200
+
+
+def test_a_sign_in_form_with_a_repeated_field_is_refused(server):
+    """The throttle counts the name this form signs in; the login page reads the last `username` of a form. A
+    form naming several (a decoy first) would be counted for the decoy and checked for the real name."""
+    from .workspace_server import csrftoken
+
+    for body in (
+        f"username=decoy&username=ann&password={PASSWORDS['ann']}",
+        f"username=ann&password=wrong-guess-1&password={PASSWORDS['ann']}",
+    ):
+        session = requests.Session()
+        body += f"&csrftoken={csrftoken(session, f'{server}/-/login')}"
+        response = session.post(
+            f"{server}/-/login",
+            data=body,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert response.status_code == 400 and "once" in response.text, (body, response.status_code)
+        assert "ds_actor" not in response.headers.get("set-cookie", "")
+
+
+def test_sign_in_from_another_site_is_refused(server):
+    """Login CSRF: a page elsewhere posts the attacker's credentials (no cookies, so no CSRF token is asked
+    for) and the browser would be signed in as the attacker, its searches logged under that name."""
+    form = {"username": "ann", "password": PASSWORDS["ann"]}
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": server.replace("127.0.0.1", "localhost")},
+        {"Referer": "https://evil.example/page"},
+    ):
+        response = requests.post(f"{server}/-/login", data=form, headers=headers, allow_redirects=False, timeout=30)
+        assert response.status_code == 403, (headers, response.status_code)
+        assert "ds_actor" not in response.headers.get("set-cookie", "")
+    for headers in ({"Origin": server}, {"Referer": f"{server}/-/login"}, {}):
+        response = requests.post(f"{server}/-/login", data=form, headers=headers, allow_redirects=False, timeout=30)
+        assert response.status_code == 302 and "ds_actor=" in response.headers["set-cookie"], headers
+
+
+def test_an_item_url_becomes_a_link_only_when_it_is_http(demo, tmp_path):
+    """The archived item's URL comes from the platform: a `javascript:` URL must not become a link."""
+    import asyncio
+
+    from archiver.serve import build_datasette
+
+    copy = tmp_path / "archive.db"
+    with sqlite3.connect(demo / "archive" / "archive.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    conn = sqlite3.connect(copy)
+    keys = [r[0] for r in conn.execute("SELECT item_key FROM items WHERE versions = 1 LIMIT 4")]
+    conn.execute("DROP TRIGGER item_versions_append_only_update")
+    urls = [
+        "javascript:alert(document.cookie)",
+        " JavaScript:alert(1)",
+        "data:text/html,<b>x</b>",
+        "https://ok.example/1",
+    ]
+    for key, url in zip(keys, urls, strict=True):
+        conn.execute("UPDATE item_versions SET url = ? WHERE item_key = ?", (url, key))
+    conn.commit()
+    conn.close()
+
+    async def pages() -> list[str]:
+        ds = build_datasette(copy)
+        await ds.invoke_startup()
+        return [(await ds.client.get("/-/item", params={"key": key})).text for key in keys]
+
+    shown = asyncio.run(pages())
+    for page in shown[:3]:
+        assert "on the platform</a>" not in page and not re.search(r'href="\s*(javascript|data):', page, re.I)
+    assert '<a href="https://ok.example/1" rel="noreferrer noopener">on the platform</a>' in shown[3]
+
+
+def test_a_name_without_an_account_takes_as_long_to_refuse(demo):
+    """The login page hashes the password (PBKDF2) only for a name that has an account: without an equal
+    check for other names, the answer's delay would list who has an account."""
+    import time
+
+    from .workspace_server import csrftoken
+
+    def seconds(name: str) -> float:
+        session = requests.Session()
+        form = {"username": name, "password": "wrong-guess-0", "csrftoken": csrftoken(session, f"{base}/-/login")}
+        started = time.perf_counter()
+        response = session.post(f"{base}/-/login", data=form, allow_redirects=False, timeout=60)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200 and "Invalid username or password" in response.text
+        return elapsed
+
+    with serving(demo, host="0.0.0.0") as base:  # its own process: its own count of failures
+        known = sorted(seconds(name) for name in ("ann", "ivan", "temp"))
+        unknown = sorted(seconds(name) for name in ("nobody", "zed", "mallory"))
+    assert known[1] > 0.05  # the PBKDF2 of 480,000 rounds: far slower than the rest of a sign-in
+    assert unknown[1] > known[1] / 2, (known, unknown)
 
 
 def test_password_guessing_is_refused_after_five_failures_for_a_name(demo):

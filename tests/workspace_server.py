@@ -37,8 +37,9 @@ def add_users(directory: Path) -> None:
 
 
 @contextmanager
-def serving(directory: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """Start `archiver serve` bound to host; yield the loopback URL to reach it; check its log at the end."""
+def serving(directory: Path, host: str = "127.0.0.1", output: list[str] | None = None) -> Iterator[str]:
+    """Start `archiver serve` bound to host; yield the loopback URL to reach it; check its log at the end (and
+    append it to `output`, when given, for the test to read after the block)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "archiver.cli", "serve", "-c", str(directory / "archiver.toml")]
@@ -62,10 +63,12 @@ def serving(directory: Path, host: str = "127.0.0.1") -> Iterator[str]:
         yield base
     finally:
         process.terminate()
-        output = process.communicate(timeout=10)[0]
-    assert "Traceback" not in output and "locals" not in output, output
+        log = process.communicate(timeout=10)[0]
+        if output is not None:
+            output.append(log)
+    assert "Traceback" not in log and "locals" not in log, log
     for password in PASSWORDS.values():
-        assert password not in output
+        assert password not in log
 
 
 def csrftoken(session: requests.Session, url: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 COMPARED_FIELDS = ("text", "media", "visibility", "url", "author_name", "edited_at")
 THREAD_LIMIT = 200
 _TOKEN = re.compile(r"(\s+)")
+_LINKABLE = re.compile(r"https?://[^\x00-\x20\x7f]+", re.IGNORECASE)
 
 LATEST_OF = """
 SELECT v.*,
@@ -44,6 +45,12 @@ def word_diff(old: str, new: str) -> tuple[str, str]:
             if new_part:
                 right.append(f"<ins>{new_part}</ins>")
     return "".join(left), "".join(right)
+
+
+def parse_web_link(url: str | None) -> str | None:
+    """The URL if it may become a link on our page: http(s) only, nothing a browser would strip or read as
+    another scheme (`javascript:`, `data:`, or ` javascript:` with a leading space). The platform gave it."""
+    return url if url and _LINKABLE.fullmatch(url) else None
 
 
 def _rows(result: Any) -> list[dict[str, Any]]:
@@ -136,6 +143,7 @@ async def load_item(db: Any, item_key: str) -> dict[str, Any] | None:
     return {
         "item_key": item_key,
         "latest": latest,
+        "platform_link": parse_web_link(latest["url"]),
         "status": status,
         "versions": compare_versions(versions),
         "events": events,
