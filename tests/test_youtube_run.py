@@ -284,6 +284,9 @@ def test_deletions_only_when_a_lookup_no_longer_returns_the_item(channel, http_w
     assert "/youtube/v3/comments?" in evidence["url"] and "key=[REDACTED]" in evidence["url"]
     assert evidence["absent_from"].startswith(f"the comment threads of video {video['id']}")
     assert deleted[v(gone_video)]["absent_from"].startswith("the channel's uploads playlist")
+    # With an API key a private video is absent the same way, and a held comment always: the evidence says so.
+    assert deleted[v(gone_video)]["also_if"].startswith("the video was made private")
+    assert evidence["also_if"].startswith("the comment is held for review")
     assert dict(conn.execute("SELECT item_key, status FROM items").fetchall())[c(kept)] == "live"
     conn.close()
 

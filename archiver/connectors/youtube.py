@@ -49,6 +49,10 @@ PACIFIC = ZoneInfo("America/Los_Angeles")  # Google resets the daily quota at mi
 QUOTA_REASONS = ("quotaExceeded", "dailyLimitExceeded")
 THROTTLE_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")  # short-term limits: wait, then ask again
 NAMED_IN_NOTICE = 50
+# What else a lookup answered without the item can mean: YouTube answers the same for these, so the deletion
+# evidence says so rather than let a reader take a hidden item for a removed one.
+PRIVATE_VIDEO_CAVEAT = "the video was made private: with an API key YouTube returns public and unlisted videos only"
+HELD_COMMENT_CAVEAT = "the comment is held for review or hidden by the channel: YouTube returns published ones only"
 LOOKUP_BATCH = 50
 
 
@@ -328,6 +332,8 @@ class _YouTubeRun:
                 else:
                     evidence = self.lookup_evidence(lookup, known.native_id)
                     evidence["absent_from"] = "the channel's uploads playlist, listed in full"
+                    if self.account.options.get("auth", "api_key") == "api_key":  # sees what the public sees
+                        evidence["also_if"] = PRIVATE_VIDEO_CAVEAT
                     yield Deletion(known.item_key, evidence, lookup.ref)
 
     # -- comments ------------------------------------------------------------------------------------------
@@ -370,6 +376,7 @@ class _YouTubeRun:
                 else:
                     evidence = self.lookup_evidence(lookup, known.native_id)
                     evidence["absent_from"] = f"the comment threads of video {video_id}, read in full"
+                    evidence["also_if"] = HELD_COMMENT_CAVEAT
                     yield Deletion(known.item_key, evidence, lookup.ref)
 
     def fetch_replies(self, thread_id: str) -> Iterator[tuple[dict[str, Any], CaptureRef]]:
