@@ -242,6 +242,7 @@ def test_deletions_are_recorded_only_with_proof(clinic):
     assert set(deleted) == {clinic.key(post), clinic.key(reply)}
     assert deleted[clinic.key(post)]["method"] == "lookup" and deleted[clinic.key(post)]["http_status"] == 404
     assert deleted[clinic.key(reply)]["http_status"] == 404
+    assert "has blocked this one since" in deleted[clinic.key(reply)]["also_if"]  # what else a 404 can mean
     assert deleted[clinic.key(reply)]["absent_from"]["url"].endswith(f"/statuses/{other['id']}/context")
     statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
     assert statuses[clinic.key(post)] == "deleted" and statuses[clinic.key(reply)] == "deleted"

@@ -257,6 +257,10 @@ class _MastodonRun:
             "response": exchange.body[:500].decode("utf-8", "replace"),
             "warc_file": exchange.ref.warc_file,
             "warc_record_id": exchange.ref.record_id,
+            # Mastodon turns "not permitted to see" into the same 404 (StatusPolicy#show?, e.g. an author blocking
+            # the archiving account): the evidence says so rather than let a hidden status pass for a removed one.
+            "also_if": "another account wrote it and has blocked this one since: Mastodon answers a status the "
+            "viewer may not see with the same 404",
         }
 
     # -- conversations -------------------------------------------------------------------------------------
