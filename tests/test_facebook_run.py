@@ -172,6 +172,7 @@ def test_deletions_are_proven_by_lookup_with_the_graph_error_as_evidence(hospita
         assert proof["method"] == "lookup" and proof["http_status"] == 400
         assert proof["graph_error"]["code"] == 100 and proof["graph_error"]["error_subcode"] == 33
         assert "does not exist" in proof["graph_error"]["message"] and proof["graph_error"]["fbtrace_id"]
+        assert "Meta gives the same code 100, subcode 33" in proof["also_if"]
         assert proof["url"].split("?")[0].endswith("/" + key.split(":", 1)[1])
         assert proof["absent_from"]["warc_record_id"].startswith("<urn:uuid:")
         # The proving answer is in the WARC, under the record the evidence names.

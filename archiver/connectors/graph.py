@@ -455,6 +455,10 @@ class GraphRun:
             "graph_error": answer.error.evidence(),
             "warc_file": answer.exchange.ref.warc_file,
             "warc_record_id": answer.exchange.ref.record_id,
+            # Meta's own words for code 100 / subcode 33: the object "does not exist, cannot be loaded due to
+            # missing permissions, or does not support this operation". Said here as for the other platforms.
+            "also_if": "the token may no longer load it (a permission or task of the Page removed, or a "
+            "restricted commenter): Meta gives the same code 100, subcode 33",
         }
         if listing is not None:
             evidence["absent_from"] = {"url": listing.url, "warc_record_id": listing.ref.record_id}
