@@ -38,6 +38,7 @@ from markupsafe import Markup
 
 from .access_log import Access, AccessLog, RequestRows, count_rows, current_rows
 from .login_throttle import LoginThrottle
+from .sessions import OpenSessions
 from .users import UsersFile
 from .workspace import item as item_page
 from .workspace import raw as raw_page
@@ -57,6 +58,7 @@ BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth
 READ_METHODS = ("GET", "HEAD")
 FORM_PATHS = ("/-/login", "/-/logout")
 LOGIN_PATH = "/-/login"
+LOGOUT_PATH = "/-/logout"
 MAX_FORM_BYTES = 64 * 1024  # a sign-in form is a few hundred bytes
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 
@@ -70,6 +72,7 @@ class Workspace:
     access_log: AccessLog | None
     require_login: bool
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    sessions: OpenSessions = field(default_factory=lambda: OpenSessions(SESSION_SECONDS))
 
     def login_required(self, client: str) -> bool:
         return self.require_login or bool(self.users.users()) or not _is_loopback(client)
@@ -147,8 +150,8 @@ def _cookies(scope: dict[str, Any]) -> SimpleCookie:
     return jar
 
 
-def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> dict[str, str] | None:
-    """The person signed in on this request, as the users file says now (None: nobody)."""
+def session_of(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> tuple[str, str] | None:
+    """The session this request's cookie carries, as (person, session id), while it is open; else None."""
     morsel = _cookies(scope).get("ds_actor")
     if morsel is None or not morsel.value:
         return None
@@ -156,11 +159,21 @@ def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -
         signed = datasette.unsign(morsel.value, "actor")
         name = signed["a"]["id"]
         expires = int(baseconv.base62.decode(signed["e"]))
+        session = signed["s"]
     except (BadSignature, KeyError, TypeError, ValueError):
-        return None  # forged, or not made by our sign-in (which always sets an expiry)
-    if time.time() > expires:
-        return None
-    user = workspace.users.users().get(name)
+        return None  # forged, or not made by our sign-in (which always sets an expiry and a session)
+    if time.time() > expires or not workspace.sessions.is_open(session, name):
+        return None  # expired, signed out, or opened before this server started
+    return name, session
+
+
+def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> dict[str, str] | None:
+    """The person signed in on this request, as the users file says now (None: nobody)."""
+    return _actor(workspace, session_of(datasette, workspace, scope))
+
+
+def _actor(workspace: Workspace, session: tuple[str, str] | None) -> dict[str, str] | None:
+    user = workspace.users.users().get(session[0]) if session else None
     return user.actor() if user else None
 
 
@@ -178,9 +191,10 @@ def _with_actor(datasette: Any, scope: dict[str, Any], actor: dict[str, str] | N
     return dict(scope, headers=headers)
 
 
-def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, list]:
+def _signed_in_by(datasette: Any, workspace: Workspace, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, list]:
     """The person a response signs in (the login form's answer sets the actor cookie), and the headers with
-    that cookie given an expiry: a session lasts SESSION_SECONDS from sign-in."""
+    that cookie given an expiry and a newly opened session: a session lasts SESSION_SECONDS from sign-in,
+    or until its person signs out."""
     who, out = None, []
     for name, value in headers:
         if name.lower() == b"set-cookie" and value.startswith(b"ds_actor="):
@@ -192,7 +206,7 @@ def _signed_in_by(datasette: Any, headers: list[tuple[bytes, bytes]]) -> tuple[s
                 out.append((name, value))
                 continue
             expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
-            signed = datasette.sign({"a": actor, "e": expires}, "actor")
+            signed = datasette.sign({"a": actor, "e": expires, "s": workspace.sessions.open(who)}, "actor")
             value = f"ds_actor={signed}; Max-Age={SESSION_SECONDS}".encode("latin-1") + (b";" + rest if rest else b"")
             if b"httponly" not in rest.lower():  # no script of a page (an injected one) reads the session
                 value += b"; HttpOnly"
@@ -323,7 +337,8 @@ def asgi_wrapper(datasette: Any) -> Any:
                 return
             path = scope["path"]
             client = (scope.get("client") or ("unknown", 0))[0]
-            actor = resolve_actor(datasette, workspace, scope)
+            session = session_of(datasette, workspace, scope)
+            actor = _actor(workspace, session)
             scope = _with_actor(datasette, scope, actor)
             seen: dict[str, Any] = {"status": 500, "signed_in": None, "logged": False}
             counter = RequestRows()
@@ -348,7 +363,9 @@ def asgi_wrapper(datasette: Any) -> Any:
             async def observe(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     seen["status"] = message["status"]
-                    seen["signed_in"], headers = _signed_in_by(datasette, message.get("headers", []))
+                    seen["signed_in"], headers = _signed_in_by(datasette, workspace, message.get("headers", []))
+                    if signing_out and session and message["status"] == 302:
+                        workspace.sessions.close(session[1])  # Datasette's sign-out passed its CSRF check
                     message = dict(message, headers=[*headers, (b"x-robots-tag", b"noindex")])
                 elif message["type"] == "http.response.body" and not message.get("more_body"):
                     await record()  # logged before the response is complete: nothing is seen unlogged
@@ -356,6 +373,7 @@ def asgi_wrapper(datasette: Any) -> Any:
 
             token = current_rows.set(counter)
             signing_in = scope["method"] == "POST" and path == LOGIN_PATH
+            signing_out = scope["method"] == "POST" and path == LOGOUT_PATH
             body: bytes | None = b""
             form: dict[str, str] | None = {}
             try:

@@ -500,10 +500,17 @@ def test_sessions_expire_and_need_our_sign_in(demo, tmp_path):
 
     fresh = baseconv.base62.encode(int(time.time()) + 60)
     stale = baseconv.base62.encode(int(time.time()) - 1)
-    assert resolve_actor(ds, workspace, scope({"a": actor, "e": fresh})) == {"id": "ivan", "role": "investigator"}
-    assert resolve_actor(ds, workspace, scope({"a": actor, "e": stale})) is None
-    assert resolve_actor(ds, workspace, scope({"a": actor})) is None  # no expiry: not made by our sign-in
-    assert resolve_actor(ds, workspace, scope({"a": {"id": "nobody"}, "e": fresh})) is None
+    opened, other = workspace.sessions.open("ivan"), workspace.sessions.open("ann")
+    signed = {"a": actor, "e": fresh, "s": opened}
+    assert resolve_actor(ds, workspace, scope(signed)) == {"id": "ivan", "role": "investigator"}
+    assert resolve_actor(ds, workspace, scope({**signed, "e": stale})) is None
+    assert resolve_actor(ds, workspace, scope({"a": actor, "s": opened})) is None  # no expiry: not our sign-in
+    assert resolve_actor(ds, workspace, scope({"a": actor, "e": fresh})) is None  # no session: not our sign-in
+    assert resolve_actor(ds, workspace, scope({**signed, "s": other})) is None  # another person's session
+    assert resolve_actor(ds, workspace, scope({**signed, "s": "made-up"})) is None
+    assert resolve_actor(ds, workspace, scope({**signed, "a": {"id": "nobody"}})) is None
+    workspace.sessions.close(opened)  # signed out
+    assert resolve_actor(ds, workspace, scope(signed)) is None
     assert SESSION_SECONDS <= 12 * 3600
 
 
@@ -524,6 +531,31 @@ def test_sign_in_cookie_carries_the_session_lifetime(server):
     assert f"Max-Age={SESSION_SECONDS}" in cookie
     assert "HttpOnly" in cookie.split("; ") and "samesite=lax" in cookie.lower()  # no script reads the session
     assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(server, demo):
+    """Signing out closes the session on the server: the cookie, copied before (a shared computer, a proxy's
+    log), no longer reads the archive, though its signature and expiry are still good. Others stay in."""
+    from .workspace_server import csrftoken
+
+    password = "sign-out-test-pw"
+    added = CliRunner().invoke(
+        app,
+        ["users", "add", "olga", "--role", "viewer", "--password-stdin", "-c", str(demo / "archiver.toml")],
+        input=password + "\n",
+    )
+    assert added.exit_code == 0, added.output
+    session = login(server, "olga", password)
+    copied = requests.Session()
+    copied.cookies.update(session.cookies)
+    other = login(server, "olga", password)
+    assert copied.get(f"{server}/archive/items.json", timeout=10).status_code == 200
+    token = csrftoken(session, f"{server}/-/logout")
+    response = session.post(f"{server}/-/logout", data={"csrftoken": token}, allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert copied.get(f"{server}/archive/items.json", timeout=10).status_code == 401
+    assert copied.get(f"{server}/-/search", allow_redirects=False, timeout=10).status_code == 302
+    assert other.get(f"{server}/archive/items.json", timeout=10).status_code == 200  # another sign-in of olga
 
 
 def test_a_sign_in_form_with_a_repeated_field_is_refused(server):
