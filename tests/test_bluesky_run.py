@@ -311,6 +311,29 @@ def test_expired_session_is_renewed_and_chat_not_offered_is_said_once(clinic, tm
         other.server.stop()
 
 
+def test_a_chat_service_that_fails_upstream_fails_the_account_not_offered_is_not_said(clinic, http_waits):
+    """A 502 UpstreamFailure on the first chat call means the PDS knows the chat service and could not reach
+    it: retried, and if it persists the account fails (the exit code tells); never "chat not offered". The
+    posts are archived all the same, and the next run reads the messages."""
+    convo = clinic.state.add_convo([clinic.clinic.did, clinic.ann.did])
+    clinic.state.add_message(convo, clinic.ann.did, "my results came back", at=NOW - timedelta(hours=3))
+    upstream = b'{"error":"UpstreamFailure","message":"Upstream Failure"}'
+    clinic.server.faults.append(Fault(r"chat\.bsky\.convo\.listConvos", status=502, times=1, body=upstream))
+    code, output = clinic.run()
+    assert code == 0 and "not captured" not in output, output  # one 502, retried
+    assert clinic.counts()["item_versions"] == len(clinic.posts) + 1
+    clinic.state.add_message(convo, clinic.ann.did, "and the letter", at=NOW - timedelta(hours=1))
+    clinic.server.faults.append(Fault(r"chat\.bsky\.convo\.listConvos", status=502, times=10, body=upstream))
+    code, output = clinic.run()
+    assert code == 1 and "listConvos" in output and "502" in output and "not captured" not in output, output
+    clinic.server.faults.clear()
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    texts = {r[0] for r in conn.execute("SELECT text FROM items WHERE kind = 'message'")}
+    assert texts == {"my results came back", "and the letter"}
+    conn.close()
+
+
 def test_wrong_app_password_fails_the_account_with_one_line(clinic, monkeypatch):
     monkeypatch.setenv("BSKY_APP_PASSWORD", "wxyz-wxyz-wxyz-wxyz")
     code, output = clinic.run()

@@ -624,9 +624,11 @@ class _BlueskyRun:
         """A chat call through the PDS's service proxy; None when the service is not offered there.
 
         Only the first call of a run may conclude "not offered" (not implemented, unknown method, or a proxy
-        the PDS cannot resolve or reach); after that every failure is a failure.
+        the PDS cannot resolve); after that every failure is a failure. A 502 `UpstreamFailure` is not that:
+        the PDS knows the service and could not reach it this time, so it is retried, then fails the account
+        (the next run reads what was missed).
         """
-        ok = (200, 400, 404, 500, 501, 502) if first else (200,)
+        ok = (200, 400, 404, 500, 501) if first else (200,)
         exchange = self.xrpc(self.pds, nsid, params, ok=ok, authed=True, headers={"atproto-proxy": self.chat_proxy})
         if exchange.status == 200:
             return exchange
@@ -634,7 +636,6 @@ class _BlueskyRun:
         if (
             exchange.status in (404, 501)
             or error in NOT_IMPLEMENTED
-            or error == "UpstreamFailure"
             or "proxy" in message
             or "not implemented" in message
         ):
