@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.config import load_config
 from archiver.connectors import connector_for
+from archiver.connectors.base import EMPTY_PAGES_MAX
 from archiver.connectors.linkedin import DEFAULT_VERSION, STOPPED_UNTIL, DailyLimitUTC, next_midnight_utc
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
 from archiver.demo.loopback import Fault
@@ -449,4 +450,41 @@ def test_a_short_page_is_not_the_end_and_proves_nothing(pages):
     assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
     statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
     assert statuses[k(first["commentUrn"])] == statuses[k(second["commentUrn"])] == "live"
+    conn.close()
+
+
+def test_an_empty_page_that_says_there_is_more_is_not_the_end(pages):
+    """LinkedIn can leave out, after paging, what the member may not see: a page may come back empty with a
+    next link and no total. The listing goes on where the link says; more than EMPTY_PAGES_MAX such pages in
+    a row is a paging loop. Neither is taken for a deletion."""
+    post = pages.posts[1]
+    first = pages.state.add_comment(post["id"], ANN, "first", created_at=NOW - timedelta(days=1))
+    second = pages.state.add_comment(post["id"], BOB, "second", created_at=NOW - timedelta(days=1))
+    assert pages.run()[0] == 0
+    third = pages.state.add_comment(post["id"], ANN, "third", created_at=NOW - timedelta(hours=1))
+    comments = f"/rest/socialActions/{post['id'].replace(':', '%3A')}/comments"
+
+    def empty(start: int) -> bytes:
+        links = [{"rel": "next", "href": f"{comments}?start={start}&count=100"}]
+        return json.dumps({"paging": {"start": 0, "count": 100, "links": links}, "elements": []}).encode()
+
+    pages.server.faults.append(Fault(re.escape(comments) + r"\?start=0", status=200, body=empty(1)))
+    mark = len(pages.server.requests_log)
+    code, output = pages.run()
+    assert code == 0, output
+    asked = [q for _, p, q, _ in pages.server.requests_log[mark:] if p == comments]
+    assert asked == ["start=0&count=100", "start=1&count=100"], asked
+    conn = pages.db()
+    assert conn.execute("SELECT count(*) FROM item_versions WHERE text = 'third'").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    conn.close()
+    # Empty pages without end: the account stops with the loop named, nothing concluded from the listing.
+    for start in range(EMPTY_PAGES_MAX + 5):
+        pages.server.faults.append(Fault(re.escape(f"{comments}?start={start}&"), status=200, body=empty(start + 1)))
+    code, output = pages.run()
+    assert code == 1 and f"{EMPTY_PAGES_MAX + 1} empty pages in a row" in output, output
+    conn = pages.db()
+    assert conn.execute("SELECT count(*) FROM events WHERE event = 'deleted'").fetchone()[0] == 0
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert {statuses[k(c["commentUrn"])] for c in (first, second, third)} == {"live"}
     conn.close()

@@ -58,6 +58,9 @@ class Credential:
 # A connector that learns its token's expiry during a run yields CursorUpdate(CREDENTIAL_EXPIRY, iso time),
 # so that `archiver status` can show the next token to renew without calling any platform.
 CREDENTIAL_EXPIRY = "credential_expires_at"
+# Empty pages in a row, each saying there is more, before a listing is taken for a paging loop: a platform
+# can cut a page before it leaves out what the reader may not see, rarely many pages running.
+EMPTY_PAGES_MAX = 20
 
 
 class PageTrail:

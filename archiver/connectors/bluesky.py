@@ -37,7 +37,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet
+from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, FollowUps, RecentSet
 
 POST = "app.bsky.feed.post"
 PAGE_LIMIT = 100
@@ -49,9 +49,6 @@ DELETED_MESSAGE = "chat.bsky.convo.defs#deletedMessageView"
 NOT_IMPLEMENTED = {"MethodNotImplemented", "XRPCNotSupported", "NotImplemented"}
 SESSION_EXPIRED = {"ExpiredToken"}
 AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "ExpiredToken", "AccountTakedown"}
-# Empty pages in a row, each with a new cursor, before a listing is taken for a paging loop: a page of
-# getQuotes can come back empty when every quote on it was left out, rarely many pages running.
-EMPTY_PAGES_MAX = 20
 # Set when a run starts reading the account's posts, cleared once every thread and quote read is done: while
 # set, posts first archived since are owed their threads and quotes (see FollowUps).
 THREADS_CURSOR = "threads_unfinished_since"

@@ -33,7 +33,7 @@ from ..errors import AuthError, PlatformError, RateLimitedError
 from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
-from .base import AccountState, Credential, FetchWindow, RecentSet
+from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentSet
 
 PAGE_COUNT = 50
 COMMENT_COUNT = 100
@@ -205,9 +205,14 @@ class _LinkedInRun:
         return exchange
 
     def paged(self, path: str, params: dict[str, Any], count: int) -> Iterator[tuple[Exchange, list[dict]]]:
-        """start/count paging until LinkedIn shows no next page (a `next` link, or `total` not yet reached)."""
+        """start/count paging until LinkedIn shows no next page (a `next` link, or `total` not yet reached).
+
+        A short or empty page is not the end while LinkedIn says there is more: it can leave out, after paging,
+        what the member may not see. More than `EMPTY_PAGES_MAX` empty pages in a row is a paging loop.
+        """
         start = 0
         previous: list[Any] = []
+        empty_in_a_row = 0
         while True:
             exchange = self.get(path, {**params, "start": start, "count": count})
             page = exchange.json()
@@ -217,6 +222,7 @@ class _LinkedInRun:
             paging = page.get("paging") or {}
             nexts = [link for link in paging.get("links") or [] if link.get("rel") == "next"]
             has_next = bool(nexts)
+            next_start = None
             for link in nexts:
                 moved = parse_qs(urlsplit(str(link.get("href", ""))).query).get("start", ["0"])[-1]
                 if not moved.isdigit() or int(moved) <= start:
@@ -224,11 +230,18 @@ class _LinkedInRun:
                         f"account {self.account.name}: paging loop at {exchange.url}: the next link "
                         f"{link.get('href')} does not move past start={start}; the listing stopped"
                     )
+                next_start = int(moved)
             total = paging.get("total")
             if isinstance(total, int) and start + len(elements) < total:
                 has_next = True
-            if not has_next or (not elements and not isinstance(total, int)):
+            if not has_next:
                 return
+            empty_in_a_row = 0 if elements else empty_in_a_row + 1
+            if empty_in_a_row > EMPTY_PAGES_MAX:
+                raise PlatformError(
+                    f"account {self.account.name}: paging loop at {exchange.url}: {empty_in_a_row} empty pages in "
+                    "a row, each saying there is more; the listing stopped"
+                )
             ids = [e.get("id") or e.get("commentUrn") for e in elements if isinstance(e, dict)]
             if ids and ids == previous:
                 raise PlatformError(
@@ -236,7 +249,9 @@ class _LinkedInRun:
                     "one; the listing stopped"
                 )
             previous = ids
-            start += len(elements) or count  # a short page is not the end while LinkedIn says there is more
+            # Where LinkedIn's next link says; else past what came (a short page is not the end while `total`
+            # says there is more).
+            start = next_start if next_start is not None else start + (len(elements) or count)
 
     # -- the page ------------------------------------------------------------------------------------------
     def fetch(self) -> Iterator[Observation]:
