@@ -438,7 +438,7 @@ def swap_key(bundle: Path) -> None:
     [
         (flip_byte, "data/evidence.warc.gz: sha256 expected"),
         (remove_media, "listed in the manifest but missing"),
-        (add_file, "data/extra.txt: not listed in the manifest (added)"),
+        (add_file, "data/extra.txt: not listed in manifest-sha256.txt, the signed manifest (added)"),
         (edit_row, "data/item_versions.jsonl: sha256 expected"),
         (edit_row_and_manifests, "signature.json: signature does not match manifest-sha256.txt"),
         (edit_row_and_manifests, "row differs from ledger seq"),
@@ -499,6 +499,63 @@ def test_trusted_public_key_given_on_the_command_line(demo, good_bundle, tmp_pat
     assert verify(bundle) == (0, ["bundle verifies"])
     code, lines = verify(bundle, "--public-key", str(archive_key))
     assert code == 1 and any("not the given public key" in line for line in lines), lines
+
+
+@pytest.fixture(scope="module")
+def archive_key(demo, tmp_path_factory) -> Path:
+    """The archive's public key as its recipient obtains it separately (`archiver key export`)."""
+    path = tmp_path_factory.mktemp("key") / "archive-ed25519.pub"
+    result = CliRunner().invoke(app, ["key", "export", "--config", config_of(demo)])
+    assert result.exit_code == 0, result.output
+    path.write_text(result.output)
+    return path
+
+
+def forged_copy(good_bundle: Path, tmp_path: Path) -> Path:
+    bundle = tmp_path / "forged"
+    shutil.copytree(good_bundle, bundle)
+    return bundle
+
+
+def set_payload_oxum(bundle: Path) -> None:
+    """bag-info.txt's file count and size made right for what data/ now holds, as a forger would."""
+    files = [p for p in (bundle / "data").rglob("*") if p.is_file()]
+    oxum = f"{sum(p.stat().st_size for p in files)}.{len(files)}"
+    info = bundle / "bag-info.txt"
+    lines = [f"Payload-Oxum: {oxum}" if ln.startswith("Payload-Oxum:") else ln for ln in info.read_text().splitlines()]
+    info.write_text("\n".join(lines) + "\n")
+
+
+def rewrite_tagmanifest(bundle: Path) -> None:
+    """tagmanifest-sha256.txt recomputed over every top-level file, as bagit itself makes it."""
+    tags = sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith("tagmanifest-"))
+    text = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.name}\n" for p in tags)
+    (bundle / "tagmanifest-sha256.txt").write_text(text)
+
+
+def test_files_listed_only_in_an_unsigned_manifest_are_refused(good_bundle, archive_key, tmp_path):
+    """bagit counts a file listed in any manifest as listed, but only manifest-sha256.txt is signed: files a
+    forger lists in a manifest-sha512.txt of their own pass bagit, and must not pass verify-bundle, not even
+    with the archive's own key."""
+    bundle = forged_copy(good_bundle, tmp_path)
+    note = bundle / "data" / "NOTE.txt"
+    note.write_text("Investigator note: the clinic admitted the breach.\n")
+    planted = bundle / "data" / "media" / f"{'0' * 64}.png"
+    planted.write_bytes(b"\x89PNG fabricated image")
+    (bundle / "manifest-sha512.txt").write_text(
+        "".join(
+            f"{hashlib.sha512(p.read_bytes()).hexdigest()}  {p.relative_to(bundle).as_posix()}\n"
+            for p in (note, planted)
+        )
+    )
+    set_payload_oxum(bundle)
+    rewrite_tagmanifest(bundle)
+    bagit.Bag(str(bundle)).validate()  # the bagit validator is satisfied
+    code, lines = verify(bundle, "--public-key", str(archive_key))
+    assert code == 1, lines
+    assert any(line.startswith("manifest-sha512.txt: ") and "not signed" in line for line in lines), lines
+    for added in ("data/NOTE.txt", planted.relative_to(bundle).as_posix()):
+        assert f"{added}: not listed in manifest-sha256.txt, the signed manifest (added)" in lines, lines
 
 
 # -- flags (the scan's tables, made here with the columns the flags branch gives them, until it lands) ----------

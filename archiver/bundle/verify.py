@@ -2,7 +2,9 @@
 
 Checks, each problem one line:
 - the bag: the `bagit` library's own validation (every payload file listed and its sha256 right, no file
-  missing or added, the tag manifest right);
+  missing or added, the tag manifest right); and since bagit counts a file listed in any manifest as
+  listed while only the sha256 ones are signed, no other manifest, and data/ holding exactly the files
+  manifest-sha256.txt lists;
 - the signature: manifest-sha256.txt signed by the key in signature.json; that key is the key that signed the
   checkpoint in custody.json, and the key given with --public-key when there is one;
 - the checkpoint: its Ed25519 signature over its statement;
@@ -26,6 +28,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,10 @@ from ..problems import Problem
 from ..verify import _JsonIndex
 from ..warc import block_digest_ok
 from .gather import ROW_TABLES, row_key_column
-from .write import CUSTODY_TYPE, EXTRACT, SIGNATURE_FILE, SIGNED_FILE
+from .write import CUSTODY_TYPE, EXTRACT, MANIFEST, SIGNATURE_FILE, SIGNED_FILE, TAGMANIFEST
 
 UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
+ANY_MANIFEST = re.compile(r"^(tag)?manifest-.+\.txt$")
 
 
 def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
@@ -51,6 +55,7 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     problems = list(_verify_bag(path))
     if not (path / "bagit.txt").exists():
         return problems
+    problems.extend(_verify_payload_listed(path))
     data = path / "data"
     custody = _read_json(data / "custody.json", problems)
     problems.extend(_verify_signature(path, custody, trusted))
@@ -142,10 +147,43 @@ def _bag_details(exc: bagit.BagValidationError) -> list[Problem]:
         elif isinstance(detail, bagit.FileMissing):
             found.append(Problem(detail.path, "listed in the manifest but missing"))
         elif isinstance(detail, bagit.UnexpectedFile):
-            found.append(Problem(detail.path, "not listed in the manifest (added)"))
+            continue  # _verify_payload_listed names every file the signed manifest does not list
         else:
             found.append(Problem("bag", str(detail)))
     return found
+
+
+def _verify_payload_listed(path: Path) -> list[Problem]:
+    """data/ holds exactly the files the signed manifest lists. bagit takes a file listed in any manifest
+    (a manifest-sha512.txt, say) as listed, but only manifest-sha256.txt is signed: another manifest is
+    refused, and a file manifest-sha256.txt does not list is added, whatever else lists it. (A file listed
+    but missing is bagit's finding.)"""
+    problems = [
+        Problem(p.name, f"a manifest a bundle never has, not signed: only {MANIFEST} and {TAGMANIFEST} count (added)")
+        for p in sorted(path.iterdir())
+        if ANY_MANIFEST.match(p.name) and p.name not in (MANIFEST, TAGMANIFEST)
+    ]
+    try:
+        listed = _manifest_paths((path / MANIFEST).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [*problems, Problem(MANIFEST, f"cannot be read ({type(exc).__name__})")]
+    data = path / "data"
+    present = {p.relative_to(path).as_posix() for p in data.rglob("*") if not p.is_dir()} if data.is_dir() else set()
+    problems.extend(
+        Problem(name, f"not listed in {MANIFEST}, the signed manifest (added)") for name in sorted(present - listed)
+    )
+    return problems
+
+
+def _manifest_paths(text: str) -> set[str]:
+    """The paths a BagIt manifest lists (`<digest> <path>` lines; CR, LF and % percent-encoded)."""
+    paths = set()
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and not line.startswith("#"):
+            name = parts[1].lstrip("*")
+            paths.add(name.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%"))
+    return paths
 
 
 def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None) -> list[Problem]:

@@ -52,7 +52,9 @@ from .select import Selectors, select_item_keys
 CUSTODY_TYPE = "archiver-custody/1"
 SIGNATURE_TYPE = "archiver-bundle-signature/1"
 SIGNATURE_FILE = "signature.json"
-SIGNED_FILE = "manifest-sha256.txt"
+MANIFEST = "manifest-sha256.txt"
+TAGMANIFEST = "tagmanifest-sha256.txt"
+SIGNED_FILE = MANIFEST
 EXTRACT = "evidence.warc.gz"
 WACZ = "evidence.wacz"
 
@@ -156,7 +158,7 @@ def export_bundle(
                     "checkpoint_id": checkpoint["id"],
                     "bundle_path": str(out),
                     "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-                    "tagmanifest_sha256": hashlib.sha256((out / "tagmanifest-sha256.txt").read_bytes()).hexdigest(),
+                    "tagmanifest_sha256": hashlib.sha256((out / TAGMANIFEST).read_bytes()).hexdigest(),
                     "signature": signature,
                 }
             )
