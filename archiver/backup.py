@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import __version__, ledger
 from .access_log import access_log_path, verify_access_log
-from .checkpoints import PUBLIC_KEY
+from .checkpoints import PUBLIC_KEY, load_public_key, signed_warc_files
 from .config import ArchiveConfig
 from .errors import ConfigError
 from .lock import archive_lock
@@ -84,8 +84,9 @@ def back_up_archive(
         _remove_partials(destination)
         database = destination / archive.database.name
         staged = _snapshot(archive.database, database.with_name(database.name + PARTIAL))
-        recorded, outcome.ledger_seq = _recorded_warcs_and_head(staged)
         warcs = destination / archive.warc_dir.name
+        signer = _trusted_key(destination / archive.keys_dir.name / PUBLIC_KEY, archive.keys_dir / PUBLIC_KEY)
+        recorded, outcome.ledger_seq = _recorded_warcs_and_head(staged, signer)
         sources = {p.relative_to(archive.warc_dir).as_posix(): p for p in _files_under(archive.warc_dir)}
         for done, (name, source) in enumerate(sources.items(), start=1):
             _copy_unless_kept(source, warcs / name, recorded.get(name), outcome)
@@ -188,11 +189,23 @@ def _snapshot(source: Path, target: Path) -> Path:
     return target
 
 
-def _recorded_warcs_and_head(database: Path) -> tuple[dict[str, str], int]:
-    """The snapshot's WARC files (name -> recorded sha256) and its last ledger entry."""
+def _trusted_key(*candidates: Path) -> Path | None:
+    """The public key to trust: the backup's own copy first (copied once, never replaced), else the archive's."""
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _recorded_warcs_and_head(database: Path, signer: Path | None) -> tuple[dict[str, str], int]:
+    """The snapshot's WARC files (name -> sha256 as a checkpoint signed it, else as recorded) and its last
+    ledger entry. The signed digest comes first: rows can be added behind the archiver's back, signatures by
+    the archive's key cannot."""
+    try:
+        trusted = load_public_key(signer) if signer is not None else None
+    except ConfigError:
+        trusted = None  # a damaged key file: verify of the copy says so; rows are all there is to go by
     store = Store.open(database, readonly=True)
     try:
         recorded = {name: row["sha256"] for name, row in store.known_warc_files().items()}
+        recorded.update({name: signed.sha256 for name, signed in signed_warc_files(store.conn, trusted).items()})
         return recorded, ledger.head(store.conn)[0]
     finally:
         store.close()
@@ -209,7 +222,7 @@ def _copy_unless_kept(source: Path, target: Path, expected: str | None, outcome:
             outcome.unchanged += 1
             found = file_sha256(source)  # a closed WARC never changes: say so when the archive's has
             if found != expected:
-                message = f"sha256 expected {expected} (warc_files), found {found}; the backup's copy is kept"
+                message = f"sha256 expected {expected} (recorded and signed), found {found}; the backup's copy is kept"
                 outcome.problems.append(Problem(where, message))
             return
         if expected is None:
@@ -221,7 +234,7 @@ def _copy_unless_kept(source: Path, target: Path, expected: str | None, outcome:
     with _staged(target) as staged:
         found = _copy_bytes(source, staged)
         if expected is not None and found != expected:
-            message = f"sha256 expected {expected} (warc_files), found {found}"
+            message = f"sha256 expected {expected} (recorded and signed), found {found}"
             if target.is_file():  # and it does not match either: leave it, a person must look
                 outcome.problems.append(Problem(where, f"{message}; the backup's copy does not match either, left"))
                 return

@@ -8,6 +8,7 @@ third party needs to check a checkpoint, and `archiver key export` prints it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -240,3 +241,76 @@ def verify_checkpoints(
             if seq > max_seq:
                 detail += f", beyond the ledger's last entry {max_seq} (ledger truncated)"
             yield Problem(f"checkpoint file {copy.name}", f"not recorded in the database: {detail}")
+
+
+def fingerprint(public_b64: str) -> str:
+    """A short name for a public key (its raw bytes' sha256), to say which key was trusted."""
+    try:
+        raw = base64.b64decode(public_b64, validate=True)
+    except ValueError:
+        raw = public_b64.encode("utf-8")
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode("ascii").rstrip("=")
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    return fingerprint(base64.b64encode(raw_public(key)).decode("ascii"))
+
+
+@dataclass(frozen=True)
+class SignedWarc:
+    sha256: str
+    size: int
+    checkpoint_id: int
+
+
+def signed_warc_files(conn: sqlite3.Connection, trusted: Ed25519PublicKey | None) -> dict[str, SignedWarc]:
+    """Each WARC file as the first checkpoint that lists it signed it (a closed file never changes, so every
+    later statement must say the same; verify_checkpoints reports the signatures that do not hold). Only
+    statements whose signature holds, by the trusted key when one is given, count."""
+    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    signed: dict[str, SignedWarc] = {}
+    for row in conn.execute("SELECT id, statement, signature, public_key FROM checkpoints ORDER BY id"):
+        if trusted_b64 and row["public_key"] != trusted_b64:
+            continue
+        if not _signature_ok(row["public_key"], row["signature"], row["statement"]):
+            continue
+        try:
+            files = json.loads(row["statement"])["warc_files"]
+            for entry in files:
+                signed.setdefault(entry["name"], SignedWarc(entry["sha256"], entry["size"], row["id"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # reported by verify_checkpoints
+    return signed
+
+
+def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519PublicKey | None) -> Iterator[Problem]:
+    """Checkpoint copies kept away from the archive (a WORM bucket, an email, a backup): each must be signed
+    by the archive's key and name a ledger entry the archive still holds with the hash it signed. This is
+    what catches a cut made after the archive's own last checkpoint, or an archive re-signed with its own
+    stolen key: the copies kept elsewhere are out of reach."""
+    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    copies = sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
+    if not copies:
+        yield Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against")
+        return
+    for copy in copies:
+        where = f"kept checkpoint {copy}"
+        try:
+            document = json.loads(copy.read_text("utf-8"))
+            signed = json.loads(document["statement"])["ledger"]
+            seq, head = int(signed["seq"]), str(signed["hash"])
+            valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
+        except (OSError, ValueError, KeyError, TypeError):
+            yield Problem(where, "not a checkpoint document")
+            continue
+        if not valid:
+            yield Problem(where, "signature does not match the statement")
+            continue
+        if trusted_b64 and document["public_key"] != trusted_b64:
+            yield Problem(where, f"signed with another key ({fingerprint(document['public_key'])})")
+            continue
+        found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        if found is None:
+            yield Problem(where, f"signed ledger seq {seq}, which the archive no longer holds (ledger cut back)")
+        elif found[0] != head:
+            yield Problem(where, f"ledger seq {seq} hash expected {head} as signed, found {found[0]} (rewritten)")

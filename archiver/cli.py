@@ -147,18 +147,27 @@ def verify(
         Path | None,
         typer.Option(help="Check this archive folder (a backup, a copy) instead of the config's; no config needed."),
     ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of checkpoint copies kept away from the archive (checkpoint-*.json): each must still be "
+            "in the archive's ledger as signed.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Check the archive's integrity without changing anything; exit 1 when a problem is found.
 
-    Recomputes the ledger's hash chain, checks every checkpoint's signature, re-hashes every WARC file and
-    every item's WARC record.
+    Checks the schema, recomputes the ledger's hash chain, checks every checkpoint's signature, re-hashes
+    every WARC file and every item's WARC record. What the archive's own folder holds can be rewritten by
+    whoever holds the private key too: a public key and checkpoint copies kept elsewhere rule that out.
 
-    Example: archiver verify --config /etc/archiver/archiver.toml --public-key /safe/archive-ed25519.pub
+    Example: archiver verify --public-key /safe/archive-ed25519.pub --checkpoints /worm/riverside-checkpoints
     """
     from .checkpoints import PUBLIC_KEY
     from .config import ArchiveConfig
     from .progress import verify_progress
-    from .verify import verify_archive
+    from .verify import trust_summary, verify_archive
 
     if archive_dir is not None:
         archive = ArchiveConfig.in_folder(archive_dir)
@@ -166,16 +175,22 @@ def verify(
             raise ConfigError(f"--archive-dir {archive.dir}: no {archive.database.name} there; name an archive folder")
     else:
         archive = load_config(config).archive
-    if public_key is None and (archive.keys_dir / PUBLIC_KEY).exists():
+    if checkpoints is not None and not checkpoints.is_dir():
+        raise ConfigError(f"--checkpoints {checkpoints}: no such folder; name the folder of kept checkpoint copies")
+    key_in_archive = public_key is None and (archive.keys_dir / PUBLIC_KEY).exists()
+    if key_in_archive:
         public_key = archive.keys_dir / PUBLIC_KEY
     with verify_progress(enabled=on_terminal() and not as_json) as on_step:
-        problems = verify_archive(archive.database, archive.warc_dir, public_key, on_step)
+        problems = verify_archive(archive.database, archive.warc_dir, public_key, on_step, checkpoints)
     errors = [p for p in problems if p.severity == "error"]
+    trust = trust_summary(archive.database, public_key, key_in_archive)
     if as_json:
-        typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]}, indent=2))
+        typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems], "trust": trust}, indent=2))
     else:
         for problem in problems:
             typer.echo(str(problem))
+        for line in trust:
+            typer.echo(line)
         typer.echo("archive verifies" if not errors else f"{len(errors)} problem(s) found", err=bool(errors))
     raise typer.Exit(1 if errors else 0)
 

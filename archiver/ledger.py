@@ -123,6 +123,29 @@ def backfill(conn: sqlite3.Connection) -> int:
     return entered
 
 
+class _Undecodable:
+    """A TEXT value that is not UTF-8, read as its bytes: reported as a changed row instead of stopping verify."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def _text_or_undecodable(data: bytes) -> str | _Undecodable:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(data)
+
+
+def _canonical_or_none(table: str, row: dict[str, Any]) -> bytes | None:
+    """The row's canonical bytes; None when a value has no canonical form (a BLOB or text that is not UTF-8,
+    which the archiver never writes)."""
+    try:
+        return canonical_row_bytes(table, row)
+    except (TypeError, ValueError):
+        return None
+
+
 class _TableScan:
     """A table's rows in insertion (rowid) order: the order the ledger entered them in, so the chain is
     checked with one scan per table instead of one lookup per entry. A row that is not next (a backfilled
@@ -149,9 +172,19 @@ class _TableScan:
 
 def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
     """Recompute the chain from the rows as they are now; one problem per broken place."""
+    text_factory = conn.text_factory
+    conn.text_factory = _text_or_undecodable
+    try:
+        yield from _verify_ledger(conn)
+    finally:
+        conn.text_factory = text_factory
+
+
+def _verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
     expected_seq, prev = 1, GENESIS
     existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     scans = {table: _TableScan(conn, table) for table in LEDGER_KEYS if table in existing}
+    entered = dict.fromkeys(LEDGER_KEYS, 0)
     for seq, table, key, row_sha, prev_hash, entry_hash in conn.execute(
         "SELECT seq, table_name, row_key, row_sha256, prev_hash, hash FROM ledger ORDER BY seq"
     ):
@@ -165,11 +198,18 @@ def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
         elif table not in scans:
             yield Problem(where, f"names table {table}, which is missing from the database (dropped)")
         else:
+            entered[table] += 1
             row = scans[table].row(key)
+            canonical = _canonical_or_none(table, row) if row is not None else None
             if row is None:
                 yield Problem(f"{table} {LEDGER_KEYS[table]}={key}", f"row entered at {where} is missing (deleted)")
+            elif canonical is None:
+                yield Problem(
+                    f"{table} {LEDGER_KEYS[table]}={key}",
+                    f"row changed since {where}: it holds a BLOB or text that is not UTF-8, which the archiver "
+                    "never writes",
+                )
             else:
-                canonical = canonical_row_bytes(table, row)
                 found = hashlib.sha256(canonical).hexdigest()
                 if found != row_sha:
                     yield Problem(
@@ -190,3 +230,14 @@ def verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
         ).fetchall()
         for (value,) in outside:
             yield Problem(f"{table} {key}={value}", "row is not in the ledger (inserted behind the archiver's back)")
+        # A second row under a key the ledger entered once passes the check above (its key is entered): only
+        # possible once the table has lost its primary key, which the schema check reports too.
+        rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if rows > entered[table] + len(outside):
+            for value, count in conn.execute(
+                f"SELECT {key}, count(*) FROM {table} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key} LIMIT 100"
+            ):
+                yield Problem(
+                    f"{table} {key}={value}",
+                    f"{count} rows hold this key, the ledger entered one (rows added behind the archiver's back)",
+                )

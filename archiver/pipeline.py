@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from .checkpoints import (
+    PRIVATE_KEY,
     Checkpoint,
     ensure_signing_key,
+    fingerprint,
     load_private_key,
     publish_copy,
     restore_copies,
@@ -30,7 +34,7 @@ from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .connectors.base import Connector, FetchWindow
 from .consent.check import consent_check_after_run
-from .errors import ArchiverError
+from .errors import ArchiverError, ConfigError
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
@@ -262,6 +266,7 @@ def run_archive(
         store = Store.open(archive.database)
         scanner = None
         try:
+            archive_signing_key(store, archive.keys_dir)  # before anything is captured that it could not sign
             started = now().astimezone(UTC)
             run_id = new_run_id(started)
             window = FetchWindow(iso(started - timedelta(days=archive.recheck_days)), iso(started))
@@ -337,18 +342,33 @@ def run_platforms(
     return [results[a.name] for a in accounts]
 
 
+def archive_signing_key(store: Store, keys_dir: Path, notices: list[str] | None = None) -> Ed25519PrivateKey:
+    """The archive's private key; made only for an archive that has signed nothing yet. An archive whose
+    checkpoints are signed must keep its key: a new one, made quietly (after a restore from a backup, which
+    never holds the private key), would change the archive's signing identity."""
+    path = keys_dir / PRIVATE_KEY
+    if not path.exists():
+        signer = store.conn.execute("SELECT public_key FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        if signer is not None:
+            raise ConfigError(
+                f"{path}: the archive's signing key is missing, and its checkpoints are signed with key "
+                f"{fingerprint(signer[0])}; put that key back (backups never hold it) before archiving or exporting"
+            )
+        key_path, created = ensure_signing_key(keys_dir)
+        if created and notices is not None:
+            notices.append(
+                f"generated the archive's signing key {key_path}; export its public key with `archiver key export`"
+            )
+    return load_private_key(keys_dir)
+
+
 def checkpoint_archive(
     store: Store, config: Config, run_id: str | None, notices: list[str] | None = None
 ) -> Checkpoint:
     """Sign the ledger head and the closed WARC files, append the checkpoint, then put its copy beside the
     WARCs (call outside a transaction: the copy is moved into place once the row is committed). Copies an
     earlier stop left unplaced are restored first."""
-    key_path, created = ensure_signing_key(config.archive.keys_dir)
-    if created and notices is not None:
-        notices.append(
-            f"generated the archive's signing key {key_path}; export its public key with `archiver key export`"
-        )
-    key = load_private_key(config.archive.keys_dir)
+    key = archive_signing_key(store, config.archive.keys_dir, notices)
     restored = restore_copies(store.conn, config.archive.warc_dir)
     if notices is not None:
         notices.extend(restored)

@@ -1,10 +1,12 @@
 """Read-only integrity checks of an archive: what `archiver verify` reports.
 
-Checks: every archive table still carries its append-only triggers; the ledger's hash chain recomputes
-from the rows as they are and covers every row; every recorded WARC file exists with
-the recorded size and sha256 and no unknown WARC lies beside them; every item version and media file points
-at a WARC record with that id whose sha256 block digest holds, and an item's stored raw JSON is found in the
-captured payload. Each problem names the place, what was expected and what was found.
+Checks: the schema is exactly what the archive's migrations make (tables, indexes, append-only triggers,
+views) and the search index holds every version; the ledger's hash chain recomputes from the rows as they are
+and covers every row, once; every checkpoint is signed by the archive's key; every recorded WARC file exists
+with the recorded and signed size and sha256 and no unknown WARC lies beside them; every item version and media
+file points at a WARC record with that id whose sha256 block digest holds, and an item's stored raw JSON is
+found in the captured payload; checkpoint copies kept elsewhere, when given, name ledger entries the archive
+still holds. Each problem names the place, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from typing import Any, BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
 
-from .checkpoints import load_public_key, verify_checkpoints
+from .checkpoints import (
+    PUBLIC_KEY,
+    SignedWarc,
+    key_fingerprint,
+    load_public_key,
+    signed_warc_files,
+    verify_checkpoints,
+    verify_kept_copies,
+)
 from .ledger import verify_ledger
 from .problems import Problem
 from .recovery import WarcScan, interrupted_runs, run_of, scan_warc
-from .store import ARCHIVE_TABLES, Store
+from .schema_check import check_schema
+from .store import Store
 from .warc import block_digest_ok
 
 # From this many ledger entries the chain is recomputed in a second process while this one reads the WARCs
@@ -40,10 +51,13 @@ def verify_archive(
     warc_dir: Path,
     public_key: Path | None = None,
     on_step: Callable[[str, int, int], None] | None = None,
+    kept_checkpoints: Path | None = None,
 ) -> list[Problem]:
     """All problems found; an empty list means the archive verifies. Opens the database read-only.
 
-    `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it.
+    `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it. Without one,
+    an archive with checkpoints does not verify. `kept_checkpoints` is a folder of checkpoint copies kept away
+    from the archive: each must still be in the ledger as signed.
     """
     trusted = load_public_key(public_key) if public_key is not None else None
     on_step = on_step or (lambda step, done, total: None)
@@ -52,8 +66,8 @@ def verify_archive(
     now = ArchiveNow(Path(database))
     try:
         _read_one_snapshot(store.conn)
-        on_step("triggers", 0, 0)
-        triggers = list(_check_triggers(store))
+        on_step("schema", 0, 0)
+        schema = list(check_schema(store.conn))
         ledger: Future[list[Problem]] | None = None
         chain: list[Problem] = []
         if (os.cpu_count() or 1) > 1 and _ledger_entries(store) >= PARALLEL_LEDGER_FROM:
@@ -64,15 +78,19 @@ def verify_archive(
             on_step("ledger", 0, 0)
             chain = list(verify_ledger(store.conn))
         on_step("checkpoints", 0, 0)
-        checkpoints = list(verify_checkpoints(store.conn, warc_dir, trusted, now.in_ledger))
-        warcs = list(_check_warcs(store, warc_dir, on_step, now))
+        checkpoints = list(_check_key(store, trusted))
+        checkpoints += verify_checkpoints(store.conn, warc_dir, trusted, now.in_ledger)
+        if kept_checkpoints is not None:
+            checkpoints += verify_kept_copies(store.conn, kept_checkpoints, trusted)
+        signed = signed_warc_files(store.conn, trusted)
+        warcs = list(_check_warcs(store, warc_dir, on_step, now, signed))
         if ledger is not None:
             on_step("ledger", 0, 0)
             try:
                 chain = ledger.result()
             except BrokenProcessPool:  # the second process died (killed, out of memory): check it here
                 chain = list(verify_ledger(store.conn))
-        return triggers + chain + checkpoints + warcs
+        return schema + chain + checkpoints + warcs
     finally:
         if pool is not None:
             pool.shutdown()
@@ -128,17 +146,47 @@ def _ledger_entries(store: Store) -> int:
     return store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
 
 
-def _check_triggers(store: Store) -> Iterator[Problem]:
-    triggers = {row[0] for row in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-    for table in ARCHIVE_TABLES:
-        for action in ("update", "delete"):
-            name = f"{table}_append_only_{action}"
-            if name not in triggers:
-                yield Problem(f"table {table}", f"append-only trigger {name} is missing")
+def _check_key(store: Store, trusted: Any) -> Iterator[Problem]:
+    if trusted is None and store.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]:
+        yield Problem(
+            "public key",
+            f"none to check the checkpoints' signatures against: keys/{PUBLIC_KEY} is missing; pass "
+            "--public-key with the copy kept elsewhere",
+        )
+
+
+def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool) -> list[str]:
+    """What the signatures prove, in words: which key was trusted and from where, and how much of the ledger
+    the last checkpoint signed (what came after is not signed yet)."""
+    store = Store.open(database, readonly=True)
+    try:
+        last = store.conn.execute("SELECT max(ledger_seq) FROM checkpoints").fetchone()[0]
+        entries = store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+    finally:
+        store.close()
+    lines = []
+    if public_key is not None:
+        where = "the archive's own key folder" if key_in_archive else str(public_key)
+        lines.append(
+            f"checkpoints checked against the public key {key_fingerprint(load_public_key(public_key))}, from {where}"
+        )
+        if key_in_archive:
+            lines.append("  (a key kept elsewhere, given with --public-key, also proves that key was not replaced)")
+    if last is not None:
+        unsigned = entries - last
+        lines.append(
+            f"last checkpoint signs ledger seq {last} of {entries}"
+            + (f"; the {unsigned} entries after it are not signed yet" if unsigned else "")
+        )
+    return lines
 
 
 def _check_warcs(
-    store: Store, warc_dir: Path, on_step: Callable[[str, int, int], None], now: ArchiveNow
+    store: Store,
+    warc_dir: Path,
+    on_step: Callable[[str, int, int], None],
+    now: ArchiveNow,
+    signed: dict[str, SignedWarc],
 ) -> Iterator[Problem]:
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
@@ -150,7 +198,7 @@ def _check_warcs(
     }
     interrupted = interrupted_runs(store.conn)
     runs = {row[0] for row in store.conn.execute("SELECT id FROM runs")}
-    names = sorted(set(known) | referenced)
+    names = sorted(set(known) | referenced | set(signed))
     total_bytes = sum((warc_dir / n).stat().st_size for n in names if (warc_dir / n).exists())
     done = 0
     interrupted_scans: dict[str, WarcScan] = {}  # an interrupted run's file is scanned once
@@ -160,7 +208,10 @@ def _check_warcs(
         row = known.get(name)
         if not path.exists():
             where = f"WARC {name}"
-            yield Problem(where, "recorded in warc_files but missing on disk" if row else "referenced but missing")
+            if row is None and name in signed:
+                yield Problem(where, f"signed by checkpoints id={signed[name].checkpoint_id} but missing on disk")
+            else:
+                yield Problem(where, "recorded in warc_files but missing on disk" if row else "referenced but missing")
             continue
         torn_from = None
         if row is None and run_of(name) in interrupted:
@@ -176,6 +227,8 @@ def _check_warcs(
                 yield Problem(f"WARC {name}", f"sha256 expected {row['sha256']}, found {scan.sha256}")
         elif run_of(name) not in interrupted:
             yield Problem(f"WARC {name}", "referenced by rows but not recorded in warc_files")
+        if name in signed:
+            yield from _check_signed(name, signed[name], row, scan)
         done += scan.size
         on_step("WARC files", done, total_bytes)
     if warc_dir.exists():
@@ -197,6 +250,15 @@ def _check_warcs(
                 )
             else:
                 yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
+
+
+def _check_signed(name: str, signed: SignedWarc, row: Any, scan: FileCheck) -> Iterator[Problem]:
+    """A closed WARC as a checkpoint signed it: the file, and its warc_files row, must say the same."""
+    by = f"as checkpoints id={signed.checkpoint_id} signed"
+    if (scan.sha256, scan.size) != (signed.sha256, signed.size):
+        yield Problem(f"WARC {name}", f"sha256 expected {signed.sha256} {by}, found {scan.sha256}")
+    if row is not None and (row["sha256"], row["size"]) != (signed.sha256, signed.size):
+        yield Problem(f"warc_files name={name}", f"sha256 expected {signed.sha256} {by}, found {row['sha256']}")
 
 
 def _written_later(run: str, runs: set[str], interrupted: set[str], now: ArchiveNow) -> str | None:

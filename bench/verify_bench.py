@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from archiver import verify as verify_module
+from archiver.checkpoints import PUBLIC_KEY
 from archiver.config import Config, load_config
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
@@ -132,13 +133,27 @@ def main() -> None:
             baseline.append(timed(lambda: sha256_files(warcs)))
             floor.append(timed(lambda: inflate_and_hash(warcs)))
             verify_module.PARALLEL_LEDGER_FROM = 10**15  # one process
-            verify.append(timed(lambda: verify_archive(config.archive.database, config.archive.warc_dir)))
+            verify.append(
+                timed(
+                    lambda: verify_archive(
+                        config.archive.database, config.archive.warc_dir, config.archive.keys_dir / PUBLIC_KEY
+                    )
+                )
+            )
             verify_module.PARALLEL_LEDGER_FROM = 1  # the ledger in a second process, beside the WARC check
-            beside.append(timed(lambda: verify_archive(config.archive.database, config.archive.warc_dir)))
+            beside.append(
+                timed(
+                    lambda: verify_archive(
+                        config.archive.database, config.archive.warc_dir, config.archive.keys_dir / PUBLIC_KEY
+                    )
+                )
+            )
             ledger.append(timed(lambda: list(verify_ledger(store.conn))))
             warc_stage.append(timed(lambda: [list(FileCheck(p).check_rows(store.conn)) for p in warcs]))
         store.close()
-        problems = verify_archive(config.archive.database, config.archive.warc_dir)
+        problems = verify_archive(
+            config.archive.database, config.archive.warc_dir, config.archive.keys_dir / PUBLIC_KEY
+        )
         assert not problems, problems[:3]
     b, v, lg = statistics.median(baseline), statistics.median(verify), statistics.median(ledger)
     vb = statistics.median(beside)

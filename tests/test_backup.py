@@ -33,6 +33,11 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def verifies(answer: tuple[int, str]) -> bool:
+    code, output = answer
+    return code == 0 and output.splitlines()[-1] == "archive verifies" and "problem" not in output
+
+
 def backup(demo: Path, to: Path) -> tuple[int, str]:
     return cli("backup", "--config", str(demo / "archiver.toml"), "--to", str(to), "--quiet")
 
@@ -74,7 +79,9 @@ def test_a_backup_is_a_verified_copy_that_can_take_the_archives_place(demo, tmp_
     for path in (to / "archive.db", to / "access-log.db", *(to / "warcs").rglob("*.warc.gz")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # Anyone can check the copy as it lies, without a config; a folder without an archive is refused.
-    assert cli("verify", "--archive-dir", str(to)) == (0, "archive verifies\n")
+    code, output = cli("verify", "--archive-dir", str(to))
+    assert code == 0 and output.splitlines()[-1] == "archive verifies", output
+    assert "from the archive's own key folder" in output and "last checkpoint signs ledger seq" in output
     code, output = cli("verify", "--archive-dir", str(tmp_path))
     assert code == 2 and output.count("\n") == 1 and "no archive.db there" in output
     # The copy takes the archive's place: with the private key put back it verifies, serves its log, and signs.
@@ -83,11 +90,11 @@ def test_a_backup_is_a_verified_copy_that_can_take_the_archives_place(demo, tmp_
     shutil.copy(archive / "keys" / PRIVATE_KEY, restored / "archive" / "keys" / PRIVATE_KEY)
     config = restored / "archiver.toml"
     config.write_text((demo / "archiver.toml").read_text())
-    assert cli("verify", "--config", str(config)) == (0, "archive verifies\n")
+    assert verifies(cli("verify", "--config", str(config)))
     assert cli("access-log", "verify", "--config", str(config))[0] == 0
     code, output = cli("checkpoint", "--config", str(config))
     assert code == 0 and output.startswith("checkpoint ")
-    assert cli("verify", "--config", str(config)) == (0, "archive verifies\n")
+    assert verifies(cli("verify", "--config", str(config)))
     conn = sqlite3.connect(restored / "archive" / "archive.db")
     live = sqlite3.connect(archive / "archive.db")
     for table in ("item_versions", "events", "ledger"):
@@ -132,6 +139,22 @@ def test_a_changed_warc_in_the_archive_never_replaces_the_good_copy(demo, tmp_pa
     code, output = backup(demo, to)
     assert code == 1 and "the backup's copy does not match either, left" in output
     assert file_sha256(copy) == damaged and f"backup WARC {warc.name}: sha256 expected" in output
+
+
+def test_a_signed_warc_changed_under_a_second_row_never_replaces_the_good_copy(demo, tmp_path):
+    """warc_files rebuilt without its key and given a second row with the changed file's digest: the backup
+    goes by the digest the checkpoint signed, keeps its copy, and says so; the snapshot does not verify."""
+    from .test_tamper import second_row_for_an_edited_warc
+
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    warc = sorted((demo / "archive" / "warcs").glob("*.warc.gz"))[0]
+    good = file_sha256(to / "warcs" / warc.name)
+    second_row_for_an_edited_warc(demo / "archive")
+    code, output = backup(demo, to)
+    assert code == 1 and file_sha256(to / "warcs" / warc.name) == good
+    assert f"backup of {warc}: sha256 expected {good}" in output and "the backup's copy is kept" in output
+    assert f"warc_files name={warc.name}: 2 rows hold this key" in output
 
 
 def test_a_warc_deleted_from_the_archive_is_reported_and_the_copy_kept(demo, tmp_path):

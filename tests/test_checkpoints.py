@@ -178,3 +178,27 @@ def test_a_checkpoint_staged_but_never_committed_is_removed_by_the_next_run(arch
     assert f"removed {stale.name}: a checkpoint a stopped run staged but never committed" in result.output
     assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
     assert problems(arch) == []
+
+
+def test_a_missing_private_key_stops_runs_and_checkpoints_instead_of_making_a_new_one(archive):
+    """After a restore from a backup (which never holds the private key), a new key made quietly would change
+    the archive's signing identity: every earlier checkpoint would then read as signed with another key."""
+    from archiver.checkpoints import key_fingerprint
+
+    arch, config = archive
+    public = (arch / "keys" / PUBLIC_KEY).read_bytes()
+    (arch / "keys" / PRIVATE_KEY).unlink()
+    conn = sqlite3.connect(arch / "archive.db")
+    before = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+    conn.close()
+    fingerprint = key_fingerprint(load_public_key(arch / "keys" / PUBLIC_KEY))
+    for command in (["run", "--quiet"], ["checkpoint"]):
+        result = CliRunner().invoke(app, [*command, "--config", str(config)])
+        assert result.exit_code == 2, result.output
+        assert result.output.count("\n") == 1 and str(arch / "keys" / PRIVATE_KEY) in result.output
+        assert f"signed with key {fingerprint}" in result.output and "put that key back" in result.output
+    assert not (arch / "keys" / PRIVATE_KEY).exists() and (arch / "keys" / PUBLIC_KEY).read_bytes() == public
+    conn = sqlite3.connect(arch / "archive.db")
+    assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == before  # nothing appended
+    conn.close()
+    assert problems(arch) == []

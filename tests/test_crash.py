@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from archiver.checkpoints import PUBLIC_KEY
 from archiver.cli import app
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
@@ -113,12 +114,18 @@ def test_killed_runs_verify_and_resume_without_duplicates(server, tmp_path, monk
 
         arch = directory / "arch"
         if (arch / "archive.db").exists():
-            problems = verify_archive(arch / "archive.db", arch / "warcs")
+            problems = verify_archive(arch / "archive.db", arch / "warcs", public_key(arch))
             assert [str(p) for p in problems if p.severity != "note"] == [], f"kill at request {point}"
             committed += bool(versions(directory))
         result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"])
         assert result.exit_code == 0, f"kill at request {point}: {result.output}"
         assert versions(directory) == expected, f"kill at request {point}"
-        assert verify_archive(arch / "archive.db", arch / "warcs") == [], f"kill at request {point}"
+        assert verify_archive(arch / "archive.db", arch / "warcs", public_key(arch)) == [], f"kill at request {point}"
     assert killed >= 20
     assert committed >= 10, "most kills should land after some versions were committed"
+
+
+def public_key(arch: Path) -> Path | None:
+    """The archive's public key, once its first checkpoint made it (a run killed before has none)."""
+    key = arch / "keys" / PUBLIC_KEY
+    return key if key.exists() else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -33,7 +35,8 @@ def original(tmp_path_factory) -> Path:
 
 
 def problems(arch: Path) -> list[str]:
-    return [str(p) for p in verify_archive(arch / "archive.db", arch / "warcs", arch / "keys" / PUBLIC_KEY)]
+    key = arch / "keys" / PUBLIC_KEY
+    return [str(p) for p in verify_archive(arch / "archive.db", arch / "warcs", key if key.exists() else None)]
 
 
 def warcs(arch: Path) -> list[Path]:
@@ -118,6 +121,73 @@ def truncate_ledger(arch: Path) -> str:
     return "ledger truncated"
 
 
+def second_row_for_an_edited_warc(arch: Path) -> str:
+    """The table rebuilt without its primary key, a signed WARC lengthened, and a second warc_files row under
+    the same name with the new digest: the ledger entered the name once, so a check by key saw nothing."""
+    path = warcs(arch)[0]
+    with path.open("ab") as fh:
+        fh.write(gzip.compress(b"WARC/1.1\r\nWARC-Type: resource\r\n\r\n"))
+    data = path.read_bytes()
+    behind_the_back(
+        arch / "archive.db",
+        "CREATE TABLE warc_files_copy AS SELECT * FROM warc_files",
+        "DROP TABLE warc_files",
+        "CREATE TABLE warc_files (name TEXT, run_id TEXT NOT NULL REFERENCES runs(id), sha256 TEXT NOT NULL, "
+        "size INTEGER NOT NULL, records INTEGER NOT NULL, closed_at TEXT NOT NULL)",
+        "INSERT INTO warc_files SELECT * FROM warc_files_copy ORDER BY rowid",
+        "DROP TABLE warc_files_copy",
+        f"INSERT INTO warc_files SELECT name, run_id, '{hashlib.sha256(data).hexdigest()}', {len(data)}, records, "
+        f"closed_at FROM warc_files WHERE name = '{path.name}'",
+    )
+    return f"warc_files name={path.name}: 2 rows hold this key, the ledger entered one"
+
+
+def redefine_a_view(arch: Path) -> str:
+    behind_the_back(
+        arch / "archive.db",
+        "DROP VIEW flag_queue",
+        "CREATE VIEW flag_queue AS SELECT * FROM flags WHERE 0",
+    )
+    return "view flag_queue: definition changed"
+
+
+def neuter_a_trigger(arch: Path) -> str:
+    conn = sqlite3.connect(arch / "archive.db")
+    conn.execute("DROP TRIGGER item_versions_append_only_update")
+    conn.execute("CREATE TRIGGER item_versions_append_only_update BEFORE UPDATE ON item_versions BEGIN SELECT 1; END")
+    conn.commit()
+    conn.close()
+    return "trigger item_versions_append_only_update: definition changed"
+
+
+def take_versions_out_of_search(arch: Path) -> str:
+    conn = sqlite3.connect(arch / "archive.db")
+    row = conn.execute("SELECT id, text, author_handle, author_name FROM item_versions WHERE id = 4").fetchone()
+    conn.execute(
+        "INSERT INTO item_versions_fts (item_versions_fts, rowid, text, author_handle, author_name) "
+        "VALUES ('delete', ?, ?, ?, ?)",
+        row,
+    )
+    conn.commit()
+    conn.close()
+    return "item_versions id=4: not in the search index"
+
+
+def blob_in_a_row(arch: Path) -> str:
+    behind_the_back(arch / "archive.db", "UPDATE item_versions SET text = X'DEADBEEF' WHERE id = 6")
+    return "item_versions id=6: row changed since ledger seq"
+
+
+def invalid_utf8_in_a_row(arch: Path) -> str:
+    behind_the_back(arch / "archive.db", "UPDATE item_versions SET text = CAST(X'C328' AS TEXT) WHERE id = 6")
+    return "item_versions id=6: row changed since ledger seq"
+
+
+def delete_the_public_key(arch: Path) -> str:
+    (arch / "keys" / PUBLIC_KEY).unlink()
+    return "public key: none to check the checkpoints' signatures against"
+
+
 CASES = [
     flip_byte,
     delete_warc,
@@ -128,6 +198,13 @@ CASES = [
     edit_checkpoint,
     checkpoint_with_another_key,
     truncate_ledger,
+    second_row_for_an_edited_warc,
+    redefine_a_view,
+    neuter_a_trigger,
+    take_versions_out_of_search,
+    blob_in_a_row,
+    invalid_utf8_in_a_row,
+    delete_the_public_key,
 ]
 
 
@@ -142,6 +219,47 @@ def test_tampering_is_caught_and_named(original, tmp_path, tamper):
     expected = tamper(arch)
     found = problems(arch)
     assert any(expected in p for p in found), found
+
+
+def test_a_signed_warc_changed_under_a_second_row_is_caught_three_ways(original, tmp_path):
+    """The file against what the checkpoint signed, the table's schema, and the key entered once."""
+    arch = tmp_path / "arch"
+    shutil.copytree(original, arch)
+    duplicate = second_row_for_an_edited_warc(arch)
+    found = problems(arch)
+    name = warcs(arch)[0].name
+    assert any(duplicate in p for p in found), found
+    assert any(p.startswith(f"WARC {name}: sha256 expected") and "as checkpoints id=1 signed" in p for p in found)
+    assert any(p.startswith("table warc_files: definition changed") for p in found), found
+
+
+def test_a_whole_last_run_cut_away_is_caught_by_checkpoint_copies_kept_elsewhere(original, tmp_path):
+    """Rows, ledger entries, WARC and checkpoint of the last run all removed: what remains is consistent and
+    signed, so the archive alone cannot show the cut. The checkpoint copies kept elsewhere do."""
+    arch, kept = tmp_path / "arch", tmp_path / "worm"
+    shutil.copytree(original, arch)
+    shutil.copytree(arch / "warcs" / "checkpoints", kept)
+    conn = sqlite3.connect(arch / "archive.db")
+    triggers = [r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE name LIKE '%append_only%'")]
+    conn.close()
+    truncate_ledger(arch)
+    conn = sqlite3.connect(arch / "archive.db")
+    for trigger in triggers:  # put back as they were: the schema check sees nothing
+        conn.execute(trigger)
+    conn.commit()
+    conn.close()
+    last = sorted((arch / "warcs" / "checkpoints").glob("checkpoint-*.json"))[-1]
+    last.unlink()
+    warcs(arch)[-1].unlink()
+    assert [p for p in problems(arch) if not p.startswith("note")] == []  # the limit of a self-contained check
+    result = CliRunner().invoke(app, ["verify", "--archive-dir", str(arch), "--checkpoints", str(kept)])
+    assert result.exit_code == 1
+    assert f"kept checkpoint {kept / last.name}: signed ledger seq" in result.output
+    assert "which the archive no longer holds (ledger cut back)" in result.output
+    untouched = CliRunner().invoke(app, ["verify", "--archive-dir", str(original), "--checkpoints", str(kept)])
+    assert untouched.exit_code == 0, untouched.output
+    missing = CliRunner().invoke(app, ["verify", "--archive-dir", str(original), "--checkpoints", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "--checkpoints" in missing.output
 
 
 def test_the_ledger_checked_in_a_second_process_finds_the_same(original, tmp_path, monkeypatch):

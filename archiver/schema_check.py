@@ -1,0 +1,93 @@
+"""The archive's schema as its migrations make it, compared with what the database file holds.
+
+The ledger proves rows; it cannot see the schema around them. With another tool one can redefine a view
+(the `items` an investigator reads), rewrite a trigger's body so it refuses nothing, rebuild a table without
+its primary key (so a second row may share a key the ledger entered once), or take versions out of the
+full-text index (a search for a patient then finds nothing). The migrations that made the archive are known
+(their versions are ledgered rows), so the schema they make is known too: every table, index, trigger and
+view must be exactly that, and the search index must hold exactly the versions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+from .problems import Problem
+from .store import _split_sql, load_migrations
+
+FTS_TABLE = "item_versions_fts"
+
+
+def expected_schema(version: int) -> dict[tuple[str, str], str]:
+    """(type, name) -> SQL of every object that migrations 1..version make, as SQLite stores it."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for migration in load_migrations()[:version]:
+            for statement in _split_sql(migration.sql):
+                conn.execute(statement)
+        return _objects(conn)
+    finally:
+        conn.close()
+
+
+def _objects(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+    # sqlite_* objects are SQLite's own (autoindexes, sqlite_sequence, ANALYZE's statistics).
+    rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+    return {(kind, name): sql or "" for kind, name, sql in rows}
+
+
+def check_schema(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """One problem per object missing, added or redefined, and per version missing from or added to the
+    search index."""
+    version = _migrated_to(conn)
+    if version is None:
+        yield Problem("table schema_migrations", "missing or empty: the archive's schema cannot be checked")
+        return
+    stored = conn.execute("PRAGMA user_version").fetchone()[0]
+    if stored != version:
+        yield Problem("schema", f"user_version expected {version} (the last migration applied), found {stored}")
+    expected, found = expected_schema(version), _objects(conn)
+    for kind, name in sorted(expected.keys() - found.keys()):
+        yield Problem(f"{kind} {name}", f"missing: migration {version}'s schema has it (dropped)")
+    for kind, name in sorted(found.keys() - expected.keys()):
+        yield Problem(f"{kind} {name}", "not made by the archive's migrations (added behind the archiver's back)")
+    for key in sorted(expected.keys() & found.keys()):
+        if expected[key] != found[key]:
+            yield Problem(f"{key[0]} {key[1]}", f"definition changed: {_difference(expected[key], found[key])}")
+    if ("table", FTS_TABLE) in found and ("table", f"{FTS_TABLE}_docsize") in found:
+        yield from _check_search_index(conn)
+
+
+def _migrated_to(conn: sqlite3.Connection) -> int | None:
+    try:
+        found = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return found[0] if found and isinstance(found[0], int) else None
+
+
+def _difference(expected: str, found: str) -> str:
+    """Where two definitions part, with a little of each from there."""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(expected, found, strict=False)) if a != b), min(len(expected), len(found))
+    )
+    start = max(0, at - 20)
+
+    def part(sql: str) -> str:
+        return " ".join(sql[start : at + 40].split()) or "(end)"
+
+    return f"from character {at}, expected {part(expected)!r}, found {part(found)!r}"
+
+
+def _check_search_index(conn: sqlite3.Connection) -> Iterator[Problem]:
+    """Every version is in the full-text index and nothing else is: FTS5 keeps one `_docsize` row per
+    document it indexed, by the version's id (a document taken out of the index loses its row)."""
+    for (missing,) in conn.execute(
+        f"SELECT id FROM item_versions WHERE id NOT IN (SELECT id FROM {FTS_TABLE}_docsize) ORDER BY id LIMIT 100"
+    ):
+        yield Problem(f"item_versions id={missing}", f"not in the search index {FTS_TABLE} (search misses it)")
+    for (extra,) in conn.execute(
+        f"SELECT id FROM {FTS_TABLE}_docsize WHERE id NOT IN (SELECT id FROM item_versions) ORDER BY id LIMIT 100"
+    ):
+        yield Problem(f"{FTS_TABLE} rowid={extra}", "indexed, but no item version has this id")
