@@ -148,3 +148,36 @@ def _verify(conn: sqlite3.Connection, where: str) -> Iterator[Problem]:
         if digest != stored_hash:
             yield Problem(f"{where} seq {seq}", f"hash {stored_hash} does not match the row (recomputed {digest})")
         prev, expected_seq = stored_hash, seq + 1
+
+
+def access_log_head(path: Path) -> tuple[int, str] | None:
+    """(seq, hash) of the log's last row, read without writing; None when there is no log or no row yet. A
+    checkpoint signs it, so that a log rewritten since (rows removed, the chain recomputed) is found."""
+    if not Path(path).is_file():
+        return None
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return None  # made by a server that has not logged a request yet
+    finally:
+        conn.close()
+
+
+def check_signed_heads(path: Path, heads: list[tuple[str, int, str]]) -> Iterator[Problem]:
+    """Each (checkpoint, seq, hash) a checkpoint signed must still be in the log as signed."""
+    if not heads:
+        return
+    if not Path(path).is_file():
+        yield Problem(str(path), f"access log missing, though {heads[-1][0]} signed its entry {heads[-1][1]}")
+        return
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        for where, seq, signed in heads:
+            found = conn.execute(f"SELECT hash FROM {TABLE} WHERE seq = ?", (seq,)).fetchone()
+            if found is None:
+                yield Problem(f"{path} seq {seq}", f"signed by {where}, no longer in the log (rows removed)")
+            elif found[0] != signed:
+                yield Problem(f"{path} seq {seq}", f"hash expected {signed} as {where} signed, found {found[0]}")
+    finally:
+        conn.close()

@@ -107,13 +107,20 @@ def back_up_archive(
                     _copy_unless_kept(source, target, None, outcome)
         public_key = destination / archive.keys_dir.name / PUBLIC_KEY
         trusted = public_key if public_key.is_file() else None
-        problems = verify_archive(staged, warcs, trusted, lambda step, n, total: on_step(f"verifying {step}", n, total))
-        _put_in_place(staged, database, problems, outcome)
         log = access_log_path(archive.database)
-        if log.is_file():
-            target = destination / log.name
-            staged_log = _snapshot(log, target.with_name(target.name + PARTIAL))
-            _put_in_place(staged_log, target, verify_access_log(staged_log), outcome)
+        target_log = destination / log.name
+        # The log's snapshot first: the checkpoints in the database's sign heads of it.
+        staged_log = _snapshot(log, target_log.with_name(target_log.name + PARTIAL)) if log.is_file() else None
+        problems = verify_archive(
+            staged,
+            warcs,
+            trusted,
+            lambda step, n, total: on_step(f"verifying {step}", n, total),
+            access_log=staged_log or target_log,
+        )
+        _put_in_place(staged, database, problems, outcome)
+        if staged_log is not None:
+            _put_in_place(staged_log, target_log, verify_access_log(staged_log), outcome)
         _write_manifest(destination, outcome)
     fsync_path(destination)
     return outcome

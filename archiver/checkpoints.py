@@ -93,20 +93,27 @@ class Checkpoint:
     ledger_hash: str
 
 
-def make_statement(conn: sqlite3.Connection, created_at: str) -> dict[str, Any]:
+def make_statement(
+    conn: sqlite3.Connection, created_at: str, access_log: tuple[int, str] | None = None
+) -> dict[str, Any]:
     seq, head = ledger.head(conn)
     files = [
         {"name": name, "sha256": sha, "size": size}
         for name, sha, size in conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name")
     ]
-    return {"type": STATEMENT_TYPE, "created_at": created_at, "ledger": {"seq": seq, "hash": head}, "warc_files": files}
+    statement = {"type": STATEMENT_TYPE, "created_at": created_at, "ledger": {"seq": seq, "hash": head}}
+    if access_log is not None:
+        statement["access_log"] = {"seq": access_log[0], "hash": access_log[1]}
+    return {**statement, "warc_files": files}
 
 
-def sign_checkpoint(conn: sqlite3.Connection, key: Ed25519PrivateKey, warc_dir: Path) -> Checkpoint:
-    """Sign the current ledger head and stage its JSON copy (NAME.json.tmp, fsynced). The caller appends the
-    row in the same transaction and, once it is committed, moves the copy into place (`publish_copy`): a copy
-    beside the WARCs is always of a committed checkpoint."""
-    statement_obj = make_statement(conn, iso(utcnow()))
+def sign_checkpoint(
+    conn: sqlite3.Connection, key: Ed25519PrivateKey, warc_dir: Path, access_log: tuple[int, str] | None = None
+) -> Checkpoint:
+    """Sign the current ledger head (and the access log's, when given) and stage its JSON copy (NAME.json.tmp,
+    fsynced). The caller appends the row in the same transaction and, once it is committed, moves the copy
+    into place (`publish_copy`): a copy beside the WARCs is always of a committed checkpoint."""
+    statement_obj = make_statement(conn, iso(utcnow()), access_log)
     statement = canonical_json(statement_obj).decode("utf-8")
     signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
     public = base64.b64encode(raw_public(key.public_key())).decode("ascii")
@@ -314,3 +321,18 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
             yield Problem(where, f"signed ledger seq {seq}, which the archive no longer holds (ledger cut back)")
         elif found[0] != head:
             yield Problem(where, f"ledger seq {seq} hash expected {head} as signed, found {found[0]} (rewritten)")
+
+
+def signed_access_log_heads(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
+    """(checkpoint, seq, hash) of the access log's head as each checkpoint whose signature holds signed it."""
+    heads = []
+    for row in conn.execute("SELECT id, statement, signature, public_key FROM checkpoints ORDER BY id"):
+        if not _signature_ok(row["public_key"], row["signature"], row["statement"]):
+            continue
+        try:
+            signed = json.loads(row["statement"]).get("access_log")
+            if signed is not None:
+                heads.append((f"checkpoints id={row['id']}", int(signed["seq"]), str(signed["hash"])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # reported by verify_checkpoints
+    return heads

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .access_log import access_log_head, access_log_path
 from .checkpoints import (
     PRIVATE_KEY,
     Checkpoint,
@@ -373,7 +374,8 @@ def checkpoint_archive(
     if notices is not None:
         notices.extend(restored)
     with store.transaction():
-        checkpoint = sign_checkpoint(store.conn, key, config.archive.warc_dir)
+        access_head = access_log_head(access_log_path(config.archive.database))
+        checkpoint = sign_checkpoint(store.conn, key, config.archive.warc_dir, access_head)
         store.append_checkpoint(checkpoint, run_id)
     publish_copy(config.archive.warc_dir, checkpoint.file_name)
     return checkpoint

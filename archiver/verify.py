@@ -24,11 +24,13 @@ from typing import Any, BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
 
+from .access_log import access_log_path, check_signed_heads
 from .checkpoints import (
     PUBLIC_KEY,
     SignedWarc,
     key_fingerprint,
     load_public_key,
+    signed_access_log_heads,
     signed_warc_files,
     verify_checkpoints,
     verify_kept_copies,
@@ -52,12 +54,14 @@ def verify_archive(
     public_key: Path | None = None,
     on_step: Callable[[str, int, int], None] | None = None,
     kept_checkpoints: Path | None = None,
+    access_log: Path | None = None,
 ) -> list[Problem]:
     """All problems found; an empty list means the archive verifies. Opens the database read-only.
 
     `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it. Without one,
     an archive with checkpoints does not verify. `kept_checkpoints` is a folder of checkpoint copies kept away
-    from the archive: each must still be in the ledger as signed.
+    from the archive: each must still be in the ledger as signed. `access_log` is the access log whose heads
+    the checkpoints signed (default: the one beside the database).
     """
     trusted = load_public_key(public_key) if public_key is not None else None
     on_step = on_step or (lambda step, done, total: None)
@@ -82,6 +86,9 @@ def verify_archive(
         checkpoints += verify_checkpoints(store.conn, warc_dir, trusted, now.in_ledger)
         if kept_checkpoints is not None:
             checkpoints += verify_kept_copies(store.conn, kept_checkpoints, trusted)
+        checkpoints += check_signed_heads(
+            access_log or access_log_path(Path(database)), signed_access_log_heads(store.conn)
+        )
         signed = signed_warc_files(store.conn, trusted)
         warcs = list(_check_warcs(store, warc_dir, on_step, now, signed))
         if ledger is not None:

@@ -262,6 +262,45 @@ def test_a_whole_last_run_cut_away_is_caught_by_checkpoint_copies_kept_elsewhere
     assert missing.exit_code == 2 and "--checkpoints" in missing.output
 
 
+def test_an_access_log_rewritten_after_a_checkpoint_signed_it_is_caught(original, tmp_path):
+    """The access log (who looked at PHI) has its own chain, which anyone can recompute after removing a row.
+    Each checkpoint signs the log's head, so a log rewritten before it is found; later rows add to it."""
+    from archiver.access_log import TABLE, Access, AccessLog, access_log_path
+    from archiver.ledger import GENESIS, canonical_row_bytes, chain_hash
+
+    root = tmp_path / "root"
+    shutil.copytree(original.parent, root)
+    arch = root / "arch"
+    log = AccessLog(access_log_path(arch / "archive.db"))
+    for query in ("q=flu", "q=Raman", "q=MRN", "q=results"):
+        log.append(Access("ivan", "investigator", "127.0.0.1", "GET", "/-/search", query, 200, 3))
+    log.close()
+    result = CliRunner().invoke(app, ["checkpoint", "--config", str(root / "archiver.toml")])
+    assert result.exit_code == 0, result.output
+    log = AccessLog(access_log_path(arch / "archive.db"))
+    log.append(Access("ivan", "investigator", "127.0.0.1", "GET", "/-/search", "q=later", 200, 1))
+    log.close()
+    assert problems(arch) == []
+    # Remove the search for a patient's name, renumber, recompute the chain: the log alone verifies again.
+    conn = sqlite3.connect(access_log_path(arch / "archive.db"))
+    conn.execute(f"DROP TRIGGER {TABLE}_append_only_update")
+    conn.execute(f"DROP TRIGGER {TABLE}_append_only_delete")
+    rows = conn.execute(f"SELECT * FROM {TABLE} WHERE query != 'q=Raman' ORDER BY seq").fetchall()
+    names = [d[0] for d in conn.execute(f"SELECT * FROM {TABLE}").description]
+    conn.execute(f"DELETE FROM {TABLE}")
+    prev = GENESIS
+    for seq, found in enumerate(rows, start=1):
+        row = dict(zip(names, found, strict=True), seq=seq)
+        chained = {k: row[k] for k in names if k not in ("prev_hash", "hash")}
+        row["prev_hash"], row["hash"] = prev, chain_hash(prev, canonical_row_bytes(TABLE, chained))
+        prev = row["hash"]
+        conn.execute(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * len(names))})", [row[n] for n in names])
+    conn.commit()
+    conn.close()
+    found = problems(arch)
+    assert any("access-log.db seq 4: hash expected" in p and "as checkpoints id=" in p for p in found), found
+
+
 def test_the_ledger_checked_in_a_second_process_finds_the_same(original, tmp_path, monkeypatch):
     """Large archives recompute the chain in a second process beside the WARC check: same problems, same
     order, on an archive tampered in both (a row changed, a WARC byte flipped, a row deleted). If that
