@@ -368,16 +368,19 @@ def regenerate_manifests(bundle: Path) -> None:
 
 
 def resign(bundle: Path, key: Ed25519PrivateKey) -> None:
+    """A forger's own signature: the tag manifest made again (without signature.json, as the bundle's is) and
+    signed with their key."""
     document = json.loads((bundle / "signature.json").read_text())
-    document["signature"] = base64.b64encode(key.sign((bundle / "manifest-sha256.txt").read_bytes())).decode()
-    document["public_key"] = base64.b64encode(raw_public(key.public_key())).decode()
-    document["public_key_pem"] = public_pem(key.public_key()).decode()
-    (bundle / "signature.json").write_text(json.dumps(document))
+    (bundle / "signature.json").unlink()
     cwd = os.getcwd()
     try:
         bagit.Bag(str(bundle)).save()
     finally:
         os.chdir(cwd)
+    document["signature"] = base64.b64encode(key.sign((bundle / "tagmanifest-sha256.txt").read_bytes())).decode()
+    document["public_key"] = base64.b64encode(raw_public(key.public_key())).decode()
+    document["public_key_pem"] = public_pem(key.public_key()).decode()
+    (bundle / "signature.json").write_text(json.dumps(document))
 
 
 def flip_byte(bundle: Path) -> None:
@@ -440,7 +443,7 @@ def swap_key(bundle: Path) -> None:
         (remove_media, "listed in the manifest but missing"),
         (add_file, "data/extra.txt: not listed in manifest-sha256.txt, the signed manifest (added)"),
         (edit_row, "data/item_versions.jsonl: sha256 expected"),
-        (edit_row_and_manifests, "signature.json: signature does not match manifest-sha256.txt"),
+        (edit_row_and_manifests, "signature.json: signature does not match tagmanifest-sha256.txt"),
         (edit_row_and_manifests, "row differs from ledger seq"),
         (remove_row, "is in custody.json but not in the bundle (row removed)"),
         (drop_warc_record, "listed in custody.json is missing (dropped)"),
@@ -527,10 +530,10 @@ def set_payload_oxum(bundle: Path) -> None:
 
 
 def rewrite_tagmanifest(bundle: Path) -> None:
-    """tagmanifest-sha256.txt recomputed over every top-level file, as bagit itself makes it."""
-    tags = sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith("tagmanifest-"))
-    text = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.name}\n" for p in tags)
-    (bundle / "tagmanifest-sha256.txt").write_text(text)
+    """tagmanifest-sha256.txt made right again for the files it lists, as a forger would."""
+    path = bundle / "tagmanifest-sha256.txt"
+    names = [line.split(None, 1)[1] for line in path.read_text().splitlines() if line.strip()]
+    path.write_text("".join(f"{hashlib.sha256((bundle / n).read_bytes()).hexdigest()} {n}\n" for n in names))
 
 
 def test_files_listed_only_in_an_unsigned_manifest_are_refused(good_bundle, archive_key, tmp_path):
@@ -556,6 +559,91 @@ def test_files_listed_only_in_an_unsigned_manifest_are_refused(good_bundle, arch
     assert any(line.startswith("manifest-sha512.txt: ") and "not signed" in line for line in lines), lines
     for added in ("data/NOTE.txt", planted.relative_to(bundle).as_posix()):
         assert f"{added}: not listed in manifest-sha256.txt, the signed manifest (added)" in lines, lines
+
+
+def reword_bag_info(bundle: Path) -> None:
+    info = bundle / "bag-info.txt"
+    text = info.read_text().replace("External-Identifier: HR-2026-014", "External-Identifier: HR-2025-999")
+    info.write_text(text.replace(f"Source-Organization: {ORGANISATION}", "Source-Organization: Some Other Hospital"))
+    rewrite_tagmanifest(bundle)
+
+
+def swap_public_key_pem(bundle: Path) -> None:
+    """The PEM a person would feed to openssl swapped for another key's; the raw key, which verify-bundle
+    used to check alone, left as it was."""
+    path = bundle / "signature.json"
+    document = json.loads(path.read_text())
+    document["public_key_pem"] = public_pem(Ed25519PrivateKey.generate().public_key()).decode()
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    rewrite_tagmanifest(bundle)
+
+
+def note_in_signature_json(bundle: Path) -> None:
+    path = bundle / "signature.json"
+    document = json.loads(path.read_text())
+    document["note"] = "Checked and found complete by the regulator."
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    rewrite_tagmanifest(bundle)
+
+
+def add_tag_files(bundle: Path) -> None:
+    (bundle / "VERIFIED-BY-REGULATOR.txt").write_text("Checked and found complete by the regulator.\n")
+    (bundle / "notes").mkdir()
+    (bundle / "notes" / "summary.txt").write_text("No breach.\n")
+
+
+def drop_tagmanifest_and_reword(bundle: Path) -> None:
+    (bundle / "tagmanifest-sha256.txt").unlink()
+    info = bundle / "bag-info.txt"
+    info.write_text(info.read_text().replace("External-Identifier: HR-2026-014", "External-Identifier: CLOSED"))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (reword_bag_info, "signature.json: signature does not match tagmanifest-sha256.txt"),
+        (reword_bag_info, "bag-info.txt: External-Identifier HR-2025-999, custody.json says HR-2026-014"),
+        (swap_public_key_pem, "signature.json: public_key_pem is not the key in public_key"),
+        (note_in_signature_json, "signature.json: field note is not part of a bundle signature"),
+        (add_tag_files, "VERIFIED-BY-REGULATOR.txt: not a file a bundle has; no signature covers it (added)"),
+        (add_tag_files, "notes: not a file a bundle has; no signature covers it (added)"),
+        (drop_tagmanifest_and_reword, "tagmanifest-sha256.txt: missing"),
+        (drop_tagmanifest_and_reword, "bag-info.txt: External-Identifier CLOSED, custody.json says HR-2026-014"),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else "",
+)
+def test_tag_files_are_signed_too(good_bundle, archive_key, tmp_path, tamper, expected):
+    """What bag-info.txt and signature.json say is covered by the signature (or checked against the signed
+    custody.json), and a file a bundle does not have is refused, even when the forger keeps the signed
+    manifest and its payload as they were and the recipient checks against the archive's own key."""
+    bundle = forged_copy(good_bundle, tmp_path)
+    tamper(bundle)
+    code, lines = verify(bundle, "--public-key", str(archive_key))
+    assert code == 1 and any(expected in line for line in lines), lines
+
+
+def test_a_bundle_of_the_older_format_still_verifies(demo, good_bundle, archive_key, tmp_path):
+    """Bundles handed over before the tag manifest was signed (archiver-bundle-signature/1: the signature
+    covers manifest-sha256.txt, the tag manifest lists signature.json) still verify, with a note saying what
+    their signature does not cover; their bag-info.txt is held to custody.json."""
+    from archiver.checkpoints import load_private_key
+
+    bundle = forged_copy(good_bundle, tmp_path)
+    key = load_private_key(demo / "archive" / "keys")
+    document = json.loads((bundle / "signature.json").read_text())
+    document["type"], document["signed_file"] = "archiver-bundle-signature/1", "manifest-sha256.txt"
+    document["signature"] = base64.b64encode(key.sign((bundle / "manifest-sha256.txt").read_bytes())).decode()
+    (bundle / "signature.json").write_text(json.dumps(document, indent=1) + "\n")
+    cwd = os.getcwd()
+    try:
+        bagit.Bag(str(bundle)).save()  # as such a bundle was made: its tag manifest covers signature.json
+    finally:
+        os.chdir(cwd)
+    code, lines = verify(bundle, "--public-key", str(archive_key))
+    assert code == 0 and lines[0].startswith("note: signature.json: an older bundle") and "bundle verifies" in lines[-1]
+    reword_bag_info(bundle)
+    code, lines = verify(bundle, "--public-key", str(archive_key))
+    assert code == 1 and any("External-Identifier HR-2025-999, custody.json says HR-2026-014" in ln for ln in lines)
 
 
 # -- flags (the scan's tables, made here with the columns the flags branch gives them, until it lands) ----------

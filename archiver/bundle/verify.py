@@ -4,9 +4,11 @@ Checks, each problem one line:
 - the bag: the `bagit` library's own validation (every payload file listed and its sha256 right, no file
   missing or added, the tag manifest right); and since bagit counts a file listed in any manifest as
   listed while only the sha256 ones are signed, no other manifest, and data/ holding exactly the files
-  manifest-sha256.txt lists;
-- the signature: manifest-sha256.txt signed by the key in signature.json; that key is the key that signed the
-  checkpoint in custody.json, and the key given with --public-key when there is one;
+  manifest-sha256.txt lists; beside data/, only the files a bundle has (nothing signs any other);
+- the signature: tagmanifest-sha256.txt (listing bagit.txt, bag-info.txt and manifest-sha256.txt) signed by
+  the key in signature.json, whose PEM form is the same key; that key is the key that signed the checkpoint
+  in custody.json, and the key given with --public-key when there is one; bag-info.txt's case, organisation
+  and contact those of custody.json;
 - the checkpoint: its Ed25519 signature over its statement;
 - the WARC extract: every record's block and payload digests, and the catalogue in custody.json (same record
   ids, same gzip members);
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import bagit
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 
@@ -42,10 +45,28 @@ from ..problems import Problem
 from ..verify import _JsonIndex
 from ..warc import block_digest_ok
 from .gather import ROW_TABLES, row_key_column
-from .write import CUSTODY_TYPE, EXTRACT, MANIFEST, SIGNATURE_FILE, SIGNED_FILE, TAGMANIFEST
+from .write import (
+    CUSTODY_TYPE,
+    EXTRACT,
+    LEGACY_SIGNATURE_TYPE,
+    MANIFEST,
+    NO_ORGANISATION,
+    SIGNATURE_FILE,
+    SIGNATURE_TYPE,
+    SIGNED_FILE,
+    TAG_FILES,
+    TAGMANIFEST,
+)
 
 UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
 ANY_MANIFEST = re.compile(r"^(tag)?manifest-.+\.txt$")
+BUNDLE_FILES = ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SIGNATURE_FILE)  # and data/
+SIGNATURE_FIELDS = ("type", "signed_file", "signature", "public_key", "public_key_pem")
+# Per format of signature.json: the file it signs, and the files the tag manifest lists.
+SIGNS = {
+    SIGNATURE_TYPE: (SIGNED_FILE, TAG_FILES),
+    LEGACY_SIGNATURE_TYPE: (MANIFEST, (*TAG_FILES, SIGNATURE_FILE)),
+}
 
 
 def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
@@ -55,7 +76,7 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     problems = list(_verify_bag(path))
     if not (path / "bagit.txt").exists():
         return problems
-    problems.extend(_verify_payload_listed(path))
+    problems.extend(_verify_files(path))
     data = path / "data"
     custody = _read_json(data / "custody.json", problems)
     problems.extend(_verify_signature(path, custody, trusted))
@@ -64,6 +85,7 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     if custody.get("type") != CUSTODY_TYPE:
         problems.append(Problem("data/custody.json", f"type expected {CUSTODY_TYPE}, found {custody.get('type')}"))
         return problems
+    problems.extend(_verify_bag_info(path / "bag-info.txt", custody))
     checkpoint = custody.get("checkpoint", {})
     statement = checkpoint.get("statement", "")
     if not _signature_ok(checkpoint.get("public_key", ""), checkpoint.get("signature", ""), statement):
@@ -153,16 +175,21 @@ def _bag_details(exc: bagit.BagValidationError) -> list[Problem]:
     return found
 
 
-def _verify_payload_listed(path: Path) -> list[Problem]:
-    """data/ holds exactly the files the signed manifest lists. bagit takes a file listed in any manifest
-    (a manifest-sha512.txt, say) as listed, but only manifest-sha256.txt is signed: another manifest is
-    refused, and a file manifest-sha256.txt does not list is added, whatever else lists it. (A file listed
-    but missing is bagit's finding.)"""
-    problems = [
-        Problem(p.name, f"a manifest a bundle never has, not signed: only {MANIFEST} and {TAGMANIFEST} count (added)")
-        for p in sorted(path.iterdir())
-        if ANY_MANIFEST.match(p.name) and p.name not in (MANIFEST, TAGMANIFEST)
-    ]
+def _verify_files(path: Path) -> list[Problem]:
+    """The bundle holds its own files and nothing else. Beside data/, a file no signature covers could say
+    anything ("verified by the regulator"), so it is refused. In data/, exactly the files the signed manifest
+    lists: bagit takes a file listed in any manifest (a manifest-sha512.txt, say) as listed, but only
+    manifest-sha256.txt is signed. (A file listed but missing is bagit's finding.)"""
+    problems = []
+    for entry in sorted(path.iterdir()):
+        if entry.name in BUNDLE_FILES and entry.is_file() or entry.name == "data" and entry.is_dir():
+            continue
+        if ANY_MANIFEST.match(entry.name):
+            why = f"a manifest a bundle never has, not signed: only {MANIFEST} and {TAGMANIFEST} count (added)"
+        else:
+            why = "not a file a bundle has; no signature covers it (added)"
+        problems.append(Problem(entry.name, why))
+    problems.extend(Problem(name, "missing") for name in (TAGMANIFEST, "bag-info.txt") if not (path / name).exists())
     try:
         listed = _manifest_paths((path / MANIFEST).read_text("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -192,17 +219,35 @@ def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None
     document = _read_json(path / SIGNATURE_FILE, problems)
     if document is None:
         return problems
+    if not isinstance(document, dict) or not all(isinstance(document.get(k), str) for k in SIGNATURE_FIELDS):
+        return [Problem(where, f"not a bundle signature ({', '.join(SIGNATURE_FIELDS)})")]
+    problems.extend(
+        Problem(where, f"field {name} is not part of a bundle signature (added)")
+        for name in sorted(set(document) - set(SIGNATURE_FIELDS))
+    )
+    if document["type"] not in SIGNS:
+        return [*problems, Problem(where, f"type {document['type']!r} is not {SIGNATURE_TYPE}")]
+    signed_file, tag_files = SIGNS[document["type"]]
+    if document["type"] == LEGACY_SIGNATURE_TYPE:
+        problems.append(
+            Problem(
+                where,
+                f"an older bundle ({LEGACY_SIGNATURE_TYPE}): its signature covers {MANIFEST} and so the payload, "
+                "not bag-info.txt, whose case, organisation and contact are checked against custody.json instead",
+                "note",
+            )
+        )
+    if document["signed_file"] != signed_file:
+        return [*problems, Problem(where, f"signs {document['signed_file']}, expected {signed_file}")]
     try:
-        key_b64, signature = document["public_key"], document["signature"]
-        manifest = (path / document["signed_file"]).read_bytes()
-    except (KeyError, TypeError):
-        return [Problem(where, "not a bundle signature (public_key, signature, signed_file)")]
+        signed = (path / signed_file).read_bytes()
     except FileNotFoundError:
-        return [Problem(where, f"signed file {document['signed_file']} is missing")]
-    if document["signed_file"] != SIGNED_FILE:
-        problems.append(Problem(where, f"signs {document['signed_file']}, expected {SIGNED_FILE}"))
-    if not _raw_ok(key_b64, signature, manifest):
-        problems.append(Problem(where, f"signature does not match {document['signed_file']} (manifest changed)"))
+        return [*problems, Problem(where, f"signed file {signed_file} is missing")]
+    key_b64 = document["public_key"]
+    if not _raw_ok(key_b64, document["signature"], signed):
+        problems.append(Problem(where, f"signature does not match {signed_file} (changed)"))
+    if _pem_b64(document["public_key_pem"]) != key_b64:
+        problems.append(Problem(where, "public_key_pem is not the key in public_key"))
     if trusted is not None:
         trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii")
         if key_b64 != trusted_b64:
@@ -211,6 +256,51 @@ def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None
         problems.append(
             Problem(where, f"signed with key {key_b64}, not the archive key that signed the checkpoint in custody.json")
         )
+    if signed_file == TAGMANIFEST:
+        listed = _manifest_paths(signed.decode("utf-8", "replace"))
+        problems.extend(
+            Problem(TAGMANIFEST, f"does not list {name}: no signature covers it")
+            for name in tag_files
+            if name not in listed
+        )
+        problems.extend(
+            Problem(TAGMANIFEST, f"lists {name}, which it never lists")
+            for name in sorted(listed)
+            if name not in tag_files
+        )
+    return problems
+
+
+def _pem_b64(pem: str) -> str | None:
+    """The base64 raw form of an Ed25519 public key in PEM, as public_key holds it; None if it is not one."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode("utf-8"))
+    except ValueError:
+        return None
+    return base64.b64encode(raw_public(key)).decode("ascii") if isinstance(key, Ed25519PublicKey) else None
+
+
+def _verify_bag_info(path: Path, custody: dict[str, Any]) -> list[Problem]:
+    """bag-info.txt names the case, organisation and exporter that the signed custody.json names."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # missing: reported with the bundle's files
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            found.setdefault(name.strip(), value.strip())
+    expected = {
+        "External-Identifier": custody.get("case_id"),
+        "Source-Organization": custody.get("organisation") or NO_ORGANISATION,
+        "Contact-Name": custody.get("exported_by"),
+    }
+    problems = []
+    for name, value in expected.items():
+        value = re.sub(r"[\r\n]", "", str(value)).strip()  # as bagit writes a value
+        if found.get(name) != value:
+            problems.append(Problem(path.name, f"{name} {found.get(name, '(missing)')}, custody.json says {value}"))
     return problems
 
 

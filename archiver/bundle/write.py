@@ -2,7 +2,7 @@
 
     DIR/
       bagit.txt  bag-info.txt  manifest-sha256.txt  tagmanifest-sha256.txt
-      signature.json              Ed25519 signature of manifest-sha256.txt and the public key that made it
+      signature.json              Ed25519 signature of tagmanifest-sha256.txt and the public key that made it
       data/
         items.jsonl / .csv        latest state of each selected item (a reading aid)
         item_versions.jsonl / .csv, events.*, media_files.*, accounts.*, flags.*, flag_reviews.*
@@ -13,6 +13,10 @@
         custody.json              who, when, where, the selectors, counts, the signed checkpoint, the WARC
                                   records' provenance, and the ledger entry of every row
         evidence.wacz             with --wacz: the same records as a WACZ for ReplayWeb.page / pywb
+
+The signature covers everything else: the tag manifest lists bagit.txt, bag-info.txt and manifest-sha256.txt,
+which lists every payload file. signature.json is the one file nothing signs, so it is not in the tag manifest
+and verify-bundle allows no other file beside these.
 
 Before writing, the archive's ledger head is signed (a new checkpoint unless the latest one already covers
 it), so every row in the bundle is covered by the checkpoint the bundle carries. The export itself is then
@@ -50,11 +54,14 @@ from .report import render_report
 from .select import Selectors, select_item_keys
 
 CUSTODY_TYPE = "archiver-custody/1"
-SIGNATURE_TYPE = "archiver-bundle-signature/1"
+SIGNATURE_TYPE = "archiver-bundle-signature/2"  # signs the tag manifest
+LEGACY_SIGNATURE_TYPE = "archiver-bundle-signature/1"  # signed manifest-sha256.txt only: the tag files were not
 SIGNATURE_FILE = "signature.json"
 MANIFEST = "manifest-sha256.txt"
 TAGMANIFEST = "tagmanifest-sha256.txt"
-SIGNED_FILE = MANIFEST
+SIGNED_FILE = TAGMANIFEST
+TAG_FILES = ("bagit.txt", "bag-info.txt", MANIFEST)  # what the signed tag manifest lists
+NO_ORGANISATION = "(not set: [archive] organisation in archiver.toml)"
 EXTRACT = "evidence.warc.gz"
 WACZ = "evidence.wacz"
 
@@ -200,11 +207,11 @@ def _write_bag(
     _write_json(staging / "custody.json", custody)
     on_step("writing the report")
     (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
-    on_step("making the bag and signing its manifest")
+    on_step("making the bag and signing its tag manifest")
     key = load_private_key(archive.keys_dir)
     _make_bag(staging, case_id, config.archive.organisation, custody)
-    manifest = (staging / SIGNED_FILE).read_bytes()
-    signature = base64.b64encode(key.sign(manifest)).decode("ascii")
+    manifest = (staging / MANIFEST).read_bytes()
+    signature = base64.b64encode(key.sign((staging / SIGNED_FILE).read_bytes())).decode("ascii")
     _write_json(
         staging / SIGNATURE_FILE,
         {
@@ -214,12 +221,7 @@ def _write_bag(
             "public_key": base64.b64encode(raw_public(key.public_key())).decode("ascii"),
             "public_key_pem": public_pem(key.public_key()).decode("ascii"),
         },
-    )
-    cwd = os.getcwd()  # bagit changes directory while it works
-    try:
-        bagit.Bag(str(staging)).save()  # the tag manifest now covers signature.json too
-    finally:
-        os.chdir(cwd)
+    )  # after the tag manifest, which it signs, so not listed in it
     return manifest, signature, custody
 
 
@@ -279,7 +281,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _make_bag(out: Path, case_id: str, organisation: str, custody: dict[str, Any]) -> None:
     info = {
-        "Source-Organization": organisation or "(not set: [archive] organisation in archiver.toml)",
+        "Source-Organization": organisation or NO_ORGANISATION,
         "External-Identifier": case_id,
         "Internal-Sender-Description": (
             f"Evidence bundle for case {case_id}: {custody['counts']['items']} items with every version and "
