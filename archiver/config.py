@@ -314,8 +314,7 @@ def resolve_token(account: AccountConfig) -> str:
             raise ConfigError(
                 f"account {account.name}: environment variable {account.token_env} is not set; export the token there"
             )
-        register_secret(value)
-        return value
+        return _checked_token(account, f"environment variable {account.token_env}", value)
     assert account.token_file is not None  # guaranteed by the schema's oneOf
     try:
         value = account.token_file.read_text("utf-8").strip()
@@ -325,7 +324,16 @@ def resolve_token(account: AccountConfig) -> str:
         ) from None
     if not value:
         raise ConfigError(f"account {account.name}: token_file {account.token_file} is empty")
-    register_secret(value)
+    return _checked_token(account, f"token_file {account.token_file}", value)
+
+
+def _checked_token(account: AccountConfig, source: str, value: str) -> str:
+    register_secret(value)  # first: whatever is said next must not carry it
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(
+            f"account {account.name}: the token in {source} holds a line break or another control character "
+            "(two lines pasted?); keep only the token"
+        )
     return value
 
 

@@ -24,7 +24,7 @@ from requests.structures import CaseInsensitiveDict
 
 from . import __version__
 from .errors import AuthError, PlatformError, RateLimitedError
-from .logs import register_secret
+from .logs import register_secret, secret_forms
 from .warc import CaptureRef, HttpMessage, WarcWriter
 
 log = logging.getLogger("archiver.http")
@@ -76,7 +76,7 @@ class Redactor:
         self.secrets = list(secrets)
 
     def _values(self) -> list[str]:
-        return sorted({s for s in self.secrets if s and len(s) >= 4}, key=len, reverse=True)
+        return sorted({form for s in self.secrets for form in secret_forms(s)}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._values():

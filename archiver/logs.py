@@ -10,14 +10,26 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from urllib.parse import quote, quote_plus
 
 _SECRETS: set[str] = set()
 MASK = "[REDACTED]"
 
 
+def secret_forms(value: str) -> set[str]:
+    """A secret as it may be written: as is, JSON-escaped (with or without `\\/` and `\\uXXXX`), quoted by
+    repr() (how requests names a bad header value), and percent-encoded (a platform echoing a URL back)."""
+    if not value or len(value) < 4:
+        return set()
+    forms = {value, repr(value)[1:-1], quote(value, safe=""), quote(value), quote_plus(value)}
+    for ascii_only in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        forms |= {escaped, escaped.replace("/", "\\/")}
+    return {form for form in forms if len(form) >= 4}
+
+
 def register_secret(value: str) -> None:
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
+    _SECRETS.update(secret_forms(value))
 
 
 def redact_secrets(text: str) -> str:

@@ -111,6 +111,16 @@ def test_token_by_reference_only(tmp_path, monkeypatch):
     cfg2 = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
     assert resolve_token(cfg2.accounts[0]) == "file-secret"
     assert "file-secret" not in repr(cfg2)
+    # Two lines pasted into the file: refused without quoting it (requests would print it, escaped, in an error
+    # that ends up in the run's output and its append-only results).
+    token_file.write_text("file-secret-1\nsecond-line-2\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve_token(cfg2.accounts[0])
+    assert "line break" in str(refused.value) and str(token_file) in str(refused.value)
+    assert "file-secret" not in str(refused.value) and "second-line" not in str(refused.value)
+    from archiver.logs import redact_secrets
+
+    assert "file-secret-1" not in redact_secrets(repr("file-secret-1\nsecond-line-2"))
 
 
 def test_platform_options_are_checked_against_the_platform_schema(tmp_path, monkeypatch):

@@ -5,9 +5,11 @@ output of run, status, verify and doctor is searched for every token value."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
+from urllib.parse import quote
 
 from archiver.demo.loopback import Fault
 
@@ -23,7 +25,8 @@ def test_no_token_in_any_byte_the_archiver_writes_or_prints(tmp_path):
     try:
         for harness_type in HARNESSES:
             for role in ("good", "refused"):
-                token = f"secret-{harness_type.platform}-{role}-tok-{len(tokens):02d}-Zq7"
+                # '/', '+' and '=' have other written forms: JSON-escaped, percent-encoded.
+                token = f"secret/{harness_type.platform}+{role}=tok-{len(tokens):02d}-Zq7"
                 tokens.append(token)
                 harness = harness_type()
                 harness.start(token)
@@ -32,8 +35,16 @@ def test_no_token_in_any_byte_the_archiver_writes_or_prints(tmp_path):
                 env[env_name] = token
                 accounts.append(harness.account(f"{harness_type.platform}-{role}", env_name))
                 if role == "refused":
-                    # The platform refuses the token and quotes it back, as some error pages do.
-                    echo = f'{{"error": "invalid token {token}"}}'.encode()
+                    # The platform refuses the token and quotes it back, as some error pages do: as is,
+                    # JSON-escaped and in a URL.
+                    escaped, encoded = json.dumps(token)[1:-1].replace("/", "\\/"), quote(token, safe="")
+                    echo = (
+                        json.dumps(
+                            {"error": f"invalid token {token}", "seen": "TOKEN", "next": f"/x?access_token={encoded}"}
+                        )
+                        .replace("TOKEN", escaped)
+                        .encode()
+                    )
                     harness.add_fault(Fault(r".", status=401, body=echo, times=10_000))
         config = tmp_path / "archiver.toml"
         config.write_text('[archive]\ndir = "arch"\nretries = 0\n\n' + "\n".join(accounts))
@@ -58,11 +69,12 @@ def test_no_token_in_any_byte_the_archiver_writes_or_prints(tmp_path):
     files = [p for p in (tmp_path / "arch").rglob("*") if p.is_file()]
     assert any(p.name.endswith(".warc.gz") for p in files) and any(p.name == "archive.db" for p in files)
     for token in tokens:
-        needle = token.encode()
-        for path in files:
-            data = path.read_bytes()
-            if path.name.endswith(".gz"):
-                data = gzip.decompress(data)
-            assert needle not in data, f"{token} found in {path}"
-        for command, _, text in outputs:
-            assert token not in text, f"{token} found in the output of archiver {command}"
+        for form in (token, json.dumps(token)[1:-1].replace("/", "\\/"), quote(token, safe="")):
+            needle = form.encode()
+            for path in files:
+                data = path.read_bytes()
+                if path.name.endswith(".gz"):
+                    data = gzip.decompress(data)
+                assert needle not in data, f"{form} found in {path}"
+            for command, _, text in outputs:
+                assert form not in text, f"{form} found in the output of archiver {command}"

@@ -15,7 +15,7 @@ import smtplib
 from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -183,7 +183,17 @@ def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> str:
     try:
         response = requests.post(webhook.url, json=payload, headers=headers, timeout=TIMEOUT)
     except requests.RequestException as exc:
-        return redact_secrets(f"alert webhook {webhook.url} failed: {type(exc).__name__}")
+        return redact_secrets(f"alert webhook {shown_webhook(webhook.url)} failed: {type(exc).__name__}")
     if response.status_code >= 300:
-        return f"alert webhook {webhook.url} failed: HTTP {response.status_code}"
-    return f"alert webhook {webhook.url} answered {response.status_code} ({what})"
+        return f"alert webhook {shown_webhook(webhook.url)} failed: HTTP {response.status_code}"
+    return f"alert webhook {shown_webhook(webhook.url)} answered {response.status_code} ({what})"
+
+
+def shown_webhook(url: str) -> str:
+    """A webhook as said in output and kept in run results: its scheme and host only. Chat services (Slack,
+    Teams, Google Chat) carry the secret in the path or the query, and anyone holding the URL may post."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    more = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{more}"
