@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -39,6 +41,16 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except ArchiverError as exc:
             typer.echo(f"archiver: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a path the archive needs that cannot be made, read or written
+            where = f"{exc.filename}: " if exc.filename else ""
+            full = exc.errno == errno.ENOSPC
+            what = "free some space; nothing committed is lost" if full else "check the path and its permissions"
+            typer.echo(f"archiver: error: {where}{exc.strerror or exc}; {what}", err=True)
+            raise typer.Exit(1 if full else 2) from None
+        except sqlite3.DatabaseError as exc:
+            message = f"the archive database cannot be used ({exc}); check that the config's database names an archive"
+            typer.echo(f"archiver: error: {message}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 

@@ -149,3 +149,21 @@ def test_options_on_a_platform_without_options_are_refused(tmp_path):
     path = write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {x = 1}'))
     with pytest.raises(ConfigError, match=r"accounts\[0\]\.options: platform mastodon takes no options"):
         load_config(path)
+
+
+def test_an_archive_path_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
+    """Python's and SQLite's own errors (a folder that is a file, a database that is not one) are said in one
+    line naming the path, not as a traceback."""
+    (tmp_path / "afile").write_text("not a folder")
+    config = tmp_path / "archiver.toml"
+    config.write_text('accounts = []\n[archive]\ndir = "afile"\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert str(tmp_path / "afile") in result.output and "Traceback" not in result.output
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "arch" / "archive.db").write_text("not a database, but long enough to be read as one " * 200)
+    config.write_text('accounts = []\n[archive]\ndir = "arch"\n')
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "archive database cannot be used" in result.output
+
