@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -71,6 +72,12 @@ def verify(bundle: Path, *args: str) -> tuple[int, list[str]]:
     return result.exit_code, result.output.strip().splitlines()
 
 
+def verifies(bundle: Path) -> bool:
+    """verify-bundle finds no problem, not even a note (its last line then says against which key)."""
+    code, lines = verify(bundle)
+    return code == 0 and lines[-1].startswith("bundle verifies") and not any(ln.startswith("note:") for ln in lines)
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
 
@@ -111,7 +118,7 @@ def test_export_by_author_holds_every_version_event_and_original_record(demo, tm
     assert sorted(jsonl(out / "data" / "item_versions.jsonl"), key=lambda r: r["id"]) == versions
     assert sorted(jsonl(out / "data" / "events.jsonl"), key=lambda r: r["id"]) == events
     third_party_checks(out)
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
     info = (out / "bag-info.txt").read_text()
     assert "External-Identifier: HR-2026-014" in info and f"Source-Organization: {ORGANISATION}" in info
     custody = json.loads((out / "data" / "custody.json").read_text())
@@ -168,7 +175,7 @@ def test_export_by_thread_carries_deletion_evidence_and_media(demo, tmp_path):
         "&gt;", ">"
     )
     third_party_checks(out)
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
 
 
 def test_export_by_query_brings_every_version_of_a_matching_item(demo, tmp_path):
@@ -192,7 +199,7 @@ def test_export_by_query_brings_every_version_of_a_matching_item(demo, tmp_path)
         ).fetchone()
     assert len([v for v in jsonl(out / "data" / "item_versions.jsonl") if v["item_key"] == edited]) >= 2
     conn.close()
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
 
 
 def test_export_by_dates_and_combined_selectors(demo, tmp_path):
@@ -306,7 +313,7 @@ def test_no_secret_in_the_bundle_and_wacz_validates(demo, tmp_path):
         text=True,
     )
     assert validate.returncode == 0 and "valid" in validate.stdout, validate.stdout + validate.stderr
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
 
 
 def test_report_opens_offline_in_headless_chromium(demo, tmp_path):
@@ -353,7 +360,7 @@ def good_bundle(demo, tmp_path_factory) -> Path:
     conn.close()
     out = tmp_path_factory.mktemp("bundles") / "good"
     assert export(demo, out, "--thread", with_media, "--thread", deleted)[0] == 0
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
     return out
 
 
@@ -478,14 +485,21 @@ def test_verify_bundle_needs_no_archive(demo, tmp_path):
         text=True,
         cwd=moved.parent,
     )
-    assert check.returncode == 0 and check.stdout.strip() == "bundle verifies", check.stdout + check.stderr
+    last = check.stdout.strip().splitlines()[-1]
+    assert check.returncode == 0 and last.startswith("bundle verifies"), check.stdout + check.stderr
 
 
-def test_trusted_public_key_given_on_the_command_line(demo, good_bundle, tmp_path):
-    archive_key = tmp_path / "archive.pub"
-    export_key = CliRunner().invoke(app, ["key", "export", "--config", config_of(demo)])
-    archive_key.write_text(export_key.output)
-    assert verify(good_bundle, "--public-key", str(archive_key)) == (0, ["bundle verifies"])
+def test_trusted_public_key_given_on_the_command_line(good_bundle, archive_key, tmp_path):
+    """Only a key the recipient obtained separately shows a bundle is the archive's: without one, a bundle
+    re-signed by a forger verifies too, so verify-bundle says that it checked only the key the bundle
+    carries, names that key by its fingerprint and says how to check against the archive's key."""
+    from archiver.checkpoints import fingerprint, load_public_key
+
+    archive_print = fingerprint(base64.b64encode(raw_public(load_public_key(archive_key))).decode())
+    assert verify(good_bundle, "--public-key", str(archive_key)) == (
+        0,
+        [f"signature checked against the given public key {archive_print} ({archive_key})", "bundle verifies"],
+    )
     # A forger who re-signs everything, checkpoint included, with a key of their own is caught only by the
     # key the recipient obtained separately.
     bundle = tmp_path / "forged"
@@ -499,7 +513,11 @@ def test_trusted_public_key_given_on_the_command_line(demo, good_bundle, tmp_pat
     custody_path.write_text(json.dumps(custody))
     regenerate_manifests(bundle)
     resign(bundle, forger)
-    assert verify(bundle) == (0, ["bundle verifies"])
+    forger_print = fingerprint(base64.b64encode(raw_public(forger.public_key())).decode())
+    code, lines = verify(bundle)
+    assert code == 0 and lines[-1] == "bundle verifies against the key it carries, not a key you trust", lines
+    assert f"checked only against the key the bundle carries itself, {forger_print}" in lines[0], lines
+    assert f"archiver verify-bundle {bundle} --public-key archive-ed25519.pub" in lines[1], lines
     code, lines = verify(bundle, "--public-key", str(archive_key))
     assert code == 1 and any("not the given public key" in line for line in lines), lines
 
@@ -646,6 +664,57 @@ def test_a_bundle_of_the_older_format_still_verifies(demo, good_bundle, archive_
     assert code == 1 and any("External-Identifier HR-2025-999, custody.json says HR-2026-014" in ln for ln in lines)
 
 
+def readme_manual_steps(bundle: Path, key: Path, signature: Path) -> str:
+    """README's "Without our software" commands, for this bundle and key."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("cd /cases/HR-2026-014; KEY=")
+    steps = readme[start : readme.index("```", start)]
+    return (
+        steps.replace("/cases/HR-2026-014", shlex.quote(str(bundle)))
+        .replace("/safe/archive-ed25519.pub", shlex.quote(str(key)))
+        .replace("/tmp/bundle.sig", shlex.quote(str(signature)))
+    )
+
+
+def add_file_and_list_it_in_a_sha512_manifest(bundle: Path) -> None:
+    note = bundle / "data" / "NOTE.txt"
+    note.write_text("Investigator note: the clinic admitted the breach.\n")
+    (bundle / "manifest-sha512.txt").write_text(f"{hashlib.sha512(note.read_bytes()).hexdigest()}  data/NOTE.txt\n")
+    set_payload_oxum(bundle)
+    rewrite_tagmanifest(bundle)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        None,
+        edit_row_and_manifests,
+        resigned_manifest,
+        add_file,
+        add_file_and_list_it_in_a_sha512_manifest,
+        reword_bag_info,
+        add_tag_files,
+        drop_tagmanifest_and_reword,
+    ],
+    ids=lambda v: v.__name__ if v else "untouched",
+)
+def test_readme_steps_without_our_software_catch_a_changed_bundle(good_bundle, archive_key, tmp_path, tamper):
+    """The README's commands for a recipient without our software (openssl, sha256sum, warcio) pass on the
+    bundle as exported and fail on each change, a bundle reworded and signed again included."""
+    openssl = shutil.which("openssl")
+    assert openssl, "OpenSSL 3 is needed for this test: apt-get install openssl"
+    bundle = forged_copy(good_bundle, tmp_path)
+    if tamper is not None:
+        tamper(bundle)
+    script = readme_manual_steps(bundle, archive_key, tmp_path / "bundle.sig")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], capture_output=True, text=True, env=env)
+    if tamper is None:
+        assert done.returncode == 0 and "Signature Verified Successfully" in done.stdout, done.stdout + done.stderr
+    else:
+        assert done.returncode != 0, done.stdout + done.stderr
+
+
 # -- flags (the scan's tables, made here with the columns the flags branch gives them, until it lands) ----------
 def test_flagged_only_exports_flags_and_reviews(demo, tmp_path):
     """The demo's runs flag its PHI (issue 7's scan); one flag gets a review; --flagged exports exactly those."""
@@ -667,7 +736,7 @@ def test_flagged_only_exports_flags_and_reviews(demo, tmp_path):
     assert len(jsonl(out / "data" / "flags.jsonl")) == flag_count
     assert len(jsonl(out / "data" / "flag_reviews.jsonl")) == 1
     assert first[1] in (out / "data" / "report.html").read_text()
-    assert verify(out) == (0, ["bundle verifies"])
+    assert verifies(out)
     edit = out.parent / "edited"
     shutil.copytree(out, edit)
     reviews = edit / "data" / "flag_reviews.jsonl"

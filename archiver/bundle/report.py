@@ -71,8 +71,11 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
     out.append(
         "<p>Every row below is copied from the archive as stored; <code>custody.json</code> holds each row's "
         "ledger entry and the signed checkpoint, <code>evidence.warc.gz</code> the captured records. Check the "
-        "whole bundle with <code>archiver verify-bundle</code>, or with any BagIt validator and "
-        "<code>warcio check</code>.</p>"
+        "whole bundle with <code>archiver verify-bundle --public-key</code> and the archive's public key "
+        "obtained separately from its operators (never the key in the bundle), or without this software: the "
+        "signature in <code>signature.json</code> over <code>tagmanifest-sha256.txt</code> with that key "
+        "(<code>openssl pkeyutl -verify -rawin</code>), both manifests with <code>sha256sum -c</code>, no file "
+        "beside those they list, and <code>warcio check</code>.</p>"
     )
     out.append("<nav><h2>Items</h2><ol>")
     for i, item in enumerate(gathered.items):

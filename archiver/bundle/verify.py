@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 
-from ..checkpoints import _signature_ok, load_public_key, raw_public
+from ..checkpoints import _signature_ok, fingerprint, load_public_key, raw_public
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
@@ -99,6 +100,25 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     for name in [*tables, "items"]:
         problems.extend(_verify_csv(data / f"{name}.jsonl"))
     return problems
+
+
+def verified_summary(path: Path, public_key: Path | None) -> list[str]:
+    """What a bundle that verifies proves, in words, ending with the verdict. Checked only against the key
+    the bundle carries, the signature shows the bundle is as whoever holds that key left it: a forger who
+    changes a bundle and signs it again with a key of their own passes that too. So say which key that is,
+    and how to check against the archive's key instead."""
+    document = json.loads((Path(path) / SIGNATURE_FILE).read_text("utf-8"))
+    signer = fingerprint(document["public_key"])
+    if public_key is not None:
+        return [f"signature checked against the given public key {signer} ({public_key})", "bundle verifies"]
+    return [
+        f"signature checked only against the key the bundle carries itself, {signer}: a bundle changed and "
+        "signed again with any key passes this too",
+        "to check it against the archive's key, obtain archive-ed25519.pub from the archive's operators "
+        f"(`archiver key export`) and run: archiver verify-bundle {shlex.quote(str(path))} "
+        "--public-key archive-ed25519.pub",
+        "bundle verifies against the key it carries, not a key you trust",
+    ]
 
 
 def _verify_items(path: Path, tables: dict[str, list[dict[str, Any]]], problems: list[Problem]) -> list[Problem]:
