@@ -251,12 +251,18 @@ def backup(
 def rebuild(
     out: Annotated[Path, typer.Option("--out", help="The new database to write (must not exist).")],
     config: ConfigOption = DEFAULT_CONFIG,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The archive's public key (PEM) kept elsewhere; default: the one in the key folder."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, one line per run.")] = False,
 ) -> None:
     """Rebuild the database from the WARC files alone, replaying every capture through the connectors.
 
     Proves every fact in the database is backed by a captured record; also how a fixed parser re-reads old
-    captures. The live database is not touched.
+    captures. The live database is not touched. The WARC files are first checked against the signed
+    checkpoints; exit 1 when one is missing, changed or damaged, or an account's replay fails (the database
+    is still written, and said incomplete).
 
     Example: archiver rebuild --config /etc/archiver/archiver.toml --out /tmp/rebuilt.db
     """
@@ -265,10 +271,19 @@ def rebuild(
 
     cfg = load_config(config)
     with replay_progress(on_terminal() and not quiet, typer.echo) as progress:
-        runs = rebuild_database(
-            cfg, out, progress=progress, on_run=progress.run_started, on_note=lambda note: typer.echo(f"note: {note}")
+        outcome = rebuild_database(
+            cfg,
+            out,
+            public_key=public_key,
+            progress=progress,
+            on_run=progress.run_started,
+            on_problem=lambda problem: typer.echo(str(problem)),
         )
-    typer.echo(f"rebuilt {out} from {runs} run(s) of WARC records")
+    done = f"rebuilt {out} from {outcome.runs} run(s) of WARC records"
+    if outcome.errors:
+        typer.echo(f"{done}, but it is INCOMPLETE: {len(outcome.errors)} problem(s) above", err=True)
+        raise typer.Exit(1)
+    typer.echo(done)
 
 
 @app.command()

@@ -5,12 +5,21 @@ ReplaySession that answers its requests with the captured responses (same URL, i
 captured), and what it yields goes through the same store and change detection. Rows point at the original
 records and take their times from them, so the rebuilt items, versions and events equal the live ones.
 A fixed parser re-reads old captures the same way.
+
+Before replaying, every WARC file is checked against what the archive recorded of it: the signed checkpoint
+statements beside the WARCs (under the archive's key) and, when the live database can be read, its
+`warc_files`. Damage is a torn tail (a note) only at the end of the last file of a run that did not finish
+and that nothing recorded; anywhere else it is an error, and so is a replay that fails where the capture
+shows no failure. Errors do not stop the rebuild: the database it can build is written, and said incomplete.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import mmap
 import os
+import sqlite3
 import tempfile
 import threading
 from collections import defaultdict, deque
@@ -19,16 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from requests.structures import CaseInsensitiveDict
 from requests.utils import parse_header_links
 from warcio.archiveiterator import ArchiveIterator
 
+from .checkpoints import (
+    CHECKPOINT_DIR,
+    PUBLIC_KEY,
+    _signature_ok,
+    fingerprint,
+    key_fingerprint,
+    load_public_key,
+    raw_public,
+)
 from .config import Config
 from .connectors.base import Connector, FetchWindow
-from .errors import AuthError, ConfigError, PlatformError, RateLimitedError
+from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
-from .pipeline import RunProgress, RunTransaction, archive_account
-from .recovery import CompleteRecords, file_sha256, fsync_path, scan_warc
+from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
+from .problems import Problem
+from .recovery import CompleteRecords, file_sha256, fsync_path, run_of, scan_warc
 from .store import Store
 from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
 
@@ -51,6 +71,7 @@ class _RunRecords:
     accounts: list[str] = field(default_factory=list)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # its files with damage that is not a torn tail
 
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -75,6 +96,11 @@ class ReplaySession:
         for entry in recorded:
             self.queues[entry.uri].append(entry)
         self.requests_made = 0
+        self.uncaptured: str | None = None  # the GET the capture had no response for, if the replay asked one
+
+    def unreplayed(self) -> int:
+        """How many captured responses the replay has not asked for (none, when it went as the capture did)."""
+        return sum(len(queue) for queue in self.queues.values())
 
     def close(self) -> None:
         pass
@@ -88,6 +114,7 @@ class ReplaySession:
     def _next(self, uri: str) -> Exchange:
         queue = self.queues.get(uri)
         if not queue:
+            self.uncaptured = uri
             raise PlatformError(f"replay of account {self.account}: no captured response for GET {uri}")
         entry = queue.popleft()
         self.requests_made += 1
@@ -166,18 +193,217 @@ def _warc_fields(body: bytes) -> dict[str, str]:
 def _capture_order(path: Path) -> tuple[str, str]:
     """A file's place in capture order: its warcinfo's WARC-Date (microseconds; file names have only seconds,
     and two runs can start within one second), then its name (a run's rotated files share their warcinfo date)."""
-    with open(path, "rb") as fh:
-        for record in ArchiveIterator(fh, no_record_parse=True):
-            return record.rec_headers.get_header("WARC-Date") or "", path.name
+    try:
+        with open(path, "rb") as fh:
+            for record in ArchiveIterator(fh, no_record_parse=True):
+                return record.rec_headers.get_header("WARC-Date") or "", path.name
+    except Exception:  # warcio raises several types; the damage is reported when the file is read
+        return "", path.name
     return "", path.name
 
 
-def index_runs(warc_dir: Path, on_note: Callable[[str], None] | None = None) -> Iterator[_RunRecords]:
+@dataclass(frozen=True)
+class LiveArchive:
+    """What the live database recorded of its runs and WARC files (read-only, when it can be read)."""
+
+    database: Path
+    warc_files: dict[str, str]  # name -> sha256
+    runs: set[str]
+    finished_runs: set[str]  # runs with a result
+    outcomes: dict[tuple[str, str], str]  # (run, account) -> ok / failed
+
+
+def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]]:
+    """The live database's record of its WARC files and runs; None (with a note why) when there is none to read:
+    missing, unreadable, or holding no run (a database lost and made again empty)."""
+    if not database.exists():
+        return None, [
+            Problem(f"database {database}", "not found: WARC files checked against the checkpoints only", "note")
+        ]
+    try:
+        store = Store.open(database, readonly=True)
+        try:
+            conn = store.conn
+            live = LiveArchive(
+                database,
+                {row[0]: row[1] for row in conn.execute("SELECT name, sha256 FROM warc_files")},
+                {row[0] for row in conn.execute("SELECT id FROM runs")},
+                {row[0] for row in conn.execute("SELECT run_id FROM run_results")},
+                {(row[0], row[1]): row[2] for row in conn.execute("SELECT run_id, account, status FROM account_runs")},
+            )
+        finally:
+            store.close()
+    except (ArchiverError, sqlite3.Error) as exc:
+        why = f"cannot be read ({exc}): WARC files checked against the checkpoints only"
+        return None, [Problem(f"database {database}", why, "note")]
+    if not live.runs:
+        return None, [
+            Problem(f"database {database}", "holds no run: WARC files checked against the checkpoints only", "note")
+        ]
+    return live, []
+
+
+def signed_warc_listings(
+    warc_dir: Path, trusted: Ed25519PublicKey | None
+) -> tuple[dict[str, dict[str, str]], list[Problem]]:
+    """The WARC files the checkpoint copies beside the WARCs list, {name: {sha256: "signed in COPY"}}, taken only
+    from copies whose signature holds (under `trusted`, the archive's key, when given); a copy that is not
+    signed so, or not a checkpoint document, is a problem and lists nothing. (checkpoints.py checks copies
+    against the database's rows; this reads them without one.)"""
+    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    listings: dict[str, dict[str, str]] = defaultdict(dict)
+    problems = []
+    for copy in sorted((warc_dir / CHECKPOINT_DIR).glob("checkpoint-*.json")):
+        where = f"checkpoint file {copy.name}"
+        try:
+            document = json.loads(copy.read_text("utf-8"))
+            statement, signature, public = document["statement"], document["signature"], document["public_key"]
+            files = [(f["name"], f["sha256"]) for f in json.loads(statement)["warc_files"]]
+        except (ValueError, KeyError, TypeError):
+            problems.append(Problem(where, "not a checkpoint document: the WARC files it lists are not trusted"))
+            continue
+        if trusted and public != trusted_b64:
+            problems.append(
+                Problem(
+                    where,
+                    f"signed with another key ({fingerprint(public)}), not the archive's "
+                    f"({key_fingerprint(trusted)}): the WARC files it lists are not trusted",
+                )
+            )
+            continue
+        if not _signature_ok(public, signature, statement):
+            problems.append(
+                Problem(where, "signature does not match the statement: the WARC files it lists are not trusted")
+            )
+            continue
+        for name, sha in files:
+            listings[name].setdefault(sha, f"signed in {copy.name}")
+    return listings, problems
+
+
+@dataclass
+class WarcChecks:
+    """Each WARC file on disk against what the archive recorded of it (see `check_warc_files`)."""
+
+    sha256: dict[str, str]  # every file on disk: its digest now
+    recorded: set[str]  # names a signed checkpoint or warc_files lists
+    live: LiveArchive | None
+    problems: list[Problem]
+    last_of_run: dict[str, str] = field(default_factory=dict)  # run id -> its last file on disk, by name
+
+    def may_end_torn(self, name: str) -> bool:
+        """A file may end in a record cut short only when it is the last file of a run that did not finish
+        (a killed run's, until the next run sets the tail aside) and nothing recorded it."""
+        run = run_of(name)
+        if name in self.recorded or run is None or self.last_of_run.get(run) != name:
+            return False
+        return self.live is None or run not in self.live.finished_runs
+
+    def why_not_torn(self, name: str) -> str:
+        run = run_of(name)
+        if name in self.recorded:
+            return "in a file the archive recorded"
+        if run is None:
+            return "in a file whose name names no run"
+        if self.last_of_run.get(run) != name:
+            return f"and file {self.last_of_run.get(run)} of the same run follows"
+        return f"in a file of run {run}, which finished"
+
+
+def check_warc_files(warc_dir: Path, trusted: Ed25519PublicKey | None, live: LiveArchive | None) -> WarcChecks:
+    """Every WARC file the signed checkpoints or the live `warc_files` list must be on disk with that sha256;
+    a file nothing lists must be a run's that has not finished (as far as the live database tells)."""
+    listings, problems = signed_warc_listings(warc_dir, trusted)
+    if live is not None:
+        for name, sha in live.warc_files.items():
+            listings[name].setdefault(sha, f"recorded in warc_files of {live.database}")
+    on_disk = sorted(warc_dir.glob("*.warc.gz"))
+    checks = WarcChecks({p.name: file_sha256(p) for p in on_disk}, set(listings), live, problems)
+    for name in sorted(listings):
+        found = checks.sha256.get(name)
+        for sha, source in listings[name].items():
+            if found != sha:
+                problems.append(
+                    Problem(f"WARC {name}", f"sha256 expected {sha} as {source}, found {found or 'no such file'}")
+                )
+            if found is None:
+                break  # a missing file once
+    for path in on_disk:
+        run = run_of(path.name)
+        if run is not None:
+            checks.last_of_run[run] = max(checks.last_of_run.get(run, path.name), path.name, key=_sequence)
+        if path.name in listings:
+            continue
+        if live is None:
+            problems.append(
+                Problem(f"WARC {path.name}", "listed in no signed checkpoint: a run that did not finish", "note")
+            )
+        elif run in live.finished_runs:
+            problems.append(Problem(f"WARC {path.name}", f"not recorded by the archive, yet its run {run} finished"))
+        elif run not in live.runs:
+            problems.append(Problem(f"WARC {path.name}", "on disk but its run is not in the database (unknown file)"))
+        else:
+            problems.append(Problem(f"WARC {path.name}", f"left by interrupted run {run}, not yet recorded", "note"))
+    return checks
+
+
+def _sequence(name: str) -> int:
+    """A run's files are numbered in the order it wrote them (archiver-STAMP-RUN-00001.warc.gz)."""
+    return int(name.removesuffix(".warc.gz").rsplit("-", 1)[1])
+
+
+GZIP_MEMBER = b"\x1f\x8b\x08"  # every record is a gzip member of its own
+
+
+def _readable_record_after(path: Path, start: int) -> int | None:
+    """Where the first complete record after `start` begins, if any: damage followed by one is not the end of
+    a file that a killed run left cut short."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size <= start + 1:
+            return None
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = data.find(GZIP_MEMBER, start + 1)
+            while at != -1:
+                fh.seek(at)
+                if next(iter(CompleteRecords(fh)), None) is not None:
+                    return at
+                at = data.find(GZIP_MEMBER, at + 1)
+    return None
+
+
+def _damage(path: Path, records: CompleteRecords, checks: WarcChecks | None) -> Problem:
+    """What to say of a file whose reading stopped early: a torn tail (a note) or damage (an error)."""
+    name, end = path.name, records.end
+    what = "block digest does not match" if records.stopped == "incomplete" else f"unreadable: {records.error}"
+    may_end_torn = checks is not None and checks.may_end_torn(name)
+    why_not = checks.why_not_torn(name) if checks is not None else "in a file nothing vouched for"
+    following = _readable_record_after(path, end) if may_end_torn else None
+    if may_end_torn and following is None:
+        if records.stopped == "incomplete":
+            return Problem(
+                f"WARC {name}", f"the record at offset {end} is incomplete (torn tail): not replayed", "note"
+            )
+        return Problem(
+            f"WARC {name}", f"unreadable after offset {end} ({records.error}; torn tail): not replayed", "note"
+        )
+    if following is not None:
+        why_not = f"followed by a readable record at offset {following}"
+    return Problem(
+        f"WARC {name}", f"damaged record at offset {end} ({what}), {why_not}: not replayed, nor what follows"
+    )
+
+
+def index_runs(
+    warc_dir: Path,
+    on_problem: Callable[[Problem], None] | None = None,
+    checks: WarcChecks | None = None,
+) -> Iterator[_RunRecords]:
     """Every run found in the WARC files, in capture order, with each account's exchanges.
 
     Only complete records are replayed: a file is read up to the first record whose block digest fails or
-    that cannot be read, i.e. the torn tail a killed run leaves until the next run sets it aside (told to
-    `on_note`). Rows never point past a complete record, so nothing the database holds is lost by it."""
+    that cannot be read. That is a torn tail (a note to `on_problem`) only where `checks` allow one (the end
+    of the last file of a run that did not finish, which nothing recorded); anywhere else it is an error.
+    Rows never point past a complete record, so a torn tail loses nothing the database holds."""
     current: _RunRecords | None = None
     for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
         with open(path, "rb") as fh:
@@ -218,32 +444,72 @@ def index_runs(warc_dir: Path, on_note: Callable[[str], None] | None = None) -> 
                 elif kind == "response":
                     request = pending_requests.pop(headers.get_header("WARC-Concurrent-To") or "", ref)
                     current.exchanges[account].append(_Recorded(headers.get_header("WARC-Target-URI"), ref, request))
-        if on_note and records.stopped == "incomplete":
-            on_note(f"WARC {path.name}: the record at offset {records.end} is incomplete (torn tail): not replayed")
-        elif on_note and records.stopped:
-            reason = f"{records.error}; torn tail"
-            on_note(f"WARC {path.name}: unreadable after offset {records.end} ({reason}): not replayed")
+        if records.stopped:
+            problem = _damage(path, records, checks)
+            if problem.severity == "error" and current is not None and path in current.files:
+                current.damaged.append(path.name)
+            if on_problem:
+                on_problem(problem)
     if current is not None:
         yield current
+
+
+@dataclass
+class RebuildOutcome:
+    runs: int
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Problems that make the rebuilt database incomplete (the rest are notes)."""
+        return [p for p in self.problems if p.severity == "error"]
 
 
 def rebuild_database(
     config: Config,
     out: Path,
     *,
+    public_key: Path | None = None,
     progress: RunProgress | None = None,
     on_run: Callable[[str, int], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> int:
-    """Replay every WARC under the archive into a new database at `out`; returns the number of runs.
+    on_problem: Callable[[Problem], None] | None = None,
+) -> RebuildOutcome:
+    """Replay every WARC under the archive into a new database at `out`; returns the runs and the problems.
 
+    The WARC files are first checked against the checkpoint copies beside them, signed by `public_key` (default:
+    the archive's, in its key folder), and against the live database's `warc_files` when it can be read.
     `on_run(run_id, responses)` is told as each run's replay starts, with the number of responses it captured;
-    `progress` as its accounts' replays go (`observed` at each commit, `account_finished`); `on_note` of a
-    torn tail left unreplayed."""
+    `progress` as its accounts' replays go (`observed` at each commit, `account_finished`); `on_problem` of each
+    problem as it is found: a file not as recorded, damage, a failed replay (errors: the database is written
+    but incomplete), a torn tail of a killed run, an account that failed when captured too (notes)."""
     if out.exists():
         raise ConfigError(f"{out}: already exists; rebuild writes a new database, choose another --out")
     if out.resolve() == config.archive.database.resolve():
         raise ConfigError(f"{out}: is the live archive database; choose another --out")
+    if public_key is None and (config.archive.keys_dir / PUBLIC_KEY).exists():
+        public_key = config.archive.keys_dir / PUBLIC_KEY
+    trusted = load_public_key(public_key) if public_key is not None else None
+    problems: list[Problem] = []
+
+    def found(problem: Problem) -> None:
+        problems.append(problem)
+        if on_problem:
+            on_problem(problem)
+
+    live, first = read_live_archive(config.archive.database)
+    if trusted is None and any((config.archive.warc_dir / CHECKPOINT_DIR).glob("checkpoint-*.json")):
+        first.append(
+            Problem(
+                "public key",
+                f"none to check the checkpoints' signatures against: keys/{PUBLIC_KEY} is missing; pass "
+                "--public-key with the copy kept elsewhere",
+            )
+        )
+    for problem in first:
+        found(problem)
+    checks = check_warc_files(config.archive.warc_dir, trusted, live)
+    for problem in checks.problems:
+        found(problem)
     progress = progress or RunProgress()
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside `out` under a temporary name and moved there only once complete: an interrupted rebuild
@@ -254,7 +520,7 @@ def rebuild_database(
     try:
         store = Store.open(partial, durable=False)
         try:
-            runs = _replay_runs(config, store, progress, on_run, on_note)
+            runs = _replay_runs(config, store, progress, on_run, found, checks)
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.close()
@@ -267,7 +533,28 @@ def rebuild_database(
     finally:
         for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
             leftover.unlink(missing_ok=True)
-    return runs
+    return RebuildOutcome(runs, problems)
+
+
+def _failed_replay(
+    run: _RunRecords, result: AccountResult, session: ReplaySession | None, checks: WarcChecks
+) -> Problem:
+    """A replay that failed: a note where the capture explains it, else an error."""
+    run_id, where = run.run_id, f"account {result.account} of run {run.run_id}"
+    if run.damaged:
+        return Problem(where, f"replay failed ({result.error}) after the damage in {', '.join(run.damaged)}")
+    live = checks.live
+    captured = live.outcomes.get((run_id, result.account)) if live is not None else None
+    if captured == "failed":
+        return Problem(where, f"failed when captured too (replayed: {result.error})", "note")
+    if captured == "ok":
+        return Problem(where, f"replay failed ({result.error}), though the capture went without failure")
+    if live is not None and run_id in live.runs and run_id not in live.finished_runs:
+        why = "the run was interrupted before the account finished: its replay stops where its capture stops"
+        return Problem(where, f"{why} ({result.error})", "note")
+    if session is not None and session.uncaptured is None and not session.unreplayed():
+        return Problem(where, f"failed as captured: the replay used every captured response ({result.error})", "note")
+    return Problem(where, f"replay failed: {result.error}")
 
 
 def _replay_runs(
@@ -275,11 +562,12 @@ def _replay_runs(
     store: Store,
     progress: RunProgress,
     on_run: Callable[[str, int], None] | None,
-    on_note: Callable[[str], None] | None,
+    on_problem: Callable[[Problem], None],
+    checks: WarcChecks,
 ) -> int:
     accounts = {a.name: a for a in config.accounts}
     runs = 0
-    for run in index_runs(config.archive.warc_dir, on_note):
+    for run in index_runs(config.archive.warc_dir, on_problem, checks):
         if on_run:
             on_run(run.run_id, sum(len(exchanges) for exchanges in run.exchanges.values()))
         with store.transaction():
@@ -303,11 +591,17 @@ def _replay_runs(
                     "names; add it back (enabled = false is enough) to rebuild"
                 )
             recorded = run.exchanges.get(name, [])
+            sessions: list[ReplaySession] = []
 
-            def open_session(connector: Connector, name: str = name, recorded: list = recorded) -> ReplaySession:
-                return ReplaySession(
-                    config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
+            def open_session(
+                connector: Connector, name: str = name, recorded: list = recorded, sessions: list = sessions
+            ) -> ReplaySession:
+                sessions.append(
+                    ReplaySession(
+                        config.archive.warc_dir, name, recorded, connector.token_param, connector.rate_limit_policy()
+                    )
                 )
+                return sessions[-1]
 
             with RunTransaction(store, lambda: None, threading.RLock()) as transaction:
                 result = archive_account(
@@ -322,10 +616,13 @@ def _replay_runs(
                 )
             progress.account_finished(result)
             statuses.append(result.status)
+            if result.status != "ok":
+                on_problem(_failed_replay(run, result, sessions[-1] if sessions else None, checks))
         for path in run.files:
             with store.transaction():
                 size, records = path.stat().st_size, scan_warc(path).records
-                store.append_warc_file(run.run_id, path.name, file_sha256(path), size, records)
+                sha = checks.sha256.get(path.name) or file_sha256(path)
+                store.append_warc_file(run.run_id, path.name, sha, size, records)
         store.append_run_result(run.run_id, "ok" if all(s == "ok" for s in statuses) else "failed", {})
         runs += 1
     return runs

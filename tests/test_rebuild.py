@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from click.testing import Result
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from archiver.checkpoints import PUBLIC_KEY, fingerprint, raw_public
 from archiver.cli import app
+from archiver.demo.mastodon_server import SampleMastodonServer
 from archiver.rebuild import index_runs
+from archiver.recovery import file_sha256, scan_warc
 from archiver.warc import WarcWriter
+
+from .test_crash import TOKEN, small_clinic
+from .test_crash import config as crash_config
 
 VERSION_COLUMNS = (
     "item_key, platform, account, kind, native_id, parent_key, thread_key, conversation_key, author_id, "
@@ -37,7 +54,8 @@ def test_rebuilt_database_equals_the_live_one(demo, tmp_path):
     out = tmp_path / "rebuilt.db"
     result = CliRunner().invoke(app, ["rebuild", "--config", str(demo / "archiver.toml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "from 2 run(s)" in result.output
+    assert result.output.splitlines()[-1] == f"rebuilt {out} from 2 run(s) of WARC records"
+    assert "note:" not in result.output and "INCOMPLETE" not in result.output
     live = sqlite3.connect(demo / "archive" / "archive.db")
     rebuilt = sqlite3.connect(out)
     for name, query in COMPARED.items():
@@ -63,35 +81,210 @@ def test_rebuild_progress_counts_every_captured_response_of_each_run(demo, tmp_p
     screen = io.StringIO()
     with Progress(console=Console(file=screen, force_terminal=True, width=100)) as bars:
         progress = ReplayProgress(bars, echo=lambda line: None)
-        runs = rebuild_database(
+        outcome = rebuild_database(
             load_config(demo / "archiver.toml"), tmp_path / "r.db", progress=progress, on_run=progress.run_started
         )
-    assert runs == 2 and len(bars.tasks) == 2
+    assert outcome.runs == 2 and not outcome.problems and len(bars.tasks) == 2
     for task in bars.tasks:
         assert task.total and task.total > 100 and task.completed == task.total, task
     assert "replaying run" in screen.getvalue()
 
 
-def test_a_torn_tail_left_by_a_killed_run_is_not_replayed_and_is_reported(demo, tmp_path):
-    """Until the next run sets it aside, a killed run's last WARC ends in a record cut short. Rebuild replays
-    the complete records only, says where the tail starts, and gives the same database (rows never point
-    into a torn tail)."""
-    import shutil
+def rebuild(config: Path, out: Path) -> Result:
+    return CliRunner().invoke(app, ["rebuild", "--config", str(config), "--out", str(out)])
 
-    copy = tmp_path / "demo"
-    shutil.copytree(demo, copy)
+
+def recorded_warcs(archive: Path) -> list[tuple[str, str, int]]:
+    conn = sqlite3.connect(archive / "archive.db")
+    try:
+        return conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name").fetchall()
+    finally:
+        conn.close()
+
+
+def flip_a_byte_in_the_first_recorded_warc(demo: Path, tmp_path: Path) -> tuple[Path, Path, str]:
+    """A copy of the demo with one byte flipped a third of the way into its first recorded WARC file:
+    (the copy, the file, the sha256 the archive signed for it)."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    name, signed_sha, size = recorded_warcs(copy / "archive")[0]
+    path = copy / "archive" / "warcs" / name
+    data = bytearray(path.read_bytes())
+    data[size // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return copy, path, signed_sha
+
+
+def test_a_byte_flipped_in_a_recorded_warc_fails_the_rebuild_naming_file_and_offset(demo, tmp_path):
+    """Damage inside a closed file the archive recorded and signed is not a torn tail: the rebuild names the
+    file, the signed and the found digest and where the damage starts, and exits 1 (not a note and exit 0
+    with a third of the item versions)."""
+    copy, path, signed_sha = flip_a_byte_in_the_first_recorded_warc(demo, tmp_path)
+    name = path.name
+    damaged_at = scan_warc(path).complete_bytes  # the start of the record the flipped byte is in
+    assert 0 < damaged_at <= path.stat().st_size // 3
+
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert f"WARC {name}: sha256 expected {signed_sha} as signed in checkpoint-" in result.output
+    assert f"found {file_sha256(path)}" in result.output
+    assert f"WARC {name}: damaged record at offset {damaged_at} " in result.output
+    assert "torn tail" not in result.output
+    assert "replay failed" in result.output  # the accounts whose exchanges lie after the damage
+    assert "INCOMPLETE" in result.output
+
+
+def test_a_recorded_warc_deleted_fails_the_rebuild_naming_it(demo, tmp_path):
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    name, signed_sha, _ = recorded_warcs(copy / "archive")[-1]
+    (copy / "archive" / "warcs" / name).unlink()
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert f"WARC {name}: sha256 expected {signed_sha} as signed in checkpoint-" in result.output
+    assert "found no such file" in result.output
+    assert "INCOMPLETE" in result.output
+
+
+def test_a_tail_added_to_a_recorded_warc_is_not_taken_for_a_torn_tail(demo, tmp_path):
+    """Bytes after the end of a closed, signed file: the file is not the one the archive recorded."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
     warcs = sorted((copy / "archive" / "warcs").glob("*.warc.gz"))
     size = warcs[-1].stat().st_size
     with open(warcs[-1], "ab") as fh:
         fh.write(warcs[0].read_bytes()[:300])  # the start of a record, cut short
-    out = tmp_path / "rebuilt.db"
-    result = CliRunner().invoke(app, ["rebuild", "--config", str(copy / "archiver.toml"), "--out", str(out)])
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert f"WARC {warcs[-1].name}: damaged record at offset {size} " in result.output
+    assert f"WARC {warcs[-1].name}: sha256 expected" in result.output
+    assert "torn tail" not in result.output
+
+
+def test_a_checkpoint_statement_changed_without_the_key_is_not_trusted(demo, tmp_path):
+    """A listing is believed only under the archive key's signature: a statement edited to match a changed
+    file is named, and the file is still checked against what the database recorded."""
+    copy, path, signed_sha = flip_a_byte_in_the_first_recorded_warc(demo, tmp_path)
+    name = path.name
+    found = file_sha256(path)
+    edited = []
+    for copy_path in sorted((copy / "archive" / "warcs" / "checkpoints").glob("checkpoint-*.json")):
+        document = json.loads(copy_path.read_text())
+        document["statement"] = document["statement"].replace(signed_sha, found)
+        copy_path.write_text(json.dumps(document))
+        edited.append(copy_path.name)
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    for copy_name in edited:
+        assert f"checkpoint file {copy_name}: signature does not match the statement" in result.output
+    assert f"WARC {name}: sha256 expected {signed_sha} as recorded in warc_files" in result.output
+
+
+def test_a_checkpoint_re_signed_with_another_key_is_not_trusted(demo, tmp_path):
+    """Whoever changes a WARC and signs new statements with a key of their own is named: only the archive's
+    key vouches for a listing."""
+    copy, path, signed_sha = flip_a_byte_in_the_first_recorded_warc(demo, tmp_path)
+    name = path.name
+    forger = Ed25519PrivateKey.generate()
+    forged_public = base64.b64encode(raw_public(forger.public_key())).decode("ascii")
+    for copy_path in sorted((copy / "archive" / "warcs" / "checkpoints").glob("checkpoint-*.json")):
+        statement = json.loads(copy_path.read_text())["statement"].replace(signed_sha, file_sha256(path))
+        signature = base64.b64encode(forger.sign(statement.encode("utf-8"))).decode("ascii")
+        copy_path.write_text(json.dumps({"statement": statement, "signature": signature, "public_key": forged_public}))
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert f"signed with another key ({fingerprint(forged_public)})" in result.output
+    assert f"WARC {name}: sha256 expected {signed_sha} as recorded in warc_files" in result.output
+
+
+def test_the_public_key_kept_elsewhere_is_given_with_public_key(demo, tmp_path):
+    """As for verify: without keys/archive-ed25519.pub no signature can be trusted, which is an error, and
+    --public-key names the copy kept elsewhere."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    kept = tmp_path / "kept.pub"
+    (copy / "archive" / "keys" / PUBLIC_KEY).rename(kept)
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert "public key: none to check the checkpoints' signatures against" in result.output
+    out = tmp_path / "with-key.db"
+    result = CliRunner().invoke(
+        app, ["rebuild", "--config", str(copy / "archiver.toml"), "--out", str(out), "--public-key", str(kept)]
+    )
     assert result.exit_code == 0, result.output
-    assert f"note: WARC {warcs[-1].name}: the record at offset {size} is incomplete (torn tail)" in result.output
-    live = sqlite3.connect(copy / "archive" / "archive.db")
-    rebuilt = sqlite3.connect(out)
-    for name, query in COMPARED.items():
-        assert rebuilt.execute(query).fetchall() == live.execute(query).fetchall(), name
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """An archive whose second run was SIGKILLed half way (as tests/test_crash.py kills runs): its WARC file
+    is not recorded, and its run has no result. The server holds its answer to the 15th request until the
+    run is dead, so the kill always lands there."""
+    directory = tmp_path_factory.mktemp("killed")
+    reached, release = threading.Event(), threading.Event()
+    with SampleMastodonServer(small_clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(directory, server.base_url)
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+        begin = len(server.requests_log)
+
+        def hold(path: str) -> None:
+            if len(server.requests_log) - begin >= 15:
+                reached.set()
+                release.wait(60)
+
+        server.on_request = hold
+        process = subprocess.Popen(
+            [sys.executable, "-m", "archiver.cli", "run", "--config", str(cfg), "--quiet"],
+            env={**os.environ, "CRASH_TOKEN": TOKEN, "ARCHIVER_COMMIT_EVERY": "7"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert reached.wait(60), "the second run never reached its 15th request"
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        finally:
+            release.set()
+    return directory
+
+
+def killed_run_warc(directory: Path) -> Path:
+    recorded = {name for name, _, _ in recorded_warcs(directory / "arch")}
+    [path] = [p for p in (directory / "arch" / "warcs").glob("*.warc.gz") if p.name not in recorded]
+    return path
+
+
+def test_a_torn_tail_of_a_killed_run_is_a_note_and_the_rebuild_succeeds(killed, tmp_path):
+    """A killed run's last file may end in a record cut short (until the next run sets it aside): the rebuild
+    replays its complete records, says where the tail starts, says that the account's replay stops where
+    its capture stops, and exits 0. Nothing the live database holds is missing from the rebuilt one."""
+    copy = shutil.copytree(killed, tmp_path / "killed")
+    path = killed_run_warc(copy)
+    torn_at = scan_warc(path).complete_bytes  # the kill itself may have cut the last record
+    with open(path, "ab") as fh:
+        fh.write(sorted(path.parent.glob("*.warc.gz"))[0].read_bytes()[:300])  # the start of a record, cut short
+    out = tmp_path / "rebuilt.db"
+    result = rebuild(copy / "archiver.toml", out)
+    assert result.exit_code == 0, result.output
+    assert f"note: WARC {path.name}: the record at offset {torn_at} is incomplete (torn tail)" in result.output
+    assert "note: account clinic of run " in result.output and "was interrupted" in result.output
+    assert "INCOMPLETE" not in result.output
+    live = sqlite3.connect(copy / "arch" / "archive.db").execute(COMPARED["item_versions"]).fetchall()
+    rebuilt = sqlite3.connect(out).execute(COMPARED["item_versions"]).fetchall()
+    assert live and rebuilt[: len(live)] == live
+
+
+def test_damage_followed_by_readable_records_in_a_killed_run_file_is_an_error(killed, tmp_path):
+    """Even in the file a killed run left, damage is a torn tail only at its end."""
+    copy = shutil.copytree(killed, tmp_path / "killed")
+    path = killed_run_warc(copy)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged_at = scan_warc(path).complete_bytes
+    result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    assert f"WARC {path.name}: damaged record at offset {damaged_at} " in result.output
+    assert "followed by a readable record at offset" in result.output
+    assert "replay failed (replay of account clinic: no captured response for GET" in result.output
+    assert f"after the damage in {path.name}" in result.output
+    assert "torn tail" not in result.output and "note: account clinic" not in result.output
 
 
 def test_rebuild_refuses_to_overwrite(demo):
