@@ -233,6 +233,26 @@ def test_export_by_dates_and_combined_selectors(demo, tmp_path):
     assert export(demo, tmp_path / "captured", "--captured-from", day, "--captured-to", day)[0] == 0
 
 
+def test_author_handles_stored_with_an_at_sign_are_selected(demo, tmp_path):
+    """YouTube stores a handle with its '@' ("@MayaCastillo96"): --author finds it given with or without the
+    '@', in any case, and alongside another author (where it used to be left out without a word)."""
+    conn = db(demo)
+    handle = conn.execute(
+        "SELECT author_handle FROM item_versions WHERE platform = 'youtube' AND author_handle LIKE '@%' ORDER BY id"
+    ).fetchone()[0]
+    theirs = items_of(conn, "author_handle = ?", handle)
+    ruths = items_of(conn, "author_handle = 'ruth113'")
+    conn.close()
+    assert theirs and ruths
+    for n, given in enumerate((handle, handle[1:], handle[1:].lower())):
+        code, output = export(demo, tmp_path / f"one-{n}", "--author", given)
+        assert code == 0, output
+        assert {r["item_key"] for r in jsonl(tmp_path / f"one-{n}" / "data" / "items.jsonl")} == theirs, given
+    code, output = export(demo, tmp_path / "both", "--author", "ruth113", "--author", handle)
+    assert code == 0, output
+    assert {r["item_key"] for r in jsonl(tmp_path / "both" / "data" / "items.jsonl")} == theirs | ruths
+
+
 def test_thread_context_adds_parents_and_replies(demo, tmp_path):
     conn = db(demo)
     reply = conn.execute(

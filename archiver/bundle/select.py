@@ -100,9 +100,10 @@ def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str
         where.append(f"(v.thread_key IN ({marks}) OR v.conversation_key IN ({marks}) OR v.item_key IN ({marks}))")
         params.extend(selectors.threads * 3)
     if selectors.authors:
+        # Handles compared without their '@' on both sides: YouTube stores "@name", the others "name".
         handles = tuple(a.lstrip("@").lower() for a in selectors.authors)
         marks = ",".join("?" for _ in handles)
-        where.append(f"(lower(v.author_handle) IN ({marks}) OR v.author_id IN ({marks}))")
+        where.append(f"(lower(ltrim(v.author_handle, '@')) IN ({marks}) OR v.author_id IN ({marks}))")
         params.extend(handles + tuple(selectors.authors))
     if selectors.accounts:
         where.append(_any_of("v.account", selectors.accounts, params))
