@@ -298,6 +298,47 @@ def test_out_folder_is_never_overwritten(demo, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def archive_counts(demo: Path) -> list[int]:
+    conn = db(demo)
+    try:
+        return [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("exports", "checkpoints", "ledger")]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("where", ["a file's subfolder", "/dev/null/bundle", "/proc/archiver-bundle"])
+def test_an_out_folder_that_cannot_be_made_is_one_line_exit_2(demo, tmp_path, where):
+    if where.startswith("a file"):
+        (tmp_path / "afile").write_text("a file")
+        out = tmp_path / "afile" / "bundle"
+    else:
+        out = Path(where)
+    before = archive_counts(demo)
+    code, output = export(demo, out, "--author", "ruth113")
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert (
+        output.startswith(f"archiver: error: --out {out}: cannot make the bundle folder there") and "choose" in output
+    )
+    assert archive_counts(demo) == before and not out.exists()
+
+
+def test_a_bundle_at_out_always_has_its_export_recorded(demo, tmp_path, monkeypatch):
+    """The export is recorded before the finished bundle moves into --out: when recording fails (a full
+    disk, say), no bundle is left at --out, nor its staging folder beside it."""
+    from archiver.errors import StoreError
+
+    def refuse(self, row):
+        raise StoreError("database or disk is full (injected)")
+
+    monkeypatch.setattr(Store, "append_export", refuse)
+    before = archive_counts(demo)[0]
+    out = tmp_path / "case"
+    code, output = export(demo, out, "--author", "ruth113")
+    assert code == 1 and "database or disk is full (injected)" in output, output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert archive_counts(demo)[0] == before
+
+
 def test_no_secret_in_the_bundle_and_wacz_validates(demo, tmp_path):
     out = tmp_path / "wacz"
     code, output = export(demo, out, "--platform", "mastodon", "--posted-from", "2000-01-01", "--wacz")

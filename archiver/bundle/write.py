@@ -19,8 +19,9 @@ which lists every payload file. signature.json is the one file nothing signs, so
 and verify-bundle allows no other file beside these.
 
 Before writing, the archive's ledger head is signed (a new checkpoint unless the latest one already covers
-it), so every row in the bundle is covered by the checkpoint the bundle carries. The export itself is then
-appended to the archive's `exports` register.
+it), so every row in the bundle is covered by the checkpoint the bundle carries. The bundle is written into a
+staging folder beside --out; the export is appended to the archive's `exports` register, and only then is the
+folder moved to --out: a bundle at --out always has its export recorded.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import bagit
 from .. import __version__
 from ..checkpoints import load_private_key, public_pem, raw_public
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ArchiverError, ConfigError
 from ..lock import archive_lock
 from ..store import Store
 from ..warc import iso, utcnow
@@ -84,15 +85,28 @@ def _staging(out: Path) -> Iterator[Path]:
     """A folder beside `out` that becomes `out` only when the bundle is complete; removed on failure, so a
     half-written bundle is never left where a finished one is expected."""
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot make the bundle folder there ({exc.strerror or exc}); choose a folder in a "
+            "place you can write to"
+        ) from None
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        out.rmdir()  # empty, checked before
-    staging.rename(out)
+    try:
+        if out.exists():
+            out.rmdir()  # empty, checked before
+        staging.rename(out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArchiverError(
+            f"--out {out}: the finished bundle could not be moved there ({exc.strerror or exc}); its export is "
+            "in the archive's exports register, the bundle is not: export again to a new folder"
+        ) from None
 
 
 def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
@@ -145,33 +159,48 @@ def export_bundle(
             if not keys:
                 raise ConfigError(f"no archived item matches the selectors {json.dumps(selectors.as_dict())}")
             _check_out(out)
-            on_step(f"signing the ledger head ({len(keys)} items selected)")
-            checkpoint = _latest_checkpoint(store, config)
-            on_step("reading rows and ledger entries")
-            gathered = gather_rows(store.conn, keys)
-            with _staging(out) as staging:
+            with _staging(out) as staging:  # made first: an --out that cannot be made changes nothing
+                on_step(f"signing the ledger head ({len(keys)} items selected)")
+                checkpoint = _latest_checkpoint(store, config)
+                on_step("reading rows and ledger entries")
+                gathered = gather_rows(store.conn, keys)
                 manifest, signature, custody = _write_bag(
                     config, store, staging, case_id, selectors, gathered, checkpoint, wacz, on_step
                 )
-            export_id = store.append_export(
-                {
-                    "case_id": case_id,
-                    "exported_at": custody["exported_at"],
-                    "exported_by": custody["exported_by"],
-                    "host": custody["host"],
-                    "software_version": __version__,
-                    "selectors": json.dumps(selectors.as_dict(), sort_keys=True),
-                    "counts": json.dumps(custody["counts"], sort_keys=True),
-                    "checkpoint_id": checkpoint["id"],
-                    "bundle_path": str(out),
-                    "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-                    "tagmanifest_sha256": hashlib.sha256((out / TAGMANIFEST).read_bytes()).hexdigest(),
-                    "signature": signature,
-                }
-            )
+                on_step("recording the export")
+                export_id = _record_export(store, out, staging, selectors, checkpoint, custody, (manifest, signature))
         finally:
             store.close()
     return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest())
+
+
+def _record_export(
+    store: Store,
+    out: Path,
+    staging: Path,
+    selectors: Selectors,
+    checkpoint: dict[str, Any],
+    custody: dict[str, Any],
+    signed: tuple[bytes, str],
+) -> int:
+    """Append the export to the archive's register, before the bundle is moved to `out`."""
+    manifest, signature = signed
+    return store.append_export(
+        {
+            "case_id": custody["case_id"],
+            "exported_at": custody["exported_at"],
+            "exported_by": custody["exported_by"],
+            "host": custody["host"],
+            "software_version": __version__,
+            "selectors": json.dumps(selectors.as_dict(), sort_keys=True),
+            "counts": json.dumps(custody["counts"], sort_keys=True),
+            "checkpoint_id": checkpoint["id"],
+            "bundle_path": str(out),
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "tagmanifest_sha256": hashlib.sha256((staging / TAGMANIFEST).read_bytes()).hexdigest(),
+            "signature": signature,
+        }
+    )
 
 
 def _write_bag(
