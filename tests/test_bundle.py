@@ -530,6 +530,116 @@ def test_tampering_is_caught(good_bundle, tmp_path, tamper, expected):
     assert lines[-1].endswith("problem(s) found")
 
 
+def edit_json(name: str, change) -> object:
+    def tamper(bundle: Path) -> None:
+        path = bundle / "data" / name
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+    tamper.__name__ = change.__name__
+    return tamper
+
+
+def edit_rows(name: str, change) -> object:
+    def tamper(bundle: Path) -> None:
+        path = bundle / "data" / name
+        rows = jsonl(path)
+        change(rows)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    tamper.__name__ = change.__name__
+    return tamper
+
+
+def append_bytes(name: str, data: bytes) -> object:
+    def tamper(bundle: Path) -> None:
+        with open(bundle / "data" / name, "ab") as fh:
+            fh.write(data)
+
+    tamper.__name__ = f"append_{data!r}_to_{name}"
+    return tamper
+
+
+def signature_json_null(bundle: Path) -> None:
+    (bundle / "signature.json").write_text("null")
+
+
+def custody_a_list(custody):
+    return []
+
+
+def statement_not_json(custody):
+    custody["checkpoint"]["statement"] = "not json"
+    return custody
+
+
+def statement_without_ledger(custody):
+    custody["checkpoint"]["statement"] = "{}"
+    return custody
+
+
+def checkpoint_a_list(custody):
+    custody["checkpoint"] = []
+    return custody
+
+
+def ledger_entry_a_list(custody):
+    custody["ledger_entries"].append([1])
+    return custody
+
+
+def ledger_hash_not_hex(custody):
+    custody["ledger_entries"][0]["prev_hash"] = "zz"
+    return custody
+
+
+def warc_record_a_string(custody):
+    custody["warc_records"][0] = "x"
+    return custody
+
+
+def raw_json_not_json(rows):
+    rows[0]["raw_json"] = "{"
+
+
+def raw_json_missing(rows):
+    del rows[0]["raw_json"]
+
+
+def media_sha256_a_list(rows):
+    rows[0]["sha256"] = [1]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "where"),
+    [
+        (signature_json_null, "signature.json: not a JSON object"),
+        (edit_json("custody.json", custody_a_list), "data/custody.json: not a JSON object"),
+        (edit_json("custody.json", statement_not_json), "data/custody.json checkpoint: statement"),
+        (edit_json("custody.json", statement_without_ledger), "data/custody.json checkpoint: statement"),
+        (edit_json("custody.json", checkpoint_a_list), "data/custody.json checkpoint: "),
+        (edit_json("custody.json", ledger_entry_a_list), "data/custody.json ledger_entries"),
+        (edit_json("custody.json", ledger_hash_not_hex), "data/custody.json ledger_entries"),
+        (edit_json("custody.json", warc_record_a_string), "data/custody.json warc_records"),
+        (append_bytes("events.jsonl", b"[1,2]\n"), "data/events.jsonl line"),
+        (append_bytes("item_versions.jsonl", b"{\n"), "data/item_versions.jsonl line"),
+        (append_bytes("events.jsonl", b"\xff\n"), "data/events.jsonl"),
+        (append_bytes("custody.json", b"\xff"), "data/custody.json"),
+        (edit_rows("item_versions.jsonl", raw_json_not_json), "data/item_versions.jsonl id="),
+        (edit_rows("item_versions.jsonl", raw_json_missing), "data/item_versions.jsonl id="),
+        (edit_rows("media_files.jsonl", media_sha256_a_list), "data/media_files.jsonl url="),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else "",
+)
+def test_malformed_bundle_files_are_problems_not_tracebacks(good_bundle, tmp_path, tamper, where):
+    bundle = tmp_path / "copy"
+    shutil.copytree(good_bundle, bundle)
+    tamper(bundle)
+    result = CliRunner().invoke(app, ["verify-bundle", str(bundle)])
+    lines = result.output.strip().splitlines()
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert lines[-1].endswith("problem(s) found") and any(line.startswith(where) for line in lines), lines
+
+
 def test_verify_bundle_needs_no_archive(demo, tmp_path):
     """Export from a copy of the archive, remove the archive, move the bundle: it still verifies, in a new
     process started elsewhere."""

@@ -61,6 +61,7 @@ from .write import (
 
 UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
 ANY_MANIFEST = re.compile(r"^(tag)?manifest-.+\.txt$")
+HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_FILES = ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SIGNATURE_FILE)  # and data/
 SIGNATURE_FIELDS = ("type", "signed_file", "signature", "public_key", "public_key_pem")
 # Per format of signature.json: the file it signs, and the files the tag manifest lists.
@@ -79,7 +80,7 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
         return problems
     problems.extend(_verify_files(path))
     data = path / "data"
-    custody = _read_json(data / "custody.json", problems)
+    custody = _read_object(data / "custody.json", problems)
     problems.extend(_verify_signature(path, custody, trusted))
     if custody is None:
         return problems
@@ -87,18 +88,61 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
         problems.append(Problem("data/custody.json", f"type expected {CUSTODY_TYPE}, found {custody.get('type')}"))
         return problems
     problems.extend(_verify_bag_info(path / "bag-info.txt", custody))
-    checkpoint = custody.get("checkpoint", {})
-    statement = checkpoint.get("statement", "")
-    if not _signature_ok(checkpoint.get("public_key", ""), checkpoint.get("signature", ""), statement):
+    malformed = _verify_custody_shape(custody)
+    if malformed:  # the records and rows are checked against what custody.json says: it must say it in form
+        return [*problems, *malformed]
+    checkpoint = custody["checkpoint"]
+    if not _signature_ok(checkpoint["public_key"], checkpoint["signature"], checkpoint["statement"]):
         problems.append(Problem("data/custody.json checkpoint", "signature does not match the statement"))
     records = {}
     problems.extend(_verify_extract(data / EXTRACT, custody, records))
     tables = {t: _read_jsonl(data / f"{t}.jsonl", problems) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
     problems.extend(_verify_ledger(tables, custody))
     problems.extend(_verify_payloads(data, tables, records))
-    problems.extend(_verify_items(data / "items.jsonl", tables, problems))
-    for name in [*tables, "items"]:
-        problems.extend(_verify_csv(data / f"{name}.jsonl"))
+    items_path = data / "items.jsonl"
+    if not items_path.exists():
+        return [*problems, Problem(_rel(items_path), "missing")]
+    items = _read_jsonl(items_path, problems)
+    problems.extend(_verify_items(items, tables))
+    for name, rows in [*tables.items(), ("items", items)]:
+        problems.extend(_verify_csv(data / f"{name}.jsonl", rows))
+    return problems
+
+
+def _verify_custody_shape(custody: dict[str, Any]) -> list[Problem]:
+    """custody.json holds what the other checks read, in the form they read it; each departure one line."""
+    where = "data/custody.json"
+    problems = []
+    checkpoint = custody.get("checkpoint")
+    if not isinstance(checkpoint, dict) or not all(
+        isinstance(checkpoint.get(k), str) for k in ("statement", "signature", "public_key")
+    ):
+        problems.append(Problem(f"{where} checkpoint", "not an object with statement, signature and public_key"))
+    else:
+        try:
+            signed = json.loads(checkpoint["statement"])["ledger"]
+            ok = isinstance(signed["seq"], int) and isinstance(signed["hash"], str)
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            problems.append(Problem(f"{where} checkpoint", "statement is not JSON naming the ledger's seq and hash"))
+    shapes = {
+        "ledger_entries": ({"seq": int, "table_name": str, "row_key": str}, ("row_sha256", "prev_hash", "hash")),
+        "warc_records": ({"record_id": str, "offset": int, "length": int}, ("sha256",)),
+    }
+    for name, (typed, digests) in shapes.items():
+        values = custody.get(name)
+        if not isinstance(values, list):
+            problems.append(Problem(f"{where} {name}", "not a list"))
+            continue
+        for n, value in enumerate(values):
+            if not (
+                isinstance(value, dict)
+                and all(type(value.get(k)) is t for k, t in typed.items())
+                and all(isinstance(value.get(k), str) and HEX_SHA256.match(value[k]) for k in digests)
+            ):
+                fields = ", ".join([*typed, *digests])
+                problems.append(Problem(f"{where} {name}[{n}]", f"not an object with {fields} (digests in hex)"))
     return problems
 
 
@@ -121,36 +165,51 @@ def verified_summary(path: Path, public_key: Path | None) -> list[str]:
     ]
 
 
-def _verify_items(path: Path, tables: dict[str, list[dict[str, Any]]], problems: list[Problem]) -> list[Problem]:
+def _verify_items(items: list[dict[str, Any]], tables: dict[str, list[dict[str, Any]]]) -> list[Problem]:
     """items.jsonl (the reading aid) says what the versions it names say."""
-    if not path.exists():
-        return [Problem(_rel(path), "missing")]
-    versions = {v.get("id"): v for v in tables.get("item_versions", [])}
+    versions = {str(v.get("id")): v for v in tables.get("item_versions", [])}
     found = []
-    for item in _read_jsonl(path, problems):
-        version = versions.get(item.get("version_id"))
+    for item in items:
+        version = versions.get(str(item.get("version_id")))
         if version is None or any(item.get(k) != version.get(k) for k in ("item_key", "text", "author_handle")):
             found.append(Problem(f"data/items.jsonl {item.get('item_key')}", "differs from its version row"))
     return found
 
 
-def _read_json(path: Path, problems: list[Problem]) -> Any:
+def _read_object(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    """A JSON file's object; None, with the problem said, when it is missing or not a JSON object."""
     try:
-        return json.loads(path.read_text("utf-8"))
+        value = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         problems.append(Problem(_rel(path), "missing"))
+        return None
     except ValueError as exc:
         problems.append(Problem(_rel(path), f"not valid JSON ({exc})"))
-    return None
+        return None
+    if not isinstance(value, dict):
+        problems.append(Problem(_rel(path), "not a JSON object"))
+        return None
+    return value
 
 
 def _read_jsonl(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines file; a line that is not a JSON object is a problem, and left out."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(_rel(path), f"cannot be read as UTF-8 text ({exc})"))
+        return []
     rows = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             problems.append(Problem(f"{_rel(path)} line {n}", "not valid JSON"))
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            problems.append(Problem(f"{_rel(path)} line {n}", "not a JSON object"))
     return rows
 
 
@@ -236,10 +295,10 @@ def _manifest_paths(text: str) -> set[str]:
 def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None) -> list[Problem]:
     where = SIGNATURE_FILE
     problems: list[Problem] = []
-    document = _read_json(path / SIGNATURE_FILE, problems)
+    document = _read_object(path / SIGNATURE_FILE, problems)
     if document is None:
         return problems
-    if not isinstance(document, dict) or not all(isinstance(document.get(k), str) for k in SIGNATURE_FIELDS):
+    if not all(isinstance(document.get(k), str) for k in SIGNATURE_FIELDS):
         return [Problem(where, f"not a bundle signature ({', '.join(SIGNATURE_FIELDS)})")]
     problems.extend(
         Problem(where, f"field {name} is not part of a bundle signature (added)")
@@ -272,7 +331,8 @@ def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None
         trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii")
         if key_b64 != trusted_b64:
             problems.append(Problem(where, f"signed with key {key_b64}, not the given public key {trusted_b64}"))
-    if isinstance(custody, dict) and custody.get("checkpoint", {}).get("public_key") != key_b64:
+    checkpoint = custody.get("checkpoint") if isinstance(custody, dict) else None
+    if isinstance(checkpoint, dict) and checkpoint.get("public_key") != key_b64:
         problems.append(
             Problem(where, f"signed with key {key_b64}, not the archive key that signed the checkpoint in custody.json")
         )
@@ -437,40 +497,48 @@ def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], record
     payloads: dict[str, _JsonIndex | None] = {}  # a listing's record holds many versions: parse it once
     for row in tables.get("item_versions", []):
         where = f"data/item_versions.jsonl id={row.get('id')}"
-        record_id = row.get("warc_record_id", "")
+        record_id = str(row.get("warc_record_id"))
         block = records.get(record_id)
         if block is None:
-            problems.append(Problem(where, f"WARC record {row.get('warc_record_id')} is not in the extract"))
+            problems.append(Problem(where, f"WARC record {record_id} is not in the extract"))
+            continue
+        try:
+            raw = json.loads(row["raw_json"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(Problem(where, "raw_json missing or not JSON text"))
             continue
         if record_id not in payloads:
             payloads[record_id] = _JsonIndex.of(block.partition(b"\r\n\r\n")[2])
         payload = payloads[record_id]
-        if payload is None or not payload.contains(json.loads(row["raw_json"])):
-            problems.append(Problem(where, f"raw_json not found in the payload of WARC record {row['warc_record_id']}"))
+        if payload is None or not payload.contains(raw):
+            problems.append(Problem(where, f"raw_json not found in the payload of WARC record {record_id}"))
     media_dir = data / "media"
     on_disk = {p.name.split(".")[0]: p for p in media_dir.iterdir()} if media_dir.exists() else {}
     for row in tables.get("media_files", []):
         where = f"data/media_files.jsonl url={row.get('url')}"
-        block = records.get(row.get("warc_record_id", ""))
+        record_id, sha = str(row.get("warc_record_id")), str(row.get("sha256"))
+        block = records.get(record_id)
         body_sha = hashlib.sha256(block.partition(b"\r\n\r\n")[2]).hexdigest() if block is not None else None
-        if body_sha != row["sha256"]:
-            problems.append(Problem(where, f"WARC record {row['warc_record_id']} body sha256 is not {row['sha256']}"))
-        file = on_disk.get(row["sha256"])
+        if body_sha != sha:
+            problems.append(Problem(where, f"WARC record {record_id} body sha256 is not {sha}"))
+        file = on_disk.get(sha)
         if file is None:
-            problems.append(Problem(where, f"media file {row['sha256']} missing from data/media"))
-        elif hashlib.sha256(file.read_bytes()).hexdigest() != row["sha256"]:
-            problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {row['sha256']}"))
+            problems.append(Problem(where, f"media file {sha} missing from data/media"))
+        elif hashlib.sha256(file.read_bytes()).hexdigest() != sha:
+            problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {sha}"))
     return problems
 
 
-def _verify_csv(jsonl: Path) -> list[Problem]:
+def _verify_csv(jsonl: Path, rows: list[dict[str, Any]]) -> list[Problem]:
     """The CSV holds the same rows as the JSON Lines (values as text)."""
     path = jsonl.with_suffix(".csv")
-    if not jsonl.exists() or not path.exists():
-        return [Problem(_rel(path), "missing")] if jsonl.exists() else []
-    rows = [json.loads(line) for line in jsonl.read_text("utf-8").splitlines() if line.strip()]
-    with open(path, encoding="utf-8", newline="") as fh:
-        found = list(csv.DictReader(fh))
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            found = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        return [Problem(_rel(path), "missing")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return [Problem(_rel(path), f"cannot be read as CSV ({exc})")]
     expected = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
     if len(found) != len(expected):
         return [Problem(_rel(path), f"{len(found)} rows, the JSON Lines hold {len(expected)}")]
