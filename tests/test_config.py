@@ -166,4 +166,3 @@ def test_an_archive_path_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "archive database cannot be used" in result.output
-
