@@ -339,6 +339,32 @@ def test_a_bundle_at_out_always_has_its_export_recorded(demo, tmp_path, monkeypa
     assert archive_counts(demo)[0] == before
 
 
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(demo, tmp_path):
+    """A comment starting with '@' (a Mastodon mention), '=', '+', '-', a tab or a CR would be read by a
+    spreadsheet as a formula: in the CSVs such a cell gets a leading ', the JSON Lines keep the text as
+    stored, and verify-bundle holds the CSV to that same rule."""
+    import csv
+
+    conn = db(demo)
+    key, text = conn.execute("SELECT item_key, text FROM items WHERE text LIKE '@%' ORDER BY item_key").fetchone()
+    conn.close()
+    out = tmp_path / "mention"
+    assert export(demo, out, "--item", key)[0] == 0
+    for name in ("items", "item_versions"):
+        assert [r["text"] for r in jsonl(out / "data" / f"{name}.jsonl")][-1] == text
+        with open(out / "data" / f"{name}.csv", encoding="utf-8", newline="") as fh:
+            assert [r["text"] for r in csv.DictReader(fh)][-1] == "'" + text
+    assert verifies(out)
+    # A CSV with the cell as it was (a live formula) is not what the bundle's rule writes.
+    forged = tmp_path / "forged"
+    shutil.copytree(out, forged)
+    path = forged / "data" / "items.csv"
+    path.write_text(path.read_text("utf-8").replace("'" + text, text), "utf-8")
+    regenerate_manifests(forged)
+    code, lines = verify(forged)
+    assert code == 1 and "data/items.csv line 2: differs from the JSON Lines row" in lines, lines
+
+
 def test_no_secret_in_the_bundle_and_wacz_validates(demo, tmp_path):
     out = tmp_path / "wacz"
     code, output = export(demo, out, "--platform", "mastodon", "--posted-from", "2000-01-01", "--wacz")

@@ -16,7 +16,8 @@ Checks, each problem one line:
   hash), entries no later than the signed checkpoint, neighbouring entries linked, the checkpoint's own head
   entry equal to the signed hash when the bundle holds it; each version's raw JSON found in the payload of
   its WARC record, each media file's sha256 equal to its row's and to its record's body;
-- the CSV files equal to the JSON Lines they accompany.
+- the CSV files equal to the JSON Lines they accompany (a cell a spreadsheet would run as a formula with
+  its leading ', as written).
 
 What cannot be shown from the bundle alone: the entries between two rows of the bundle (other people's
 rows, deliberately left out), so the chain is shown link by link where it can be, and anchored at the
@@ -57,6 +58,7 @@ from .write import (
     SIGNED_FILE,
     TAG_FILES,
     TAGMANIFEST,
+    csv_text,
 )
 
 UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
@@ -539,7 +541,7 @@ def _verify_csv(jsonl: Path, rows: list[dict[str, Any]]) -> list[Problem]:
         return [Problem(_rel(path), "missing")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return [Problem(_rel(path), f"cannot be read as CSV ({exc})")]
-    expected = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+    expected = [{k: csv_text(v) for k, v in row.items()} for row in rows]
     if len(found) != len(expected):
         return [Problem(_rel(path), f"{len(found)} rows, the JSON Lines hold {len(expected)}")]
     for n, (a, b) in enumerate(zip(found, expected, strict=True), 2):

@@ -63,6 +63,8 @@ TAGMANIFEST = "tagmanifest-sha256.txt"
 SIGNED_FILE = TAGMANIFEST
 TAG_FILES = ("bagit.txt", "bag-info.txt", MANIFEST)  # what the signed tag manifest lists
 NO_ORGANISATION = "(not set: [archive] organisation in archiver.toml)"
+# A cell a spreadsheet would run as a formula (OWASP's list); in the CSVs it gets a leading '.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXTRACT = "evidence.warc.gz"
 WACZ = "evidence.wacz"
 
@@ -121,6 +123,13 @@ def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
     return dict(latest)
 
 
+def csv_text(value: Any) -> str:
+    """A value as its CSV cell: text, empty for null; text a spreadsheet would take for a formula (a patient's
+    comment starting with '=' or '@') with a leading ', so that it is shown, never run."""
+    text = "" if value is None else str(value)
+    return "'" + text if isinstance(value, str) and text.startswith(FORMULA_START) else text
+
+
 def write_table(rows: list[dict[str, Any]], jsonl: Path, columns: list[str] | None = None) -> None:
     """Rows as JSON Lines (values as stored) and the same rows as CSV, for a spreadsheet."""
     with open(jsonl, "w", encoding="utf-8", newline="\n") as fh:
@@ -130,7 +139,7 @@ def write_table(rows: list[dict[str, Any]], jsonl: Path, columns: list[str] | No
     with open(jsonl.with_suffix(".csv"), "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_text(v) for k, v in row.items()} for row in rows)
 
 
 def _columns(store: Store, table: str) -> list[str]:
