@@ -837,13 +837,32 @@ def test_tag_files_are_signed_too(good_bundle, archive_key, tmp_path, tamper, ex
     assert code == 1 and any(expected in line for line in lines), lines
 
 
-def test_a_bundle_of_the_older_format_still_verifies(demo, good_bundle, archive_key, tmp_path):
+def test_a_bundle_of_the_older_format_still_verifies(demo, archive_key, tmp_path):
     """Bundles handed over before the tag manifest was signed (archiver-bundle-signature/1: the signature
-    covers manifest-sha256.txt, the tag manifest lists signature.json) still verify, with a note saying what
-    their signature does not cover; their bag-info.txt is held to custody.json."""
+    covers manifest-sha256.txt, the tag manifest lists signature.json, the CSVs hold text as it is) still
+    verify, with a note saying what their signature does not cover; their bag-info.txt is held to
+    custody.json."""
+    import csv
+
     from archiver.checkpoints import load_private_key
 
-    bundle = forged_copy(good_bundle, tmp_path)
+    conn = db(demo)
+    mention = conn.execute("SELECT item_key FROM items WHERE text LIKE '@%' ORDER BY item_key").fetchone()[0]
+    conn.close()
+    bundle = tmp_path / "older"
+    assert export(demo, bundle, "--item", mention, "--thread-context")[0] == 0
+    mentions = 0
+    for path in (bundle / "data").glob("*.jsonl"):
+        rows = jsonl(path)
+        mentions += sum(str(r.get("text", "")).startswith("@") for r in rows)
+        with open(path.with_suffix(".csv"), encoding="utf-8", newline="") as fh:
+            columns = next(csv.reader(fh))
+        with open(path.with_suffix(".csv"), "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    assert mentions  # the CSVs differ from what a bundle of today writes
+    regenerate_manifests(bundle)
     key = load_private_key(demo / "archive" / "keys")
     document = json.loads((bundle / "signature.json").read_text())
     document["type"], document["signed_file"] = "archiver-bundle-signature/1", "manifest-sha256.txt"

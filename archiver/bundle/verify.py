@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,22 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
         return [*problems, Problem(_rel(items_path), "missing")]
     items = _read_jsonl(items_path, problems)
     problems.extend(_verify_items(items, tables))
+    # A bundle of the older format wrote every CSV cell as the text it is, formulas included.
+    cell = _str_cell if _signature_type(path) == LEGACY_SIGNATURE_TYPE else csv_text
     for name, rows in [*tables.items(), ("items", items)]:
-        problems.extend(_verify_csv(data / f"{name}.jsonl", rows))
+        problems.extend(_verify_csv(data / f"{name}.jsonl", rows, cell))
     return problems
+
+
+def _signature_type(path: Path) -> Any:
+    try:
+        return json.loads((path / SIGNATURE_FILE).read_text("utf-8")).get("type")
+    except (OSError, ValueError, AttributeError):
+        return None  # reported by _verify_signature
+
+
+def _str_cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _verify_custody_shape(custody: dict[str, Any]) -> list[Problem]:
@@ -531,8 +545,8 @@ def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], record
     return problems
 
 
-def _verify_csv(jsonl: Path, rows: list[dict[str, Any]]) -> list[Problem]:
-    """The CSV holds the same rows as the JSON Lines (values as text)."""
+def _verify_csv(jsonl: Path, rows: list[dict[str, Any]], cell: Callable[[Any], str]) -> list[Problem]:
+    """The CSV holds the same rows as the JSON Lines, each value as `cell` writes it."""
     path = jsonl.with_suffix(".csv")
     try:
         with open(path, encoding="utf-8", newline="") as fh:
@@ -541,7 +555,7 @@ def _verify_csv(jsonl: Path, rows: list[dict[str, Any]]) -> list[Problem]:
         return [Problem(_rel(path), "missing")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return [Problem(_rel(path), f"cannot be read as CSV ({exc})")]
-    expected = [{k: csv_text(v) for k, v in row.items()} for row in rows]
+    expected = [{k: cell(v) for k, v in row.items()} for row in rows]
     if len(found) != len(expected):
         return [Problem(_rel(path), f"{len(found)} rows, the JSON Lines hold {len(expected)}")]
     for n, (a, b) in enumerate(zip(found, expected, strict=True), 2):
