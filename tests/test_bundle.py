@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import bagit
@@ -123,6 +124,11 @@ def test_export_by_author_holds_every_version_event_and_original_record(demo, tm
     assert "External-Identifier: HR-2026-014" in info and f"Source-Organization: {ORGANISATION}" in info
     custody = json.loads((out / "data" / "custody.json").read_text())
     assert custody["case_id"] == "HR-2026-014" and custody["selectors"]["authors"] == ["@ruth113"]
+    # Where the archive lives on its host is not the recipient's business: its file name only.
+    assert custody["archive"]["database"] == "archive.db"
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix not in (".gz", ".png", ".jpg", ".gif", ".webp", ".mp4", ".bin"):
+            assert str(demo.resolve()).encode() not in path.read_bytes(), path
     assert custody["counts"]["item_versions"] == len(versions) and custody["exported_by"] and custody["host"]
     assert len(custody["ledger_entries"]) == sum(custody["counts"][t] for t in ("item_versions", "events", "accounts"))
     # Every WARC record is the original gzip member, byte for byte, with the same record id.
@@ -251,6 +257,23 @@ def test_author_handles_stored_with_an_at_sign_are_selected(demo, tmp_path):
     code, output = export(demo, tmp_path / "both", "--author", "ruth113", "--author", handle)
     assert code == 0, output
     assert {r["item_key"] for r in jsonl(tmp_path / "both" / "data" / "items.jsonl")} == theirs | ruths
+
+
+@pytest.mark.parametrize("platform", ["facebook", "mastodon", "linkedin"])
+def test_posted_bounds_include_an_item_posted_exactly_at_them(demo, tmp_path, platform):
+    """Platforms give their own precision ("...30Z", "...30.845Z", "...30.845000Z"): an item posted exactly at
+    --posted-from or --posted-to is inside both (they are inclusive), and one microsecond later is outside."""
+    conn = db(demo)
+    key, at = conn.execute(
+        "SELECT item_key, created_at FROM item_versions WHERE platform = ? ORDER BY item_key", (platform,)
+    ).fetchone()
+    conn.close()
+    later = (datetime.fromisoformat(at.replace("Z", "+00:00")) + timedelta(microseconds=1)).isoformat()
+    for n, bounds in enumerate((["--posted-to", at], ["--posted-from", at], ["--posted-from", at, "--posted-to", at])):
+        code, output = export(demo, tmp_path / f"at-{n}", "--item", key, *bounds)
+        assert code == 0, (bounds, output)
+    code, output = export(demo, tmp_path / "later", "--item", key, "--posted-from", later)
+    assert code == 2 and "no archived item matches" in output, (later, output)
 
 
 def test_thread_context_adds_parents_and_replies(demo, tmp_path):

@@ -73,6 +73,21 @@ def parse_when(value: str | None, option: str, *, end: bool = False) -> str | No
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def utc_time(value: str | None) -> str | None:
+    """A stored time in the form the bounds take (UTC, microseconds, Z). Platforms give their own precision
+    and zone ("...:30Z", "...:30.845Z", "+02:00"), which compared as text order wrongly at a bound: "...:30Z"
+    sorts after "...:30.000000Z". A value that is not an ISO time is left as it is."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
@@ -109,10 +124,11 @@ def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str
         where.append(_any_of("v.account", selectors.accounts, params))
     if selectors.platforms:
         where.append(_any_of("v.platform", selectors.platforms, params))
+    conn.create_function("utc_time", 1, utc_time, deterministic=True)
     for column, bound, op in (
-        ("v.created_at", selectors.posted_from, ">="),
-        ("v.created_at", selectors.posted_to, "<="),
-        ("v.captured_at", selectors.captured_from, ">="),
+        ("utc_time(v.created_at)", selectors.posted_from, ">="),  # as the platform gave it
+        ("utc_time(v.created_at)", selectors.posted_to, "<="),
+        ("v.captured_at", selectors.captured_from, ">="),  # written by the archiver in the bounds' form
         ("v.captured_at", selectors.captured_to, "<="),
     ):
         if bound is not None:

@@ -288,7 +288,8 @@ def _custody(
         "exported_at": exported_at,
         "host": socket.gethostname(),
         "software": {"name": "archiver", "version": __version__},
-        "archive": {"database": str(config.archive.database), "schema_version": store.schema_version},
+        # the file's name, not where it lives on the archive's host
+        "archive": {"database": config.archive.database.name, "schema_version": store.schema_version},
         "selectors": selectors.as_dict(),
         "counts": counts,
         "item_keys": gathered.item_keys,
