@@ -364,6 +364,8 @@ def export(
     )
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     typer.echo(f"wrote {result.path}: {counts}; manifest sha256 {result.manifest_sha256} (export {result.export_id})")
+    for note in result.notes:
+        typer.echo(note)
 
 
 @app.command("verify-bundle")

@@ -388,6 +388,60 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(demo, tmp
     assert code == 1 and "data/items.csv line 2: differs from the JSON Lines row" in lines, lines
 
 
+def native_ids_in(payload: object) -> set[str]:
+    """Every "id" an object in a JSON payload has."""
+    found, stack = set(), [payload]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("id"), str | int):
+                found.add(str(node["id"]))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+@pytest.mark.parametrize("which", ["a direct message", "a deleted comment"])
+def test_other_items_in_the_copied_records_are_disclosed(demo, tmp_path, which):
+    """The WARC records are copied whole (they are the evidence), so one item's bundle also carries what else
+    its records hold: the rest of a DM conversation page, the listing a deletion was concluded from. Export
+    says so, and custody.json and the report list those other archived items."""
+    conn = db(demo)
+    if which == "a direct message":
+        where = "kind = 'message' AND platform = 'mastodon'"
+    else:
+        where = "item_key IN (SELECT item_key FROM events WHERE event = 'deleted') AND platform = 'mastodon'"
+    key = conn.execute(f"SELECT item_key FROM item_versions WHERE {where} ORDER BY id LIMIT 1").fetchone()[0]
+    ids = {
+        r[0]: r[1] for r in conn.execute("SELECT native_id, item_key FROM item_versions WHERE platform = 'mastodon'")
+    }
+    conn.close()
+    out = tmp_path / "one"
+    code, output = export(demo, out, "--item", key)
+    assert code == 0, output
+    # What the copied responses hold, found the way a reader would: each object's id against the archive.
+    held = set()
+    with open(out / "data" / "evidence.warc.gz", "rb") as fh:
+        for record in ArchiveIterator(fh):
+            if record.rec_type == "response":
+                try:
+                    held |= {ids[i] for i in native_ids_in(json.loads(record.content_stream().read())) if i in ids}
+                except ValueError:
+                    continue
+    expected = held - {key}
+    assert expected, "the demo's records hold other items"
+    custody = json.loads((out / "data" / "custody.json").read_text())
+    listed = {k for entry in custody["other_items_in_records"] for k in entry["item_keys"]}
+    assert listed == expected and custody["counts"]["other_items_in_records"] == len(expected)
+    record_ids = {r["record_id"] for r in custody["warc_records"]}
+    assert all(entry["record_id"] in record_ids for entry in custody["other_items_in_records"])
+    assert f"also hold {len(expected)} other archived item(s)" in output, output
+    report = (out / "data" / "report.html").read_text()
+    assert "Other archived items in the copied records" in report and all(k in report for k in expected)
+    assert verifies(out)
+
+
 def test_no_secret_in_the_bundle_and_wacz_validates(demo, tmp_path):
     out = tmp_path / "wacz"
     code, output = export(demo, out, "--platform", "mastodon", "--posted-from", "2000-01-01", "--wacz")

@@ -77,6 +77,7 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
         "(<code>openssl pkeyutl -verify -rawin</code>), both manifests with <code>sha256sum -c</code>, no file "
         "beside those they list, and <code>warcio check</code>.</p>"
     )
+    out.extend(_other_items_section(custody.get("other_items_in_records") or []))
     out.append("<nav><h2>Items</h2><ol>")
     for i, item in enumerate(gathered.items):
         out.append(
@@ -157,3 +158,25 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def _other_items_section(others: list[dict[str, Any]]) -> list[str]:
+    """The archived items besides the selected ones that the WARC records, copied whole, also hold."""
+    if not others:
+        return []
+    count = len({key for entry in others for key in entry["item_keys"]})
+    out = [
+        "<h2>Other archived items in the copied records</h2>",
+        f"<p>The WARC records are copied whole, as captured, because they are the evidence. {len(others)} of "
+        f"them (a listing, a thread or a conversation page) also hold {count} other archived item(s), other "
+        "people's posts, comments or messages among them, which this bundle does not otherwise include. "
+        "Review them before sharing the bundle.</p>",
+        "<table><tr><th>WARC record</th><th>URL</th><th>other items it holds</th></tr>",
+    ]
+    for entry in others:
+        out.append(
+            f"<tr><td><code>{_e(entry['record_id'])}</code></td><td><code>{_e(entry['target_uri'])}</code></td>"
+            f"<td>{'<br>'.join(f'<code>{_e(key)}</code>' for key in entry['item_keys'])}</td></tr>"
+        )
+    out.append("</table>")
+    return out

@@ -7,7 +7,9 @@
         items.jsonl / .csv        latest state of each selected item (a reading aid)
         item_versions.jsonl / .csv, events.*, media_files.*, accounts.*, flags.*, flag_reviews.*
                                   the archive rows exactly as stored (every column)
-        evidence.warc.gz          the original WARC records, copied byte for byte
+        evidence.warc.gz          the original WARC records, copied whole, byte for byte (a listing or a
+                                  conversation page brings other people's items along: custody.json, the
+                                  report and the export's output name them)
         media/<sha256>.<ext>      the media files, out of their WARC records
         report.html               the human-readable report (no scripts, no network)
         custody.json              who, when, where, the selectors, counts, the signed checkpoint, the WARC
@@ -51,6 +53,7 @@ from ..store import Store
 from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
 from .gather import ROW_TABLES, Gathered, gather_rows
+from .others import other_items
 from .report import render_report
 from .select import Selectors, select_item_keys
 
@@ -75,6 +78,7 @@ class ExportResult:
     export_id: int
     counts: dict[str, int]
     manifest_sha256: str
+    notes: tuple[str, ...] = ()  # what the person exporting must know before sharing the bundle
 
 
 def _check_out(out: Path) -> None:
@@ -180,7 +184,19 @@ def export_bundle(
                 export_id = _record_export(store, out, staging, selectors, checkpoint, custody, (manifest, signature))
         finally:
             store.close()
-    return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest())
+    return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest(), _notes(custody))
+
+
+def _notes(custody: dict[str, Any]) -> tuple[str, ...]:
+    others = custody["other_items_in_records"]
+    if not others:
+        return ()
+    return (
+        f"note: {len(others)} of the WARC records copied whole also hold "
+        f"{custody['counts']['other_items_in_records']} other archived item(s), other people's posts, comments "
+        "or messages on the same page among them: listed in data/custody.json (other_items_in_records) and "
+        "data/report.html; review them before sharing the bundle",
+    )
 
 
 def _record_export(
@@ -234,6 +250,7 @@ def _write_bag(
     index = SourceIndex(archive.warc_dir)
     records = select_records(index, gathered.rows, lambda run: _files_of_run(store, run))
     catalogue = write_extract(archive.warc_dir, records, staging / EXTRACT)
+    others = other_items(store.conn, staging / EXTRACT, catalogue, gathered.rows["item_versions"])
     media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
     if wacz:
         from .wacz import write_wacz
@@ -241,7 +258,7 @@ def _write_bag(
         on_step("writing the WACZ")
         write_wacz(staging / EXTRACT, catalogue, staging / WACZ, title=f"Case {case_id}")
     exported_at = iso(utcnow())
-    custody = _custody(config, store, case_id, selectors, gathered, checkpoint, catalogue, exported_at)
+    custody = _custody(config, store, case_id, selectors, gathered, checkpoint, (catalogue, others), exported_at)
     _write_json(staging / "custody.json", custody)
     on_step("writing the report")
     (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
@@ -274,10 +291,16 @@ def _custody(
     selectors: Selectors,
     gathered: Gathered,
     checkpoint: dict[str, Any],
-    catalogue: list[dict[str, Any]],
+    records: tuple[list[dict[str, Any]], list[dict[str, Any]]],
     exported_at: str,
 ) -> dict[str, Any]:
-    counts = {**gathered.counts(), "warc_records": len(catalogue), "ledger_entries": len(gathered.ledger)}
+    catalogue, others = records
+    counts = {
+        **gathered.counts(),
+        "warc_records": len(catalogue),
+        "ledger_entries": len(gathered.ledger),
+        "other_items_in_records": len({key for entry in others for key in entry["item_keys"]}),
+    }
     sources = sorted({r["source_file"] for r in catalogue})
     files = {r["name"]: dict(r) for r in store.conn.execute("SELECT name, sha256, size, run_id FROM warc_files")}
     return {
@@ -302,6 +325,8 @@ def _custody(
         },
         "source_warc_files": [files.get(name, {"name": name, "sha256": None}) for name in sources],
         "warc_records": catalogue,
+        # the archived items besides the selected ones that the records copied whole also hold
+        "other_items_in_records": others,
         "ledger_entries": gathered.ledger,
     }
 
