@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
-
-from warcio.archiveiterator import ArchiveIterator
 
 from ..items import KINDS
 from .select import chunks
@@ -23,7 +22,6 @@ from .select import chunks
 # The keys by which the platforms' API objects name themselves: id (Mastodon, Graph, X, YouTube, LinkedIn
 # posts), uri (Bluesky), commentUrn (LinkedIn comments). A reference (in_reply_to_id) is not the object.
 ID_KEYS = ("id", "uri", "commentUrn")
-NOT_JSON = ("image/", "video/", "audio/")
 
 
 def other_items(
@@ -33,22 +31,18 @@ def other_items(
     those items' keys, in the extract's order."""
     selected = {v["item_key"] for v in versions}
     prefixes = _prefixes(_samples(conn, versions))
-    responses = {r["record_id"]: r for r in catalogue if r["type"] == "response"}
     found = []
     with open(extract, "rb") as fh:
-        for record in ArchiveIterator(fh):
-            entry = responses.get(record.rec_headers.get_header("WARC-Record-ID"))
-            if entry is None:
+        for entry in catalogue:
+            if entry["type"] != "response":
                 continue
             read_from = conn.execute(
                 "SELECT DISTINCT item_key, native_id FROM item_versions WHERE warc_file = ? AND warc_offset = ?",
                 (entry["source_file"], entry["source_offset"]),
             ).fetchall()
             keys = {key for key, _ in read_from}
-            content_type = (record.http_headers.get_header("Content-Type") if record.http_headers else None) or ""
-            if not content_type.startswith(NOT_JSON):
-                names = _object_ids(record.content_stream().read())
-                keys |= _held(conn, {p + n for p in prefixes | _prefixes(read_from) for n in names})
+            names = _object_ids(_payload(fh, entry["offset"], entry["length"]))
+            keys |= _held(conn, {p + n for p in prefixes | _prefixes(read_from) for n in names})
             keys -= selected
             if keys:
                 found.append(
@@ -75,8 +69,17 @@ def _prefixes(pairs: Any) -> set[str]:
     return {key[: len(key) - len(native)] for key, native in pairs if native and key.endswith(native)}
 
 
+def _payload(fh: Any, offset: int, length: int) -> bytes:
+    """The HTTP body of the response record in the gzip member at `offset` (stored as received, decoded)."""
+    fh.seek(offset)
+    block = zlib.decompressobj(wbits=31).decompress(fh.read(length)).partition(b"\r\n\r\n")[2]  # WARC headers
+    return block.partition(b"\r\n\r\n")[2]  # HTTP headers
+
+
 def _object_ids(body: bytes) -> set[str]:
     """The ids the objects of a JSON payload name themselves by; none when it is not JSON."""
+    if body[:64].lstrip()[:1] not in (b"{", b"["):
+        return set()  # a media file, an HTML page
     try:
         stack = [json.loads(body)]
     except ValueError:

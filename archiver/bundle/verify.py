@@ -360,7 +360,7 @@ def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None
             if name not in listed
         )
         problems.extend(
-            Problem(TAGMANIFEST, f"lists {name}, which it never lists")
+            Problem(TAGMANIFEST, f"lists {name}; a bundle's lists {', '.join(tag_files)} only")
             for name in sorted(listed)
             if name not in tag_files
         )
