@@ -169,6 +169,10 @@ def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool)
     try:
         last = store.conn.execute("SELECT max(ledger_seq) FROM checkpoints").fetchone()[0]
         entries = store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+        # The checkpoint's own row enters the ledger just after the head it signs: not an unsigned fact.
+        own = store.conn.execute(
+            "SELECT max(seq) FROM ledger WHERE table_name = 'checkpoints' AND seq = ?", ((last or 0) + 1,)
+        ).fetchone()[0]
     finally:
         store.close()
     lines = []
@@ -180,10 +184,10 @@ def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool)
         if key_in_archive:
             lines.append("  (a key kept elsewhere, given with --public-key, also proves that key was not replaced)")
     if last is not None:
-        unsigned = entries - last
+        unsigned = entries - (own or last)
         lines.append(
             f"last checkpoint signs ledger seq {last} of {entries}"
-            + (f"; the {unsigned} entries after it are not signed yet" if unsigned else "")
+            + (f"; {unsigned} ledger entries appended since are not signed yet" if unsigned else "")
         )
     return lines
 
