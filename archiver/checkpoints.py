@@ -38,6 +38,11 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def public_b64(key: Ed25519PublicKey) -> str:
+    """The key as checkpoints and bundles hold it: its raw 32 bytes in base64."""
+    return base64.b64encode(raw_public(key)).decode("ascii")
+
+
 def ensure_signing_key(keys_dir: Path) -> tuple[Path, bool]:
     """The private key file, generated (mode 0600) when absent; returns (path, created)."""
     path = keys_dir / PRIVATE_KEY
@@ -116,7 +121,7 @@ def sign_checkpoint(
     statement_obj = make_statement(conn, iso(utcnow()), access_log)
     statement = canonical_json(statement_obj).decode("utf-8")
     signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
-    public = base64.b64encode(raw_public(key.public_key())).decode("ascii")
+    public = public_b64(key.public_key())
     seq = statement_obj["ledger"]["seq"]
     name = f"checkpoint-{seq:010d}.json"
     _stage_copy(warc_dir, name, {"statement": statement, "signature": signature, "public_key": public})
@@ -185,7 +190,7 @@ def verify_checkpoints(
 
     `conn` may read a snapshot while runs go on: `in_ledger_now(seq, hash)` tells whether the ledger as it is
     now (read outside the snapshot) holds that entry, i.e. a copy beyond the snapshot is a later run's."""
-    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    trusted_b64 = public_b64(trusted) if trusted else None
     folder = warc_dir / CHECKPOINT_DIR
     seen_files = set()
     for row in conn.execute("SELECT * FROM checkpoints ORDER BY id"):
@@ -260,7 +265,7 @@ def fingerprint(public_b64: str) -> str:
 
 
 def key_fingerprint(key: Ed25519PublicKey) -> str:
-    return fingerprint(base64.b64encode(raw_public(key)).decode("ascii"))
+    return fingerprint(public_b64(key))
 
 
 @dataclass(frozen=True)
@@ -274,20 +279,28 @@ def signed_warc_files(conn: sqlite3.Connection, trusted: Ed25519PublicKey | None
     """Each WARC file as the first checkpoint that lists it signed it (a closed file never changes, so every
     later statement must say the same; verify_checkpoints reports the signatures that do not hold). Only
     statements whose signature holds, by the trusted key when one is given, count."""
-    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
     signed: dict[str, SignedWarc] = {}
+    for checkpoint_id, statement in _signed_statements(conn, trusted):
+        try:
+            for entry in statement["warc_files"]:
+                signed.setdefault(entry["name"], SignedWarc(entry["sha256"], entry["size"], checkpoint_id))
+        except (KeyError, TypeError):
+            continue  # reported by verify_checkpoints
+    return signed
+
+
+def _signed_statements(conn: sqlite3.Connection, trusted: Ed25519PublicKey | None) -> Iterator[tuple[int, Any]]:
+    """(id, parsed statement) of each checkpoint whose signature holds, by the trusted key when one is given."""
+    trusted_b64 = public_b64(trusted) if trusted else None
     for row in conn.execute("SELECT id, statement, signature, public_key FROM checkpoints ORDER BY id"):
         if trusted_b64 and row["public_key"] != trusted_b64:
             continue
         if not _signature_ok(row["public_key"], row["signature"], row["statement"]):
             continue
         try:
-            files = json.loads(row["statement"])["warc_files"]
-            for entry in files:
-                signed.setdefault(entry["name"], SignedWarc(entry["sha256"], entry["size"], row["id"]))
-        except (ValueError, KeyError, TypeError):
+            yield row["id"], json.loads(row["statement"])
+        except ValueError:
             continue  # reported by verify_checkpoints
-    return signed
 
 
 def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519PublicKey | None) -> Iterator[Problem]:
@@ -295,7 +308,7 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
     by the archive's key and name a ledger entry the archive still holds with the hash it signed. This is
     what catches a cut made after the archive's own last checkpoint, or an archive re-signed with its own
     stolen key: the copies kept elsewhere are out of reach."""
-    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    trusted_b64 = public_b64(trusted) if trusted else None
     copies = sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
     if not copies:
         yield Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against")
@@ -326,13 +339,11 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
 def signed_access_log_heads(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
     """(checkpoint, seq, hash) of the access log's head as each checkpoint whose signature holds signed it."""
     heads = []
-    for row in conn.execute("SELECT id, statement, signature, public_key FROM checkpoints ORDER BY id"):
-        if not _signature_ok(row["public_key"], row["signature"], row["statement"]):
-            continue
+    for checkpoint_id, statement in _signed_statements(conn, None):
         try:
-            signed = json.loads(row["statement"]).get("access_log")
+            signed = statement.get("access_log")
             if signed is not None:
-                heads.append((f"checkpoints id={row['id']}", int(signed["seq"]), str(signed["hash"])))
+                heads.append((f"checkpoints id={checkpoint_id}", int(signed["seq"]), str(signed["hash"])))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # reported by verify_checkpoints
     return heads

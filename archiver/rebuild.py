@@ -15,7 +15,6 @@ shows no failure. Errors do not stop the rebuild: the database it can build is w
 
 from __future__ import annotations
 
-import base64
 import json
 import mmap
 import os
@@ -40,7 +39,7 @@ from .checkpoints import (
     fingerprint,
     key_fingerprint,
     load_public_key,
-    raw_public,
+    public_b64,
 )
 from .config import Config
 from .connectors.base import Connector, FetchWindow
@@ -250,7 +249,7 @@ def signed_warc_listings(
     from copies whose signature holds (under `trusted`, the archive's key, when given); a copy that is not
     signed so, or not a checkpoint document, is a problem and lists nothing. (checkpoints.py checks copies
     against the database's rows; this reads them without one.)"""
-    trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii") if trusted else None
+    trusted_b64 = public_b64(trusted) if trusted else None
     listings: dict[str, dict[str, str]] = defaultdict(dict)
     problems = []
     for copy in sorted((warc_dir / CHECKPOINT_DIR).glob("checkpoint-*.json")):

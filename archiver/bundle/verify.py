@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 
-from ..checkpoints import _signature_ok, fingerprint, load_public_key, raw_public
+from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b64
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
@@ -344,7 +344,7 @@ def _verify_signature(path: Path, custody: Any, trusted: Ed25519PublicKey | None
     if _pem_b64(document["public_key_pem"]) != key_b64:
         problems.append(Problem(where, "public_key_pem is not the key in public_key"))
     if trusted is not None:
-        trusted_b64 = base64.b64encode(raw_public(trusted)).decode("ascii")
+        trusted_b64 = public_b64(trusted)
         if key_b64 != trusted_b64:
             problems.append(Problem(where, f"signed with key {key_b64}, not the given public key {trusted_b64}"))
     checkpoint = custody.get("checkpoint") if isinstance(custody, dict) else None
@@ -373,7 +373,7 @@ def _pem_b64(pem: str) -> str | None:
         key = serialization.load_pem_public_key(pem.encode("utf-8"))
     except ValueError:
         return None
-    return base64.b64encode(raw_public(key)).decode("ascii") if isinstance(key, Ed25519PublicKey) else None
+    return public_b64(key) if isinstance(key, Ed25519PublicKey) else None
 
 
 def _verify_bag_info(path: Path, custody: dict[str, Any]) -> list[Problem]:

@@ -45,7 +45,7 @@ from typing import Any
 import bagit
 
 from .. import __version__
-from ..checkpoints import load_private_key, public_pem, raw_public
+from ..checkpoints import load_private_key, public_b64, public_pem
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
 from ..lock import archive_lock
@@ -273,7 +273,7 @@ def _write_bag(
             "type": SIGNATURE_TYPE,
             "signed_file": SIGNED_FILE,
             "signature": signature,
-            "public_key": base64.b64encode(raw_public(key.public_key())).decode("ascii"),
+            "public_key": public_b64(key.public_key()),
             "public_key_pem": public_pem(key.public_key()).decode("ascii"),
         },
     )  # after the tag manifest, which it signs, so not listed in it
