@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, load_config
-from .errors import ArchiverError, ConfigError
+from .errors import ArchiverError, ConfigError, Interrupted
 from .logs import setup_logging
 
 app = typer.Typer(
@@ -51,6 +51,9 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             message = f"the archive database cannot be used ({exc}); check that the config's database names an archive"
             typer.echo(f"archiver: error: {message}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # a run stops gracefully on its own (see pipeline.run_platforms); this is the rest
+            typer.echo("archiver: interrupted; what was committed is kept, and a run resumes with the next", err=True)
+            raise typer.Exit(Interrupted.exit_code) from None
 
     return wrapper
 
@@ -100,7 +103,8 @@ def run(
     """Archive every configured account once: the nightly job.
 
     Exit code 0 when every account succeeded, 1 when one failed (the others are still archived) or another
-    run holds the archive, 2 for a bad config.
+    run holds the archive, 2 for a bad config, 130 when stopped by Ctrl-C or SIGTERM (what was captured is
+    kept and signed; the next run resumes).
 
     Example: archiver run --config /etc/archiver/archiver.toml --quiet
     """

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from . import __version__
-from .errors import AuthError, PlatformError, RateLimitedError
+from .errors import AuthError, Interrupted, PlatformError, RateLimitedError
 from .logs import register_secret, secret_forms
 from .warc import CaptureRef, HttpMessage, WarcWriter
 
@@ -46,6 +47,7 @@ USER_AGENT = f"archiver/{__version__} (compliance archive)"
 # The least wait after a throttle answer, doubled for each one in a row on the same request, up to the cap.
 MIN_THROTTLE_WAIT = 1.0
 MAX_THROTTLE_FLOOR = 60.0
+STOPPED = "interrupted (Ctrl-C or SIGTERM) before it finished; what was captured is kept, the next run resumes"
 
 
 def redact_url(url: str) -> str:
@@ -235,6 +237,15 @@ class HeaderRateLimit:
         return self.default_wait
 
 
+def pause(seconds: float, stop: threading.Event | None = None) -> None:
+    """Every wait of a live session: a rate limit, a back-off, pacing. With `stop`, the wait ends as soon as the
+    run is told to stop (a plain sleep would hold a Ctrl-C up for as long as a platform asked: up to 15 min)."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise Interrupted(STOPPED)
+
+
 class CapturingSession:
     """GET requests for one account, recorded to the WARC, with retries and rate limits."""
 
@@ -255,6 +266,7 @@ class CapturingSession:
         on_wait: Callable[[str], None] | None = None,
         token_param: str | None = None,
         redactor: Redactor | None = None,
+        stop: threading.Event | None = None,
     ):
         self.warc = warc
         self.account = account
@@ -265,7 +277,8 @@ class CapturingSession:
         self.retries = retries
         self.max_wait = max_wait
         self.backoff = backoff
-        self.sleep = sleep or (lambda seconds: time.sleep(seconds))  # looked up late: tests patch time.sleep
+        self.stop = stop  # set when the run is told to stop: no request is sent after it, no wait goes on
+        self.sleep = sleep or (lambda seconds: pause(seconds, self.stop))  # looked up late: tests patch pause
         self.clock = clock
         self.on_wait = on_wait
         self.token_param = token_param  # the platform wants the credential as this query parameter, not a header
@@ -415,10 +428,12 @@ class CapturingSession:
         last_problem = ""
         pace = getattr(self.rate_limit, "pace", None)
         while True:
+            if self.stop is not None and self.stop.is_set():
+                raise Interrupted(STOPPED)
             self._wait(self.rate_limit.wait_before_request(self.clock()), "rate limit reached", shown)
-            if pace is not None and (pause := pace(self.clock())) > 0:
-                log.debug("account %s: pacing %.1fs before %s", self.account, pause, shown)
-                self.sleep(pause)
+            if pace is not None and (gap := pace(self.clock())) > 0:
+                log.debug("account %s: pacing %.1fs before %s", self.account, gap, shown)
+                self.sleep(gap)
             try:
                 self.requests_made += 1
                 response = self._session.request(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +37,7 @@ from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .connectors.base import Connector, FetchWindow
 from .consent.check import consent_check_after_run
-from .errors import ArchiverError, ConfigError
+from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
@@ -73,6 +75,7 @@ class RunResult:
     accounts: list[AccountResult]
     warc_files: list[str]
     notices: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -80,12 +83,13 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return Interrupted.exit_code if self.interrupted else 0 if self.ok else 1
 
     def summary(self) -> dict:
         return {
             "run_id": self.run_id,
             "status": "ok" if self.ok else "failed",
+            "interrupted": self.interrupted,
             "accounts": [asdict(a) for a in self.accounts],
             "warc_files": self.warc_files,
             "notices": self.notices,
@@ -288,19 +292,28 @@ def run_archive(
             scanner = start_scanner(store, config)
             # only a scanner with workers does anything with a commit (see scan/parallel.py)
             on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner and scanner.workers else None
+            stop = threading.Event()
             with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit) as transaction:
                 results = run_platforms(
                     accounts,
                     archive.parallel_platforms,
-                    lambda account: run_account(store, warc, config, account, run_id, window, progress, transaction),
+                    lambda account: run_account(
+                        store, warc, config, account, run_id, window, progress, transaction, stop
+                    ),
                     progress,
+                    stop,
                 )
                 warc.close()
-            run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices)
-            scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs the ledger
-            consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
-            failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
-            notices.extend(send_failure_alert(config, run_id, failed))
+            run = RunResult(run_id, results, [f.name for f in warc.closed_files], notices, stop.is_set())
+            if run.interrupted:
+                # Told to stop: sign what was captured and go. The scan and the consent check cover these
+                # versions next run (they take up what no scan has covered); a stop asked for is no alert.
+                notices.append("run interrupted: the PHI scan and the consent check run with the next run")
+            else:
+                scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
+                consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
+                failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
+                notices.extend(send_failure_alert(config, run_id, failed))
             store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
             checkpoint_archive(store, config, run_id, notices)
             return run
@@ -315,11 +328,17 @@ def run_platforms(
     parallel: int,
     run_one: Callable[[AccountConfig], AccountResult],
     progress: RunProgress,
+    stop: threading.Event,
 ) -> list[AccountResult]:
     """Accounts of different platforms in parallel threads; one platform's accounts one after another.
 
     One platform's accounts usually share an app's or an instance's rate limits, so they never overlap;
     different platforms do not share limits, so their network waits overlap. Results keep config order.
+
+    The accounts always run in worker threads, so that a Ctrl-C (or SIGTERM) reaches the main thread while it
+    waits, never halfway through an append. It sets `stop`: each session sends no further request and ends
+    its wait, each account is recorded as interrupted with what it captured, and the run returns. A second
+    Ctrl-C ends the process at once, which the archive survives like any crash (see recovery.py).
     """
     by_platform: dict[str, list[AccountConfig]] = {}
     for account in accounts:
@@ -333,14 +352,36 @@ def run_platforms(
             progress.account_finished(result)
 
     workers = max(1, min(parallel, len(by_platform)))
-    if workers == 1:
-        for group in by_platform.values():
-            run_platform(group)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="platform") as pool:
-            for future in [pool.submit(run_platform, group) for group in by_platform.values()]:
-                future.result()  # archive_account keeps an account's failure inside its result
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="platform") as pool:
+        futures = [pool.submit(run_platform, group) for group in by_platform.values()]
+        with stop_signals():
+            try:
+                for future in futures:
+                    future.result()  # archive_account keeps an account's failure inside its result
+            except KeyboardInterrupt:
+                stop.set()
+                log.warning("interrupted: stopping after the requests under way; Ctrl-C again stops at once")
+                try:
+                    wait(futures)
+                except KeyboardInterrupt:
+                    os._exit(Interrupted.exit_code)
+                for future in futures:
+                    future.result()
     return [results[a.name] for a in accounts]
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM (a service manager's stop, cron's timeout) asks the run to stop as Ctrl-C does, not
+    abruptly; only the main thread can take signals, so elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def archive_signing_key(store: Store, keys_dir: Path, notices: list[str] | None = None) -> Ed25519PrivateKey:
@@ -390,6 +431,7 @@ def run_account(
     window: FetchWindow,
     progress: RunProgress,
     transaction: RunTransaction,
+    stop: threading.Event | None = None,
 ) -> AccountResult:
     """Capture one account live: its token is read now, and every exchange goes to `warc`."""
     redactor = Redactor([])
@@ -407,6 +449,7 @@ def run_account(
             retries=config.archive.retries,
             max_wait=config.archive.max_rate_limit_wait,
             on_wait=lambda message: progress.waiting(account.name, message),
+            stop=stop,
         )
 
     return archive_account(store, account, run_id, window, open_session, transaction, progress, redactor)

@@ -145,7 +145,8 @@ def replay_progress(enabled: bool, echo: Callable[[str], None]) -> Iterator[Repl
 def render_summary(result: RunResult, console: Console | None = None) -> None:
     """The run summary on stdout: a table on a terminal, plain lines otherwise (rich decides)."""
     console = console or Console()
-    table = Table(title=f"run {result.run_id}: {'ok' if result.ok else 'FAILED'}", show_lines=False)
+    outcome = "INTERRUPTED" if result.interrupted else "ok" if result.ok else "FAILED"
+    table = Table(title=f"run {result.run_id}: {outcome}", show_lines=False)
     for column in ("account", "status", "requests", "new items", "edits", "deletions", "restored", "media"):
         table.add_column(column)
     for a in result.accounts:

@@ -42,5 +42,5 @@ def http_waits(monkeypatch) -> list[float]:
     instead of slept: the test costs no waiting (a failing endpoint's back-off is about 4 s a run) and can
     check what was waited."""
     waits: list[float] = []
-    monkeypatch.setattr("archiver.http.time.sleep", waits.append)
+    monkeypatch.setattr("archiver.http.pause", lambda seconds, stop=None: waits.append(seconds))
     return waits

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import sqlite3
 import threading
 from collections import deque
@@ -52,6 +53,8 @@ def detect_versions(conn: sqlite3.Connection, detector: Detector, first: int, la
 
 def _start_worker(detector: Detector, database: str) -> None:
     global _worker
+    # A Ctrl-C on a terminal reaches the whole process group: the run decides how to stop, and shuts us down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker = detector, sqlite3.connect(f"file:{database}?mode=ro", uri=True)
 
 
