@@ -24,6 +24,10 @@ from .pipeline import AccountResult, RunProgress, RunResult
 log = logging.getLogger("archiver.run")
 
 
+def summary_counts(a: AccountResult) -> tuple[int, ...]:
+    return a.requests, a.new_items, a.new_versions, a.deletions, a.restorations, a.media
+
+
 class LogProgress(RunProgress):
     """Under cron: one line per account start and end, waits logged."""
 
@@ -142,25 +146,28 @@ def replay_progress(enabled: bool, echo: Callable[[str], None]) -> Iterator[Repl
         yield ReplayProgress(progress, echo)
 
 
+SUMMARY_COLUMNS = ("requests", "new items", "edits", "deletions", "restored", "media")
+
+
 def render_summary(result: RunResult, console: Console | None = None) -> None:
-    """The run summary on stdout: a table on a terminal, plain lines otherwise (rich decides)."""
+    """The run summary on stdout: a table on a terminal; off one (cron's log, a pipe) a line an account, whole,
+    since a table there is cut to 80 columns and a long account name would lose its end."""
     console = console or Console()
     outcome = "INTERRUPTED" if result.interrupted else "ok" if result.ok else "FAILED"
-    table = Table(title=f"run {result.run_id}: {outcome}", show_lines=False)
-    for column in ("account", "status", "requests", "new items", "edits", "deletions", "restored", "media"):
-        table.add_column(column)
-    for a in result.accounts:
-        table.add_row(
-            a.account,
-            a.status,
-            str(a.requests),
-            str(a.new_items),
-            str(a.new_versions),
-            str(a.deletions),
-            str(a.restorations),
-            str(a.media),
-        )
-    console.print(table)
+    title = f"run {result.run_id}: {outcome}"
+    rows = [(a.account, a.status, *map(str, summary_counts(a))) for a in result.accounts]
+    if console.is_terminal:
+        table = Table(title=title, show_lines=False)
+        for column in ("account", "status", *SUMMARY_COLUMNS):
+            table.add_column(column, overflow="fold")  # a narrow terminal wraps a name or a count, never cuts it
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        console.print(title, markup=False, highlight=False, soft_wrap=True)
+        for name, status, *counts in rows:
+            counted = ", ".join(f"{count} {column}" for count, column in zip(counts, SUMMARY_COLUMNS, strict=True))
+            console.print(f"{name}: {status}; {counted}", markup=False, highlight=False, soft_wrap=True)
     for a in result.accounts:
         if a.error:
             console.print(f"{a.account}: error: {a.error}", markup=False, highlight=False, soft_wrap=True)
