@@ -40,7 +40,13 @@ def problems(arch: Path) -> list[str]:
 
 
 def warcs(arch: Path) -> list[Path]:
-    return sorted((arch / "warcs").glob("*.warc.gz"))
+    """The WARC files in capture order: by name only within a run, since two runs started in one second sort
+    by their random suffix."""
+    order: dict[str, int] = {}
+    with sqlite3.connect(arch / "archive.db") as conn:
+        for i, (name,) in enumerate(conn.execute("SELECT name FROM warc_files ORDER BY rowid")):
+            order.setdefault(name, i)  # a tampered table may hold a name twice
+    return sorted((arch / "warcs").glob("*.warc.gz"), key=lambda path: (order.get(path.name, len(order)), path.name))
 
 
 def flip_byte(arch: Path) -> str:
