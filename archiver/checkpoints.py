@@ -180,6 +180,50 @@ def _signature_ok(public_b64: str, signature_b64: str, statement: str) -> bool:
     return True
 
 
+NO_KEY = "public key"
+
+
+def missing_key_problem() -> Problem:
+    """Checkpoints are there but no key to check them by: said the same by verify and by rebuild."""
+    return Problem(
+        NO_KEY,
+        f"none to check the checkpoints' signatures against: keys/{PUBLIC_KEY} is missing; pass "
+        "--public-key with the copy kept elsewhere",
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointCopy:
+    """A checkpoint's JSON copy (beside the WARCs or kept elsewhere), read: what it signs and by which key."""
+
+    document: dict[str, str]
+    seq: int
+    head: str
+    warc_files: tuple[tuple[str, str], ...]  # (name, sha256) of each WARC file it lists
+    valid: bool  # the signature holds under the key the copy names (whether that key is trusted is apart)
+
+    @property
+    def public_key(self) -> str:
+        return self.document["public_key"]
+
+
+def read_copy(path: Path) -> CheckpointCopy | None:
+    """The copy at `path`, or None when it is not a checkpoint document (not JSON, a field missing)."""
+    try:
+        document = json.loads(path.read_text("utf-8"))
+        statement = json.loads(document["statement"])
+        seq, head = int(statement["ledger"]["seq"]), str(statement["ledger"]["hash"])
+        files = tuple((str(f["name"]), str(f["sha256"])) for f in statement["warc_files"])
+        valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return CheckpointCopy(document, seq, head, files, valid)
+
+
+def copies_in(folder: Path) -> list[Path]:
+    return sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
+
+
 def verify_checkpoints(
     conn: sqlite3.Connection,
     warc_dir: Path,
@@ -229,30 +273,22 @@ def verify_checkpoints(
         if document != {"statement": row["statement"], "signature": row["signature"], "public_key": row["public_key"]}:
             yield Problem(f"checkpoint file {copy.name}", f"differs from {where}")
     # Copies whose rows are gone: the database lost checkpoints (or the ledger was cut back before them).
-    if folder.exists():
-        max_seq = ledger.head(conn)[0]
-        for copy in sorted(folder.glob("checkpoint-*.json")):
-            if copy.name in seen_files:
-                continue
-            try:
-                document = json.loads(copy.read_text("utf-8"))
-                signed = json.loads(document["statement"])["ledger"]
-                seq = signed["seq"]
-                valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
-            except (ValueError, KeyError, TypeError):
-                yield Problem(f"checkpoint file {copy.name}", "not a checkpoint document")
-                continue
-            detail = f"signed ledger seq {seq}" + ("" if valid else " (signature invalid)")
-            if valid and seq > max_seq and in_ledger_now is not None and in_ledger_now(seq, signed.get("hash")):
-                yield Problem(
-                    f"checkpoint file {copy.name}",
-                    f"written by a run after verify began (ledger seq {seq}); verify again to check it",
-                    "note",
-                )
-                continue
-            if seq > max_seq:
-                detail += f", beyond the ledger's last entry {max_seq} (ledger truncated)"
-            yield Problem(f"checkpoint file {copy.name}", f"not recorded in the database: {detail}")
+    max_seq = ledger.head(conn)[0]
+    for path in copies_in(folder):
+        if path.name in seen_files:
+            continue
+        where = f"checkpoint file {path.name}"
+        if (copy := read_copy(path)) is None:
+            yield Problem(where, "not a checkpoint document")
+            continue
+        detail = f"signed ledger seq {copy.seq}" + ("" if copy.valid else " (signature invalid)")
+        if copy.valid and copy.seq > max_seq and in_ledger_now is not None and in_ledger_now(copy.seq, copy.head):
+            message = f"written by a run after verify began (ledger seq {copy.seq}); verify again to check it"
+            yield Problem(where, message, "note")
+            continue
+        if copy.seq > max_seq:
+            detail += f", beyond the ledger's last entry {max_seq} (ledger truncated)"
+        yield Problem(where, f"not recorded in the database: {detail}")
 
 
 def fingerprint(public_b64: str) -> str:
@@ -309,31 +345,57 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
     what catches a cut made after the archive's own last checkpoint, or an archive re-signed with its own
     stolen key: the copies kept elsewhere are out of reach."""
     trusted_b64 = public_b64(trusted) if trusted else None
-    copies = sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
-    if not copies:
+    paths = copies_in(folder)
+    if not paths:
         yield Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against")
         return
-    for copy in copies:
-        where = f"kept checkpoint {copy}"
-        try:
-            document = json.loads(copy.read_text("utf-8"))
-            signed = json.loads(document["statement"])["ledger"]
-            seq, head = int(signed["seq"]), str(signed["hash"])
-            valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
-        except (OSError, ValueError, KeyError, TypeError):
+    for path in paths:
+        where = f"kept checkpoint {path}"
+        if (copy := read_copy(path)) is None:
             yield Problem(where, "not a checkpoint document")
             continue
-        if not valid:
+        if not copy.valid:
             yield Problem(where, "signature does not match the statement")
             continue
-        if trusted_b64 and document["public_key"] != trusted_b64:
-            yield Problem(where, f"signed with another key ({fingerprint(document['public_key'])})")
+        if trusted_b64 and copy.public_key != trusted_b64:
+            yield Problem(where, f"signed with another key ({fingerprint(copy.public_key)})")
             continue
-        found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
+        found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (copy.seq,)).fetchone()
         if found is None:
-            yield Problem(where, f"signed ledger seq {seq}, which the archive no longer holds (ledger cut back)")
-        elif found[0] != head:
-            yield Problem(where, f"ledger seq {seq} hash expected {head} as signed, found {found[0]} (rewritten)")
+            yield Problem(where, f"signed ledger seq {copy.seq}, which the archive no longer holds (ledger cut back)")
+        elif found[0] != copy.head:
+            rewritten = f"ledger seq {copy.seq} hash expected {copy.head} as signed, found {found[0]} (rewritten)"
+            yield Problem(where, rewritten)
+
+
+def signed_warc_listings(
+    warc_dir: Path, trusted: Ed25519PublicKey | None
+) -> tuple[dict[str, dict[str, str]], list[Problem]]:
+    """What the checkpoint copies beside the WARCs list, without a database: {name: {sha256: "signed in
+    COPY"}}, taken only from copies whose signature holds (under `trusted`, the archive's key, when given);
+    any other copy is a problem and lists nothing. Rebuild trusts a WARC file by this."""
+    trusted_b64 = public_b64(trusted) if trusted else None
+    listings: dict[str, dict[str, str]] = {}
+    problems = []
+    for path in copies_in(warc_dir / CHECKPOINT_DIR):
+        where = f"checkpoint file {path.name}"
+        if (copy := read_copy(path)) is None:
+            problems.append(Problem(where, "not a checkpoint document: the WARC files it lists are not trusted"))
+        elif trusted and copy.public_key != trusted_b64:
+            problems.append(
+                Problem(
+                    where,
+                    f"signed with another key ({fingerprint(copy.public_key)}), not the archive's "
+                    f"({key_fingerprint(trusted)}): the WARC files it lists are not trusted",
+                )
+            )
+        elif not copy.valid:
+            message = "signature does not match the statement: the WARC files it lists are not trusted"
+            problems.append(Problem(where, message))
+        else:
+            for name, sha in copy.warc_files:
+                listings.setdefault(name, {}).setdefault(sha, f"signed in {path.name}")
+    return listings, problems
 
 
 def signed_access_log_heads(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:

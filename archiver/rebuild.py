@@ -35,11 +35,10 @@ from warcio.archiveiterator import ArchiveIterator
 from .checkpoints import (
     CHECKPOINT_DIR,
     PUBLIC_KEY,
-    _signature_ok,
-    fingerprint,
-    key_fingerprint,
+    copies_in,
     load_public_key,
-    public_b64,
+    missing_key_problem,
+    signed_warc_listings,
 )
 from .config import Config
 from .connectors.base import Connector, FetchWindow
@@ -242,44 +241,6 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
     return live, []
 
 
-def signed_warc_listings(
-    warc_dir: Path, trusted: Ed25519PublicKey | None
-) -> tuple[dict[str, dict[str, str]], list[Problem]]:
-    """The WARC files the checkpoint copies beside the WARCs list, {name: {sha256: "signed in COPY"}}, taken only
-    from copies whose signature holds (under `trusted`, the archive's key, when given); a copy that is not
-    signed so, or not a checkpoint document, is a problem and lists nothing. (checkpoints.py checks copies
-    against the database's rows; this reads them without one.)"""
-    trusted_b64 = public_b64(trusted) if trusted else None
-    listings: dict[str, dict[str, str]] = defaultdict(dict)
-    problems = []
-    for copy in sorted((warc_dir / CHECKPOINT_DIR).glob("checkpoint-*.json")):
-        where = f"checkpoint file {copy.name}"
-        try:
-            document = json.loads(copy.read_text("utf-8"))
-            statement, signature, public = document["statement"], document["signature"], document["public_key"]
-            files = [(f["name"], f["sha256"]) for f in json.loads(statement)["warc_files"]]
-        except (ValueError, KeyError, TypeError):
-            problems.append(Problem(where, "not a checkpoint document: the WARC files it lists are not trusted"))
-            continue
-        if trusted and public != trusted_b64:
-            problems.append(
-                Problem(
-                    where,
-                    f"signed with another key ({fingerprint(public)}), not the archive's "
-                    f"({key_fingerprint(trusted)}): the WARC files it lists are not trusted",
-                )
-            )
-            continue
-        if not _signature_ok(public, signature, statement):
-            problems.append(
-                Problem(where, "signature does not match the statement: the WARC files it lists are not trusted")
-            )
-            continue
-        for name, sha in files:
-            listings[name].setdefault(sha, f"signed in {copy.name}")
-    return listings, problems
-
-
 @dataclass
 class WarcChecks:
     """Each WARC file on disk against what the archive recorded of it (see `check_warc_files`)."""
@@ -315,7 +276,7 @@ def check_warc_files(warc_dir: Path, trusted: Ed25519PublicKey | None, live: Liv
     listings, problems = signed_warc_listings(warc_dir, trusted)
     if live is not None:
         for name, sha in live.warc_files.items():
-            listings[name].setdefault(sha, f"recorded in warc_files of {live.database}")
+            listings.setdefault(name, {}).setdefault(sha, f"recorded in warc_files of {live.database}")
     on_disk = sorted(warc_dir.glob("*.warc.gz"))
     checks = WarcChecks({p.name: file_sha256(p) for p in on_disk}, set(listings), live, problems)
     for name in sorted(listings):
@@ -496,14 +457,8 @@ def rebuild_database(
             on_problem(problem)
 
     live, first = read_live_archive(config.archive.database)
-    if trusted is None and any((config.archive.warc_dir / CHECKPOINT_DIR).glob("checkpoint-*.json")):
-        first.append(
-            Problem(
-                "public key",
-                f"none to check the checkpoints' signatures against: keys/{PUBLIC_KEY} is missing; pass "
-                "--public-key with the copy kept elsewhere",
-            )
-        )
+    if trusted is None and copies_in(config.archive.warc_dir / CHECKPOINT_DIR):
+        first.append(missing_key_problem())
     for problem in first:
         found(problem)
     checks = check_warc_files(config.archive.warc_dir, trusted, live)

@@ -26,10 +26,10 @@ from warcio.archiveiterator import ArchiveIterator
 
 from .access_log import access_log_path, check_signed_heads
 from .checkpoints import (
-    PUBLIC_KEY,
     SignedWarc,
     key_fingerprint,
     load_public_key,
+    missing_key_problem,
     signed_access_log_heads,
     signed_warc_files,
     verify_checkpoints,
@@ -155,11 +155,7 @@ def _ledger_entries(store: Store) -> int:
 
 def _check_key(store: Store, trusted: Any) -> Iterator[Problem]:
     if trusted is None and store.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]:
-        yield Problem(
-            "public key",
-            f"none to check the checkpoints' signatures against: keys/{PUBLIC_KEY} is missing; pass "
-            "--public-key with the copy kept elsewhere",
-        )
+        yield missing_key_problem()
 
 
 def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool) -> list[str]:
