@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 from warcio.archiveiterator import ArchiveIterator
 
+from archiver.bundle.extract import media_extension
 from archiver.checkpoints import public_pem, raw_public
 from archiver.cli import app
 from archiver.demo.run import TOKEN_ENV, run_demo
@@ -1037,3 +1038,23 @@ def test_flagged_only_exports_flags_and_reviews(demo, tmp_path):
     regenerate_manifests(edit)
     code, lines = verify(edit)
     assert code == 1 and any("data/flag_reviews.jsonl id=" in line and "row differs" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "extension"),
+    [
+        ("image/jpeg", ".jpg"),
+        ("IMAGE/PNG; charset=binary", ".png"),
+        ("video/mp4", ".mp4"),
+        ("image/svg+xml", ".bin"),
+        ("text/html; charset=utf-8", ".bin"),
+        ("application/javascript", ".bin"),
+        ("application/xhtml+xml", ".bin"),
+        ("", ".bin"),
+        (None, ".bin"),
+    ],
+)
+def test_a_media_file_never_gets_a_name_a_viewer_would_run(content_type, extension):
+    """The platform's Content-Type named the file: an svg or html one, opened from the bundle, would run as a
+    page on the investigator's machine."""
+    assert media_extension(content_type) == extension

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import mimetypes
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -254,6 +253,29 @@ def write_extract(warc_dir: Path, records: list[SourceRecord], out: Path) -> lis
     return catalogue
 
 
+# The platform names a media file's type; a name ending that a viewer would run (.html, .svg, .js) would open
+# the platform's bytes as a page on the investigator's machine. Only these types keep theirs; the rest are .bin
+# (media.jsonl still says what the platform called them).
+MEDIA_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/avif": ".avif",
+    "image/heic": ".heic",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "audio/mpeg": ".mp3",
+    "audio/mp4": ".m4a",
+    "application/pdf": ".pdf",
+}
+
+
+def media_extension(content_type: str | None) -> str:
+    return MEDIA_EXTENSIONS.get((content_type or "").split(";")[0].strip().lower(), ".bin")
+
+
 def write_media(warc_dir: Path, media_rows: list[dict[str, Any]], media_dir: Path, prefix: str) -> dict[str, str]:
     """Each media file's body out of its WARC response, named by its sha256; url -> payload path."""
     paths: dict[str, str] = {}
@@ -266,8 +288,7 @@ def write_media(warc_dir: Path, media_rows: list[dict[str, Any]], media_dir: Pat
                 f"{row['warc_file']}:{row['warc_offset']}: media {row['url']} sha256 expected {row['sha256']}, "
                 f"found {digest}; run `archiver verify`"
             )
-        ext = mimetypes.guess_extension((row["content_type"] or "").split(";")[0].strip()) or ".bin"
-        name = f"{digest}{ext}"
+        name = f"{digest}{media_extension(row['content_type'])}"
         media_dir.mkdir(parents=True, exist_ok=True)
         target = media_dir / name
         if not target.exists():
