@@ -103,16 +103,22 @@ def run(
     """Archive every configured account once: the nightly job.
 
     Exit code 0 when every account succeeded, 1 when one failed (the others are still archived) or another
-    run holds the archive, 2 for a bad config, 130 when stopped by Ctrl-C or SIGTERM (what was captured is
+    run holds the archive, 2 for bad input found before anything is touched (the config, an account's token, a
+    database file that is not an archive), 130 when stopped by Ctrl-C or SIGTERM (what was captured is
     kept and signed; the next run resumes).
 
     Example: archiver run --config /etc/archiver/archiver.toml --quiet
     """
+    from .config import check_tokens
     from .pipeline import run_archive
     from .progress import make_progress
+    from .store import check_database_file
 
     setup_logging(verbose)
     cfg = load_config(config)
+    # Bad input found here is exit 2 with nothing touched; found by the run, it would be a failed run row.
+    check_tokens(cfg, account)
+    check_database_file(cfg.archive.database)
     with make_progress(enabled=on_terminal() and not quiet and not as_json) as progress:
         result = run_archive(cfg, only=account or None, progress=progress)
     if as_json:
@@ -493,8 +499,10 @@ def access_log_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
     Example: archiver access-log verify --config /etc/archiver/archiver.toml
     """
     from .access_log import access_log_path, verify_access_log
+    from .store import require_database
 
     cfg = load_config(config)
+    require_database(cfg.archive.database)
     path = access_log_path(cfg.archive.database)
     problems = verify_access_log(path)
     for problem in problems:
@@ -513,9 +521,10 @@ def checkpoint(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """
     from .lock import archive_lock
     from .pipeline import checkpoint_archive
-    from .store import Store
+    from .store import Store, require_database
 
     cfg = load_config(config)
+    require_database(cfg.archive.database)
     with archive_lock(cfg.archive.dir):
         store = Store.open(cfg.archive.database, create=False)
         try:
@@ -604,9 +613,10 @@ def scan(
         return
     from .lock import archive_lock
     from .progress import count_progress
-    from .store import Store
+    from .store import Store, require_database
 
     cfg = load_config(config or DEFAULT_CONFIG)
+    require_database(cfg.archive.database)
     detector = build_detector(cfg)
     with archive_lock(cfg.archive.dir), count_progress(on_terminal(), "scanning versions") as on_progress:
         store = Store.open(cfg.archive.database, create=False)
@@ -644,10 +654,11 @@ def review(
 
     from .lock import archive_lock
     from .scan.archive import append_review
-    from .store import Store
+    from .store import Store, require_database
 
     who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or getpass.getuser()
     cfg = load_config(config)
+    require_database(cfg.archive.database)
     with archive_lock(cfg.archive.dir):
         store = Store.open(cfg.archive.database, create=False)
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -134,6 +136,13 @@ class Config:
         known = ", ".join(a.name for a in self.accounts) or "none"
         raise ConfigError(f"{self.path}: no account named {name!r} (configured: {known})")
 
+    def selected_accounts(self, only: Sequence[str] | None = None) -> list[AccountConfig]:
+        """The enabled accounts a run captures: all of them, or those named in `only` (ConfigError for a name
+        not configured)."""
+        for name in only or ():
+            self.account(name)
+        return [a for a in self.accounts if a.enabled and (not only or a.name in only)]
+
 
 def config_schema() -> dict[str, Any]:
     text = resources.files("archiver.schemas").joinpath("config.schema.json").read_text("utf-8")
@@ -182,6 +191,8 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: unknown key {', '.join(extra)} (allowed: {allowed})"
     if error.validator == "required":
         return f"{where}: {error.message}; add it"
+    if error.validator == "minItems" and not error.instance:
+        return f"{where}: the list is empty; {error.schema.get('description') or 'add at least one entry'}"
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     forbidden = error.validator_value if error.validator == "not" else None
@@ -316,15 +327,39 @@ def resolve_token(account: AccountConfig) -> str:
             )
         return _checked_token(account, f"environment variable {account.token_env}", value)
     assert account.token_file is not None  # guaranteed by the schema's oneOf
-    try:
-        value = account.token_file.read_text("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"account {account.name}: cannot read token_file {account.token_file} ({exc.strerror})"
-        ) from None
+    value = _read_token_file(account, account.token_file)
     if not value:
         raise ConfigError(f"account {account.name}: token_file {account.token_file} is empty")
     return _checked_token(account, f"token_file {account.token_file}", value)
+
+
+def _read_token_file(account: AccountConfig, path: Path) -> str:
+    """The file's text, refused like ssh refuses a private key when others may read it: a token that others
+    could copy is as good as leaked. The mode is taken from the file opened, so no swap can slip in between."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & 0o077:
+                raise ConfigError(
+                    f"account {account.name}: token_file {path} is mode {mode:o}, open to group or others; "
+                    f"chmod 600 {path}"
+                )
+            return handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"account {account.name}: cannot read token_file {path} ({exc.strerror}); "
+            "put the token there or fix the path"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"account {account.name}: token_file {path} is not UTF-8 text; keep only the token") from None
+
+
+def check_tokens(config: Config, only: Sequence[str] | None = None) -> None:
+    """Read the token of every account a run would capture, and drop it: a variable not set or a token file
+    that cannot be used is then a ConfigError before the run takes the lock or opens the archive, not a
+    failed account in a run row."""
+    for account in config.selected_accounts(only):
+        resolve_token(account)
 
 
 def _checked_token(account: AccountConfig, source: str, value: str) -> str:
@@ -361,7 +396,7 @@ platform = "mastodon"
 api_base = "https://mastodon.example"
 account = "@clinic"             # @handle or numeric id; leave out for the token's own account
 token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
-# token_file = "/etc/archiver/tokens/clinic-mastodon"   # instead of token_env
+# token_file = "/etc/archiver/tokens/clinic-mastodon"   # instead of token_env; mode 0600 (chmod 600)
 # media = true                  # fetch images and video into the WARC
 # direct_messages = true        # capture direct conversations (token scope read:statuses read:conversations)
 

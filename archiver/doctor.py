@@ -191,29 +191,19 @@ def check_expiry(name: str, expires_at: datetime | None, now: datetime, warn_day
 
 def check_account(account: AccountConfig, timeout: float, now: datetime, warn_days: int) -> list[Check]:
     name = f"account {account.name}"
-    checks = []
-    if account.token_file is not None and account.token_file.exists() and _mode(account.token_file) & 0o077:
-        checks.append(
-            Check(
-                name,
-                "warn",
-                f"token_file {account.token_file} is mode {_mode(account.token_file):o}; "
-                f"chmod 600 {account.token_file}",
-            )
-        )
     redactor = Redactor([])
     try:
+        # Also refuses a token_file that others can read, naming the chmod to run.
         token = resolve_token(account)
         redactor.secrets.append(token)
         credential = connector_for(account.platform, account).check_credential(account, token, timeout)
     except ArchiverError as exc:
-        message = redactor.text(str(exc)).removeprefix(f"{name}: ")
-        return [*checks, Check(name, "fail", message)]
+        return [Check(name, "fail", redactor.text(str(exc)).removeprefix(f"{name}: "))]
     expiry = check_expiry(name, credential.expires_at, now, warn_days)
     if expiry is not None:
-        return [*checks, expiry]
+        return [expiry]
     until = f", valid until {credential.expires_at:%Y-%m-%d}" if credential.expires_at else ""
-    return [*checks, Check(name, "ok", f"token from {account.credential_ref} accepted ({credential.who}{until})")]
+    return [Check(name, "ok", f"token from {account.credential_ref} accepted ({credential.who}{until})")]
 
 
 def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:

@@ -20,7 +20,7 @@ import sqlite_utils
 
 from . import __version__, ledger
 from .checkpoints import Checkpoint
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .items import AccountIdentity, Deletion, Item, MediaFile
 from .warc import iso, utcnow
 
@@ -131,6 +131,47 @@ class AppendOutcome:
     new_media: bool = False
 
 
+def database_not_found(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path}: archive database not found; run `archiver run` first, or point [archive] dir at the archive"
+    )
+
+
+def require_database(path: Path) -> None:
+    """ConfigError (exit 2) when the archive database is missing or another application's. Call it before taking
+    the archive's lock in a command that needs an existing archive: a config pointing at no archive then creates
+    nothing, not even a folder."""
+    if not Path(path).exists():
+        raise database_not_found(path)
+    check_database_file(path)
+
+
+def refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
+    """ConfigError when `conn` holds another application's tables (schema version 0 with tables in it), which the
+    migrations would otherwise turn into an archive. A new, empty file is fine: that is a new archive."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+        return
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite%' ORDER BY name")]
+    if names:
+        conn.close()  # the caller gets this error instead of a store
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ConfigError(
+            f"{path}: not an archive database (it holds other tables: {shown}); point [archive] database at the "
+            "archive's file, or at a new one"
+        )
+
+
+def check_database_file(path: Path) -> None:
+    """Read-only: ConfigError when a file at `path` is not an archive database (another application's tables),
+    before a run takes the lock or sets the folder's mode. A missing or empty file is a new archive."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    refuse_foreign_database(conn, path)
+    conn.close()
+
+
 class Store:
     """An open archive database. Use `Store.open(path)`; `readonly=True` for views and checks."""
 
@@ -155,18 +196,18 @@ class Store:
     def open(cls, path: Path, *, readonly: bool = False, create: bool = True, durable: bool = True) -> Store:
         """`durable=False` (a rebuild's new file, moved into place only once complete) skips the fsyncs."""
         path = Path(path)
+        if (readonly or not create) and not path.exists():
+            raise database_not_found(path)
         if readonly:
-            if not path.exists():
-                raise StoreError(f"{path}: archive database not found; run `archiver run` (or `archiver demo`) first")
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             conn.row_factory = sqlite3.Row
+            refuse_foreign_database(conn, path)
             return cls(conn, path, True)
-        if not path.exists() and not create:
-            raise StoreError(f"{path}: archive database not found")
         path.parent.mkdir(parents=True, exist_ok=True)
         # explicit transactions only; a run's platform threads share the connection under the run's lock
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
+        refuse_foreign_database(conn, path)  # before the pragmas below: WAL mode alone rewrites the file's header
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # A committed row survives power loss; a file that is thrown away when interrupted need not.

@@ -14,6 +14,7 @@ from archiver.checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY, load_p
 from archiver.cli import app
 from archiver.verify import verify_archive
 
+from .test_config import DISABLED
 from .test_ledger import behind_the_back
 
 
@@ -21,7 +22,7 @@ from .test_ledger import behind_the_back
 def archive(tmp_path):
     """An empty-account run: runs, results, a WARC-less checkpoint; keys generated on the way."""
     config = tmp_path / "archiver.toml"
-    config.write_text('accounts = []\n[archive]\ndir = "arch"\n')
+    config.write_text(f'[archive]\ndir = "arch"\n{DISABLED}')
     result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
     return tmp_path / "arch", config

@@ -64,6 +64,10 @@ def test_example_config_written_by_init_is_valid(tmp_path):
         (lambda t: t.replace('dir = "arch"', ""), "archive: 'dir' is a required property; add it"),
         (lambda t: t + '[backup]\nto = "/mnt/b"\nmax_age_hours = 0\n', "backup.max_age_hours: 0 is less than"),
         (lambda t: t + "[backup]\nmax_age_hours = 24\n", "backup: 'to' is a required property"),
+        (
+            lambda t: "accounts = []\n" + t[: t.index("[[accounts]]")],
+            "accounts: the list is empty; add an [[accounts]]",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_key(tmp_path, change, expected):
@@ -108,6 +112,7 @@ def test_token_by_reference_only(tmp_path, monkeypatch):
     assert resolve_token(cfg.accounts[0]) == "s3cret-value"
     token_file = tmp_path / "tok"
     token_file.write_text("file-secret\n")
+    token_file.chmod(0o600)
     cfg2 = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
     assert resolve_token(cfg2.accounts[0]) == "file-secret"
     assert "file-secret" not in repr(cfg2)
@@ -151,18 +156,120 @@ def test_options_on_a_platform_without_options_are_refused(tmp_path):
         load_config(path)
 
 
+# An account that a run does not capture: configs of commands that need an archive but no platform.
+DISABLED = """
+[[accounts]]
+name = "off"
+platform = "mastodon"
+api_base = "http://127.0.0.1:9"
+token_env = "T"
+enabled = false
+"""
+
+
+def one_account(platform: str, account: str | None) -> str:
+    line = f'account = "{account}"\n' if account is not None else ""
+    head = f'[archive]\ndir = "arch"\n\n[[accounts]]\nname = "a"\nplatform = "{platform}"\n'
+    return f'{head}api_base = "https://x.example"\n{line}token_env = "T"\n'
+
+
+@pytest.mark.parametrize(
+    ("platform", "account"),
+    [
+        ("mastodon", "@clinic"),
+        ("mastodon", "@clinic@mastodon.example"),
+        ("mastodon", "nobody-here"),
+        ("mastodon", "109876543210"),
+        ("mastodon", None),
+        ("x", "@riversideclinic"),
+        ("x", "1234567890123456789"),
+        ("x", None),
+        ("bluesky", "@riverside-clinic.example.org"),
+        ("bluesky", "clinic.bsky.social"),
+        ("bluesky", "did:plc:z72i7hdynmk6r22z27h6tvur"),
+        ("linkedin", "urn:li:organization:1001"),
+        ("linkedin", "1002"),
+        ("youtube", "@RiversideClinic"),
+        ("youtube", "UCRcMKY4TUlcS3jHYUoW6fYS"),
+        ("youtube", None),
+        ("facebook", "1000000000001"),
+        ("instagram", "17841410000000002"),
+    ],
+)
+def test_each_platform_takes_its_own_account_forms(tmp_path, platform, account):
+    assert load_config(write(tmp_path, one_account(platform, account))).accounts[0].account == account
+
+
+@pytest.mark.parametrize(
+    ("platform", "account", "hint"),
+    [
+        ("mastodon", "not a handle", "@user, @user@instance.example or the numeric account id"),
+        ("mastodon", "@clinic@other.example@x", "@user@instance.example"),
+        ("mastodon", "https://x.example/@clinic", "@user@instance.example"),
+        ("x", "@@clinic", "@username (up to 15 letters, digits or _)"),
+        ("x", "clinic with space", "@username"),
+        ("bluesky", "@not_a_valid_handle", "handle (@clinic.bsky.social"),
+        ("bluesky", "did:plc:", "its DID"),
+        ("linkedin", "organization:501", "urn:li:organization:<id>"),
+        ("linkedin", "urn:li:organization:abc", "urn:li:organization:<id>"),
+        ("youtube", "@", "its @handle or its channel id"),
+        ("youtube", "UCshort", "UC and 22 more characters"),
+        ("facebook", "clinic-page", "numeric id"),
+        ("instagram", "@clinic", "numeric id"),
+    ],
+)
+def test_a_malformed_account_is_a_config_error_naming_it(tmp_path, platform, account, hint):
+    """Found by the config check, not by a run that has already written its run row."""
+    path = write(tmp_path, one_account(platform, account))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: accounts[0].account: {account!r} is not valid. Set ")
+    assert hint in message and "\n" not in message
+
+
+@pytest.mark.parametrize("platform", ["bluesky", "linkedin"])
+def test_platforms_that_name_no_own_account_need_one(tmp_path, platform):
+    with pytest.raises(ConfigError, match=r"accounts\[0\]: 'account' is a required property; add it"):
+        load_config(write(tmp_path, one_account(platform, None)))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=lambda mode: f"{mode:o}")
+def test_a_token_file_others_can_open_is_refused_like_an_ssh_key(tmp_path, mode):
+    token_file = tmp_path / "tok"
+    token_file.write_text("file-secret-Zq7\n")
+    token_file.chmod(mode)
+    cfg = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
+    with pytest.raises(ConfigError) as refused:
+        resolve_token(cfg.accounts[0])
+    assert str(refused.value) == (
+        f"account clinic: token_file {token_file} is mode {mode:o}, open to group or others; chmod 600 {token_file}"
+    )
+    token_file.chmod(0o400)
+    assert resolve_token(cfg.accounts[0]) == "file-secret-Zq7"
+
+
+def test_a_token_file_that_is_not_text_is_one_line(tmp_path):
+    token_file = tmp_path / "tok"
+    token_file.write_bytes(b"\xff\xfe secret")
+    token_file.chmod(0o600)
+    cfg = load_config(write(tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_file = "tok"')))
+    with pytest.raises(ConfigError, match=f"token_file {token_file} is not UTF-8 text; keep only the token"):
+        resolve_token(cfg.accounts[0])
+
+
 def test_an_archive_path_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
     """Python's and SQLite's own errors (a folder that is a file, a database that is not one) are said in one
     line naming the path, not as a traceback."""
     (tmp_path / "afile").write_text("not a folder")
     config = tmp_path / "archiver.toml"
-    config.write_text('accounts = []\n[archive]\ndir = "afile"\n')
+    config.write_text(f'[archive]\ndir = "afile"\n{DISABLED}')
     result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert str(tmp_path / "afile") in result.output and "Traceback" not in result.output
     (tmp_path / "arch").mkdir()
     (tmp_path / "arch" / "archive.db").write_text("not a database, but long enough to be read as one " * 200)
-    config.write_text('accounts = []\n[archive]\ndir = "arch"\n')
+    config.write_text(f'[archive]\ndir = "arch"\n{DISABLED}')
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "archive database cannot be used" in result.output

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -35,6 +37,26 @@ def test_command_is_documented_with_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "Example: archiver " + " ".join(command) in result.output
+
+
+def long_options(command: click.Command) -> list[str]:
+    return [o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--") and o != "--help"]
+
+
+def test_global_options_are_documented():
+    options = long_options(typer.main.get_command(app))
+    assert "--version" in options
+    for option in options:
+        assert f"`archiver {option}`" in README
+
+
+@pytest.mark.parametrize("command", commands(), ids=" ".join)
+def test_every_option_of_a_command_is_in_the_readme(command):
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name]
+    for option in long_options(click_command):
+        assert re.search(re.escape(option) + r"\b", README), f"archiver {' '.join(command)} {option}"
 
 
 def test_readme_starts_with_the_two_commands():

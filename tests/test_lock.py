@@ -15,10 +15,12 @@ from archiver.cli import app
 from archiver.errors import LockedError
 from archiver.lock import archive_lock
 
+from .test_config import DISABLED
+
 
 def config(tmp_path):
     path = tmp_path / "archiver.toml"
-    path.write_text('accounts = []\n[archive]\ndir = "arch"\n')
+    path.write_text(f'[archive]\ndir = "arch"\n{DISABLED}')
     return path
 
 

@@ -24,6 +24,8 @@ from archiver.demo.mastodon_server import SampleMastodonServer
 from archiver.demo.sample_data import build_clinic_dataset
 from archiver.scan.alerts import ALERT_LISTED, shown_webhook
 
+from .test_config import DISABLED
+
 TOKEN = "alerts-test-token-Zq81"
 SMTP_PASSWORD = "smtp-pass-Kx93-secret"
 WEBHOOK_TOKEN = "hook-token-Ty55-secret"
@@ -266,7 +268,7 @@ def test_a_bad_rule_file_in_a_run_is_a_notice_and_the_captures_are_kept(tmp_path
 )
 def test_a_bad_alerts_or_scan_section_is_exit_2_naming_the_field(tmp_path, section, message):
     path = tmp_path / "archiver.toml"
-    path.write_text(f'accounts = []\n[archive]\ndir = "arch"\n{section}\n', "utf-8")
+    path.write_text(f'[archive]\ndir = "arch"\n{DISABLED}{section}\n', "utf-8")
     result = CliRunner().invoke(app, ["run", "--config", str(path)])
     assert result.exit_code == 2, result.output
     assert message in result.output, result.output

@@ -24,7 +24,7 @@ from archiver.scan.rules import load_rules
 DATA = Path(__file__).resolve().parent / "data" / "phi_eval.jsonl"
 ROWS = [json.loads(line) for line in DATA.read_text("utf-8").splitlines() if line.strip()]
 ORG = """\
-accounts = []
+accounts = [{name = "off", platform = "mastodon", api_base = "http://127.0.0.1:9", token_env = "T", enabled = false}]
 
 [archive]
 dir = "arch"

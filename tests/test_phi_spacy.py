@@ -15,6 +15,8 @@ from archiver.errors import ConfigError
 from archiver.scan.archive import build_detector
 from archiver.scan.spacy_names import load_person_finder
 
+from .test_config import DISABLED
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
@@ -34,7 +36,7 @@ def model(tmp_path_factory) -> Path:
 
 def config(tmp_path: Path, model_line: str) -> Path:
     path = tmp_path / "archiver.toml"
-    path.write_text(f'accounts = []\n[archive]\ndir = "arch"\n[scan]\nstaff = ["Thaddeus Moon"]\n{model_line}\n')
+    path.write_text(f'[archive]\ndir = "arch"\n{DISABLED}[scan]\nstaff = ["Thaddeus Moon"]\n{model_line}\n')
     return path
 
 

@@ -49,7 +49,7 @@ from ..checkpoints import load_private_key, public_b64, public_pem
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
 from ..lock import archive_lock
-from ..store import Store
+from ..store import Store, require_database
 from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
 from .gather import ROW_TABLES, Gathered, gather_rows
@@ -164,6 +164,7 @@ def export_bundle(
         raise ConfigError("--case: give the case identifier, e.g. --case HR-2026-014")
     out = Path(out).resolve()
     archive = config.archive
+    require_database(archive.database)  # before the lock, which would make the folder
     with archive_lock(archive.dir):
         store = Store.open(archive.database, create=False)
         try:
