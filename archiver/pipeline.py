@@ -260,10 +260,7 @@ def run_archive(
 ) -> RunResult:
     """Run every enabled account (or those named in `only`) once. Raises LockedError if a run is active."""
     progress = progress or RunProgress()
-    accounts = [a for a in config.accounts if a.enabled and (not only or a.name in only)]
-    if only:
-        for name in only:
-            config.account(name)  # ConfigError for an unknown name
+    accounts = config.selected_accounts(only)  # ConfigError for a name not configured
     archive = config.archive
     with archive_lock(archive.dir):
         archive.dir.mkdir(parents=True, exist_ok=True)
