@@ -1,5 +1,5 @@
 """`python -m archiver` runs the CLI (the same as the `archiver` console script)."""
 
-from .cli import app
+from .cli import main
 
-app(prog_name="archiver")
+main()

@@ -62,13 +62,20 @@ def on_terminal() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(asked: bool) -> None:
+    if asked:
         typer.echo(f"archiver {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
+) -> None:
+    """(--version is eager: it answers before click asks for the command it needs otherwise.)"""
 
 
 @app.command()
@@ -850,5 +857,26 @@ def _day_option(option: str, value: str | None) -> date:
         raise ConfigError(f"{option} {value!r}: not a date; write YYYY-MM-DD") from None
 
 
+# typer's own copy of click (typer 0.29 and later) or click itself: a BadParameter is a UsageError in both.
+UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
+
+
+def main() -> None:
+    """The `archiver` command. A usage mistake (an unknown option or command, a missing argument) is one line
+    naming it, exit 2, like every other bad input: click would draw it as a five-line box."""
+    try:
+        code = app(prog_name="archiver", standalone_mode=False)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `archiver` alone: typer printed the help as it raised
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "archiver"
+        typer.echo(f"archiver: error: {exc.format_message().rstrip('.')}; see `{where} --help`", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C at a prompt (a password)
+        typer.echo("archiver: interrupted", err=True)
+        sys.exit(Interrupted.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

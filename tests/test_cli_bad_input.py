@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from archiver import __version__
 from archiver.cli import app
 
 from .test_config import DISABLED
@@ -160,3 +163,26 @@ def test_a_missing_archive_is_exit_2_for_every_command_and_creates_nothing(tmp_p
     result = invoke(*command, "--config", str(config))
     assert_one_line_exit_2(result, f"{tmp_path / 'arch' / 'archive.db'}: archive database not found", "archiver run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["archiver.toml"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["export"], "Missing option '--case'"),
+        (["consent", "nosuch"], "see `archiver consent --help`"),
+    ],
+    ids=" ".join,
+)
+def test_a_usage_mistake_is_one_line_exit_2(args, words):
+    """The installed command (as `python -m archiver` runs it), not the bare Typer app: click draws these as a
+    box of five or six lines."""
+    done = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("archiver: error: ") and words in done.stderr
+
+
+def test_version_answers_without_a_command():
+    done = subprocess.run([sys.executable, "-m", "archiver", "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"archiver {__version__}\n")
