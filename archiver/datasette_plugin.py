@@ -118,6 +118,11 @@ def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
     return inner
 
 
+@hookimpl
+def prepare_connection(conn: Any) -> None:
+    search_page.register_functions(conn)  # utc_time, for the posted bounds
+
+
 # -- login accounts ---------------------------------------------------------------------------------------
 @hookimpl
 def get_metadata(datasette: Any, key: str, database: str | None, table: str | None) -> dict[str, Any]:

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import date, timedelta
 from typing import Any
+
+from ..bundle.select import utc_time
 
 PAGE_SIZE = 25
 # A search whose words match more item versions than this, with no other filter, is ranked and counted over
@@ -59,7 +63,7 @@ class SearchQuery:
                 continue
             values[f.name] = (params.get(f.name) or "").strip()
         for name in ("posted_from", "posted_to", "captured_from", "captured_to"):
-            if values[name] and not _DATE.match(values[name]):
+            if values[name] and not _is_date(values[name]):
                 raise SearchInputError(f"{name}={values[name]!r}: give a date as YYYY-MM-DD")
         if values["status"] and values["status"] not in STATUSES:
             raise SearchInputError(f"status={values['status']!r}: use one of {', '.join(STATUSES)}")
@@ -76,6 +80,13 @@ class SearchQuery:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("page", "extra")}
 
 
+def _is_date(value: str) -> bool:
+    try:
+        return bool(_DATE.match(value)) and bool(date.fromisoformat(value))
+    except ValueError:  # "2026-02-30" has the shape but is no day
+        return False
+
+
 def fts_match(q: str) -> str:
     """The user's words as an FTS5 query: each word quoted (no FTS syntax errors), all must match."""
     words = q.split()
@@ -83,6 +94,35 @@ def fts_match(q: str) -> str:
 
 
 VERSION_COLUMNS = "v.platform, v.account, v.kind, v.author_handle, v.created_at"
+
+
+_DAY = timedelta(days=1)
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions the search calls, on each of the server's connections (the plugin's prepare_connection)."""
+    conn.create_function("utc_time", 1, utc_time, deterministic=True)
+
+
+# created_at in UTC, as text. "Z" is how most platforms give it, and then its text orders against a date at any
+# precision ("2026-03-01T00:00:00Z" >= "2026-03-01"); a call into Python costs ~5 µs a row, so only other forms
+# (an offset) go through utc_time.
+_POSTED_UTC = "CASE WHEN substr(v.created_at, -1) = 'Z' THEN v.created_at ELSE utc_time(v.created_at) END"
+
+
+def _posted_bound(name: str, day: date, op: str, params: dict[str, Any]) -> str:
+    """created_at `op` the start of `day` in UTC, for every form platforms store it in.
+
+    created_at is kept as the platform gave it: "...:30Z" (Graph, YouTube), "...:30.845Z" (Mastodon, X),
+    microseconds (LinkedIn), or the poster's own offset (a Bluesky post's createdAt), and text orders an offset
+    wrongly: "2026-03-01T19:00:00-05:00" is 2 March in UTC. So the exact test is on utc_time(created_at), as the
+    export does; but no offset moves a time by a whole day, so created_at text more than a day from the bound is
+    in or out as it reads: the exact test runs only on the two days around the bound, and the created_at index
+    still gives the range."""
+    params |= {name: str(day), f"{name}_lo": str(day - _DAY), f"{name}_hi": str(day + _DAY)}
+    if op == ">=":
+        return f"v.created_at >= :{name}_lo AND (v.created_at >= :{name}_hi OR {_POSTED_UTC} >= :{name})"
+    return f"v.created_at < :{name}_hi AND (v.created_at < :{name}_lo OR {_POSTED_UTC} < :{name})"
 
 
 def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
@@ -98,17 +138,16 @@ def _hits_sql(query: SearchQuery, params: dict[str, Any]) -> str:
         if value:
             params[column] = value
             where.append(f"v.{column} = :{column}")
-    for name, column, op in (
-        ("posted_from", "created_at", ">="),
-        ("posted_to", "created_at", "<"),
-        ("captured_from", "captured_at", ">="),
-        ("captured_to", "captured_at", "<"),
-    ):
+    if query.posted_from:
+        where.append(_posted_bound("posted_from", date.fromisoformat(query.posted_from), ">=", params))
+    if query.posted_to:  # "to" includes that whole day
+        where.append(_posted_bound("posted_before", date.fromisoformat(query.posted_to) + _DAY, "<", params))
+    for name, op in (("captured_from", ">="), ("captured_to", "<")):
         value = getattr(query, name)
-        if value:
+        if value:  # captured_at is written by the archiver, always in UTC with Z: its text orders as its time
             params[name] = value
             bound = f"date(:{name}, '+1 day')" if op == "<" else f":{name}"  # "to" includes that whole day
-            where.append(f"v.{column} {op} {bound}")
+            where.append(f"v.captured_at {op} {bound}")
     if query.q:
         params["match"] = fts_match(query.q)
         if "min_rowid" in params:  # a broad search: only the newest WINDOW matching versions
