@@ -196,7 +196,7 @@ def verify(
     from .checkpoints import PUBLIC_KEY
     from .config import ArchiveConfig
     from .progress import verify_progress
-    from .verify import trust_summary, verify_archive
+    from .verify import check_archive, trust_summary
 
     if archive_dir is not None:
         archive = ArchiveConfig.in_folder(archive_dir)
@@ -210,9 +210,10 @@ def verify(
     if key_in_archive:
         public_key = archive.keys_dir / PUBLIC_KEY
     with verify_progress(enabled=on_terminal() and not as_json) as on_step:
-        problems = verify_archive(archive.database, archive.warc_dir, public_key, on_step, checkpoints)
+        check = check_archive(archive.database, archive.warc_dir, public_key, on_step, checkpoints)
+    problems = check.problems
     errors = [p for p in problems if p.severity == "error"]
-    trust = trust_summary(archive.database, public_key, key_in_archive)
+    trust = trust_summary(check.extent, public_key, key_in_archive)
     if as_json:
         typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems], "trust": trust}, indent=2))
     else:

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,6 +49,25 @@ from .warc import block_digest_ok
 PARALLEL_LEDGER_FROM = int(os.environ.get("ARCHIVER_VERIFY_PARALLEL_FROM", "20000"))
 
 
+@dataclass(frozen=True)
+class SignedExtent:
+    """How far the last checkpoint reaches into the ledger."""
+
+    last_signed: int | None  # the ledger seq the last checkpoint signed; None before the first checkpoint
+    entries: int  # the ledger's entries
+    own_entry: int | None  # that checkpoint's own ledger entry, just after the head it signs
+
+    @property
+    def unsigned(self) -> int:
+        return self.entries - (self.own_entry or self.last_signed or 0)
+
+
+@dataclass(frozen=True)
+class ArchiveCheck:
+    problems: list[Problem]
+    extent: SignedExtent
+
+
 def verify_archive(
     database: Path,
     warc_dir: Path,
@@ -56,7 +76,20 @@ def verify_archive(
     kept_checkpoints: Path | None = None,
     access_log: Path | None = None,
 ) -> list[Problem]:
-    """All problems found; an empty list means the archive verifies. Opens the database read-only.
+    """All problems found; an empty list means the archive verifies (see check_archive)."""
+    return check_archive(database, warc_dir, public_key, on_step, kept_checkpoints, access_log).problems
+
+
+def check_archive(
+    database: Path,
+    warc_dir: Path,
+    public_key: Path | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
+    kept_checkpoints: Path | None = None,
+    access_log: Path | None = None,
+) -> ArchiveCheck:
+    """All problems found (none: the archive verifies) and how much of the ledger is signed, both as of one
+    snapshot of the database, which is opened read-only.
 
     `public_key` is the archive's public key file (PEM): every checkpoint must be signed by it. Without one,
     an archive with checkpoints does not verify. `kept_checkpoints` is a folder of checkpoint copies kept away
@@ -97,7 +130,7 @@ def verify_archive(
                 chain = ledger.result()
             except BrokenProcessPool:  # the second process died (killed, out of memory): check it here
                 chain = list(verify_ledger(store.conn))
-        return schema + chain + checkpoints + warcs
+        return ArchiveCheck(schema + chain + checkpoints + warcs, signed_extent(store))
     finally:
         if pool is not None:
             pool.shutdown()
@@ -158,19 +191,19 @@ def _check_key(store: Store, trusted: Any) -> Iterator[Problem]:
         yield missing_key_problem()
 
 
-def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool) -> list[str]:
+def signed_extent(store: Store) -> SignedExtent:
+    last = store.conn.execute("SELECT max(ledger_seq) FROM checkpoints").fetchone()[0]
+    entries = store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+    # The checkpoint's own row enters the ledger just after the head it signs: not an unsigned fact.
+    own = store.conn.execute(
+        "SELECT max(seq) FROM ledger WHERE table_name = 'checkpoints' AND seq = ?", ((last or 0) + 1,)
+    ).fetchone()[0]
+    return SignedExtent(last, entries, own)
+
+
+def trust_summary(extent: SignedExtent, public_key: Path | None, key_in_archive: bool) -> list[str]:
     """What the signatures prove, in words: which key was trusted and from where, and how much of the ledger
     the last checkpoint signed (what came after is not signed yet)."""
-    store = Store.open(database, readonly=True)
-    try:
-        last = store.conn.execute("SELECT max(ledger_seq) FROM checkpoints").fetchone()[0]
-        entries = store.conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
-        # The checkpoint's own row enters the ledger just after the head it signs: not an unsigned fact.
-        own = store.conn.execute(
-            "SELECT max(seq) FROM ledger WHERE table_name = 'checkpoints' AND seq = ?", ((last or 0) + 1,)
-        ).fetchone()[0]
-    finally:
-        store.close()
     lines = []
     if public_key is not None:
         where = "the archive's own key folder" if key_in_archive else str(public_key)
@@ -179,10 +212,10 @@ def trust_summary(database: Path, public_key: Path | None, key_in_archive: bool)
         )
         if key_in_archive:
             lines.append("  (a key kept elsewhere, given with --public-key, also proves that key was not replaced)")
-    if last is not None:
-        unsigned = entries - (own or last)
+    if extent.last_signed is not None:
+        unsigned = extent.unsigned
         lines.append(
-            f"last checkpoint signs ledger seq {last} of {entries}"
+            f"last checkpoint signs ledger seq {extent.last_signed} of {extent.entries}"
             + (f"; {unsigned} ledger entries appended since are not signed yet" if unsigned else "")
         )
     return lines
