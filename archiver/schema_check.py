@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 
 from .problems import Problem
-from .store import _split_sql, load_migrations
+from .store import load_migrations, split_sql
 
 FTS_TABLE = "item_versions_fts"
 
@@ -24,7 +24,7 @@ def expected_schema(version: int) -> dict[tuple[str, str], str]:
     conn = sqlite3.connect(":memory:")
     try:
         for migration in load_migrations()[:version]:
-            for statement in _split_sql(migration.sql):
+            for statement in split_sql(migration.sql):
                 conn.execute(statement)
         return _objects(conn)
     finally:

@@ -239,7 +239,7 @@ class Store:
             )
         for migration in migrations[current:]:
             with self.transaction():
-                for statement in _split_sql(migration.sql):
+                for statement in split_sql(migration.sql):
                     self.conn.execute(statement)
                 self.ledger_on = self._has_ledger()
                 if migration.version == LEDGER_MIGRATION:
@@ -656,7 +656,7 @@ class Store:
         return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ARCHIVE_TABLES}
 
 
-def _split_sql(sql: str) -> list[str]:
+def split_sql(sql: str) -> list[str]:
     """Statements of a migration block; trigger bodies (BEGIN ... END;) stay whole."""
     statements, buffer = [], ""
     for line in sql.splitlines(keepends=True):
