@@ -201,7 +201,23 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
     if error.validator == "pattern":
         hint = error.schema.get("description", "")
         return f"{where}: {error.instance!r} is not valid. {hint}".strip()
+    if error.validator == "minLength" and error.instance == "":
+        hint = error.schema.get("description", "")
+        return f"{where}: empty; give a value or leave the key out. {hint}".strip()
     return f"{where}: {error.message}"
+
+
+# Platforms whose token reaches many accounts: the one to capture is named by `account` or by this option.
+NAMED_BY_OPTION = {"facebook": ("page_id", "the Page's numeric id"), "instagram": ("ig_user_id", "its numeric id")}
+
+
+def _require_named_account(account: AccountConfig, where: str, path: Path) -> None:
+    option = NAMED_BY_OPTION.get(account.platform)
+    if option is None or account.account or account.options.get(option[0]):
+        return
+    name, what = option
+    missing = f"no {account.platform} account named; set options.{name} (or account) to {what}"
+    raise ConfigError(f"{path}: {where}: {missing}")
 
 
 def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
@@ -249,6 +265,7 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
                 options=_platform_options(acc, f"accounts[{index}]", path),
             )
         )
+        _require_named_account(accounts[-1], f"accounts[{index}]", path)  # once its options are known good
     return Config(
         path=path,
         sha256=sha256,

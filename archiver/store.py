@@ -217,7 +217,11 @@ class Store:
         # The indexes of a large archive are read on every append: keep their hot pages in memory (64 MB).
         conn.execute("PRAGMA cache_size=-65536")
         store = cls(conn, path, False)
-        store.ensure_schema()
+        try:
+            store.ensure_schema()
+        except BaseException:
+            conn.close()  # the last connection's close also takes away the -wal and -shm files it made
+            raise
         return store
 
     def close(self) -> None:
@@ -233,7 +237,7 @@ class Store:
         migrations = load_migrations()
         current = self.schema_version
         if current > len(migrations):
-            raise StoreError(
+            raise ConfigError(  # nothing is touched: the archive waits for the software that made it
                 f"{self.path}: archive schema version {current} is newer than this software knows "
                 f"({len(migrations)}); upgrade archiver"
             )

@@ -186,3 +186,15 @@ def test_a_usage_mistake_is_one_line_exit_2(args, words):
 def test_version_answers_without_a_command():
     done = subprocess.run([sys.executable, "-m", "archiver", "--version"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, f"archiver {__version__}\n")
+
+
+@pytest.mark.parametrize("command", [["run", "--quiet"], ["scan"], ["checkpoint"]])
+def test_an_archive_from_newer_software_is_exit_2_untouched(archived, tmp_path, command):
+    """An older archiver after a rollback: the archive waits for the software that made it."""
+    conn = sqlite3.connect(archived / "archive.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    before = archive_files(archived)
+    result = invoke(*command, "--config", str(tmp_path / "archiver.toml"))
+    assert_one_line_exit_2(result, "archive schema version 999 is newer than this software knows", "upgrade archiver")
+    assert archive_files(archived) == before

@@ -68,6 +68,19 @@ def test_example_config_written_by_init_is_valid(tmp_path):
             lambda t: "accounts = []\n" + t[: t.index("[[accounts]]")],
             "accounts: the list is empty; add an [[accounts]]",
         ),
+        (
+            lambda t: t.replace('api_base = "https://social.example/"', 'api_base = "https://social.example/ x"'),
+            "accounts[0].api_base: 'https://social.example/ x' is not valid",
+        ),
+        (lambda t: t.replace('account = "@clinic"', 'account = ""'), "accounts[0].account: empty; give a value"),
+        (
+            lambda t: t.replace('platform = "mastodon"', 'platform = "facebook"').replace('account = "@clinic"', ""),
+            "accounts[0]: no facebook account named; set options.page_id (or account) to the Page's numeric id",
+        ),
+        (
+            lambda t: t.replace('platform = "mastodon"', 'platform = "instagram"').replace('account = "@clinic"', ""),
+            "accounts[0]: no instagram account named; set options.ig_user_id (or account)",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_key(tmp_path, change, expected):
