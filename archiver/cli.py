@@ -307,9 +307,9 @@ def rebuild(
 @app.command()
 @reports_errors
 def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check what the nightly run needs: folders and key permissions, disk space, the last run, the last
-    backup (a warning when the config names no backup folder), and every account's credential (one cheap
-    call each, not archived). Exit 1 when something needs a person.
+    """Check what the nightly run needs: folders and key permissions, that the archive can be written, disk
+    space, the last run, the last backup (a warning when the config names no backup folder), and every
+    account's credential (one cheap call each, not archived). Exit 1 when something needs a person.
 
     Example: archiver doctor --config /etc/archiver/archiver.toml
     """

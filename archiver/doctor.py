@@ -6,6 +6,7 @@ made outside the capturing session (a health check is not evidence, so it is not
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ def check_files(config: Config) -> list[Check]:
     if not archive.dir.exists():
         return [Check("archive folder", "fail", f"{archive.dir} does not exist; run `archiver run` once")]
     checks.append(_private_folder("archive folder", archive.dir))
+    checks.extend(_writable(archive.dir, archive.warc_dir, archive.database))
     key = archive.keys_dir / PRIVATE_KEY
     if not key.exists():
         checks.append(Check("signing key", "fail", f"{key} is missing; checkpoints cannot be signed"))
@@ -64,6 +66,15 @@ def _private_folder(name: str, folder: Path) -> Check:
     return Check(name, "ok", f"{folder} (mode {mode:o})")
 
 
+def _writable(*paths: Path) -> list[Check]:
+    """The run appends to the database, writes WARCs and takes its lock file: each of these it must be able to
+    write (a folder remounted read-only, a database copied in by another user), or the night's run fails."""
+    cannot = [p for p in paths if p.exists() and not os.access(p, os.W_OK)]
+    if not cannot:
+        return [Check("writable", "ok", f"{paths[0]} and what it holds can be written by this user")]
+    return [Check("writable", "fail", f"{p} cannot be written by this user; fix its owner or mount") for p in cannot]
+
+
 def _disk_space(name: str, folder: Path) -> Check:
     free = shutil.disk_usage(folder).free
     level = "fail" if free < MIN_FREE_BYTES else "warn" if free < WARN_FREE_BYTES else "ok"
@@ -78,16 +89,12 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
         checks = []
         known = len(load_migrations())
         version = store.schema_version
-        level = "ok" if version == known else "warn"
-        checks.append(
-            Check(
-                "schema",
-                level,
-                f"version {version} (this software: {known}; the next run migrates)"
-                if level == "warn"
-                else f"version {version}",
-            )
-        )
+        if version > known:
+            checks.append(Check("schema", "fail", f"version {version} is newer than this software's {known}; upgrade"))
+        elif version < known:
+            checks.append(Check("schema", "warn", f"version {version} (this software: {known}; the next run migrates)"))
+        else:
+            checks.append(Check("schema", "ok", f"version {version}"))
         last = store.conn.execute(
             "SELECT r.id, r.started_at, rr.status FROM runs r LEFT JOIN run_results rr ON rr.run_id = r.id "
             "ORDER BY r.started_at DESC LIMIT 1"

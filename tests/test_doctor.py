@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -150,3 +152,22 @@ def test_a_snapshot_that_did_not_verify_stays_in_view(archived):
     assert named["backup"].status == "fail"
     assert named["backup snapshot"].status == "warn" and str(kept) in named["backup snapshot"].message
     assert "changed behind its back" in named["backup snapshot"].message
+
+
+def test_an_archive_the_run_cannot_write_needs_a_person(archived, monkeypatch):
+    """A folder remounted read-only or a database copied in by another user: the night's run would fail. What
+    access(2) answers is staged (the tests run as root, whom file modes do not stop)."""
+    arch = (archived.tmp_path / "arch").resolve()
+    real_access = doctor.os.access
+    monkeypatch.setattr(doctor.os, "access", lambda p, mode: Path(p) != arch / "warcs" and real_access(p, mode))
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    assert result.exit_code == 1
+    assert f"FAIL writable: {arch / 'warcs'} cannot be written by this user; fix its owner or mount" in result.output
+
+
+def test_an_archive_from_newer_software_needs_an_upgrade(archived):
+    conn = sqlite3.connect(archived.tmp_path / "arch" / "archive.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    (schema,) = [c for c in doctor.run_doctor(load_config(archived.config())) if c.name == "schema"]
+    assert schema.status == "fail" and "newer than this software's" in schema.message
