@@ -184,6 +184,15 @@ def verify(
             file_okay=False,
         ),
     ] = None,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Then, when the archive verifies, replay every WARC into a temporary database and compare: names "
+            "each row no captured record backs, each captured fact missing, each row that differs. Needs the "
+            "config's accounts (with --archive-dir too).",
+        ),
+    ] = False,
 ) -> None:
     """Check the archive's integrity without changing anything; exit 1 when a problem is found.
 
@@ -191,8 +200,13 @@ def verify(
     every WARC file and every item's WARC record. What the archive's own folder holds can be rewritten by
     whoever holds the private key too: a public key and checkpoint copies kept elsewhere rule that out.
 
+    With --replay it then rebuilds the database from the WARCs alone in a temporary folder (TMPDIR) and
+    compares items' versions, events, media, cursors and accounts with the live ones.
+
     Example: archiver verify --public-key /safe/archive-ed25519.pub --checkpoints /worm/riverside-checkpoints
     """
+    from dataclasses import replace
+
     from .checkpoints import PUBLIC_KEY
     from .config import ArchiveConfig
     from .progress import verify_progress
@@ -209,16 +223,36 @@ def verify(
     key_in_archive = public_key is None and (archive.keys_dir / PUBLIC_KEY).exists()
     if key_in_archive:
         public_key = archive.keys_dir / PUBLIC_KEY
+    # The config's accounts say how to replay this archive's WARCs: read before the checks, as bad input is.
+    replay_config = replace(load_config(config), archive=archive) if replay else None
     with verify_progress(enabled=on_terminal() and not as_json) as on_step:
         check = check_archive(archive.database, archive.warc_dir, public_key, on_step, checkpoints)
     problems = check.problems
+    replay_summary: list[str] = []
+    if replay_config is not None:
+        from .progress import replay_check_progress
+        from .replay_check import check_replay
+
+        with replay_check_progress(on_terminal() and not as_json) as (progress, on_compare):
+            replayed = check_replay(
+                replay_config,
+                public_key,
+                prior=problems,
+                progress=progress,
+                on_run=progress.run_started,
+                on_step=on_compare,
+            )
+        problems, replay_summary = problems + replayed.problems, replayed.summary()
     errors = [p for p in problems if p.severity == "error"]
     trust = trust_summary(check.extent, public_key, key_in_archive)
     if as_json:
-        typer.echo(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems], "trust": trust}, indent=2))
+        found = {"ok": not errors, "problems": [p.__dict__ for p in problems], "trust": trust}
+        typer.echo(json.dumps(found | ({"replay": replay_summary} if replay else {}), indent=2))
     else:
         for problem in problems:
             typer.echo(str(problem))
+        for line in replay_summary:
+            typer.echo(line)
         for line in trust:
             typer.echo(line)
         typer.echo("archive verifies" if not errors else f"{len(errors)} problem(s) found", err=bool(errors))

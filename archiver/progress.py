@@ -146,6 +146,26 @@ def replay_progress(enabled: bool, echo: Callable[[str], None]) -> Iterator[Repl
         yield ReplayProgress(progress, echo)
 
 
+@contextmanager
+def replay_check_progress(enabled: bool) -> Iterator[tuple[ReplayProgress, Callable[[str, int, int], None]]]:
+    """`archiver verify --replay` on a terminal: a bar per run replayed, then one for the comparison, gone once
+    done (as verify's); nothing otherwise, since verify prints only what it found."""
+    if not enabled:
+        yield ReplayProgress(None, lambda line: None), lambda step, done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task: TaskID | None = None
+
+        def update(step: str, done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = progress.add_task(f"replay: {step}", total=total or None)
+            progress.update(task, description=f"replay: {step}", completed=done, total=total or None)
+
+        yield ReplayProgress(progress, lambda line: None), update
+
+
 SUMMARY_COLUMNS = ("requests", "new items", "edits", "deletions", "restored", "media")
 
 

@@ -1,0 +1,346 @@
+"""The live database against a replay of its WARCs: what `archiver verify --replay` adds to verify.
+
+Plain verify proves that the rows are as the ledger entered them and the WARCs as the checkpoints signed them.
+It cannot tell a row that a capture produced from one that was appended, properly chained, by someone with
+write access: the next checkpoint signs it too. The replay can. Every WARC record is replayed through the same
+connectors and change detection into a temporary database (`rebuild_database`), and each table a replay
+produces is compared with the live one, fact by fact. A row the live database holds and the replay does not
+produce is a fact no captured record backs; a row the replay produces and the live database lacks is evidence
+the database lost; a row in both that differs names its columns.
+
+Rows are matched by what they are about (an item's versions and events by its item_key, in the order they
+were appended; a cursor by account and name; ...), never by row id: ids follow the order in which a run's
+platform threads happened to append, which the WARCs do not record.
+
+Only the tables a replay produces are vouched for (REPLAYED); NOT_REPLAYED says why each other one is not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import ArchiverError, ConfigError
+from .pipeline import RunProgress
+from .problems import Problem
+from .rebuild import rebuild_database
+from .recovery import interrupted_runs
+from .store import Store
+
+
+@dataclass(frozen=True)
+class ReplayedTable:
+    """A table a replay produces, as compared: `group` names what its rows are about (each group's rows in
+    the order they were appended), `columns` the rest that must be equal, `run` the column naming the run."""
+
+    name: str
+    key: str  # how a live row is named in a problem (its primary key)
+    group: tuple[str, ...]
+    columns: tuple[str, ...]  # SQL expressions, `expr AS label` where a column is re-expressed
+    run: str
+    order: str = "id"  # append order within a group
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(c.rsplit(" AS ", 1)[-1] for c in self.columns)
+
+    def query(self, named: bool = False) -> str:
+        """The rows as compared, by group then append order; `named` puts the live row's key first."""
+        selected = ([f"{self.key} AS _key"] if named else []) + [*self.group, *self.columns]
+        return f"SELECT {', '.join(selected)} FROM {self.name} ORDER BY {', '.join(self.group)}, {self.order}"
+
+
+def _version_number(version_id: str) -> str:
+    """A version named by its place in its item's history (1 for the first), not by its row id; prefixed
+    with its item_key when it is another item's than the event's own."""
+    return (
+        "(SELECT CASE WHEN v.item_key = events.item_key THEN count(*) ELSE v.item_key || ' version ' || count(*) "
+        "END FROM item_versions v JOIN item_versions w ON w.item_key = v.item_key AND w.id <= v.id "
+        f"WHERE v.id = {version_id})"
+    )
+
+
+def _names(columns: str) -> tuple[str, ...]:
+    return tuple(columns.split(", "))
+
+
+# An edit's evidence names the version it replaced by row id: compared by its version number instead.
+_PREVIOUS = "'$.previous_version_id'"
+_EVIDENCE = (
+    f"CASE WHEN NOT json_valid(evidence) THEN evidence WHEN json_type(evidence, {_PREVIOUS}) IS NULL THEN evidence "
+    f"ELSE json_set(evidence, {_PREVIOUS}, {_version_number(f'json_extract(evidence, {_PREVIOUS})')}) END AS evidence"
+)
+
+# What a replay vouches for: the facts captured records make. Left out, each for its reason:
+# - row ids (`id`): the order of appends, which interleaves platforms captured in parallel differently from a
+#   replay, account by account; events name versions by number instead (version_id, previous_version_id).
+# - cursors.recorded_at, accounts.recorded_at: the clock of whoever appended the row, not of the capture.
+REPLAYED: tuple[ReplayedTable, ...] = (
+    ReplayedTable(
+        "item_versions",
+        "id",
+        ("item_key",),
+        _names(
+            "platform, account, kind, native_id, parent_key, thread_key, conversation_key, author_id, author_handle, "
+            "author_name, created_at, edited_at, text, url, visibility, media, raw_json, content_sha256, run_id, "
+            "captured_at, warc_file, warc_offset, warc_length, warc_record_id"
+        ),
+        "run_id",
+    ),
+    ReplayedTable(
+        "events",
+        "id",
+        ("item_key",),
+        ("event", f"{_version_number('version_id')} AS version", "run_id", "observed_at", _EVIDENCE),
+        "run_id",
+    ),
+    ReplayedTable(
+        "media_files",
+        "url",
+        ("url",),
+        _names("sha256, size, content_type, run_id, captured_at, warc_file, warc_offset, warc_length, warc_record_id"),
+        "run_id",
+        "url",
+    ),
+    ReplayedTable("cursors", "id", ("account", "name"), ("value", "run_id"), "run_id"),
+    ReplayedTable(
+        "accounts",
+        "id",
+        ("name",),
+        _names("platform, api_base, platform_account_id, handle, display_name, first_seen_run"),
+        "first_seen_run",
+    ),
+)
+
+# What a replay does not vouch for, and why: `verify --replay` says so.
+NOT_REPLAYED: dict[str, str] = {
+    "runs": "run bookkeeping: a replay records its own (software version, hosts' clocks, counts)",
+    "run_results": "run bookkeeping (as runs)",
+    "account_runs": "run bookkeeping (as runs)",
+    "warc_files": "checked by plain verify against the files and the signed checkpoints",
+    "schema_migrations": "when the schema was applied: checked by plain verify's schema check",
+    "ledger": "the chain over the rows as appended: recomputed by plain verify",
+    "checkpoints": "signatures made at capture time: checked by plain verify",
+    "scan_runs": "made by the PHI scan, not by a capture (`archiver scan --all` re-derives flags)",
+    "flags": "made by the PHI scan and consent checks, under the rules of their time",
+    "flag_reviews": "people's decisions, not in any captured record",
+    "consent_imports": "imported from the organisation's records",
+    "consent_register": "imported from the organisation's records",
+    "consent_links": "people's decisions, not in any captured record",
+    "consent_checks": "made by consent checks, not by a capture",
+    "exports": "the register of evidence bundles made",
+}
+NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"
+
+
+def compare_databases(
+    live: sqlite3.Connection,
+    replayed: sqlite3.Connection,
+    unfinished: set[str] | frozenset[str] = frozenset(),
+    on_table: Callable[[str, int, int], None] | None = None,
+) -> Iterator[Problem]:
+    """Every difference between the live database and a replay of its WARCs, table by table (REPLAYED).
+
+    `unfinished` are runs the live database does not record as finished (interrupted, or still going): it
+    holds what such a run committed, the replay everything it captured, so an item, cursor or account whose
+    rows involve one may legitimately differ, and its differences are notes."""
+    for done, table in enumerate(REPLAYED):
+        if on_table:
+            on_table(f"comparing {table.name}", done, len(REPLAYED))
+        yield from _compare_table(table, live, replayed, unfinished)
+    if on_table:
+        on_table("compared", len(REPLAYED), len(REPLAYED))
+
+
+Row = tuple[Any, ...]
+
+
+def _groups(conn: sqlite3.Connection, table: ReplayedTable) -> Iterator[tuple[Row, list[tuple[Any, Row]]]]:
+    """(group, [(key, row)]) in group order; a row is the compared columns."""
+    width = len(table.group)
+    rows = (tuple(r) for r in conn.execute(table.query(named=True)))
+    for group, members in groupby(rows, key=lambda r: r[1 : 1 + width]):
+        yield group, [(r[0], r[1 + width :]) for r in members]
+
+
+def _compare_table(
+    table: ReplayedTable, live: sqlite3.Connection, replayed: sqlite3.Connection, unfinished: set[str] | frozenset
+) -> Iterator[Problem]:
+    """Errors row by row; differences a run that did not finish explains, counted into one note per run(s)."""
+    explained: dict[tuple[str, ...], list[str]] = {}  # run(s) -> the groups that differ
+    run = table.labels.index(table.run)
+    for group, held, made in _differing_groups(table, live, replayed):
+        runs = tuple(sorted(({row[run] for _, row in held} | {row[run] for row in made}) & unfinished))
+        if runs:
+            explained.setdefault(runs, []).append(_named(table, group))
+        else:
+            yield from _group_problems(table, group, held, made)
+    for runs, groups in explained.items():
+        yield Problem(
+            f"{table.name} of run {', '.join(runs)}",
+            f"{len(groups)} {'/'.join(table.group)}(s) differ from the replay (e.g. {groups[0]}): the run did not "
+            "finish, so the live database holds what it committed and the replay all it captured; a later run "
+            "records again what it did not commit",
+            "note",
+        )
+
+
+def _differing_groups(
+    table: ReplayedTable, live: sqlite3.Connection, replayed: sqlite3.Connection
+) -> Iterator[tuple[Row, list[tuple[Any, Row]], list[Row]]]:
+    """(group, its live (key, row)s, its replayed rows) for each group whose rows are not the same."""
+    # Both sides in the same group order (SQLite orders text by its UTF-8 bytes, as Python orders str), merged.
+    mine, theirs = _groups(live, table), _groups(replayed, table)
+    here, there = next(mine, None), next(theirs, None)
+    while here is not None or there is not None:
+        group = min(g[0] for g in (here, there) if g is not None)
+        held: list[tuple[Any, Row]] = []
+        made: list[Row] = []
+        if here is not None and here[0] == group:
+            held, here = here[1], next(mine, None)
+        if there is not None and there[0] == group:
+            made, there = [row for _, row in there[1]], next(theirs, None)
+        if [row for _, row in held] != made:
+            yield group, held, made
+
+
+def _named(table: ReplayedTable, group: Row) -> str:
+    return ", ".join(f"{name}={_show(value)}" for name, value in zip(table.group, group, strict=True))
+
+
+def _group_problems(
+    table: ReplayedTable, group: Row, held: list[tuple[Any, Row]], made: list[Row]
+) -> Iterator[Problem]:
+    """The differences within one group: its live rows aligned with the replayed ones, in order."""
+    labels, named = table.labels, _named(table, group)
+    matcher = SequenceMatcher(None, [row for _, row in held], made, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        pairs = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        for (key, mine), theirs in zip(held[i1 : i1 + pairs], made[j1 : j1 + pairs], strict=True):
+            changed = [(n, a, b) for n, a, b in zip(labels, mine, theirs, strict=True) if a != b]
+            values = "; ".join(f"{n} {_show(a)} here, {_show(b)} replayed" for n, a, b in changed)
+            yield Problem(
+                f"{table.name} {table.key}={key}",
+                f"{named}: differs from the replay in {', '.join(n for n, _, _ in changed)}: {values}",
+            )
+        for key, row in held[i1 + pairs : i2]:
+            yield Problem(
+                f"{table.name} {table.key}={key}",
+                f"no captured record backs it (the replay does not produce it): {named}, {_show_row(labels, row)}",
+            )
+        for row in made[j1 + pairs : j2]:
+            yield Problem(
+                f"{table.name} {named}",
+                f"missing: the replay produces {_show_row(labels, row)}, the live database lacks it",
+            )
+
+
+SHOWN = 80  # characters of a value a problem shows (whole ids and digests; texts cut)
+
+
+def _show(value: Any) -> str:
+    shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+    return shown if len(shown) <= SHOWN else f"{shown[: SHOWN - 1]}…({len(shown)} chars)"
+
+
+def _show_row(labels: tuple[str, ...], row: Row) -> str:
+    return ", ".join(f"{n}={_show(v)}" for n, v in zip(labels, row, strict=True) if v is not None)
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """What `verify --replay` found: the problems (the replay's own, then the differences) and its extent."""
+
+    problems: list[Problem]
+    runs: int  # runs replayed
+    compared: bool  # False when the replay was not run or was incomplete: nothing was compared
+
+    def summary(self) -> list[str]:
+        """What the replay vouches for and what it does not, in words."""
+        if not self.compared:
+            return ["replay: nothing compared"]
+        tables = ", ".join(t.name for t in REPLAYED)
+        return [
+            f"replay: {self.runs} run(s) of WARC records replayed; compared {tables}",
+            f"replay: not covered (no captured record makes them): {', '.join(NOT_REPLAYED)}; {NOT_REPLAYED_FILES}",
+        ]
+
+
+def check_replay(
+    config: Config,
+    public_key: Path | None = None,
+    *,
+    prior: list[Problem] | None = None,
+    progress: RunProgress | None = None,
+    on_run: Callable[[str, int], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
+    temp_dir: Path | None = None,
+) -> ReplayCheck:
+    """Replay the archive's WARCs into a temporary database and compare the live database with it.
+
+    Not run when `prior` (plain verify's problems) holds an error: a replay over damaged or unsigned evidence
+    would only repeat those problems as differences. The live database is read in one read-only snapshot taken
+    before the replay (rows a run commits meanwhile point at records the replay reads too). The temporary
+    database goes in `temp_dir` (default: the system's, which honours TMPDIR), never inside the archive folder,
+    and is removed whatever happens."""
+    if prior is not None and any(p.severity == "error" for p in prior):
+        skipped = "not run: a replay over the problems above would only repeat them; fix them first"
+        return ReplayCheck([Problem("replay", skipped, "note")], 0, False)
+    base = Path(temp_dir or tempfile.gettempdir()).resolve()
+    if base.is_relative_to(config.archive.dir.resolve()):
+        raise ConfigError(
+            f"{base}: the replay's temporary database would be inside the archive folder, which verify never "
+            "changes; set TMPDIR to a folder outside it"
+        )
+    live = Store.open(config.archive.database, readonly=True)
+    try:
+        live.conn.execute("BEGIN")  # one snapshot for all the reads below, whatever a run commits meanwhile
+        live.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        unfinished = interrupted_runs(live.conn)
+        known = {row[0] for row in live.conn.execute("SELECT id FROM runs")}
+        with tempfile.TemporaryDirectory(prefix="archiver-replay-", dir=base) as folder:
+            out = Path(folder) / "replayed.db"
+            try:
+                with _run_log_silenced():
+                    outcome = rebuild_database(config, out, public_key=public_key, progress=progress, on_run=on_run)
+            except ArchiverError as exc:  # e.g. a run captured an account the config no longer names
+                return ReplayCheck([Problem("replay", f"cannot replay: {exc}")], 0, False)
+            problems = [Problem(f"replay: {p.where}", p.message, p.severity) for p in outcome.problems]
+            if outcome.errors:
+                problems.append(Problem("replay", "incomplete (see above): the live database was not compared"))
+                return ReplayCheck(problems, outcome.runs, False)
+            replayed = sqlite3.connect(out)
+            try:
+                # a run the snapshot does not know started after it: unfinished as far as the snapshot tells
+                unfinished |= {row[0] for row in replayed.execute("SELECT id FROM runs")} - known
+                problems += compare_databases(live.conn, replayed, unfinished, on_step)
+            finally:
+                replayed.close()
+        return ReplayCheck(problems, outcome.runs, True)
+    finally:
+        live.close()
+
+
+@contextmanager
+def _run_log_silenced() -> Iterator[None]:
+    """A replayed account that fails is one of the check's problems (said once, as a note or an error), not a
+    line of a run's log: the replay goes through the run's code, which logs one."""
+    log = logging.getLogger("archiver.run")
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was

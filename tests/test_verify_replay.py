@@ -1,0 +1,335 @@
+"""`archiver verify --replay`: rows appended and signed by someone with write access pass plain verify (the
+ledger chains them, the next checkpoint signs them); a replay of the WARCs does not produce them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from archiver import ledger, replay_check
+from archiver.cli import app
+from archiver.demo import run as demo_run
+from archiver.demo.mastodon_server import SampleMastodonServer
+from archiver.ledger import LEDGER_KEYS
+from archiver.replay_check import NOT_REPLAYED, REPLAYED
+from archiver.store import Store
+
+from .test_crash import TOKEN, small_clinic
+from .test_crash import config as crash_config
+from .test_rebuild import kill_a_run_at_request
+
+FAKE_TEXT = "Our new therapy cures diabetes in a week."
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, demo_template) -> Path:
+    return demo_template.copy_to(tmp_path_factory.mktemp("replay") / "demo")
+
+
+@pytest.fixture
+def temp(tmp_path, monkeypatch) -> list[Path]:
+    """The system temp folder, as TMPDIR would set it, in the test's own folder; returns the replay databases
+    made (each is checked to be gone afterwards)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    made: list[Path] = []
+    rebuild = replay_check.rebuild_database
+
+    def spy(config, out, **kwargs):
+        made.append(out)
+        return rebuild(config, out, **kwargs)
+
+    monkeypatch.setattr(replay_check, "rebuild_database", spy)
+    yield made
+    assert list(folder.iterdir()) == []  # the temporary database and its folder are gone
+    assert all(out.is_relative_to(folder) for out in made)
+
+
+def verify(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(app, ["verify", "--config", str(config), *args])
+
+
+def archive_files(folder: Path) -> dict[str, str]:
+    """Every file of an archive folder with its sha256 (SQLite's shared-memory index aside: not content)."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith("-shm")
+    }
+
+
+def test_every_table_is_replayed_or_said_not_to_be():
+    replayed = {table.name for table in REPLAYED}
+    assert not replayed & NOT_REPLAYED.keys()
+    assert replayed | NOT_REPLAYED.keys() == set(LEDGER_KEYS) | {"ledger"}
+
+
+def test_an_untouched_archive_passes_verify_replay_and_is_not_changed(demo, temp):
+    assert verify(demo / "archiver.toml").exit_code == 0  # SQLite makes its -wal file on the first read
+    before = archive_files(demo / "archive")
+    result = verify(demo / "archiver.toml", "--replay")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert (
+        "replay: 2 run(s) of WARC records replayed; compared item_versions, events, media_files, cursors, accounts"
+        in lines
+    )
+    [covered] = [line for line in lines if line.startswith("replay: not covered")]
+    for table in ("flags", "flag_reviews", "consent_register", "exports", "the access log"):
+        assert table in covered
+    assert lines[-1] == "archive verifies"
+    assert len(temp) == 1
+    assert archive_files(demo / "archive") == before
+
+
+def test_parallel_capture_gives_other_row_ids_and_still_passes(tmp_path, temp, monkeypatch):
+    """Platforms captured in parallel append their rows interleaved, a replay account by account: the ids
+    differ, the facts do not, and the replay compares facts."""
+    text = demo_run.demo_config_text
+    monkeypatch.setattr(
+        demo_run,
+        "demo_config_text",
+        lambda *args, **kwargs: text(*args, **kwargs).replace("parallel_platforms = 1", "parallel_platforms = 4"),
+    )
+    assert demo_run.run_demo(tmp_path / "demo", echo=lambda line: None).exit_code == 0
+    result = verify(tmp_path / "demo" / "archiver.toml", "--replay")
+    assert result.exit_code == 0, result.output
+    # The ids did differ: a rebuild (a replay kept) shows it.
+    out = tmp_path / "rebuilt.db"
+    rebuilt = CliRunner().invoke(
+        app, ["rebuild", "--config", str(tmp_path / "demo" / "archiver.toml"), "--out", str(out)]
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    ids = "SELECT id, item_key FROM item_versions ORDER BY id"
+    live = sqlite3.connect(tmp_path / "demo" / "archive" / "archive.db")
+    assert sqlite3.connect(out).execute(ids).fetchall() != live.execute(ids).fetchall()
+
+
+def append_fake_version(database: Path) -> int:
+    """What someone with write access can do with the archiver's own code: a new version of a real post, with
+    text nobody posted, its raw JSON and WARC pointers copied from the real one (so plain verify finds them in
+    the capture), and its event; both properly entered in the ledger."""
+    store = Store.open(database)
+    try:
+        row = dict(
+            store.conn.execute(
+                "SELECT * FROM item_versions WHERE kind = 'post' AND platform = 'mastodon' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        )
+        del row["id"]
+        row["text"] = FAKE_TEXT
+        with store.transaction():
+            version = store._insert("item_versions", row)
+            store._insert(
+                "events",
+                {
+                    "item_key": row["item_key"],
+                    "event": "edited",
+                    "version_id": version,
+                    "run_id": row["run_id"],
+                    "observed_at": row["captured_at"],
+                    "evidence": json.dumps({"warc_file": row["warc_file"], "warc_record_id": row["warc_record_id"]}),
+                },
+            )
+    finally:
+        store.close()
+    return version
+
+
+def checkpoint(config: Path) -> None:
+    result = CliRunner().invoke(app, ["checkpoint", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_fake_version_signed_by_a_checkpoint_passes_verify_but_not_the_replay(demo, tmp_path, temp):
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    version = append_fake_version(copy / "archive" / "archive.db")
+    checkpoint(copy / "archiver.toml")
+    plain = verify(copy / "archiver.toml")
+    assert plain.exit_code == 0, plain.output
+    assert plain.output.splitlines()[-1] == "archive verifies"
+
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith(f"item_versions id={version}:")]
+    assert "no captured record backs it (the replay does not produce it): item_key=" in line
+    assert f'text="{FAKE_TEXT}"' in line
+    assert "events id=" in result.output and 'event="edited", version=3' in result.output
+    assert result.output.splitlines()[-1] == "2 problem(s) found"
+
+    found = json.loads(verify(copy / "archiver.toml", "--replay", "--json").output)
+    assert not found["ok"]
+    assert [p["where"] for p in found["problems"]][0] == f"item_versions id={version}"
+    assert found["replay"][0].startswith("replay: 2 run(s) of WARC records replayed")
+    assert len(temp) == 2
+
+
+def rewrite_history(archive: Path, *statements: str) -> None:
+    """Whoever holds the archive's folder and its private key: changes rows with the triggers dropped, enters
+    every row in the ledger again, in its order (the chain recomputes), and drops the checkpoints and their
+    copies, to sign a new one (`archiver checkpoint`). Plain verify can tell none of it."""
+    conn = sqlite3.connect(archive / "archive.db", isolation_level=None)
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%append_only%'")
+    triggers = triggers.fetchall()
+    conn.execute("BEGIN")
+    for name, _ in triggers:
+        conn.execute(f"DROP TRIGGER {name}")
+    for statement in statements:
+        conn.execute(statement)
+    entries = conn.execute("SELECT table_name, row_key FROM ledger WHERE table_name != 'checkpoints' ORDER BY seq")
+    entries = entries.fetchall()
+    conn.execute("DELETE FROM ledger")
+    conn.execute("DELETE FROM checkpoints")
+    for table, key in entries:
+        found = conn.execute(
+            f"SELECT rowid FROM {table} WHERE CAST({LEDGER_KEYS[table]} AS TEXT) = ?", (key,)
+        ).fetchone()
+        if found is not None:
+            ledger.append_entry(conn, table, found[0])
+    for _, sql in triggers:
+        conn.execute(sql)
+    conn.execute("COMMIT")
+    conn.close()
+    for copy in (archive / "warcs" / "checkpoints").glob("checkpoint-*.json"):
+        copy.unlink()
+
+
+def test_a_deleted_event_with_the_ledger_rechained_and_re_signed_is_caught(demo, tmp_path, temp):
+    """A proven deletion taken out of the record: the item looks live again."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    conn = sqlite3.connect(copy / "archive" / "archive.db")
+    event_id, item_key = conn.execute(
+        "SELECT id, item_key FROM events WHERE event = 'deleted' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    conn.close()
+    rewrite_history(copy / "archive", f"DELETE FROM events WHERE id = {event_id}")
+    checkpoint(copy / "archiver.toml")
+    plain = verify(copy / "archiver.toml")
+    assert plain.exit_code == 0, plain.output
+
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("events ")]
+    assert len(problems) == 1, result.output
+    assert problems[0].startswith(f'events item_key="{item_key}": missing: the replay produces event="deleted"')
+    assert problems[0].endswith("the live database lacks it")
+
+
+def test_a_version_rewritten_with_the_ledger_rechained_is_caught_naming_the_column(demo, tmp_path, temp):
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    conn = sqlite3.connect(copy / "archive" / "archive.db")
+    version, text = conn.execute("SELECT id, text FROM item_versions WHERE kind = 'comment' LIMIT 1").fetchone()
+    conn.close()
+    rewrite_history(
+        copy / "archive", f"UPDATE item_versions SET text = 'Thank you, all is well now' WHERE id = {version}"
+    )
+    checkpoint(copy / "archiver.toml")
+    assert verify(copy / "archiver.toml").exit_code == 0
+
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("item_versions ")]
+    assert line.startswith(f"item_versions id={version}: item_key=")
+    assert (
+        f'differs from the replay in text: text "Thank you, all is well now" here, {json.dumps(text)} replayed' in line
+    )
+
+
+def test_the_replay_is_not_run_over_problems_plain_verify_found(demo, tmp_path, monkeypatch):
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    warc = sorted((copy / "archive" / "warcs").glob("*.warc.gz"))[0]
+    data = bytearray(warc.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    warc.write_bytes(bytes(data))
+
+    def no_replay(*args, **kwargs):
+        raise AssertionError("replayed damaged WARCs")
+
+    monkeypatch.setattr(replay_check, "rebuild_database", no_replay)
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    assert f"WARC {warc.name}: sha256 expected" in result.output
+    assert "note: replay: not run: a replay over the problems above would only repeat them" in result.output
+    assert "replay: nothing compared" in result.output
+
+
+def test_a_copy_of_the_archive_is_replayed_with_the_configs_accounts(demo, tmp_path, temp):
+    backup = shutil.copytree(demo / "archive", tmp_path / "backup")
+    version = append_fake_version(backup / "archive.db")
+    result = verify(demo / "archiver.toml", "--archive-dir", str(backup), "--replay")
+    assert result.exit_code == 1, result.output
+    assert f"item_versions id={version}: no captured record backs it" in result.output
+
+
+def test_a_capture_the_config_cannot_replay_is_an_error_after_the_usual_report(demo, tmp_path, temp):
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    config = copy / "archiver.toml"
+    config.write_text(config.read_text().replace('name = "riverside-youtube"', 'name = "riverside-tube"'))
+    result = verify(config, "--replay")
+    assert result.exit_code == 1, result.output
+    assert "replay: cannot replay: " in result.output
+    assert "captured account 'riverside-youtube', which the config no longer names" in result.output
+    assert "last checkpoint signs ledger seq" in result.output  # the usual report is there
+    assert result.output.splitlines()[-1] == "1 problem(s) found"
+
+
+def test_the_temporary_database_never_goes_inside_the_archive(demo, monkeypatch):
+    assert verify(demo / "archiver.toml").exit_code == 0  # SQLite makes its -wal file on the first read
+    inside = demo / "archive" / "tmp"
+    inside.mkdir()
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(inside))
+        before = archive_files(demo / "archive")
+        result = verify(demo / "archiver.toml", "--replay")
+        assert result.exit_code == 2, result.output
+        assert "inside the archive folder, which verify never changes; set TMPDIR" in result.output
+        assert archive_files(demo / "archive") == before and list(inside.iterdir()) == []
+    finally:
+        inside.rmdir()
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> tuple[Path, Path]:
+    """An archive whose second run, with 40 new posts to capture, was SIGKILLed (as tests/test_rebuild.py kills
+    one) after it had captured posts it had not committed: (a copy as the kill left it, the archive after the
+    next run completed it)."""
+    directory = tmp_path_factory.mktemp("interrupted")
+    now = datetime.now(UTC)
+    state = small_clinic(now)
+    with SampleMastodonServer(state, TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(directory, server.base_url)
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+        for i in range(40):
+            state.add_status(state.owner_id, f"New post {i}", created_at=now - timedelta(hours=40 - i))
+        kill_a_run_at_request(server, cfg, 8)
+        killed = shutil.copytree(directory, tmp_path_factory.mktemp("killed") / "copy")
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+    return killed, directory
+
+
+@pytest.mark.parametrize("moment", ["as the kill left it", "after the next run"])
+def test_a_killed_run_leaves_notes_not_errors(interrupted, moment, temp):
+    """A killed run committed part of what it captured; the replay gives all of it, and the next run records
+    again, under its own run, what was not committed: differences the interrupted run explains are notes."""
+    directory = interrupted[0] if moment == "as the kill left it" else interrupted[1]
+    conn = sqlite3.connect(directory / "arch" / "archive.db")
+    [killed] = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at")][1:2]
+    conn.close()
+    result = verify(directory / "archiver.toml", "--replay")
+    assert result.exit_code == 0, result.output
+    for table in ("item_versions", "events"):
+        assert f"note: {table} of run {killed}: " in result.output
+    assert "item_key(s) differ from the replay" in result.output and "the run did not finish" in result.output
+    assert result.output.splitlines()[-1] == "archive verifies"
