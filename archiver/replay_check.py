@@ -37,6 +37,8 @@ from .rebuild import rebuild_database
 from .recovery import interrupted_runs
 from .store import Store
 
+Row = tuple[Any, ...]
+
 
 @dataclass(frozen=True)
 class ReplayedTable:
@@ -49,10 +51,17 @@ class ReplayedTable:
     columns: tuple[str, ...]  # SQL expressions, `expr AS label` where a column is re-expressed
     run: str
     order: str = "id"  # append order within a group
+    # Where and when a row was captured, which a run that did not finish legitimately moves (see _compare_table);
+    # the other columns are what the row says, which no such run changes.
+    provenance: tuple[str, ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(c.rsplit(" AS ", 1)[-1] for c in self.columns)
+
+    def substance(self, row: Row) -> Row:
+        """What a row says, without where and when it was captured."""
+        return tuple(v for label, v in zip(self.labels, row, strict=True) if label not in self.provenance)
 
     def query(self, named: bool = False) -> str:
         """The rows as compared, by group then append order; `named` puts the live row's key first."""
@@ -96,6 +105,9 @@ REPLAYED: tuple[ReplayedTable, ...] = (
             "captured_at, warc_file, warc_offset, warc_length, warc_record_id"
         ),
         "run_id",
+        # raw_json too: a later run's capture of the same content may differ in counts; plain verify holds
+        # each row's raw_json to the WARC record it names
+        provenance=_names("raw_json, run_id, captured_at, warc_file, warc_offset, warc_length, warc_record_id"),
     ),
     ReplayedTable(
         "events",
@@ -103,6 +115,7 @@ REPLAYED: tuple[ReplayedTable, ...] = (
         ("item_key",),
         ("event", f"{_version_number('version_id')} AS version", "run_id", "observed_at", _EVIDENCE),
         "run_id",
+        provenance=("run_id", "observed_at", "evidence"),
     ),
     ReplayedTable(
         "media_files",
@@ -111,14 +124,17 @@ REPLAYED: tuple[ReplayedTable, ...] = (
         _names("sha256, size, content_type, run_id, captured_at, warc_file, warc_offset, warc_length, warc_record_id"),
         "run_id",
         "url",
+        provenance=_names("run_id, captured_at, warc_file, warc_offset, warc_length, warc_record_id"),
     ),
-    ReplayedTable("cursors", "id", ("account", "name"), ("value", "run_id"), "run_id"),
+    # A cursor's values follow the requests a run made, which differ once a run before it did not finish.
+    ReplayedTable("cursors", "id", ("account", "name"), ("value", "run_id"), "run_id", provenance=("value", "run_id")),
     ReplayedTable(
         "accounts",
         "id",
         ("name",),
         _names("platform, api_base, platform_account_id, handle, display_name, first_seen_run"),
         "first_seen_run",
+        provenance=("first_seen_run",),
     ),
 )
 
@@ -162,9 +178,6 @@ def compare_databases(
         on_table("compared", len(REPLAYED), len(REPLAYED))
 
 
-Row = tuple[Any, ...]
-
-
 def _groups(conn: sqlite3.Connection, table: ReplayedTable) -> Iterator[tuple[Row, list[tuple[Any, Row]]]]:
     """(group, [(key, row)]) in group order; a row is the compared columns."""
     width = len(table.group)
@@ -176,15 +189,30 @@ def _groups(conn: sqlite3.Connection, table: ReplayedTable) -> Iterator[tuple[Ro
 def _compare_table(
     table: ReplayedTable, live: sqlite3.Connection, replayed: sqlite3.Connection, unfinished: set[str] | frozenset
 ) -> Iterator[Problem]:
-    """Errors row by row; differences a run that did not finish explains, counted into one note per run(s)."""
+    """Errors row by row. A group that a run which did not finish touched may differ in where and when its rows
+    were captured (that run committed part of what it captured, the replay gives all of it, and a later run
+    records again what was not committed): when each live row still says what a replayed row says, in the
+    same order, the difference is counted into one note per run(s); a live row that says what no replayed
+    row says is an error, whichever run it names."""
     explained: dict[tuple[str, ...], list[str]] = {}  # run(s) -> the groups that differ
     run = table.labels.index(table.run)
     for group, held, made in _differing_groups(table, live, replayed):
         runs = tuple(sorted(({row[run] for _, row in held} | {row[run] for row in made}) & unfinished))
-        if runs:
-            explained.setdefault(runs, []).append(_named(table, group))
-        else:
+        if not runs:
             yield from _group_problems(table, group, held, made)
+            continue
+        unbacked = _unbacked([table.substance(row) for _, row in held], [table.substance(row) for row in made])
+        if not table.substance(table.labels):  # every column is provenance (cursors): nothing to hold rows to
+            unbacked = []
+        if not unbacked:
+            explained.setdefault(runs, []).append(_named(table, group))
+        for index in unbacked:
+            key, row = held[index]
+            yield Problem(
+                f"{table.name} {table.key}={key}",
+                f"no captured record backs it (no replayed row says this, though run(s) {', '.join(runs)} did not "
+                f"finish): {_named(table, group)}, {_show_row(table.labels, row)}",
+            )
     for runs, groups in explained.items():
         yield Problem(
             f"{table.name} of run {', '.join(runs)}",
@@ -193,6 +221,21 @@ def _compare_table(
             "records again what it did not commit",
             "note",
         )
+
+
+def _unbacked(held: list[Row], made: list[Row]) -> list[int]:
+    """Indexes of the live rows that are not matched, in order, by replayed rows (greedy matching finds a
+    match for every row whenever the live rows are a subsequence of the replayed ones)."""
+    unmatched, j = [], 0
+    for index, row in enumerate(held):
+        k = j
+        while k < len(made) and made[k] != row:
+            k += 1
+        if k == len(made):
+            unmatched.append(index)
+        else:
+            j = k + 1
+    return unmatched
 
 
 def _differing_groups(
@@ -323,8 +366,11 @@ def check_replay(
                 return ReplayCheck(problems, outcome.runs, False)
             replayed = sqlite3.connect(out)
             try:
-                # a run the snapshot does not know started after it: unfinished as far as the snapshot tells
-                unfinished |= {row[0] for row in replayed.execute("SELECT id FROM runs")} - known
+                captured = {row[0] for row in replayed.execute("SELECT id FROM runs")}
+                # A run the snapshot does not know started after it: unfinished as far as the snapshot tells.
+                # Only runs whose WARCs were replayed can explain a difference: a run row alone, which anyone
+                # with write access can append, explains nothing.
+                unfinished = (unfinished | (captured - known)) & captured
                 problems += compare_databases(live.conn, replayed, unfinished, on_step)
             finally:
                 replayed.close()

@@ -115,19 +115,18 @@ def test_parallel_capture_gives_other_row_ids_and_still_passes(tmp_path, temp, m
     assert sqlite3.connect(out).execute(ids).fetchall() != live.execute(ids).fetchall()
 
 
-def append_fake_version(database: Path) -> int:
+def append_fake_version(
+    database: Path, where: str = "kind = 'post' AND platform = 'mastodon'", run_id: str | None = None
+) -> int:
     """What someone with write access can do with the archiver's own code: a new version of a real post, with
     text nobody posted, its raw JSON and WARC pointers copied from the real one (so plain verify finds them in
     the capture), and its event; both properly entered in the ledger."""
     store = Store.open(database)
     try:
-        row = dict(
-            store.conn.execute(
-                "SELECT * FROM item_versions WHERE kind = 'post' AND platform = 'mastodon' ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        )
+        row = dict(store.conn.execute(f"SELECT * FROM item_versions WHERE {where} ORDER BY id DESC LIMIT 1").fetchone())
         del row["id"]
         row["text"] = FAKE_TEXT
+        row["run_id"] = run_id or row["run_id"]
         with store.transaction():
             version = store._insert("item_versions", row)
             store._insert(
@@ -333,3 +332,37 @@ def test_a_killed_run_leaves_notes_not_errors(interrupted, moment, temp):
         assert f"note: {table} of run {killed}: " in result.output
     assert "item_key(s) differ from the replay" in result.output and "the run did not finish" in result.output
     assert result.output.splitlines()[-1] == "archive verifies"
+
+
+def test_a_run_row_alone_explains_no_difference(demo, tmp_path, temp):
+    """A run that did not finish excuses the differences of the items it touched, as notes: a `runs` row
+    appended with no result and no WARC, to name a fake version's run, must not."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    store = Store.open(copy / "archive" / "archive.db")
+    try:
+        store.append_run("20260101T000000Z-deadbe", "host", "0" * 64, ["riverside-mastodon"])
+    finally:
+        store.close()
+    version = append_fake_version(copy / "archive" / "archive.db", run_id="20260101T000000Z-deadbe")
+    checkpoint(copy / "archiver.toml")
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    assert f"item_versions id={version}: no captured record backs it" in result.output
+
+
+def test_a_fake_version_under_a_killed_runs_name_is_still_caught(interrupted, tmp_path, temp):
+    """The killed run's items: their rows may move between runs (the note), but a row that says what no
+    replayed row says is backed by nothing, whichever run it names."""
+    copy = shutil.copytree(interrupted[1], tmp_path / "copy")
+    database = copy / "arch" / "archive.db"
+    conn = sqlite3.connect(database)
+    [killed] = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at")][1:2]
+    conn.close()
+    # One of the posts the killed run captured (the next run recorded it again, under its own name).
+    version = append_fake_version(database, where="text LIKE 'New post%'", run_id=killed)
+    checkpoint(copy / "archiver.toml")
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith(f"item_versions id={version}:")]
+    assert f"no captured record backs it (no replayed row says this, though run(s) {killed} did not finish)" in line
+    assert f'text="{FAKE_TEXT}"' in line
