@@ -97,17 +97,30 @@ def interrupted_runs(conn: sqlite3.Connection) -> set[str]:
 
 
 def set_aside_torn_tail(path: Path, scan: WarcScan) -> Path:
-    """Move the bytes after the last complete record to the torn/ folder, then cut the file there."""
+    """Move the bytes after the last complete record to the torn/ folder, then cut the file there.
+
+    A stop between the two steps leaves the tail both aside and still in the file: the next run finds the same
+    tail and goes on (the copy aside is written whole under a temporary name first, so it is never half a
+    tail). Bytes already aside are never overwritten: an aside of that name holding other bytes keeps them,
+    and this tail goes beside it."""
     folder = path.parent / TORN_DIR
     folder.mkdir(exist_ok=True)
-    aside = folder / f"{path.name}.tail-at-{scan.complete_bytes}"
     with open(path, "rb") as fh:
         fh.seek(scan.complete_bytes)
         tail = fh.read()
-    with open(aside, "xb") as out:
-        out.write(tail)
-        out.flush()
-        os.fsync(out.fileno())
+    aside = folder / f"{path.name}.tail-at-{scan.complete_bytes}"
+    number = 1
+    while aside.exists() and aside.read_bytes() != tail:
+        aside = folder / f"{path.name}.tail-at-{scan.complete_bytes}.{number}"
+        number += 1
+    if not aside.exists():
+        staged = aside.with_name(aside.name + ".partial")
+        with open(staged, "wb") as out:
+            out.write(tail)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(staged, aside)
+        fsync_path(folder)
     with open(path, "r+b") as fh:
         fh.truncate(scan.complete_bytes)
         fh.flush()

@@ -104,3 +104,30 @@ def test_a_record_cut_short_that_still_parses_is_a_torn_tail(tmp_path):
     register_orphan_warcs(store, tmp_path / "warcs")
     store.close()
     assert verify_archive(tmp_path / "archive.db", tmp_path / "warcs") == []
+
+
+def test_a_stop_between_setting_the_tail_aside_and_cutting_it_does_not_block_the_next_run(tmp_path):
+    """Stopped after the tail was written aside and before the file was cut: the next run finds the same
+    tail, goes on, and loses nothing. Bytes already aside under that name but different are kept too."""
+    store, path, whole = interrupted_archive(tmp_path, cut=50)
+    scan = scan_warc(path)
+    tail = path.read_bytes()[scan.complete_bytes :]
+    folder = tmp_path / "warcs" / TORN_DIR
+    folder.mkdir()
+    (folder / f"{path.name}.tail-at-{scan.complete_bytes}").write_bytes(tail)  # the stopped run's copy
+    register_orphan_warcs(store, tmp_path / "warcs")
+    assert [p.name for p in folder.iterdir()] == [f"{path.name}.tail-at-{scan.complete_bytes}"]
+    assert path.read_bytes() == whole[: scan.complete_bytes]
+    store.close()
+    assert verify_archive(tmp_path / "archive.db", tmp_path / "warcs") == []
+
+    store, path, whole = interrupted_archive(tmp_path / "other", cut=50)
+    scan = scan_warc(path)
+    folder = tmp_path / "other" / "warcs" / TORN_DIR
+    folder.mkdir()
+    (folder / f"{path.name}.tail-at-{scan.complete_bytes}").write_bytes(b"other bytes")
+    register_orphan_warcs(store, tmp_path / "other" / "warcs")
+    kept = folder / f"{path.name}.tail-at-{scan.complete_bytes}"
+    assert kept.read_bytes() == b"other bytes"
+    assert (folder / f"{kept.name}.1").read_bytes() == whole[scan.complete_bytes : len(whole) - 50]
+    store.close()
