@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -899,6 +900,9 @@ UsageError = next(base for base in typer.BadParameter.__mro__ if base.__name__ =
 def main() -> None:
     """The `archiver` command. A usage mistake (an unknown option or command, a missing argument) is one line
     naming it, exit 2, like every other bad input: click would draw it as a five-line box."""
+    # SIGTERM (a service manager's stop, cron's timeout) stops a command as Ctrl-C does: a run signs what it
+    # captured, a replay removes its temporary database, and the exit is 130 with one line, not a kill.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code = app(prog_name="archiver", standalone_mode=False)
     except UsageError as exc:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -332,10 +330,11 @@ def run_platforms(
     One platform's accounts usually share an app's or an instance's rate limits, so they never overlap;
     different platforms do not share limits, so their network waits overlap. Results keep config order.
 
-    The accounts always run in worker threads, so that a Ctrl-C (or SIGTERM) reaches the main thread while it
-    waits, never halfway through an append. It sets `stop`: each session sends no further request and ends
-    its wait, each account is recorded as interrupted with what it captured, and the run returns. A second
-    Ctrl-C ends the process at once, which the archive survives like any crash (see recovery.py).
+    The accounts always run in worker threads, so that a Ctrl-C (or SIGTERM, which `cli.main` turns into
+    one) reaches the main thread while it waits, never halfway through an append. It sets `stop`: each session
+    sends no further request and ends its wait, each account is recorded as interrupted with what it
+    captured, and the run returns. A second Ctrl-C ends the process at once, which the archive survives like
+    any crash (see recovery.py).
     """
     by_platform: dict[str, list[AccountConfig]] = {}
     for account in accounts:
@@ -349,36 +348,23 @@ def run_platforms(
             progress.account_finished(result)
 
     workers = max(1, min(parallel, len(by_platform)))
+    futures: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="platform") as pool:
-        futures = [pool.submit(run_platform, group) for group in by_platform.values()]
-        with stop_signals():
+        try:
+            for group in by_platform.values():
+                futures.append(pool.submit(run_platform, group))
+            for future in futures:
+                future.result()  # archive_account keeps an account's failure inside its result
+        except KeyboardInterrupt:
+            stop.set()
+            log.warning("interrupted: stopping after the requests under way; Ctrl-C again stops at once")
             try:
-                for future in futures:
-                    future.result()  # archive_account keeps an account's failure inside its result
+                wait(futures)
             except KeyboardInterrupt:
-                stop.set()
-                log.warning("interrupted: stopping after the requests under way; Ctrl-C again stops at once")
-                try:
-                    wait(futures)
-                except KeyboardInterrupt:
-                    os._exit(Interrupted.exit_code)
-                for future in futures:
-                    future.result()
+                os._exit(Interrupted.exit_code)
+            for future in futures:
+                future.result()
     return [results[a.name] for a in accounts]
-
-
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGTERM (a service manager's stop, cron's timeout) asks the run to stop as Ctrl-C does, not
-    abruptly; only the main thread can take signals, so elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def archive_signing_key(store: Store, keys_dir: Path, notices: list[str] | None = None) -> Ed25519PrivateKey:

@@ -153,3 +153,35 @@ def test_a_second_ctrl_c_stops_at_once_and_the_next_run_recovers(servers, tmp_pa
     resumed = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"INTERRUPT_TOKEN": TOKEN})
     assert resumed.exit_code == 0, resumed.output
     assert verifies(tmp_path / "stopped" / "arch") == []
+
+
+def test_sigterm_after_the_capture_is_a_stop_too(servers, tmp_path):
+    """SIGTERM while the run signs its checkpoint (after the capture threads are done): exit 130 with one line,
+    as for Ctrl-C, not a kill; the next run completes and the archive verifies. The signal is sent by the
+    process to itself at that moment."""
+    first, second = servers
+    cfg = config(tmp_path / "stopped", first, second)
+    child = (
+        "import os, signal, sys\n"
+        "import archiver.pipeline as pipeline\n"
+        "sign = pipeline.checkpoint_archive\n"
+        "def stopped(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return sign(*args, **kwargs)\n"
+        "pipeline.checkpoint_archive = stopped\n"
+        "sys.argv = ['archiver', 'run', '--config', sys.argv[1], '--quiet']\n"
+        "from archiver.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(cfg)],
+        env={**os.environ, "INTERRUPT_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("archiver: interrupted") and "Traceback" not in done.stderr
+    resumed = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"INTERRUPT_TOKEN": TOKEN})
+    assert resumed.exit_code == 0, resumed.output
+    assert verifies(tmp_path / "stopped" / "arch") == []
