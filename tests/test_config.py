@@ -191,6 +191,8 @@ def one_account(platform: str, account: str | None) -> str:
     [
         ("mastodon", "@clinic"),
         ("mastodon", "@clinic@mastodon.example"),
+        ("mastodon", "@clinic@mastodön.example"),
+        ("mastodon", "@clinic@social.example:8443"),
         ("mastodon", "nobody-here"),
         ("mastodon", "109876543210"),
         ("mastodon", None),
@@ -203,9 +205,11 @@ def one_account(platform: str, account: str | None) -> str:
         ("linkedin", "urn:li:organization:1001"),
         ("linkedin", "1002"),
         ("youtube", "@RiversideClinic"),
+        ("youtube", "@cl·inic"),
         ("youtube", "UCRcMKY4TUlcS3jHYUoW6fYS"),
         ("youtube", None),
         ("facebook", "1000000000001"),
+        ("facebook", "me"),
         ("instagram", "17841410000000002"),
     ],
 )
