@@ -4,7 +4,8 @@ Builds an archive of N synthetic items (posts, comments and direct messages with
 rows written straight into the archive's own schema, the FTS index rebuilt once after the bulk load, without
 the ledger: this measures reading), starts a real `archiver serve` process on loopback, and times
 /-/search.json (the page, snippets, total and every facet) for a mix of queries: rare words, common words,
-two-word queries, filtered queries, posted date bounds with and without words.
+two-word queries, filtered queries, posted date bounds with and without words (and with an account),
+captured date bounds.
 Prints p50 / p95 / max per kind of query and overall.
 
     python bench/search_bench.py [--items 1000000] [--repeats 5] [--keep DIR]
@@ -170,6 +171,9 @@ def main() -> None:
             "medium+week": [{"q": rng.choice(MEDIUM), **week(rng, args.items)} for _ in range(8)],
             "week only": [week(rng, args.items) for _ in range(10)],
             "last 7 days": [{"posted_from": str(datetime.now(UTC).date() - timedelta(days=7))}],
+            "week+account": [{"account": f"account-{rng.randrange(12)}", **week(rng, args.items)} for _ in range(10)],
+            # build() captures each item at its posted time: a captured week holds the same ~10,000 items
+            "captured week": [captured(week(rng, args.items)) for _ in range(5)],
         }
         timings: dict[str, list[float]] = {}
         for kind, params_list in queries.items():
@@ -196,6 +200,10 @@ def week(rng: random.Random, items: int) -> dict[str, str]:
     days = max(8, items // 1440)
     start = datetime.now(UTC).date() - timedelta(days=rng.randrange(8, days + 1))
     return {"posted_from": start.isoformat(), "posted_to": (start + timedelta(days=6)).isoformat()}
+
+
+def captured(bounds: dict[str, str]) -> dict[str, str]:
+    return {"captured_from": bounds["posted_from"], "captured_to": bounds["posted_to"]}
 
 
 def summary(values: list[float]) -> str:

@@ -3,6 +3,7 @@ created_at in: "Z" at seconds, milliseconds or microseconds, "+00:00", or the po
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import requests
 from archiver.items import Item
 from archiver.store import Store
 from archiver.warc import CaptureRef
+from archiver.workspace import search
 
 from .workspace_server import serving
 
@@ -93,6 +95,56 @@ def test_posted_bounds_are_whole_utc_days_in_every_stored_form(server, q):
     assert found(server, q=q, posted_to="2026-02-28") == keys(BEFORE)
 
 
+def test_the_calendars_first_and_last_days_are_bounds_like_any_other(server):
+    """The exact test looks a day either side of a bound: at 0001-01-01 and 9999-12-31 there is none."""
+    everything = keys(BEFORE, INSIDE, AFTER)
+    assert found(server, posted_from="0001-01-01") == everything
+    assert found(server, posted_to="9999-12-31") == everything
+    assert found(server, posted_from="0001-01-01", posted_to="9999-12-30") == everything
+    assert found(server, posted_from="9999-12-31") == set()
+    assert found(server, posted_to="0001-01-01") == set()
+
+
 def test_a_posted_date_that_is_no_day_is_refused(server):
     response = requests.get(f"{server}/-/search.json", params={"posted_to": "2026-02-30"}, timeout=30)
     assert response.status_code == 400 and "YYYY-MM-DD" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "bounds", [{"posted_from": DAY}, {"posted_to": DAY}, {"posted_from": DAY, "posted_to": DAY, "account": "clinic"}]
+)
+def test_a_listing_by_posted_date_reads_the_range_in_created_at_order(tmp_path, bounds):
+    """Without words, the page and the counts read only the versions in the date range, newest first, without
+    sorting them: grouping them by item made SQLite read every version of the archive in item_key order for one
+    bound, and sort every version in the range before it could cut the page for two (or read all of the account's
+    versions, by item_versions_account_kind)."""
+    for plan in _plans(tmp_path, bounds):
+        read = next(row for row in plan if row[3].startswith(("SCAN v", "SEARCH v ")))
+        assert read[3].startswith("SEARCH v USING INDEX item_versions_created (created_at"), plan
+        beside = {row[3] for row in plan if row[1] == read[1]}
+        assert not beside & {"USE TEMP B-TREE FOR GROUP BY", "USE TEMP B-TREE FOR ORDER BY"}, plan
+
+
+@pytest.mark.parametrize(
+    "bounds", [{"captured_from": DAY}, {"captured_to": DAY}, {"captured_from": DAY, "kind": "post"}]
+)
+def test_a_listing_by_captured_date_reads_only_the_captured_range(tmp_path, bounds):
+    """Captured bounds read item_versions_captured (migration 0009); without it every version was read."""
+    for plan in _plans(tmp_path, bounds):
+        reads = [row[3] for row in plan if row[3].startswith(("SCAN v", "SEARCH v "))]
+        assert reads[0].startswith("SEARCH v USING INDEX item_versions_captured (captured_at"), plan
+
+
+def _plans(directory: Path, bounds: dict[str, str]) -> list[list[tuple[int, int, int, str]]]:
+    """EXPLAIN QUERY PLAN of the page and of the counts, on an empty archive as the archiver makes it (so without
+    the ANALYZE statistics that would guide SQLite's choices)."""
+    Store.open(directory / "archive.db").close()
+    conn = sqlite3.connect(directory / "archive.db")
+    search.register_functions(conn)
+    query = search.SearchQuery.from_params(bounds)
+    plans = [
+        conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()  # rows of (id, parent, _, step)
+        for sql, params in (search.page_sql(query, has_flags=True), search.facets_sql(query, has_flags=True))
+    ]
+    conn.close()
+    return plans
