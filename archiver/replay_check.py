@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
@@ -353,14 +355,16 @@ def check_replay(
         live.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         unfinished = interrupted_runs(live.conn)
         known = {row[0] for row in live.conn.execute("SELECT id FROM runs")}
-        with tempfile.TemporaryDirectory(prefix="archiver-replay-", dir=base) as folder:
+        left = "left by a verify --replay that was killed (a copy of archive data)"
+        cleared = [Problem("replay", f"removed {folder}, {left}", "note") for folder in remove_stale_replays(base)]
+        with tempfile.TemporaryDirectory(prefix=f"{REPLAY_PREFIX}{os.getpid()}-", dir=base) as folder:
             out = Path(folder) / "replayed.db"
             try:
                 with _run_log_silenced():
                     outcome = rebuild_database(config, out, public_key=public_key, progress=progress, on_run=on_run)
             except ArchiverError as exc:  # e.g. a run captured an account the config no longer names
-                return ReplayCheck([Problem("replay", f"cannot replay: {exc}")], 0, False)
-            problems = [Problem(f"replay: {p.where}", p.message, p.severity) for p in outcome.problems]
+                return ReplayCheck([*cleared, Problem("replay", f"cannot replay: {exc}")], 0, False)
+            problems = cleared + [Problem(f"replay: {p.where}", p.message, p.severity) for p in outcome.problems]
             if outcome.errors:
                 problems.append(Problem("replay", "incomplete (see above): the live database was not compared"))
                 return ReplayCheck(problems, outcome.runs, False)
@@ -377,6 +381,32 @@ def check_replay(
         return ReplayCheck(problems, outcome.runs, True)
     finally:
         live.close()
+
+
+REPLAY_PREFIX = "archiver-replay-"  # then the pid of the verify that made the folder
+
+
+def remove_stale_replays(base: Path) -> list[Path]:
+    """Remove the replay folders that a verify killed outright (SIGKILL, power loss) left in `base`: each holds
+    a copy of an archive's data, PHI included. A folder is stale when the process named in it is gone."""
+    removed = []
+    for folder in base.glob(f"{REPLAY_PREFIX}*"):
+        pid = folder.name.removeprefix(REPLAY_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+            continue  # a running verify's, or another user's (theirs to remove)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextmanager

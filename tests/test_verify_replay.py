@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -366,3 +367,19 @@ def test_a_fake_version_under_a_killed_runs_name_is_still_caught(interrupted, tm
     [line] = [line for line in result.output.splitlines() if line.startswith(f"item_versions id={version}:")]
     assert f"no captured record backs it (no replayed row says this, though run(s) {killed} did not finish)" in line
     assert f'text="{FAKE_TEXT}"' in line
+
+
+def test_a_replay_folder_a_killed_verify_left_is_removed_by_the_next(demo, temp):
+    """A verify --replay killed outright leaves its temporary copy of the archive's data (PHI) behind: the next
+    one removes it, and leaves alone the folder of a verify still running."""
+    folder = Path(tempfile.gettempdir())
+    dead = folder / f"{replay_check.REPLAY_PREFIX}{2**22 + 1}-x1y2z3"  # above Linux's largest pid: no process
+    running = folder / f"{replay_check.REPLAY_PREFIX}{os.getpid()}-a1b2c3"
+    for made in (dead, running):
+        made.mkdir()
+        (made / "replayed.db").write_bytes(b"a copy of archive data")
+    result = verify(demo / "archiver.toml", "--replay")
+    assert result.exit_code == 0, result.output
+    assert f"note: replay: removed {dead}, left by a verify --replay that was killed" in result.output
+    assert not dead.exists() and (running / "replayed.db").exists()
+    shutil.rmtree(running)
