@@ -38,6 +38,7 @@ from .problems import Problem
 from .rebuild import rebuild_database
 from .recovery import interrupted_runs
 from .store import Store
+from .verify import read_one_snapshot
 
 Row = tuple[Any, ...]
 
@@ -351,8 +352,7 @@ def check_replay(
         )
     live = Store.open(config.archive.database, readonly=True)
     try:
-        live.conn.execute("BEGIN")  # one snapshot for all the reads below, whatever a run commits meanwhile
-        live.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        read_one_snapshot(live.conn)  # all the reads below see one moment, whatever a run commits meanwhile
         unfinished = interrupted_runs(live.conn)
         known = {row[0] for row in live.conn.execute("SELECT id FROM runs")}
         left = "left by a verify --replay that was killed (a copy of archive data)"

@@ -102,7 +102,7 @@ def check_archive(
     pool: ProcessPoolExecutor | None = None
     now = ArchiveNow(Path(database))
     try:
-        _read_one_snapshot(store.conn)
+        read_one_snapshot(store.conn)
         on_step("schema", 0, 0)
         schema = list(check_schema(store.conn))
         ledger: Future[list[Problem]] | None = None
@@ -141,13 +141,13 @@ def ledger_problems(database: Path) -> list[Problem]:
     """The ledger check on its own read-only connection (what the second process runs)."""
     store = Store.open(database, readonly=True)
     try:
-        _read_one_snapshot(store.conn)
+        read_one_snapshot(store.conn)
         return list(verify_ledger(store.conn))
     finally:
         store.close()
 
 
-def _read_one_snapshot(conn: sqlite3.Connection) -> None:
+def read_one_snapshot(conn: sqlite3.Connection) -> None:
     """Every later read of `conn` sees the archive as it is now, whatever a run appends meanwhile (WAL keeps
     the snapshot for the read transaction, which lasts until the connection closes): rows, ledger and
     checkpoints are checked against each other as of one moment."""
