@@ -174,6 +174,10 @@ def main() -> None:
             "week+account": [{"account": f"account-{rng.randrange(12)}", **week(rng, args.items)} for _ in range(10)],
             # build() captures each item at its posted time: a captured week holds the same ~10,000 items
             "captured week": [captured(week(rng, args.items)) for _ in range(5)],
+            # a broad word in a week (read from the date range first), and a medium word over a year (from its
+            # matches: the year holds more versions than the word matches)
+            "common+week": [{"q": rng.choice(COMMON), **week(rng, args.items)} for _ in range(5)],
+            "medium+year": [{"q": rng.choice(MEDIUM), **year(rng, args.items)} for _ in range(4)],
         }
         timings: dict[str, list[float]] = {}
         for kind, params_list in queries.items():
@@ -200,6 +204,13 @@ def week(rng: random.Random, items: int) -> dict[str, str]:
     days = max(8, items // 1440)
     start = datetime.now(UTC).date() - timedelta(days=rng.randrange(8, days + 1))
     return {"posted_from": start.isoformat(), "posted_to": (start + timedelta(days=6)).isoformat()}
+
+
+def year(rng: random.Random, items: int) -> dict[str, str]:
+    """posted_from / posted_to 365 days apart, inside the archive's span where it is long enough."""
+    days = max(366, items // 1440)
+    start = datetime.now(UTC).date() - timedelta(days=rng.randrange(366, days + 1))
+    return {"posted_from": start.isoformat(), "posted_to": (start + timedelta(days=364)).isoformat()}
 
 
 def captured(bounds: dict[str, str]) -> dict[str, str]:
