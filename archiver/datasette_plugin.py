@@ -8,7 +8,8 @@
   person, the status and the rows its queries returned;
 - pages: one search over every item (/-/search), an item's thread and history (/-/item), and the raw
   captured record from the WARC (/-/raw, its exact body at /-/raw/body);
-- the login accounts of datasette-auth-passwords, served from the users file (never from the metadata);
+- sign-in: datasette-auth-passwords' login page, form and hash format, its accounts read from the users file
+  (never from the metadata) and each password checked on a thread of its own, never on the event loop;
 - errors answered without dumping locals: Datasette's own handler prints every local variable (search
   terms: PHI) to the server's log; ours answers the same JSON / HTML error and logs one line.
 
@@ -22,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -39,7 +41,7 @@ from markupsafe import Markup
 from .access_log import Access, AccessLog, RequestRows, count_rows, current_rows
 from .login_throttle import LoginThrottle
 from .sessions import OpenSessions
-from .users import UsersFile
+from .users import User, UsersFile
 from .workspace import item as item_page
 from .workspace import raw as raw_page
 from .workspace import search as search_page
@@ -60,6 +62,7 @@ FORM_PATHS = ("/-/login", "/-/logout")
 LOGIN_PATH = "/-/login"
 LOGOUT_PATH = "/-/logout"
 MAX_FORM_BYTES = 64 * 1024  # a sign-in form is a few hundred bytes
+INVALID_SIGN_IN = "Invalid username or password"  # datasette-auth-passwords' words, for any failed sign-in
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 
 
@@ -123,16 +126,52 @@ def prepare_connection(conn: Any) -> None:
     search_page.register_functions(conn)  # utc_time, for the posted bounds
 
 
-# -- login accounts ---------------------------------------------------------------------------------------
-@hookimpl
-def get_metadata(datasette: Any, key: str, database: str | None, table: str | None) -> dict[str, Any]:
+# -- sign-in ----------------------------------------------------------------------------------------------
+# Password checks (PBKDF2, ~0.3 s of CPU each; hashlib lets go of the GIL meanwhile) get threads of their own:
+# a burst of sign-ins queues here, not on the event loop nor in the default pool that every request's
+# access-log append waits for.
+_password_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archiver-sign-in")
+
+
+def check_unknown_name(password: str, users: dict[str, Any]) -> None:
+    """Spend on a name without an account the time the login page spends checking a real one's password (a
+    PBKDF2 of the same cost), so that the answer's delay does not tell which names have accounts."""
+    iterations = "480000"  # datasette-auth-passwords' own, for when there are no users to copy it from
+    for user in users.values():
+        iterations = user.password_hash.split("$")[1]
+        break
+    verify_password(password, f"pbkdf2_sha256${iterations}$not-an-account$")
+
+
+def check_sign_in(users: dict[str, User], username: str, password: str) -> User | None:
+    """The person a sign-in form names, when the password is theirs; else None. One PBKDF2 of the accounts'
+    cost either way (check_unknown_name for a name without an account). Blocking: run it off the loop."""
+    user = users.get(username)
+    if user is None:
+        if users:
+            check_unknown_name(password, users)
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+async def login_view(request: Any, datasette: Any) -> Response:
+    """The login page of datasette-auth-passwords (its template, error and actor cookie), with the password
+    checked on a thread: the plugin's own view hashes on the event loop, and every other request would wait.
+    The gate has throttled the form by then, and Datasette checked its CSRF token."""
     workspace = workspace_of(datasette)
-    if workspace is None or key not in (None, "plugins"):
-        return {}
-    users = workspace.users.users()
-    config: dict[str, Any] = {f"{u.name}_password_hash": u.password_hash for u in users.values()}
-    config["actors"] = {u.name: u.actor() for u in users.values()}
-    return {"plugins": {"datasette-auth-passwords": config}}
+    users = workspace.users.users() if workspace else {}
+    error = None if users else "This instance does not have any configured accounts"
+    if request.method == "POST":
+        form = await request.post_vars()
+        username, password = form.get("username") or "", form.get("password") or ""
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(_password_checks, check_sign_in, users, username, password)
+        if user is not None:
+            response = Response.redirect(datasette.urls.path("/"))
+            response.set_cookie("ds_actor", datasette.sign({"a": user.actor()}, "actor"))  # the gate adds the session
+            return response
+        error = INVALID_SIGN_IN
+    return Response.html(await datasette.render_template("password_login.html", {"error": error}, request=request))
 
 
 @hookimpl
@@ -275,16 +314,6 @@ def parse_login_form(body: bytes) -> dict[str, str] | None:
     return dict(fields)
 
 
-def check_unknown_name(password: str, users: dict[str, Any]) -> None:
-    """Spend on a name without an account the time the login page spends checking a real one's password (a
-    PBKDF2 of the same cost), so that the answer's delay does not tell which names have accounts."""
-    iterations = "480000"  # datasette-auth-passwords' own, for when there are no users to copy it from
-    for user in users.values():
-        iterations = user.password_hash.split("$")[1]
-        break
-    verify_password(password, f"pbkdf2_sha256${iterations}$not-an-account$")
-
-
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -420,9 +449,6 @@ def asgi_wrapper(datasette: Any) -> Any:
                 else:
                     if signing_in:
                         workspace.login_throttle.attempt(client, user)
-                        accounts = workspace.users.users()
-                        if accounts and user not in accounts:
-                            await asyncio.to_thread(check_unknown_name, (form or {}).get("password", ""), accounts)
                     await app(scope, receive, observe)
                     if signing_in and seen["signed_in"]:
                         workspace.login_throttle.succeeded(client, user)
@@ -544,9 +570,12 @@ async def raw_body_view(request: Any, datasette: Any) -> Response:
     return Response(record.body, status=200, headers=headers, content_type=content_type)
 
 
-@hookimpl
+# tryfirst: our /-/login is routed before datasette-auth-passwords' own (same pattern), which is never reached;
+# and it has no accounts to check (none are given to it in the metadata), so it could not hash if it were.
+@hookimpl(tryfirst=True)
 def register_routes(datasette: Any) -> list[tuple[str, Any]]:
     return [
+        (r"^/-/login$", login_view),
         (r"^/-/search(?P<format>\.json)?$", search_view),
         (r"^/-/item(?P<format>\.json)?$", item_view),
         (r"^/-/raw$", raw_view),

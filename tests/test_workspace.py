@@ -635,7 +635,7 @@ def test_an_item_url_becomes_a_link_only_when_it_is_http(demo, tmp_path):
 def test_a_name_without_an_account_costs_the_same_password_check(demo, monkeypatch):
     """The login page hashes the password (PBKDF2) only for a name that has an account: without an equal
     check for other names, the answer's delay would list who has an account. Shown by what is computed, not
-    by timing it: the gate hashes once, at the accounts' own cost, for each name without an account only."""
+    by timing it: sign-in hashes once, at the accounts' own cost, for each name without an account only."""
     import asyncio
 
     from archiver import datasette_plugin

@@ -37,9 +37,15 @@ def add_users(directory: Path) -> None:
 
 
 @contextmanager
-def serving(directory: Path, host: str = "127.0.0.1", output: list[str] | None = None) -> Iterator[str]:
+def serving(
+    directory: Path,
+    host: str = "127.0.0.1",
+    output: list[str] | None = None,
+    processes: list[subprocess.Popen] | None = None,
+) -> Iterator[str]:
     """Start `archiver serve` bound to host; yield the loopback URL to reach it; check its log at the end (and
-    append it to `output`, when given, for the test to read after the block)."""
+    append it to `output`, when given, for the test to read after the block). The server's process is appended
+    to `processes`, when given, for a test that watches it."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "archiver.cli", "serve", "-c", str(directory / "archiver.toml")]
@@ -48,6 +54,8 @@ def serving(directory: Path, host: str = "127.0.0.1", output: list[str] | None =
         stderr=subprocess.STDOUT,
         text=True,
     )
+    if processes is not None:
+        processes.append(process)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while True:
