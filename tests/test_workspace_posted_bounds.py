@@ -105,6 +105,14 @@ def test_the_calendars_first_and_last_days_are_bounds_like_any_other(server):
     assert found(server, posted_to="0001-01-01") == set()
 
 
+def test_captured_to_the_calendars_last_day_is_no_bound(server):
+    """date('9999-12-31', '+1 day') is NULL in SQLite: as a bound it found nothing."""
+    everything = keys(BEFORE, INSIDE, AFTER)  # all captured today
+    assert found(server, captured_to="9999-12-31") == everything
+    assert found(server, q="clinic", captured_to="9999-12-31") == everything
+    assert found(server, captured_from="0001-01-01", captured_to="9999-12-31") == everything
+
+
 def test_a_posted_date_that_is_no_day_is_refused(server):
     response = requests.get(f"{server}/-/search.json", params={"posted_to": "2026-02-30"}, timeout=30)
     assert response.status_code == 400 and "YYYY-MM-DD" in response.json()["error"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
 
 from ..warc import block_digest_ok, parse_http_headers, read_raw_block
 
@@ -122,7 +124,7 @@ def read_record(warc_dir: Path, name: str, *, offset: int | None = None, record_
             raise RecordNotFound(f"no record {record_id} in {name} or the other WARC files of its run")
     try:
         record, block = read_raw_block(path, offset)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, ArchiveLoadFailed) as exc:  # an offset inside a record
         raise RecordNotFound(f"no WARC record at offset {offset} of {name}") from exc
     headers = record.rec_headers
     found_id = headers.get_header("WARC-Record-ID") or ""

@@ -38,6 +38,10 @@ STATUSES = ("live", "edited", "deleted")
 FLAGGED = ("flagged", "not flagged")
 MARK_START, MARK_END = "\x02", "\x03"  # snippet() markers: never in archived text after escaping
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab and line breaks are spaces between words
+# Every word is a phrase all matches must hold: a few dozen find what anyone types; thousands (a pasted page) keep
+# SQLite busy until the time limit.
+MAX_WORDS = 64
 
 
 class SearchInputError(ValueError):
@@ -67,6 +71,10 @@ class SearchQuery:
             if f.name in ("page", "extra"):
                 continue
             values[f.name] = (params.get(f.name) or "").strip()
+        if _CONTROL.search(values["q"]):  # FTS5 reads a quoted word only up to a NUL
+            raise SearchInputError("q: remove the control characters (such as NUL) from the words")
+        if len(values["q"].split()) > MAX_WORDS:
+            raise SearchInputError(f"q: give at most {MAX_WORDS} words, and narrow the search with filters")
         for name in ("posted_from", "posted_to", "captured_from", "captured_to"):
             if values[name] and not _is_date(values[name]):
                 raise SearchInputError(f"{name}={values[name]!r}: give a date as YYYY-MM-DD")
@@ -166,13 +174,14 @@ def _posted_filters(query: SearchQuery, params: dict[str, Any], v: str) -> list[
 
 
 def _captured_filters(query: SearchQuery, params: dict[str, Any], v: str) -> list[str]:
+    # captured_at is written by the archiver, always in UTC with Z: its text orders as its time
     where: list[str] = []
-    for name, op in (("captured_from", ">="), ("captured_to", "<")):
-        value = getattr(query, name)
-        if value:  # captured_at is written by the archiver, always in UTC with Z: its text orders as its time
-            params[name] = value
-            bound = f"date(:{name}, '+1 day')" if op == "<" else f":{name}"  # "to" includes that whole day
-            where.append(f"{v}.captured_at {op} {bound}")
+    if query.captured_from:
+        params["captured_from"] = query.captured_from
+        where.append(f"{v}.captured_at >= :captured_from")
+    if query.captured_to and (to := date.fromisoformat(query.captured_to)) < date.max:  # to 9999-12-31: no bound
+        params["captured_before"] = str(to + _DAY)  # "to" includes that whole day
+        where.append(f"{v}.captured_at < :captured_before")
     return where
 
 
@@ -396,11 +405,9 @@ async def window_floor(db: Any, q: str) -> int | None:
     return int(found.rows[0][0]) + 1  # the (WINDOW+1)-th newest is just outside: keep exactly WINDOW
 
 
-async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
-    """The page of results, the total and the facets (none when counting them took longer than the limit)."""
-    from datasette.database import QueryInterrupted
-
-    has_flags = await has_table(db, "flags")
+async def _page_rows(db: Any, query: SearchQuery, has_flags: bool) -> tuple[list[dict[str, Any]], int | None, bool]:
+    """The page's rows (one more than the page, to tell whether there are more), with how they were found: the
+    window's floor (`window_floor`) and whether the date range was read first (`dates_narrower`)."""
     rows: list[dict[str, Any]] = []
     words_only = bool(query.q) and not has_version_filters(query) and not query.status and not query.flagged
     min_rowid = await window_floor(db, query.q) if words_only else None
@@ -417,6 +424,18 @@ async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -
         sql, params = page_sql(query, has_flags, min_rowid=min_rowid, within_dates=within_dates)
         result = await db.execute(sql, params, truncate=True, log_sql_errors=False)
         rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    return rows, min_rowid, within_dates
+
+
+async def run_search(db: Any, query: SearchQuery, *, facet_time_limit_ms: int) -> dict[str, Any]:
+    """The page of results, the total and the facets (none when counting them took longer than the limit)."""
+    from datasette.database import QueryInterrupted
+
+    has_flags = await has_table(db, "flags")
+    try:
+        rows, min_rowid, within_dates = await _page_rows(db, query, has_flags)
+    except QueryInterrupted:  # Datasette's time limit for any query: the page is not to be had
+        raise SearchInputError("the search took longer than this server allows: add a word or a filter") from None
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     if query.q and rows:
