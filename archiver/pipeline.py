@@ -435,7 +435,10 @@ def run_account(
             stop=stop,
         )
 
-    return archive_account(store, account, run_id, window, open_session, transaction, progress, redactor)
+    result = archive_account(store, account, run_id, window, open_session, transaction, progress, redactor)
+    if result.error:  # here, not in archive_account: a rebuild reports a replayed failure as a problem of its own
+        log.warning("account %s failed: %s", account.name, result.error)
+    return result
 
 
 def archive_account(
@@ -476,8 +479,6 @@ def archive_account(
         if session is not None:
             result.requests = session.requests_made
             session.close()
-    if result.error:
-        log.warning("account %s failed: %s", account.name, result.error)
     with lock:
         store.append_account_run(
             {

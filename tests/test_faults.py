@@ -306,6 +306,7 @@ def test_fault_is_survived_and_the_next_run_completes(site, case):
     assert code == (1 if case.lasting else 0), output
     last = dict(site.query(f"SELECT account, status FROM account_runs WHERE id > {2 * runs}"))
     assert last == {"faulty": "failed" if case.lasting else "ok", "healthy": "ok"}, output
+    assert ("account faulty failed: " in output) == case.lasting, output  # the log's warning, for cron's mail
     assert len(site.items("healthy")) == site.healthy.items, "the healthy account was not archived"
     if case.name == "paging-loop":
         assert "paging loop" in output
