@@ -14,7 +14,8 @@ Rules every connector keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -63,24 +64,77 @@ CREDENTIAL_EXPIRY = "credential_expires_at"
 EMPTY_PAGES_MAX = 20
 
 
+# Entry ids a listing's loop guard remembers (CursorTrail): a RecentSet of 2,000 holds at least the last 1,000,
+# ten pages at the largest page size a connector asks for (100), whatever the listing's length.
+LISTED_REMEMBERED = 2_000
+
+
+def page_digest(text: str) -> bytes:
+    """16 bytes for a page's URL, cursor or entry id: what a loop guard keeps of it then does not depend on how
+    long the platform (or a hostile server) makes it. A collision (2^-128 a pair) could only stop a listing as a
+    loop, never conclude anything from one."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class PageTrail:
     """The pages one listing has asked for. A next link that comes back is a paging loop (a platform bug or
-    a hostile answer), not more data: the account stops with an error instead of reading forever."""
+    a hostile answer), not more data: the account stops with an error instead of reading forever.
+
+    One digest a page, about 100 bytes with its set slot, where the URL itself took 150 (Mastodon) to 500 bytes
+    (a Graph next link with its fields and cursor): 1M items at 25 a page keep some 4 MB, not 20. Every page is
+    kept, so a loop is caught however long it is.
+    """
 
     def __init__(self, account: str, listing: str):
         self.account = account
         self.listing = listing
-        self.asked: set[str] = set()
+        self.asked: set[bytes] = set()
 
     def visit(self, url: str, params: dict | None = None) -> None:
         """Record the page about to be asked for; raises PlatformError when it was asked for before."""
         page = with_params(url, params)
-        if page in self.asked:
+        digest = page_digest(page)
+        if digest in self.asked:
             raise PlatformError(
                 f"account {self.account}: {self.listing} paging loop: the next page {redact_url(page)} was already "
                 "read in this listing; the listing stopped (the platform sent a next link that repeats)"
             )
-        self.asked.add(page)
+        self.asked.add(digest)
+
+
+class CursorTrail:
+    """The loop guards of one cursor-paged listing whose pages name their entries (X, Bluesky), in memory that
+    does not grow with the entries listed.
+
+    Every cursor followed is kept, as a digest: about 100 bytes a page of up to 100 entries, some 1 MB for a
+    million entries. A cursor that comes back is a loop however far back it was followed, and that stops every
+    loop of a server whose answer depends on the cursor asked and that has finitely many cursors to give (a
+    listing stuck on a bug): to go round it must give one again. Entry ids go to a RecentSet (LISTED_REMEMBERED):
+    a page holding only entries of the last ten pages or so is a loop too, before its cursor comes round.
+
+    What this no longer catches (the guard that kept every id did): a page of entries all listed further back,
+    under a cursor never followed. Only a server that mints a new cursor for every page does that, and such a
+    server can page forever with made-up entries as well, which no guard of this kind stops: the old one only
+    grew with them until memory ran out.
+    """
+
+    def __init__(self, remembered: int = LISTED_REMEMBERED):
+        self.cursors: set[bytes] = set()
+        self.listed = RecentSet(remembered)
+
+    def loop(self, ids: Collection[str], cursor: str | None) -> str | None:
+        """Why a page of these entry ids, with this next cursor, is a paging loop; None when it is not."""
+        if ids and all(page_digest(i) in self.listed for i in ids):
+            return "a page of entries already listed"
+        if cursor is not None and page_digest(cursor) in self.cursors:
+            return f"a cursor this listing already followed ({cursor[:60]!r})"
+        return None
+
+    def follow(self, ids: Collection[str], cursor: str) -> None:
+        """Record a page's entries as listed and its next cursor as followed."""
+        for entry_id in ids:
+            self.listed.add(page_digest(entry_id))
+        self.cursors.add(page_digest(cursor))
 
 
 class FollowUps:
@@ -121,13 +175,13 @@ class RecentSet:
 
     def __init__(self, capacity: int = 100_000):
         self.half = max(1, capacity // 2)
-        self._new: set[str] = set()
-        self._old: set[str] = set()
+        self._new: set[Hashable] = set()
+        self._old: set[Hashable] = set()
 
     def __contains__(self, key: object) -> bool:
         return key in self._new or key in self._old
 
-    def add(self, key: str) -> None:
+    def add(self, key: Hashable) -> None:
         self._new.add(key)
         if len(self._new) >= self.half:
             self._old, self._new = self._new, set()

@@ -34,7 +34,7 @@ from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, RecentSet
+from .base import AccountState, Credential, CursorTrail, FetchWindow, RecentSet
 
 log = logging.getLogger("archiver.x")
 
@@ -229,26 +229,29 @@ class _XRun:
     def paginate(self, url: str, params: dict[str, Any], token_param: str) -> Iterator[tuple[Exchange, dict]]:
         """Every page of a listing, following `meta.next_token` until a page has none."""
         next_token: str | None = None
-        asked: set[str] = set()
+        # A token this listing already followed, or a page of only posts it listed lately, is a paging loop (a
+        # platform bug or a hostile answer), not more data: stop, never spin. CursorTrail keeps a digest per
+        # token and the last posts only, so a long listing (a thread read from the full archive) stays small.
+        trail = CursorTrail()
         while True:
             exchange = self.session.get(url, {**params, **({token_param: next_token} if next_token else {})})
             page = exchange.json()
             _expect(isinstance(page, dict) and isinstance(page.get("meta", {}), dict), exchange, "a page")
             _expect(isinstance(page.get("data", []), list), exchange, "a list in `data`")
-            # A token this listing already followed, or a page of only posts it already listed, is a paging
-            # loop (a platform bug or a hostile answer), not more data: stop, never spin.
-            ids = {f"id:{o.get('id')}" for o in page.get("data", []) if isinstance(o, dict)}
-            next_token = (page.get("meta") or {}).get("next_token")
-            if (ids and ids <= asked) or (next_token and f"token:{next_token}" in asked):
+            ids = {str(o.get("id")) for o in page.get("data", []) if isinstance(o, dict)}
+            token = (page.get("meta") or {}).get("next_token")
+            next_token = str(token) if token else None
+            loop = trail.loop(ids, next_token)
+            if loop:
                 raise PlatformError(
-                    f"GET {exchange.url}: paging loop: X answered a page or a next_token this listing already "
-                    f"had; the listing stopped (WARC record {exchange.ref.record_id})"
+                    f"GET {exchange.url}: paging loop: X answered {loop}; the listing stopped "
+                    f"(WARC record {exchange.ref.record_id})"
                 )
-            asked |= ids
+            if next_token:
+                trail.follow(ids, next_token)
             yield exchange, page
             if not next_token:
                 return
-            asked.add(f"token:{next_token}")
 
     def fetch_own_posts(self) -> Iterator[Observation]:
         """The account's posts newer than the last complete listing; each new thread is read."""
