@@ -204,6 +204,7 @@ class StoreAccountState:
         kinds: tuple[str, ...] = (),
         thread_key: str | None = None,
         conversation_key: str | None = None,
+        key_prefix: str | None = None,
     ) -> list[KnownItem]:
         with self.lock:
             return self.store.known_items(
@@ -212,6 +213,7 @@ class StoreAccountState:
                 kinds=kinds,
                 thread_key=thread_key,
                 conversation_key=conversation_key,
+                key_prefix=key_prefix,
             )
 
 

@@ -621,8 +621,10 @@ class Store:
         kinds: tuple[str, ...] = (),
         thread_key: str | None = None,
         conversation_key: str | None = None,
+        key_prefix: str | None = None,
     ) -> list[KnownItem]:
-        """Latest state of the account's items, filtered by creation time, kinds, thread or conversation."""
+        """Latest state of the account's items, filtered by creation time, kinds, thread, conversation or the start
+        of their key (a Bluesky account's own records: not the replies and messages of others)."""
         sql = """
             SELECT v.item_key, v.native_id, v.kind, v.thread_key, v.conversation_key, v.parent_key,
                    v.created_at, v.edited_at, v.content_sha256,
@@ -641,6 +643,9 @@ class Store:
         if conversation_key is not None:
             sql += " AND v.conversation_key = ?"
             params.append(conversation_key)
+        if key_prefix is not None:
+            sql += " AND substr(v.item_key, 1, ?) = ?"
+            params.extend([len(key_prefix), key_prefix])
         if kinds:
             sql += f" AND v.kind IN ({','.join('?' for _ in kinds)})"
             params.extend(kinds)

@@ -28,6 +28,7 @@ from archiver.config import load_config
 from archiver.connectors.bluesky import EMPTY_PAGES_MAX
 from archiver.demo.bluesky_server import BlueskyState, Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
+from archiver.pipeline import StoreAccountState
 from tests.test_rebuild import COMPARED
 
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -216,6 +217,43 @@ def test_replaced_record_is_a_new_version(clinic):
     before = clinic.counts()
     assert clinic.run()[0] == 0
     assert clinic.counts() == before  # the same cid again appends nothing
+
+
+def test_the_repo_listing_weighs_only_the_accounts_own_records(clinic, monkeypatch):
+    """Absence from the repository listing is asked of the account's own records only (its posts and its own
+    replies, a deletion of which it proves), not of the public's replies and the messages, which the listing
+    never holds and which were all read to memory every run before."""
+    own_reply = clinic.state.add_post(
+        clinic.clinic.did,
+        "Our hours changed today",
+        created_at=NOW - timedelta(days=1),
+        reply_to=clinic.posts[0]["uri"],
+    )
+    public = clinic.state.add_post(
+        clinic.ann.did, "thanks", created_at=NOW - timedelta(hours=5), reply_to=own_reply["uri"]
+    )
+    assert clinic.run()[0] == 0
+    asked: list[tuple[dict, list[str]]] = []
+    original = StoreAccountState.known_items
+
+    def spy(self, **filters):
+        found = original(self, **filters)
+        asked.append((filters, [known.item_key for known in found]))
+        return found
+
+    monkeypatch.setattr(StoreAccountState, "known_items", spy)
+    clinic.state.delete_post(own_reply["uri"])
+    code, output = clinic.run()
+    assert code == 0, output
+    [(_, weighed)] = [(filters, keys) for filters, keys in asked if "key_prefix" in filters]
+    assert set(weighed) == {k(post) for post in clinic.posts} | {k(own_reply)}
+    conn = clinic.db()
+    deleted = {
+        r[0]: json.loads(r[1]) for r in conn.execute("SELECT item_key, evidence FROM events WHERE event = 'deleted'")
+    }
+    conn.close()
+    assert set(deleted) == {k(own_reply)} and "listRecords" in deleted[k(own_reply)]["absent_from"]["url"]
+    assert k(public) not in deleted
 
 
 def test_deletions_need_a_complete_listing_and_record_not_found(clinic, http_waits):

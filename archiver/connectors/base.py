@@ -41,6 +41,7 @@ class AccountState(Protocol):
         kinds: tuple[str, ...] = (),
         thread_key: str | None = None,
         conversation_key: str | None = None,
+        key_prefix: str | None = None,
     ) -> list[KnownItem]: ...
     def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
         """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""

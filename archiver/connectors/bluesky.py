@@ -394,11 +394,12 @@ class _BlueskyRun:
             cursor = paging.next_cursor(page, "records", exchange)
             if not cursor:
                 break
-        prefix = self.own_prefix()
+        # Only the account's own records: the others' replies and messages, read to memory as well, could be
+        # many times as many (every run, whatever the account's size).
         missing = [
             k
-            for k in self.state.known_items()
-            if k.item_key.startswith(prefix) and not k.deleted and k.item_key not in present
+            for k in self.state.known_items(key_prefix=self.own_prefix())
+            if not k.deleted and k.item_key not in present
         ]
         if last is not None:  # always: the loop reads at least one page
             yield from self.confirm_absent(missing, last)
