@@ -283,29 +283,31 @@ class _YouTubeRun:
         uploads = ((channel.get("contentDetails") or {}).get("relatedPlaylists") or {}).get("uploads")
         _expect(bool(uploads), exchange, "contentDetails.relatedPlaylists.uploads")
 
-        listed: list[str] = []
+        # In listing order, each video once (dict, not list: membership in a list made a large channel quadratic)
+        listed: dict[str, None] = {}
         for page in self.paged("playlistItems", {"part": "contentDetails", "playlistId": uploads, "maxResults": 50}):
             for entry in page.json()["items"]:
                 video_id = (entry.get("contentDetails") or {}).get("videoId")
                 _expect(bool(video_id), page, "a playlistItem with contentDetails.videoId")
-                if video_id not in listed:
-                    listed.append(video_id)
+                listed.setdefault(video_id)
 
-        to_read: list[str] = []
-        for start in range(0, len(listed), 50):
-            batch = listed[start : start + 50]
+        to_read: set[str] = set()
+        ids = list(listed)
+        for start in range(0, len(ids), 50):
+            batch = ids[start : start + 50]
             page = self.call("videos", {"part": "snippet,status,statistics", "id": ",".join(batch), "maxResults": 50})
             for video in page.json().get("items") or []:
                 key = self.video_key(video["id"])
                 published = _time((video.get("snippet") or {}).get("publishedAt"))
                 recent = published is not None and published >= self.recheck_since
                 if self.state.latest(key) is None or recent or self.follow_ups.owed(key):
-                    to_read.append(video["id"])
+                    to_read.add(video["id"])
                 yield from self.observe_video(video, page.ref)
 
         yield from self.confirm_videos_absent(set(listed))
         ordered = [v for v in self.pending if v in listed or self.state.latest(self.video_key(v))]
-        ordered += [v for v in listed if v in to_read and v not in ordered]
+        chosen = set(ordered)
+        ordered += [v for v in listed if v in to_read and v not in chosen]
         self.remaining = ordered
         while self.remaining:
             yield from self.read_comments(self.remaining[0])
