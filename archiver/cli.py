@@ -144,11 +144,22 @@ def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            metavar="ADDRESS",
+            help="IP address or network of the reverse proxy in front of the server (repeat for several): its "
+            "X-Forwarded-For names the client logged and throttled. From any other peer the header is ignored.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the archive read-only in Datasette for compliance staff.
 
     Without accounts it serves on loopback only, to anyone there; once `archiver users add` has made one,
-    everyone signs in, and --host may bind beyond loopback. Every request goes to the access log.
+    everyone signs in, and --host may bind beyond loopback. Every request goes to the access log. Behind a
+    reverse proxy, name it with --trusted-proxy: every client then has its own address in the access log and
+    the sign-in throttle, instead of the proxy's.
 
     Example: archiver serve --config demo-archive/archiver.toml --port 8001
     """
@@ -160,6 +171,7 @@ def serve(
         host=host,
         port=port,
         warc_dir=cfg.archive.warc_dir,
+        trusted_proxies=trusted_proxy or (),
         on_ready=lambda url: typer.echo(f"serving {url}"),
     )
 

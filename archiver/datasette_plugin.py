@@ -4,8 +4,12 @@
   server's own pages); the signed-in person is re-checked against the users file on every request (removed
   people and changed roles take effect at once), login is demanded whenever the server is reachable beyond
   loopback or anyone has an account, a request answered without sign-in must be addressed to a loopback
-  name (DNS rebinding), and every request — refused ones too — is appended to the access log with that
-  person, the status and the rows its queries returned;
+  name (DNS rebinding), a path is served only as Datasette writes it (an alias in another tilde encoding is
+  redirected), and every request — refused ones too — is appended to the access log with that person, the
+  status and the rows its queries returned, before any of its response leaves; every response but static files
+  carries headers against framing, type sniffing and caching;
+- sessions: each opened for the person's record as it was at sign-in, so a password reset ends them;
+- SQL: functions that are a hazard in SQL others write (fts3_tokenizer) are refused on every connection;
 - pages: one search over every item (/-/search), an item's thread and history (/-/item), and the raw
   captured record from the WARC (/-/raw, its exact body at /-/raw/body);
 - sign-in: datasette-auth-passwords' login page, form and hash format, its accounts read from the users file
@@ -22,6 +26,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from datasette import Response, hookimpl
-from datasette.utils import baseconv
+from datasette.utils import baseconv, tilde_decode, tilde_encode
 from datasette.utils.asgi import Base400
 from datasette.views.base import DatasetteError
 from datasette_auth_passwords.utils import verify_password
@@ -53,6 +59,12 @@ ACCESS_LOG_DB = "access_log"
 # Pages anyone may reach before signing in: the login form, robots.txt and static files.
 PUBLIC_PATHS = ("/-/login", "/robots.txt", "/favicon.ico")
 PUBLIC_PREFIXES = ("/-/static/", "/-/static-plugins/")
+STATIC_PATHS = ("/favicon.ico",)  # with PUBLIC_PREFIXES: files of the software, no PHI, cacheable
+# On every other response: no other site frames a page (clickjacking of a signed-in officer), no browser reads
+# a body as another type than it is sent as (a platform's text as HTML), no page (PHI) kept in a browser's or a
+# proxy's cache, with or without accounts.
+SECURITY_HEADERS = {b"x-frame-options": b"DENY", b"x-content-type-options": b"nosniff", b"cache-control": b"no-store"}
+FRAME_ANCESTORS = b"frame-ancestors 'none'"
 # Routes the workspace does not offer: the metadata page would list the login config, the password tool
 # and the root token login are not for a PHI archive.
 BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth-token")
@@ -64,6 +76,7 @@ LOGOUT_PATH = "/-/logout"
 MAX_FORM_BYTES = 64 * 1024  # a sign-in form is a few hundred bytes
 INVALID_SIGN_IN = "Invalid username or password"  # datasette-auth-passwords' words, for any failed sign-in
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
+_FORMAT = re.compile(r"\.\w+$")  # `.json`, `.csv` after a database, table or row in Datasette's routes
 
 
 @dataclass
@@ -121,9 +134,25 @@ def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
     return inner
 
 
+# Functions refused to all SQL on the server's connections. fts3_tokenizer() gives a tokenizer's address in
+# memory (one argument) and installs one from an address (two): SQLite documents it as a hazard where others
+# write the SQL, as investigators do. (The workspace's search uses FTS5.)
+REFUSED_FUNCTIONS = frozenset({"fts3_tokenizer"})
+
+
+def authorize_sql(action: int, arg1: str | None, arg2: str | None, database: str | None, source: str | None) -> int:
+    """SQLite's authorizer: a statement calling a refused function is not prepared ("not authorized"). An
+    authorizer rather than functions defined over SQLite's: Datasette prints the traceback of any exception
+    raised in a Python SQL function to the server's log."""
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in REFUSED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 @hookimpl
 def prepare_connection(conn: Any) -> None:
     search_page.register_functions(conn)  # utc_time, for the posted bounds
+    conn.set_authorizer(authorize_sql)
 
 
 # -- sign-in ----------------------------------------------------------------------------------------------
@@ -168,7 +197,9 @@ async def login_view(request: Any, datasette: Any) -> Response:
         user = await loop.run_in_executor(_password_checks, check_sign_in, users, username, password)
         if user is not None:
             response = Response.redirect(datasette.urls.path("/"))
-            response.set_cookie("ds_actor", datasette.sign({"a": user.actor()}, "actor"))  # the gate adds the session
+            # The gate opens the session for the record checked here ("f"), and re-signs the cookie without it.
+            signed = datasette.sign({"a": user.actor(), "f": user.fingerprint()}, "actor")
+            response.set_cookie("ds_actor", signed)
             return response
         error = INVALID_SIGN_IN
     return Response.html(await datasette.render_template("password_login.html", {"error": error}, request=request))
@@ -194,8 +225,9 @@ def _cookies(scope: dict[str, Any]) -> SimpleCookie:
     return jar
 
 
-def session_of(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> tuple[str, str] | None:
-    """The session this request's cookie carries, as (person, session id), while it is open; else None."""
+def session_of(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> tuple[User, str] | None:
+    """The session this request's cookie carries, as (person, session id), while it is open and the person's
+    record in the users file is the one it was opened for; else None."""
     morsel = _cookies(scope).get("ds_actor")
     if morsel is None or not morsel.value:
         return None
@@ -206,19 +238,21 @@ def session_of(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> t
         session = signed["s"]
     except (BadSignature, KeyError, TypeError, ValueError):
         return None  # forged, or not made by our sign-in (which always sets an expiry and a session)
-    if time.time() > expires or not workspace.sessions.is_open(session, name):
-        return None  # expired, signed out, or opened before this server started
-    return name, session
+    user = workspace.users.users().get(name) if isinstance(name, str) else None
+    if not workspace.sessions.is_open(session, name, user.fingerprint() if user else None):
+        return None  # signed out, opened before this server started, or the person's record changed or went
+    if user is None or time.time() > expires:
+        return None
+    return user, session
 
 
 def resolve_actor(datasette: Any, workspace: Workspace, scope: dict[str, Any]) -> dict[str, str] | None:
     """The person signed in on this request, as the users file says now (None: nobody)."""
-    return _actor(workspace, session_of(datasette, workspace, scope))
+    return _actor(session_of(datasette, workspace, scope))
 
 
-def _actor(workspace: Workspace, session: tuple[str, str] | None) -> dict[str, str] | None:
-    user = workspace.users.users().get(session[0]) if session else None
-    return user.actor() if user else None
+def _actor(session: tuple[User, str] | None) -> dict[str, str] | None:
+    return session[0].actor() if session else None
 
 
 def _with_actor(datasette: Any, scope: dict[str, Any], actor: dict[str, str] | None) -> dict[str, Any]:
@@ -235,22 +269,27 @@ def _with_actor(datasette: Any, scope: dict[str, Any], actor: dict[str, str] | N
     return dict(scope, headers=headers)
 
 
-def _signed_in_by(datasette: Any, workspace: Workspace, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, list]:
-    """The person a response signs in (the login form's answer sets the actor cookie), and the headers with
+def _signed_in_by(
+    datasette: Any, workspace: Workspace, headers: list[tuple[bytes, bytes]]
+) -> tuple[dict[str, str] | None, list]:
+    """The actor a response signs in (the login form's answer sets the actor cookie), and the headers with
     that cookie given an expiry and a newly opened session: a session lasts SESSION_SECONDS from sign-in,
-    or until its person signs out."""
+    until its person signs out, or until their record in the users file changes (login_view names the record
+    whose password it checked by its fingerprint, which the cookie sent on does not carry)."""
     who, out = None, []
     for name, value in headers:
         if name.lower() == b"set-cookie" and value.startswith(b"ds_actor="):
             token, _, rest = value[len(b"ds_actor=") :].partition(b";")
             try:
-                actor = datasette.unsign(token.decode("latin-1").strip('"'), "actor")["a"]
-                who = actor["id"]
+                made = datasette.unsign(token.decode("latin-1").strip('"'), "actor")
+                actor, fingerprint = made["a"], made["f"]
+                session = workspace.sessions.open(actor["id"], fingerprint)
             except (BadSignature, KeyError, TypeError):
-                out.append((name, value))
+                out.append((name, value))  # not our sign-in's cookie: without an expiry and a session, never honoured
                 continue
+            who = actor
             expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
-            signed = datasette.sign({"a": actor, "e": expires, "s": workspace.sessions.open(who)}, "actor")
+            signed = datasette.sign({"a": actor, "e": expires, "s": session}, "actor")
             value = f"ds_actor={signed}; Max-Age={SESSION_SECONDS}".encode("latin-1") + (b";" + rest if rest else b"")
             if b"httponly" not in rest.lower():  # no script of a page (an injected one) reads the session
                 value += b"; HttpOnly"
@@ -258,6 +297,16 @@ def _signed_in_by(datasette: Any, workspace: Workspace, headers: list[tuple[byte
                 value += b"; SameSite=Lax"
         out.append((name, value))
     return who, out
+
+
+def _secured(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The response's headers with SECURITY_HEADERS in place of its own, and `frame-ancestors 'none'` added to
+    its Content-Security-Policy (the raw body's sandbox policy is kept), or as the policy when it has none."""
+    csp = b"content-security-policy"
+    policies = [v for k, v in headers if k.lower() == csp]
+    kept = [(k, v) for k, v in headers if k.lower() not in SECURITY_HEADERS and k.lower() != csp]
+    policies = [p if b"frame-ancestors" in p else p.rstrip(b"; ") + b"; " + FRAME_ANCESTORS for p in policies]
+    return [*kept, *((csp, p) for p in policies or [FRAME_ANCESTORS]), *SECURITY_HEADERS.items()]
 
 
 async def _refuse(
@@ -336,6 +385,35 @@ def _host_and_port(netloc: str) -> tuple[str, int | None] | None:
     return host, int(port) if port else None
 
 
+def canonical_path(raw_path: str) -> str:
+    """The path as Datasette itself writes it. Datasette tilde-decodes the database, table (or canned query)
+    and row segments of a path, so `/archive/~64irect~5Fmessages` serves `direct_messages`; each is given
+    here as tilde_encode(tilde_decode(segment)), before its `.format`, the row's key part by part. The
+    server's own pages (/-/...) are routed as written. A segment with `%` is left alone: Datasette never
+    decodes one (it redirects `%XX` to `~XX` itself)."""
+    if raw_path.startswith("/-/"):
+        return raw_path
+    segments = raw_path.split("/")
+    for index in range(1, min(len(segments), 4)):  # database, table or query, row key
+        segment = segments[index]
+        if "%" in segment:
+            continue
+        found = _FORMAT.search(segment)
+        name, suffix = (segment[: found.start()], found.group()) if found else (segment, "")
+        parts = name.split(",") if index == 3 else [name]  # a compound key's parts are joined by commas
+        segments[index] = ",".join(tilde_encode(tilde_decode(part)) for part in parts) + suffix
+    return "/".join(segments)
+
+
+def _raw_path(scope: dict[str, Any]) -> str | None:
+    """The path as sent, which Datasette routes on (None: not ASCII, which Datasette cannot route)."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    try:
+        return raw.partition(b"?")[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 def addressed_to_loopback(scope: dict[str, Any]) -> bool:
     """Whether the request names a loopback address or `localhost` in its Host header. A web page whose name
     was rebound to 127.0.0.1 reaches a loopback server with its own name there (DNS rebinding)."""
@@ -370,9 +448,10 @@ def asgi_wrapper(datasette: Any) -> Any:
                 await app(scope, receive, send)
                 return
             path = scope["path"]
+            raw_path = _raw_path(scope)
             client = (scope.get("client") or ("unknown", 0))[0]
             session = session_of(datasette, workspace, scope)
-            actor = _actor(workspace, session)
+            actor = _actor(session)
             scope = _with_actor(datasette, scope, actor)
             seen: dict[str, Any] = {"status": 500, "signed_in": None, "logged": False}
             counter = RequestRows()
@@ -381,7 +460,8 @@ def asgi_wrapper(datasette: Any) -> Any:
                 if workspace.access_log is None or seen["logged"]:
                     return
                 seen["logged"] = True
-                who = actor or ({"id": seen["signed_in"], "role": None} if seen["signed_in"] else None)
+                # A sign-in is logged as the person it signs in, even over someone else's session.
+                who = seen["signed_in"] or actor
                 entry = Access(
                     actor=who["id"] if who else None,
                     role=who.get("role") if who else None,
@@ -394,16 +474,38 @@ def asgi_wrapper(datasette: Any) -> Any:
                 )
                 await asyncio.to_thread(workspace.access_log.append, entry)
 
+            # The response is held back until the request is logged: its start, and its body, which Datasette
+            # sends in parts for a CSV export (a row each). Without streaming of all rows (allow_csv_stream off) an
+            # export is at most max_returned_rows (1,000) rows: at most what the same page as JSON holds anyway.
+            held: dict[str, Any] = {"start": None, "body": []}
+
             async def observe(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     seen["status"] = message["status"]
                     seen["signed_in"], headers = _signed_in_by(datasette, workspace, message.get("headers", []))
                     if signing_out and session and message["status"] == 302:
                         workspace.sessions.close(session[1])  # Datasette's sign-out passed its CSRF check
-                    message = dict(message, headers=[*headers, (b"x-robots-tag", b"noindex")])
-                elif message["type"] == "http.response.body" and not message.get("more_body"):
-                    await record()  # logged before the response is complete: nothing is seen unlogged
-                await send(message)
+                    headers = [*headers, (b"x-robots-tag", b"noindex")]
+                    if not (path in STATIC_PATHS or path.startswith(PUBLIC_PREFIXES)):
+                        headers = _secured(headers)
+                    held["start"] = dict(message, headers=headers)
+                elif message["type"] == "http.response.body" and message.get("more_body"):
+                    held["body"].append(message.get("body", b""))
+                elif message["type"] == "http.response.body":
+                    try:
+                        await record()  # before any of the response leaves: nothing is seen unlogged
+                    except (sqlite3.Error, OSError) as exc:
+                        log.error("access log not written (%s): %s answered 503", type(exc).__name__, path)
+                        held["start"], held["body"] = None, []
+                        await _refuse(observe, scope, 503, "The access log cannot be written: try again later")
+                        return
+                    start, body = held["start"], b"".join([*held["body"], message.get("body", b"")])
+                    held["start"], held["body"] = None, []
+                    if start is not None:
+                        await send(start)
+                    await send(dict(message, body=body))
+                else:
+                    await send(message)
 
             token = current_rows.set(counter)
             signing_in = scope["method"] == "POST" and path == LOGIN_PATH
@@ -446,6 +548,11 @@ def asgi_wrapper(datasette: Any) -> Any:
                         await _refuse(observe, scope, 302, "Sign in first", datasette.urls.path("/-/login"))
                     else:
                         await _refuse(observe, scope, 401, "Sign in first (at /-/login)")
+                elif raw_path is not None and (canonical := canonical_path(raw_path)) != raw_path:
+                    # Served only under the path Datasette writes, so the access log's path is the one an audit
+                    # looks for (`/archive/direct_messages`, never an alias of it).
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    await _refuse(observe, scope, 302, "Moved", canonical + (f"?{query}" if query else ""))
                 else:
                     if signing_in:
                         workspace.login_throttle.attempt(client, user)

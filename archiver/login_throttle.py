@@ -4,9 +4,9 @@ Counted per user name (guessing one person's password) and per client address (o
 names). An attempt counts as a failure from the moment it is let through, before its password is checked,
 so that guesses sent all at once cannot slip past the count; a success takes it back and clears the name's
 count. Past the limit within the window, sign-in is refused before any password is checked, until the
-oldest counted failure leaves the window. The per-address limit is higher: behind a reverse proxy every
-client has the proxy's address, and one person's typos must not lock out the rest. Kept in the server's
-memory: a restart forgets it.
+oldest counted failure leaves the window. The per-address limit is higher: behind a reverse proxy not named
+with `archiver serve --trusted-proxy`, every client has the proxy's address, and one person's typos must not
+lock out the rest. Kept in the server's memory: a restart forgets it.
 """
 
 from __future__ import annotations

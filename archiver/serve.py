@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -181,19 +181,42 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def parse_trusted_proxies(values: Sequence[str]) -> list[str]:
+    """The reverse proxies (`--trusted-proxy`) whose X-Forwarded-For names the client: each an IP address or a
+    network, normalised; anything else (a host name, `*`) is a ConfigError naming it, as a proxy is trusted by
+    the address it connects from and by nothing a client could send."""
+    proxies = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"--trusted-proxy {value!r}: give the IP address or network of the reverse proxy in front of the "
+                "server, e.g. 127.0.0.1 or 10.0.0.0/24"
+            ) from None
+        proxies.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+    return proxies
+
+
 def run_server(
     db_path: Path,
     host: str = "127.0.0.1",
     port: int = 8001,
     *,
     warc_dir: Path | None = None,
+    trusted_proxies: Sequence[str] = (),
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until interrupted (as `datasette serve` does: startup hooks, then uvicorn)."""
+    """Serve until interrupted (as `datasette serve` does: startup hooks, then uvicorn).
+
+    `trusted_proxies`: addresses or networks of reverse proxies whose X-Forwarded-For names the client (the
+    address logged, throttled and checked for loopback); from any other peer the header is ignored.
+    """
     import asyncio
 
     import uvicorn
 
+    proxies = parse_trusted_proxies(trusted_proxies)
     db_path = Path(db_path)
     users = UsersFile(users_path(db_path)).users() if db_path.is_file() else {}
     if not is_loopback(host) and not users:
@@ -209,9 +232,20 @@ def run_server(
     )
     asyncio.run(ds.invoke_startup())
     (on_ready or print)(f"http://{host}:{port}/{DATABASE_NAME}")
-    # proxy_headers=False: uvicorn would otherwise take the client address from X-Forwarded-For sent through
-    # loopback, so any local process could name the address logged and throttled (and pass as off-loopback).
-    uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1, proxy_headers=False)
+    # Proxy headers only from the proxies named: uvicorn's default trusts X-Forwarded-For from any loopback peer,
+    # so any local process could name the address logged and throttled (and pass as off-loopback). From a
+    # trusted proxy uvicorn takes the last address the header names that is not itself a trusted proxy: the
+    # one that proxy appended, not one the client wrote into the header.
+    uvicorn.run(
+        ds.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        workers=1,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 if __name__ == "__main__":
@@ -222,9 +256,10 @@ if __name__ == "__main__":
     parser.add_argument("db", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--trusted-proxy", action="append", default=[])
     args = parser.parse_args()
     try:
-        run_server(args.db, args.host, args.port)
+        run_server(args.db, args.host, args.port, trusted_proxies=args.trusted_proxy)
     except ArchiverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -9,6 +9,7 @@ read-only SQL and the access log too).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,12 @@ class User:
     def actor(self) -> dict[str, str]:
         """The Datasette actor of this person: `allow` blocks in the metadata match on `role`."""
         return {"id": self.name, "role": self.role}
+
+    def fingerprint(self) -> str:
+        """A digest of this record as it was added (password hash and time): it changes when the password is
+        reset (`add --replace`) or the person is removed and added again, which ends the sessions opened before.
+        A digest, so that the server's sessions never hold the password hash itself."""
+        return hashlib.sha256(f"{self.password_hash}\n{self.added_at}".encode()).hexdigest()
 
 
 def users_path(database: Path) -> Path:

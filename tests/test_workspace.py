@@ -329,7 +329,8 @@ def test_a_removed_user_is_refused_at_the_next_request(server, demo):
         .exit_code
         == 0
     )
-    assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 200  # same person again
+    # The same name again, but a new record (another password): the old session stays ended.
+    assert session.get(f"{server}/archive/items.json", timeout=10).status_code == 401
 
 
 # -- nothing writes to the archive --------------------------------------------------------------------------------
@@ -500,7 +501,9 @@ def test_sessions_expire_and_need_our_sign_in(demo, tmp_path):
 
     fresh = baseconv.base62.encode(int(time.time()) + 60)
     stale = baseconv.base62.encode(int(time.time()) - 1)
-    opened, other = workspace.sessions.open("ivan"), workspace.sessions.open("ann")
+    users = workspace.users.users()
+    opened = workspace.sessions.open("ivan", users["ivan"].fingerprint())
+    other = workspace.sessions.open("ann", users["ann"].fingerprint())
     signed = {"a": actor, "e": fresh, "s": opened}
     assert resolve_actor(ds, workspace, scope(signed)) == {"id": "ivan", "role": "investigator"}
     assert resolve_actor(ds, workspace, scope({**signed, "e": stale})) is None
@@ -511,6 +514,8 @@ def test_sessions_expire_and_need_our_sign_in(demo, tmp_path):
     assert resolve_actor(ds, workspace, scope({**signed, "a": {"id": "nobody"}})) is None
     workspace.sessions.close(opened)  # signed out
     assert resolve_actor(ds, workspace, scope(signed)) is None
+    stale_record = workspace.sessions.open("ivan", "fingerprint-of-an-earlier-record")
+    assert resolve_actor(ds, workspace, scope({**signed, "s": stale_record})) is None  # password reset since
     assert SESSION_SECONDS <= 12 * 3600
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -30,6 +32,17 @@ def demo(tmp_path_factory, demo_template) -> Path:
     directory = demo_template.copy_to(tmp_path_factory.mktemp("browser-demo") / "demo")
     add_users(directory)
     return directory
+
+
+def image_item(demo: Path) -> str:
+    """An item with an image captured in the WARC."""
+    conn = sqlite3.connect(f"file:{demo / 'archive' / 'archive.db'}?mode=ro", uri=True)
+    try:
+        [url] = conn.execute("SELECT url FROM media_files WHERE content_type LIKE 'image/%' LIMIT 1").fetchone()
+        [key] = conn.execute("SELECT item_key FROM item_versions WHERE media LIKE ? LIMIT 1", (f"%{url}%",)).fetchone()
+        return key
+    finally:
+        conn.close()
 
 
 def test_sign_in_search_history_and_raw_response_in_chromium(demo, tmp_path):
@@ -83,6 +96,18 @@ def test_sign_in_search_history_and_raw_response_in_chromium(demo, tmp_path):
             page.goto(f"{base}/access_log/access_log?_sort_desc=seq")
             expect(page.locator("table.rows-and-columns")).to_contain_text("ivan")
             page.screenshot(path=shots / "6-access-log.png", full_page=True)
+
+            # Under the security headers (no framing, nosniff, no-store): a Datasette table page, its CSV shown
+            # as text, and an item's image drawn from the WARC through /-/raw/body.
+            page.goto(f"{base}/archive/items?_size=3")
+            expect(page.locator("table.rows-and-columns tbody tr")).to_have_count(3)
+            csv = page.goto(f"{base}/archive/items.csv?_size=3")
+            assert csv.ok and csv.headers["x-content-type-options"] == "nosniff"
+            assert page.inner_text("body").startswith("item_key,")
+            page.goto(f"{base}/-/item?key={quote(image_item(demo))}")
+            image = page.locator('img[src^="/-/raw/body"]').first
+            expect(image).to_be_visible()
+            assert image.evaluate("img => img.complete && img.naturalWidth > 0")
         finally:
             browser.close()
     for name in ("1-login", "2-search", "3-item-history", "4-raw-response", "5-deleted-item", "6-access-log"):

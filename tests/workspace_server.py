@@ -42,14 +42,15 @@ def serving(
     host: str = "127.0.0.1",
     output: list[str] | None = None,
     processes: list[subprocess.Popen] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Start `archiver serve` bound to host; yield the loopback URL to reach it; check its log at the end (and
-    append it to `output`, when given, for the test to read after the block). The server's process is appended
-    to `processes`, when given, for a test that watches it."""
+    """Start `archiver serve` bound to host (with `args`, more options of serve); yield the loopback URL to reach
+    it; check its log at the end (and append it to `output`, when given, for the test to read after the block).
+    The server's process is appended to `processes`, when given, for a test that watches it."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "archiver.cli", "serve", "-c", str(directory / "archiver.toml")]
-        + ["--host", host, "--port", str(port)],
+        + ["--host", host, "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

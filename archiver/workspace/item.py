@@ -140,6 +140,7 @@ async def load_item(db: Any, item_key: str) -> dict[str, Any] | None:
             seen.add(url)
             stored = _rows(await db.execute("SELECT * FROM media_files WHERE url = ?", [url]))
             media.append({**attachment, "file": stored[0] if stored else None})
+    around = [r for r in (parent, root) if r and not r.get("missing")]  # their text is shown: rows read too
     return {
         "item_key": item_key,
         "latest": latest,
@@ -152,5 +153,5 @@ async def load_item(db: Any, item_key: str) -> dict[str, Any] | None:
         "replies": replies,
         "conversation": conversation,
         "media": media,
-        "rows_returned": len(versions) + len(events) + len(replies) + len(conversation) + len(media),
+        "rows_returned": len(versions) + len(events) + len(replies) + len(conversation) + len(media) + len(around),
     }
