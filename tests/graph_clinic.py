@@ -57,9 +57,13 @@ class Hospital:
         return make_png(8, 6, seed)
 
     # -- configuration -----------------------------------------------------------------------------------------
-    def config(self, accounts: str = "both", extra: str = "", archive_extra: str = "", parallel: int = 1) -> Path:
+    def config(
+        self, accounts: str = "both", extra: str = "", archive_extra: str = "", parallel: int = 1, fb_options: str = ""
+    ) -> Path:
+        """The archive's config; `fb_options` is added to the Facebook account's options (`hidden_status = false`)."""
         assert self.server is not None
         secret = ', app_secret_env = "META_APP_SECRET"' if self.app_secret else ""
+        fb_more = f", {fb_options}" if fb_options else ""
         blocks = []
         if accounts in ("both", "facebook"):
             blocks.append(
@@ -69,7 +73,7 @@ name = "hospital-facebook"
 platform = "facebook"
 api_base = "{self.server.base_url}"
 token_env = "PAGE_TOKEN"
-options = {{ page_id = "{self.page["id"]}", graph_version = "v26.0"{secret} }}
+options = {{ page_id = "{self.page["id"]}", graph_version = "v26.0"{secret}{fb_more} }}
 """
             )
         if accounts in ("both", "instagram"):
@@ -90,9 +94,15 @@ options = {{ ig_user_id = "{self.ig["id"]}", page_id = "{self.page["id"]}"{secre
         return path
 
     def run(
-        self, accounts: str = "both", *args: str, extra: str = "", archive_extra: str = "", parallel: int = 1
+        self,
+        accounts: str = "both",
+        *args: str,
+        extra: str = "",
+        archive_extra: str = "",
+        parallel: int = 1,
+        fb_options: str = "",
     ) -> tuple[int, str]:
-        config = self.config(accounts, extra, archive_extra, parallel)
+        config = self.config(accounts, extra, archive_extra, parallel, fb_options)
         result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet", *args])
         return result.exit_code, result.output
 

@@ -297,6 +297,48 @@ def test_hidden_status_refused_archives_comments_without_it(hospital, page):
     hospital.assert_rebuild_equal("facebook")  # the refusal and the second reading replay the same way
 
 
+@pytest.mark.parametrize("unread_by", ["task removed", "option off"])
+def test_a_hidden_status_that_cannot_be_read_is_unknown_not_an_edit(hospital, page, unread_by):
+    """`is_hidden` not read (the token lost the MODERATE task, or hidden_status = false) says nothing about a
+    comment: unchanged comments keep their versions, and again when it can be read; a real edit meanwhile gets a
+    version that claims no status; a comment hidden meanwhile is seen hidden once the status can be read."""
+    comments = [fb_key(page[name]["id"]) for name in ("question", "answer", "follow_up", "spam")]
+    question, answer = comments[:2]
+    history = "SELECT item_key, visibility, raw_json FROM item_versions WHERE kind='comment' ORDER BY id"
+    assert hospital.run("facebook")[0] == 0
+    first = hospital.rows(history)
+    statuses = ["public", "public", "public", "hidden"]
+    assert sorted((key, vis) for key, vis, _ in first) == sorted(zip(comments, statuses, strict=True))
+
+    unread = {"fb_options": "hidden_status = false"} if unread_by == "option off" else {}
+    hospital.server.moderate = unread_by != "task removed"
+    with hospital.state.lock:
+        hospital.state.nodes[page["question"]["id"]]["message"] = "Do I need an appointment? I am 82"
+    hospital.state.set_hidden(page["answer"]["id"], True)  # not seen: the status is not read
+    code, output = hospital.run("facebook", **unread)
+    assert code == 0, output
+    edits = "SELECT item_key FROM events WHERE event='edited' ORDER BY id"
+    assert hospital.rows(edits) == [(question,)]
+    (key, visibility, raw), *_ = hospital.rows(history)[len(first) :]
+    # The new version is honest: no hidden status claimed, none in the raw response.
+    assert (key, visibility) == (question, None) and "is_hidden" not in json.loads(raw)
+    assert hospital.rows(history)[: len(first)] == first and len(hospital.rows(history)) == len(first) + 1
+    summary = json.loads(hospital.rows("SELECT summary FROM run_results ORDER BY rowid DESC LIMIT 1")[0][0])
+    notices = summary["accounts"][0]["notices"]
+    if unread_by == "task removed":
+        assert len(notices) == 1 and "(#10)" in notices[0] and "last known hidden status" in notices[0]
+
+    hospital.server.moderate = True
+    assert hospital.run("facebook")[0] == 0
+    # Read again: the comment hidden meanwhile is a new version; the others, and the edited one read public
+    # (a status that was unknown), are not.
+    assert hospital.rows(edits) == [(question,), (answer,)]
+    assert hospital.rows(history)[-1][:2] == (answer, "hidden")
+    assert len(hospital.rows(history)) == len(first) + 2
+    if unread_by == "task removed":
+        hospital.assert_rebuild_equal("facebook")  # (hidden_status = false asked other URLs than this config)
+
+
 def test_token_never_written_and_warcs_check_and_rebuild(hospital, page):
     assert hospital.run("facebook")[0] == 0
     hospital.state.edit_post(page["album"]["id"], "Our new wing opens Friday", ago(hours=2))

@@ -15,9 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.connectors.graph import media_identity
 from archiver.demo.graph_server import Fault, Throttle
 from tests.graph_clinic import TOKEN, Hospital, ago, ig_key
 
+CDN_PATHS = ("/cdn/", "/ig_messaging_cdn/")  # media files: posts' on scontent, Direct attachments on lookaside
 ITEM_COLUMNS = "item_key, kind, author_handle, text, parent_key, thread_key, conversation_key, visibility, status"
 
 
@@ -132,14 +134,88 @@ def test_signed_cdn_urls_that_change_make_no_new_versions_or_downloads(hospital,
     assert hospital.run("instagram")[0] == 0
     counts = "SELECT (SELECT count(*) FROM item_versions), (SELECT count(*) FROM media_files)"
     before = hospital.rows(counts)
-    downloads = len([p for p, _, _ in hospital.server.requests_log if p.startswith("/cdn/")])
+    downloads = len([p for p, _, _ in hospital.server.requests_log if p.startswith(CDN_PATHS)])
     assert before[0][1] == 7 and downloads == 7
     assert hospital.run("instagram")[0] == 0  # every answer now carries new signatures
     assert hospital.rows(counts) == before
-    assert len([p for p, _, _ in hospital.server.requests_log if p.startswith("/cdn/")]) == downloads
+    assert len([p for p, _, _ in hospital.server.requests_log if p.startswith(CDN_PATHS)]) == downloads
     media = json.loads(hospital.rows("SELECT media FROM item_versions WHERE kind='post' LIMIT 1")[0][0])
     assert all("?" not in m["url"] for m in media)
     hospital.assert_rebuild_equal("instagram")
+
+
+def test_direct_attachments_on_the_messaging_cdn_are_each_archived(hospital):
+    """Instagram Direct files come from lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=...&signature=...: the path
+    is the same for all of them, so each is known by its message and attachment, and each is downloaded; a new
+    signature in every answer is still no new version and no second download."""
+    s = hospital.state
+    page = {**hospital.page, "_ig_username": "riverside.hospital"}
+    ann = {"username": "ann.patient", "id": "17800000000000042"}
+    bob = {"username": "bob.public", "id": "17800000000000043"}
+    card = s.add_message(
+        s.add_conversation(page, "instagram", ann), ann, "My card", ago(hours=5), images=[(hospital.png(21), "c.png")]
+    )
+    pages = [(hospital.png(22), "rx-1.png"), (hospital.png(23), "rx-2.png")]
+    rx = s.add_message(s.add_conversation(page, "instagram", bob), bob, "My prescription", ago(hours=4), images=pages)
+    hospital.start()
+    assert hospital.run("instagram")[0] == 0
+    sha = {seed: hashlib.sha256(hospital.png(seed)).hexdigest() for seed in (21, 22, 23)}
+    stored = dict(hospital.rows("SELECT url, sha256 FROM media_files"))
+    assert sorted(stored.values()) == sorted(sha.values())
+    keys = []
+    for message, seeds in ((card, (21,)), (rx, (22, 23))):
+        (media_json,) = hospital.rows("SELECT media FROM item_versions WHERE item_key=?", ig_key(message["id"]))[0]
+        media = json.loads(media_json)
+        assert [m["sha256"] for m in media] == [sha[seed] for seed in seeds]
+        assert [stored[m["url"]] for m in media] == [sha[seed] for seed in seeds]  # each entry names its own file
+        assert all("signature" not in m["url"] for m in media)  # the key keeps no signature
+        keys += [m["url"] for m in media]
+    assert len(set(keys)) == 3
+
+    hospital.server.signed_media_urls = True
+    counts = "SELECT (SELECT count(*) FROM item_versions), (SELECT count(*) FROM media_files)"
+    before = hospital.rows(counts)
+    downloads = len([p for p, _, _ in hospital.server.requests_log if p.startswith(CDN_PATHS)])
+    assert downloads == 3
+    assert hospital.run("instagram")[0] == 0
+    assert hospital.rows(counts) == before
+    assert len([p for p, _, _ in hospital.server.requests_log if p.startswith(CDN_PATHS)]) == downloads
+    hospital.assert_rebuild_equal("instagram")
+
+
+@pytest.mark.parametrize(
+    "url, attachment, key",
+    [
+        # A path that names the file: the key it always had, whatever signs, sizes or routes it.
+        (
+            "https://scontent-lhr8-1.xx.fbcdn.net/v/t39.30808-6/468_n.jpg?stp=dst-jpg_s720x720&_nc_cat=1&ccb=1-7"
+            "&_nc_sid=127cfc&_nc_ohc=Q7k&_nc_ht=scontent-lhr8-1.xx&oh=00_AYB&oe=6748F6A9",
+            "m_1/2",
+            "https://scontent-lhr8-1.xx.fbcdn.net/v/t39.30808-6/468_n.jpg",
+        ),
+        # The messaging CDN's endpoint names no file: the message and its attachment do...
+        (
+            "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17905817880029001&signature=AbxY",
+            "aWdfZAG1/17905",
+            "https://lookaside.fbsbx.com/ig_messaging_cdn/#attachment=aWdfZAG1/17905",
+        ),
+        # ...or, with no attachment, the query less what only signs it.
+        (
+            "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17905817880029001&signature=AbxY",
+            None,
+            "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17905817880029001",
+        ),
+        (
+            "https://external.xx.fbcdn.net/safe_image.php?d=AQB&url=https%3A%2F%2Fclinic.example%2Fa.png&_nc_hash=AQ",
+            None,
+            "https://external.xx.fbcdn.net/safe_image.php?d=AQB&url=https%3A%2F%2Fclinic.example%2Fa.png",
+        ),
+        # Nothing but a signature left to tell files apart: all of it, rather than one key for several files.
+        ("https://cdn.example/fetch/?oh=1&oe=2", None, "https://cdn.example/fetch/?oh=1&oe=2"),
+    ],
+)
+def test_media_identity_never_shares_a_key_between_files(url, attachment, key):
+    assert media_identity(url, attachment) == key
 
 
 def test_caption_edit_and_hiding_between_runs_make_new_versions(hospital, feed):

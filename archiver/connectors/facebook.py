@@ -9,12 +9,14 @@ Incremental: no cursor is kept (Meta invalidates them); the newest post time see
 posts down to the older of that time and the re-check window, reading every listed post's comments again.
 Edits: `updated_time` is the post's edit time; a change makes a new version. Deletions: a known item missing
 from a listing that completed and must have held it is looked up; only the answer "does not exist"
-(code 100, subcode 33) is a deletion, recorded with that answer as evidence.
+(code 100, subcode 33) is a deletion, recorded with that answer as evidence. Hidden status: a comment's
+`is_hidden` needs the MODERATE task; when it is not read, it is unknown, never a change (settle_hidden_status).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..config import AccountConfig
@@ -68,6 +70,36 @@ def attachment_media(attachment: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def with_hidden_status(item: Item, hidden: bool | None) -> Item:
+    """The comment with `is_hidden` as given (None: not read), in its visibility and its extra alike."""
+    visibility = None if hidden is None else ("hidden" if hidden else "public")
+    return replace(item, visibility=visibility, extra={**item.extra, "is_hidden": hidden})
+
+
+def settle_hidden_status(item: Item, read: bool | None, latest: KnownItem | None) -> Item:
+    """The comment to compare with its latest version, `read` being the `is_hidden` its response carried (None:
+    not asked for, the MODERATE task refused or hidden_status = false).
+
+    A status not read is unknown, not a change. The stored row is evidence of one response and the digest is
+    what decides whether a row is stored, so: if the comment with its last known status has its latest version's
+    digest, it goes with that status and is stored as nothing (no row claims a status its response did not
+    carry); if anything else changed, the new version says the status is unknown. Read again after a version
+    that could not say, a comment seen public is no news (no version), one seen hidden is a new version.
+    """
+    if latest is None:
+        return item
+    if read is None:
+        for known in (False, True):
+            carried = with_hidden_status(item, known)
+            if carried.content_sha256 == latest.content_sha256:
+                return carried
+    elif not read:
+        unknown = with_hidden_status(item, None)
+        if unknown.content_sha256 == latest.content_sha256:
+            return unknown
+    return item
 
 
 class FacebookConnector:
@@ -154,7 +186,10 @@ class _FacebookRun(GraphRun):
             if not self.hidden_allowed:
                 raise
             self.hidden_allowed = False
-            yield Notice(f"{exc}: comments are archived without their hidden status")
+            yield Notice(
+                f"{exc}: comments are read without their hidden status; an unchanged one keeps its last known "
+                "hidden status, a new or edited one is archived without any"
+            )
             yield from self.read_comments(post)
 
     def comment_fields(self) -> str:
@@ -163,6 +198,9 @@ class _FacebookRun(GraphRun):
     def read_comments(self, post: dict[str, Any]) -> Iterator[Observation]:
         """All comments, replies included (filter=stream), then a lookup for each known one left out."""
         post_key = self.key(str(post["id"]))
+        # The latest version of each comment archived: what a listing must hold, and what a comment whose hidden
+        # status was not read is compared with.
+        known = {k.item_key: k for k in self.state.known_items(thread_key=post_key) if k.kind == "comment"}
         listed: set[str] = set()
         last_page: Exchange | None = None
         params = {"filter": "stream", "order": "chronological", "limit": 100, "fields": self.comment_fields()}
@@ -170,19 +208,17 @@ class _FacebookRun(GraphRun):
             last_page = exchange
             for comment in comments:
                 listed.add(self.key(str(comment["id"])))
-                yield from self.observe_comment(comment, exchange.ref, post_key)
-        missing = [
-            known
-            for known in self.state.known_items(thread_key=post_key)
-            if not known.deleted and known.kind == "comment" and known.item_key not in listed
-        ]
+                yield from self.observe_comment(comment, exchange.ref, post_key, known)
+        missing = [k for k in known.values() if not k.deleted and k.item_key not in listed]
 
-        def again(known: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:
-            yield from self.observe_comment(answer.value, answer.exchange.ref, post_key)
+        def again(left_out: KnownItem, answer: GraphAnswer) -> Iterator[Observation]:
+            yield from self.observe_comment(answer.value, answer.exchange.ref, post_key, known)
 
         yield from self.confirm_absent(missing, last_page, self.comment_fields(), again)
 
-    def observe_comment(self, comment: dict[str, Any], ref: CaptureRef, post_key: str) -> Iterator[Observation]:
+    def observe_comment(
+        self, comment: dict[str, Any], ref: CaptureRef, post_key: str, known: dict[str, KnownItem]
+    ) -> Iterator[Observation]:
         key = self.key(str(comment["id"]))
         if key in self.seen:
             return
@@ -191,7 +227,8 @@ class _FacebookRun(GraphRun):
         parent = (comment.get("parent") or {}).get("id")
         author = comment.get("from") or {}
         hidden = comment.get("is_hidden")
-        yield Item(
+        read = hidden if isinstance(hidden, bool) else None
+        item = Item(
             item_key=key,
             platform="facebook",
             kind="comment",
@@ -205,7 +242,8 @@ class _FacebookRun(GraphRun):
             author_id=str(author["id"]) if author.get("id") else None,
             author_name=author.get("name"),
             url=comment.get("permalink_url"),
-            visibility=None if hidden is None else ("hidden" if hidden else "public"),
+            visibility=None if read is None else ("hidden" if read else "public"),
             media=tuple(media),
-            extra={"is_hidden": hidden},
+            extra={"is_hidden": read},
         )
+        yield settle_hidden_status(item, read, known.get(key))

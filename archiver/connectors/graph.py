@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
 
@@ -295,6 +295,35 @@ def graph_token_expiry(
     return datetime.fromtimestamp(min(stamps), UTC) if stamps else None
 
 
+# -- media -----------------------------------------------------------------------------------------------------
+# Query parameters by which Meta's CDNs sign, expire, size or route a file, never name it: every answer brings new
+# values. Any other parameter may name the file (the messaging CDN's asset_id) and is kept.
+VOLATILE_MEDIA_PARAMS = frozenset({"oh", "oe", "stp", "ccb", "efg", "edm", "ig_cache_key", "signature"})
+
+
+def media_identity(url: str, attachment: str | None = None) -> str:
+    """The key a media file is known by (in its item's content digest, in `media_files`, for has_media), from the
+    signed URL it is fetched by.
+
+    A path that names a file (scontent's `/v/t39.30808-6/123_n.jpg`) is the key, without the query: that is how
+    every file was keyed so far, so an archived item keeps its digest. A path that is an endpoint (the messaging
+    CDN's `/ig_messaging_cdn/?asset_id=...`, `safe_image.php`) names no file: the Graph attachment
+    (`message-id/attachment-id`) does, when there is one; otherwise the query without the parameters known to sign
+    or expire, or the whole query when nothing else is left (a new version when it changes, never a file lost
+    behind another's key).
+    """
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    name = parts.path.rsplit("/", 1)[-1]
+    if (name and not name.endswith(".php")) or not parts.query:
+        return base
+    if attachment:
+        return f"{base}#attachment={attachment}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in query if k not in VOLATILE_MEDIA_PARAMS and not k.startswith("_nc_")]
+    return f"{base}?{urlencode(kept or query)}"
+
+
 # -- the client ------------------------------------------------------------------------------------------------
 @dataclass
 class GraphAnswer:
@@ -530,15 +559,20 @@ class GraphRun:
                 yield from observe(known, answer)
 
     # -- media -----------------------------------------------------------------------------------------------
-    def fetch_media(self, entries: list[dict[str, Any]]) -> Iterator[Observation]:
+    def fetch_media(self, entries: list[dict[str, Any]], message_id: str | None = None) -> Iterator[Observation]:
         """Download each media file into the WARC once (never with the token: it is a CDN); returns the entries.
 
-        Meta's CDN URLs carry signatures that change from one answer to the next: the file is known by its URL
-        without the query (the entry's `url`, part of the content digest), and fetched by the full one."""
+        Meta's CDN URLs carry signatures that change from one answer to the next: the file is known by
+        media_identity (the entry's `url`, part of the content digest), and fetched by the full URL. A message's
+        attachments (`message_id`) are named by the message and their Graph id (their place when there is none),
+        which hold where the URL names no file."""
         out = []
-        for entry in entries:
+        for index, entry in enumerate(entries):
             fetch_url = entry.get("url")
-            url = fetch_url.split("?", 1)[0] if fetch_url else None
+            attachment = None
+            if message_id is not None:
+                attachment = f"{quote(message_id, safe='')}/{quote(str(entry.get('id') or f'#{index}'), safe='')}"
+            url = media_identity(fetch_url, attachment) if fetch_url else None
             entry = {**entry, "url": url}
             if fetch_url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
@@ -626,7 +660,7 @@ class GraphRun:
                     "description": attachment.get("name"),
                 }
             )
-        media = list((yield from self.fetch_media(entries)))
+        media = list((yield from self.fetch_media(entries, str(message["id"]))))
         author = message.get("from") or {}
         yield Item(
             item_key=key,

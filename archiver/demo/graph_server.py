@@ -6,7 +6,9 @@ children, IG Comment, Conversation, Message) with field selection (`fields=a,b,c
 page), privacy-filtered short pages that are not the end, the error envelope
 `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}` (190 for a bad or expired token,
 100/33 for an object that does not exist, throttling codes), X-App-Usage and X-Business-Use-Case-Usage
-headers, appsecret_proof checking, and injected faults. Standard library only; one lock guards the state.
+headers, appsecret_proof checking, media on a CDN path (`/cdn/media/<file>`; Instagram Direct attachments on
+the messaging CDN's `/ig_messaging_cdn/?asset_id=...&signature=...`), and injected faults. Standard library
+only; one lock guards the state.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from urllib.parse import parse_qs, urlencode
 from .loopback import Fault, LoopbackServer, Reply, Request
 
 MEDIA_PREFIX = "/cdn/media/"
+# Instagram Direct attachments come from Meta's messaging CDN, named by the query, not the path:
+# https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=<id>&signature=<signature>
+IG_MESSAGING_PREFIX = "/ig_messaging_cdn/"
 VERSION = re.compile(r"v\d+\.\d+")
 __all__ = ["Fault", "GraphState", "SampleGraphServer", "Throttle", "graph_time", "parse_fields"]
 
@@ -97,6 +102,7 @@ class GraphState:
         self.deleted: set[str] = set()
         self.filtered: set[str] = set()  # left out of listings (privacy filtering), found by lookups
         self.media: dict[str, bytes] = {}
+        self.assets: dict[str, bytes] = {}  # Instagram messaging CDN files by asset_id
         self._seq = 0
 
     def _next(self, width: int = 15) -> str:
@@ -108,6 +114,12 @@ class GraphState:
         self.media[MEDIA_PREFIX + name] = data
         return f"{self.base_url}{MEDIA_PREFIX}{name}"
 
+    def _asset(self, data: bytes) -> str:
+        asset_id = "1790" + self._next()
+        self.assets[asset_id] = data
+        signature = "Ab" + hashlib.sha256(asset_id.encode()).hexdigest()[:20]
+        return f"{self.base_url}{IG_MESSAGING_PREFIX}?{urlencode({'asset_id': asset_id, 'signature': signature})}"
+
     def rebase(self, new_base: str) -> None:
         """Media URLs made before the server's port was known now point at the server."""
         old = self.base_url
@@ -118,7 +130,7 @@ class GraphState:
                 return {k: walk(v) for k, v in value.items()}
             if isinstance(value, list):
                 return [walk(v) for v in value]
-            if isinstance(value, str) and value.startswith(old + MEDIA_PREFIX):
+            if isinstance(value, str) and value.startswith((old + MEDIA_PREFIX, old + IG_MESSAGING_PREFIX)):
                 return new_base + value[len(old) :]
             return value
 
@@ -363,6 +375,8 @@ class GraphState:
                 "_conversation": conversation["id"],
             }
             if images:
+                # Messenger serves files from scontent (named by the path), Instagram from its messaging CDN.
+                file = self._asset if conversation["_platform"] == "instagram" else self._file
                 message["attachments"] = {
                     "data": [
                         {
@@ -375,8 +389,8 @@ class GraphState:
                                 "height": 48,
                                 "max_width": 64,
                                 "max_height": 48,
-                                "url": self._file(data),
-                                "preview_url": self._file(data),
+                                "url": file(data),
+                                "preview_url": file(data),
                             },
                         }
                         for data, name in images
@@ -557,12 +571,22 @@ class SampleGraphServer(LoopbackServer):
             if data is None:
                 return Reply(404, b"Not Found", content_type="text/plain")
             return Reply(200, data, content_type="video/mp4" if path.endswith(".mp4") else "image/png")
+        if path == IG_MESSAGING_PREFIX:
+            if not request.query.get("signature"):
+                return Reply(403, b"URL signature mismatch", content_type="text/plain")
+            with self.state.lock:
+                data = self.state.assets.get(request.query.get("asset_id", ""))
+            if data is None:
+                return Reply(404, b"Not Found", content_type="text/plain")
+            return Reply(200, data, content_type="image/png")
         query = {k: v[-1] for k, v in parse_qs(request.raw_query).items()}
         status, value, extra = self._answer(path, query, request.headers.get("authorization", ""))
         body = json.dumps(value)
         if self.signed_media_urls:
             signature = f"?oh={secrets.token_hex(8)}&oe={secrets.token_hex(4)}"
             body = re.sub(rf'({re.escape(MEDIA_PREFIX)}[^"?]+)', lambda m: m[1] + signature, body)
+            asset = rf'({re.escape(IG_MESSAGING_PREFIX)}\?asset_id=[0-9]+&signature=)[^"&]+'
+            body = re.sub(asset, rf"\g<1>Ab{secrets.token_hex(10)}", body)
         return Reply(status, body.encode("utf-8"), extra, "application/json; charset=UTF-8")
 
     def _token_of(self, authorization: str, query: dict[str, str]) -> str | None:
