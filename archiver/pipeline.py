@@ -191,6 +191,8 @@ class StoreAccountState:
             row["edited_at"],
             row["content_sha256"],
             deleted,
+            row["account"],
+            row["visibility"],
         )
 
     def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
@@ -215,6 +217,10 @@ class StoreAccountState:
                 conversation_key=conversation_key,
                 key_prefix=key_prefix,
             )
+
+    def thread_items(self, thread_key: str) -> list[KnownItem]:
+        with self.lock:
+            return self.store.thread_items(thread_key)
 
 
 def new_run_id(now: datetime) -> str:

@@ -96,6 +96,24 @@ class KnownItem:
     edited_at: str | None
     content_sha256: str
     deleted: bool
+    account: str | None = None  # the configured account whose run captured the latest version
+    visibility: str | None = None
+
+
+# The latest state of items, as KnownItem takes it: the caller adds its WHERE conditions.
+_KNOWN_ITEMS_SQL = """
+    SELECT v.item_key, v.native_id, v.kind, v.thread_key, v.conversation_key, v.parent_key,
+           v.created_at, v.edited_at, v.content_sha256,
+           coalesce((SELECT e.event FROM events e WHERE e.item_key = v.item_key
+                     AND e.event IN ('deleted','restored') ORDER BY e.id DESC LIMIT 1), '') = 'deleted',
+           v.account, v.visibility
+    FROM item_versions v
+    WHERE v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
+"""
+
+
+def _known_item(row: sqlite3.Row) -> KnownItem:
+    return KnownItem(*row[:9], deleted=bool(row[9]), account=row[10], visibility=row[11])
 
 
 @dataclass(frozen=True)
@@ -625,14 +643,7 @@ class Store:
     ) -> list[KnownItem]:
         """Latest state of the account's items, filtered by creation time, kinds, thread, conversation or the start
         of their key (a Bluesky account's own records: not the replies and messages of others)."""
-        sql = """
-            SELECT v.item_key, v.native_id, v.kind, v.thread_key, v.conversation_key, v.parent_key,
-                   v.created_at, v.edited_at, v.content_sha256,
-                   coalesce((SELECT e.event FROM events e WHERE e.item_key = v.item_key
-                             AND e.event IN ('deleted','restored') ORDER BY e.id DESC LIMIT 1), '') = 'deleted'
-            FROM item_versions v
-            WHERE v.account = ? AND v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
-        """
+        sql = _KNOWN_ITEMS_SQL + " AND v.account = ?"
         params: list[Any] = [account]
         if created_since is not None:
             sql += " AND v.created_at >= ?"
@@ -649,7 +660,16 @@ class Store:
         if kinds:
             sql += f" AND v.kind IN ({','.join('?' for _ in kinds)})"
             params.extend(kinds)
-        return [KnownItem(*row[:9], deleted=bool(row[9])) for row in self.conn.execute(sql, params)]
+        return [_known_item(row) for row in self.conn.execute(sql, params)]
+
+    def thread_items(self, thread_key: str) -> list[KnownItem]:
+        """Latest state of every item of a thread, whatever account captured it, by item key.
+
+        Two archived accounts of one platform (one Mastodon instance, or Bluesky) share a thread's items: each
+        is filed under the account whose run captured its latest version, and a re-check of the thread by
+        either account must weigh them all."""
+        sql = _KNOWN_ITEMS_SQL + " AND v.thread_key = ? ORDER BY v.item_key"
+        return [_known_item(row) for row in self.conn.execute(sql, (thread_key,))]
 
     def first_archived_since(self, account: str, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
         """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""

@@ -245,7 +245,7 @@ def test_the_repo_listing_weighs_only_the_accounts_own_records(clinic, monkeypat
     clinic.state.delete_post(own_reply["uri"])
     code, output = clinic.run()
     assert code == 0, output
-    [(_, weighed)] = [(filters, keys) for filters, keys in asked if "key_prefix" in filters]
+    [(_, weighed)] = [(filters, keys) for filters, keys in asked if set(filters) == {"key_prefix"}]
     assert set(weighed) == {k(post) for post in clinic.posts} | {k(own_reply)}
     conn = clinic.db()
     deleted = {
@@ -546,3 +546,136 @@ def test_empty_pages_without_end_stop_the_listing(clinic):
     clinic.server.hidden.clear()
     assert clinic.run()[0] == 0
     assert {k(q) for q in quotes} <= item_keys(clinic)
+
+
+def fates(conn: sqlite3.Connection, key: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id", (key,))]
+
+
+def test_replies_under_a_deleted_post_are_looked_up_while_it_is_in_the_window(clinic):
+    """Replies are records in their authors' repositories and outlive the post they answer, and a deleted post
+    has no thread to read: while it is in the re-check window, each known reply under it is looked up with
+    getRecord on its author's PDS, so one deleted or replaced with or after the post is recorded."""
+    state, post = clinic.state, clinic.posts[2]
+    phi = state.add_post(clinic.ann.did, "My MRN is 00482913", created_at=NOW - timedelta(days=1), reply_to=post["uri"])
+    kept = state.add_post(clinic.bob.did, "Same question", created_at=NOW - timedelta(hours=20), reply_to=post["uri"])
+    deeper = state.add_post(clinic.ann.did, "me too", created_at=NOW - timedelta(hours=19), reply_to=kept["uri"])
+    own = state.add_post(clinic.clinic.did, "Call us", created_at=NOW - timedelta(hours=18), reply_to=kept["uri"])
+    assert clinic.run()[0] == 0
+    state.delete_post(post["uri"])  # the clinic removes its post ...
+    state.delete_post(phi["uri"])  # ... Ann deletes her reply with the MRN, Bob corrects his
+    state.replace_post(kept["uri"], "Same question (corrected)")
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    status = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert [status[k(r)] for r in (post, phi, kept, deeper, own)] == ["deleted", "deleted", "edited", "live", "live"]
+    evidence = json.loads(
+        conn.execute("SELECT evidence FROM events WHERE item_key = ? AND event = 'deleted'", (k(phi),)).fetchone()[0]
+    )
+    assert evidence["error"] == "RecordNotFound" and "getRecord" in evidence["url"]
+    assert evidence["under_deleted"] == {"item_key": k(post)}
+    conn.close()
+    # Nothing new: the deleted post's thread costs a getRecord a live reply of others (the clinic's own reply is
+    # the repository listing's to weigh), and appends nothing.
+    before, asked = clinic.counts(), len(clinic.server.requests_log)
+    assert clinic.run()[0] == 0
+    assert clinic.counts() == before
+    looked_up = [q for _, p, q in clinic.server.requests_log[asked:] if p.endswith("com.atproto.repo.getRecord")]
+    rkeys = sorted(r["uri"].rsplit("/", 1)[1] for r in (kept, deeper))
+    assert sorted(q.rsplit("rkey=", 1)[1] for q in looked_up if "app.bsky.feed.post" in q) == rkeys
+    state.delete_post(deeper["uri"])
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert fates(conn, k(deeper)) == ["created", "deleted"]
+    conn.close()
+    assert_rebuild_equals(clinic, clinic.tmp_path / "rebuilt.db")
+
+
+def test_a_reply_under_a_deleted_reply_is_still_weighed(clinic):
+    """A reply whose parent reply was deleted drops out of the thread the AppView shows: it is still weighed
+    (looked up) when the thread is read, however many runs after its parent's deletion."""
+    state, post = clinic.state, clinic.posts[1]
+    parent = state.add_post(clinic.ann.did, "my results?", created_at=NOW - timedelta(days=1), reply_to=post["uri"])
+    child = state.add_post(clinic.bob.did, "MRN 00482913", created_at=NOW - timedelta(hours=20), reply_to=parent["uri"])
+    assert clinic.run()[0] == 0
+    state.delete_post(parent["uri"])
+    assert clinic.run()[0] == 0
+    state.delete_post(child["uri"])
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert fates(conn, k(parent)) == ["created", "deleted"] and fates(conn, k(child)) == ["created", "deleted"]
+    conn.close()
+
+
+def test_two_accounts_weigh_each_others_replies_in_a_thread(tmp_path, monkeypatch):
+    """The emergency department's account runs first and archives, from the quotes of its reply, Bob's reply
+    to the clinic's post: filed under its name. The clinic's read of its post's thread weighs it all the same,
+    so Bob's deletion is recorded, by the clinic's run."""
+    c = BskyClinic(tmp_path, monkeypatch, posts=1, chat=False)
+    try:
+        er = c.state.add_account("er.example.org", "Riverside Emergency")
+        base = c.server.base_url
+        blocks = "".join(
+            f"""
+[[accounts]]
+name = "{name}"
+platform = "bluesky"
+api_base = "{base}"
+account = "@{handle}"
+token_env = "BSKY_APP_PASSWORD"
+direct_messages = false
+options = {{ appview = "{base}", plc_directory = "{base}" }}
+"""
+            for name, handle in (("er-bsky", "er.example.org"), ("clinic-bsky", "riverside.example.org"))
+        )
+        config = tmp_path / "two.toml"
+        config.write_text(f'[archive]\ndir = "arch"\nrecheck_days = 14\n{blocks}')
+
+        def run() -> None:
+            result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+            assert result.exit_code == 0, result.output
+
+        post = c.posts[0]
+        answer = c.state.add_post(er.did, "Call the ER", created_at=NOW - timedelta(hours=5), reply_to=post["uri"])
+        phi = c.state.add_post(
+            c.bob.did, "MRN 00482913", created_at=NOW - timedelta(hours=4), reply_to=post["uri"], quote=answer["uri"]
+        )
+        run()
+        conn = c.db()
+        assert conn.execute("SELECT account FROM items WHERE item_key = ?", (k(phi),)).fetchone()[0] == "er-bsky"
+        conn.close()
+        c.state.delete_post(phi["uri"])
+        run()
+        conn = c.db()
+        (last_run,) = conn.execute("SELECT id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        assert fates(conn, k(phi)) == ["created", "deleted"]
+        deletions = dict(conn.execute("SELECT account, deletions FROM account_runs WHERE run_id = ?", (last_run,)))
+        assert deletions == {"er-bsky": 0, "clinic-bsky": 1}
+        conn.close()
+        result = CliRunner().invoke(app, ["rebuild", "--config", str(config), "--out", str(tmp_path / "rebuilt.db")])
+        assert result.exit_code == 0, result.output
+        live, rebuilt = c.db(), sqlite3.connect(tmp_path / "rebuilt.db")
+        for name, query in COMPARED.items():
+            assert rebuilt.execute(query).fetchall() == [tuple(r) for r in live.execute(query).fetchall()], name
+    finally:
+        c.server.stop()
+
+
+def test_a_message_deleted_for_the_account_only_says_so(clinic):
+    """Bluesky chat's only deletion is deleteMessageForSelf: a deletedMessageView in the archived account's view
+    means the message was removed from that view, and the other members may still see it. The event says so."""
+    convo = clinic.state.add_convo([clinic.clinic.did, clinic.ann.did])
+    message = clinic.state.add_message(convo, clinic.ann.did, "my results came back", at=NOW - timedelta(hours=3))
+    assert clinic.run()[0] == 0
+    clinic.state.delete_message(convo, message["id"])  # the clinic's staff tidy the inbox: deleteMessageForSelf
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    (evidence,) = conn.execute(
+        "SELECT evidence FROM events WHERE item_key = ? AND event = 'deleted'",
+        (f"bluesky:chat:{convo.id}:{message['id']}",),
+    ).fetchone()
+    conn.close()
+    evidence = json.loads(evidence)
+    assert evidence["method"] == "deletedMessageView"
+    assert "deleteMessageForSelf" in evidence["also_if"] and "other members" in evidence["also_if"]

@@ -384,3 +384,213 @@ def test_redirected_media_records_every_hop_and_rebuilds(clinic, tmp_path):
         (url, sha, warc_file, offset)
     ]
     assert rebuilt.execute("SELECT count(*) FROM item_versions").fetchone()[0] == clinic.counts()["item_versions"]
+
+
+def assert_rebuild_equals(clinic: Clinic, config: Path) -> None:
+    """`archiver rebuild` from the WARCs alone gives the same versions, events, media, cursors and accounts."""
+    from tests.test_rebuild import COMPARED  # late: test_rebuild imports this module's neighbours
+
+    out = clinic.tmp_path / "rebuilt.db"
+    result = CliRunner().invoke(app, ["rebuild", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    live, rebuilt = clinic.db(), sqlite3.connect(out)
+    for name, query in COMPARED.items():
+        assert rebuilt.execute(query).fetchall() == [tuple(r) for r in live.execute(query).fetchall()], name
+    live.close()
+    rebuilt.close()
+
+
+def fates(conn: sqlite3.Connection, key: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id", (key,))]
+
+
+def test_replies_of_a_deleted_root_are_looked_up_while_its_thread_is_in_the_window(clinic):
+    """Mastodon keeps the replies of a deleted status, and a deleted root has no context to read: while its
+    thread is in the re-check window, each known reply is looked up by id, so a reply deleted or edited with
+    or after its root is recorded, not left live in the archive for good."""
+    post = clinic.posts[2]
+    kept = clinic.state.add_status(
+        clinic.ann["id"], "Reply that will be edited", in_reply_to_id=post["id"], created_at=NOW - timedelta(days=1)
+    )
+    gone = clinic.state.add_status(
+        clinic.bob["id"],
+        "My MRN is 00482913, please call",
+        in_reply_to_id=post["id"],
+        created_at=NOW - timedelta(days=1),
+    )
+    later = clinic.state.add_status(
+        clinic.bob["id"], "and my DOB is 01/02/1980", in_reply_to_id=kept["id"], created_at=NOW - timedelta(hours=20)
+    )
+    quiet = clinic.state.add_status(
+        clinic.ann["id"], "Thank you", in_reply_to_id=post["id"], created_at=NOW - timedelta(hours=19)
+    )
+    assert clinic.run()[0] == 0
+    # The clinic deletes its post; Bob deletes his reply with it; Ann edits hers.
+    clinic.state.delete_status(post["id"])
+    clinic.state.delete_status(gone["id"])
+    clinic.state.edit_status(kept["id"], "Reply edited after the root was deleted", at=NOW - timedelta(minutes=5))
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    status = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    k = clinic.key
+    assert (status[k(post)], status[k(gone)], status[k(kept)], status[k(later)]) == (
+        "deleted",
+        "deleted",
+        "edited",
+        "live",
+    )
+    evidence = json.loads(
+        conn.execute("SELECT evidence FROM events WHERE item_key = ? AND event = 'deleted'", (k(gone),)).fetchone()[0]
+    )
+    assert evidence["method"] == "lookup" and evidence["http_status"] == 404
+    assert evidence["url"].endswith(f"/api/v1/statuses/{gone['id']}") and "also_if" in evidence
+    assert evidence["under_deleted"]["item_key"] == k(post)
+    assert evidence["under_deleted"]["url"].endswith(f"/api/v1/statuses/{post['id']}")
+    texts = [r[0] for r in conn.execute("SELECT text FROM item_versions WHERE item_key = ? ORDER BY id", (k(kept),))]
+    assert texts == ["Reply that will be edited", "Reply edited after the root was deleted"]
+    # Mastodon nulled the orphans' in_reply_to_id: they still answer the root archived, and that is no edit.
+    replies = conn.execute("SELECT item_key, parent_key, versions FROM items WHERE parent_key IS NOT NULL").fetchall()
+    assert sorted(tuple(r) for r in replies) == sorted(
+        [(k(kept), k(post), 2), (k(gone), k(post), 1), (k(later), k(kept), 1), (k(quiet), k(post), 1)]
+    )
+    conn.close()
+    # Nothing new: the deleted thread costs its root's lookup and one lookup a live reply, and appends nothing.
+    before, asked = clinic.counts(), len(clinic.server.requests_log)
+    assert clinic.run()[0] == 0
+    assert clinic.counts() == before
+    paths = [p for _, p, _ in clinic.server.requests_log[asked:]]
+    thread = {f"/api/v1/statuses/{s['id']}" for s in (post, gone, kept, later, quiet)}
+    looked_up = sorted(f"/api/v1/statuses/{s['id']}" for s in (post, kept, later, quiet))
+    assert sorted(p for p in paths if p in thread) == looked_up
+    assert f"/api/v1/statuses/{post['id']}/context" not in paths
+    # A reply deleted after its root was: recorded by the next run's lookup.
+    clinic.state.delete_status(later["id"])
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert fates(conn, k(later)) == ["created", "deleted"]
+    conn.close()
+    assert_rebuild_equals(clinic, clinic.config())
+
+
+def test_a_deleted_root_that_answers_again_is_restored(clinic):
+    """A 404 can be undone (a moderator's removal reversed on appeal, an author's block lifted): a deleted root is
+    looked up again while its thread is in the window, and recorded restored when it answers."""
+    post = clinic.posts[1]
+    reply = clinic.state.add_status(
+        clinic.ann["id"], "When are flu shots?", in_reply_to_id=post["id"], created_at=NOW - timedelta(days=1)
+    )
+    assert clinic.run()[0] == 0
+    clinic.state.delete_status(post["id"], by_moderator=True)
+    assert clinic.run()[0] == 0
+    clinic.state.restore_status(post["id"])
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    assert fates(conn, clinic.key(post)) == ["created", "deleted", "restored"]
+    status = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert status[clinic.key(post)] == "live" and status[clinic.key(reply)] == "live"
+    conn.close()
+    assert_rebuild_equals(clinic, clinic.config())
+
+
+TWO_ACCOUNTS = """
+[archive]
+dir = "arch"
+recheck_days = 14
+{blocks}
+"""
+ACCOUNT_BLOCK = """
+[[accounts]]
+name = "{name}"
+platform = "mastodon"
+api_base = "{base}"
+account = "@{handle}"
+token_env = "CLINIC_TOKEN"
+"""
+
+
+def test_two_accounts_on_one_instance_weigh_each_others_replies_in_a_thread(tmp_path, monkeypatch):
+    """The hospital's emergency department replies in the clinic's thread and runs first: its run archives
+    the thread's replies under its own name. The clinic's re-check of the thread weighs them all the same,
+    whatever account they are filed under, so Bob's deleted reply is recorded, and Ann's edit is a new
+    version filed under the clinic, whose run captured it."""
+    clinic = Clinic(tmp_path, monkeypatch, posts=1)
+    try:
+        er = clinic.state.add_account("er", "Riverside Emergency")
+        config = tmp_path / "two.toml"
+        blocks = [("er", "er"), ("clinic", "riverside")]
+        config.write_text(
+            TWO_ACCOUNTS.format(
+                blocks="".join(ACCOUNT_BLOCK.format(name=n, handle=h, base=clinic.server.base_url) for n, h in blocks)
+            )
+        )
+
+        def run() -> None:
+            result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+            assert result.exit_code == 0, result.output
+
+        post = clinic.posts[0]
+        run()
+        clinic.state.add_status(
+            er["id"], "Call the ER line for this", in_reply_to_id=post["id"], created_at=NOW - timedelta(hours=3)
+        )
+        phi = clinic.state.add_status(
+            clinic.bob["id"], "My MRN is 00482913", in_reply_to_id=post["id"], created_at=NOW - timedelta(hours=2)
+        )
+        ann = clinic.state.add_status(
+            clinic.ann["id"], "Thanks all", in_reply_to_id=post["id"], created_at=NOW - timedelta(hours=1)
+        )
+        run()
+        conn = clinic.db()
+        filed = dict(conn.execute("SELECT item_key, account FROM items").fetchall())
+        assert filed[clinic.key(phi)] == "er" and filed[clinic.key(ann)] == "er" and filed[clinic.key(post)] == "clinic"
+        conn.close()
+        clinic.state.delete_status(phi["id"])
+        clinic.state.edit_status(ann["id"], "Thanks all, see you Monday", at=NOW - timedelta(minutes=5))
+        run()
+        conn = clinic.db()
+        (last_run,) = conn.execute("SELECT id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        assert fates(conn, clinic.key(phi)) == ["created", "deleted"]
+        deletions = dict(conn.execute("SELECT account, deletions FROM account_runs WHERE run_id = ?", (last_run,)))
+        assert deletions == {"er": 0, "clinic": 1}
+        versions = conn.execute(
+            "SELECT account, text FROM item_versions WHERE item_key = ? ORDER BY id", (clinic.key(ann),)
+        ).fetchall()
+        assert [tuple(v) for v in versions] == [("er", "Thanks all"), ("clinic", "Thanks all, see you Monday")]
+        conn.close()
+        assert_rebuild_equals(clinic, config)
+    finally:
+        clinic.stop()
+
+
+def test_a_reply_whose_parent_was_deleted_keeps_its_parent_and_is_still_weighed(clinic):
+    """Deleting a reply nulls its own replies' in_reply_to_id (Mastodon's schema): they drop out of the thread's
+    context and are looked up by id each re-check, still filed as replies to the parent archived, with no
+    version for the link the platform dropped; a later edit and deletion are recorded."""
+    post = clinic.posts[0]
+    parent = clinic.state.add_status(
+        clinic.ann["id"], "my results?", in_reply_to_id=post["id"], created_at=NOW - timedelta(days=1)
+    )
+    child = clinic.state.add_status(
+        clinic.bob["id"], "MRN 00482913", in_reply_to_id=parent["id"], created_at=NOW - timedelta(hours=20)
+    )
+    assert clinic.run()[0] == 0
+    clinic.state.delete_status(parent["id"])
+    assert clinic.run()[0] == 0
+    clinic.state.edit_status(child["id"], "MRN removed", at=NOW - timedelta(minutes=5))
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    versions = conn.execute(
+        "SELECT kind, parent_key, text FROM item_versions WHERE item_key = ? ORDER BY id", (clinic.key(child),)
+    ).fetchall()
+    assert [tuple(v) for v in versions] == [
+        ("comment", clinic.key(parent), "MRN 00482913"),
+        ("comment", clinic.key(parent), "MRN removed"),
+    ]
+    conn.close()
+    clinic.state.delete_status(child["id"])
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert fates(conn, clinic.key(child)) == ["created", "edited", "deleted"]
+    conn.close()

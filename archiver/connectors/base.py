@@ -29,7 +29,8 @@ from ..warc import iso, utcnow
 
 
 class AccountState(Protocol):
-    """What a connector may ask of the archive about its own account (read-only)."""
+    """What a connector may ask of the archive about its own account, and of a thread about every account's
+    items in it (read-only)."""
 
     def cursor(self, name: str) -> str | None: ...
     def has_media(self, url: str) -> bool: ...
@@ -45,6 +46,10 @@ class AccountState(Protocol):
     ) -> list[KnownItem]: ...
     def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
         """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""
+        ...
+
+    def thread_items(self, thread_key: str) -> list[KnownItem]:
+        """Every known item of a thread, whatever account's run captured it (KnownItem.account says which)."""
         ...
 
 

@@ -15,7 +15,11 @@ next run reads them for every post first archived since, however old.
 
 Deletions, only on proof: a post of the account missing from a complete listRecords pass, or a reply missing
 from (or `notFound` in) a complete thread read, is looked up with com.atproto.repo.getRecord on its
-author's PDS; only an answer of `RecordNotFound` marks it deleted.
+author's PDS; only an answer of `RecordNotFound` marks it deleted. Replies outlive the post they answer, and a
+deleted post has no thread to read: while a deleted post of the account is in the re-check window, each known
+reply under it is looked up so. A thread's known replies are weighed whatever archived account captured them.
+A chat message is recorded deleted from its `deletedMessageView`, which only says that it was removed from
+the account's own view (deleteMessageForSelf, chat's only deletion); the evidence says so in `also_if`.
 
 Reads that need no login are made without one. Direct messages (chat.bsky.convo.*) need a session: the app
 password is sent once to com.atproto.server.createSession (the JWTs it issues are masked before the answer
@@ -36,6 +40,7 @@ from ..config import AccountConfig
 from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
+from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import EMPTY_PAGES_MAX, AccountState, Credential, CursorTrail, FetchWindow, FollowUps, RecentSet
 
@@ -52,6 +57,11 @@ AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "Expire
 # Set when a run starts reading the account's posts, cleared once every thread and quote read is done: while
 # set, posts first archived since are owed their threads and quotes (see FollowUps).
 THREADS_CURSOR = "threads_unfinished_since"
+# What a deletedMessageView in the archived account's view can mean: the lexicon has no deletion for everyone.
+DELETED_FOR_SELF = (
+    "it was removed from the archived account's own view only (chat.bsky.convo.deleteMessageForSelf, Bluesky "
+    "chat's only deletion): the other members of the conversation may still see it"
+)
 
 
 def _error_name(exchange: Exchange) -> str:
@@ -152,6 +162,21 @@ def embedded_blobs(embed: Any) -> list[tuple[str, dict, str | None]]:
         external = embed.get("external") or {}
         return [("thumbnail", external["thumb"], external.get("title"))] if external.get("thumb") else []
     return []
+
+
+def below(top: str, items: list[KnownItem]) -> set[str]:
+    """Keys of `top` and of the items under it at any depth, by their parent keys."""
+    children: dict[str, list[str]] = {}
+    for known in items:
+        if known.parent_key:
+            children.setdefault(known.parent_key, []).append(known.item_key)
+    under, stack = {top}, [top]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in under:
+                under.add(child)
+                stack.append(child)
+    return under
 
 
 def quoted_uri(embed: Any) -> str | None:
@@ -299,6 +324,7 @@ class _BlueskyRun:
         to_read = yield from self.fetch_own_posts(follow_ups)
         yield from self.read_threads(to_read)
         yield from follow_ups.finished()
+        yield from self.recheck_orphans()
         if self.account.direct_messages:
             yield from self.fetch_chats()
 
@@ -407,7 +433,12 @@ class _BlueskyRun:
 
     def confirm_absent(self, missing: list[Any], listing: Exchange) -> Iterator[Observation]:
         """Records absent from a complete listing or thread: getRecord on their PDS decides."""
-        for known in missing:
+        yield from self.look_up(missing, {"absent_from": {"url": listing.url, "warc_record_id": listing.ref.record_id}})
+
+    def look_up(self, items: list[Any], because: dict[str, Any]) -> Iterator[Observation]:
+        """Each record with getRecord on its author's PDS: `RecordNotFound` is a deletion (its evidence says
+        `because`), a record is observed."""
+        for known in items:
             uri = known.item_key.removeprefix("bluesky:")
             did, collection, rkey = split_uri(uri)
             pds = self.resolve_pds(did)
@@ -430,14 +461,37 @@ class _BlueskyRun:
                     "response": lookup.body[:500].decode("utf-8", "replace"),
                     "warc_file": lookup.ref.warc_file,
                     "warc_record_id": lookup.ref.record_id,
-                    "absent_from": {"url": listing.url, "warc_record_id": listing.ref.record_id},
                 }
-                yield Deletion(known.item_key, evidence, lookup.ref)
+                yield Deletion(known.item_key, evidence | because, lookup.ref)
                 continue
             record = lookup.json()
             _expect(isinstance(record, dict) and {"uri", "cid", "value"} <= set(record), lookup, "a record")
             author = (self.did, self.handle, self.display_name) if did == self.did else (did, None, None)
             yield from self.observe(str(record["uri"]), str(record["cid"]), record["value"], author, record, lookup.ref)
+
+    def recheck_orphans(self) -> Iterator[Observation]:
+        """The known replies under the account's deleted posts in the re-check window, each looked up: replies
+        are records of their authors' and outlive the post they answer, and a deleted post has no thread to
+        read, so one deleted or replaced with or after it would otherwise stay live in the archive for good.
+        A deleted post that comes back is the repository listing's to see (it is observed, and so restored)."""
+        own = self.own_prefix()
+        gone = [
+            post
+            for post in self.state.known_items(key_prefix=own, created_since=self.window.recheck_since)
+            if post.deleted
+        ]
+        for post in sorted(gone, key=lambda k: k.item_key):
+            thread = self.state.thread_items(post.thread_key or post.item_key)
+            under = below(post.item_key, thread)
+            orphans = [
+                k
+                for k in thread
+                if k.item_key in under
+                and not k.deleted
+                and not k.item_key.startswith(own)  # the account's own records: the repo listing decides
+                and k.item_key not in self.seen  # observed this run already: it is there
+            ]
+            yield from self.look_up(orphans, {"under_deleted": {"item_key": post.item_key}})
 
     # -- threads and quotes --------------------------------------------------------------------------------
     def read_threads(self, uris: list[str]) -> Iterator[Observation]:
@@ -478,24 +532,19 @@ class _BlueskyRun:
                 parent = parent.get("parent")
         yield from self.walk(thread, exchange.ref, present, not_found)
         top = self.key(uri)
-        # Known replies under the post read, missing from it (or shown as notFound): a lookup decides.
+        # Known replies under the post read, missing from it (or shown as notFound): a lookup decides. Every
+        # archived account's, and under deleted replies too: their replies live on, out of the AppView's thread.
         top_known = self.state.latest(top)
         root_key = (top_known.thread_key if top_known else None) or top
-        known = [k for k in self.state.known_items(thread_key=root_key) if not k.deleted]
-        under = {top}
-        grew = True
-        while grew:
-            grew = False
-            for k in known:
-                if k.item_key not in under and k.parent_key in under:
-                    under.add(k.item_key)
-                    grew = True
+        thread = self.state.thread_items(root_key)
+        under = below(top, thread)
         prefix = self.own_prefix()
         missing = [
             k
-            for k in known
+            for k in thread
             if k.item_key in under
             and k.item_key != top
+            and not k.deleted
             and (k.item_key not in present or k.item_key in not_found)
             and not k.item_key.startswith(prefix)  # the account's own posts: the repo listing decides
         ]
@@ -697,6 +746,7 @@ class _BlueskyRun:
                             "message": message,
                             "warc_file": exchange.ref.warc_file,
                             "warc_record_id": exchange.ref.record_id,
+                            "also_if": DELETED_FOR_SELF,
                         }
                         yield Deletion(key, evidence, exchange.ref)
                     continue

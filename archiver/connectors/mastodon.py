@@ -7,6 +7,9 @@ API (docs.joinmastodon.org): GET /api/v1/accounts/:id/statuses (Link-header pagi
 Incremental: the newest own status id is kept as a cursor; threads whose root is younger than the
 re-check window are read again each run for new replies, edits and deletions. A status is concluded
 deleted only when a direct lookup answers 404; absence from a complete context only triggers that lookup.
+A deleted root has no context, and Mastodon keeps its replies: while its thread is in the window, the root
+and each known item of its thread are looked up by id instead. A thread's known items are weighed whatever
+archived account of the instance captured them (two accounts can share a thread).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..items import (
     Observation,
     html_to_text,
 )
+from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet
 
@@ -40,6 +44,9 @@ PAGE_LIMIT = 40
 CONTEXT_CAP = 4096
 NEWEST_CURSOR = "statuses_newest_id"
 CONVERSATIONS_CURSOR = "conversations_newest_last_status_id"
+# Statuses any signed-in viewer may load: another archived account's absence from this account's view of them
+# means something. A followers-only or direct one it may never have been shown.
+SEEN_BY_ALL = ("public", "unlisted")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -166,20 +173,47 @@ class _MastodonRun:
             yield CursorUpdate(NEWEST_CURSOR, newest_seen)
 
     def recheck_threads(self) -> Iterator[Observation]:
-        """Re-read the threads whose root is inside the re-check window: new replies, edits, deletions."""
+        """Re-read the threads whose root is inside the re-check window: new replies, edits, deletions.
+
+        A root recorded deleted is looked up again while in the window: a 404 can be undone (a removal reversed
+        on appeal, a block lifted; see `also_if`), and an answer records it restored. While it stays gone, its
+        thread's known items are looked up one by one (`recheck_orphans`)."""
         roots = [
             known
             for known in self.state.known_items(created_since=self.window.recheck_since, kinds=("post",))
-            if known.thread_key == known.item_key and not known.deleted and known.item_key not in self.threads_read
+            if known.thread_key == known.item_key and known.item_key not in self.threads_read
         ]
         for root in sorted(roots, key=lambda k: int(k.native_id), reverse=True):
             exchange = self.session.get(self.api(f"statuses/{root.native_id}"), ok=(200, 404))
             if exchange.status == 404:
-                yield Deletion(root.item_key, self.lookup_evidence(exchange), exchange.ref)
+                if not root.deleted:
+                    yield Deletion(root.item_key, self.lookup_evidence(exchange), exchange.ref)
+                yield from self.recheck_orphans(root, exchange)
                 continue
             status = exchange.json()
             _expect(isinstance(status, dict) and "id" in status, exchange, "a Status")
             yield from self.read_thread(status, exchange.ref)
+
+    def recheck_orphans(self, root: KnownItem, gone: Exchange) -> Iterator[Observation]:
+        """The known, live items of a deleted root's thread, each looked up by id. Mastodon keeps the replies of a
+        deleted status and a deleted root has no context to list them, so a reply deleted or edited with or
+        after its root would otherwise stay live in the archive for good."""
+        orphans = [
+            known
+            for known in self.state.thread_items(root.item_key)
+            if known.item_key != root.item_key
+            and not known.deleted
+            and known.item_key not in self.seen  # observed this run already: it is there
+            and self.weighable(known)
+        ]
+        because = {"under_deleted": {"item_key": root.item_key, "url": gone.url, "warc_record_id": gone.ref.record_id}}
+        yield from self.look_up(sorted(orphans, key=lambda k: int(k.native_id)), because)
+
+    def weighable(self, known: KnownItem) -> bool:
+        """Whether this account's view can tell the item gone: one its own runs captured, or one any signed-in
+        viewer may load. Another account's followers-only or direct status is missing from this account's
+        contexts, and answers it 404, whether it still exists or not."""
+        return known.account in (None, self.account.name) or known.visibility in SEEN_BY_ALL
 
     # -- threads -------------------------------------------------------------------------------------------
     def read_thread(self, status: dict[str, Any], status_ref: CaptureRef) -> Iterator[Observation]:
@@ -208,10 +242,11 @@ class _MastodonRun:
             yield Notice(f"thread {root_key} has {len(descendants)} replies, the API's cap: absences not checked")
             return
         present = {self.key(str(s["id"])) for s in descendants} | {root_key}
+        # Every archived account's items of the thread: another account of this instance may have captured them.
         missing = [
             known
-            for known in self.state.known_items(thread_key=root_key)
-            if not known.deleted and known.item_key not in present
+            for known in self.state.thread_items(root_key)
+            if not known.deleted and known.item_key not in present and self.weighable(known)
         ]
         yield from self.confirm_absent(missing, exchange)
 
@@ -232,22 +267,24 @@ class _MastodonRun:
 
     def confirm_absent(self, missing: list[Any], listing: Exchange) -> Iterator[Observation]:
         """Items absent from a complete listing: a direct lookup decides (404 = deleted, 200 = still there)."""
-        for known in missing:
+        yield from self.look_up(missing, {"absent_from": {"url": listing.url, "warc_record_id": listing.ref.record_id}})
+
+    def look_up(self, items: list[Any], because: dict[str, Any]) -> Iterator[Observation]:
+        """Each item by id: a 404 is a deletion (its evidence says `because`), an answer is observed."""
+        for known in items:
             lookup = self.session.get(self.api(f"statuses/{known.native_id}"), ok=(200, 404))
             if lookup.status == 404:
-                evidence = self.lookup_evidence(lookup)
-                evidence["absent_from"] = {"url": listing.url, "warc_record_id": listing.ref.record_id}
-                yield Deletion(known.item_key, evidence, lookup.ref)
-            else:
-                status = lookup.json()
-                _expect(isinstance(status, dict) and "id" in status, lookup, "a Status")
-                yield from self.observe_status(
-                    status,
-                    lookup.ref,
-                    kind=known.kind,
-                    thread_key=known.thread_key,
-                    conversation_key=known.conversation_key,
-                )
+                yield Deletion(known.item_key, self.lookup_evidence(lookup) | because, lookup.ref)
+                continue
+            status = lookup.json()
+            _expect(isinstance(status, dict) and "id" in status, lookup, "a Status")
+            yield from self.observe_status(
+                status,
+                lookup.ref,
+                kind=known.kind,
+                thread_key=known.thread_key,
+                conversation_key=known.conversation_key,
+            )
 
     def lookup_evidence(self, exchange: Exchange) -> dict[str, Any]:
         return {
@@ -333,21 +370,24 @@ class _MastodonRun:
         if key in self.seen:
             return
         self.seen.add(key)
+        parent = status.get("in_reply_to_id")
+        # Deleting a status nulls its replies' in_reply_to_id (Mastodon's schema: on_delete nullify) and keeps
+        # their in_reply_to_account_id: such a reply still answers the parent archived, which is no edit of it.
+        orphan = not parent and status.get("in_reply_to_account_id") is not None
         if kind is None:
-            if status.get("visibility") == "direct":
-                kind = "message"
-            else:
-                kind = "comment" if status.get("in_reply_to_id") else "post"
-        if thread_key is None and not status.get("in_reply_to_id"):
-            thread_key = key
+            kind = "message" if status.get("visibility") == "direct" else "comment" if parent or orphan else "post"
         known = self.state.latest(key)
         if known is not None:
             thread_key = thread_key or known.thread_key
             conversation_key = conversation_key or known.conversation_key
+        if thread_key is None and not parent:
+            thread_key = key
+        parent_key = self.key(str(parent)) if parent else (known.parent_key if orphan and known else None)
         media = list((yield from self.fetch_media(status.get("media_attachments") or [])))
         if status.get("edited_at") and (known is None or _time(known.edited_at) != _time(status["edited_at"])):
-            yield from self.fetch_history(status, known, kind, thread_key, conversation_key)
-        yield self.item(status, status, ref, kind, thread_key, conversation_key, media, status.get("edited_at"))
+            yield from self.fetch_history(status, known, kind, thread_key, conversation_key, parent_key)
+        edited_at = status.get("edited_at")
+        yield self.item(status, status, ref, kind, thread_key, conversation_key, parent_key, media, edited_at)
 
     def fetch_history(
         self,
@@ -356,6 +396,7 @@ class _MastodonRun:
         kind: str,
         thread_key: str | None,
         conversation_key: str | None,
+        parent_key: str | None,
     ) -> Iterator[Observation]:
         """The versions between what the archive holds and the current one, oldest first."""
         exchange = self.session.get(self.api(f"statuses/{status['id']}/history"))
@@ -378,6 +419,7 @@ class _MastodonRun:
                 kind,
                 thread_key,
                 conversation_key,
+                parent_key,
                 media,
                 entry["created_at"] if index > 0 else None,
             )
@@ -414,11 +456,11 @@ class _MastodonRun:
         kind: str,
         thread_key: str | None,
         conversation_key: str | None,
+        parent_key: str | None,
         media: list[dict[str, Any]],
         edited_at: str | None,
     ) -> Item:
         author = version.get("account") or status.get("account") or {}
-        parent = status.get("in_reply_to_id")
         return Item(
             item_key=self.key(str(status["id"])),
             platform="mastodon",
@@ -429,7 +471,7 @@ class _MastodonRun:
             text=html_to_text(version.get("content") or ""),
             created_at=status.get("created_at"),
             edited_at=edited_at,
-            parent_key=self.key(str(parent)) if parent else None,
+            parent_key=parent_key,
             thread_key=thread_key,
             conversation_key=conversation_key,
             author_id=str(author["id"]) if author.get("id") is not None else None,

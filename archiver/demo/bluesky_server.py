@@ -194,6 +194,8 @@ class BlueskyState:
         return message
 
     def delete_message(self, convo: Convo, message_id: str) -> None:
+        """The archived account's deleteMessageForSelf (chat's only deletion): its view of the conversation, the
+        one this server gives, shows a deletedMessageView from then on; the other members' would not."""
         for index, message in enumerate(convo.messages):
             if message["id"] == message_id:
                 convo.rev = self.tid(datetime.now(UTC))

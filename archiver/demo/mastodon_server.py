@@ -42,6 +42,7 @@ class MastodonState:
         self.conversations: dict[str, dict[str, Any]] = {}  # id -> {"id", "participants", "status_ids", ...}
         self.media: dict[str, bytes] = {}
         self.deleted: set[str] = set()
+        self.discarded: dict[str, dict[str, Any]] = {}  # removed by a moderator: restore_status can undo it
         self.replies: dict[str, list[str]] = {}  # parent id -> reply ids: contexts without scanning everything
         self.owner_id: str | None = None  # the token's account
         self._seq = 0
@@ -208,8 +209,11 @@ class MastodonState:
             "emojis": [],
         }
 
-    def delete_status(self, status_id: str) -> None:
-        """Gone like on Mastodon: lookups 404, out of listings and contexts; its replies stay, orphaned."""
+    def delete_status(self, status_id: str, *, by_moderator: bool = False) -> None:
+        """Gone like on Mastodon: lookups 404, out of listings and contexts; its replies stay, orphaned. Its
+        author's deletion destroys it, which nulls its replies' `in_reply_to_id` (Mastodon's schema: the foreign
+        key is `on_delete: :nullify`; `in_reply_to_account_id` stays). A moderator's removal only discards it,
+        links kept, and an approved appeal undoes that (`restore_status`)."""
         with self.lock:
             status = self.statuses.pop(status_id)
             self.deleted.add(status_id)
@@ -217,6 +221,24 @@ class MastodonState:
             for conversation in self.conversations.values():
                 if status_id in conversation["status_ids"]:
                     conversation["status_ids"].remove(status_id)
+            if by_moderator:
+                self.discarded[status_id] = status
+                return
+            for reply_id in self.replies.get(status_id, []):
+                if reply_id in self.statuses:
+                    self.statuses[reply_id]["in_reply_to_id"] = None
+
+    def restore_status(self, status_id: str) -> dict:
+        """A moderator's removal undone (an appeal approved: Mastodon undiscards the strike's statuses): the
+        status answers again with its id, content and replies."""
+        with self.lock:
+            status = self.discarded.pop(status_id)
+            self.deleted.discard(status_id)
+            self.statuses[status_id] = status
+            status["account"]["statuses_count"] += 1
+            if status["visibility"] == "direct":
+                self._file_direct(status, self.statuses.get(status["in_reply_to_id"] or ""))
+            return status
 
     # -- queries (under the lock) --------------------------------------------------------------------------
     def children(self, status_id: str) -> list[dict]:
