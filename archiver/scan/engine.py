@@ -5,14 +5,19 @@ Two passes. Pattern rules find structured identifiers and drop those the organis
 procedures, medications, units) tied to an identifiable person: the author (I, my), a relative or friend
 (my mother), a named person (not staff), a mentioned @handle, or in a message the person addressed. A term
 followed by a community word ("flu shots", "diabetes support group") is about a service, not a person.
+
+Both passes read the text normalised (normalise_for_matching: NFKC, one hyphen, no invisible characters),
+so "123–45–6789" or a zero-width space cannot hide an identifier; every span is mapped back to the original.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from .rules import ContextRule, PatternRule, RuleSet
 
@@ -77,6 +82,94 @@ def phone_digits(text: str) -> str:
 def normalise_address(text: str) -> str:
     words = PUNCTUATION.sub(" ", text.lower()).split()
     return " ".join(STREET_WORDS.get(w, w) for w in words)
+
+
+# Look-alikes people's keyboards and devices put in identifiers: hyphens, figure / en dashes, minus signs,
+# one apostrophe. Em dash and horizontal bar are punctuation ("7734—thanks" must stay a number's end), so they
+# become "-" only between two digits (see normalise_for_matching).
+HYPHENS = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d", "-") | {"’": "'"})
+DIGIT_DASHES = frozenset("\u2014\u2015")
+NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+@lru_cache(maxsize=4096)
+def _joins_previous(char: str) -> bool:
+    """A mark (or a Hangul vowel / final jamo) that NFKC may compose with the character before it."""
+    return unicodedata.category(char)[0] == "M" or "\u1160" <= char <= "\u11ff"
+
+
+@lru_cache(maxsize=4096)
+def _normalise_cluster(cluster: str) -> str:
+    folded = unicodedata.normalize("NFKC", cluster).translate(HYPHENS)
+    # format characters (zero-width space / joiner, soft hyphen, BOM, direction marks) are invisible: dropped
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf") if not folded.isascii() else folded
+
+
+@dataclass(frozen=True)
+class OffsetMap:
+    """Where the characters of a normalised text come from: only the clusters whose length changed are kept,
+    as (original start, original end, normalised start, normalised end); between them offsets shift by a
+    constant. Built only when a length changed, asked only for the spans of hits (most texts have none)."""
+
+    changes: tuple[tuple[int, int, int, int], ...]
+    starts: tuple[int, ...]  # normalised start of each change, for bisect
+
+    def char(self, pos: int) -> tuple[int, int]:
+        """The original span of normalised character `pos` (a whole "ﬁ" for either of "f" and "i")."""
+        k = bisect_right(self.starts, pos) - 1
+        if k < 0:
+            return pos, pos + 1
+        start, end, n_start, n_end = self.changes[k]
+        if pos < n_end:
+            return start, end
+        return end + pos - n_end, end + pos - n_end + 1
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original characters normalised text[start:end] was made of (format characters inside it too)."""
+        first = self.char(start)[0]
+        return (first, self.char(end - 1)[1]) if end > start else (first, first)
+
+
+def normalise_for_matching(text: str) -> tuple[str, OffsetMap | None]:
+    """`text` as the rules see it: NFKC, one hyphen, one apostrophe, no format characters; and the map back
+    to the original, None when every character kept its place (plain ASCII, the usual case, is returned as it
+    is). A character with its combining marks is normalised by itself, so the map is exact."""
+    if text.isascii():
+        return text, None
+    parts: list[str] = []
+    changes: list[tuple[int, int, int, int]] = []
+    pos = 0  # original text before pos is in parts
+    shift = 0  # len(normalised so far) - pos
+    for run in NON_ASCII.finditer(text):
+        start, end = run.span()
+        if start > pos and _joins_previous(text[start]):
+            start -= 1  # "e" + combining acute: one cluster
+        i = start
+        while i < end:
+            j = i + 1
+            while j < end and _joins_previous(text[j]):
+                j += 1
+            cluster = text[i:j]
+            if cluster in DIGIT_DASHES:
+                between_digits = i > 0 and j < len(text) and text[i - 1].isdecimal() and text[j].isdecimal()
+                normal = "-" if between_digits else cluster
+            else:
+                normal = _normalise_cluster(cluster)
+            if normal != cluster:
+                parts.append(text[pos:i])
+                parts.append(normal)
+                if len(normal) != 1 or j - i != 1:  # one for one ("’", "–") keeps every offset
+                    changes.append((i, j, i + shift, i + shift + len(normal)))
+                    shift += len(normal) - (j - i)
+                pos = j
+            i = j
+    if not parts:
+        return text, None
+    parts.append(text[pos:])
+    normalised = "".join(parts)
+    if not changes:
+        return normalised, None  # e.g. only curly apostrophes or en dashes: offsets unchanged
+    return normalised, OffsetMap(tuple(changes), tuple(c[2] for c in changes))
 
 
 @dataclass(frozen=True)
@@ -281,7 +374,9 @@ class Detector:
         self.staff_before = re.compile(rf"(?i:\b(?:{_alternation(set(titles))})\.?\s*)$") if titles else None
 
     # -- the public call -----------------------------------------------------------------------------------
-    def detect(self, text: str | None, kind: str | None = None, author: str | None = None) -> list[Hit]:
+    def detect(
+        self, text: str | None, kind: str | None = None, author: str | None = None, *, own: bool | None = None
+    ) -> list[Hit]:
         """Every hit in `text`, ordered by position.
 
         `kind` (post / comment / message) and `author` (a handle) enable the rules limited to some kinds or
@@ -289,7 +384,8 @@ class Detector:
         if not text:
             return []
         original = text
-        text = text.replace("’", "'")  # one apostrophe; same length, so spans stay valid for the original
+        # the rules match the normalised text; every span is mapped back to the original (what is stored)
+        text, offsets = normalise_for_matching(original)
         hits: list[Hit] = []
         seen: set[tuple[str, int, int]] = set()
         for rule in self.rules.patterns:
@@ -305,13 +401,17 @@ class Detector:
             if not any(o is not h and o.category == h.category and o.start <= h.start and h.end <= o.end for o in hits)
         ]
         if self.rules.context:
-            own = bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles
+            # own=True: the caller knows the archived account wrote it (its platform id); else its handle decides
+            own = bool(own) or (bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles)
             lowered = text.lower()
             state = _Text(text, kind, own, self._sentence_starts(text), lowered if len(lowered) == len(text) else None)
             for rule in self.rules.context:
                 hits.extend(self._context_hits(rule, state))
         hits.sort(key=lambda h: (h.start, h.end, h.rule_id))
-        if original is not text:
+        if offsets is not None:
+            spans = [offsets.span(h.start, h.end) for h in hits]
+            hits = [replace(h, start=s, end=e, matched=original[s:e]) for h, (s, e) in zip(hits, spans, strict=True)]
+        elif original is not text:
             hits = [replace(h, matched=original[h.start : h.end]) for h in hits]
         return hits
 

@@ -24,6 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .engine import Detector, Hit
+from .fields import OutsideHit, detect_outside, parse_fields
 
 log = logging.getLogger("archiver.scan")
 
@@ -31,21 +32,31 @@ BATCH = 1000  # versions a task: a few hundred milliseconds of detection
 # Versions to scan before workers are worth starting (the tests set it low).
 PARALLEL_FROM = int(os.environ.get("ARCHIVER_SCAN_PARALLEL_FROM", "4000"))
 
-Detection = tuple[int, str, list[Hit]]  # version id, item key, its hits (only versions with hits)
+Detection = tuple[int, str, list[Hit | OutsideHit]]  # version id, item key, its hits (only versions with hits)
 Batch = tuple[int, list[Detection]]  # versions read, and those with hits
 
 _worker: tuple[Detector, sqlite3.Connection] | None = None  # a worker process's detector and connection
 
 
+# `by_account`: written by the archived account itself, known by its platform id (the `accounts` table) where
+# connectors have no handle for it (a Facebook Page's comments and Messenger replies); own_handles still count.
+VERSIONS = """
+SELECT v.id, v.item_key, v.kind, v.text, v.author_handle, v.platform, v.media, v.raw_json,
+       EXISTS (SELECT 1 FROM accounts a WHERE a.name = v.account AND a.platform = v.platform
+               AND a.platform_account_id = v.author_id) AS by_account
+FROM item_versions v WHERE v.id BETWEEN ? AND ? ORDER BY v.id
+"""
+
+
 def detect_versions(conn: sqlite3.Connection, detector: Detector, first: int, last: int) -> Batch:
-    """Detect over the versions with ids first..last, in id order."""
-    rows = conn.execute(
-        "SELECT id, item_key, kind, text, author_handle FROM item_versions WHERE id BETWEEN ? AND ? ORDER BY id",
-        (first, last),
-    ).fetchall()
+    """Detect over the versions with ids first..last, in id order: each one's text, then what it says outside
+    its text (alt text, content warnings, polls, link previews: see fields.py)."""
+    rows = conn.execute(VERSIONS, (first, last)).fetchall()
     found = []
-    for version_id, item_key, kind, text, author in rows:
-        hits = detector.detect(text, kind, author)
+    for version_id, item_key, kind, text, author, platform, media, raw_json, by_account in rows:
+        own = True if by_account else None
+        hits: list[Hit | OutsideHit] = list(detector.detect(text, kind, author, own=own))
+        hits.extend(detect_outside(detector, parse_fields(platform, text, media, raw_json), kind, author, own))
         if hits:
             found.append((version_id, item_key, hits))
     return len(rows), found
