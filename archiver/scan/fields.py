@@ -91,6 +91,7 @@ def _preview(card: dict[str, Any], where: str) -> Iterable[Field]:
 
 
 _RAW_FIELDS = {"mastodon": _mastodon, "facebook": _facebook, "linkedin": _linkedin, "bluesky": _bluesky}
+RAW_PLATFORMS = tuple(_RAW_FIELDS)  # the platforms whose raw JSON holds fields to scan
 
 
 def _json(value: str | None) -> Any:

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .engine import Detector, Hit
-from .fields import OutsideHit, detect_outside, parse_fields
+from .fields import RAW_PLATFORMS, OutsideHit, detect_outside, parse_fields
 
 log = logging.getLogger("archiver.scan")
 
@@ -40,8 +40,11 @@ _worker: tuple[Detector, sqlite3.Connection] | None = None  # a worker process's
 
 # `by_account`: written by the archived account itself, known by its platform id (the `accounts` table) where
 # connectors have no handle for it (a Facebook Page's comments and Messenger replies); own_handles still count.
-VERSIONS = """
-SELECT v.id, v.item_key, v.kind, v.text, v.author_handle, v.platform, v.media, v.raw_json,
+# raw_json (~1.5 KB a version) is read only for the platforms fields.py reads it for: an X archive's scan would
+# otherwise page every version's whole raw JSON in from disk for nothing.
+VERSIONS = f"""
+SELECT v.id, v.item_key, v.kind, v.text, v.author_handle, v.platform, v.media,
+       CASE WHEN v.platform IN ({", ".join(f"'{p}'" for p in RAW_PLATFORMS)}) THEN v.raw_json END,
        EXISTS (SELECT 1 FROM accounts a WHERE a.name = v.account AND a.platform = v.platform
                AND a.platform_account_id = v.author_id) AS by_account
 FROM item_versions v WHERE v.id BETWEEN ? AND ? ORDER BY v.id
