@@ -676,3 +676,98 @@ DROP TRIGGER item_versions_fts_insert;
 -- captured_at as it appends, so new entries go at the index's right edge: 32 MB a million versions, built in
 -- under 2 s when this migration runs on such an archive, no cost measurable in Store.append_item.
 CREATE INDEX item_versions_captured ON item_versions(captured_at);
+
+-- migration 0010: a lapsed consent is covered only by the same patient's live consent for the same thing
+-- Before, any live consent linked to a post covered every lapse on it: one patient's consent hid another
+-- patient's revocation of their photo in the same post. Now a lapse (a consent's link to a post, or to one
+-- attachment of it) is covered only by a live consent of the same patient_ref linked to the whole post or to
+-- that attachment. lapsed_consents lists each uncovered link (media_url says which attachment); a
+-- consent.lapsed flag (its `matched` is the consent id) is current while its consent has such a link.
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+DROP VIEW lapsed_consents;
+CREATE VIEW lapsed_consents AS
+SELECT
+    i.consent_id,
+    i.consent_status,
+    -- the first day not covered
+    CASE WHEN i.consent_status = 'revoked' THEN i.revoked_on ELSE date(i.expires_on, '+1 day') END AS lapsed_on,
+    i.granted_on,
+    i.patient_ref,
+    i.item_key,
+    i.media_url,
+    i.platform,
+    i.account,
+    i.published_at,
+    i.url,
+    i.text
+FROM consent_items i
+WHERE i.consent_status IN ('expired', 'revoked')
+  AND i.item_status = 'published'
+  AND NOT EXISTS (SELECT 1 FROM consent_items o
+                  WHERE o.item_key = i.item_key AND o.consent_status = 'live' AND o.patient_ref = i.patient_ref
+                    AND (o.media_url IS NULL OR o.media_url = i.media_url));
+
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flag_reviews r JOIN flags g ON g.id = r.flag_id
+     WHERE g.version_id = f.version_id AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        ELSE
+            EXISTS (SELECT 1 FROM lapsed_consents x WHERE x.consent_id = f.matched AND x.item_key = f.item_key)
+        END
+    ELSE
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                           ORDER BY s.id DESC LIMIT 1)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;

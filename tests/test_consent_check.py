@@ -481,3 +481,89 @@ def test_a_pending_consent_is_named_and_a_second_live_consent_covers_a_lapse(cli
     assert (c.key("testimonial"), "consent.lapsed") not in c.queue()
     assert (c.key("testimonial"), "consent.missing") not in c.queue()
     assert (c.key("unconsented"), "consent.missing") in c.queue()
+
+
+def test_one_patients_consent_never_covers_another_patients_lapse(clinic):
+    """A post with two patients' photos, each with its own consent for its photo, and a story post both
+    patients consented to: a revocation is flagged whatever the other patient's consent says, and only the
+    same patient's live consent for the same thing (or for the whole post) covers it again."""
+    c = clinic
+    d = DAY0
+    two = c.state.add_status(
+        c.clinic_id,
+        "Graduation day on the rehab ward.",
+        created_at=PUBLISHED + timedelta(hours=2),
+        media=[
+            (make_png(8, 8, 40), "A woman in a hospital bed with her nurse"),
+            (make_png(8, 8, 41), "A man in a wheelchair with his physiotherapist"),
+        ],
+    )
+    c.ids["two"] = two["id"]
+    granted = d - timedelta(days=60)
+    c.import_csv(
+        "register.csv",
+        f"C-ANA,PT-3001,clinic,her photo,{granted},,,{SHA}\n"
+        f"C-BEN,PT-3002,clinic,his photo,{granted},,,{SHA}\n"
+        f"C-ANA-STORY,PT-3001,clinic,story,{granted},,,{SHA}\n"
+        f"C-BEN-STORY,PT-3002,clinic,story,{granted},,,{SHA}\n",
+    )
+    c.run_on(d - timedelta(days=2))
+    conn = c.db()
+    media = json.loads(
+        conn.execute(
+            "SELECT media FROM item_versions WHERE item_key = ? ORDER BY id DESC LIMIT 1", (c.key("two"),)
+        ).fetchone()[0]
+    )
+    conn.close()
+    ana_photo, ben_photo = (m["url"] for m in media)
+    for args in (
+        ("C-ANA", c.key("two"), "--media", ana_photo),
+        ("C-BEN", c.key("two"), "--media", ben_photo),
+        ("C-ANA-STORY", c.key("story")),
+        ("C-BEN-STORY", c.key("story")),
+    ):
+        assert c.cli("consent", "link", *args).exit_code == 0
+    assert c.check_on(d - timedelta(days=2)) == []
+
+    # Ben revokes both his consents; Ana's stay live.
+    revoked_on = d - timedelta(days=1)
+    c.import_csv(
+        "revocation.csv",
+        f"C-BEN,PT-3002,clinic,his photo,{granted},,{revoked_on},{SHA}\n"
+        f"C-BEN-STORY,PT-3002,clinic,story,{granted},,{revoked_on},{SHA}\n",
+    )
+    flags = c.check_on(d)
+    assert sorted((f["item_key"], f["matched"]) for f in flags) == sorted(
+        [(c.key("two"), "C-BEN"), (c.key("story"), "C-BEN-STORY")]
+    )
+    assert all(f["rule_id"] == "consent.lapsed" for f in flags)
+    conn = c.db()
+    lapsed = conn.execute("SELECT consent_id, patient_ref, item_key, media_url FROM lapsed_consents").fetchall()
+    conn.close()
+    assert sorted(tuple(r) for r in lapsed) == sorted(
+        [("C-BEN", "PT-3002", c.key("two"), ben_photo), ("C-BEN-STORY", "PT-3002", c.key("story"), None)]
+    )
+    assert sorted(q for q in c.queue() if q[1] == "consent.lapsed") == sorted(
+        [(c.key("two"), "consent.lapsed"), (c.key("story"), "consent.lapsed")]
+    )
+
+    # Ana's consent for the whole photo post is no cover for Ben's photo; Ben's new consent for the other
+    # photo is none either; his new consent for his photo is.
+    c.import_csv(
+        "more.csv",
+        f"C-ANA-ALL,PT-3001,clinic,whole post,{granted},,,{SHA}\nC-BEN-2,PT-3002,clinic,his photo again,{d},,,{SHA}\n",
+    )
+    assert c.cli("consent", "link", "C-ANA-ALL", c.key("two")).exit_code == 0
+    assert c.cli("consent", "link", "C-BEN-2", c.key("two"), "--media", ana_photo).exit_code == 0
+    assert (c.key("two"), "consent.lapsed") in c.queue()
+    assert c.check_on(d) == []  # the lapse is flagged once
+    assert c.cli("consent", "link", "C-BEN-2", c.key("two"), "--media", ben_photo).exit_code == 0
+    assert (c.key("two"), "consent.lapsed") not in c.queue()
+    # A consent of Ben's for the whole story post covers his lapse there.
+    c.import_csv("story.csv", f"C-BEN-STORY-2,PT-3002,clinic,story again,{d},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-BEN-STORY-2", c.key("story")).exit_code == 0
+    assert [q for q in c.queue() if q[1] == "consent.lapsed"] == []
+    conn = c.db()
+    assert conn.execute("SELECT count(*) FROM lapsed_consents").fetchone()[0] == 0
+    conn.close()
+    assert verify_clean(c)

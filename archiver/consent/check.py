@@ -7,8 +7,9 @@ PHI flags:
   story, testimonial or patient photo (the patient-* rules of the rule files, over the text and the
   attachments' alt text) and has no consent linked that is live today;
 - "consent lapsed, content still published" (rule consent.lapsed): a post linked to a consent that has
-  expired or been revoked, while the post is still published (no proven deletion) and no other live consent
-  covers it. Its reason carries the dates.
+  expired or been revoked, while the post is still published (no proven deletion) and the same patient has no
+  live consent for what the lapsed one covered (the whole post, or the attachment it was linked to). Another
+  patient's consent never covers it. Its reason carries the dates.
 
 A flag is appended once: consent.missing once per post version, consent.lapsed once per post, consent and
 lapse (a renewed consent that lapses again is a new lapse). A flag stays in the archive for ever; the review
@@ -139,16 +140,42 @@ def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent |
     return PatientContent(first, in_alt, reasons)
 
 
-def consents_by_item(conn: sqlite3.Connection) -> dict[str, list[ConsentState]]:
-    """The current state of each consent linked to each item."""
+@dataclass(frozen=True)
+class ConsentLink:
+    """A consent linked to a post: to all of it (media_url None) or to one attachment."""
+
+    consent: ConsentState
+    media_url: str | None
+
+    def covered_by(self, other: ConsentLink) -> bool:
+        """Whether `other` (a live consent's link to the same post) covers what this one covered: only the same
+        patient's consent, for the whole post or for the same attachment."""
+        return other.consent.patient_ref == self.consent.patient_ref and other.media_url in (None, self.media_url)
+
+
+def consents_by_item(conn: sqlite3.Connection) -> dict[str, list[ConsentLink]]:
+    """The current state of each consent linked to each item, one entry per link."""
     states = {c.consent_id: c for c in current_consents(conn)}
-    linked: dict[str, list[ConsentState]] = {}
-    for consent_id, item_key in conn.execute(
-        "SELECT DISTINCT consent_id, item_key FROM consent_links ORDER BY consent_id"
+    linked: dict[str, list[ConsentLink]] = {}
+    for consent_id, item_key, media_url in conn.execute(
+        "SELECT DISTINCT consent_id, item_key, media_url FROM consent_links ORDER BY consent_id, media_url"
     ):
         if consent_id in states:
-            linked.setdefault(item_key, []).append(states[consent_id])
+            linked.setdefault(item_key, []).append(ConsentLink(states[consent_id], media_url))
     return linked
+
+
+def uncovered_lapses(links: list[ConsentLink], today: date) -> list[ConsentState]:
+    """The expired or revoked consents of a post with a link no live consent of the same patient covers, in
+    consent id order (a consent linked to two photos is one lapse)."""
+    live = [link for link in links if link.consent.status(today) == "live"]
+    lapses: dict[str, ConsentState] = {}
+    for link in links:
+        if link.consent.status(today) not in ("expired", "revoked"):
+            continue
+        if not any(link.covered_by(other) for other in live):
+            lapses.setdefault(link.consent.consent_id, link.consent)
+    return list(lapses.values())
 
 
 def lapse_reason(consent: ConsentState, post: OwnPost, today: date) -> str:
@@ -188,32 +215,30 @@ def find_consent_flags(
     rows: list[dict[str, Any]] = []
     for post in own_live_posts(conn):
         outcome.posts_checked += 1
-        consents = linked.get(post.item_key, [])
-        live = [c for c in consents if c.status(today) == "live"]
-        lapsed = [c for c in consents if c.status(today) in ("expired", "revoked")]
+        links = linked.get(post.item_key, [])
+        consents = list({link.consent.consent_id: link.consent for link in links}.values())
         content = patient_content(detector, post)
         if content is not None:
             outcome.patient_posts += 1
-        if live:
-            continue
         base = {"version_id": post.version_id, "item_key": post.item_key, "category": CATEGORY}
-        if lapsed:
-            for consent in lapsed:
-                known = lapse_flagged.get(post.item_key, [])
-                if any(reason.startswith(lapse_prefix(consent)) for reason in known):
-                    continue
-                rows.append(
-                    {
-                        **base,
-                        "rule_id": LAPSED_RULE,
-                        "severity": "high",
-                        "span_start": None,
-                        "span_end": None,
-                        "matched": consent.consent_id,
-                        "reason": lapse_reason(consent, post, today),
-                    }
-                )
-        elif content is not None and post.version_id not in missing_flagged:
+        for consent in uncovered_lapses(links, today):
+            known = lapse_flagged.get(post.item_key, [])
+            if any(reason.startswith(lapse_prefix(consent)) for reason in known):
+                continue
+            rows.append(
+                {
+                    **base,
+                    "rule_id": LAPSED_RULE,
+                    "severity": "high",
+                    "span_start": None,
+                    "span_end": None,
+                    "matched": consent.consent_id,
+                    "reason": lapse_reason(consent, post, today),
+                }
+            )
+        # a linked consent that is live or lapsed answers "is there a consent on file"; a pending one does not
+        on_file = any(c.status(today) != "pending" for c in consents)
+        if not on_file and content is not None and post.version_id not in missing_flagged:
             rows.append(
                 {
                     **base,
