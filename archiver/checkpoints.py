@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -21,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import ledger
+from . import ledger, merkle
 from .errors import ConfigError
 from .items import canonical_json
 from .problems import Problem
@@ -106,10 +107,56 @@ def make_statement(
         {"name": name, "sha256": sha, "size": size}
         for name, sha, size in conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name")
     ]
-    statement = {"type": STATEMENT_TYPE, "created_at": created_at, "ledger": {"seq": seq, "hash": head}}
+    size, root = merkle.root_of(ledger_digests(conn))
+    statement = {
+        "type": STATEMENT_TYPE,
+        "created_at": created_at,
+        "ledger": {"seq": seq, "hash": head},
+        "ledger_tree": {"size": size, "root": root.hex()},
+    }
     if access_log is not None:
         statement["access_log"] = {"seq": access_log[0], "hash": access_log[1]}
     return {**statement, "warc_files": files}
+
+
+def ledger_digests(conn: sqlite3.Connection) -> Iterator[bytes]:
+    """The leaves of the ledger's Merkle tree: each entry's row_sha256, in seq order."""
+    for (row_sha,) in conn.execute("SELECT row_sha256 FROM ledger ORDER BY seq"):
+        try:
+            yield bytes.fromhex(row_sha)
+        except (TypeError, ValueError):
+            yield str(row_sha).encode("utf-8", "replace")  # a damaged entry: its root will not match
+
+
+def tree_roots(conn: sqlite3.Connection, sizes: set[int]) -> dict[int, str]:
+    """The ledger tree's root (hex) at each of `sizes`, in one pass; a size beyond the ledger is left out."""
+    roots: dict[int, str] = {}
+    builder = merkle.TreeBuilder()
+    leaves = ledger_digests(conn)
+    for size in sorted(sizes):
+        builder.extend(itertools.islice(leaves, size - builder.size))
+        if builder.size < size:
+            break
+        roots[size] = builder.root().hex()
+    return roots
+
+
+def signed_tree(statement: Any) -> tuple[int, str] | None:
+    """(size, root) of the ledger tree a statement signs; None for statements made before it had one."""
+    tree = statement.get("ledger_tree") if isinstance(statement, dict) else None
+    if tree is None:
+        return None
+    return int(tree["size"]), str(tree["root"])
+
+
+def _tree_problem(where: str, signed: tuple[int, str], roots: dict[int, str]) -> Problem | None:
+    size, root = signed
+    found = roots.get(size)
+    if found is None:
+        return Problem(where, f"signs a ledger tree of {size} entries; the ledger holds fewer (ledger truncated)")
+    if found != root:
+        return Problem(where, f"ledger tree of {size} entries: root expected {root} as signed, found {found}")
+    return None
 
 
 def sign_checkpoint(
@@ -200,6 +247,7 @@ class CheckpointCopy:
     seq: int
     head: str
     warc_files: tuple[tuple[str, str], ...]  # (name, sha256) of each WARC file it lists
+    tree: tuple[int, str] | None  # (size, root) of the ledger tree it signs, when it signs one
     valid: bool  # the signature holds under the key the copy names (whether that key is trusted is apart)
 
     @property
@@ -214,10 +262,11 @@ def read_copy(path: Path) -> CheckpointCopy | None:
         statement = json.loads(document["statement"])
         seq, head = int(statement["ledger"]["seq"]), str(statement["ledger"]["hash"])
         files = tuple((str(f["name"]), str(f["sha256"])) for f in statement["warc_files"])
+        tree = signed_tree(statement)
         valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return CheckpointCopy(document, seq, head, files, valid)
+    return CheckpointCopy(document, seq, head, files, tree, valid)
 
 
 def copies_in(folder: Path) -> list[Path]:
@@ -237,7 +286,9 @@ def verify_checkpoints(
     trusted_b64 = public_b64(trusted) if trusted else None
     folder = warc_dir / CHECKPOINT_DIR
     seen_files = set()
-    for row in conn.execute("SELECT * FROM checkpoints ORDER BY id"):
+    rows = conn.execute("SELECT * FROM checkpoints ORDER BY id").fetchall()
+    trees: list[tuple[str, tuple[int, str]]] = []
+    for row in rows:
         where = f"checkpoints id={row['id']}"
         seen_files.add(row["file_name"])
         if trusted_b64 and row["public_key"] != trusted_b64:
@@ -247,9 +298,12 @@ def verify_checkpoints(
         try:
             statement = json.loads(row["statement"])
             seq, head = statement["ledger"]["seq"], statement["ledger"]["hash"]
+            tree = signed_tree(statement)
         except (ValueError, KeyError, TypeError):
             yield Problem(where, "statement is not a checkpoint statement")
             continue
+        if tree is not None:
+            trees.append((where, tree))
         if (seq, head) != (row["ledger_seq"], row["ledger_hash"]):
             yield Problem(where, f"row says ledger seq {row['ledger_seq']}, statement says {seq}")
         found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
@@ -272,6 +326,10 @@ def verify_checkpoints(
             continue
         if document != {"statement": row["statement"], "signature": row["signature"], "public_key": row["public_key"]}:
             yield Problem(f"checkpoint file {copy.name}", f"differs from {where}")
+    roots = tree_roots(conn, {tree[0] for _, tree in trees})
+    for where, tree in trees:
+        if (problem := _tree_problem(where, tree, roots)) is not None:
+            yield problem
     # Copies whose rows are gone: the database lost checkpoints (or the ledger was cut back before them).
     max_seq = ledger.head(conn)[0]
     for path in copies_in(folder):
@@ -349,6 +407,7 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
     if not paths:
         yield Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against")
         return
+    trees: list[tuple[str, tuple[int, str]]] = []
     for path in paths:
         where = f"kept checkpoint {path}"
         if (copy := read_copy(path)) is None:
@@ -366,6 +425,12 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
         elif found[0] != copy.head:
             rewritten = f"ledger seq {copy.seq} hash expected {copy.head} as signed, found {found[0]} (rewritten)"
             yield Problem(where, rewritten)
+        elif copy.tree is not None:
+            trees.append((where, copy.tree))
+    roots = tree_roots(conn, {tree[0] for _, tree in trees})
+    for where, tree in trees:
+        if (problem := _tree_problem(where, tree, roots)) is not None:
+            yield problem
 
 
 def signed_warc_listings(

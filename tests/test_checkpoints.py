@@ -10,12 +10,21 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from typer.testing import CliRunner
 
-from archiver.checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY, load_public_key, sign_checkpoint
+from archiver.checkpoints import (
+    CHECKPOINT_DIR,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    load_private_key,
+    load_public_key,
+    sign_checkpoint,
+)
 from archiver.cli import app
+from archiver.items import canonical_json
 from archiver.verify import verify_archive
 
 from .test_config import DISABLED
 from .test_ledger import behind_the_back
+from .test_merkle import mth
 
 
 @pytest.fixture
@@ -203,3 +212,36 @@ def test_a_missing_private_key_stops_runs_and_checkpoints_instead_of_making_a_ne
     assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == before  # nothing appended
     conn.close()
     assert problems(arch) == []
+
+
+def test_a_checkpoint_signs_the_ledger_trees_root(archive):
+    """The root is RFC 9162's over the ledger's row digests, recomputed here from its definition."""
+    arch, _ = archive
+    conn = sqlite3.connect(arch / "archive.db")
+    statement = json.loads(conn.execute("SELECT statement FROM checkpoints").fetchone()[0])
+    size = statement["ledger_tree"]["size"]
+    leaves = [
+        bytes.fromhex(r[0]) for r in conn.execute("SELECT row_sha256 FROM ledger WHERE seq <= ? ORDER BY seq", (size,))
+    ]
+    conn.close()
+    assert size == statement["ledger"]["seq"] == len(leaves)
+    assert statement["ledger_tree"]["root"] == mth(leaves).hex()
+
+
+def test_a_tree_root_re_signed_with_the_archives_own_key_is_caught(archive):
+    """Whoever holds the key can sign anything; what they sign must still be the ledger's own tree."""
+    arch, _ = archive
+    conn = sqlite3.connect(arch / "archive.db")
+    statement = conn.execute("SELECT statement FROM checkpoints").fetchone()[0]
+    conn.close()
+    parsed = json.loads(statement)
+    parsed["ledger_tree"]["root"] = "ab" * 32
+    forged = canonical_json(parsed).decode()
+    signature = base64.b64encode(load_private_key(arch / "keys").sign(forged.encode())).decode()
+    behind_the_back(arch / "archive.db", f"UPDATE checkpoints SET statement = '{forged}', signature = '{signature}'")
+    found = problems(arch)
+    size = parsed["ledger_tree"]["size"]
+    assert any(
+        p.startswith(f"checkpoints id=1: ledger tree of {size} entries: root expected {'ab' * 32} as signed")
+        for p in found
+    ), found
