@@ -48,6 +48,9 @@ class Item:
     visibility: str | None = None
     media: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # platform content flags that count as content
+    # Why a new version is not the author's edit (e.g. a fuller capture of a text archived cut): kept in the
+    # "edited" event's evidence; not content, so never a version of its own.
+    not_an_edit: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

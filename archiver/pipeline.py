@@ -32,8 +32,8 @@ from .checkpoints import (
     sign_checkpoint,
 )
 from .config import AccountConfig, Config, resolve_token
-from .connectors import connector_for
-from .connectors.base import Connector, FetchWindow
+from .connectors import connector_for, request_revisions
+from .connectors.base import REVISIONS_FIELD, Connector, FetchWindow
 from .consent.check import consent_check_after_run
 from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
@@ -289,6 +289,7 @@ def run_archive(
                     "accounts": ", ".join(a.name for a in accounts),
                     "recheck-since": window.recheck_since,
                     "started-at": window.started_at,
+                    REVISIONS_FIELD: request_revisions(a.platform for a in accounts),
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )
@@ -458,16 +459,18 @@ def archive_account(
     transaction: RunTransaction,
     progress: RunProgress,
     redactor: Redactor,
+    revision: int | None = None,
 ) -> AccountResult:
     """Drive an account's connector over a session (live or replayed) and append what it yields.
 
-    The connector's network calls run without the lock; each observation is appended under it.
+    The connector's network calls run without the lock; each observation is appended under it. `revision` is the
+    connector's request revision when replaying a run (the one it recorded); a live run asks at the newest.
     """
     result = AccountResult(account.name, account.platform)
     session: Session | None = None
     lock = transaction.lock
     try:
-        connector = connector_for(account.platform, account)
+        connector = connector_for(account.platform, account, revision)
         session = open_session(connector)
         state = StoreAccountState(store, account.name, lock)
         for observation in connector.fetch(session, account, state, window):

@@ -4,7 +4,9 @@ Every run's records are replayed in capture order: each account's connector runs
 ReplaySession that answers its requests with the captured responses (same URL, in the order they were
 captured), and what it yields goes through the same store and change detection. Rows point at the original
 records and take their times from them, so the rebuilt items, versions and events equal the live ones.
-A fixed parser re-reads old captures the same way.
+A fixed parser re-reads old captures the same way. The requests made are not the newest version's but those of
+the request revision each connector's run recorded in its warcinfo (revision 1 where none is): only those have
+captured responses.
 
 Before replaying, every WARC file is checked against what the archive recorded of it: the signed checkpoint
 statements beside the WARCs (under the archive's key) and, when the live database can be read, its
@@ -41,7 +43,7 @@ from .checkpoints import (
     signed_warc_listings,
 )
 from .config import Config
-from .connectors.base import Connector, FetchWindow
+from .connectors.base import FIRST_REVISION, REVISIONS_FIELD, Connector, FetchWindow, parse_revisions
 from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
@@ -67,6 +69,8 @@ class _RunRecords:
     recheck_since: str
     run_started_at: str  # the run's own clock at its start (FetchWindow.started_at)
     accounts: list[str] = field(default_factory=list)
+    # platform -> the request revision its connector asked at; one not named asked at revision 1 (see RequestRevisions)
+    revisions: dict[str, int] = field(default_factory=dict)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # its files with damage that is not a torn tail
@@ -394,6 +398,11 @@ def index_runs(
                             info.get("started-at") or headers.get_header("WARC-Date"),
                             [a.strip() for a in info.get("accounts", "").split(",") if a.strip()],
                         )
+                        try:
+                            current.revisions = parse_revisions(info.get(REVISIONS_FIELD, ""))
+                        except ValueError as exc:
+                            if on_problem:
+                                on_problem(Problem(f"WARC {path.name}", f"warcinfo: {exc}; replayed as revision 1"))
                     current.files.append(path)
                     continue
                 account = headers.get_header(ACCOUNT_FIELD)
@@ -567,6 +576,7 @@ def _replay_runs(
                     transaction,
                     progress,
                     Redactor([]),
+                    run.revisions.get(account.platform, FIRST_REVISION),
                 )
             progress.account_finished(result)
             statuses.append(result.status)

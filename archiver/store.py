@@ -564,6 +564,8 @@ class Store:
             evidence = {"warc_record_id": item.source.record_id, "warc_file": item.source.warc_file}
             if latest is not None:
                 evidence["previous_version_id"] = latest["id"]
+                if item.not_an_edit:
+                    evidence["not_an_edit"] = item.not_an_edit
             self._append_event(item.item_key, event, version_id, run_id, evidence, now)
             outcome.new_item = latest is None
             outcome.new_version = True

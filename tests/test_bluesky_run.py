@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 from archiver import doctor
 from archiver.cli import app
 from archiver.config import load_config
-from archiver.connectors.bluesky import EMPTY_PAGES_MAX
+from archiver.connectors.bluesky import EMPTY_PAGES_MAX, BlueskyConnector
 from archiver.demo.bluesky_server import BlueskyState, Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
 from archiver.pipeline import StoreAccountState
+from tests.revisions import captured_at_revision_1, recorded_revisions, verify_replay
 from tests.test_rebuild import COMPARED
 
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -679,3 +680,32 @@ def test_a_message_deleted_for_the_account_only_says_so(clinic):
     evidence = json.loads(evidence)
     assert evidence["method"] == "deletedMessageView"
     assert "deleteMessageForSelf" in evidence["also_if"] and "other members" in evidence["also_if"]
+
+
+def test_runs_captured_before_the_lookups_under_deleted_posts_still_rebuild_and_verify(clinic, monkeypatch):
+    """Runs captured at request revision 1 never looked up the replies under a deleted post: today's connector
+    replays them asking what they asked (their warcinfo says bluesky=1), so the rebuild and verify --replay pass;
+    a run at the newest revision then looks the replies up, and rebuilds too."""
+    state, post = clinic.state, clinic.posts[2]
+    phi = state.add_post(clinic.ann.did, "My MRN is 00482913", created_at=NOW - timedelta(days=1), reply_to=post["uri"])
+    kept = state.add_post(clinic.bob.did, "Same question", created_at=NOW - timedelta(hours=20), reply_to=post["uri"])
+    with captured_at_revision_1(monkeypatch, BlueskyConnector):
+        assert clinic.run()[0] == 0
+        state.delete_post(post["uri"])
+        state.delete_post(phi["uri"])
+        asked = len(clinic.server.requests_log)
+        assert clinic.run()[0] == 0
+        assert clinic.run()[0] == 0
+    looked_up = [q for _, p, q in clinic.server.requests_log[asked:] if p.endswith("com.atproto.repo.getRecord")]
+    assert not [q for q in looked_up if phi["uri"].rsplit("/", 1)[1] in q or kept["uri"].rsplit("/", 1)[1] in q]
+    conn = clinic.db()
+    assert fates(conn, k(post)) == ["created", "deleted"] and fates(conn, k(phi)) == ["created"]
+    conn.close()
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    assert fates(conn, k(phi)) == ["created", "deleted"] and fates(conn, k(kept)) == ["created"]
+    conn.close()
+    assert recorded_revisions(clinic.tmp_path / "arch" / "warcs") == [{"bluesky": 1}] * 3 + [{"bluesky": 2}]
+    assert_rebuild_equals(clinic, clinic.tmp_path / "rebuilt.db")
+    result = verify_replay(clinic.config())
+    assert result.exit_code == 0, result.output

@@ -20,9 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.loopback import Fault
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
+from tests.revisions import captured_at_revision_1, recorded_revisions, verify_replay
 
 TOKEN = "mastodon-test-token-7Qx91LmZ"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -594,3 +596,45 @@ def test_a_reply_whose_parent_was_deleted_keeps_its_parent_and_is_still_weighed(
     conn = clinic.db()
     assert fates(conn, clinic.key(child)) == ["created", "edited", "deleted"]
     conn.close()
+
+
+def test_runs_captured_before_the_deleted_root_lookups_still_rebuild_and_verify(clinic, monkeypatch):
+    """Runs captured by the connector of before revisions (request revision 1, a warcinfo that names none) never
+    looked up a deleted root or its replies: today's connector replays them asking what they asked, so the
+    rebuild and verify --replay pass; a run at the newest revision then makes the lookups and rebuilds too."""
+    post = clinic.posts[2]
+    kept = clinic.state.add_status(
+        clinic.ann["id"], "Reply that will be edited", in_reply_to_id=post["id"], created_at=NOW - timedelta(days=1)
+    )
+    gone = clinic.state.add_status(
+        clinic.bob["id"], "My MRN is 00482913", in_reply_to_id=post["id"], created_at=NOW - timedelta(hours=20)
+    )
+    k = clinic.key
+    with captured_at_revision_1(monkeypatch, MastodonConnector, named=False):
+        assert clinic.run()[0] == 0
+        clinic.state.delete_status(post["id"])
+        clinic.state.delete_status(gone["id"])
+        clinic.state.edit_status(kept["id"], "Edited after the root was deleted", at=NOW - timedelta(minutes=5))
+        asked = len(clinic.server.requests_log)
+        assert clinic.run()[0] == 0
+        assert clinic.run()[0] == 0
+    paths = [p for _, p, _ in clinic.server.requests_log[asked:]]
+    # Revision 1: the root looked up once, while not yet known deleted; its replies never.
+    assert paths.count(f"/api/v1/statuses/{post['id']}") == 1
+    assert not {f"/api/v1/statuses/{s['id']}" for s in (kept, gone)} & set(paths)
+    conn = clinic.db()
+    status = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert (status[k(post)], status[k(gone)], status[k(kept)]) == ("deleted", "live", "live")
+    conn.close()
+    # Upgraded: the newest revision looks each reply of the deleted root up, and says so in its warcinfo.
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    status = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    assert (status[k(post)], status[k(gone)], status[k(kept)]) == ("deleted", "deleted", "edited")
+    (evidence,) = conn.execute("SELECT evidence FROM events WHERE item_key = ? AND event = 'deleted'", (k(gone),))
+    assert json.loads(evidence[0])["under_deleted"]["item_key"] == k(post)
+    conn.close()
+    assert recorded_revisions(clinic.tmp_path / "arch" / "warcs") == [{}, {}, {}, {"mastodon": 2}]
+    assert_rebuild_equals(clinic, clinic.config())
+    result = verify_replay(clinic.config())
+    assert result.exit_code == 0, result.output

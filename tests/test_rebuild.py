@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from archiver.checkpoints import PUBLIC_KEY, fingerprint, raw_public
 from archiver.cli import app
+from archiver.connectors.base import REVISIONS_FIELD
+from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.mastodon_server import SampleMastodonServer
 from archiver.rebuild import index_runs
 from archiver.recovery import file_sha256, scan_warc
@@ -324,3 +326,37 @@ def test_runs_in_the_same_second_are_replayed_in_capture_order(tmp_path):
     names = sorted(p.name for p in tmp_path.glob("*.warc.gz"))
     assert "000000" in names[0]  # by name, the later run would come first
     assert [run.run_id for run in index_runs(tmp_path)] == ["20261123T090000Z-ffffff", "20261123T090000Z-000000"]
+
+
+def test_each_runs_connector_revisions_are_read_from_its_warcinfo(tmp_path):
+    """A run names its connectors' request revisions in its warcinfo; one of before revisions names none, so its
+    connectors replay at revision 1; a malformed field is an error naming the file."""
+    second = datetime(2026, 11, 23, 9, 0, 0, tzinfo=UTC)
+    infos = ({REVISIONS_FIELD: "mastodon=2, x=1"}, {}, {REVISIONS_FIELD: "mastodon=two"})
+    for n, info in enumerate(infos):
+        writer = WarcWriter(
+            tmp_path, f"20261123T090000Z-00000{n}", info=info, clock=lambda n=n: second.replace(microsecond=n + 1)
+        )
+        assert writer.current_name  # opens the file: its warcinfo is written
+        writer.close()
+    problems: list = []
+    assert [run.revisions for run in index_runs(tmp_path, problems.append)] == [{"mastodon": 2, "x": 1}, {}, {}]
+    (problem,) = problems
+    assert problem.severity == "error" and "Z-000002-" in problem.where and "'mastodon=two'" in problem.message
+
+
+def test_a_capture_of_a_newer_connector_revision_fails_its_replay_saying_so(tmp_path, monkeypatch):
+    """A run captured by newer software (a request revision this software does not know) cannot be replayed
+    faithfully: the rebuild says which revision, not a missing response somewhere."""
+    monkeypatch.setenv("CRASH_TOKEN", TOKEN)
+    with SampleMastodonServer(small_clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(tmp_path / "newer", server.base_url)
+        with monkeypatch.context() as newer:
+            newer.setattr(MastodonConnector, "REQUEST_REVISION", MastodonConnector.REQUEST_REVISION + 1)
+            result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"])
+            assert result.exit_code == 0, result.output
+    result = rebuild(cfg, tmp_path / "rebuilt.db")
+    assert result.exit_code == 1
+    newest = MastodonConnector.REQUEST_REVISION
+    assert f"revisions 1 to {newest}, and the capture was made at revision {newest + 1}" in result.output
+    assert "no captured response" not in result.output

@@ -81,6 +81,24 @@ def test_x_edit_chain_lookup_errors_and_expansions(x):
     assert edited["id"] in [t["id"] for t in listing] and posts[0]["id"] not in [t["id"] for t in listing]
 
 
+def test_x_long_post_text_is_cut_and_whole_only_in_a_note_tweet_asked_for(x):
+    """As on X: a post over 280 characters has `text` cut at a word within 280 characters, and its whole text in
+    `note_tweet.text`, only when tweet.fields names note_tweet; an edit's note_tweet is the new text's."""
+    server, state, clinic, ann, _ = x
+    whole = "Please call me back about my results. " * 8 + "My DOB is 03/14/1948."
+    post = state.add_tweet(ann["id"], whole, created_at=NOW - timedelta(minutes=5))
+    (plain,) = get(server, "/2/tweets", ids=post["id"], **{"tweet.fields": "created_at"}).json()["data"]
+    assert set(plain) == {"id", "text", "edit_history_tweet_ids", "created_at"}
+    assert len(plain["text"]) <= 280 and whole.startswith(plain["text"]) and whole[len(plain["text"])] == " "
+    (noted,) = get(server, "/2/tweets", ids=post["id"], **{"tweet.fields": "created_at,note_tweet"}).json()["data"]
+    assert noted["text"] == plain["text"] and noted["note_tweet"] == {"text": whole}
+    short = get(server, f"/2/users/{clinic['id']}/tweets", max_results=5, **{"tweet.fields": "note_tweet"}).json()
+    assert all("note_tweet" not in t for t in short["data"])
+    edited = state.edit_tweet(post["id"], "Sorted, thanks.", at=NOW)
+    (after,) = get(server, "/2/tweets", ids=edited["id"], **{"tweet.fields": "note_tweet"}).json()["data"]
+    assert after["text"] == "Sorted, thanks." and "note_tweet" not in after
+
+
 def test_x_search_window_and_access_level(x):
     server, state, clinic, ann, _ = x
     old = state.add_tweet(clinic["id"], "old", created_at=NOW - timedelta(days=10))

@@ -24,8 +24,10 @@ from typer.testing import CliRunner
 from archiver import doctor
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.connectors.x import XConnector
 from archiver.demo.png import make_png
 from archiver.demo.x_server import Fault, SampleXServer, XState
+from tests.revisions import captured_at_revision_1, recorded_revisions
 from tests.test_rebuild import COMPARED
 
 TOKEN = "x-user-context-token-Zr81QmvB"
@@ -468,3 +470,67 @@ def test_forgetting_handled_posts_changes_nothing(tmp_path, monkeypatch):
     for key in "abcde":
         memory.add(key)
     assert "e" in memory and "d" in memory and "a" not in memory
+
+
+# A long post (X Premium): X's `text` keeps only about the first 280 characters; the PHI comes after them.
+LONG_REPLY = (
+    "Thank you for the reminder about flu shots this week. I wanted to say how kind the evening staff were when I "
+    "brought my mother in last Tuesday: the nurse explained everything twice, and the wait was much shorter than we "
+    "feared it would be. We will be back for her booster next month. For the front desk, her date of birth is "
+    "03/14/1948 and her chart is under her maiden name."
+)
+
+
+def dob_flags(conn: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
+    """(version id, where the flagged span starts) of each date-of-birth flag of the item."""
+    query = "SELECT version_id, span_start FROM flags WHERE item_key = ? AND category = 'dob' ORDER BY id"
+    return [tuple(r) for r in conn.execute(query, (key,))]
+
+
+def test_a_long_post_is_archived_whole_and_scanned_past_the_cut(clinic, tmp_path):
+    """X cuts a long post's `text`; the whole text is in `note_tweet`, asked for in tweet.fields: it is the
+    item's text, so the date of birth after the cut is archived and flagged, and the rebuild gives the same."""
+    reply = clinic.state.add_tweet(
+        clinic.ann["id"], LONG_REPLY, created_at=NOW - timedelta(days=1), reply_to=clinic.posts[1]["id"]
+    )
+    cut = reply["text"]
+    assert len(cut) <= 280 < LONG_REPLY.index("03/14/1948") and LONG_REPLY.startswith(cut)
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    ((version, text),) = conn.execute("SELECT id, text FROM item_versions WHERE item_key = ?", (k(reply),))
+    assert text == LONG_REPLY
+    assert [start >= 280 for v, start in dob_flags(conn, k(reply)) if v == version] == [True]
+    conn.close()
+    reads = [q for _, p, q in clinic.server.requests_log if p.startswith("/2/tweets") or p.endswith("/tweets")]
+    assert reads and all("note_tweet" in q for q in reads)
+    assert recorded_revisions(clinic.tmp_path / "arch" / "warcs") == [{"x": 2}]
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")
+
+
+def test_a_long_post_archived_cut_is_read_whole_by_the_next_run_which_says_it_is_no_edit(clinic, monkeypatch, tmp_path):
+    """A run at request revision 1 did not ask for note_tweet and archived the cut text; it still rebuilds. The
+    next run reads the same post id whole: a new version (flagged past the cut) with no edit time, which the run
+    summary says is the fuller capture, not an edit (on X an edit is a new post id)."""
+    reply = clinic.state.add_tweet(
+        clinic.ann["id"], LONG_REPLY, created_at=NOW - timedelta(days=1), reply_to=clinic.posts[1]["id"]
+    )
+    with captured_at_revision_1(monkeypatch, XConnector):
+        assert clinic.run()[0] == 0
+    assert not [q for _, _, q in clinic.server.requests_log if "note_tweet" in q]
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    versions = conn.execute(
+        "SELECT id, native_id, edited_at, text FROM item_versions WHERE item_key = ? ORDER BY id", (k(reply),)
+    ).fetchall()
+    assert [tuple(v)[1:] for v in versions] == [(reply["id"], None, reply["text"]), (reply["id"], None, LONG_REPLY)]
+    events = conn.execute("SELECT event, evidence FROM events WHERE item_key = ? ORDER BY id", (k(reply),)).fetchall()
+    assert [e[0] for e in events] == ["created", "edited"]
+    assert "not_an_edit" not in json.loads(events[0][1])
+    assert json.loads(events[1][1])["not_an_edit"].startswith("the whole text, read from note_tweet")
+    assert [v for v, _ in dob_flags(conn, k(reply))] == [versions[1][0]]
+    (summary,) = conn.execute("SELECT summary FROM run_results ORDER BY rowid DESC LIMIT 1").fetchone()
+    (notice,) = [n for a in json.loads(summary)["accounts"] for n in a["notices"] if k(reply) in n]
+    assert "note_tweet" in notice and "not an edit" in notice
+    conn.close()
+    assert recorded_revisions(clinic.tmp_path / "arch" / "warcs") == [{"x": 1}, {"x": 2}]
+    assert_rebuild_equals(clinic, tmp_path / "rebuilt.db")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..config import AccountConfig
 from ..errors import ConfigError
 from .base import Connector
@@ -24,11 +26,18 @@ CONNECTORS: dict[str, type[Connector]] = {
 }
 
 
-def connector_for(platform: str, account: AccountConfig | None = None) -> Connector:
-    """The platform's connector; given the account, one set up for it (e.g. how its credential is sent)."""
+def connector_for(platform: str, account: AccountConfig | None = None, revision: int | None = None) -> Connector:
+    """The platform's connector; given the account, one set up for it (e.g. how its credential is sent); given a
+    revision (a replayed run's), one that makes the requests of that revision, else of the newest."""
     try:
         cls = CONNECTORS[platform]
     except KeyError:
         raise ConfigError(f"platform {platform!r} has no connector (known: {', '.join(CONNECTORS)})") from None
     for_account = getattr(cls, "for_account", None)
-    return for_account(account) if for_account is not None and account is not None else cls()
+    connector = for_account(account) if for_account is not None and account is not None else cls()
+    return connector if revision is None else connector.asking_as(revision)
+
+
+def request_revisions(platforms: Iterable[str]) -> str:
+    """The warcinfo value (base.REVISIONS_FIELD) of a run using these platforms: each connector's newest revision."""
+    return ", ".join(f"{p}={CONNECTORS[p].REQUEST_REVISION}" for p in sorted(set(platforms)))

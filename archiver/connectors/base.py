@@ -18,10 +18,10 @@ import hashlib
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, Self
 
 from ..config import AccountConfig
-from ..errors import PlatformError
+from ..errors import ArchiverError, PlatformError
 from ..http import RateLimitPolicy, Session, redact_url, with_params
 from ..items import CursorUpdate, Observation
 from ..store import KnownItem
@@ -205,9 +205,61 @@ class FetchWindow:
     started_at: str | None = None
 
 
+# A run's warcinfo field naming the request revision of each connector it used ("mastodon=2, x=2"). A warcinfo
+# without it, or without a connector in it, was written before revisions were: that connector asked as revision 1.
+REVISIONS_FIELD = "connector-revisions"
+FIRST_REVISION = 1
+
+
+class RequestRevisions:
+    """What a connector asks the platform, versioned, so that every capture replays (`archiver rebuild`, `verify
+    --replay`): a replay can only answer the requests its run made.
+
+    REQUEST_REVISION is bumped whenever a change of the connector changes what it requests (a lookup added, a
+    field asked for), and the new requests are made only when `self.revision` is at least that revision. A live
+    run asks at the newest and records it in its warcinfo (REVISIONS_FIELD); a replay asks as the recorded
+    revision did. Parsing is never gated: a fixed parser reading old captures again is the point of a replay."""
+
+    platform: ClassVar[str]
+    REQUEST_REVISION: ClassVar[int] = FIRST_REVISION
+    _revision: int | None = None  # set for a replay; a live run asks at the newest
+
+    @property
+    def revision(self) -> int:
+        return self._revision or self.REQUEST_REVISION
+
+    def asking_as(self, revision: int) -> Self:
+        """This connector, set to make the requests of `revision` (a replayed run's)."""
+        if not FIRST_REVISION <= revision <= self.REQUEST_REVISION:
+            raise ArchiverError(
+                f"the {self.platform} connector of this software makes requests of revisions {FIRST_REVISION} to "
+                f"{self.REQUEST_REVISION}, and the capture was made at revision {revision}: replay it with the "
+                "software that captured it, or a newer one"
+            )
+        self._revision = revision
+        return self
+
+
+def parse_revisions(value: str) -> dict[str, int]:
+    """Platform -> revision from a REVISIONS_FIELD value; raises ValueError on a malformed entry."""
+    revisions = {}
+    for entry in value.split(","):
+        if entry.strip():
+            platform, sep, revision = entry.partition("=")
+            if not sep or not platform.strip() or not revision.strip().isdigit():
+                raise ValueError(f"{REVISIONS_FIELD}: {entry.strip()!r} is not platform=revision")
+            revisions[platform.strip()] = int(revision)
+    return revisions
+
+
 class Connector(Protocol):
     platform: ClassVar[str]
     token_param: ClassVar[str | None]  # query parameter that carries the credential; None sends a Bearer header
+    REQUEST_REVISION: ClassVar[int]
+
+    @property
+    def revision(self) -> int: ...
+    def asking_as(self, revision: int) -> Self: ...
 
     def rate_limit_policy(self) -> RateLimitPolicy: ...
 

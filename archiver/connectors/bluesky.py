@@ -42,7 +42,16 @@ from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import EMPTY_PAGES_MAX, AccountState, Credential, CursorTrail, FetchWindow, FollowUps, RecentSet
+from .base import (
+    EMPTY_PAGES_MAX,
+    AccountState,
+    Credential,
+    CursorTrail,
+    FetchWindow,
+    FollowUps,
+    RecentSet,
+    RequestRevisions,
+)
 
 POST = "app.bsky.feed.post"
 PAGE_LIMIT = 100
@@ -57,6 +66,10 @@ AUTH_ERRORS = {"AuthRequired", "AuthenticationRequired", "InvalidToken", "Expire
 # Set when a run starts reading the account's posts, cleared once every thread and quote read is done: while
 # set, posts first archived since are owed their threads and quotes (see FollowUps).
 THREADS_CURSOR = "threads_unfinished_since"
+# The request revision (see base.RequestRevisions) from which the known replies under the account's deleted posts
+# are looked up, and a thread's absent replies weighed whatever archived account captured them and under deleted
+# replies too; a run captured before asked neither.
+UNDER_DELETED = 2
 # What a deletedMessageView in the archived account's view can mean: the lexicon has no deletion for everyone.
 DELETED_FOR_SELF = (
     "it was removed from the archived account's own view only (chat.bsky.convo.deleteMessageForSelf, Bluesky "
@@ -189,9 +202,10 @@ def quoted_uri(embed: Any) -> str | None:
     return None
 
 
-class BlueskyConnector:
+class BlueskyConnector(RequestRevisions):
     platform: ClassVar[str] = "bluesky"
     token_param: ClassVar[str | None] = None
+    REQUEST_REVISION: ClassVar[int] = UNDER_DELETED  # 2: replies under deleted posts (UNDER_DELETED)
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("RateLimit-Remaining", "RateLimit-Reset")
@@ -225,12 +239,15 @@ class BlueskyConnector:
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _BlueskyRun(session, account, state, window).fetch()
+        yield from _BlueskyRun(session, account, state, window, self.revision).fetch()
 
 
 class _BlueskyRun:
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int
+    ):
         self.session = session
+        self.revision = revision
         self.account = account
         self.state = state
         self.window = window
@@ -324,7 +341,8 @@ class _BlueskyRun:
         to_read = yield from self.fetch_own_posts(follow_ups)
         yield from self.read_threads(to_read)
         yield from follow_ups.finished()
-        yield from self.recheck_orphans()
+        if self.revision >= UNDER_DELETED:
+            yield from self.recheck_orphans()
         if self.account.direct_messages:
             yield from self.fetch_chats()
 
@@ -536,7 +554,10 @@ class _BlueskyRun:
         # archived account's, and under deleted replies too: their replies live on, out of the AppView's thread.
         top_known = self.state.latest(top)
         root_key = (top_known.thread_key if top_known else None) or top
-        thread = self.state.thread_items(root_key)
+        if self.revision >= UNDER_DELETED:
+            thread = self.state.thread_items(root_key)
+        else:  # revision 1: the account's own archive of the thread, and nothing under a deleted reply
+            thread = [k for k in self.state.known_items(thread_key=root_key) if not k.deleted]
         under = below(top, thread)
         prefix = self.own_prefix()
         missing = [

@@ -25,7 +25,7 @@ from ..http import Exchange, Session
 from ..items import AccountIdentity, Item, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RequestRevisions
 from .graph import (
     GraphAnswer,
     GraphPermissionError,
@@ -102,7 +102,7 @@ def settle_hidden_status(item: Item, read: bool | None, latest: KnownItem | None
     return item
 
 
-class FacebookConnector:
+class FacebookConnector(RequestRevisions):
     platform: ClassVar[str] = "facebook"
     token_param: ClassVar[str | None] = None  # a Page access token, sent in the Authorization header
 

@@ -23,7 +23,7 @@ from ..http import Exchange, Session
 from ..items import AccountIdentity, Item, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow
+from .base import AccountState, Credential, FetchWindow, RequestRevisions
 from .graph import GraphAnswer, GraphRun, GraphUsagePolicy, check_graph_credential, graph_time
 
 CHILD_FIELDS = "id,media_type,media_url,thumbnail_url,timestamp"
@@ -56,7 +56,7 @@ def media_entries(media: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-class InstagramConnector:
+class InstagramConnector(RequestRevisions):
     platform: ClassVar[str] = "instagram"
     token_param: ClassVar[str | None] = None
 

@@ -33,7 +33,7 @@ from ..errors import AuthError, PlatformError, RateLimitedError
 from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
-from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentSet
+from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentSet, RequestRevisions
 
 PAGE_COUNT = 50
 COMMENT_COUNT = 100
@@ -109,7 +109,7 @@ def organization_urn(account: AccountConfig) -> str:
     )
 
 
-class LinkedInConnector:
+class LinkedInConnector(RequestRevisions):
     platform: ClassVar[str] = "linkedin"
     token_param: ClassVar[str | None] = None  # a 3-legged OAuth member token, sent as a Bearer header
 

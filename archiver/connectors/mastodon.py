@@ -37,7 +37,7 @@ from ..items import (
 )
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet
+from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet, RequestRevisions
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -47,6 +47,9 @@ CONVERSATIONS_CURSOR = "conversations_newest_last_status_id"
 # Statuses any signed-in viewer may load: another archived account's absence from this account's view of them
 # means something. A followers-only or direct one it may never have been shown.
 SEEN_BY_ALL = ("public", "unlisted")
+# The request revision (see base.RequestRevisions) from which deleted roots and every account's thread items are
+# weighed; a run captured before asked neither.
+UNDER_DELETED = 2
 
 
 def _time(value: str | None) -> datetime | None:
@@ -63,9 +66,12 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
         )
 
 
-class MastodonConnector:
+class MastodonConnector(RequestRevisions):
     platform: ClassVar[str] = "mastodon"
     token_param: ClassVar[str | None] = None
+    # 2: a deleted root of the re-check window is looked up again, and its thread's known items one by one; a
+    # thread's absent items are weighed whatever archived account captured them (UNDER_DELETED).
+    REQUEST_REVISION: ClassVar[int] = UNDER_DELETED
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
@@ -95,13 +101,16 @@ class MastodonConnector:
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        run = _MastodonRun(session, account, state, window)
+        run = _MastodonRun(session, account, state, window, self.revision)
         yield from run.fetch()
 
 
 class _MastodonRun:
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int
+    ):
         self.session = session
+        self.revision = revision
         self.account = account
         self.state = state
         self.window = window
@@ -178,17 +187,21 @@ class _MastodonRun:
         A root recorded deleted is looked up again while in the window: a 404 can be undone (a removal reversed
         on appeal, a block lifted; see `also_if`), and an answer records it restored. While it stays gone, its
         thread's known items are looked up one by one (`recheck_orphans`)."""
+        under_deleted = self.revision >= UNDER_DELETED
         roots = [
             known
             for known in self.state.known_items(created_since=self.window.recheck_since, kinds=("post",))
-            if known.thread_key == known.item_key and known.item_key not in self.threads_read
+            if known.thread_key == known.item_key
+            and known.item_key not in self.threads_read
+            and (under_deleted or not known.deleted)
         ]
         for root in sorted(roots, key=lambda k: int(k.native_id), reverse=True):
             exchange = self.session.get(self.api(f"statuses/{root.native_id}"), ok=(200, 404))
             if exchange.status == 404:
                 if not root.deleted:
                     yield Deletion(root.item_key, self.lookup_evidence(exchange), exchange.ref)
-                yield from self.recheck_orphans(root, exchange)
+                if under_deleted:
+                    yield from self.recheck_orphans(root, exchange)
                 continue
             status = exchange.json()
             _expect(isinstance(status, dict) and "id" in status, exchange, "a Status")
@@ -242,11 +255,15 @@ class _MastodonRun:
             yield Notice(f"thread {root_key} has {len(descendants)} replies, the API's cap: absences not checked")
             return
         present = {self.key(str(s["id"])) for s in descendants} | {root_key}
-        # Every archived account's items of the thread: another account of this instance may have captured them.
+        # Every archived account's items of the thread: another account of this instance may have captured them
+        # (revision 1 weighed the account's own only).
+        weighed = (
+            self.state.thread_items(root_key)
+            if self.revision >= UNDER_DELETED
+            else self.state.known_items(thread_key=root_key)
+        )
         missing = [
-            known
-            for known in self.state.thread_items(root_key)
-            if not known.deleted and known.item_key not in present and self.weighable(known)
+            known for known in weighed if not known.deleted and known.item_key not in present and self.weighable(known)
         ]
         yield from self.confirm_absent(missing, exchange)
 

@@ -9,6 +9,8 @@ MessageCreate / ParticipantsJoin / ParticipantsLeave events grouped by `dm_conve
 
 Edits: each edit is a new post id; `edit_history_tweet_ids` lists the chain oldest first. The chain is one
 item (keyed by its first id) whose versions are the posts of the chain; `native_id` is the version's own id.
+Long posts: `text` holds only about the first 280 characters; `tweet.fields=note_tweet` adds `note_tweet.text`,
+the whole text, which is the item's text (asked for from request revision 2).
 Rate limits: x-rate-limit-remaining / x-rate-limit-reset (Unix seconds), and 429 (code 88) answered by
 waiting for the reset, bounded by the archive's max_rate_limit_wait.
 
@@ -18,6 +20,7 @@ again for new replies; the run summary says so, and its known posts are still ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,8 +36,9 @@ from ..config import AccountConfig
 from ..errors import AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
+from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, CursorTrail, FetchWindow, RecentSet
+from .base import AccountState, Credential, CursorTrail, FetchWindow, RecentSet, RequestRevisions
 
 log = logging.getLogger("archiver.x")
 
@@ -50,6 +54,9 @@ TWEET_FIELDS = (
     "id,text,created_at,author_id,conversation_id,in_reply_to_user_id,referenced_tweets,attachments,"
     "edit_history_tweet_ids,edit_controls,entities,lang,possibly_sensitive,reply_settings"
 )
+# The request revision (see base.RequestRevisions) from which `note_tweet` is asked for: without it X cuts a long
+# post's `text` at about 280 characters, and the rest (PHI included) was neither archived nor scanned.
+NOTE_TWEET = 2
 TWEET_EXPANSIONS = (
     "author_id,attachments.media_keys,referenced_tweets.id,referenced_tweets.id.author_id,edit_history_tweet_ids"
 )
@@ -59,9 +66,15 @@ DM_FIELDS = "id,text,event_type,created_at,dm_conversation_id,sender_id,particip
 DM_EXPANSIONS = "attachments.media_keys,sender_id,participant_ids,referenced_tweets.id"
 
 
-def tweet_params() -> dict[str, str]:
+def tweet_fields(revision: int | None = None) -> str:
+    """The post fields asked for at a request revision (default: the newest)."""
+    revision = XConnector.REQUEST_REVISION if revision is None else revision
+    return TWEET_FIELDS + (",note_tweet" if revision >= NOTE_TWEET else "")
+
+
+def tweet_params(revision: int | None = None) -> dict[str, str]:
     return {
-        "tweet.fields": TWEET_FIELDS,
+        "tweet.fields": tweet_fields(revision),
         "expansions": TWEET_EXPANSIONS,
         "media.fields": MEDIA_FIELDS,
         "user.fields": USER_FIELDS,
@@ -80,6 +93,14 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
             f"GET {exchange.url}: unexpected response shape ({what}); "
             f"raw response in WARC record {exchange.ref.record_id}"
         )
+
+
+def full_text(tweet: dict[str, Any]) -> str:
+    """A post's whole text: a long post's is in `note_tweet` (when asked for), its `text` only the start."""
+    note = tweet.get("note_tweet")
+    if isinstance(note, dict) and isinstance(note.get("text"), str):
+        return note["text"]
+    return tweet.get("text") or ""
 
 
 def is_not_found(error: dict[str, Any]) -> bool:
@@ -129,9 +150,10 @@ class Includes:
         )
 
 
-class XConnector:
+class XConnector(RequestRevisions):
     platform: ClassVar[str] = "x"
     token_param: ClassVar[str | None] = None
+    REQUEST_REVISION: ClassVar[int] = NOTE_TWEET  # 2: tweet.fields asks for note_tweet (NOTE_TWEET)
 
     def rate_limit_policy(self) -> XRateLimit:
         return XRateLimit()
@@ -159,12 +181,20 @@ class XConnector:
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _XRun(session, account, state, window).fetch()
+        yield from _XRun(session, account, state, window, self.revision).fetch()
 
 
 class _XRun:
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self,
+        session: Session,
+        account: AccountConfig,
+        state: AccountState,
+        window: FetchWindow,
+        revision: int | None = None,  # the request revision to ask as (default: the newest)
+    ):
         self.session = session
+        self.revision = XConnector.REQUEST_REVISION if revision is None else revision
         self.account = account
         self.state = state
         self.window = window
@@ -256,7 +286,7 @@ class _XRun:
     def fetch_own_posts(self) -> Iterator[Observation]:
         """The account's posts newer than the last complete listing; each new thread is read."""
         since = self.state.cursor(TWEETS_CURSOR)
-        params: dict[str, Any] = {"max_results": PAGE_SIZE, **tweet_params()}
+        params: dict[str, Any] = {"max_results": PAGE_SIZE, **tweet_params(self.revision)}
         if since:
             params["since_id"] = since
         newest: int | None = int(since) if since else None
@@ -299,7 +329,11 @@ class _XRun:
             self.out_of_window.append(root_id)
             return
         path = "tweets/search/all" if self.full_archive else "tweets/search/recent"
-        params: dict[str, Any] = {"query": f"conversation_id:{root_id}", "max_results": PAGE_SIZE, **tweet_params()}
+        params: dict[str, Any] = {
+            "query": f"conversation_id:{root_id}",
+            "max_results": PAGE_SIZE,
+            **tweet_params(self.revision),
+        }
         if self.full_archive and started is not None:
             # search/all reads only the last 30 days unless told; X takes YYYY-MM-DDTHH:mm:ssZ
             params["start_time"] = started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -320,7 +354,7 @@ class _XRun:
         for start in range(0, len(missing), LOOKUP_BATCH):
             batch = missing[start : start + LOOKUP_BATCH]
             by_id = {k.native_id: k for k in batch}
-            exchange = self.session.get(self.api("tweets"), {"ids": ",".join(by_id), **tweet_params()})
+            exchange = self.session.get(self.api("tweets"), {"ids": ",".join(by_id), **tweet_params(self.revision)})
             page = exchange.json()
             _expect(isinstance(page, dict) and isinstance(page.get("data", []), list), exchange, "a lookup answer")
             includes = Includes.of(page)
@@ -376,7 +410,7 @@ class _XRun:
                 continue  # an older version than the archive's latest: already archived
             self.seen.add(version_id)
             yield from self.observe_referenced(version, includes, ref, thread_key)
-            yield from self.item(version, includes, ref, key, position, created_at, thread_key)
+            yield from self.item(version, includes, ref, key, position, created_at, thread_key, known)
 
     def observe_referenced(
         self, tweet: dict[str, Any], includes: Includes, ref: CaptureRef, thread_key: str | None
@@ -409,6 +443,7 @@ class _XRun:
         position: int,
         created_at: str | None,
         thread_key: str | None,
+        known: KnownItem | None,
     ) -> Iterator[Observation]:
         references = tweet.get("referenced_tweets") or []
         parent = next((str(r["id"]) for r in references if r.get("type") == "replied_to" and "id" in r), None)
@@ -421,14 +456,14 @@ class _XRun:
         keys = (tweet.get("attachments") or {}).get("media_keys") or []
         media = list((yield from self.fetch_media(keys, includes)))
         username = author.get("username")
-        yield Item(
+        item = Item(
             item_key=key,
             platform="x",
             kind="comment" if parent else "post",
             native_id=str(tweet["id"]),
             source=ref,
             raw=tweet,
-            text=tweet.get("text") or "",
+            text=full_text(tweet),
             created_at=created_at,
             edited_at=tweet.get("created_at") if position > 0 else None,
             parent_key=self.root_of(parent, includes) if parent else None,
@@ -446,6 +481,24 @@ class _XRun:
                 "possibly_sensitive": bool(tweet.get("possibly_sensitive")),
             },
         )
+        if (
+            "note_tweet" in tweet
+            and known is not None
+            and known.native_id == item.native_id
+            and known.content_sha256 != item.content_sha256
+        ):
+            # An edit on X is a new post id: the same id read anew with its note_tweet is the fuller capture of a
+            # long post archived truncated (before revision NOTE_TWEET), not an edit by its author.
+            why = (
+                "the whole text, read from note_tweet, where the version before holds the start X cuts long posts "
+                "to (archived before the archiver asked for note_tweet)"
+            )
+            item = dataclasses.replace(item, not_an_edit=why)
+            yield Notice(
+                f"post {key} (id {item.native_id}): its whole text was read from note_tweet, where the version "
+                "archived holds the text X cuts long posts to; the new version is that fuller capture, not an edit"
+            )
+        yield item
 
     def fetch_media(self, media_keys: list[str], includes: Includes) -> Iterator[Observation]:
         """Fetch attachments into the WARC (once per URL); returns the normalised media list."""
@@ -483,7 +536,7 @@ class _XRun:
             "expansions": DM_EXPANSIONS,
             "media.fields": MEDIA_FIELDS,
             "user.fields": USER_FIELDS,
-            "tweet.fields": TWEET_FIELDS,
+            "tweet.fields": tweet_fields(self.revision),
         }
         for exchange, page in self.paginate(self.api("dm_events"), params, "pagination_token"):
             includes = Includes.of(page)

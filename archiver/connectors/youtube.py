@@ -38,7 +38,7 @@ from ..errors import ArchiverError, AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet
+from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions
 
 API_PATH = "/youtube/v3/"
 QUOTA_CURSOR = "quota_units_used"  # "<quota day (Pacific date)>:<units this account spent that day>"
@@ -96,7 +96,7 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
         )
 
 
-class YouTubeConnector:
+class YouTubeConnector(RequestRevisions):
     platform: ClassVar[str] = "youtube"
     token_param: ClassVar[str | None] = "key"
 

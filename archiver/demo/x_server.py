@@ -3,8 +3,10 @@
 Response shapes follow docs.x.com (API v2):
 - User: `{"data": {"id", "name", "username"}}`; an unknown user is HTTP 200 with only `errors`.
 - Post: `id, text, created_at, author_id, conversation_id, edit_history_tweet_ids, edit_controls,
-  referenced_tweets, in_reply_to_user_id, attachments.media_keys, lang, possibly_sensitive, reply_settings`
-  (only `id, text, edit_history_tweet_ids` unless `tweet.fields` asks for more, as on X).
+  referenced_tweets, in_reply_to_user_id, attachments.media_keys, lang, possibly_sensitive, reply_settings,
+  note_tweet` (only `id, text, edit_history_tweet_ids` unless `tweet.fields` asks for more, as on X). A long post
+  (over 280 characters) has its `text` cut at the last word that ends within 280 characters, and its whole text
+  in `note_tweet.text`, served only when `tweet.fields` names note_tweet.
 - Listings: `{"data": [...], "includes": {"users", "tweets", "media"}, "meta": {"result_count", "newest_id",
   "oldest_id", "next_token"}}` newest first; `pagination_token` (timelines, DM events) or `next_token`
   (search) continues; no `next_token` on the last page; an empty listing is `{"meta": {"result_count": 0}}`.
@@ -38,6 +40,19 @@ NOT_FOUND = "https://api.twitter.com/2/problems/resource-not-found"
 TWITTER_EPOCH_MS = 1288834974657
 RATE_WINDOW = 15 * 60
 DEFAULT_FIELDS = ("id", "text", "edit_history_tweet_ids")
+SHORT_POST = 280  # characters of a post's `text`; a longer post's whole text is its note_tweet's
+
+
+def with_text(tweet: dict[str, Any], text: str) -> dict[str, Any]:
+    """The post with this text, as X gives it: a long one cut in `text`, whole in `note_tweet`."""
+    tweet = {k: v for k, v in tweet.items() if k != "note_tweet"}
+    tweet["text"] = text
+    if len(text) > SHORT_POST:
+        head = text[: SHORT_POST + 1]  # a word that ends at 280 is followed by a space
+        words = head.rsplit(None, 1) if head[-1].strip() else [head]
+        tweet["text"] = (words[0] if len(words) > 1 else head[:SHORT_POST]).rstrip()
+        tweet["note_tweet"] = {"text": text}
+    return tweet
 
 
 def x_time(ts: datetime) -> str:
@@ -96,7 +111,8 @@ class XState:
         tweet_id = self._id(created_at)
         references = []
         conversation = tweet_id
-        tweet: dict[str, Any] = {"id": tweet_id, "text": text, "created_at": x_time(created_at), "author_id": user_id}
+        tweet: dict[str, Any] = with_text({"id": tweet_id}, text)
+        tweet.update({"created_at": x_time(created_at), "author_id": user_id})
         if reply_to:
             parent = self.tweets[reply_to]
             references.append({"type": "replied_to", "id": reply_to})
@@ -130,7 +146,7 @@ class XState:
         old = self.tweets[tweet_id]
         chain = list(old["edit_history_tweet_ids"])
         new_id = self._id(at)
-        new = {**old, "id": new_id, "text": text, "created_at": x_time(at)}
+        new = with_text({**old, "id": new_id, "created_at": x_time(at)}, text)
         chain.append(new_id)
         controls = dict(old["edit_controls"])
         controls["edits_remaining"] = max(0, controls["edits_remaining"] - 1)
