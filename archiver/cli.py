@@ -110,10 +110,12 @@ def run(
 ) -> None:
     """Archive every configured account once: the nightly job.
 
-    Exit code 0 when every account succeeded, 1 when one failed (the others are still archived) or another
-    run holds the archive, 2 for bad input found before anything is touched (the config, an account's token, a
-    database file that is not an archive), 130 when stopped by Ctrl-C or SIGTERM (what was captured is
-    kept and signed; the next run resumes).
+    Exit code 0 when every account succeeded, 1 when one failed (the others are still archived), when the PHI
+    scan or the consent check at the end failed (e.g. a bad rule file: what was captured is kept and signed;
+    fix it and run `archiver scan`) or another run holds the archive, 2 for bad input found before anything is
+    touched (the config, an account's token, a database file that is not an archive), 130 when stopped by
+    Ctrl-C or SIGTERM (what was captured is kept and signed; the next run resumes). An alert channel that
+    fails is a notice: its flags stay owed, and the next run or `archiver alerts send` sends them.
 
     Example: archiver run --config /etc/archiver/archiver.toml --quiet
     """
@@ -647,8 +649,9 @@ def scan(
 ) -> None:
     """Scan for PHI / policy hits and append flags (each run already scans its new versions).
 
-    With --text, no archive is touched: prints one JSON line per input (id, flagged, flags with category,
-    rule, span and reason); --config is then optional.
+    Then sends the alert channels every flag they owe (an alert channel that fails is a notice; its flags stay
+    owed). With --text, no archive is touched: prints one JSON line per input (id, flagged, flags with
+    category, rule, span and reason); --config is then optional.
 
     Example: archiver scan --all --config /etc/archiver/archiver.toml
     """
@@ -668,24 +671,30 @@ def scan(
         return
     from .lock import archive_lock
     from .progress import count_progress
+    from .scan.delivery import alert_after
     from .store import Store, require_database
 
     cfg = load_config(config or DEFAULT_CONFIG)
     require_database(cfg.archive.database)
     detector = build_detector(cfg)
-    with archive_lock(cfg.archive.dir), count_progress(on_terminal(), "scanning versions") as on_progress:
+    notices: list[str] = []
+    with archive_lock(cfg.archive.dir):
         store = Store.open(cfg.archive.database, create=False)
         try:
-            outcome = append_scan(
-                store,
-                detector,
-                mode="all" if all_versions else "new",
-                on_progress=on_progress,
-                workers=worker_count(cfg.scan.workers),
-            )
+            with count_progress(on_terminal(), "scanning versions") as on_progress:
+                outcome = append_scan(
+                    store,
+                    detector,
+                    mode="all" if all_versions else "new",
+                    on_progress=on_progress,
+                    workers=worker_count(cfg.scan.workers),
+                )
+            alert_after(store, cfg, None, notices)
         finally:
             store.close()
     typer.echo(outcome.summary())
+    for notice in notices:
+        typer.echo(notice)
 
 
 @app.command()
@@ -753,6 +762,65 @@ def demo(
         warc_dir=outcome.config.archive.warc_dir,
         on_ready=lambda url: typer.echo(f"serving the demo archive at {url} (Ctrl-C to stop)"),
     )
+
+
+alerts_app = typer.Typer(
+    help="Alerts of new flags: what each channel (e-mail, webhook) still owes, and sending it now.",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("send")
+@reports_errors
+def alerts_send(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Send every flag the alert channels still owe, now (each run and scan already does, at its end).
+
+    For after an outage: fix the SMTP server or the webhook, then send. Exit 0 when everything owed was
+    delivered (or nothing was owed), 1 when a channel failed (its flags stay owed), 2 when no channel is
+    configured.
+
+    Example: archiver alerts send --config /etc/archiver/archiver.toml
+    """
+    from .scan.delivery import send_owed_alerts
+
+    answers = send_owed_alerts(load_config(config))
+    for answer in answers:
+        typer.echo(answer.notice, err=not answer.sent)
+    if not answers:
+        typer.echo("nothing owed: every alerted flag in the review queue was delivered on every channel")
+    raise typer.Exit(0 if all(answer.sent for answer in answers) else 1)
+
+
+@alerts_app.command("pending")
+@reports_errors
+def alerts_pending(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON, every owed flag listed.")] = False,
+) -> None:
+    """List what each alert channel still owes: flags in the review queue it has not delivered, and its last
+    attempt (read-only).
+
+    Example: archiver alerts pending --config /etc/archiver/archiver.toml
+    """
+    from .scan.alerts import ALERT_LISTED
+    from .scan.delivery import read_pending_alerts
+
+    pending = read_pending_alerts(load_config(config))
+    if as_json:
+        typer.echo(json.dumps([owed.as_json() for owed in pending], indent=2))
+        return
+    for owed in pending:
+        last = owed.last_attempt
+        said = f"; last attempt {last['at']}: {last['error'] or last['outcome']}" if last else ""
+        typer.echo(f"{owed.channel} ({owed.destination}): {len(owed.flags)} flag(s) owed{said}")
+        for flag in owed.flags[:ALERT_LISTED]:
+            typer.echo(
+                f"  flag {flag['id']}: {flag['severity']} {flag['category']} ({flag['rule_id']}) {flag['item_key']} "
+                f"flagged {flag['flagged_at']}"
+            )
+        if len(owed.flags) > ALERT_LISTED:
+            typer.echo(f"  ... and {len(owed.flags) - ALERT_LISTED} more (--json lists them all)")
 
 
 consent_app = typer.Typer(

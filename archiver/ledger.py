@@ -37,6 +37,7 @@ LEDGER_KEYS: dict[str, str] = {
     "consent_links": "id",
     "consent_checks": "id",
     "exports": "id",
+    "alert_deliveries": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -54,6 +55,7 @@ INTEGER_KEYS = {
     "consent_links",
     "consent_checks",
     "exports",
+    "alert_deliveries",
 }
 
 

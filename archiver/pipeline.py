@@ -42,6 +42,7 @@ from .lock import archive_lock
 from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
 from .scan.alerts import send_failure_alert
 from .scan.archive import scan_after_run, start_scanner
+from .scan.delivery import alert_after
 from .store import KnownItem, Store
 from .warc import WarcWriter, iso, utcnow
 
@@ -74,19 +75,25 @@ class RunResult:
     warc_files: list[str]
     notices: list[str] = field(default_factory=list)
     interrupted: bool = False
+    checks_failed: bool = False  # the PHI scan or the consent check at the end failed (the captures are kept)
 
     @property
     def ok(self) -> bool:
+        """Every account captured (what the end-of-run checks found aside: see `status`)."""
         return all(a.status == "ok" for a in self.accounts)
 
     @property
+    def status(self) -> str:
+        return "ok" if self.ok and not self.checks_failed else "failed"
+
+    @property
     def exit_code(self) -> int:
-        return Interrupted.exit_code if self.interrupted else 0 if self.ok else 1
+        return Interrupted.exit_code if self.interrupted else 0 if self.status == "ok" else 1
 
     def summary(self) -> dict:
         return {
             "run_id": self.run_id,
-            "status": "ok" if self.ok else "failed",
+            "status": self.status,
             "interrupted": self.interrupted,
             "accounts": [asdict(a) for a in self.accounts],
             "warc_files": self.warc_files,
@@ -314,11 +321,13 @@ def run_archive(
                 # versions next run (they take up what no scan has covered); a stop asked for is no alert.
                 notices.append("run interrupted: the PHI scan and the consent check run with the next run")
             else:
-                scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
-                consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
+                scanned = scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
+                checked = consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
+                run.checks_failed = scanned is None or not checked
+                alert_after(store, config, run_id, notices)  # every flag owed, this run's and any earlier one's
                 failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
                 notices.extend(send_failure_alert(config, run_id, failed))
-            store.append_run_result(run_id, "ok" if run.ok else "failed", run.summary())
+            store.append_run_result(run_id, run.status, run.summary())
             checkpoint_archive(store, config, run_id, notices)
             return run
         finally:

@@ -173,7 +173,8 @@ def render_summary(result: RunResult, console: Console | None = None) -> None:
     """The run summary on stdout: a table on a terminal; off one (cron's log, a pipe) a line an account, whole,
     since a table there is cut to 80 columns and a long account name would lose its end."""
     console = console or Console()
-    outcome = "INTERRUPTED" if result.interrupted else "ok" if result.ok else "FAILED"
+    # a failed PHI scan or consent check fails the run too (result.status), though every account was captured
+    outcome = "INTERRUPTED" if result.interrupted else "ok" if result.status == "ok" else "FAILED"
     title = f"run {result.run_id}: {outcome}"
     rows = [(a.account, a.status, *map(str, summary_counts(a))) for a in result.accounts]
     if console.is_terminal:

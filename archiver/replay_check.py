@@ -158,6 +158,7 @@ NOT_REPLAYED: dict[str, str] = {
     "consent_links": "people's decisions, not in any captured record",
     "consent_checks": "made by consent checks, not by a capture",
     "exports": "the register of evidence bundles made",
+    "alert_deliveries": "made by alert deliveries, not by a capture",
 }
 NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"
 

@@ -58,6 +58,7 @@ ARCHIVE_TABLES = (
     "consent_links",
     "consent_checks",
     "exports",
+    "alert_deliveries",
 )
 
 

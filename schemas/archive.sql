@@ -771,3 +771,111 @@ SELECT
 FROM flag_status s JOIN item_versions v ON v.id = s.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
 ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+-- migration 0011: alert deliveries; one hit across an item's versions
+-- New flags were announced once, at the end of the run that made them, and nothing recorded whether the
+-- message got through: an SMTP or webhook outage, a scan that failed, or a stop while sending left flags
+-- never announced. Each attempt is now recorded, one row per flag per message per channel, once the channel
+-- has answered: a stop in between leaves no row, so the flag is sent again (at least once, never silently
+-- dropped). A flag is owed on a channel while it is in the review queue at an alerted severity, with no 'sent'
+-- row there for it or for an earlier flag of the same hit (archiver/scan/delivery.py); flags made before
+-- this migration was applied are not owed, so an upgrade does not announce the archive's history.
+-- A moderator hiding a comment makes a new version with the same text, and the scan flags the same hit
+-- again. A PHI flag's hit is its item, rule, span and matched text: flag_status now carries the latest
+-- decision on the same hit on any earlier or equal version of the item, and a PHI flag is current only
+-- while no later version of its item has a flag of the same hit by the same rules, so the queue shows each
+-- hit once, on its latest version. A consent flag's decision stays its own (0010). flags_hit answers both look-ups from the
+-- index alone: count(*) of flag_queue over 30,000 flags (5,000 comments, three versions of two hits each) took
+-- 180 ms with 0010's views, 210 ms with these without the index, 100 ms with it.
+CREATE TABLE alert_deliveries (
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL,            -- one number per message sent on a channel, shared by its flags' rows
+    flag_id INTEGER NOT NULL REFERENCES flags(id),
+    channel TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+    destination TEXT NOT NULL,           -- the e-mail's recipients, or the webhook's scheme and host only
+    outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'failed')),
+    error TEXT,                          -- failed: the one-line error, without secrets; sent: null
+    run_id TEXT REFERENCES runs(id),     -- the run that sent it; null for `archiver scan` and `archiver alerts send`
+    created_at TEXT NOT NULL,            -- when the channel answered
+    CHECK ((outcome = 'sent') = (error IS NULL))
+);
+CREATE INDEX alert_deliveries_flag ON alert_deliveries(flag_id, channel, outcome);
+CREATE INDEX flags_hit ON flags(item_key, rule_id, span_start, span_end, version_id, matched);
+CREATE TRIGGER alert_deliveries_append_only_update BEFORE UPDATE ON alert_deliveries
+BEGIN SELECT RAISE(ABORT, 'alert_deliveries is append-only: UPDATE refused'); END;
+CREATE TRIGGER alert_deliveries_append_only_delete BEFORE DELETE ON alert_deliveries
+BEGIN SELECT RAISE(ABORT, 'alert_deliveries is append-only: DELETE refused'); END;
+
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        ELSE
+            EXISTS (SELECT 1 FROM lapsed_consents x WHERE x.consent_id = f.matched AND x.item_key = f.item_key)
+        END
+    ELSE
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                           ORDER BY s.id DESC LIMIT 1)
+        -- the same hit on a later version of the item is the one the queue shows
+        AND NOT EXISTS (SELECT 1 FROM flags g
+                        WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+                          AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+                          AND g.version_id > f.version_id AND g.matched IS f.matched
+                          AND g.rules_version = f.rules_version)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;

@@ -82,6 +82,26 @@ class Hooks:
         self.server.server_close()
 
 
+def alerts_toml(smtp_port: int, hook_url: str) -> str:
+    """Both channels, the e-mail's with a login, the webhook's with a bearer token (secrets from ENV)."""
+    return f"""\
+[alerts]
+datasette_url = "{DATASETTE}/"
+
+[alerts.email]
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+username = "archiver"
+password_env = "ALERT_TEST_SMTP_PASSWORD"
+from = "archiver@clinic.test"
+to = ["privacy@clinic.test", "security@clinic.test"]
+
+[alerts.webhook]
+url = "{hook_url}"
+token_env = "ALERT_TEST_HOOK_TOKEN"
+"""
+
+
 def write_config(directory: Path, api_base: str, smtp_port: int, hook_url: str, extra_scan: str = "") -> Path:
     path = directory / "archiver.toml"
     path.write_text(
@@ -102,21 +122,7 @@ own_handles = ["riverside"]
 own_phones = ["555-0100"]
 {extra_scan}
 
-[alerts]
-datasette_url = "{DATASETTE}/"
-
-[alerts.email]
-smtp_host = "127.0.0.1"
-smtp_port = {smtp_port}
-username = "archiver"
-password_env = "ALERT_TEST_SMTP_PASSWORD"
-from = "archiver@clinic.test"
-to = ["privacy@clinic.test", "security@clinic.test"]
-
-[alerts.webhook]
-url = "{hook_url}"
-token_env = "ALERT_TEST_HOOK_TOKEN"
-""",
+{alerts_toml(smtp_port, hook_url)}""",
         "utf-8",
     )
     return path
@@ -235,26 +241,39 @@ def test_a_failing_channel_is_a_notice_and_the_run_still_succeeds(tmp_path, clin
     assert SMTP_PASSWORD not in result.output
 
 
-def test_a_bad_rule_file_in_a_run_is_a_notice_and_the_captures_are_kept(tmp_path, clinic, channels):
+def test_a_bad_rule_file_fails_the_run_keeps_its_captures_and_a_later_scan_alerts_the_flags(tmp_path, clinic, channels):
     mailbox, smtp_port, hooks = channels
     (tmp_path / "ours.yml").write_text(
         "context: [{id: y, category: c, severity: high, reason: r, anchor: self, terms: [nosuch]}]\n"
     )
     config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url, 'rule_files = ["ours.yml"]')
     result = run(config)
-    assert result.exit_code == 0, result.output
-    notices = json.loads(result.stdout)["notices"]
+    assert result.exit_code == 1, result.output  # every account captured, but the scan and the check failed
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "failed" and all(a["status"] == "ok" for a in summary["accounts"])
+    notices = summary["notices"]
     assert any("PHI scan failed: " in n and "ours.yml: context[0] (y): names lexicon 'nosuch'" in n for n in notices)
+    assert any(n.startswith("consent check failed: ") for n in notices)
     conn = sqlite3.connect(tmp_path / "arch" / "archive.db")
     assert conn.execute("SELECT count(*) FROM item_versions").fetchone()[0] > 0
     assert conn.execute("SELECT count(*) FROM flags").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 1
+    assert conn.execute("SELECT status FROM run_results").fetchone()[0] == "failed"
     assert mailbox.messages == [] and hooks.posts == []
-    # once fixed, `archiver scan` reads the versions the run could not
+    # once fixed, `archiver scan` reads the versions the run could not, and alerts their flags
     (tmp_path / "ours.yml").write_text("version: fixed\n")
-    result = CliRunner().invoke(app, ["scan", "--config", str(config)])
+    result = CliRunner().invoke(app, ["scan", "--config", str(config)], env=ENV)
     assert result.exit_code == 0, result.output
-    assert conn.execute("SELECT count(*) FROM flags").fetchone()[0] > 0
+    high = [r[0] for r in conn.execute("SELECT id FROM flags WHERE severity = 'high' ORDER BY id")]
+    assert high
+    [mail] = mailbox.messages
+    assert mail["Subject"] == f"[archiver] {len(high)} new high-severity PHI flag(s)"
+    [(_, payload)] = hooks.posts
+    assert payload["count"] == len(high) and payload["run_id"] is None
+    assert f"alert e-mail sent to privacy@clinic.test, security@clinic.test ({len(high)} flags)" in result.output
+    # the next run finds them delivered
+    assert run(config).exit_code == 0
+    assert len(mailbox.messages) == 1 and len(hooks.posts) == 1
 
 
 @pytest.mark.parametrize(
@@ -296,10 +315,10 @@ def test_a_failed_account_is_announced_on_every_channel_without_its_token(tmp_pa
 
 
 def test_a_large_alert_names_the_most_severe_and_counts_the_rest(tmp_path, channels, monkeypatch):
-    """A first run over a large archive can add thousands of flags: the scan keeps only what an alert names
-    (ALERT_LISTED of each severity), and the alert names the most severe, oldest first, and counts the rest."""
+    """A first run over a large archive can add thousands of flags: the scan keeps a bounded list of them
+    (ALERT_LISTED of each severity), and an alert names the most severe, oldest first, and counts the rest."""
     from archiver.config import load_config
-    from archiver.scan.alerts import send_alerts
+    from archiver.scan.alerts import send_flags
     from archiver.scan.archive import ScanOutcome
 
     for name, value in ENV.items():
@@ -307,14 +326,17 @@ def test_a_large_alert_names_the_most_severe_and_counts_the_rest(tmp_path, chann
     mailbox, smtp_port, hooks = channels
     config = load_config(write_config(tmp_path, "http://127.0.0.1:9", smtp_port, hooks.url))
     outcome = ScanOutcome(1, "rules-1", "new", 1200)
+    all_flags = []
     for n, severity in enumerate(["medium", "high", "low"] * 400, start=1):
         flag = {"id": n, "version_id": n, "item_key": f"x:{n}", "rule_id": "r", "category": "c", "reason": "why"}
-        outcome.add_flag({**flag, "severity": severity})
+        all_flags.append({**flag, "severity": severity})
+        outcome.add_flag(all_flags[-1])
     assert outcome.flags_added == 1200 and len(outcome.flags) == 3 * ALERT_LISTED
     assert "1200 new flags (400 high)" in outcome.summary()
 
-    notices = send_alerts(config, outcome.flags, "run-1", outcome.counts)
-    assert len(notices) == 2 and all("400 flags" in n for n in notices), notices
+    owed = [flag for flag in all_flags if flag["severity"] == "high"]  # what the channels owe (scan/delivery.py)
+    answers = [send_flags(config, channel, owed, "run-1") for channel in ("email", "webhook")]
+    assert all(a.sent and "400 flags" in a.notice for a in answers), answers
     high_ids = list(range(2, 1201, 3))
     [(_, payload)] = hooks.posts
     assert payload["count"] == 400 and payload["listed"] == ALERT_LISTED

@@ -13,7 +13,9 @@ from archiver.consent.check import append_consent_check, build_signal_detector
 from archiver.consent.register import append_consent_import
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
+from archiver.scan.alerts import ChannelAnswer
 from archiver.scan.archive import append_review, append_scan
+from archiver.scan.delivery import Owed, append_delivery
 from archiver.scan.engine import Detector
 from archiver.scan.rules import load_rules
 from archiver.store import ARCHIVE_TABLES, Store, load_migrations
@@ -91,6 +93,8 @@ def fill_every_table(store: Store) -> None:
         store.append_item("a", make_item("My MRN is 00482913", item_key="mastodon:h:2", native_id="2"), "run1")
     outcome = append_scan(store, Detector(load_rules()), mode="new", run_id="run1")
     append_review(store, outcome.flags[0]["id"], "violation", "pat reviewer", "asked the author to delete it")
+    hook = ChannelAnswer("webhook", "https://chat.example/...", "alert webhook answered 204")
+    append_delivery(store, Owed("webhook", hook.destination, outcome.flags[:1]), hook, "run1")
     append_consent_check(store, build_signal_detector(None), date(2026, 11, 23), "run1")
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")

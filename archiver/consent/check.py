@@ -307,16 +307,15 @@ def check_consents(config: Config, today: date) -> ConsentCheckOutcome:
         return append_consent_check(store, detector, today)
 
 
-def consent_check_after_run(store: Store, config: Config, run_id: str, today: date, notices: list[str]) -> None:
-    """The end of `archiver run`, after the PHI scan: a failure is a notice and a log line, never a lost run."""
-    from ..scan.alerts import send_alerts
-
+def consent_check_after_run(store: Store, config: Config, run_id: str, today: date, notices: list[str]) -> bool:
+    """The end of `archiver run`, after the PHI scan: a failure is a notice and a log line, never a lost run;
+    False tells the run it failed. The run then alerts what is owed (scan/delivery.py)."""
     try:
         outcome = append_consent_check(store, build_signal_detector(config), today, run_id)
     except (ArchiverError, OSError) as exc:
         message = f"consent check failed: {exc}; fix it and run `archiver consent check`"
         log.error(message)
         notices.append(message)
-        return
+        return False
     notices.append(outcome.summary())
-    notices.extend(send_alerts(config, outcome.flags, run_id))
+    return True

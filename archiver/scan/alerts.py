@@ -1,18 +1,19 @@
-"""Alerts after a run, by e-mail (SMTP) and webhook (JSON POST): new flags of the configured severity or
-worse, and accounts the run could not capture.
+"""Alerts by e-mail (SMTP) and webhook (JSON POST): flags of the configured severity or worse that a channel
+still owes (scan/delivery.py decides which, and records each attempt), and accounts a run could not capture.
 
 A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
 history in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
 the review queue, so that a first run over a large archive sends a message a mail server or chat accepts.
 It never carries the flagged text, the item's text or its author: only the archive, behind its access
-control, holds PHI. A channel that fails is a notice of the run, not a failed run.
+control, holds PHI. A channel that fails is a notice of the run, not a failed run: its flags stay owed.
 """
 
 from __future__ import annotations
 
 import os
 import smtplib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,6 +26,21 @@ from ..logs import redact_secrets, register_secret
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 TIMEOUT = 15
 ALERT_LISTED = 50  # flags named one by one in an alert
+CHANNELS = ("email", "webhook")
+
+
+@dataclass(frozen=True)
+class ChannelAnswer:
+    """What one channel made of one message: a notice for the summary, and the error when it failed."""
+
+    channel: str
+    destination: str
+    notice: str
+    error: str | None = None  # one line, free of secrets
+
+    @property
+    def sent(self) -> bool:
+        return self.error is None
 
 
 def alerted(alerts: AlertsConfig, severity: str) -> bool:
@@ -32,15 +48,29 @@ def alerted(alerts: AlertsConfig, severity: str) -> bool:
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[alerts.severity]
 
 
-def alert_flags(alerts: AlertsConfig, flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [f for f in flags if alerted(alerts, f["severity"])]
+def alerted_severities(alerts: AlertsConfig) -> list[str]:
+    return [severity for severity in SEVERITY_RANK if alerted(alerts, severity)]
+
+
+def configured_channels(alerts: AlertsConfig) -> list[str]:
+    return [channel for channel, on in zip(CHANNELS, (alerts.email, alerts.webhook), strict=True) if on is not None]
+
+
+def destination(alerts: AlertsConfig, channel: str) -> str:
+    """Where a channel's messages go, as said in output and kept in alert_deliveries (no secret in it)."""
+    if channel == "email":
+        assert alerts.email is not None  # only asked of configured channels
+        return ", ".join(alerts.email.to)
+    assert alerts.webhook is not None
+    return shown_webhook(alerts.webhook.url)
 
 
 def alert_payload(
     config: Config, flags: list[dict[str, Any]], run_id: str | None, count: int | None = None
 ) -> dict[str, Any]:
     """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items.
-    `count` is how many new flags there are in all (default: those given); ALERT_LISTED of them are named."""
+    `count` is how many flags the channel owes in all (default: those given); ALERT_LISTED of them are named.
+    `run_id` is the run sending it (None for `archiver scan` and `archiver alerts send`)."""
     base = config.alerts.datasette_url
     listed = sorted(flags, key=lambda f: (-SEVERITY_RANK.get(f["severity"], 0), f["id"]))[:ALERT_LISTED]
     return {
@@ -74,8 +104,9 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     message["Subject"] = f"[archiver] {payload['count']} new {payload['severity_at_least']}-severity PHI flag(s)"
     message["From"] = email.sender
     message["To"] = ", ".join(email.to)
+    run = f" (run {payload['run_id']})" if payload["run_id"] else ""
     lines = [
-        f"The archive of {payload['archive']} has {payload['count']} new flag(s) from run {payload['run_id']}.",
+        f"The archive of {payload['archive']} has {payload['count']} new flag(s){run}.",
         "Review them in the queue (the flagged text is shown only there):",
         f"  {payload['queue_url']}",
         "",
@@ -123,18 +154,13 @@ def failure_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     return message
 
 
-def send_alerts(
-    config: Config, flags: list[dict[str, Any]], run_id: str | None, counts: Mapping[str, int] | None = None
-) -> list[str]:
-    """Send new flags to every configured channel; returns one notice per channel (sent or failed).
-
-    `counts` (new flags by severity) is given when `flags` holds only some of them (see ScanOutcome)."""
-    chosen = alert_flags(config.alerts, flags)
-    total = len(chosen) if counts is None else sum(n for s, n in counts.items() if alerted(config.alerts, s))
-    if not total:
-        return []
-    payload = alert_payload(config, chosen, run_id, total)
-    return _send(config, payload, lambda: alert_email(config, payload), f"{payload['count']} flags")
+def send_flags(config: Config, channel: str, flags: list[dict[str, Any]], run_id: str | None) -> ChannelAnswer:
+    """One message on one configured channel naming `flags` (all that it owes: the payload counts them)."""
+    payload = alert_payload(config, flags, run_id)
+    what = f"{payload['count']} flags"
+    if channel == "email":
+        return _send_email(config, alert_email(config, payload), what)
+    return _send_webhook(config, payload, what)
 
 
 def send_failure_alert(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> list[str]:
@@ -147,17 +173,23 @@ def send_failure_alert(config: Config, run_id: str, failed: list[tuple[str, str,
 
 def _send(config: Config, payload: dict[str, Any], email: Callable[[], EmailMessage], what: str) -> list[str]:
     alerts = config.alerts
-    notices = []
+    answers = []
     if alerts.email is not None:
-        notices.append(_send_email(config, email(), what))
+        answers.append(_send_email(config, email(), what))
     if alerts.webhook is not None:
-        notices.append(_send_webhook(config, payload, what))
-    return notices
+        answers.append(_send_webhook(config, payload, what))
+    return [answer.notice for answer in answers]
 
 
-def _send_email(config: Config, message: EmailMessage, what: str) -> str:
+def _failed(channel: str, to: str, message: str) -> ChannelAnswer:
+    line = " ".join(redact_secrets(message).split())  # an SMTP reply can run over several lines
+    return ChannelAnswer(channel, to, line, line)
+
+
+def _send_email(config: Config, message: EmailMessage, what: str) -> ChannelAnswer:
     email = config.alerts.email
     assert email is not None
+    to = destination(config.alerts, "email")
     try:
         with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=TIMEOUT) as smtp:
             if email.starttls:
@@ -168,11 +200,11 @@ def _send_email(config: Config, message: EmailMessage, what: str) -> str:
                 smtp.login(email.username, password)
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
-        return redact_secrets(f"alert e-mail via {email.smtp_host}:{email.smtp_port} failed: {exc}")
-    return f"alert e-mail sent to {', '.join(email.to)} ({what})"
+        return _failed("email", to, f"alert e-mail via {email.smtp_host}:{email.smtp_port} failed: {exc}")
+    return ChannelAnswer("email", to, f"alert e-mail sent to {to} ({what})")
 
 
-def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> str:
+def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> ChannelAnswer:
     webhook = config.alerts.webhook
     assert webhook is not None
     headers = {}
@@ -180,13 +212,14 @@ def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> str:
         token = os.environ[webhook.token_env]
         register_secret(token)
         headers["Authorization"] = f"Bearer {token}"
+    shown = destination(config.alerts, "webhook")
     try:
         response = requests.post(webhook.url, json=payload, headers=headers, timeout=TIMEOUT)
     except requests.RequestException as exc:
-        return redact_secrets(f"alert webhook {shown_webhook(webhook.url)} failed: {type(exc).__name__}")
+        return _failed("webhook", shown, f"alert webhook {shown} failed: {type(exc).__name__}")
     if response.status_code >= 300:
-        return f"alert webhook {shown_webhook(webhook.url)} failed: HTTP {response.status_code}"
-    return f"alert webhook {shown_webhook(webhook.url)} answered {response.status_code} ({what})"
+        return _failed("webhook", shown, f"alert webhook {shown} failed: HTTP {response.status_code}")
+    return ChannelAnswer("webhook", shown, f"alert webhook {shown} answered {response.status_code} ({what})")
 
 
 def shown_webhook(url: str) -> str:

@@ -38,9 +38,9 @@ class ScanOutcome:
     rules_version: str
     mode: str
     versions_scanned: int
-    # The flags an alert names, as it needs them: ids, kinds and reasons, never the matched text. Only the
-    # first ALERT_LISTED of each severity are kept (the alert names no more), so a scan of a large archive
-    # holds a bounded list until its alert; `counts` has them all.
+    # Some of the new flags, for a caller to show: ids, kinds and reasons, never the matched text. Only the
+    # first ALERT_LISTED of each severity are kept, so a scan of a large archive holds a bounded list; `counts`
+    # has them all. (Alerts read what is owed from the archive: scan/delivery.py.)
     flags: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)  # new flags by severity
 
@@ -210,11 +210,9 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
 def scan_after_run(
     store: Store, config: Config, run_id: str, notices: list[str], scanner: VersionScanner | None = None
 ) -> ScanOutcome | None:
-    """The end of `archiver run`: scan the new versions (`scanner` holds what was detected during the capture),
-    announce new flags. A failure here is a notice and a log line, never a lost run (the captures are already
-    committed)."""
-    from .alerts import send_alerts
-
+    """The end of `archiver run`: scan the new versions (`scanner` holds what was detected during the capture).
+    A failure here is a notice and a log line, never a lost run (the captures are already committed); None
+    tells the run it failed. The run then alerts what is owed (scan/delivery.py)."""
     try:
         detector = scanner.detector if scanner is not None else build_detector(config)
         outcome = append_scan(store, detector, mode="new", run_id=run_id, scanner=scanner)
@@ -224,7 +222,6 @@ def scan_after_run(
         notices.append(message)
         return None
     notices.append(outcome.summary())
-    notices.extend(send_alerts(config, outcome.flags, run_id, outcome.counts))
     return outcome
 
 
