@@ -6,6 +6,7 @@ The schema lives in schemas/archive.sql, split into numbered migrations (see its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -521,6 +522,24 @@ class Store:
         ).fetchone()
         return bool(row and row[0] == "deleted")
 
+    def _only_media_moved(self, item: Item, version_id: int, content_sha256: str) -> str | None:
+        """Why a changed item is no edit when all that changed is where its attachments are served from (same
+        ids, in the same order): Mastodon re-caching a remote file, a Bluesky account moving to another PDS."""
+        if not item.media:
+            return None
+        (stored,) = self.conn.execute("SELECT media FROM item_versions WHERE id = ?", (version_id,)).fetchone()
+        before = json.loads(stored or "[]")
+        if len(before) != len(item.media) or not all(
+            b.get("id") and b.get("id") == m.get("id") for b, m in zip(before, item.media, strict=True)
+        ):
+            return None
+        moved_back = dataclasses.replace(
+            item, media=tuple({**m, "url": b.get("url")} for b, m in zip(before, item.media, strict=True))
+        )
+        if moved_back.content_sha256 != content_sha256:
+            return None
+        return "only the attachments' URLs changed, not their ids: the platform serves the same files from elsewhere"
+
     def append_item(self, account: str, item: Item, run_id: str) -> AppendOutcome:
         """Append a version when the item is new or its content changed, with its events."""
         outcome = AppendOutcome()
@@ -565,8 +584,9 @@ class Store:
             evidence = {"warc_record_id": item.source.record_id, "warc_file": item.source.warc_file}
             if latest is not None:
                 evidence["previous_version_id"] = latest["id"]
-                if item.not_an_edit:
-                    evidence["not_an_edit"] = item.not_an_edit
+                not_an_edit = item.not_an_edit or self._only_media_moved(item, latest["id"], latest["content_sha256"])
+                if not_an_edit:
+                    evidence["not_an_edit"] = not_an_edit
             self._append_event(item.item_key, event, version_id, run_id, evidence, now)
             outcome.new_item = latest is None
             outcome.new_version = True

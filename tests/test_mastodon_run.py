@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.loopback import Fault
-from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
+from archiver.demo.mastodon_server import MEDIA_PREFIX, MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
 from tests.revisions import captured_at_revision_1, recorded_revisions, verify_replay
 
@@ -638,3 +638,30 @@ def test_runs_captured_before_the_deleted_root_lookups_still_rebuild_and_verify(
     assert_rebuild_equals(clinic, clinic.config())
     result = verify_replay(clinic.config())
     assert result.exit_code == 0, result.output
+
+
+def test_an_attachment_served_from_a_new_url_is_a_version_that_says_it_is_no_edit(clinic):
+    """An instance re-caching a file (media_proxy) serves the same attachment id from another URL: the new
+    version is kept (the URL is what was published), and its event says no one edited the post. A changed alt
+    text is an edit."""
+    assert clinic.run()[0] == 0
+    post = clinic.posts[0]
+    status = clinic.state.statuses[post["id"]]
+    attachment = status["media_attachments"][0]
+    moved = f"{MEDIA_PREFIX}cache/{attachment['id']}/original/image.png"
+    clinic.state.media[moved] = make_png(8, 8, 0)
+    attachment["url"] = f"{clinic.server.base_url}{moved}"
+    assert clinic.run()[0] == 0
+    attachment["description"] = "photo 0, now with an alt text naming the patient"
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    events = conn.execute(
+        "SELECT event, evidence FROM events WHERE item_key = ? ORDER BY id", (clinic.key(post),)
+    ).fetchall()
+    urls = [r[0] for r in conn.execute("SELECT url FROM media_files ORDER BY rowid")]
+    conn.close()
+    assert [e["event"] for e in events] == ["created", "edited", "edited"]
+    assert json.loads(events[1]["evidence"])["not_an_edit"].startswith("only the attachments' URLs changed")
+    assert "not_an_edit" not in json.loads(events[2]["evidence"])
+    assert any(url.endswith(moved) for url in urls)  # the file at its new place is captured too
+    assert_rebuild_equals(clinic, clinic.config())
