@@ -378,7 +378,8 @@ def export(
     config: ConfigOption = DEFAULT_CONFIG,
     item: Annotated[list[str] | None, typer.Option("--item", help="An item key (repeatable).")] = None,
     thread: Annotated[
-        list[str] | None, typer.Option("--thread", help="A thread's root item key or a conversation key (repeatable).")
+        list[str] | None,
+        typer.Option("--thread", help="Any item key of a thread or conversation, or a conversation key (repeatable)."),
     ] = None,
     author: Annotated[list[str] | None, typer.Option("--author", help="An author handle or id (repeatable).")] = None,
     account: Annotated[list[str] | None, typer.Option("--account", help="A configured account (repeatable).")] = None,
@@ -433,6 +434,12 @@ def export(
     typer.echo(f"wrote {result.path}: {counts}; manifest sha256 {result.manifest_sha256} (export {result.export_id})")
     for note in result.notes:
         typer.echo(note)
+    for missed in result.unmatched:
+        typer.echo(
+            f"note: {missed['option']} {missed['value']!r} selected no item (with the other selectors); the bundle "
+            "holds nothing for it (custody.json: unmatched_selectors)",
+            err=True,
+        )
 
 
 @app.command("verify-bundle")

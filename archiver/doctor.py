@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .backup import UNVERIFIED, read_manifest
+from .bundle.staging import leftover
 from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
@@ -55,7 +56,27 @@ def check_files(config: Config) -> list[Check]:
     else:
         checks.append(Check("signing key", "ok", f"{key} (mode 600); public key {archive.keys_dir / PUBLIC_KEY}"))
     checks.append(_disk_space("disk space", archive.dir))
+    checks.extend(_export_leftover(archive.dir))
     return checks
+
+
+def _export_leftover(archive_dir: Path) -> list[Check]:
+    """An export stopped on the way (kill -9, the OOM killer, a power cut) leaves its unfinished bundle, PHI
+    outside the archive, in a staging folder beside its --out; the next export removes it."""
+    try:
+        found = leftover(archive_dir)
+    except ArchiverError as exc:
+        return [Check("export staging", "warn", str(exc))]
+    if found is None or not found.staging.exists() or found.running():
+        return []
+    return [
+        Check(
+            "export staging",
+            "warn",
+            f"{found.staging} is what an export stopped on the way (pid {found.pid}) left: an unfinished bundle "
+            "holding PHI; the next `archiver export` removes it, or remove it yourself",
+        )
+    ]
 
 
 def _private_folder(name: str, folder: Path) -> Check:

@@ -5,10 +5,13 @@ stored) keeps the record exactly as captured: same WARC-Record-ID, same digests,
 version's response goes with the request it answered (WARC-Concurrent-To), the evidence of each event (the
 404 of a lookup, the listing an item was absent from) with its request too, and the warcinfo record of every
 source file, which says which run, host and software captured it.
+
+Records are read and copied as streams, a chunk at a time: a video's record is never held whole in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,15 +20,39 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.limitreader import LimitReader
 
 from ..errors import ArchiverError
-from ..warc import read_raw_block
 
 RECORD_ID = re.compile(r"^<urn:uuid:[0-9a-fA-F-]+>$")
 GZIP_MAGIC = b"\x1f\x8b\x08"
+CHUNK = 1 << 16  # how much of a record is read, inflated or copied at a time (as shutil copies)
+HEADERS_END = b"\r\n\r\n"
+
+
+def block_chunks(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """A record block's bytes, a chunk at a time, each with whether it is of the HTTP body (the bytes after
+    the first blank line, as `block.partition(b"\\r\\n\\r\\n")[2]` would give them)."""
+    carry = b""  # the last bytes of the headers so far: the blank line may straddle two chunks
+    in_body = False
+    while chunk := stream.read(CHUNK):
+        if in_body:
+            yield chunk, True
+            continue
+        window = carry + chunk
+        at = window.find(HEADERS_END)
+        if at < 0:
+            carry = window[-(len(HEADERS_END) - 1) :]
+            yield chunk, False
+            continue
+        end = at + len(HEADERS_END) - len(carry)  # where the body starts in this chunk
+        in_body = True
+        yield chunk[:end], False
+        if end < len(chunk):
+            yield chunk[end:], True
 
 
 @dataclass(frozen=True)
@@ -78,14 +105,15 @@ def evidence_record_ids(evidence: str) -> set[str]:
 REQUEST_WINDOW = 256 * 1024  # a request record is small: its member lies within this many bytes before
 
 
-def _headers_of(member: bytes, source_file: str, offset: int) -> SourceRecord | None:
-    """The record in one gzip member (None when the bytes are not exactly one WARC record)."""
+def _headers_of(fh: BinaryIO, length: int, source_file: str, offset: int) -> SourceRecord | None:
+    """The record in the `length` bytes at `fh`'s position (None when they are not exactly one gzip member
+    holding one WARC record). Inflated a chunk at a time and let go: a media record may be a whole video."""
+    start = fh.tell()
     try:
-        inflater = zlib.decompressobj(wbits=31)
-        inflater.decompress(member)
-        if not inflater.eof or inflater.unused_data:
+        if not _one_member(fh, length):
             return None
-        records = list(_iterate(member))
+        fh.seek(start)
+        records = list(_iterate(LimitReader(fh, length)))
     except (zlib.error, ValueError):
         return None
     if len(records) != 1:
@@ -96,14 +124,30 @@ def _headers_of(member: bytes, source_file: str, offset: int) -> SourceRecord | 
         headers.get_header("WARC-Type"),
         source_file,
         offset,
-        len(member),
+        length,
         headers.get_header("WARC-Concurrent-To"),
         headers.get_header("WARC-Target-URI"),
     )
 
 
-def _iterate(member: bytes) -> Iterator[Any]:
-    iterator = ArchiveIterator(io.BytesIO(member), no_record_parse=True)
+def _one_member(fh: BinaryIO, length: int) -> bool:
+    """Whether the next `length` bytes are one whole gzip member, ending exactly there."""
+    inflater = zlib.decompressobj(wbits=31)
+    while length > 0:
+        data = fh.read(min(CHUNK, length))
+        if not data or inflater.eof:
+            return False  # cut short, or bytes after the member's end
+        length -= len(data)
+        while data:  # the inflated bytes are dropped as they come: only where the member ends counts
+            inflater.decompress(data, CHUNK)
+            data = inflater.unconsumed_tail
+        if inflater.unused_data:
+            return False
+    return inflater.eof
+
+
+def _iterate(stream: Any) -> Iterator[Any]:
+    iterator = ArchiveIterator(stream, no_record_parse=True)
     for record in iterator:
         iterator.read_to_end(record)
         yield record.rec_headers
@@ -132,7 +176,7 @@ class SourceIndex:
     def at(self, name: str, offset: int, length: int, record_id: str) -> SourceRecord:
         with open(self._path(name), "rb") as fh:
             fh.seek(offset)
-            record = _headers_of(fh.read(length), name, offset)
+            record = _headers_of(fh, length, name, offset)
         if record is None or record.record_id != record_id:
             raise ArchiverError(f"{name}:{offset}: no WARC record {record_id} there; run `archiver verify`")
         self.known[record_id] = record
@@ -164,7 +208,7 @@ class SourceIndex:
             window = fh.read(response.offset - start)
         at = window.rfind(GZIP_MAGIC)
         while at >= 0:
-            record = _headers_of(window[at:], response.source_file, start + at)
+            record = _headers_of(io.BytesIO(window[at:]), len(window) - at, response.source_file, start + at)
             if record is not None:
                 if record.record_id == response.concurrent_to:
                     self.known[record.record_id] = record
@@ -232,8 +276,8 @@ def write_extract(warc_dir: Path, records: list[SourceRecord], out: Path) -> lis
                 fh = handles.get(record.source_file)
                 if fh is None:
                     fh = handles[record.source_file] = open(warc_dir / record.source_file, "rb")  # noqa: SIM115
-                fh.seek(record.offset)
-                member = fh.read(record.length)
+                offset = dest.tell()
+                digest = _copy(fh, record.offset, record.length, dest)
                 catalogue.append(
                     {
                         "record_id": record.record_id,
@@ -242,11 +286,10 @@ def write_extract(warc_dir: Path, records: list[SourceRecord], out: Path) -> lis
                         "source_file": record.source_file,
                         "source_offset": record.offset,
                         "length": record.length,
-                        "offset": dest.tell(),
-                        "sha256": hashlib.sha256(member).hexdigest(),  # of the gzip member as stored
+                        "offset": offset,
+                        "sha256": digest,  # of the gzip member as stored
                     }
                 )
-                dest.write(member)
         finally:
             for fh in handles.values():
                 fh.close()
@@ -276,22 +319,51 @@ def media_extension(content_type: str | None) -> str:
     return MEDIA_EXTENSIONS.get((content_type or "").split(";")[0].strip().lower(), ".bin")
 
 
+def _copy(fh: BinaryIO, offset: int, length: int, dest: BinaryIO) -> str:
+    """Copy `length` bytes at `offset` to `dest` a chunk at a time; their sha256."""
+    fh.seek(offset)
+    digest = hashlib.sha256()
+    while length > 0:
+        chunk = fh.read(min(CHUNK, length))
+        if not chunk:
+            raise ArchiverError(f"{getattr(fh, 'name', 'WARC file')}: ends inside a record; run `archiver verify`")
+        digest.update(chunk)
+        dest.write(chunk)
+        length -= len(chunk)
+    return digest.hexdigest()
+
+
 def write_media(warc_dir: Path, media_rows: list[dict[str, Any]], media_dir: Path, prefix: str) -> dict[str, str]:
     """Each media file's body out of its WARC response, named by its sha256; url -> payload path."""
     paths: dict[str, str] = {}
     for row in media_rows:
-        _, block = read_raw_block(warc_dir / row["warc_file"], row["warc_offset"])
-        body = block.partition(b"\r\n\r\n")[2]
-        digest = hashlib.sha256(body).hexdigest()
+        media_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{row['sha256']}{media_extension(row['content_type'])}"
+        target = media_dir / name
+        partial = None if target.exists() else media_dir / f".{name}.partial"  # the same bytes, another row
+        digest = _body_sha256(warc_dir / row["warc_file"], row["warc_offset"], partial)
         if digest != row["sha256"]:
             raise ArchiverError(
                 f"{row['warc_file']}:{row['warc_offset']}: media {row['url']} sha256 expected {row['sha256']}, "
                 f"found {digest}; run `archiver verify`"
             )
-        name = f"{digest}{media_extension(row['content_type'])}"
-        media_dir.mkdir(parents=True, exist_ok=True)
-        target = media_dir / name
-        if not target.exists():
-            target.write_bytes(body)
+        if partial is not None:
+            partial.rename(target)
         paths[row["url"]] = f"{prefix}/{name}"
     return paths
+
+
+def _body_sha256(path: Path, offset: int, target: Path | None) -> str:
+    """The sha256 of the HTTP body of the response record at `offset`, written to `target` (when given) as it
+    is read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, open(target, "xb") if target else contextlib.nullcontext() as out:
+        fh.seek(offset)
+        for record in ArchiveIterator(fh, no_record_parse=True):
+            for chunk, in_body in block_chunks(record.raw_stream):
+                if in_body:
+                    digest.update(chunk)
+                    if out is not None:
+                        out.write(chunk)
+            return digest.hexdigest()
+    raise ArchiverError(f"{path}: no WARC record at offset {offset}; run `archiver verify`")

@@ -16,6 +16,10 @@ from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked.
 ROW_TABLES = ("item_versions", "events", "media_files", "accounts", "flags", "flag_reviews")
+# The fields of a version's media entry that may name the URL its file is stored under (media_files.url):
+# `url` for every platform (Graph's media_identity, Mastodon, X, Bluesky, YouTube) but LinkedIn, whose `url`
+# is the stable /rest/images resource while the file is stored under the signed `download_url` it came from.
+MEDIA_URL_FIELDS = ("url", "download_url")
 
 
 @dataclass
@@ -52,8 +56,7 @@ def gather_rows(conn: sqlite3.Connection, item_keys: list[str]) -> Gathered:
     versions = _rows(conn, "SELECT * FROM item_versions WHERE item_key IN ({marks})", item_keys, "id")
     gathered.rows["item_versions"] = versions
     gathered.rows["events"] = _rows(conn, "SELECT * FROM events WHERE item_key IN ({marks})", item_keys, "id")
-    urls = sorted({m["url"] for v in versions for m in json.loads(v["media"]) if m.get("url")})
-    gathered.rows["media_files"] = _rows(conn, "SELECT * FROM media_files WHERE url IN ({marks})", urls, "url")
+    gathered.rows["media_files"] = _media_rows(conn, [a for v in versions for a in attachments(v)])
     accounts = sorted({v["account"] for v in versions})
     gathered.rows["accounts"] = _rows(conn, "SELECT * FROM accounts WHERE name IN ({marks})", accounts, "id")
     if has_table(conn, "flags"):
@@ -66,6 +69,50 @@ def gather_rows(conn: sqlite3.Connection, item_keys: list[str]) -> Gathered:
             )
     gathered.ledger = ledger_entries(conn, gathered.rows)
     return gathered
+
+
+def attachments(version: dict[str, Any]) -> list[dict[str, Any]]:
+    """A version's media entries (none when its media column is not a JSON list, as in a tampered bundle)."""
+    try:
+        media = json.loads(version.get("media") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [m for m in media if isinstance(m, dict)] if isinstance(media, list) else []
+
+
+def attachment_urls(attachment: dict[str, Any]) -> list[str]:
+    return [u for u in (attachment.get(f) for f in MEDIA_URL_FIELDS) if isinstance(u, str) and u]
+
+
+def media_row_of(
+    attachment: dict[str, Any], by_url: dict[str, dict[str, Any]], by_sha: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The media_files row holding an attachment's file: by a URL it is stored under, else by its sha256 (the
+    same bytes stored under another URL, e.g. fetched again by a signed URL that changed)."""
+    for url in attachment_urls(attachment):
+        if url in by_url:
+            return by_url[url]
+    sha = attachment.get("sha256")
+    return by_sha.get(sha) if isinstance(sha, str) else None
+
+
+def media_index(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """media_files rows by url, and by sha256 (the first captured of the same bytes)."""
+    by_sha: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (str(r.get("captured_at")), str(r.get("url")))):
+        by_sha.setdefault(str(row.get("sha256")), row)
+    return {str(r.get("url")): r for r in rows}, by_sha
+
+
+def _media_rows(conn: sqlite3.Connection, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The media_files row of each attachment that has one, each once, by url."""
+    urls = sorted({u for a in entries for u in attachment_urls(a)})
+    shas = sorted({a["sha256"] for a in entries if isinstance(a.get("sha256"), str)})
+    candidates = _rows(conn, "SELECT * FROM media_files WHERE url IN ({marks})", urls, "url")
+    candidates += _rows(conn, "SELECT * FROM media_files WHERE sha256 IN ({marks})", shas, "url")
+    by_url, by_sha = media_index(candidates)
+    chosen = {row["url"]: row for a in entries if (row := media_row_of(a, by_url, by_sha)) is not None}
+    return [chosen[url] for url in sorted(chosen)]
 
 
 def ledger_entries(conn: sqlite3.Connection, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

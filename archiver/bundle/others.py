@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import zlib
 from pathlib import Path
 from typing import Any
 
+from warcio.archiveiterator import ArchiveIterator
+
 from ..items import KINDS
+from .extract import block_chunks
 from .select import chunks
 
 # The keys by which the platforms' API objects name themselves: id (Mastodon, Graph, X, YouTube, LinkedIn
 # posts), uri (Bluesky), commentUrn (LinkedIn comments). A reference (in_reply_to_id) is not the object.
 ID_KEYS = ("id", "uri", "commentUrn")
+JSON_PEEK = 64  # a JSON payload shows its first bracket within this many bytes
 
 
 def other_items(
@@ -41,7 +44,7 @@ def other_items(
                 (entry["source_file"], entry["source_offset"]),
             ).fetchall()
             keys = {key for key, _ in read_from}
-            names = _object_ids(_payload(fh, entry["offset"], entry["length"]))
+            names = _object_ids(_payload(fh, entry["offset"]))
             keys |= _held(conn, {p + n for p in prefixes | _prefixes(read_from) for n in names})
             keys -= selected
             if keys:
@@ -69,16 +72,28 @@ def _prefixes(pairs: Any) -> set[str]:
     return {key[: len(key) - len(native)] for key, native in pairs if native and key.endswith(native)}
 
 
-def _payload(fh: Any, offset: int, length: int) -> bytes:
-    """The HTTP body of the response record in the gzip member at `offset` (stored as received, decoded)."""
+def _payload(fh: Any, offset: int) -> bytes:
+    """The HTTP body of the response record at `offset` when it may be JSON, else nothing: reading stops at
+    the body's first bytes, so a media file (a video, say) is never inflated whole."""
     fh.seek(offset)
-    block = zlib.decompressobj(wbits=31).decompress(fh.read(length)).partition(b"\r\n\r\n")[2]  # WARC headers
-    return block.partition(b"\r\n\r\n")[2]  # HTTP headers
+    for record in ArchiveIterator(fh, no_record_parse=True):
+        body = bytearray()
+        for chunk, in_body in block_chunks(record.raw_stream):
+            if in_body:
+                body += chunk
+                if len(body) >= JSON_PEEK and not _may_be_json(body):
+                    return b""
+        return bytes(body) if _may_be_json(body) else b""
+    return b""
+
+
+def _may_be_json(body: bytes | bytearray) -> bool:
+    return body[:JSON_PEEK].lstrip()[:1] in (b"{", b"[")
 
 
 def _object_ids(body: bytes) -> set[str]:
     """The ids the objects of a JSON payload name themselves by; none when it is not JSON."""
-    if body[:64].lstrip()[:1] not in (b"{", b"["):
+    if not _may_be_json(body):
         return set()  # a media file, an HTML page
     try:
         stack = [json.loads(body)]

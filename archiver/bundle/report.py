@@ -12,7 +12,8 @@ from collections import defaultdict
 from html import escape
 from typing import Any
 
-from .gather import Gathered
+from ..operator import Operator
+from .gather import Gathered, attachments, media_index, media_row_of
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#1b1b1b}
@@ -45,7 +46,8 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
     flags: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in gathered.rows.get("flags", []):
         flags[row["item_key"]].append(row)
-    media = {row["url"]: row for row in gathered.rows.get("media_files", [])}
+    by_url, by_sha = media_index(gathered.rows.get("media_files", []))
+    reviews = latest_reviews(gathered.rows.get("flags", []), gathered.rows.get("flag_reviews", []))
     in_extract = {r["record_id"] for r in custody["warc_records"]}
     statement = json.loads(custody["checkpoint"]["statement"])
     out = [
@@ -58,7 +60,7 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
     ]
     meta = [
         ("Organisation", custody["organisation"]),
-        ("Exported by", f"{custody['exported_by']} on {custody['host']}"),
+        ("Exported by", f"{_exporter(custody)} on {custody['host']}"),
         ("Exported at", custody["exported_at"]),
         ("Software", f"archiver {custody['software']['version']}"),
         ("Selectors", json.dumps({k: v for k, v in custody["selectors"].items() if v}, ensure_ascii=False)),
@@ -127,9 +129,9 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
                 + (f"<br>edited {_e(version['edited_at'])}" if version["edited_at"] else "")
                 + f'<div class="text">{_e(version["text"])}</div>'
             )
-            for attachment in json.loads(version["media"]):
-                row = media.get(attachment.get("url"))
-                path = media_paths.get(attachment.get("url", ""))
+            for attachment in attachments(version):
+                row = media_row_of(attachment, by_url, by_sha)
+                path = media_paths.get(row["url"]) if row else None
                 if row and path:
                     out.append(
                         f'<div><img src="{_e(path)}" alt="{_e(attachment.get("description"))}"><br>'
@@ -144,20 +146,71 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
             )
         out.append("</div>")
         if flags[key]:
-            out.append("<h3>Flags</h3><table><tr><th>rule</th><th>category</th><th>severity</th><th>matched</th>")
-            out.append("<th>reason</th></tr>")
-            for flag in flags[key]:
-                out.append(
-                    "<tr>"
-                    + "".join(
-                        f"<td>{_e(flag.get(c))}</td>" for c in ("rule_id", "category", "severity", "matched", "reason")
-                    )
-                    + "</tr>"
-                )
-            out.append("</table>")
+            out.extend(_flags_table(flags[key], reviews))
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def _exporter(custody: dict[str, Any]) -> str:
+    """Who exported: the account name, with its uid and the SUDO_USER the environment claimed where the
+    custody record holds them."""
+    account = custody.get("exported_by_account")
+    if not isinstance(account, dict):
+        return str(custody["exported_by"])
+    return str(Operator(custody["exported_by"], account["uid"], account["sudo_user_claimed"]))
+
+
+def latest_reviews(flags: list[dict[str, Any]], reviews: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each flag's latest review over the same hit, from the bundle's own rows, as the archive's flag_status
+    view decides it: a review of the flag itself, or of a flag of the same item, rule, span and matched text on
+    an earlier or the same version (a rescan, or a moderator's hide, flags the same hit again). A consent flag's
+    decision is its own."""
+    by_flag: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for review in reviews:
+        by_flag[review["flag_id"]].append(review)
+    hits: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for flag in flags:
+        hits[_hit(flag)].append(flag)
+    found = {}
+    for flag in flags:
+        same = (
+            [flag]
+            if flag.get("category") == "consent"
+            else [
+                g
+                for g in hits[_hit(flag)]
+                if g["version_id"] <= flag["version_id"]
+                and (g["version_id"] == flag["version_id"] or g.get("matched") == flag.get("matched"))
+            ]
+        )
+        decided = [r for g in same for r in by_flag[g["id"]]]
+        if decided:
+            found[flag["id"]] = max(decided, key=lambda r: r["id"])
+    return found
+
+
+def _hit(flag: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(flag.get(c) for c in ("item_key", "rule_id", "span_start", "span_end"))
+
+
+def _flags_table(flags: list[dict[str, Any]], reviews: dict[int, dict[str, Any]]) -> list[str]:
+    """An item's flags, each with the privacy office's latest decision on its hit (open when none)."""
+    out = [
+        "<h3>Flags</h3><table><tr><th>rule</th><th>category</th><th>severity</th><th>matched</th><th>reason</th>",
+        "<th>decision</th><th>reviewer</th><th>reviewed</th><th>note</th></tr>",
+    ]
+    for flag in flags:
+        cells = [flag.get(c) for c in ("rule_id", "category", "severity", "matched", "reason")]
+        review = reviews.get(flag["id"])
+        if review is None:
+            cells += ["open (not reviewed)", "", "", ""]
+        else:
+            on = "" if review["flag_id"] == flag["id"] else f" (on flag {review['flag_id']}, the same hit)"
+            cells += [review["decision"] + on, review["reviewer"], review["created_at"], review["note"]]
+        out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return out
 
 
 def _other_items_section(others: list[dict[str, Any]]) -> list[str]:

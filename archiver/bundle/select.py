@@ -4,12 +4,16 @@ Different selectors narrow each other (AND); a selector given several times wide
 select the items of either). An item is selected when any of its versions matches, so a word edited away or
 a deleted post is still found. Thread context, when asked for, adds every item of each selected item's thread
 or conversation and the chain of parents above it.
+
+A value of a list selector that selects nothing (a mistyped --item key, an account of another config) is not
+dropped in silence: the selection names it, for the export's output and custody.json.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass
+import unicodedata
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +23,7 @@ from ..errors import ConfigError
 @dataclass(frozen=True)
 class Selectors:
     item_keys: tuple[str, ...] = ()
-    threads: tuple[str, ...] = ()  # a thread's root item key (or any item of it), or a conversation key
+    threads: tuple[str, ...] = ()  # the key of any item of a thread or conversation, or a conversation key
     authors: tuple[str, ...] = ()  # handle (with or without a leading @) or platform author id
     accounts: tuple[str, ...] = ()  # configured account names
     platforms: tuple[str, ...] = ()
@@ -50,6 +54,45 @@ class Selectors:
             or self.captured_to
             or self.flagged_only
         )
+
+
+# The selectors given as lists, and the option that gives each (the export's notes, custody.json).
+LIST_OPTIONS = {
+    "item_keys": "--item",
+    "threads": "--thread",
+    "authors": "--author",
+    "accounts": "--account",
+    "platforms": "--platform",
+}
+# What a version of a selected item shows of each: a value is matched when one of these holds it.
+MATCHED_BY = {
+    "item_keys": ("v.item_key",),
+    "threads": ("v.thread_key", "v.conversation_key", "v.item_key"),
+    "authors": ("lower(ltrim(v.author_handle, '@'))", "v.author_id"),
+    "accounts": ("v.account",),
+    "platforms": ("v.platform",),
+}
+# Characters that break a line (bagit, Python's splitlines) or show as nothing: never in a case id or a name.
+INVISIBLE = ("Cc", "Zl", "Zp")
+
+
+@dataclass(frozen=True)
+class Selection:
+    item_keys: list[str]
+    # each list selector value that selected no item together with the other selectors: {"option", "value"}
+    unmatched: list[dict[str, str]] = field(default_factory=list)
+
+
+def refuse_invisible(option: str, value: str) -> None:
+    """A control character, a line or paragraph separator in a value that goes into bag-info.txt or custody
+    (pasted from a word processor, say) is refused: bagit would split the line, or the bundle fail its check."""
+    for n, char in enumerate(value):
+        if unicodedata.category(char) in INVISIBLE:
+            name = unicodedata.name(char, "a control character")
+            raise ConfigError(
+                f"{option} {value!r}: character {n + 1} is U+{ord(char):04X} ({name}), which breaks or hides a line; "
+                "type the value again without it"
+            )
 
 
 def parse_when(value: str | None, option: str, *, end: bool = False) -> str | None:
@@ -97,8 +140,9 @@ def _any_of(column: str, values: tuple[str, ...], params: list[Any]) -> str:
     return f"{column} IN ({','.join('?' for _ in values)})"
 
 
-def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str]:
-    """The keys of the selected items, in the order they were first captured."""
+def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> Selection:
+    """The keys of the selected items, in the order they were first captured, and the values that selected
+    none."""
     if not selectors.narrows():
         raise ConfigError(
             "export: name at least one selector (--item, --thread, --author, --account, --platform, --query, "
@@ -110,10 +154,12 @@ def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str
     params: list[Any] = []
     if selectors.item_keys:
         where.append(_any_of("v.item_key", selectors.item_keys, params))
-    if selectors.threads:
-        marks = ",".join("?" for _ in selectors.threads)
+    threads = _thread_names(conn, selectors.threads)
+    if threads:
+        names = tuple(sorted(set().union(*threads.values())))
+        marks = ",".join("?" for _ in names)
         where.append(f"(v.thread_key IN ({marks}) OR v.conversation_key IN ({marks}) OR v.item_key IN ({marks}))")
-        params.extend(selectors.threads * 3)
+        params.extend(names * 3)
     if selectors.authors:
         # Handles compared without their '@' on both sides: YouTube stores "@name", the others "name".
         handles = tuple(a.lstrip("@").lower() for a in selectors.authors)
@@ -139,22 +185,58 @@ def select_item_keys(conn: sqlite3.Connection, selectors: Selectors) -> list[str
         params.append(selectors.query)
     if selectors.flagged_only:
         where.append("v.item_key IN (SELECT item_key FROM flags)")
-    sql = (
-        "SELECT v.item_key, min(v.id) AS first FROM item_versions v WHERE "
-        + " AND ".join(where)
-        + " GROUP BY v.item_key ORDER BY first"
-    )
+    condition = " AND ".join(where)
+    sql = f"SELECT v.item_key, min(v.id) AS first FROM item_versions v WHERE {condition} GROUP BY v.item_key"
     try:
-        keys = [row[0] for row in conn.execute(sql, params)]
+        keys = [row[0] for row in conn.execute(sql + " ORDER BY first", params)]
     except sqlite3.OperationalError as exc:
         if selectors.query:  # the only part of the statement a person writes
             raise ConfigError(
                 f"--query {selectors.query!r}: not a valid full-text query ({exc}); put a phrase in double quotes"
             ) from None
         raise
+    unmatched = _unmatched(conn, selectors, threads, condition, params) if keys else []
     if selectors.thread_context and keys:
         keys = _with_thread_context(conn, keys)
-    return keys
+    return Selection(keys, unmatched)
+
+
+def _thread_names(conn: sqlite3.Connection, values: tuple[str, ...]) -> dict[str, set[str]]:
+    """What each --thread value names: itself (a root item or a conversation key) and, when it is the key of an
+    item, that item's thread and conversation, so that a reply's key selects its whole thread."""
+    names = {value: {value} for value in values}
+    for chunk in chunks(list(values), 500):
+        marks = ",".join("?" for _ in chunk)
+        for key, thread, conversation in conn.execute(
+            f"SELECT DISTINCT item_key, thread_key, conversation_key FROM item_versions WHERE item_key IN ({marks})",
+            chunk,
+        ):
+            names[key].update(k for k in (thread, conversation) if k)
+    return names
+
+
+def _unmatched(
+    conn: sqlite3.Connection, selectors: Selectors, threads: dict[str, set[str]], condition: str, params: list[Any]
+) -> list[dict[str, str]]:
+    """The list selector values that no version matching every selector shows (each list selector's values
+    widen each other, so one that selects nothing is otherwise lost without a word)."""
+    found = []
+    for name, option in LIST_OPTIONS.items():
+        values = getattr(selectors, name)
+        if not values:
+            continue
+        sql = f"SELECT DISTINCT {', '.join(MATCHED_BY[name])} FROM item_versions v WHERE {condition}"
+        seen = {value for row in conn.execute(sql, params) for value in row if value is not None}
+        for value in values:
+            if name == "threads":
+                names = threads[value]
+            elif name == "authors":
+                names = {value.lstrip("@").lower(), value}
+            else:
+                names = {value}
+            if not names & seen:
+                found.append({"option": option, "value": value})
+    return found
 
 
 def _with_thread_context(conn: sqlite3.Connection, keys: list[str]) -> list[str]:

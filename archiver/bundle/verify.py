@@ -4,18 +4,21 @@ Checks, each problem one line:
 - the bag: the `bagit` library's own validation (every payload file listed and its sha256 right, no file
   missing or added, the tag manifest right); and since bagit counts a file listed in any manifest as
   listed while only the sha256 ones are signed, no other manifest, and data/ holding exactly the files
-  manifest-sha256.txt lists; beside data/, only the files a bundle has (nothing signs any other);
+  manifest-sha256.txt lists; beside data/, only the files a bundle has (nothing signs any other); no
+  symbolic link anywhere (a linked folder is walked by no check, so it could show anything);
 - the signature: tagmanifest-sha256.txt (listing bagit.txt, bag-info.txt and manifest-sha256.txt) signed by
   the key in signature.json, whose PEM form is the same key; that key is the key that signed the checkpoint
   in custody.json, and the key given with --public-key when there is one; bag-info.txt's case, organisation
   and contact those of custody.json;
 - the checkpoint: its Ed25519 signature over its statement;
 - the WARC extract: every record's block and payload digests, and the catalogue in custody.json (same record
-  ids, same gzip members);
+  ids, same gzip members), read as a stream: only the digests and the JSON payloads the rows are checked
+  against are kept, never a media file's body;
 - the rows: each row's ledger entry recomputed from the row as it is in the bundle (row sha256 and chain
   hash), entries no later than the signed checkpoint, neighbouring entries linked, the checkpoint's own head
   entry equal to the signed hash when the bundle holds it; each version's raw JSON found in the payload of
-  its WARC record, each media file's sha256 equal to its row's and to its record's body;
+  its WARC record, each media file's sha256 equal to its row's and to its record's body, and each attachment
+  a version names by its sha256 in the bundle (its media_files row and file);
 - the CSV files equal to the JSON Lines they accompany (a cell a spreadsheet would run as a formula with
   its leading ', as written).
 
@@ -31,9 +34,11 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +51,8 @@ from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b6
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
-from ..warc import block_digest_ok
-from .gather import ROW_TABLES, row_key_column
+from .extract import CHUNK, block_chunks
+from .gather import ROW_TABLES, attachments, media_index, media_row_of, row_key_column
 from .write import (
     CUSTODY_TYPE,
     EXTRACT,
@@ -62,7 +67,6 @@ from .write import (
     csv_text,
 )
 
-UNREADABLE = "unreadable"  # marks an extract that could not be read to its end
 ANY_MANIFEST = re.compile(r"^(tag)?manifest-.+\.txt$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_FILES = ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SIGNATURE_FILE)  # and data/
@@ -72,6 +76,14 @@ SIGNS = {
     SIGNATURE_TYPE: (SIGNED_FILE, TAG_FILES),
     LEGACY_SIGNATURE_TYPE: (MANIFEST, (*TAG_FILES, SIGNATURE_FILE)),
 }
+
+
+@dataclass(frozen=True)
+class SeenRecord:
+    """What the row checks need of a WARC record of the extract, once its digests are checked."""
+
+    body_sha256: str  # of the HTTP body (the block after its headers): a media file's digest
+    payload: bytes | None  # that body, kept only for the records versions' raw JSON is looked for in
 
 
 def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
@@ -97,11 +109,15 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     checkpoint = custody["checkpoint"]
     if not _signature_ok(checkpoint["public_key"], checkpoint["signature"], checkpoint["statement"]):
         problems.append(Problem("data/custody.json checkpoint", "signature does not match the statement"))
-    records = {}
-    problems.extend(_verify_extract(data / EXTRACT, custody, records))
-    tables = {t: _read_jsonl(data / f"{t}.jsonl", problems) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
+    unreadable: list[Problem] = []
+    tables = {t: _read_jsonl(data / f"{t}.jsonl", unreadable) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
+    keep = {str(row.get("warc_record_id")) for row in tables.get("item_versions", [])}
+    extract_problems, records = _verify_extract(data / EXTRACT, custody, keep)
+    problems.extend([*extract_problems, *unreadable])
     problems.extend(_verify_ledger(tables, custody))
-    problems.extend(_verify_payloads(data, tables, records))
+    if records is not None:  # else reported: the rows cannot be matched to records that cannot be read
+        problems.extend(_verify_payloads(data, tables, records))
+    problems.extend(_verify_attachments(tables))
     items_path = data / "items.jsonl"
     if not items_path.exists():
         return [*problems, Problem(_rel(items_path), "missing")]
@@ -275,8 +291,10 @@ def _verify_files(path: Path) -> list[Problem]:
     anything ("verified by the regulator"), so it is refused. In data/, exactly the files the signed manifest
     lists: bagit takes a file listed in any manifest (a manifest-sha512.txt, say) as listed, but only
     manifest-sha256.txt is signed. (A file listed but missing is bagit's finding.)"""
-    problems = []
+    problems = _symlinks(path)
     for entry in sorted(path.iterdir()):
+        if entry.is_symlink():
+            continue  # said above
         if entry.name in BUNDLE_FILES and entry.is_file() or entry.name == "data" and entry.is_dir():
             continue
         if ANY_MANIFEST.match(entry.name):
@@ -290,11 +308,27 @@ def _verify_files(path: Path) -> list[Problem]:
     except (OSError, UnicodeDecodeError) as exc:
         return [*problems, Problem(MANIFEST, f"cannot be read ({type(exc).__name__})")]
     data = path / "data"
-    present = {p.relative_to(path).as_posix() for p in data.rglob("*") if not p.is_dir()} if data.is_dir() else set()
+    present = set()
+    if data.is_dir() and not data.is_symlink():
+        present = {p.relative_to(path).as_posix() for p in data.rglob("*") if not p.is_dir() and not p.is_symlink()}
     problems.extend(
         Problem(name, f"not listed in {MANIFEST}, the signed manifest (added)") for name in sorted(present - listed)
     )
     return problems
+
+
+def _symlinks(path: Path) -> list[Problem]:
+    """Every symbolic link in the bundle, one line each. A bundle holds none: a linked folder is walked by no
+    check (bagit's, `find -type f`, ours would skip it), so it could bring any unsigned document into data/,
+    and a linked file shows bytes from outside the bundle."""
+    found = []
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in sorted([*dirs, *files]):
+            entry = Path(root, name)
+            if entry.is_symlink():
+                where = entry.relative_to(path).as_posix()
+                found.append(Problem(where, f"a symbolic link (to {os.readlink(entry)}); a bundle holds none (added)"))
+    return found
 
 
 def _manifest_paths(text: str) -> set[str]:
@@ -410,44 +444,51 @@ def _raw_ok(key_b64: str, signature_b64: str, data: bytes) -> bool:
     return True
 
 
-def _verify_extract(extract: Path, custody: dict[str, Any], records: dict[str, bytes]) -> list[Problem]:
-    """Each record's digests; the records are those the catalogue lists, member for member."""
+def _verify_extract(
+    extract: Path, custody: dict[str, Any], keep: set[str]
+) -> tuple[list[Problem], dict[str, SeenRecord] | None]:
+    """Each record's digests; the records are those the catalogue lists, member for member. Read as a stream,
+    one chunk at a time: what is kept of each record is its body's digest, and its body only when it is in
+    `keep`. None for the records when the extract cannot be read to its end."""
     where = f"data/{EXTRACT}"
     if not extract.exists():
-        return [Problem(where, "missing")]
+        return [Problem(where, "missing")], {}
     problems = []
     catalogue = {r["record_id"]: r for r in custody.get("warc_records", [])}
-    seen = set()
-    raw = extract.read_bytes()
-    with open(extract, "rb") as fh:
+    records: dict[str, SeenRecord] = {}
+    with open(extract, "rb") as fh, open(extract, "rb") as members:
         iterator = ArchiveIterator(fh, no_record_parse=True)
         try:
             for record in iterator:
-                block = record.raw_stream.read()
-                iterator.read_to_end(record)
-                offset, length = iterator.get_record_offset(), iterator.get_record_length()
                 headers = record.rec_headers
                 record_id = headers.get_header("WARC-Record-ID")
-                if not block_digest_ok(headers.get_header("WARC-Block-Digest"), block):
+                block, body = hashlib.sha256(), hashlib.sha256()
+                kept = bytearray() if record_id in keep else None
+                for chunk, in_body in block_chunks(record.raw_stream):
+                    block.update(chunk)
+                    if in_body:
+                        body.update(chunk)
+                        if kept is not None:
+                            kept += chunk
+                iterator.read_to_end(record)
+                offset, length = iterator.get_record_offset(), iterator.get_record_length()
+                if not _digest_ok(headers.get_header("WARC-Block-Digest"), block.digest()):
                     problems.append(
                         Problem(where, f"record {record_id} at offset {offset}: block digest does not match")
                     )
                 payload_digest = headers.get_header("WARC-Payload-Digest")
-                if payload_digest and not block_digest_ok(payload_digest, block.partition(b"\r\n\r\n")[2]):
+                if payload_digest and not _digest_ok(payload_digest, body.digest()):
                     problems.append(
                         Problem(where, f"record {record_id} at offset {offset}: payload digest does not match")
                     )
                 entry = catalogue.get(record_id)
                 if entry is None:
                     problems.append(Problem(where, f"record {record_id} at offset {offset} is not in custody.json"))
-                else:
-                    member = raw[offset : offset + length]
-                    if hashlib.sha256(member).hexdigest() != entry["sha256"]:
-                        problems.append(Problem(where, f"record {record_id}: bytes differ from the copied original"))
-                seen.add(record_id)
-                records[record_id] = block
+                elif _member_sha256(members, offset, length) != entry["sha256"]:
+                    problems.append(Problem(where, f"record {record_id}: bytes differ from the copied original"))
+                records[record_id] = SeenRecord(body.hexdigest(), bytes(kept) if kept is not None else None)
         except Exception as exc:  # a damaged gzip member: the rest cannot be read as records
-            unread = len(set(catalogue) - seen)
+            unread = len(set(catalogue) - set(records))
             problems.append(
                 Problem(
                     where,
@@ -455,12 +496,28 @@ def _verify_extract(extract: Path, custody: dict[str, Any], records: dict[str, b
                     f"{unread} record(s) listed in custody.json cannot be checked",
                 )
             )
-            records.clear()
-            records[UNREADABLE] = b""
-            return problems
-    for record_id in sorted(set(catalogue) - seen):
+            return problems, None
+    for record_id in sorted(set(catalogue) - set(records)):
         problems.append(Problem(where, f"record {record_id} listed in custody.json is missing (dropped)"))
-    return problems
+    return problems, records
+
+
+def _digest_ok(header: str | None, digest: bytes) -> bool:
+    """Whether a WARC digest header (sha256, base32 as the archive writes it, or hex) is `digest`."""
+    if not header or not header.startswith("sha256:"):
+        return False
+    value = header.split(":", 1)[1]
+    return value == base64.b32encode(digest).decode("ascii") or value == digest.hex()
+
+
+def _member_sha256(fh: Any, offset: int, length: int) -> str:
+    """The sha256 of the extract's bytes at offset, read in chunks."""
+    fh.seek(offset)
+    digest = hashlib.sha256()
+    while length > 0 and (chunk := fh.read(min(CHUNK, length))):
+        digest.update(chunk)
+        length -= len(chunk)
+    return digest.hexdigest()
 
 
 def _verify_ledger(tables: dict[str, list[dict[str, Any]]], custody: dict[str, Any]) -> list[Problem]:
@@ -506,16 +563,16 @@ def _verify_ledger(tables: dict[str, list[dict[str, Any]]], custody: dict[str, A
     return problems
 
 
-def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], records: dict[str, bytes]) -> list[Problem]:
+def _verify_payloads(
+    data: Path, tables: dict[str, list[dict[str, Any]]], records: dict[str, SeenRecord]
+) -> list[Problem]:
     problems: list[Problem] = []
-    if UNREADABLE in records:
-        return problems  # already reported: the rows cannot be matched to records that cannot be read
     payloads: dict[str, _JsonIndex | None] = {}  # a listing's record holds many versions: parse it once
     for row in tables.get("item_versions", []):
         where = f"data/item_versions.jsonl id={row.get('id')}"
         record_id = str(row.get("warc_record_id"))
-        block = records.get(record_id)
-        if block is None:
+        record = records.get(record_id)
+        if record is None or record.payload is None:
             problems.append(Problem(where, f"WARC record {record_id} is not in the extract"))
             continue
         try:
@@ -524,24 +581,46 @@ def _verify_payloads(data: Path, tables: dict[str, list[dict[str, Any]]], record
             problems.append(Problem(where, "raw_json missing or not JSON text"))
             continue
         if record_id not in payloads:
-            payloads[record_id] = _JsonIndex.of(block.partition(b"\r\n\r\n")[2])
+            payloads[record_id] = _JsonIndex.of(record.payload)
         payload = payloads[record_id]
         if payload is None or not payload.contains(raw):
             problems.append(Problem(where, f"raw_json not found in the payload of WARC record {record_id}"))
     media_dir = data / "media"
-    on_disk = {p.name.split(".")[0]: p for p in media_dir.iterdir()} if media_dir.exists() else {}
+    on_disk = {p.name.split(".")[0]: p for p in media_dir.iterdir()} if media_dir.is_dir() else {}
     for row in tables.get("media_files", []):
         where = f"data/media_files.jsonl url={row.get('url')}"
         record_id, sha = str(row.get("warc_record_id")), str(row.get("sha256"))
-        block = records.get(record_id)
-        body_sha = hashlib.sha256(block.partition(b"\r\n\r\n")[2]).hexdigest() if block is not None else None
-        if body_sha != sha:
+        record = records.get(record_id)
+        if record is None or record.body_sha256 != sha:
             problems.append(Problem(where, f"WARC record {record_id} body sha256 is not {sha}"))
         file = on_disk.get(sha)
         if file is None:
             problems.append(Problem(where, f"media file {sha} missing from data/media"))
-        elif hashlib.sha256(file.read_bytes()).hexdigest() != sha:
-            problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {sha}"))
+        elif file.is_symlink():
+            continue  # said with the bundle's files
+        else:
+            with open(file, "rb") as fh:
+                if hashlib.file_digest(fh, "sha256").hexdigest() != sha:
+                    problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {sha}"))
+    return problems
+
+
+def _verify_attachments(tables: dict[str, list[dict[str, Any]]]) -> list[Problem]:
+    """Each file a version says was captured (its media entry's sha256) is in the bundle: its media_files row,
+    found by the URLs the file may be stored under or its sha256 (whose file the payload checks find)."""
+    by_url, by_sha = media_index(tables.get("media_files", []))
+    problems = []
+    for row in tables.get("item_versions", []):
+        for attachment in attachments(row):
+            sha = attachment.get("sha256")
+            if isinstance(sha, str) and media_row_of(attachment, by_url, by_sha) is None:
+                problems.append(
+                    Problem(
+                        f"data/item_versions.jsonl id={row.get('id')}",
+                        f"attachment {attachment.get('url')} (sha256 {sha}) was captured, but the bundle has no "
+                        "media_files row for it (left out)",
+                    )
+                )
     return problems
 
 

@@ -22,23 +22,23 @@ and verify-bundle allows no other file beside these.
 
 Before writing, the archive's ledger head is signed (a new checkpoint unless the latest one already covers
 it), so every row in the bundle is covered by the checkpoint the bundle carries. The bundle is written into a
-staging folder beside --out; the export is appended to the archive's `exports` register, and only then is the
-folder moved to --out: a bundle at --out always has its export recorded.
+private staging folder beside --out (staging.py); the tag manifest is signed and the export, signature
+included, appended to the archive's `exports` register before signature.json is written, and only then is the
+folder moved to --out: a bundle at --out always has its export recorded, and an export killed before its row
+is committed leaves no signed bundle (Ed25519 signatures are deterministic, so the row holds the signature
+the file will hold).
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import getpass
 import hashlib
 import json
 import os
-import shutil
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,15 @@ from ..checkpoints import load_private_key, public_b64, public_pem
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
 from ..lock import archive_lock
+from ..operator import current_operator
 from ..store import Store, require_database
 from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
 from .gather import ROW_TABLES, Gathered, gather_rows
 from .others import other_items
 from .report import render_report
-from .select import Selectors, select_item_keys
+from .select import Selection, Selectors, refuse_invisible, select_item_keys
+from .staging import make_private, remove_leftover, staging_folder
 
 CUSTODY_TYPE = "archiver-custody/1"
 SIGNATURE_TYPE = "archiver-bundle-signature/2"  # signs the tag manifest
@@ -79,40 +81,12 @@ class ExportResult:
     counts: dict[str, int]
     manifest_sha256: str
     notes: tuple[str, ...] = ()  # what the person exporting must know before sharing the bundle
+    unmatched: list[dict[str, str]] = field(default_factory=list)  # selector values that selected nothing
 
 
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder (never overwritten)")
-
-
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A folder beside `out` that becomes `out` only when the bundle is complete; removed on failure, so a
-    half-written bundle is never left where a finished one is expected."""
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--out {out}: cannot make the bundle folder there ({exc.strerror or exc}); choose a folder in a "
-            "place you can write to"
-        ) from None
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    try:
-        if out.exists():
-            out.rmdir()  # empty, checked before
-        staging.rename(out)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ArchiverError(
-            f"--out {out}: the finished bundle could not be moved there ({exc.strerror or exc}); its export is "
-            "in the archive's exports register, the bundle is not: export again to a new folder"
-        ) from None
 
 
 def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
@@ -162,30 +136,52 @@ def export_bundle(
     """Write the bundle of the selected items to `out` (a new or empty folder) and record the export."""
     if not case_id.strip():
         raise ConfigError("--case: give the case identifier, e.g. --case HR-2026-014")
+    refuse_invisible("--case", case_id)
+    for author in selectors.authors:
+        refuse_invisible("--author", author)
     out = Path(out).resolve()
     archive = config.archive
     require_database(archive.database)  # before the lock, which would make the folder
     with archive_lock(archive.dir):
+        removed = remove_leftover(archive.dir)
         store = Store.open(archive.database, create=False)
         try:
             on_step("selecting items")
-            keys = select_item_keys(store.conn, selectors)
+            selection = select_item_keys(store.conn, selectors)
+            keys = selection.item_keys
             if not keys:
                 raise ConfigError(f"no archived item matches the selectors {json.dumps(selectors.as_dict())}")
             _check_out(out)
-            with _staging(out) as staging:  # made first: an --out that cannot be made changes nothing
+            # made first: an --out that cannot be made changes nothing
+            with staging_folder(out, archive.dir) as staging:
                 on_step(f"signing the ledger head ({len(keys)} items selected)")
                 checkpoint = _latest_checkpoint(store, config)
                 on_step("reading rows and ledger entries")
                 gathered = gather_rows(store.conn, keys)
-                manifest, signature, custody = _write_bag(
-                    config, store, staging, case_id, selectors, gathered, checkpoint, wacz, on_step
+                manifest, signed, custody = _write_bag(
+                    config, store, staging, case_id, selection, selectors, gathered, checkpoint, wacz, on_step
                 )
+                make_private(staging)
                 on_step("recording the export")
-                export_id = _record_export(store, out, staging, selectors, checkpoint, custody, (manifest, signature))
+                export_id = _record_export(
+                    store, out, staging, selectors, checkpoint, custody, (manifest, signed["signature"])
+                )
+                _write_signature(staging, signed, out, export_id)
         finally:
             store.close()
-    return ExportResult(out, export_id, custody["counts"], hashlib.sha256(manifest).hexdigest(), _notes(custody))
+    digest = hashlib.sha256(manifest).hexdigest()
+    return ExportResult(out, export_id, custody["counts"], digest, (*removed, *_notes(custody)), selection.unmatched)
+
+
+def _write_signature(staging: Path, document: dict[str, str], out: Path, export_id: int) -> None:
+    """signature.json, once the export (signature included) is in the register: the last file of the bag."""
+    try:
+        _write_json(staging / SIGNATURE_FILE, document)  # after the tag manifest, which it signs: not listed in it
+    except OSError as exc:
+        raise ArchiverError(
+            f"--out {out}: the bundle's signature could not be written ({exc.strerror or exc}); its export is in the "
+            f"archive's exports register (export {export_id}), the bundle is not: export again to a new folder"
+        ) from None
 
 
 def _notes(custody: dict[str, Any]) -> tuple[str, ...]:
@@ -234,13 +230,15 @@ def _write_bag(
     store: Store,
     staging: Path,
     case_id: str,
+    selection: Selection,
     selectors: Selectors,
     gathered: Gathered,
     checkpoint: dict[str, Any],
     wacz: bool,
     on_step: Callable[[str], None],
-) -> tuple[bytes, str, dict[str, Any]]:
-    """Write the payload, make the bag and sign its manifest; returns (manifest bytes, signature, custody)."""
+) -> tuple[bytes, dict[str, str], dict[str, Any]]:
+    """Write the payload, make the bag and sign its tag manifest; returns (manifest bytes, signature.json's
+    content, custody)."""
     archive = config.archive
     # bagit moves everything written at the top of `staging` into data/
     for table in ROW_TABLES:
@@ -260,6 +258,7 @@ def _write_bag(
         write_wacz(staging / EXTRACT, catalogue, staging / WACZ, title=f"Case {case_id}")
     exported_at = iso(utcnow())
     custody = _custody(config, store, case_id, selectors, gathered, checkpoint, (catalogue, others), exported_at)
+    custody["unmatched_selectors"] = selection.unmatched
     _write_json(staging / "custody.json", custody)
     on_step("writing the report")
     (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
@@ -267,18 +266,14 @@ def _write_bag(
     key = load_private_key(archive.keys_dir)
     _make_bag(staging, case_id, config.archive.organisation, custody)
     manifest = (staging / MANIFEST).read_bytes()
-    signature = base64.b64encode(key.sign((staging / SIGNED_FILE).read_bytes())).decode("ascii")
-    _write_json(
-        staging / SIGNATURE_FILE,
-        {
-            "type": SIGNATURE_TYPE,
-            "signed_file": SIGNED_FILE,
-            "signature": signature,
-            "public_key": public_b64(key.public_key()),
-            "public_key_pem": public_pem(key.public_key()).decode("ascii"),
-        },
-    )  # after the tag manifest, which it signs, so not listed in it
-    return manifest, signature, custody
+    signed = {
+        "type": SIGNATURE_TYPE,
+        "signed_file": SIGNED_FILE,
+        "signature": base64.b64encode(key.sign((staging / SIGNED_FILE).read_bytes())).decode("ascii"),
+        "public_key": public_b64(key.public_key()),
+        "public_key_pem": public_pem(key.public_key()).decode("ascii"),
+    }
+    return manifest, signed, custody
 
 
 def _files_of_run(store: Store, run_id: str) -> list[str]:
@@ -304,11 +299,15 @@ def _custody(
     }
     sources = sorted({r["source_file"] for r in catalogue})
     files = {r["name"]: dict(r) for r in store.conn.execute("SELECT name, sha256, size, run_id FROM warc_files")}
+    operator = current_operator()
     return {
         "type": CUSTODY_TYPE,
         "case_id": case_id,
         "organisation": config.archive.organisation,
-        "exported_by": _user(),
+        # the effective uid's account name, as bag-info.txt and the exports register hold it ($LOGNAME and $USER
+        # name no one), and beside it the uid and SUDO_USER as the environment claims it
+        "exported_by": operator.name,
+        "exported_by_account": operator.as_dict(),
         "exported_at": exported_at,
         "host": socket.gethostname(),
         "software": {"name": "archiver", "version": __version__},
@@ -332,16 +331,9 @@ def _custody(
     }
 
 
-def _user() -> str:
-    """Who runs the export: the login name, or the uid where there is none (a service without a passwd entry)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return f"uid {os.getuid()}"
-
-
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    path.chmod(0o600)
 
 
 def _make_bag(out: Path, case_id: str, organisation: str, custody: dict[str, Any]) -> None:

@@ -9,11 +9,9 @@ appended; each bad row gets one line naming the row, the field and the value.
 from __future__ import annotations
 
 import csv
-import getpass
 import hashlib
 import io
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -25,6 +23,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from ..lock import archive_lock
+from ..operator import operator_name  # who made a link: the effective uid's account, not $USER
 from ..store import Store
 from ..warc import iso, utcnow
 from .state import ConsentState
@@ -82,14 +81,6 @@ class ConsentListing:
     status: str
     linked_items: tuple[str, ...]
     register_rows: int
-
-
-def operator_name() -> str:
-    """Who made a link, for the audit trail: the operating-system user."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 # -- reading and checking a CSV file ---------------------------------------------------------------------------
