@@ -26,10 +26,14 @@ from typer.testing import CliRunner
 from warcio.archiveiterator import ArchiveIterator
 
 from archiver.bundle.extract import media_extension
-from archiver.checkpoints import public_pem, raw_public
+from archiver.bundle.write import write_table
+from archiver.checkpoints import load_private_key, public_pem, raw_public
 from archiver.cli import app
 from archiver.demo.run import TOKEN_ENV, run_demo
+from archiver.ledger import canonical_row_bytes, chain_hash
 from archiver.store import Store
+from tests.test_merkle import mth
+from tests.test_merkle import path as rfc_path
 
 SECRET = "demo-token-never-in-a-bundle-Q7x2"
 ORGANISATION = "Riverside Community Clinic (fictional)"
@@ -632,6 +636,57 @@ def test_tampering_is_caught(good_bundle, tmp_path, tamper, expected):
     assert code == 1
     assert any(expected in line for line in lines), lines
     assert lines[-1].endswith("problem(s) found")
+
+
+def test_each_row_is_proven_in_the_signed_ledger_tree(good_bundle, demo):
+    """Every ledger entry carries RFC 9162's audit path, the same as the RFC's PATH computed here from the
+    archive's whole ledger, for the tree whose root the bundle's checkpoint signs."""
+    custody = json.loads((good_bundle / "data" / "custody.json").read_text())
+    tree = json.loads(custody["checkpoint"]["statement"])["ledger_tree"]
+    conn = db(demo)
+    leaves = [
+        bytes.fromhex(r[0])
+        for r in conn.execute("SELECT row_sha256 FROM ledger WHERE seq <= ? ORDER BY seq", (tree["size"],))
+    ]
+    conn.close()
+    assert mth(leaves).hex() == tree["root"]
+    entries = custody["ledger_entries"]
+    assert entries
+    for entry in entries[:: max(1, len(entries) // 25)]:
+        assert entry["inclusion"] == [h.hex() for h in rfc_path(entry["seq"] - 1, leaves)]
+
+
+def test_a_row_rewritten_with_its_own_ledger_entry_and_re_signed_with_the_archive_key_is_caught(
+    good_bundle, demo, tmp_path
+):
+    """Whoever holds the archive's key can re-sign a bundle: a deletion re-dated, its entry's digests made
+    again over the same prev_hash. Its neighbours still link; the signed tree does not hold it."""
+    bundle = tmp_path / "forged"
+    shutil.copytree(good_bundle, bundle)
+    path = bundle / "data" / "events.jsonl"
+    events = jsonl(path)
+    deleted = next(e for e in events if e["event"] == "deleted")
+    deleted["observed_at"] = "2030-01-01T00:00:00.000000Z"  # after a litigation hold, say
+    write_table(events, path, list(events[0]))
+    custody_path = bundle / "data" / "custody.json"
+    custody = json.loads(custody_path.read_text())
+    entry = next(
+        e for e in custody["ledger_entries"] if e["table_name"] == "events" and e["row_key"] == str(deleted["id"])
+    )
+    canonical = canonical_row_bytes("events", deleted)
+    entry["row_sha256"] = hashlib.sha256(canonical).hexdigest()
+    entry["hash"] = chain_hash(entry["prev_hash"], canonical)
+    custody_path.write_text(json.dumps(custody, indent=1, ensure_ascii=False) + "\n")
+    regenerate_manifests(bundle)
+    resign(bundle, load_private_key(demo / "archive" / "keys"))
+    code, lines = verify(bundle)
+    assert code == 1
+    assert lines[:-1] == [
+        f"ledger seq {entry['seq']}: its row is not at this seq in the ledger tree the checkpoint signs "
+        f"({json.loads(custody['checkpoint']['statement'])['ledger_tree']['size']} entries, root "
+        f"{json.loads(custody['checkpoint']['statement'])['ledger_tree']['root']}): the row or its entry is not the "
+        "archive's"
+    ]
 
 
 def edit_json(name: str, change) -> object:

@@ -11,7 +11,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checkpoints import ledger_digests, signed_tree
+from ..errors import ArchiverError
 from ..ledger import LEDGER_KEYS
+from ..merkle import tree_with_proofs
 from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked.
@@ -130,3 +133,19 @@ def ledger_entries(conn: sqlite3.Connection, rows: dict[str, list[dict[str, Any]
             entries.extend(dict(zip(names, tuple(row), strict=True)) for row in cur)
     entries.sort(key=lambda e: e["seq"])
     return entries
+
+
+def add_inclusion_proofs(conn: sqlite3.Connection, entries: list[dict[str, Any]], statement: dict[str, Any]) -> None:
+    """Give each entry its RFC 9162 inclusion proof (`inclusion`, hex, bottom up) in the ledger tree the
+    checkpoint statement signs: what ties a row to the signed ledger without the rows between (schemas/ledger.md)."""
+    tree = signed_tree(statement)
+    if tree is None:
+        raise ArchiverError("the checkpoint signs no ledger tree: the bundle's rows could not be proven")
+    size = tree[0]
+    root, proofs = tree_with_proofs(ledger_digests(conn), size, [e["seq"] - 1 for e in entries])
+    if root.hex() != tree[1]:
+        raise ArchiverError(
+            f"the ledger's tree of {size} entries does not have the root the checkpoint signed: run `archiver verify`"
+        )
+    for entry in entries:
+        entry["inclusion"] = [h.hex() for h in proofs[entry["seq"] - 1]]

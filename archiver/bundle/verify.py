@@ -47,7 +47,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 
-from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b64
+from .. import merkle
+from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b64, signed_tree
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
@@ -560,6 +561,43 @@ def _verify_ledger(tables: dict[str, list[dict[str, Any]]], custody: dict[str, A
             problems.append(Problem(where, f"prev_hash does not link to seq {before['seq']}'s hash"))
         if entry["seq"] == signed_seq and entry["hash"] != signed_hash:
             problems.append(Problem(where, f"hash differs from the signed checkpoint head {signed_hash}"))
+    problems.extend(_verify_inclusion(statement, sorted(entries.values(), key=lambda e: e["seq"])))
+    return problems
+
+
+def _verify_inclusion(statement: dict[str, Any], entries: list[dict[str, Any]]) -> list[Problem]:
+    """Each entry's RFC 9162 inclusion proof against the ledger tree root the checkpoint signs: the row is
+    proven part of the signed ledger, at its seq, without the rows between (schemas/ledger.md)."""
+    try:
+        tree = signed_tree(statement)
+    except (KeyError, TypeError, ValueError):
+        return [Problem("data/custody.json checkpoint", "its ledger_tree is not {size, root}")]
+    if tree is None:
+        message = (
+            "signs no ledger tree (made before checkpoints did): each row's entry is linked to its neighbours in "
+            "the bundle only, not proven part of the signed ledger"
+        )
+        return [Problem("data/custody.json checkpoint", message, "note")]
+    size, root = tree
+    problems = []
+    for entry in entries:
+        where = f"ledger seq {entry['seq']}"
+        try:
+            proof = [bytes.fromhex(h) for h in entry["inclusion"]]
+            proven = merkle.verify_inclusion(
+                int(entry["seq"]) - 1, size, bytes.fromhex(entry["row_sha256"]), proof, bytes.fromhex(root)
+            )
+        except (KeyError, TypeError, ValueError):
+            problems.append(Problem(where, "has no inclusion proof (`inclusion`, hex hashes) in custody.json"))
+            continue
+        if not proven:
+            problems.append(
+                Problem(
+                    where,
+                    f"its row is not at this seq in the ledger tree the checkpoint signs ({size} entries, root "
+                    f"{root}): the row or its entry is not the archive's",
+                )
+            )
     return problems
 
 

@@ -53,7 +53,7 @@ from ..operator import current_operator
 from ..store import Store, require_database
 from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
-from .gather import ROW_TABLES, Gathered, gather_rows
+from .gather import ROW_TABLES, Gathered, add_inclusion_proofs, gather_rows
 from .others import other_items
 from .report import render_report
 from .select import Selection, Selectors, refuse_invisible, select_item_keys
@@ -95,7 +95,8 @@ def _latest_checkpoint(store: Store, config: Config) -> dict[str, Any]:
     from ..pipeline import checkpoint_archive
 
     latest = store.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    if latest is None or latest["ledger_seq"] != head(store.conn)[0]:
+    # one made before checkpoints signed the ledger tree cannot anchor the rows' inclusion proofs
+    if latest is None or latest["ledger_seq"] != head(store.conn)[0] or '"ledger_tree"' not in latest["statement"]:
         checkpoint_archive(store, config, None)
         latest = store.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
     return dict(latest)
@@ -158,6 +159,8 @@ def export_bundle(
                 checkpoint = _latest_checkpoint(store, config)
                 on_step("reading rows and ledger entries")
                 gathered = gather_rows(store.conn, keys)
+                on_step(f"proving {len(gathered.ledger)} ledger entries against the signed ledger tree")
+                add_inclusion_proofs(store.conn, gathered.ledger, json.loads(checkpoint["statement"]))
                 manifest, signed, custody = _write_bag(
                     config, store, staging, case_id, selection, selectors, gathered, checkpoint, wacz, on_step
                 )
