@@ -713,21 +713,26 @@ def review(
     ],
     note: Annotated[str | None, typer.Option("--note", "-n", help="Why; what was done.")] = None,
     reviewer: Annotated[
-        str | None, typer.Option("--reviewer", help="Who decides; default $ARCHIVER_REVIEWER, else the login name.")
+        str | None,
+        typer.Option(
+            "--reviewer",
+            help="Who decides; default $ARCHIVER_REVIEWER, else the account this runs as. The account (its uid, and "
+            "SUDO_USER as claimed) is recorded beside it either way.",
+        ),
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Record a decision on a flag (appended with the reviewer's name; earlier reviews stay).
+    """Record a decision on a flag (appended with the reviewer's name and the account that recorded it; earlier
+    reviews stay).
 
     Example: archiver review 42 --decision false-positive --note "clinic's public fax number"
     """
-    import getpass
-
     from .lock import archive_lock
+    from .operator import current_operator
     from .scan.archive import append_review
     from .store import Store, require_database
 
-    who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or getpass.getuser()
+    who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name
     cfg = load_config(config)
     require_database(cfg.archive.database)
     with archive_lock(cfg.archive.dir):

@@ -38,6 +38,7 @@ LEDGER_KEYS: dict[str, str] = {
     "consent_checks": "id",
     "exports": "id",
     "alert_deliveries": "id",
+    "review_operators": "review_id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -56,6 +57,7 @@ INTEGER_KEYS = {
     "consent_checks",
     "exports",
     "alert_deliveries",
+    "review_operators",
 }
 
 

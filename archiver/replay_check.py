@@ -159,6 +159,7 @@ NOT_REPLAYED: dict[str, str] = {
     "consent_checks": "made by consent checks, not by a capture",
     "exports": "the register of evidence bundles made",
     "alert_deliveries": "made by alert deliveries, not by a capture",
+    "review_operators": "who recorded people's decisions, not in any captured record",
 }
 NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"
 

@@ -60,6 +60,7 @@ ARCHIVE_TABLES = (
     "consent_checks",
     "exports",
     "alert_deliveries",
+    "review_operators",
 )
 
 

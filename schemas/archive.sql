@@ -879,3 +879,45 @@ SELECT
 FROM flag_status s JOIN item_versions v ON v.id = s.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
 ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+-- migration 0012: who recorded each review, as the system knows them
+-- flag_reviews.reviewer is the name given with --reviewer (or $ARCHIVER_REVIEWER): whatever was typed. The
+-- operating-system account that ran `archiver review` (the effective uid's name and uid, and SUDO_USER as
+-- the environment claims it) is now appended beside each review, in its own table since a new column would
+-- change the ledger's canonical bytes of the reviews already entered. Reviews made before have no row.
+CREATE TABLE review_operators (
+    review_id INTEGER PRIMARY KEY REFERENCES flag_reviews(id),
+    operator TEXT NOT NULL               -- e.g. "archiver (uid 998), SUDO_USER dana (claimed by the environment, ...)"
+);
+CREATE TRIGGER review_operators_append_only_update BEFORE UPDATE ON review_operators
+BEGIN SELECT RAISE(ABORT, 'review_operators is append-only: UPDATE refused'); END;
+CREATE TRIGGER review_operators_append_only_delete BEFORE DELETE ON review_operators
+BEGIN SELECT RAISE(ABORT, 'review_operators is append-only: DELETE refused'); END;
+
+DROP VIEW reviewed_flags;
+CREATE VIEW reviewed_flags AS
+SELECT
+    r.id AS review_id,
+    r.decision,
+    r.reviewer,
+    o.operator AS recorded_by,
+    r.note,
+    r.created_at AS reviewed_at,
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.text
+FROM flag_reviews r
+LEFT JOIN review_operators o ON o.review_id = r.id
+JOIN flags f ON f.id = r.flag_id
+JOIN item_versions v ON v.id = f.version_id
+ORDER BY r.id DESC;

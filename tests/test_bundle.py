@@ -1084,6 +1084,9 @@ def test_flagged_only_exports_flags_and_reviews(demo, tmp_path):
     assert {r["item_key"] for r in jsonl(out / "data" / "items.jsonl")} == flagged
     assert len(jsonl(out / "data" / "flags.jsonl")) == flag_count
     assert len(jsonl(out / "data" / "flag_reviews.jsonl")) == 1
+    [operator] = jsonl(out / "data" / "review_operators.jsonl")  # who recorded it, ledgered with it
+    assert operator["review_id"] == jsonl(out / "data" / "flag_reviews.jsonl")[0]["id"]
+    assert operator["operator"] in (out / "data" / "report.html").read_text()
     assert first[1] in (out / "data" / "report.html").read_text()
     assert verifies(out)
     edit = out.parent / "edited"

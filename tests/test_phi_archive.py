@@ -4,6 +4,8 @@ served by a real Datasette process."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import sqlite3
@@ -327,3 +329,25 @@ def test_the_review_queue_and_reviews_over_real_http(copy):
         output = process.communicate(timeout=10)[0]
     assert "Traceback" not in output, output
     assert db(copy).execute("SELECT count(*) FROM flags").fetchone()[0] > 0
+
+
+def test_a_review_records_the_account_that_made_it_beside_the_name_given(copy):
+    """--reviewer is whatever was typed, and $LOGNAME too: the effective uid's account is recorded beside it,
+    with SUDO_USER marked as the environment's claim."""
+    conn = db(copy)
+    first, second = (r[0] for r in conn.execute("SELECT flag_id FROM flag_queue LIMIT 2"))
+    conn.close()
+    env = {"LOGNAME": "chief.privacy.officer", "USER": "chief.privacy.officer", "SUDO_USER": "dana"}
+    given = cli(copy, "review", str(first), "-d", "violation", "--reviewer", "Chief Privacy Officer", env=env)
+    default = cli(copy, "review", str(second), "-d", "false-positive", env={**env, "ARCHIVER_REVIEWER": ""})
+    assert given.exit_code == 0 and default.exit_code == 0, (given.output, default.output)
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    recorded = f"{account} (uid {os.geteuid()}), SUDO_USER dana (claimed by the environment, not proof)"
+    conn = db(copy)
+    rows = conn.execute(
+        "SELECT flag_id, reviewer, recorded_by FROM reviewed_flags WHERE flag_id IN (?, ?) ORDER BY review_id",
+        (first, second),
+    ).fetchall()
+    conn.close()
+    assert [tuple(r) for r in rows] == [(first, "Chief Privacy Officer", recorded), (second, account, recorded)]
+    assert problems(copy) == []

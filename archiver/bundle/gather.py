@@ -18,7 +18,7 @@ from ..merkle import tree_with_proofs
 from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked.
-ROW_TABLES = ("item_versions", "events", "media_files", "accounts", "flags", "flag_reviews")
+ROW_TABLES = ("item_versions", "events", "media_files", "accounts", "flags", "flag_reviews", "review_operators")
 # The fields of a version's media entry that may name the URL its file is stored under (media_files.url):
 # `url` for every platform (Graph's media_identity, Mastodon, X, Bluesky, YouTube) but LinkedIn, whose `url`
 # is the stable /rest/images resource while the file is stored under the signed `download_url` it came from.
@@ -70,6 +70,11 @@ def gather_rows(conn: sqlite3.Connection, item_keys: list[str]) -> Gathered:
             gathered.rows["flag_reviews"] = _rows(
                 conn, "SELECT * FROM flag_reviews WHERE flag_id IN ({marks})", ids, "id"
             )
+            if has_table(conn, "review_operators"):
+                reviews = [r["id"] for r in gathered.rows["flag_reviews"]]
+                gathered.rows["review_operators"] = _rows(
+                    conn, "SELECT * FROM review_operators WHERE review_id IN ({marks})", reviews, "review_id"
+                )
     gathered.ledger = ledger_entries(conn, gathered.rows)
     return gathered
 

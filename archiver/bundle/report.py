@@ -48,6 +48,7 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
         flags[row["item_key"]].append(row)
     by_url, by_sha = media_index(gathered.rows.get("media_files", []))
     reviews = latest_reviews(gathered.rows.get("flags", []), gathered.rows.get("flag_reviews", []))
+    operators = {r["review_id"]: r["operator"] for r in gathered.rows.get("review_operators", [])}
     in_extract = {r["record_id"] for r in custody["warc_records"]}
     statement = json.loads(custody["checkpoint"]["statement"])
     out = [
@@ -146,7 +147,7 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
             )
         out.append("</div>")
         if flags[key]:
-            out.extend(_flags_table(flags[key], reviews))
+            out.extend(_flags_table(flags[key], reviews, operators))
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -194,20 +195,24 @@ def _hit(flag: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(flag.get(c) for c in ("item_key", "rule_id", "span_start", "span_end"))
 
 
-def _flags_table(flags: list[dict[str, Any]], reviews: dict[int, dict[str, Any]]) -> list[str]:
-    """An item's flags, each with the privacy office's latest decision on its hit (open when none)."""
+def _flags_table(
+    flags: list[dict[str, Any]], reviews: dict[int, dict[str, Any]], operators: dict[int, str]
+) -> list[str]:
+    """An item's flags, each with the privacy office's latest decision on its hit (open when none), the name
+    its reviewer gave and the account that recorded it (none for reviews made before that was kept)."""
     out = [
         "<h3>Flags</h3><table><tr><th>rule</th><th>category</th><th>severity</th><th>matched</th><th>reason</th>",
-        "<th>decision</th><th>reviewer</th><th>reviewed</th><th>note</th></tr>",
+        "<th>decision</th><th>reviewer</th><th>recorded by</th><th>reviewed</th><th>note</th></tr>",
     ]
     for flag in flags:
         cells = [flag.get(c) for c in ("rule_id", "category", "severity", "matched", "reason")]
         review = reviews.get(flag["id"])
         if review is None:
-            cells += ["open (not reviewed)", "", "", ""]
+            cells += ["open (not reviewed)", "", "", "", ""]
         else:
             on = "" if review["flag_id"] == flag["id"] else f" (on flag {review['flag_id']}, the same hit)"
-            cells += [review["decision"] + on, review["reviewer"], review["created_at"], review["note"]]
+            recorded_by = operators.get(review["id"], "")
+            cells += [review["decision"] + on, review["reviewer"], recorded_by, review["created_at"], review["note"]]
         out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return out

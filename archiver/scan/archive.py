@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
+from ..operator import operator_name
 from ..store import Store
 from ..warc import iso, utcnow
 from .alerts import ALERT_LISTED
@@ -187,7 +188,8 @@ def append_scan(
 
 
 def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note: str | None) -> int:
-    """Append a reviewer's decision on a flag; returns the review's id. Earlier reviews stay as they were."""
+    """Append a reviewer's decision on a flag, and the operating-system account that recorded it (review_operators);
+    returns the review's id. Earlier reviews stay as they were."""
     if decision not in DECISIONS:
         raise ConfigError(f"--decision {decision!r}: must be one of {', '.join(DECISIONS)}")
     if not reviewer.strip():
@@ -195,7 +197,7 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
     if store.conn.execute("SELECT 1 FROM flags WHERE id = ?", (flag_id,)).fetchone() is None:
         raise ConfigError(f"flag {flag_id}: no such flag in {store.path}; see the flag_queue in Datasette")
     with store.transaction():
-        return store._insert(
+        review_id = store._insert(
             "flag_reviews",
             {
                 "flag_id": flag_id,
@@ -205,6 +207,9 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
                 "created_at": iso(utcnow()),
             },
         )
+        # the name given is whatever was typed: the account the system ran this as goes beside it
+        store._insert("review_operators", {"review_id": review_id, "operator": operator_name()})
+        return review_id
 
 
 def scan_after_run(
