@@ -297,8 +297,9 @@ def test_an_upgraded_archive_owes_nothing_for_flags_made_before(hospital, channe
 
     s.set_hidden(old["id"], True)  # the old hit again, on a new version
     new = s.add_comment(post, ANN, "My DOB is 03/14/1985", ago(hours=1))
-    fb_run(hospital, alerts_toml(smtp_port, hooks.url))  # applies migration 0011
-    assert hospital.rows("SELECT max(version) FROM schema_migrations") == [(11,)]
+    fb_run(hospital, alerts_toml(smtp_port, hooks.url))  # applies migration 0011 (and any later one)
+    assert hospital.rows("SELECT max(version) FROM schema_migrations") == [(len(archiver.store.load_migrations()),)]
+    assert hospital.rows("SELECT count(*) FROM schema_migrations WHERE version = 11") == [(1,)]
     [(new_flag, _, _)] = flag_of(hospital, new)
     [(_, payload)] = hooks.posts  # only the flag made since: the archive's history is not announced
     assert payload["count"] == 1 and [f["flag_id"] for f in payload["flags"]] == [new_flag]
