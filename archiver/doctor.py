@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .access_log import access_log_path
 from .backup import UNVERIFIED, read_manifest
 from .bundle.staging import leftover
 from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
@@ -20,6 +21,7 @@ from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for
 from .errors import ArchiverError
 from .http import Redactor
+from .lock import LOCK_NAME
 from .store import Store, load_migrations
 
 MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
@@ -47,14 +49,16 @@ def check_files(config: Config) -> list[Check]:
     if not archive.dir.exists():
         return [Check("archive folder", "fail", f"{archive.dir} does not exist; run `archiver run` once")]
     checks.append(_private_folder("archive folder", archive.dir))
-    checks.extend(_writable(archive.dir, archive.warc_dir, archive.database))
-    key = archive.keys_dir / PRIVATE_KEY
-    if not key.exists():
-        checks.append(Check("signing key", "fail", f"{key} is missing; checkpoints cannot be signed"))
-    elif _mode(key) & 0o077:
-        checks.append(Check("signing key", "fail", f"{key} is mode {_mode(key):o}; chmod 600 {key}"))
-    else:
-        checks.append(Check("signing key", "ok", f"{key} (mode 600); public key {archive.keys_dir / PUBLIC_KEY}"))
+    checks.extend(
+        _writable(
+            archive.dir,
+            archive.warc_dir,
+            archive.database,
+            archive.dir / LOCK_NAME,
+            access_log_path(archive.database),
+        )
+    )
+    checks.extend(_keys(archive.keys_dir))
     checks.append(_disk_space("disk space", archive.dir))
     checks.extend(_export_leftover(archive.dir))
     return checks
@@ -77,6 +81,22 @@ def _export_leftover(archive_dir: Path) -> list[Check]:
             "holding PHI; the next `archiver export` removes it, or remove it yourself",
         )
     ]
+
+
+def _keys(keys_dir: Path) -> list[Check]:
+    """The run signs with the private key, so this user must read it, and nobody else; verify and backups check
+    against the public key. A key left root's by `sudo archiver init` stops the service user's run (exit 2)."""
+    key, public = keys_dir / PRIVATE_KEY, keys_dir / PUBLIC_KEY
+    if not key.exists():
+        return [Check("signing key", "fail", f"{key} is missing; checkpoints cannot be signed")]
+    if _mode(key) & 0o077:
+        return [Check("signing key", "fail", f"{key} is mode {_mode(key):o}; chmod 600 {key}")]
+    if not os.access(key, os.R_OK):
+        return [Check("signing key", "fail", f"{key} cannot be read by this user; chown it to the user runs run as")]
+    if not public.exists():
+        message = f"{public} is missing: verify and backups check against it; put back the copy kept elsewhere"
+        return [Check("signing key", "fail", message)]
+    return [Check("signing key", "ok", f"{key} (mode 600); public key {public}")]
 
 
 def _private_folder(name: str, folder: Path) -> Check:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver import doctor
-from archiver.checkpoints import PRIVATE_KEY
+from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from archiver.cli import app
 from archiver.config import load_config
 
@@ -171,3 +171,25 @@ def test_an_archive_from_newer_software_needs_an_upgrade(archived):
     conn.close()
     (schema,) = [c for c in doctor.run_doctor(load_config(archived.config())) if c.name == "schema"]
     assert schema.status == "fail" and "newer than this software's" in schema.message
+
+
+def test_a_key_or_lock_the_service_user_cannot_use_needs_a_person(archived, monkeypatch):
+    """Left root's by `sudo archiver init` or a run under sudo: the service user's next run fails. What access(2)
+    answers is staged (the tests run as root)."""
+    arch = (archived.tmp_path / "arch").resolve()
+    key, lock = arch / "keys" / PRIVATE_KEY, arch / "archiver.lock"
+    assert lock.exists()
+    real_access = doctor.os.access
+    monkeypatch.setattr(doctor.os, "access", lambda p, mode: Path(p) not in (key, lock) and real_access(p, mode))
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    assert result.exit_code == 1
+    assert f"FAIL writable: {lock} cannot be written by this user; fix its owner or mount" in result.output
+    assert f"FAIL signing key: {key} cannot be read by this user" in result.output
+
+
+def test_a_missing_public_key_needs_a_person(archived):
+    public = archived.tmp_path / "arch" / "keys" / PUBLIC_KEY
+    public.unlink()
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
+    assert result.exit_code == 1
+    assert "FAIL signing key:" in result.output and "archive-ed25519.pub is missing" in result.output
