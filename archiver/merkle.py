@@ -33,7 +33,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 class TreeBuilder:
-    """Adds leaves one at a time; `root()` is the tree head of the leaves added so far.
+    """Adds leaves (`extend`, or `add` one); `root()` is the tree head of the leaves added so far.
 
     `frontier` holds the roots of the perfect subtrees the leaves form, largest first, as (height, hash):
     the binary digits of the size."""
