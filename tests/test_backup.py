@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import shutil
 import sqlite3
@@ -10,12 +12,15 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from archiver.access_log import Access, AccessLog
-from archiver.backup import MANIFEST, read_manifest
-from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY
+from archiver import backup as backup_module
+from archiver.access_log import SCHEMA, Access, AccessLog
+from archiver.backup import MANIFEST, back_up_archive, read_manifest
+from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY, key_fingerprint, load_public_key, public_pem
 from archiver.cli import app
+from archiver.config import load_config
 from archiver.lock import LOCK_NAME
 from archiver.recovery import file_sha256
 from archiver.users import add_user
@@ -199,7 +204,10 @@ def test_a_changed_checkpoint_copy_or_access_log_is_reported_and_the_copy_kept(d
     behind_the_back(archive / "access-log.db", "DELETE FROM access_log")
     code, output = backup(demo, to)
     assert code == 1
-    assert f"backup of {statement}: the file changed since it was backed up; the copy is kept" in output
+    assert (
+        f"backup of {statement}: differs from checkpoints id=1: changed in the archive, the backup's copy is kept"
+        in output
+    )
     assert "access-log.db.unverified, the previous stays" in output
     assert {k: v for k, v in files(to).items() if not k.endswith(".unverified")} == good
 
@@ -230,3 +238,154 @@ def test_the_folder_comes_from_the_config_or_the_command_says_what_to_do(demo, t
     assert manifest["last_backup"]["verified"]
     code, output = cli("status", "--config", str(config))
     assert f"last backup in {tmp_path / 'nightly-copy'}: {manifest['last_backup']['at']}, verified" in output
+
+
+def log_requests(archive: Path, count: int) -> None:
+    log = AccessLog(archive / "access-log.db")
+    for i in range(count):
+        log.append(Access("ann", "investigator", "10.0.0.7", "GET", "/archive/items", f"q=patient+{i}", 200, 3))
+    log.close()
+
+
+def log_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM access_log").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "cut_after, reason",
+    [
+        (45, "lacks entry 50, the last of the backup's copy (rows removed in the archive)"),  # past the signed head
+        (20, "does not verify"),  # into what the checkpoint signed
+    ],
+)
+def test_a_cut_access_log_never_replaces_the_backups_copy(demo, tmp_path, cut_after, reason):
+    archive, to = demo / "archive", tmp_path / "backup"
+    log_requests(archive, 40)
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0  # signs the log's head, seq 40
+    log_requests(archive, 10)
+    assert backup(demo, to)[0] == 0
+    good = file_sha256(to / "access-log.db")
+    behind_the_back(archive / "access-log.db", f"DELETE FROM access_log WHERE seq > {cut_after}")
+    conn = sqlite3.connect(archive / "access-log.db")
+    conn.executescript(SCHEMA)  # the triggers put back: what is left chains on its own
+    conn.close()
+    assert cli("access-log", "verify", "--config", str(demo / "archiver.toml"))[0] == 0
+    code, output = backup(demo, to)
+    assert code == 1, output
+    assert f"backup {to / 'access-log.db'}: the new snapshot {reason}: kept as access-log.db.unverified" in output
+    assert "the previous stays" in output
+    assert file_sha256(to / "access-log.db") == good and log_rows(to / "access-log.db") == 50
+    assert log_rows(to / "access-log.db.unverified") == cut_after
+    assert not read_manifest(to)["last_backup"]["verified"]
+    assert verifies(cli("verify", "--archive-dir", str(to)))  # the database snapshot agrees with the log kept
+
+
+def test_a_checkpoint_copy_a_stopped_run_left_staged_is_completed_before_the_snapshot(demo, tmp_path):
+    archive, to = demo / "archive", tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
+    last = sorted((archive / "warcs" / "checkpoints").glob("checkpoint-*.json"))[-1]
+    last.rename(last.with_suffix(".json.tmp"))  # stopped after the checkpoint's commit, before the move
+    code, output = backup(demo, to)
+    assert code == 0, output
+    assert f"note: {last.parent}: checkpoint copy {last.name} was missing" in output
+    assert last.is_file() and not last.with_suffix(".json.tmp").exists()
+    assert files(to / "warcs") == files(archive / "warcs") and not list(to.glob("*.unverified"))
+
+
+def test_a_checkpoint_copy_or_key_damaged_in_the_backup_is_copied_again(demo, tmp_path):
+    archive, to = demo / "archive", tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    copy = sorted((to / "warcs" / "checkpoints").glob("*.json"))[0]
+    key = to / "keys" / PUBLIC_KEY
+    flip_byte(copy, 40)
+    flip_byte(key, 40)
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
+    code, output = backup(demo, to)
+    assert code == 0, output
+    assert f"note: backup {copy}: differs from checkpoints id=1: damaged in the backup, copied again" in output
+    assert f"note: backup {key}: damaged in the backup, copied again" in output
+    assert files(to / "warcs") == files(archive / "warcs")
+    assert key.read_bytes() == (archive / "keys" / PUBLIC_KEY).read_bytes()
+    seq = "SELECT max(seq) FROM ledger"
+    assert sqlite3.connect(to / "archive.db").execute(seq).fetchone() == (
+        sqlite3.connect(archive / "archive.db").execute(seq).fetchone()
+    )
+    # The archive's key damaged: the backup's, which the checkpoints are signed with, is kept.
+    good = files(to)
+    flip_byte(archive / "keys" / PUBLIC_KEY, 40)
+    code, output = backup(demo, to)
+    assert code == 1
+    source = archive / "keys" / PUBLIC_KEY
+    assert f"backup of {source}: changed in the archive since it was backed up" in output
+    assert "the backup's copy is kept" in output and files(to) == good
+
+
+def test_a_stopped_backup_leaves_the_folder_as_it_was(demo, tmp_path):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    before = files(to)
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0  # a new file for the next backup
+
+    def stop(step: str, done: int, total: int) -> None:
+        if step.startswith("verifying"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        back_up_archive(load_config(demo / "archiver.toml").archive, to, stop)
+    assert files(to) == before
+    assert verifies(cli("verify", "--archive-dir", str(to)))
+
+
+@pytest.mark.parametrize("where", ["file", "database"])
+def test_a_full_backup_disk_is_said_so_and_leaves_the_folder_as_it_was(demo, tmp_path, monkeypatch, where):
+    to = tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    before = files(to)
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
+
+    def copy_bytes(source: Path, target: Path) -> str:
+        target.write_bytes(source.read_bytes()[:10])
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    def snapshot(source: Path, target: Path) -> Path:
+        target.write_bytes(b"half")
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise full
+
+    if where == "file":
+        monkeypatch.setattr(backup_module, "_copy_bytes", copy_bytes)
+    else:
+        monkeypatch.setattr(backup_module, "_snapshot", snapshot)
+    code, output = backup(demo, to)
+    assert code == 1 and output.count("\n") == 1, output
+    assert f"--to {to}: the backup folder's disk is full" in output
+    assert files(to) == before
+    assert verifies(cli("verify", "--archive-dir", str(to)))
+
+
+@pytest.mark.parametrize("named_by", ["key", "manifest"])
+def test_a_folder_holding_another_archives_backup_is_refused_before_anything_is_copied(demo, tmp_path, named_by):
+    archive, to = demo / "archive", tmp_path / "backup"
+    assert backup(demo, to)[0] == 0
+    manifest = read_manifest(to)
+    assert manifest["public_key"] == key_fingerprint(load_public_key(archive / "keys" / PUBLIC_KEY))
+    other = Ed25519PrivateKey.generate().public_key()
+    if named_by == "key":  # a backup made before backup.json named the key
+        (to / "keys" / PUBLIC_KEY).write_bytes(public_pem(other))
+        del manifest["public_key"]
+    else:
+        (to / "keys" / PUBLIC_KEY).unlink()
+        manifest["public_key"] = key_fingerprint(other)
+    (to / MANIFEST).write_text(json.dumps(manifest))
+    assert cli("checkpoint", "--config", str(demo / "archiver.toml"))[0] == 0
+    before = files(to)
+    code, output = backup(demo, to)
+    assert code == 2 and output.count("\n") == 1, output
+    assert f"the folder holds the backup of another archive (public key {key_fingerprint(other)}" in output
+    assert files(to) == before and json.loads((to / MANIFEST).read_text()) == manifest
