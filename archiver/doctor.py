@@ -22,6 +22,7 @@ from .connectors import connector_for
 from .errors import ArchiverError
 from .http import Redactor
 from .lock import LOCK_NAME
+from .scan.alerts import configured_channels
 from .store import Store, load_migrations
 
 MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
@@ -163,6 +164,37 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
         store.close()
 
 
+def check_alerts(config: Config) -> list[Check]:
+    """Flags an alert channel still owes: a channel that keeps failing (SMTP down, a webhook moved) leaves high
+    flags unannounced, and only this line and the runs' notices say so."""
+    from .scan.delivery import pending_alerts
+
+    if not configured_channels(config.alerts) or not config.archive.database.exists():
+        return []
+    store = Store.open(config.archive.database, readonly=True)
+    try:
+        pending = pending_alerts(store.conn, config.alerts)
+    finally:
+        store.close()
+    checks = []
+    for owed in pending:
+        name = f"alerts {owed.channel}"
+        last = owed.last_attempt
+        if not owed.flags:
+            checks.append(Check(name, "ok", f"nothing owed ({owed.destination})"))
+            continue
+        said = f"; last attempt {last['at']}: {last['error'] or last['outcome']}" if last else ""
+        checks.append(
+            Check(
+                name,
+                "warn",
+                f"{len(owed.flags)} flag(s) in the review queue never delivered to {owed.destination}{said}; fix the "
+                "channel and run `archiver alerts send`",
+            )
+        )
+    return checks
+
+
 def check_backup(config: Config, now: datetime) -> list[Check]:
     """The last backup in the `[backup]` folder. An archive without one has a single copy of its evidence."""
     folder = config.backup.to
@@ -260,6 +292,7 @@ def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
     checks += check_files(config)
     checks += check_last_run(config, now)
     checks += check_backup(config, now)
+    checks += check_alerts(config)
     for account in config.accounts:
         if account.enabled:
             checks += check_account(account, config.archive.request_timeout, now, config.archive.token_warning_days)

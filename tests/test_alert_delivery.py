@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import archiver.store
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.doctor import check_alerts
 from tests.graph_clinic import ANN, Hospital, ago, fb_key
 
 from . import test_phi_alerts
@@ -120,6 +121,11 @@ def test_alerts_send_retries_after_an_outage_and_pending_says_what_is_owed(tmp_p
     assert "matched" not in email["flags"][0]  # what is owed is said without the PHI
     text = cli(config, "alerts", "pending")
     assert f"email (privacy@clinic.test, security@clinic.test): {len(high)} flag(s) owed; last attempt" in text.output
+    # the morning's doctor says so too (a warning: exit 1, its output mailed by cron)
+    [email_check, webhook_check] = check_alerts(load_config(config))
+    assert (email_check.status, webhook_check.status) == ("warn", "ok")
+    assert str(email_check).startswith(f"WARN alerts email: {len(high)} flag(s) in the review queue never delivered")
+    assert f"127.0.0.1:{port} failed" in str(email_check) and "archiver alerts send" in str(email_check)
 
     still_down = cli(config, "alerts", "send")
     assert still_down.exit_code == 1
@@ -140,6 +146,7 @@ def test_alerts_send_retries_after_an_outage_and_pending_says_what_is_owed(tmp_p
         controller.stop()
     owed = [(c["channel"], c["owed"]) for c in json.loads(cli(config, "alerts", "pending", "--json").stdout)]
     assert owed == [("email", 0), ("webhook", 0)]
+    assert [c.status for c in check_alerts(load_config(config))] == ["ok", "ok"]
     verifies(config)
 
 
