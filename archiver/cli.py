@@ -958,16 +958,19 @@ def consent_check(
 
     Flags, into the review queue: an own post that looks like a patient story, testimonial or photo with no
     live consent linked ("patient content without consent on file"), and a post whose linked consent expired
-    or was revoked while it is still published ("consent lapsed, content still published"). Exit 1 while
-    consent flags are open in the review queue.
+    or was revoked while it is still published ("consent lapsed, content still published"). Then sends the
+    alert channels every flag they owe (what they answered goes to stderr). Exit 1 while consent flags are open
+    in the review queue.
 
     Example: archiver consent check --config /etc/archiver/archiver.toml
     """
     from .consent.check import check_consents
 
     outcome = check_consents(load_config(config), datetime.now(UTC).date())
+    for notice in outcome.notices:  # stderr: --json's stdout stays one document
+        typer.echo(notice, err=True)
     if as_json:
-        summary = {k: v for k, v in outcome.__dict__.items() if k != "flags"}
+        summary = {k: v for k, v in outcome.__dict__.items() if k not in ("flags", "notices")}
         typer.echo(json.dumps({**summary, "new_flags": outcome.flags}, indent=2))
     else:
         for flag in outcome.flags:

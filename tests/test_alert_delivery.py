@@ -330,3 +330,22 @@ def test_the_alerts_commands_need_a_channel_and_an_archive(tmp_path):
         result = cli(config, "alerts", command)
         assert result.exit_code == 2 and "archive database not found" in result.output, result.output
     assert not (tmp_path / "arch" / "archive.db").exists()
+
+
+def test_the_consent_check_command_sends_what_is_owed_too(tmp_path, clinic, channels):
+    """`archiver consent check` appends flags like a scan: it ends like one, delivering every flag owed (here the
+    run's PHI flags, archived before any channel was set up), its JSON on stdout untouched."""
+    mailbox, smtp_port, hooks = channels
+    config = write_config(tmp_path, clinic.base_url, smtp_port, hooks.url)
+    with_channels = config.read_text()
+    config.write_text(with_channels.split("[alerts.email]")[0])
+    assert run(config).exit_code == 0
+    high = high_flags(tmp_path / "arch")
+    assert high and mailbox.messages == [] and hooks.posts == []
+    config.write_text(with_channels)
+    result = CliRunner().invoke(app, ["consent", "check", "--json", "--config", str(config)], env=ENV)
+    assert result.exit_code in (0, 1), result.output
+    assert "open_flags" in json.loads(result.stdout)
+    assert f"({len(high)} flags)" in result.stderr
+    assert len(mailbox.messages) == 1 and len(hooks.posts) == 1
+    assert deliveries(tmp_path / "arch") == [("email", "sent", len(high)), ("webhook", "sent", len(high))]

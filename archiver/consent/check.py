@@ -91,6 +91,7 @@ class ConsentCheckOutcome:
     patient_posts: int = 0
     flags: list[dict[str, Any]] = field(default_factory=list)  # the flags appended, as stored
     open_flags: int = 0  # consent flags in the review queue after the check (new or older, undecided)
+    notices: list[str] = field(default_factory=list)  # what the alert channels answered
 
     def summary(self) -> str:
         missing = sum(1 for f in self.flags if f["rule_id"] == MISSING_RULE)
@@ -300,11 +301,14 @@ def append_consent_check(
 
 def check_consents(config: Config, today: date) -> ConsentCheckOutcome:
     """`archiver consent check`: the configured archive, under the run lock."""
+    from ..scan.delivery import alert_after
     from .register import writable_archive
 
     detector = build_signal_detector(config)
     with writable_archive(config) as store:
-        return append_consent_check(store, detector, today)
+        outcome = append_consent_check(store, detector, today)
+        alert_after(store, config, None, outcome.notices)  # its new flags, and any other flag still owed
+        return outcome
 
 
 def consent_check_after_run(store: Store, config: Config, run_id: str, today: date, notices: list[str]) -> bool:
