@@ -156,11 +156,14 @@ def _back_up(
     if not os.access(destination, os.W_OK | os.X_OK):
         raise ConfigError(f"--to {destination}: the backup folder is not writable")
     _remove_partials(destination)
-    database = destination / archive.database.name
+    # the backup is laid out with the default names whatever the config names, so `verify --archive-dir`
+    # and a restore find it as an archive folder
+    layout = ArchiveConfig.in_folder(destination)
+    database = layout.database
     snapshot = database.with_name(database.name + PARTIAL)
     staged.append(_Staged(snapshot, database, kind="database"))  # listed first: removed should the copy fail
     _snapshot(archive.database, snapshot)
-    warcs = destination / archive.warc_dir.name
+    warcs = layout.warc_dir
     key_copy = _stage_key(archive, destination, keys, staged, outcome)
     rows = _checkpoint_rows(snapshot)
     recorded, outcome.ledger_seq = _recorded_warcs_and_head(snapshot, key_copy)
@@ -175,9 +178,10 @@ def _back_up(
         outcome.problems.append(Problem(f"backup of {archive.warc_dir / name}", message))
     users = users_path(archive.database)
     if users.is_file():  # the users file changes when people are added or removed: the latest is right
-        staged.append(_Staged(_stage_copy(users, destination / users.name)[0], destination / users.name))
+        target_users = users_path(layout.database)
+        staged.append(_Staged(_stage_copy(users, target_users)[0], target_users))
     log = access_log_path(archive.database)
-    target_log = destination / log.name
+    target_log = access_log_path(layout.database)
     # The log's snapshot after the database's: the checkpoints in the database sign heads of it.
     staged_log = target_log.with_name(target_log.name + PARTIAL) if log.is_file() else None
     if staged_log is not None:
@@ -336,7 +340,7 @@ def _keys(archive: ArchiveConfig, destination: Path) -> tuple[str | None, str | 
     a folder holding another archive's backup (its key, or the one its backup.json names, is none of this
     archive's), before anything is written there."""
     ours = _read_key(archive.keys_dir / PUBLIC_KEY)
-    theirs = _read_key(destination / archive.keys_dir.name / PUBLIC_KEY)
+    theirs = _read_key(ArchiveConfig.in_folder(destination).keys_dir / PUBLIC_KEY)
     conn = _read_only(archive.database)
     try:
         signers = [row[0] for row in conn.execute("SELECT public_key FROM checkpoints ORDER BY id")]
@@ -378,7 +382,7 @@ def _stage_key(
     (None when no good one is at hand). The right key is the one the checkpoints are signed with."""
     ours, theirs, signer = keys
     source = archive.keys_dir / PUBLIC_KEY
-    target = destination / archive.keys_dir.name / PUBLIC_KEY
+    target = ArchiveConfig.in_folder(destination).keys_dir / PUBLIC_KEY
     where = f"backup of {source}"
     if theirs is not None and theirs == ours:
         outcome.unchanged += 1

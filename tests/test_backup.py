@@ -389,3 +389,31 @@ def test_a_folder_holding_another_archives_backup_is_refused_before_anything_is_
     assert code == 2 and output.count("\n") == 1, output
     assert f"the folder holds the backup of another archive (public key {key_fingerprint(other)}" in output
     assert files(to) == before and json.loads((to / MANIFEST).read_text()) == manifest
+
+
+def test_a_backup_of_an_archive_with_named_files_is_laid_out_with_the_default_names(demo, tmp_path):
+    """`database`, `warc_dir` named in the config: the backup still holds archive.db, warcs/ and keys/, so
+    `verify --archive-dir` checks it without a config, and a later backup finds what it copied."""
+    arch = demo / "archive"
+    for suffix in ("", "-wal", "-shm"):
+        if (arch / f"archive.db{suffix}").exists():
+            (arch / f"archive.db{suffix}").rename(arch / f"riverside.db{suffix}")
+    (arch / "data").mkdir()
+    (arch / "warcs").rename(arch / "data" / "warcs")
+    config = demo / "archiver.toml"
+    text = config.read_text()
+    config.write_text(
+        text.replace('dir = "archive"\n', 'dir = "archive"\ndatabase = "riverside.db"\nwarc_dir = "data/warcs"\n', 1)
+    )
+    assert verifies(cli("verify", "--config", str(config)))
+    to = tmp_path / "nightly"
+    code, output = backup(demo, to)
+    assert code == 0 and output.splitlines()[-1] == "backup verifies", output
+    assert {"archive.db", "warcs", "keys"} <= {p.name for p in to.iterdir()}
+    assert verifies(cli("verify", "--archive-dir", str(to)))
+    before = files(to)
+    code, output = backup(demo, to)
+    assert code == 0, output
+    assert {k: v for k, v in files(to).items() if k.startswith("warcs/")} == {
+        k: v for k, v in before.items() if k.startswith("warcs/")
+    }
