@@ -17,7 +17,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -88,6 +88,14 @@ token_env = "{token_env}"
     def run(self, *args: str, **config: str) -> tuple[int, str]:
         result = CliRunner().invoke(app, ["run", "--config", str(self.config(**config)), "--quiet", *args])
         return result.exit_code, result.output
+
+    def last_run_quota_day(self) -> str:
+        """The quota day (Pacific date) the last run started in: a run at the real time may begin after a
+        midnight Pacific that NOW, taken at import, was before."""
+        conn = self.db()
+        (started,) = conn.execute("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        conn.close()
+        return datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone(PACIFIC).date().isoformat()
 
     def db(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.tmp_path / "arch" / "archive.db")
@@ -175,7 +183,7 @@ def test_first_run_archives_uploads_threads_and_every_reply(channel):
     assert channel.server.api_calls("playlistItems")[0]["playlistId"] == "UU" + channel.channel["id"][2:]
     assert channel.server.api_calls("videos")[0]["part"] == "snippet,status,statistics"
     # Quota: every call counted, and the count kept for the quota day (midnight Pacific).
-    day = NOW.astimezone(PACIFIC).date().isoformat()
+    day = channel.last_run_quota_day()
     assert channel.cursor(QUOTA_CURSOR) == f"{day}:{channel.server.units_spent}"
     conn = channel.db()
     assert conn.execute("SELECT count(*) FROM media_files").fetchone()[0] == 3  # the thumbnails
@@ -296,7 +304,8 @@ def test_quota_stop_names_the_videos_left_and_the_next_day_reads_them(channel):
         channel.state.add_comment(video["id"], "@AnnPatient", f"question on video {i}", at=NOW - timedelta(days=2))
     config = load_config(channel.config(options="options = {daily_quota = 5}"))
     # 5 units: channels, playlistItems, videos, then the comments of two videos; the third must wait.
-    day_one = NOW
+    # noon Pacific of NOW's quota day: "later the same quota day" must not cross a midnight Pacific
+    day_one = datetime.combine(NOW.astimezone(PACIFIC).date(), time(12), PACIFIC).astimezone(UTC)
     first = run_archive(config, now=lambda: day_one)
     (result,) = first.accounts
     assert result.status == "ok" and first.exit_code == 0
@@ -349,7 +358,7 @@ def test_quota_exceeded_403_is_a_quota_stop_not_an_auth_failure(tmp_path, monkey
         assert "renew" not in output
         day, units = ch.cursor(QUOTA_CURSOR).split(":")
         assert int(units) == 10_000  # the project's quota is spent for the day, whatever was configured
-        assert day == NOW.astimezone(PACIFIC).date().isoformat()
+        assert day == ch.last_run_quota_day()
         assert QUOTA_EXCEEDED["error"]["errors"][0]["reason"] == "quotaExceeded"
     finally:
         ch.stop()
@@ -556,7 +565,7 @@ def test_a_short_term_rate_limit_403_is_waited_out_and_retried(channel, http_wai
     assert http_waits == [60.0, 60.0]
     assert [q["videoId"] for q in channel.server.api_calls("commentThreads")].count(video["id"]) == 3
     assert c(comment) in {r[0] for r in channel.rows()}
-    day = NOW.astimezone(PACIFIC).date().isoformat()
+    day = channel.last_run_quota_day()
     assert channel.cursor(QUOTA_CURSOR) == f"{day}:{len(channel.server.requests_log) - 3}"  # the thumbnails are free
 
 
