@@ -149,6 +149,13 @@ def signed_tree(statement: Any) -> tuple[int, str] | None:
     return int(tree["size"]), str(tree["root"])
 
 
+def _tree_or_none(statement: Any) -> tuple[int, str] | None:
+    try:
+        return signed_tree(statement)
+    except (KeyError, TypeError, ValueError):
+        return None  # reported by verify_checkpoints
+
+
 def _tree_problem(where: str, signed: tuple[int, str], roots: dict[int, str]) -> Problem | None:
     size, root = signed
     found = roots.get(size)
@@ -407,6 +414,8 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
     if not paths:
         yield Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against")
         return
+    # a tree a checkpoint row signs too is recomputed by verify_checkpoints: one pass over the ledger, not two
+    in_database = {tree for _, statement in _signed_statements(conn, None) if (tree := _tree_or_none(statement))}
     trees: list[tuple[str, tuple[int, str]]] = []
     for path in paths:
         where = f"kept checkpoint {path}"
@@ -425,9 +434,9 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
         elif found[0] != copy.head:
             rewritten = f"ledger seq {copy.seq} hash expected {copy.head} as signed, found {found[0]} (rewritten)"
             yield Problem(where, rewritten)
-        elif copy.tree is not None:
+        elif copy.tree is not None and copy.tree not in in_database:
             trees.append((where, copy.tree))
-    roots = tree_roots(conn, {tree[0] for _, tree in trees})
+    roots = tree_roots(conn, {tree[0] for _, tree in trees}) if trees else {}
     for where, tree in trees:
         if (problem := _tree_problem(where, tree, roots)) is not None:
             yield problem
