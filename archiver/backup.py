@@ -107,7 +107,7 @@ def back_up_archive(
     on_step = on_step or (lambda step, done, total: None)
     destination = _checked_destination(archive, destination)
     outcome = BackupOutcome(destination)
-    with archive_lock(archive.dir):
+    with archive_lock(archive.dir, "archiver backup"):
         # Before anything is written there: another archive's backup must not receive this one's PHI.
         ours, theirs, signer = _keys(archive, destination)
         outcome.public_key = fingerprint(ours) if ours not in (None, DAMAGED) else None

@@ -589,7 +589,7 @@ def checkpoint(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     cfg = load_config(config)
     require_database(cfg.archive.database)
-    with archive_lock(cfg.archive.dir):
+    with archive_lock(cfg.archive.dir, "archiver checkpoint"):
         store = Store.open(cfg.archive.database, create=False)
         try:
             made = checkpoint_archive(store, cfg, None)
@@ -685,7 +685,7 @@ def scan(
     require_database(cfg.archive.database)
     detector = build_detector(cfg)
     notices: list[str] = []
-    with archive_lock(cfg.archive.dir):
+    with archive_lock(cfg.archive.dir, "archiver scan"):
         store = Store.open(cfg.archive.database, create=False)
         try:
             with count_progress(on_terminal(), "scanning versions") as on_progress:
@@ -735,7 +735,7 @@ def review(
     who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name
     cfg = load_config(config)
     require_database(cfg.archive.database)
-    with archive_lock(cfg.archive.dir):
+    with archive_lock(cfg.archive.dir, "archiver review"):
         store = Store.open(cfg.archive.database, create=False)
         try:
             review_id = append_review(store, flag, decision, who, note)

@@ -275,7 +275,7 @@ def run_archive(
     progress = progress or RunProgress()
     accounts = config.selected_accounts(only)  # ConfigError for a name not configured
     archive = config.archive
-    with archive_lock(archive.dir):
+    with archive_lock(archive.dir, "archiver run"):
         archive.dir.mkdir(parents=True, exist_ok=True)
         archive.dir.chmod(0o700)  # PHI lives here: nobody else reads it
         store = Store.open(archive.database)

@@ -223,7 +223,7 @@ def test_refused_inside_the_archive_or_while_a_run_holds_it(demo, tmp_path):
         code, output = backup(demo, tmp_path / "backup")
     finally:
         os.close(fd)
-    assert code == 1 and "another archiver run holds this archive" in output
+    assert code == 1 and "another archiver command holds this archive" in output
     assert not (tmp_path / "backup").exists()
 
 

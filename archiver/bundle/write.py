@@ -143,7 +143,7 @@ def export_bundle(
     out = Path(out).resolve()
     archive = config.archive
     require_database(archive.database)  # before the lock, which would make the folder
-    with archive_lock(archive.dir):
+    with archive_lock(archive.dir, "archiver export"):
         removed = remove_leftover(archive.dir)
         store = Store.open(archive.database, create=False)
         try:

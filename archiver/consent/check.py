@@ -305,7 +305,7 @@ def check_consents(config: Config, today: date) -> ConsentCheckOutcome:
     from .register import writable_archive
 
     detector = build_signal_detector(config)
-    with writable_archive(config) as store:
+    with writable_archive(config, "archiver consent check") as store:
         outcome = append_consent_check(store, detector, today)
         alert_after(store, config, None, outcome.notices)  # its new flags, and any other flag still owed
         return outcome

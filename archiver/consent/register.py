@@ -443,13 +443,13 @@ def list_consents(conn: sqlite3.Connection, today: date, status: str | None = No
 
 # -- on a configured archive (what the commands call) ----------------------------------------------------------
 @contextmanager
-def writable_archive(config: Config, *, create: bool = False) -> Iterator[Store]:
+def writable_archive(config: Config, command: str, *, create: bool = False) -> Iterator[Store]:
     """The archive opened for appending, under the run lock (a run in progress makes this a LockedError).
     `create`: a new archive may start with its consent register, before the first run."""
     archive = config.archive
     if not create and not archive.database.exists():
         raise ConfigError(f"{archive.database}: archive database not found; run `archiver run` first")
-    with archive_lock(archive.dir):
+    with archive_lock(archive.dir, command):
         archive.dir.chmod(0o700)  # patient data lives here: nobody else reads it
         store = Store.open(archive.database)
         try:
@@ -466,7 +466,7 @@ def import_consents(config: Config, path: Path) -> ImportOutcome:
     """`archiver consent import`: the CSV file into the configured archive, all rows or none."""
     from ..connectors import CONNECTORS
 
-    with writable_archive(config, create=True) as store:
+    with writable_archive(config, "archiver consent import", create=True) as store:
         return append_consent_import(store, path, platforms=CONNECTORS, accounts=config_accounts(config))
 
 
@@ -474,7 +474,7 @@ def link_consent(
     config: Config, consent_id: str, item_key: str, media_url: str | None = None, today: date | None = None
 ) -> LinkOutcome:
     """`archiver consent link`: record that a consent covers an archived item."""
-    with writable_archive(config) as store:
+    with writable_archive(config, "archiver consent link") as store:
         return append_consent_link(store, consent_id, item_key, media_url=media_url, today=today)
 
 

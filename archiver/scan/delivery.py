@@ -169,7 +169,7 @@ def send_owed_alerts(config: Config) -> list[ChannelAnswer]:
     from ..consent.register import writable_archive
 
     require_channels(config)
-    with writable_archive(config) as store:
+    with writable_archive(config, "archiver alerts send") as store:
         return deliver_owed(store, config, None)
 
 
