@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.config import load_config
 from archiver.connectors import connector_for
-from archiver.connectors.base import EMPTY_PAGES_MAX
+from archiver.connectors.base import EMPTY_PAGES_MAX, RecentMap
 from archiver.connectors.linkedin import DEFAULT_VERSION, STOPPED_UNTIL, DailyLimitUTC, next_midnight_utc
 from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
 from archiver.demo.loopback import Fault
@@ -192,6 +192,42 @@ def test_first_run_archives_posts_comments_replies_and_media(pages):
     data = gzip.decompress(warc.read_bytes())
     assert b"GET /rest/posts?author=urn%3Ali%3Aorganization%3A1001&q=author" in data and b"author=urn:li" not in data
     assert CliRunner().invoke(app, ["verify", "--config", str(pages.config())]).exit_code == 0
+
+
+def test_an_image_shown_by_two_posts_is_fetched_once_and_recorded_on_both(pages):
+    """The second post with the same image URN gets the first one's download URL and digest, so its bundle carries
+    the image instead of calling it "not captured"."""
+    photo = make_png(8, 5, 7)
+    first = pages.state.add_post(1001, "Flu clinic Saturday", created_at=NOW - timedelta(days=2), image=(photo, "x"))
+    again = pages.state.add_post(1001, "Reminder: flu clinic", created_at=NOW - timedelta(days=1))
+    again["content"] = {"media": {"id": first["content"]["media"]["id"], "altText": "flu clinic"}}
+    code, output = pages.run()
+    assert code == 0, output
+    conn = pages.db()
+    (media,) = conn.execute("SELECT url, sha256 FROM media_files").fetchall()
+    entries = [
+        json.loads(conn.execute("SELECT media FROM item_versions WHERE item_key = ?", (k(post["id"]),)).fetchone()[0])
+        for post in (first, again)
+    ]
+    conn.close()
+    assert media["sha256"] == hashlib.sha256(photo).hexdigest()
+    for (entry,) in entries:
+        assert (entry["download_url"], entry["sha256"]) == (media["url"], media["sha256"])
+    out = pages.tmp_path / "bundle"
+    config = str(pages.config())
+    result = CliRunner().invoke(
+        app, ["export", "--config", config, "--case", "C-7", "--out", str(out), "--quiet", "--item", k(again["id"])]
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (out / "data" / "media").iterdir()] != []
+    assert CliRunner().invoke(app, ["verify-bundle", str(out)]).exit_code == 0
+
+
+def test_the_memory_of_resolved_media_is_bounded():
+    memory: RecentMap[str] = RecentMap(4)
+    for key in "abcde":
+        memory.put(key, key.upper())
+    assert memory.get("e") == "E" and memory.get("d") == "D" and "a" not in memory and memory.get("a") is None
 
 
 def test_start_count_paging_of_posts_and_comments(tmp_path, monkeypatch):

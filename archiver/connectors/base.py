@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol, Self
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 from ..config import AccountConfig
 from ..errors import ArchiverError, PlatformError
@@ -26,6 +26,8 @@ from ..http import RateLimitPolicy, Session, redact_url, with_params
 from ..items import CursorUpdate, Observation
 from ..store import KnownItem
 from ..warc import iso, utcnow
+
+V = TypeVar("V")
 
 
 class AccountState(Protocol):
@@ -191,6 +193,26 @@ class RecentSet:
         self._new.add(key)
         if len(self._new) >= self.half:
             self._old, self._new = self._new, set()
+
+
+class RecentMap(Generic[V]):
+    """A RecentSet that remembers a value with each key: what handling a key found, for the repeats."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.half = max(1, capacity // 2)
+        self._new: dict[Hashable, V] = {}
+        self._old: dict[Hashable, V] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._new or key in self._old
+
+    def get(self, key: Hashable) -> V | None:
+        return self._new[key] if key in self._new else self._old.get(key)
+
+    def put(self, key: Hashable, value: V) -> None:
+        self._new[key] = value
+        if len(self._new) >= self.half:
+            self._old, self._new = self._new, {}
 
 
 @dataclass(frozen=True)

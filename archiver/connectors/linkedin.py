@@ -33,7 +33,7 @@ from ..errors import AuthError, PlatformError, RateLimitedError
 from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
-from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentSet, RequestRevisions
+from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentMap, RecentSet, RequestRevisions
 
 PAGE_COUNT = 50
 COMMENT_COUNT = 100
@@ -184,7 +184,8 @@ class _LinkedInRun:
         self.org_urn = organization_urn(account)
         self.seen = RecentSet()  # item keys handled lately in this run
         self.window_posts: set[str] = set()  # posts of the re-check window read this run (all: the look-ups skip them)
-        self.media_fetched = RecentSet()
+        # media URN -> what resolving it added to its entry ({} when it failed), for a URN that comes again
+        self.media_fetched: RecentMap[dict[str, str]] = RecentMap()
         self.recheck_ms = int(_parse_time(window.recheck_since).timestamp() * 1000)
         self.last_seen = now  # capture time of the latest exchange
         self.asking = ""  # the call in progress, for messages
@@ -356,9 +357,12 @@ class _LinkedInRun:
         """The media's downloadUrl from its resource, then its bytes (from the CDN, without the token)."""
         urn = entry["id"]
         resource = MEDIA_RESOURCES.get(urn.split(":")[2] if urn.count(":") >= 3 else "")
-        if resource is None or urn in self.media_fetched:
+        if resource is None:
             return entry
-        self.media_fetched.add(urn)
+        if urn in self.media_fetched:  # another post of this run shows the same image: same bytes, same digest
+            entry.update(self.media_fetched.get(urn) or {})
+            return entry
+        self.media_fetched.put(urn, {})
         meta = self.get(f"/rest/{resource}/{encode_urn(urn)}", ok=(200, 403, 404))
         if meta.status != 200:
             yield Notice(f"media {urn}: {meta.url} answered HTTP {meta.status}; kept the item without it")
@@ -372,7 +376,9 @@ class _LinkedInRun:
             yield Notice(f"media {urn} answered HTTP {exchange.status}; kept the item without it")
             return entry
         digest = hashlib.sha256(exchange.body).hexdigest()
-        entry.update(download_url=exchange.url, sha256=digest)
+        resolved = {"download_url": exchange.url, "sha256": digest}
+        self.media_fetched.put(urn, resolved)
+        entry.update(resolved)
         yield MediaFile(exchange.url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
         return entry
 
