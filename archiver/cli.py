@@ -355,18 +355,37 @@ def rebuild(
 
 @app.command()
 @reports_errors
-def doctor(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def doctor(
+    config: ConfigOption = DEFAULT_CONFIG,
+    alert: Annotated[
+        bool,
+        typer.Option(
+            "--alert", help="When something needs a person, also send the report on the configured alert channels."
+        ),
+    ] = False,
+) -> None:
     """Check what the nightly run needs: folders and key permissions, that the archive can be written, disk
     space, the last run, the last backup (a warning when the config names no backup folder), and every
     account's credential (one cheap call each, not archived). Exit 1 when something needs a person.
 
-    Example: archiver doctor --config /etc/archiver/archiver.toml
+    --alert is for systemd timers, which mail nothing: the checks that need a person go by [alerts.email] and
+    [alerts.webhook] (the channels' notices on stderr).
+
+    Example: archiver doctor --config /etc/archiver/archiver.toml --alert
     """
     from .doctor import run_doctor
+    from .scan.alerts import send_doctor_alert
+    from .scan.delivery import require_channels
 
-    checks = run_doctor(load_config(config))
+    cfg = load_config(config)
+    if alert:
+        require_channels(cfg)  # before any check: an alert that could never go is a config error
+    checks = run_doctor(cfg)
     for check in checks:
         typer.echo(str(check))
+    if alert:
+        for notice in send_doctor_alert(cfg, [(c.name, c.status, c.message) for c in checks]):
+            typer.echo(notice, err=True)
     raise typer.Exit(0 if all(c.status == "ok" for c in checks) else 1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +15,10 @@ from archiver.checkpoints import PRIVATE_KEY, PUBLIC_KEY
 from archiver.cli import app
 from archiver.config import load_config
 
+from . import test_phi_alerts
 from .test_ledger import behind_the_back
 from .test_mastodon_run import TOKEN, Clinic
+from .test_phi_alerts import SMTP_PASSWORD, WEBHOOK_TOKEN, alerts_toml
 
 
 @pytest.fixture
@@ -193,3 +196,74 @@ def test_a_missing_public_key_needs_a_person(archived):
     result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config())])
     assert result.exit_code == 1
     assert "FAIL signing key:" in result.output and "archive-ed25519.pub is missing" in result.output
+
+
+channels = test_phi_alerts.channels  # the fixture: a real SMTP server and webhook receiver on loopback
+
+
+def test_alert_sends_what_needs_a_person_by_the_configured_channels(archived, channels, monkeypatch):
+    """Under systemd nothing mails doctor's output: --alert sends the checks that are not OK, without secrets."""
+    mailbox, smtp_port, hooks = channels
+    monkeypatch.setenv("ALERT_TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("ALERT_TEST_HOOK_TOKEN", WEBHOOK_TOKEN)
+    monkeypatch.setenv("CLINIC_TOKEN", "wrong-token-value-991")
+    config = archived.config()
+    config.write_text(config.read_text() + "\n" + alerts_toml(smtp_port, hooks.url))
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config), "--alert"])
+    assert result.exit_code == 1, result.output
+    needs = [line for line in result.stdout.splitlines() if not line.startswith("OK")]
+    assert len(needs) == 2 and any("FAIL account clinic: the platform refused the token" in n for n in needs)
+    [mail] = mailbox.messages
+    assert (
+        mail["Subject"].endswith(": 2 check(s) need a person")
+        and mail["To"] == "privacy@clinic.test, security@clinic.test"
+    )
+    body = mail.get_payload(decode=True).decode().replace("\r\n", "\n")
+    assert all(line in body for line in needs) and "OK " not in body
+    [(headers, payload)] = hooks.posts
+    assert headers["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
+    assert payload["event"] == "doctor" and payload["count"] == 2 and payload["ok"] >= 5
+    assert [f"{c['status'].upper():4} {c['check']}: {c['message']}" for c in payload["checks"]] == needs
+    assert "alert e-mail sent to privacy@clinic.test" in result.stderr and "alert webhook" in result.stderr
+    for secret in ("wrong-token-value-991", SMTP_PASSWORD, WEBHOOK_TOKEN):
+        assert secret not in body and secret not in json.dumps(payload) and secret not in result.output
+
+    # All well (a backup made, the token right): nothing is sent.
+    monkeypatch.setenv("CLINIC_TOKEN", TOKEN)
+    config.write_text(config.read_text() + '\n[backup]\nto = "nightly"\n')
+    assert CliRunner().invoke(app, ["backup", "--config", str(config), "--quiet"]).exit_code == 0
+    assert CliRunner().invoke(app, ["doctor", "--config", str(config), "--alert"]).exit_code == 0
+    assert len(mailbox.messages) == 1 and len(hooks.posts) == 1
+
+
+def test_alert_without_a_channel_is_a_config_error(archived):
+    result = CliRunner().invoke(app, ["doctor", "--config", str(archived.config()), "--alert"])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("no alert channel configured; add [alerts.email] or [alerts.webhook]")
+    assert "OK " not in result.output  # refused before any check
+
+
+def test_systemd_units_call_doctor_when_a_run_or_backup_fails():
+    """The shipped units: doctor's own timer, started too by a failed run or backup, with the archive writable (its
+    check that the run can write there would fail on a read-only view) and the tokens' environment."""
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+
+    def unit(name: str) -> dict[str, list[str]]:
+        keys: dict[str, list[str]] = {}
+        for line in (deploy / name).read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                keys.setdefault(key, []).append(value)
+        return keys
+
+    doctor_unit = unit("archiver-doctor.service")
+    assert doctor_unit["ExecStart"][0].endswith(" doctor --config /etc/archiver/archiver.toml --alert")
+    run_unit = unit("archiver.service")
+    for key in ("ReadWritePaths", "EnvironmentFile", "User"):
+        assert doctor_unit[key] == run_unit[key]
+    assert (
+        unit("archiver-doctor.timer")["OnCalendar"]
+        and "archiver-doctor.timer" in (deploy / "archiver-doctor.service").read_text()
+    )
+    for name in ("archiver.service", "archiver-backup.service"):
+        assert unit(name)["OnFailure"] == ["archiver-doctor.service"]

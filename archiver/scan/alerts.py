@@ -1,5 +1,6 @@
 """Alerts by e-mail (SMTP) and webhook (JSON POST): flags of the configured severity or worse that a channel
-still owes (scan/delivery.py decides which, and records each attempt), and accounts a run could not capture.
+still owes (scan/delivery.py decides which, and records each attempt), accounts a run could not capture, and
+`archiver doctor --alert`'s report when something needs a person (systemd, unlike cron, mails nothing).
 
 A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
 history in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import smtplib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -98,12 +100,6 @@ def alert_payload(
 
 
 def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
-    email = config.alerts.email
-    assert email is not None  # only called when configured
-    message = EmailMessage()
-    message["Subject"] = f"[archiver] {payload['count']} new {payload['severity_at_least']}-severity PHI flag(s)"
-    message["From"] = email.sender
-    message["To"] = ", ".join(email.to)
     run = f" (run {payload['run_id']})" if payload["run_id"] else ""
     lines = [
         f"The archive of {payload['archive']} has {payload['count']} new flag(s){run}.",
@@ -120,8 +116,9 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
         lines.append(f"... and {payload['count'] - payload['listed']} more: see the queue ({payload['queue_url']})")
     lines.append("")
     lines.append("Record a decision: archiver review FLAG --decision violation|false-positive|escalated --note ...")
-    message.set_content("\n".join(lines))
-    return message
+    return _email(
+        config, f"[archiver] {payload['count']} new {payload['severity_at_least']}-severity PHI flag(s)", lines
+    )
 
 
 def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> dict[str, Any]:
@@ -138,20 +135,54 @@ def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, st
 
 
 def failure_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
-    email = config.alerts.email
-    assert email is not None  # only called when configured
-    message = EmailMessage()
-    message["Subject"] = f"[archiver] run {payload['run_id']}: {payload['count']} account(s) failed"
-    message["From"] = email.sender
-    message["To"] = ", ".join(email.to)
     lines = [f"The nightly run {payload['run_id']} of the archive of {payload['archive']} did not capture:", ""]
     for account in payload["accounts"]:
         lines.append(f"{account['account']} ({account['platform']}): {account['error']}")
     lines += ["", "What was captured is kept; the next run resumes. Check with: archiver doctor --config ..."]
     if payload["run_log_url"]:
         lines.append(f"Run log: {payload['run_log_url']}")
+    return _email(config, f"[archiver] run {payload['run_id']}: {payload['count']} account(s) failed", lines)
+
+
+def doctor_payload(config: Config, checks: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Doctor's report (name, status, message per check; doctor's messages name no secret and no PHI): the checks
+    that need a person first, then how many passed."""
+    needs = [{"check": n, "status": s, "message": redact_secrets(m)} for n, s, m in checks if s != "ok"]
+    return {
+        "event": "doctor",
+        "archive": config.archive.organisation or str(config.archive.dir),
+        "host": socket.gethostname(),
+        "config": str(config.path),
+        "count": len(needs),
+        "checks": needs,
+        "ok": len(checks) - len(needs),
+    }
+
+
+def doctor_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
+    lines = [f"archiver doctor --config {payload['config']}, on {payload['host']}, for {payload['archive']}:", ""]
+    lines += [f"{c['status'].upper():4} {c['check']}: {c['message']}" for c in payload["checks"]]
+    lines += ["", f"{payload['ok']} other check(s) passed. Run the same command there to see them all."]
+    return _email(config, f"[archiver] doctor on {payload['host']}: {payload['count']} check(s) need a person", lines)
+
+
+def _email(config: Config, subject: str, lines: list[str]) -> EmailMessage:
+    email = config.alerts.email
+    assert email is not None  # only called when configured
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = email.sender
+    message["To"] = ", ".join(email.to)
     message.set_content("\n".join(lines))
     return message
+
+
+def send_doctor_alert(config: Config, checks: list[tuple[str, str, str]]) -> list[str]:
+    """Doctor's report on every configured channel, when a check is not OK; a notice per channel."""
+    payload = doctor_payload(config, checks)
+    if not payload["count"]:
+        return []
+    return _send(config, payload, lambda: doctor_email(config, payload), f"{payload['count']} checks")
 
 
 def send_flags(config: Config, channel: str, flags: list[dict[str, Any]], run_id: str | None) -> ChannelAnswer:
