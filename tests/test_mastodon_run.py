@@ -388,6 +388,22 @@ def test_redirected_media_records_every_hop_and_rebuilds(clinic, tmp_path):
     assert rebuilt.execute("SELECT count(*) FROM item_versions").fetchone()[0] == clinic.counts()["item_versions"]
 
 
+def test_a_media_file_that_answers_401_is_a_notice_not_a_refused_token(clinic):
+    """Media go without the token, so a 401 there (a CDN wanting its own signature; X's DM media behind OAuth
+    1.0a) says nothing of the account's token: the item is kept without the file, and the run goes on."""
+    clinic.server.faults.append(Fault(r"/system/media_attachments/", status=401, times=1))
+    code, output = clinic.run()
+    assert code == 0, output
+    assert "answered HTTP 401; kept the item without it" in output and "renew" not in output
+    conn = clinic.db()
+    kept = conn.execute("SELECT count(*) FROM items WHERE item_key = ?", (clinic.key(clinic.posts[0]),)).fetchone()
+    conn.close()
+    assert kept[0] == 1 and clinic.counts()["media_files"] == 0
+    # The next run fetches the file once it is served.
+    code, output = clinic.run()
+    assert code == 0 and clinic.counts()["media_files"] == 1, output
+
+
 def assert_rebuild_equals(clinic: Clinic, config: Path) -> None:
     """`archiver rebuild` from the WARCs alone gives the same versions, events, media, cursors and accounts."""
     from tests.test_rebuild import COMPARED  # late: test_rebuild imports this module's neighbours

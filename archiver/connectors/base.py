@@ -29,6 +29,11 @@ from ..warc import iso, utcnow
 
 V = TypeVar("V")
 
+# The answers a media download may give without failing its account: a file refused (401, 403: a CDN that wants
+# a signature we do not hold, X's DM media behind OAuth 1.0a) or gone (404, 410) leaves its item archived
+# without it, with a notice. Media are fetched without the account's token, so a 401 there says nothing of it.
+MEDIA_ANSWERS = (200, 401, 403, 404, 410)
+
 
 class AccountState(Protocol):
     """What a connector may ask of the archive about its own account, and of a thread about every account's

@@ -44,6 +44,7 @@ from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import (
     EMPTY_PAGES_MAX,
+    MEDIA_ANSWERS,
     AccountState,
     Credential,
     CursorTrail,
@@ -676,7 +677,7 @@ class _BlueskyRun:
             entry = {"id": cid, "type": kind, "url": url, "description": alt, "mime_type": blob.get("mimeType")}
             if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = self.session.get(url, auth=False, ok=(200, 400, 404, 410))
+                exchange = self.session.get(url, auth=False, ok=(*MEDIA_ANSWERS, 400))  # 400: no such blob
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest

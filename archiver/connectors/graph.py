@@ -42,7 +42,7 @@ from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..logs import register_secret
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet
+from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, PageTrail, RecentSet
 
 DEFAULT_GRAPH_VERSION = "v26.0"
 THROTTLE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
@@ -576,7 +576,7 @@ class GraphRun:
             entry = {**entry, "url": url}
             if fetch_url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = self.session.get(fetch_url, auth=False, ok=(200, 403, 404, 410))
+                exchange = self.session.get(fetch_url, auth=False, ok=MEDIA_ANSWERS)
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest

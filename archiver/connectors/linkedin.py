@@ -33,7 +33,16 @@ from ..errors import AuthError, PlatformError, RateLimitedError
 from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
-from .base import EMPTY_PAGES_MAX, AccountState, Credential, FetchWindow, RecentMap, RecentSet, RequestRevisions
+from .base import (
+    EMPTY_PAGES_MAX,
+    MEDIA_ANSWERS,
+    AccountState,
+    Credential,
+    FetchWindow,
+    RecentMap,
+    RecentSet,
+    RequestRevisions,
+)
 
 PAGE_COUNT = 50
 COMMENT_COUNT = 100
@@ -371,7 +380,7 @@ class _LinkedInRun:
         if not download:
             yield Notice(f"media {urn}: no downloadUrl (status {meta.json().get('status')}); kept the item without it")
             return entry
-        exchange = self.seen_at(self.session.get(download, auth=False, ok=(200, 403, 404, 410)))
+        exchange = self.seen_at(self.session.get(download, auth=False, ok=MEDIA_ANSWERS))
         if exchange.status != 200:
             yield Notice(f"media {urn} answered HTTP {exchange.status}; kept the item without it")
             return entry

@@ -37,7 +37,7 @@ from ..items import (
 )
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet, RequestRevisions
+from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, PageTrail, RecentSet, RequestRevisions
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -455,7 +455,7 @@ class _MastodonRun:
             if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
                 # Media may live on another host (a CDN): never send the token there.
-                exchange = self.session.get(url, auth=False, ok=(200, 403, 404, 410))
+                exchange = self.session.get(url, auth=False, ok=MEDIA_ANSWERS)
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest

@@ -38,7 +38,7 @@ from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import AccountState, Credential, CursorTrail, FetchWindow, RecentSet, RequestRevisions
+from .base import MEDIA_ANSWERS, AccountState, Credential, CursorTrail, FetchWindow, RecentSet, RequestRevisions
 
 log = logging.getLogger("archiver.x")
 
@@ -515,7 +515,7 @@ class _XRun:
                 self.media_fetched.add(url)
                 # The token goes only to the API's own host (DM media sit there); never to a CDN.
                 same_host = urlsplit(url).netloc == urlsplit(self.base).netloc
-                exchange = self.session.get(url, auth=same_host, ok=(200, 403, 404, 410))
+                exchange = self.session.get(url, auth=same_host, ok=MEDIA_ANSWERS)
                 if exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest

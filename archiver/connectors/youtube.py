@@ -38,7 +38,7 @@ from ..errors import ArchiverError, AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions
+from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions
 
 API_PATH = "/youtube/v3/"
 QUOTA_CURSOR = "quota_units_used"  # "<quota day (Pacific date)>:<units this account spent that day>"
@@ -428,7 +428,7 @@ class _YouTubeRun:
         if not self.account.media or self.state.has_media(url):
             return
         # Thumbnails live on Google's image host: the credential is never sent there.
-        exchange = self.session.get(url, auth=False, ok=(200, 403, 404, 410))
+        exchange = self.session.get(url, auth=False, ok=MEDIA_ANSWERS)
         if exchange.status == 200:
             digest = hashlib.sha256(exchange.body).hexdigest()
             entry["sha256"] = digest
