@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -185,6 +185,26 @@ def test_first_run_archives_repo_posts_threads_quotes_blobs_and_chats(clinic):
     threads = [q for _, p, q in clinic.server.requests_log if p.endswith("getPostThread")]
     assert threads and all("depth=1000" in q for q in threads)
     assert CliRunner().invoke(app, ["verify", "--config", str(clinic.config())]).exit_code == 0
+
+
+def test_a_time_written_with_an_offset_is_stored_in_utc_and_weighs_the_window_right(clinic):
+    """A client may write createdAt with its own offset. A post 3 hours inside the re-check window, written
+    at -08:00, is inside it: its thread is re-read and a new reply archived; its time is kept in UTC."""
+    when = NOW - timedelta(days=14) + timedelta(hours=3)
+    post = clinic.state.add_post(clinic.clinic.did, "Flu clinic this Saturday", created_at=when)
+    value = {
+        **post["value"],
+        "createdAt": when.astimezone(timezone(timedelta(hours=-8))).isoformat("T", "milliseconds"),
+    }
+    post = clinic.state._put(clinic.clinic.did, post["uri"].rsplit("/", 1)[1], value)
+    assert clinic.run()[0] == 0
+    reply = clinic.state.add_post(clinic.ann.did, "Can my mother come?", created_at=NOW, reply_to=post["uri"])
+    assert clinic.run()[0] == 0
+    conn = clinic.db()
+    stored = conn.execute("SELECT created_at FROM items WHERE item_key = ?", (k(post),)).fetchone()[0]
+    replies = conn.execute("SELECT count(*) FROM items WHERE item_key = ?", (k(reply),)).fetchone()[0]
+    conn.close()
+    assert stored == when.strftime("%Y-%m-%dT%H:%M:%S.000Z") and replies == 1
 
 
 def test_listing_pages_with_cursor_until_an_empty_page(tmp_path, monkeypatch):

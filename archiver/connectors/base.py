@@ -15,9 +15,10 @@ Rules every connector keeps:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 from ..config import AccountConfig
@@ -178,6 +179,23 @@ class FollowUps:
 
     def finished(self) -> Iterator[Observation]:
         yield CursorUpdate(self.cursor, "")
+
+
+_OFFSET_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([+-]\d\d:?\d\d)")
+
+
+def utc_iso(value: str | None) -> str | None:
+    """A platform's ISO time with a UTC offset (AT Protocol lets each client write its own, "-08:00") as UTC with
+    "Z", its fraction of a second kept: the archive compares and sorts times as text. A time already in "Z", or
+    one that is not ISO, is returned as given."""
+    if not value or not (match := _OFFSET_TIME.fullmatch(value)):
+        return value
+    whole, fraction, offset = match.groups()
+    try:
+        moment = datetime.fromisoformat(whole + offset)
+    except ValueError:
+        return value
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (fraction or "") + "Z"
 
 
 class RecentSet:

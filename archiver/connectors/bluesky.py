@@ -52,6 +52,7 @@ from .base import (
     FollowUps,
     RecentSet,
     RequestRevisions,
+    utc_iso,
 )
 
 POST = "app.bsky.feed.post"
@@ -430,7 +431,7 @@ class _BlueskyRun:
                 uri = str(record["uri"])
                 present.add(self.key(uri))
                 known = self.state.latest(self.key(uri))
-                created = str((record["value"] or {}).get("createdAt") or "")
+                created = utc_iso(str((record["value"] or {}).get("createdAt") or ""))
                 owed = follow_ups.owed(self.key(uri))
                 if known is None or known.deleted or created >= self.window.recheck_since or owed:
                     to_read.append(uri)
@@ -647,7 +648,7 @@ class _BlueskyRun:
             source=ref,
             raw=raw,
             text=str(record.get("text") or ""),
-            created_at=record.get("createdAt"),
+            created_at=utc_iso(record.get("createdAt")),
             parent_key=self.key(parent) if parent else None,
             thread_key=self.key(root) if root else key,
             author_id=author[0] or did,
@@ -783,7 +784,7 @@ class _BlueskyRun:
                     source=exchange.ref,
                     raw=message,
                     text=str(message.get("text") or ""),
-                    created_at=message.get("sentAt"),
+                    created_at=utc_iso(message.get("sentAt")),
                     thread_key=conversation,
                     conversation_key=conversation,
                     author_id=sender or None,
