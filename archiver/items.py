@@ -75,6 +75,15 @@ class Item:
         return hashlib.sha256(canonical_json(self.content())).hexdigest()
 
 
+# The fields of a version's media entry that may name the URL its file is stored under (media_files.url): `url`
+# for every platform, and LinkedIn's signed `download_url`, under which its request revision 1 stored the file.
+MEDIA_URL_FIELDS = ("url", "download_url")
+
+
+def attachment_urls(attachment: dict[str, Any]) -> list[str]:
+    return [u for u in (attachment.get(f) for f in MEDIA_URL_FIELDS) if isinstance(u, str) and u]
+
+
 @dataclass(frozen=True)
 class Deletion:
     """Proof that an item is gone: `evidence` names the captured records (lookup answer, complete listing)."""

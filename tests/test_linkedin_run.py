@@ -9,6 +9,7 @@ no token in any byte under the archive, `warcio check`, and a rebuild that gives
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -16,6 +17,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,12 +29,19 @@ from archiver.cli import app
 from archiver.config import load_config
 from archiver.connectors import connector_for
 from archiver.connectors.base import EMPTY_PAGES_MAX, RecentMap
-from archiver.connectors.linkedin import DEFAULT_VERSION, STOPPED_UNTIL, DailyLimitUTC, next_midnight_utc
-from archiver.demo.linkedin_server import LinkedInState, SampleLinkedInServer
+from archiver.connectors.linkedin import (
+    DEFAULT_VERSION,
+    STOPPED_UNTIL,
+    DailyLimitUTC,
+    LinkedInConnector,
+    next_midnight_utc,
+)
+from archiver.demo.linkedin_server import MEDIA_PREFIX, LinkedInState, SampleLinkedInServer
 from archiver.demo.loopback import Fault
 from archiver.demo.png import make_png
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive
+from tests.revisions import captured_at_revision_1, recorded_revisions, verify_replay
 from tests.test_rebuild import COMPARED
 
 TOKEN = "linkedin-member-token-Aq7Zr0x9LkPw"
@@ -211,8 +220,9 @@ def test_an_image_shown_by_two_posts_is_fetched_once_and_recorded_on_both(pages)
     ]
     conn.close()
     assert media["sha256"] == hashlib.sha256(photo).hexdigest()
-    for (entry,) in entries:
-        assert (entry["download_url"], entry["sha256"]) == (media["url"], media["sha256"])
+    for (entry,) in entries:  # the file is known by the image's stable resource; its signed URL is kept too
+        assert (entry["url"], entry["sha256"]) == (media["url"], media["sha256"])
+        assert entry["download_url"] != media["url"] and "/rest/images/" in media["url"]
     out = pages.tmp_path / "bundle"
     config = str(pages.config())
     result = CliRunner().invoke(
@@ -221,6 +231,60 @@ def test_an_image_shown_by_two_posts_is_fetched_once_and_recorded_on_both(pages)
     assert result.exit_code == 0, result.output
     assert [p.name for p in (out / "data" / "media").iterdir()] != []
     assert CliRunner().invoke(app, ["verify-bundle", str(out)]).exit_code == 0
+
+
+def item_page_media(pages: Pages, post: dict) -> dict:
+    """The post's one attachment as the Datasette item page (`/-/item`) shows it."""
+    from datasette.app import Datasette
+
+    from archiver.workspace.item import load_item
+
+    datasette = Datasette([str(pages.tmp_path / "arch" / "archive.db")])
+    (attachment,) = asyncio.run(load_item(datasette.get_database("archive"), k(post["id"])))["media"]
+    return attachment
+
+
+def test_an_image_the_cdn_refused_is_fetched_by_the_next_run_though_the_post_is_unchanged(pages):
+    photo = make_png(9, 4, 2)
+    pic = pages.state.add_post(1001, "Open day", created_at=NOW - timedelta(days=1), image=(photo, "lobby"))
+    pages.server.faults.append(Fault(MEDIA_PREFIX, status=403, times=1))  # the signed download refused once
+    code, output = pages.run()
+    assert code == 0 and "answered HTTP 403; kept the item without it" in output, output
+    assert pages.db().execute("SELECT count(*) FROM media_files").fetchone()[0] == 0
+    for _ in range(2):  # the next run fetches it; the one after asks nothing more of it
+        since = len(pages.server.requests_log)
+        code, output = pages.run()
+        assert code == 0, output
+        asked = [p for p in pages.paths(since) if "/rest/images/" in p or p.startswith(MEDIA_PREFIX)]
+        assert len(asked) == (2 if _ == 0 else 0), asked
+    conn = pages.db()
+    (url, sha) = conn.execute("SELECT url, sha256 FROM media_files").fetchone()
+    (versions,) = conn.execute("SELECT count(*) FROM item_versions WHERE item_key = ?", (k(pic["id"]),)).fetchone()
+    (entry,) = json.loads(
+        conn.execute("SELECT media FROM item_versions WHERE item_key = ?", (k(pic["id"]),)).fetchone()[0]
+    )
+    conn.close()
+    # One version (nothing changed); the page and bundles find the file by the attachment's url.
+    assert sha == hashlib.sha256(photo).hexdigest() and versions == 1 and entry["url"] == url
+
+
+def test_captures_of_revision_1_still_replay_and_revision_2_fetches_their_images_once(pages, monkeypatch):
+    """Revision 1 kept a file under its signed URL; its captures replay as they were made. The first run of
+    revision 2 fetches each image once more, under the image's stable resource."""
+    post = pages.state.add_post(1001, "Open day", created_at=NOW - timedelta(days=1), image=(make_png(5, 5, 5), "x"))
+    with captured_at_revision_1(monkeypatch, LinkedInConnector):
+        assert pages.run()[0] == 0
+    assert recorded_revisions(pages.tmp_path / "arch" / "warcs") == [{"linkedin": 1}]
+    assert MEDIA_PREFIX in item_page_media(pages, post)["file"]["url"]  # the item page finds it by download_url
+    time.sleep(1.1)  # WARC names (which rebuild replays in order) have one-second resolution
+    assert pages.run()[0] == 0
+    conn = pages.db()
+    urls = [r[0] for r in conn.execute("SELECT url FROM media_files ORDER BY rowid")]
+    conn.close()
+    assert len(urls) == 2 and MEDIA_PREFIX in urls[0] and "/rest/images/" in urls[1]
+    assert item_page_media(pages, post)["file"]["url"] == urls[1]
+    result = verify_replay(pages.config())
+    assert result.exit_code == 0, result.output
 
 
 def test_the_memory_of_resolved_media_is_bounded():

@@ -13,16 +13,13 @@ from typing import Any
 
 from ..checkpoints import ledger_digests, signed_tree
 from ..errors import ArchiverError
+from ..items import attachment_urls
 from ..ledger import LEDGER_KEYS
 from ..merkle import tree_with_proofs
 from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked.
 ROW_TABLES = ("item_versions", "events", "media_files", "accounts", "flags", "flag_reviews", "review_operators")
-# The fields of a version's media entry that may name the URL its file is stored under (media_files.url):
-# `url` for every platform (Graph's media_identity, Mastodon, X, Bluesky, YouTube) but LinkedIn, whose `url`
-# is the stable /rest/images resource while the file is stored under the signed `download_url` it came from.
-MEDIA_URL_FIELDS = ("url", "download_url")
 
 
 @dataclass
@@ -86,10 +83,6 @@ def attachments(version: dict[str, Any]) -> list[dict[str, Any]]:
     except (TypeError, ValueError):
         return []
     return [m for m in media if isinstance(m, dict)] if isinstance(media, list) else []
-
-
-def attachment_urls(attachment: dict[str, Any]) -> list[str]:
-    return [u for u in (attachment.get(f) for f in MEDIA_URL_FIELDS) if isinstance(u, str) and u]
 
 
 def media_row_of(

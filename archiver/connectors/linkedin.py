@@ -45,6 +45,11 @@ from .base import (
 )
 
 PAGE_COUNT = 50
+# Request revision 2: a media file is known by its stable /rest/images (videos, documents) resource, and an item
+# whose attachment the archive lacks is resolved again though its content is unchanged (a CDN that refused the
+# signed downloadUrl once no longer loses the image for good). Revision 1 keyed the file by the signed URL and
+# resolved media only with changed content.
+STABLE_MEDIA = 2
 COMMENT_COUNT = 100
 DEFAULT_VERSION = "202610"
 STOPPED_UNTIL = "daily_limit_until"  # cursor: no call for this account before this ISO time (UTC)
@@ -121,6 +126,7 @@ def organization_urn(account: AccountConfig) -> str:
 class LinkedInConnector(RequestRevisions):
     platform: ClassVar[str] = "linkedin"
     token_param: ClassVar[str | None] = None  # a 3-legged OAuth member token, sent as a Bearer header
+    REQUEST_REVISION: ClassVar[int] = STABLE_MEDIA
 
     def __init__(self) -> None:
         self.policy = DailyLimitUTC()
@@ -159,7 +165,7 @@ class LinkedInConnector(RequestRevisions):
                 f"account {account.name}: LinkedIn's daily call limit was reached earlier; not called again "
                 f"before {stopped_until} (midnight UTC), when the next run resumes"
             )
-        run = _LinkedInRun(session, account, state, window, now)
+        run = _LinkedInRun(session, account, state, window, now, self.revision)
         try:
             yield from run.fetch()
         except RateLimitedError:
@@ -182,9 +188,16 @@ def _headers(account: AccountConfig) -> dict[str, str]:
 
 class _LinkedInRun:
     def __init__(
-        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, now: datetime
+        self,
+        session: Session,
+        account: AccountConfig,
+        state: AccountState,
+        window: FetchWindow,
+        now: datetime,
+        revision: int,
     ):
         self.session = session
+        self.stable_media = revision >= STABLE_MEDIA
         self.account = account
         self.state = state
         self.window = window
@@ -352,15 +365,21 @@ class _LinkedInRun:
 
     # -- items ---------------------------------------------------------------------------------------------
     def observe(self, item: Item) -> Iterator[Observation]:
-        """Yield an item, resolving its media into the WARC first when it is new or changed."""
+        """Yield an item, resolving its media into the WARC first when it is new or changed, or (revision 2) when
+        the archive lacks one of its files."""
         known = self.state.latest(item.item_key)
-        if not item.media or not self.account.media or (known and known.content_sha256 == item.content_sha256):
+        unchanged = known is not None and known.content_sha256 == item.content_sha256
+        if not item.media or not self.account.media or (unchanged and not self.lacks_media(item)):
             yield item
             return
         media = []
         for entry in item.media:
             media.append((yield from self.resolve_media(dict(entry))))
         yield replace(item, media=tuple(media))
+
+    def lacks_media(self, item: Item) -> bool:
+        """Whether an attachment of the item is not in the archive (revision 2: known by its stable resource)."""
+        return self.stable_media and any(e.get("url") and not self.state.has_media(e["url"]) for e in item.media)
 
     def resolve_media(self, entry: dict[str, Any]) -> Iterator[Observation]:
         """The media's downloadUrl from its resource, then its bytes (from the CDN, without the token)."""
@@ -370,6 +389,8 @@ class _LinkedInRun:
             return entry
         if urn in self.media_fetched:  # another post of this run shows the same image: same bytes, same digest
             entry.update(self.media_fetched.get(urn) or {})
+            return entry
+        if self.stable_media and self.state.has_media(entry["url"]):  # captured by an earlier run
             return entry
         self.media_fetched.put(urn, {})
         meta = self.get(f"/rest/{resource}/{encode_urn(urn)}", ok=(200, 403, 404))
@@ -388,7 +409,8 @@ class _LinkedInRun:
         resolved = {"download_url": exchange.url, "sha256": digest}
         self.media_fetched.put(urn, resolved)
         entry.update(resolved)
-        yield MediaFile(exchange.url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+        known_by = entry["url"] if self.stable_media else exchange.url  # revision 1: the signed URL
+        yield MediaFile(known_by, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
         return entry
 
     def media_entries(self, post: dict[str, Any]) -> list[dict[str, Any]]:

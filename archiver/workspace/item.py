@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from ..items import attachment_urls
+
 COMPARED_FIELDS = ("text", "media", "visibility", "url", "author_name", "edited_at")
 THREAD_LIMIT = 200
 _TOKEN = re.compile(r"(\s+)")
@@ -138,7 +140,15 @@ async def load_item(db: Any, item_key: str) -> dict[str, Any] | None:
             if not url or url in seen:
                 continue
             seen.add(url)
-            stored = _rows(await db.execute("SELECT * FROM media_files WHERE url = ?", [url]))
+            # As bundles find it: under a URL the entry names, else the same bytes by their digest.
+            urls, sha = attachment_urls(attachment), attachment.get("sha256")
+            stored = _rows(
+                await db.execute(
+                    f"SELECT * FROM media_files WHERE url IN ({', '.join('?' * len(urls))}) OR sha256 = ? "
+                    "ORDER BY url = ? DESC, captured_at LIMIT 1",
+                    [*urls, sha if isinstance(sha, str) else None, url],
+                )
+            )
             media.append({**attachment, "file": stored[0] if stored else None})
     around = [r for r in (parent, root) if r and not r.get("missing")]  # their text is shown: rows read too
     return {
