@@ -198,6 +198,28 @@ def test_first_run_archives_posts_replies_quotes_media_and_dms(clinic):
     assert result.exit_code == 0, result.output
 
 
+def test_a_repost_keeps_the_whole_post_it_reposted(clinic):
+    """X cuts a repost's own text ("RT @user: ...") at 140 characters: what the account published is whole only
+    in the reposted post, which the expansion brings and the archive keeps (and scans)."""
+    long = (
+        "Community clinic update: our walk-in hours change next week. Patients with appointments keep them; "
+        "everyone else please call ahead. Front desk: Maria R., DOB 04/12/1961, asked us to share this."
+    )
+    original = clinic.state.add_tweet(clinic.bob["id"], long, created_at=NOW - timedelta(hours=6))
+    repost = clinic.state.add_tweet(
+        clinic.clinic["id"], "", created_at=NOW - timedelta(hours=5), retweet=original["id"]
+    )
+    assert len(repost["text"]) == 140 and repost["text"].startswith("RT @bob_q: ")
+    code, output = clinic.run()
+    assert code == 0, output
+    conn = clinic.db()
+    found = dict(conn.execute("SELECT item_key, text FROM items WHERE item_key IN (?, ?)", (k(original), k(repost))))
+    flagged = {r[0] for r in conn.execute("SELECT item_key FROM flags")}
+    conn.close()
+    assert found == {k(original): long, k(repost): repost["text"]}
+    assert k(original) in flagged  # the date of birth after the cut was scanned
+
+
 def test_paging_and_since_id_increments(tmp_path, monkeypatch):
     c = XClinic(tmp_path, monkeypatch, posts=230)
     try:

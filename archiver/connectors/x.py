@@ -415,9 +415,10 @@ class _XRun:
     def observe_referenced(
         self, tweet: dict[str, Any], includes: Includes, ref: CaptureRef, thread_key: str | None
     ) -> Iterator[Observation]:
-        """Posts this one quotes or answers, as the expansion delivered them (context for a reader).
+        """Posts this one quotes, answers or reposts, as the expansion delivered them (context for a reader; for a
+        repost, whose own `text` X cuts at 140 characters, the only whole copy of what the account published).
 
-        A quoted post belongs to another conversation: it gets no thread, so its thread is never searched.
+        A quoted or reposted post belongs to another conversation: it gets no thread, so its thread is never searched.
         """
         for reference in tweet.get("referenced_tweets") or []:
             other = includes.tweets.get(str(reference.get("id")))
@@ -425,7 +426,7 @@ class _XRun:
                 continue
             if reference.get("type") == "replied_to":
                 yield from self.observe_post(other, includes, ref, thread_key)
-            elif reference.get("type") == "quoted":
+            elif reference.get("type") in ("quoted", "retweeted"):
                 yield from self.observe_post(other, includes, ref, STANDALONE)
 
     def root_of(self, post_id: str, includes: Includes) -> str:

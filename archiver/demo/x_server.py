@@ -41,6 +41,7 @@ TWITTER_EPOCH_MS = 1288834974657
 RATE_WINDOW = 15 * 60
 DEFAULT_FIELDS = ("id", "text", "edit_history_tweet_ids")
 SHORT_POST = 280  # characters of a post's `text`; a longer post's whole text is its note_tweet's
+RETWEET_CUT = 140  # characters of a repost's "RT @user: ..." `text`
 
 
 def with_text(tweet: dict[str, Any], text: str) -> dict[str, Any]:
@@ -106,11 +107,20 @@ class XState:
         created_at: datetime,
         reply_to: str | None = None,
         quote: str | None = None,
+        retweet: str | None = None,
         media: list[tuple[bytes, str]] | None = None,
     ) -> dict[str, Any]:
+        """A post; with `retweet`, a repost of that post, whose `text` X gives as "RT @user: " and the original's
+        text cut at 140 characters (`text` is then ignored: the original, whole, comes as an expansion)."""
         tweet_id = self._id(created_at)
         references = []
         conversation = tweet_id
+        if retweet:
+            original = self.tweets[retweet]
+            author = self.users[original["author_id"]]["username"]
+            text = f"RT @{author}: " + original.get("note_tweet", {}).get("text", original["text"])
+            text = text if len(text) <= RETWEET_CUT else text[: RETWEET_CUT - 1] + "\u2026"
+            references.append({"type": "retweeted", "id": retweet})
         tweet: dict[str, Any] = with_text({"id": tweet_id}, text)
         tweet.update({"created_at": x_time(created_at), "author_id": user_id})
         if reply_to:
