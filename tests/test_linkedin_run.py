@@ -332,7 +332,11 @@ def test_edits_between_runs_are_new_versions(pages):
     pages.state.edit_comment(comment["commentUrn"], "What's the phone number?", at=NOW - timedelta(minutes=30))
     draft_back = pages.posts[2]
     pages.state.edit_post(
-        draft_back["id"], draft_back["commentary"], at=NOW - timedelta(minutes=5), lifecycle_state="DRAFT"
+        draft_back["id"],
+        draft_back["commentary"],
+        at=NOW - timedelta(minutes=5),
+        lifecycle_state="DRAFT",
+        by_author=False,
     )
     assert pages.run()[0] == 0
     conn = pages.db()
@@ -353,6 +357,16 @@ def test_edits_between_runs_are_new_versions(pages):
     assert states == ["PUBLISHED", "DRAFT"]
     events = dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall())
     assert events == {"created": 4, "edited": 3}
+    # The author's edits are edits; the change LinkedIn made to a post nobody edited says it is not one.
+    evidence = {
+        key: json.loads(e).get("not_an_edit")
+        for key, e in conn.execute("SELECT item_key, evidence FROM events WHERE event = 'edited'")
+    }
+    assert evidence == {
+        k(post["id"]): None,
+        k(comment["commentUrn"]): None,
+        k(draft_back["id"]): "LinkedIn says its author has not edited the post (isEditedByAuthor false)",
+    }
     conn.close()
 
 

@@ -438,6 +438,9 @@ class _LinkedInRun:
         modified = post.get("lastModifiedAt")
         article = (post.get("content") or {}).get("article") or {}
         author = str(post.get("author") or "")
+        # LinkedIn moves lastModifiedAt for changes of its own too (a lifecycle state, a moderation); a post its
+        # author never edited says so, and a new version of it is then evidence of a change, not of an edit.
+        not_by_author = (post.get("lifecycleStateInfo") or {}).get("isEditedByAuthor") is False
         return Item(
             item_key=self.key(post["id"]),
             platform="linkedin",
@@ -459,6 +462,9 @@ class _LinkedInRun:
                 "article": {k: article.get(k) for k in ("source", "title", "description")} if article else None,
                 "reshareOf": (post.get("reshareContext") or {}).get("parent"),
             },
+            not_an_edit="LinkedIn says its author has not edited the post (isEditedByAuthor false)"
+            if not_by_author
+            else None,
         )
 
     def comment_item(

@@ -109,12 +109,16 @@ class LinkedInState:
             self.posts[urn] = post
             return post
 
-    def edit_post(self, urn: str, text: str, *, at: datetime, lifecycle_state: str | None = None) -> dict[str, Any]:
+    def edit_post(
+        self, urn: str, text: str, *, at: datetime, lifecycle_state: str | None = None, by_author: bool = True
+    ) -> dict[str, Any]:
+        """A change of the post; `by_author` False is one LinkedIn made (isEditedByAuthor, once true, stays)."""
         with self.lock:
             post = self.posts[urn]
             post["commentary"] = text
             post["lastModifiedAt"] = ms(at)
-            post["lifecycleStateInfo"] = {"isEditedByAuthor": True}
+            edited = by_author or post["lifecycleStateInfo"].get("isEditedByAuthor", False)
+            post["lifecycleStateInfo"] = {"isEditedByAuthor": edited}
             if lifecycle_state:
                 post["lifecycleState"] = lifecycle_state
             return post
