@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import sys
@@ -49,7 +50,10 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"archiver: error: {where}{exc.strerror or exc}; {what}", err=True)
             raise typer.Exit(1 if full else 2) from None
         except sqlite3.DatabaseError as exc:
-            message = f"the archive database cannot be used ({exc}); check that the config's database names an archive"
+            database = _archive_database(kwargs)
+            where = f"{database}: " if database is not None else ""
+            fix = "check that the config's database names an archive"
+            message = f"{where}the archive database cannot be used ({exc}); {fix}"
             typer.echo(f"archiver: error: {message}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # a run stops gracefully on its own (see pipeline.run_platforms); this is the rest
@@ -57,6 +61,21 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(Interrupted.exit_code) from None
 
     return wrapper
+
+
+def _archive_database(options: dict[str, Any]) -> Path | None:
+    """The archive database a command was given (--archive-dir, else its config's), to name in an error: sqlite3's
+    own messages ("file is not a database") name no file. None without a config, or one that cannot be read."""
+    from .config import ArchiveConfig
+
+    if options.get("archive_dir") is not None:
+        return ArchiveConfig.in_folder(options["archive_dir"]).database
+    if "config" not in options:  # demo, verify-bundle: no archive of a config
+        return None
+    try:
+        return load_config(options.get("config") or DEFAULT_CONFIG).archive.database
+    except (ArchiverError, OSError):
+        return None
 
 
 def on_terminal() -> bool:
@@ -92,7 +111,8 @@ def init(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(EXAMPLE_CONFIG, "utf-8")
-    typer.echo(f"wrote {config}: set api_base, account and token_env, then run `archiver run --config {config}`")
+    next_step = f"archiver run --config {shlex.quote(str(config))}"  # to paste into a shell as it is
+    typer.echo(f"wrote {config}: set api_base, account and token_env, then run `{next_step}`")
     key_path, created = ensure_signing_key(load_config(config).archive.keys_dir)
     typer.echo(f"{'generated' if created else 'kept'} the archive's signing key {key_path} (mode 0600)")
 
@@ -145,7 +165,7 @@ def run(
 def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8001,
     trusted_proxy: Annotated[
         list[str] | None,
         typer.Option(
@@ -427,10 +447,12 @@ def export(
 
     Example: archiver export --config demo-archive/archiver.toml --case HR-2026-014 --author ann --out case-014
     """
-    from .bundle.select import Selectors, parse_when
+    from .bundle.select import Selectors, parse_range
     from .bundle.write import export_bundle
 
     cfg = load_config(config)
+    posted = parse_range(posted_from, posted_to, "--posted")
+    captured = parse_range(captured_from, captured_to, "--captured")
     selectors = Selectors(
         item_keys=tuple(item or ()),
         threads=tuple(thread or ()),
@@ -438,10 +460,10 @@ def export(
         accounts=tuple(account or ()),
         platforms=tuple(platform or ()),
         query=query,
-        posted_from=parse_when(posted_from, "--posted-from"),
-        posted_to=parse_when(posted_to, "--posted-to", end=True),
-        captured_from=parse_when(captured_from, "--captured-from"),
-        captured_to=parse_when(captured_to, "--captured-to", end=True),
+        posted_from=posted[0],
+        posted_to=posted[1],
+        captured_from=captured[0],
+        captured_to=captured[1],
         flagged_only=flagged,
         thread_context=thread_context,
     )
@@ -685,6 +707,8 @@ def scan(
     from .scan.parallel import worker_count
 
     if text is not None:
+        if all_versions:
+            raise ConfigError("--all rescans the archive and --text scans a file without one: give only one of them")
         cfg = load_config(config) if config is not None else None
         detector = build_detector(cfg)
         stream, source = open_text_source(text)
@@ -692,7 +716,7 @@ def scan(
             for result in scan_text_lines(detector, stream, source):
                 typer.echo(json.dumps(result, ensure_ascii=False))
         finally:
-            if stream is not sys.stdin:
+            if text != "-":
                 stream.close()
         return
     from .lock import archive_lock
@@ -747,10 +771,19 @@ def review(
     Example: archiver review 42 --decision false-positive --note "clinic's public fax number"
     """
     from .lock import archive_lock
+    from .oneline import refuse_invisible
     from .operator import current_operator
     from .scan.archive import append_review
     from .store import Store, require_database
 
+    # The name and the note stay in append-only rows and print as one line: a line break or an escape sequence
+    # in either could never be taken out again, and would forge output. Refused before anything is touched.
+    if reviewer:
+        refuse_invisible("--reviewer", reviewer)
+    elif os.environ.get("ARCHIVER_REVIEWER"):
+        refuse_invisible("$ARCHIVER_REVIEWER", os.environ["ARCHIVER_REVIEWER"])
+    if note is not None:
+        refuse_invisible("--note", note)
     who = reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name
     cfg = load_config(config)
     require_database(cfg.archive.database)
@@ -769,7 +802,7 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo archive.")] = Path("demo-archive"),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after archiving.")] = False,
     host: Annotated[str, typer.Option(help="Address for Datasette.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port for Datasette.")] = 8001,
+    port: Annotated[int, typer.Option(help="Port for Datasette.", min=1, max=65535)] = 8001,
 ) -> None:
     """Archive a built-in sample clinic (served on loopback) twice, then serve the archive in Datasette.
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
+
+from .oneline import escape_invisible
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,9 @@ def current_operator() -> Operator:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = f"uid {uid}"
-    return Operator(name, uid, _one_line(os.environ.get("SUDO_USER") or "") or None)
+    return Operator(name, uid, escape_invisible(os.environ.get("SUDO_USER") or "") or None)
 
 
 def operator_name() -> str:
     """The operator in words, as a register's `*_by` column holds it."""
     return str(current_operator())
-
-
-def _one_line(text: str) -> str:
-    """An environment value as one line of text: a line break in it would start a new bag-info.txt tag."""
-    return "".join(c if unicodedata.category(c) not in ("Cc", "Zl", "Zp") else f"\\u{ord(c):04x}" for c in text)

@@ -455,6 +455,14 @@ def rebuild_database(
         raise ConfigError(f"{out}: already exists; rebuild writes a new database, choose another --out")
     if out.resolve() == config.archive.database.resolve():
         raise ConfigError(f"{out}: is the live archive database; choose another --out")
+    # Neither WARC folder nor database is a wrong config (a typo in [archive] dir), not an archive of no runs: an
+    # empty database written as "rebuilt" would look like a result. (With the database there, its warc_files say
+    # which WARC files are missing.)
+    if not config.archive.warc_dir.is_dir() and not config.archive.database.exists():
+        raise ConfigError(
+            f"{config.archive.warc_dir}: no such WARC folder (and no {config.archive.database.name} beside it), so "
+            f"nothing to rebuild from; check [archive] in {config.path}"
+        )
     if public_key is None and (config.archive.keys_dir / PUBLIC_KEY).exists():
         public_key = config.archive.keys_dir / PUBLIC_KEY
     trusted = load_public_key(public_key) if public_key is not None else None

@@ -10,8 +10,11 @@ investigators.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import re
+import socket
 import sqlite3
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -198,6 +201,37 @@ def parse_trusted_proxies(values: Sequence[str]) -> list[str]:
     return proxies
 
 
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to `host`:`port` (every address the host resolves to, as uvicorn's own binding does:
+    localhost is 127.0.0.1 and ::1), for the server to listen on. Bound before anything is built or announced,
+    so that a port in use or out of range is a ConfigError, not uvicorn's log after "serving"."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: not a TCP port; give one from 1 to 65535")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--host {host}: cannot be resolved ({exc.strerror}); give an address such as 127.0.0.1"
+        ) from None
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address is bound by itself
+            sock.bind(address)
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{where}: already in use; stop what listens there or choose another --port") from None
+        raise ConfigError(f"{where}: cannot listen there ({exc.strerror}); choose another --host or --port") from None
+    return bound
+
+
 def run_server(
     db_path: Path,
     host: str = "127.0.0.1",
@@ -224,28 +258,40 @@ def run_server(
             f"--host {host}: the archive holds PHI, so without accounts it is served on loopback only; "
             "add one with `archiver users add NAME --role viewer` (login is then required), or use an SSH tunnel"
         )
-    ds = build_datasette(
-        db_path,
-        warc_dir=warc_dir,
-        access_log=access_log_path(db_path),
-        require_login=bool(users) or not is_loopback(host),
-    )
-    asyncio.run(ds.invoke_startup())
+    listeners = bind_listeners(host, port)  # before the access log is made: a port in use touches nothing
+    try:
+        ds = build_datasette(
+            db_path,
+            warc_dir=warc_dir,
+            access_log=access_log_path(db_path),
+            require_login=bool(users) or not is_loopback(host),
+        )
+        asyncio.run(ds.invoke_startup())
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
     (on_ready or print)(f"http://{host}:{port}/{DATABASE_NAME}")
     # Proxy headers only from the proxies named: uvicorn's default trusts X-Forwarded-For from any loopback peer,
     # so any local process could name the address logged and throttled (and pass as off-loopback). From a
     # trusted proxy uvicorn takes the last address the header names that is not itself a trusted proxy: the
     # one that proxy appended, not one the client wrote into the header.
-    uvicorn.run(
-        ds.app(),
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        workers=1,
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            ds.app(),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            workers=1,
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+        )
     )
+    # uvicorn.run's path for one worker, on the sockets bound above. Ctrl-C or SIGTERM, raised again once the
+    # server has shut down, is a normal stop (as uvicorn.run has it).
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=listeners)
 
 
 if __name__ == "__main__":

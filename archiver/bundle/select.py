@@ -12,12 +12,12 @@ dropped in silence: the selection names it, for the export's output and custody.
 from __future__ import annotations
 
 import sqlite3
-import unicodedata
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import ConfigError
+from ..oneline import refuse_invisible as refuse_invisible  # bundle/write.py's import of it
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,6 @@ MATCHED_BY = {
     "accounts": ("v.account",),
     "platforms": ("v.platform",),
 }
-# Characters that break a line (bagit, Python's splitlines) or show as nothing: never in a case id or a name.
-INVISIBLE = ("Cc", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
@@ -81,18 +79,6 @@ class Selection:
     item_keys: list[str]
     # each list selector value that selected no item together with the other selectors: {"option", "value"}
     unmatched: list[dict[str, str]] = field(default_factory=list)
-
-
-def refuse_invisible(option: str, value: str) -> None:
-    """A control character, a line or paragraph separator in a value that goes into bag-info.txt or custody
-    (pasted from a word processor, say) is refused: bagit would split the line, or the bundle fail its check."""
-    for n, char in enumerate(value):
-        if unicodedata.category(char) in INVISIBLE:
-            name = unicodedata.name(char, "a control character")
-            raise ConfigError(
-                f"{option} {value!r}: character {n + 1} is U+{ord(char):04X} ({name}), which breaks or hides a line; "
-                "type the value again without it"
-            )
 
 
 def parse_when(value: str | None, option: str, *, end: bool = False) -> str | None:
@@ -104,7 +90,8 @@ def parse_when(value: str | None, option: str, *, end: bool = False) -> str | No
     try:
         if len(text) == 10:
             day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            moment = day + timedelta(days=1) - timedelta(microseconds=1) if end else day
+            # the day's last microsecond, not the next day's start less one: 9999-12-31 has no next day
+            moment = day.replace(hour=23, minute=59, second=59, microsecond=999999) if end else day
         else:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if moment.tzinfo is None:
@@ -113,22 +100,44 @@ def parse_when(value: str | None, option: str, *, end: bool = False) -> str | No
         raise ConfigError(
             f"{option} {value!r}: not a date; use YYYY-MM-DD or an ISO date-time such as 2026-11-01T09:30:00Z"
         ) from None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        return _utc_text(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC, which datetime cannot hold
+        raise ConfigError(
+            f"{option} {value!r}: outside the years 0001 to 9999 in UTC; leave {option} out for no bound"
+        ) from None
+
+
+def parse_range(start: str | None, end: str | None, option: str) -> tuple[str | None, str | None]:
+    """`{option}-from` and `{option}-to` as bounds (see parse_when). A range that ends before it starts is
+    refused: it could only select nothing, which the export would report as an unmatched selection."""
+    low, high = parse_when(start, f"{option}-from"), parse_when(end, f"{option}-to", end=True)
+    if low is not None and high is not None and low > high:
+        raise ConfigError(
+            f"{option}-from {start!r} is after {option}-to {end!r}: no time is in that range; swap the two dates"
+        )
+    return low, high
 
 
 def utc_time(value: str | None) -> str | None:
     """A stored time in the form the bounds take (UTC, microseconds, Z). Platforms give their own precision
     and zone ("...:30Z", "...:30.845Z", "+02:00"), which compared as text order wrongly at a bound: "...:30Z"
-    sorts after "...:30.000000Z". A value that is not an ISO time is left as it is."""
+    sorts after "...:30.000000Z". A value that is not an ISO time (or not one in UTC's years 1 to 9999) is left
+    as it is."""
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError, TypeError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return _utc_text(moment)
+    except (ValueError, AttributeError, TypeError, OverflowError):
         return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utc_text(moment: datetime) -> str:
+    # isoformat pads the year to four digits (strftime's %Y gives "999"), so that bounds compare as text
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
@@ -77,11 +77,7 @@ def detector_for(
     scan = config.scan
     staff = list(scan.staff)
     if scan.staff_file is not None:
-        try:
-            staff.extend(line.strip() for line in scan.staff_file.read_text("utf-8").splitlines())
-        except OSError as exc:
-            where = f"{config.path}: [scan] staff_file {scan.staff_file}"
-            raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+        staff.extend(line.strip() for line in read_staff_file(config).splitlines())
     allow = AllowList.build(
         scan.own_phones, scan.own_domains, scan.own_handles, scan.own_addresses, staff, config.archive.organisation
     )
@@ -91,6 +87,25 @@ def detector_for(
 
         finder = load_person_finder(scan.spacy_model, f"{config.path}: [scan]")
     return Detector(select_rules(load_rules(scan.rule_files, builtin=builtin), keep), allow, finder)
+
+
+def read_staff_file(config: Config) -> str:
+    """The text of `[scan] staff_file`. One that cannot be read, or is not UTF-8 (a directory export saved as
+    Latin-1), is a ConfigError naming it: `archiver scan` exits 2, and a run's scan fails with a notice while
+    its captures are kept, as for any scan input."""
+    path = config.scan.staff_file
+    where = f"{config.path}: [scan] staff_file {path}"
+    try:
+        raw = path.read_bytes() if path is not None else b""
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{where}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+        ) from None
 
 
 def next_unscanned(conn: sqlite3.Connection) -> int:
@@ -194,7 +209,8 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
         raise ConfigError(f"--decision {decision!r}: must be one of {', '.join(DECISIONS)}")
     if not reviewer.strip():
         raise ConfigError("--reviewer: empty; give the name of the person who reviewed the flag")
-    if store.conn.execute("SELECT 1 FROM flags WHERE id = ?", (flag_id,)).fetchone() is None:
+    # an id beyond SQLite's 64-bit integers is no flag either (sqlite3 would raise OverflowError on it)
+    if not 0 < flag_id < 2**63 or store.conn.execute("SELECT 1 FROM flags WHERE id = ?", (flag_id,)).fetchone() is None:
         raise ConfigError(f"flag {flag_id}: no such flag in {store.path}; see the flag_queue in Datasette")
     with store.transaction():
         review_id = store._insert(
@@ -230,9 +246,16 @@ def scan_after_run(
     return outcome
 
 
-def scan_text_lines(detector: Detector, lines: Iterable[str], source: str) -> Iterator[dict[str, Any]]:
-    """`archiver scan --text`: one result per JSON line with `id` and `text` (optional `kind`, `author`)."""
-    for number, line in enumerate(lines, start=1):
+def scan_text_lines(detector: Detector, lines: Iterable[bytes], source: str) -> Iterator[dict[str, Any]]:
+    """`archiver scan --text`: one result per JSON line with `id` and `text` (optional `kind`, `author`).
+    Lines come as bytes and are decoded one by one, so a line that is not UTF-8 is named by its number."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{source}: line {number}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8"
+            ) from None
         if not line.strip():
             continue
         try:
@@ -258,11 +281,11 @@ def scan_text_lines(detector: Detector, lines: Iterable[str], source: str) -> It
         }
 
 
-def open_text_source(path: str) -> tuple[TextIO, str]:
-    """The `--text` argument as a readable stream ("-" is stdin) and its name for messages."""
+def open_text_source(path: str) -> tuple[BinaryIO, str]:
+    """The `--text` argument as a readable binary stream ("-" is stdin) and its name for messages."""
     if path == "-":
-        return sys.stdin, "<stdin>"
+        return sys.stdin.buffer, "<stdin>"
     try:
-        return open(path, encoding="utf-8"), path  # noqa: SIM115 - closed by the caller
+        return open(path, "rb"), path  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror}); give a JSON Lines file or - for stdin") from None
