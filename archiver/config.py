@@ -1,14 +1,18 @@
 """Load and validate archiver.toml against schemas/config.schema.json.
 
-Secrets are held only by reference (`token_env` or `token_file`); `resolve_token` reads one at the moment a
-connector needs it and the value never goes back into a Config object.
+Secrets are held only by reference (`token_env` or `token_file`, and a platform's `<name>_env` or
+`<name>_file` options listed in SECRET_OPTIONS); `resolve_token` and `resolve_option_secret` read one at the
+moment it is needed and the value never goes back into a Config object, nor into an error message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Sequence
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 
@@ -23,6 +28,7 @@ from .errors import ConfigError
 from .logs import register_secret
 
 DEFAULT_CONFIG = Path("archiver.toml")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,8 @@ class Config:
 
     def selected_accounts(self, only: Sequence[str] | None = None) -> list[AccountConfig]:
         """The enabled accounts a run captures: all of them, or those named in `only` (ConfigError for a name
-        not configured)."""
+        not configured). A disabled account named in `only` is left out, as a config with only disabled
+        accounts runs none: `check_tokens` says so before the run."""
         for name in only or ():
             self.account(name)
         return [a for a in self.accounts if a.enabled and (not only or a.name in only)]
@@ -170,7 +177,11 @@ def _platform_options(acc: dict[str, Any], where: str, path: Path) -> dict[str, 
         detail = _describe(errors[0], options).removeprefix("(top level)")
         raise ConfigError(f"{path}: {where}.options{detail if detail.startswith(':') else '.' + detail}")
     defaults = {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
-    return {**defaults, **options}
+    resolved = {**defaults, **options}
+    for name in SECRET_OPTIONS:
+        if resolved.get(f"{name}_file"):  # like token_file: relative to the config's folder, not the cwd
+            resolved[f"{name}_file"] = str((path.parent / resolved[f"{name}_file"]).resolve())
+    return resolved
 
 
 def _error_location(error: jsonschema.ValidationError) -> str:
@@ -178,6 +189,55 @@ def _error_location(error: jsonschema.ValidationError) -> str:
     for part in error.absolute_path:
         parts.append(f"[{part}]" if isinstance(part, int) else (f".{part}" if parts else str(part)))
     return "".join(parts) or "(top level)"
+
+
+# Keys whose refused value may be a secret: a token pasted where its variable's name belongs, or a chat
+# webhook URL (its secret is in the path). Their errors name the key and what it takes, never the value (of a
+# URL, its scheme and host at most).
+ENV_NAME_KEYS = frozenset({"token_env", "password_env", "app_secret_env"})
+SECRET_TABLES = frozenset({"webhook"})  # [alerts.webhook]: its url and everything under it
+ENV_NAME_HINT = (
+    "give the name of the environment variable (letters, digits and _, not starting with a digit) that holds "
+    "the secret, never the secret itself"
+)
+SECRET_HINTS = {
+    "url": "give an http:// or https:// URL with a host",
+    "webhook": "make it a table: [alerts.webhook] with url = ...",
+}
+TOML_TYPES = {"object": "a table", "array": "a list", "string": "a string", "boolean": "true or false"}
+
+
+def _may_hold_secret(error: jsonschema.ValidationError) -> bool:
+    keys = [part for part in error.absolute_path if isinstance(part, str)]
+    return bool(keys) and (keys[-1] in ENV_NAME_KEYS or bool(SECRET_TABLES.intersection(keys)))
+
+
+def _shown_url(url: Any) -> str | None:
+    """A URL as an error may show it: its scheme and host only, as alerts.shown_webhook shows a webhook (chat
+    services keep the secret in the path); None without `://`, where a host cannot be told from a secret."""
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    scheme, rest = url.split("://", 1)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return f"{scheme}://{authority.rpartition('@')[2]}{'/...' if rest != authority else ''}"
+
+
+def _describe_secret(where: str, error: jsonschema.ValidationError) -> str:
+    key = next((part for part in reversed(error.absolute_path) if isinstance(part, str)), "")
+    shown = _shown_url(error.instance) if key == "url" and error.validator == "pattern" else None
+    if shown is not None:
+        return f"{where}: {shown!r} is not valid (only its scheme and host are shown); {SECRET_HINTS['url']}"
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, str) else "of another type"
+        problem = f"not {TOML_TYPES.get(expected, f'a {expected}')}"
+    elif error.instance == "":
+        problem = "empty"
+    elif key in ENV_NAME_KEYS:
+        problem = "not a valid environment variable name"
+    else:
+        problem = "not an http:// or https:// URL"
+    hint = ENV_NAME_HINT if key in ENV_NAME_KEYS else SECRET_HINTS.get(key, "fix the value")
+    return f"{where}: {problem} (the value is not repeated: it may hold a secret); {hint}"
 
 
 def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
@@ -193,6 +253,8 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: {error.message}; add it"
     if error.validator == "minItems" and not error.instance:
         return f"{where}: the list is empty; {error.schema.get('description') or 'add at least one entry'}"
+    if _may_hold_secret(error):  # every message below repeats the value
+        return _describe_secret(where, error)
     if error.validator == "enum":
         return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     forbidden = error.validator_value if error.validator == "not" else None
@@ -220,13 +282,56 @@ def _require_named_account(account: AccountConfig, where: str, path: Path) -> No
     raise ConfigError(f"{path}: {where}: {missing}")
 
 
+def _refuse_non_finite(value: Any, path: Path, where: str = "") -> None:
+    """TOML has nan and inf, and JSON Schema's bounds let nan through (it fails no comparison): refused
+    here for every number, before a timeout of nan reaches requests in the middle of a run."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {where or '(top level)'}: {value} is not a finite number; give a number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, path, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_non_finite(item, path, f"{where}[{index}]")
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes a URL the schema's pattern let through unusable, or None. `urlsplit(url).port` raises for
+    a port out of range or not a number, and code that shows or calls the URL reads it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "its host cannot be read (an IPv6 address without its closing ]?)"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https"):
+        return "it does not start with http:// or https://"
+    if not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "its port is not a number from 1 to 65535"
+    return None
+
+
+def _check_url(url: str, where: str, path: Path, *, secret: bool = False) -> None:
+    problem = _url_problem(url)
+    if problem is None:
+        return
+    shown = f"{_shown_url(url)!r}, only its scheme and host shown" if secret else repr(url)
+    raise ConfigError(f"{path}: {where}: {problem} ({shown}); fix the URL")
+
+
 def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
     """Validate parsed TOML and build a Config; relative paths are taken from the config file's folder."""
+    _refuse_non_finite(data, path)
     validator = jsonschema.Draft202012Validator(config_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         # The shallowest error is usually the real one (a oneOf failure explains its children).
         raise ConfigError(f"{path}: {_describe(errors[0], data)}")
+    _check_urls(data, path)
     base = path.parent
     arc = data["archive"]
     archive_dir = (base / arc["dir"]).resolve()
@@ -278,6 +383,18 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
             max_age_hours=data.get("backup", {}).get("max_age_hours", 36),
         ),
     )
+
+
+def _check_urls(data: dict[str, Any], path: Path) -> None:
+    """Every URL the archiver calls or shows, checked now: a bad port found at the end of a run would stop
+    it before its captures are signed."""
+    for index, acc in enumerate(data["accounts"]):
+        _check_url(acc["api_base"], f"accounts[{index}].api_base", path)
+    alerts = data.get("alerts", {})
+    if "datasette_url" in alerts:
+        _check_url(alerts["datasette_url"], "alerts.datasette_url", path)
+    if "webhook" in alerts:
+        _check_url(alerts["webhook"]["url"], "alerts.webhook.url", path, secret=True)
 
 
 def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
@@ -334,57 +451,101 @@ def load_config(path: Path | str = DEFAULT_CONFIG) -> Config:
     return parse_config(data, path.resolve(), hashlib.sha256(raw).hexdigest())
 
 
+# Options naming a secret the way token_env / token_file name the token: `<name>_env` or `<name>_file` (in
+# schemas/platforms/*.json), read and refused by the same rules, and checked with the tokens before a run.
+SECRET_OPTIONS = {"app_secret": "app secret"}
+
+
 def resolve_token(account: AccountConfig) -> str:
     """The account's token, read now from the environment or its file. Raises ConfigError naming the source."""
-    if account.token_env:
-        value = os.environ.get(account.token_env, "").strip()
-        if not value:
+    return _read_secret(account, "token", account.token_env, "", account.token_file, "token_file")
+
+
+def resolve_option_secret(account: AccountConfig, name: str) -> str | None:
+    """The secret named by options `<name>_env` or `<name>_file` (e.g. app_secret), read now like the token;
+    None when the account names none. Raises ConfigError naming the source, never the value."""
+    env, file = account.options.get(f"{name}_env"), account.options.get(f"{name}_file")
+    if not env and not file:
+        return None
+    what = SECRET_OPTIONS.get(name, name.replace("_", " "))
+    return _read_secret(
+        account, what, env, f" (options.{name}_env)", Path(file) if file else None, f"options.{name}_file"
+    )
+
+
+def _read_secret(
+    account: AccountConfig, what: str, env: str | None, env_key: str, file: Path | None, file_key: str
+) -> str:
+    if env:
+        if env not in os.environ:
             raise ConfigError(
-                f"account {account.name}: environment variable {account.token_env} is not set; export the token there"
+                f"account {account.name}: environment variable {env}{env_key} is not set; export the {what} there"
             )
-        return _checked_token(account, f"environment variable {account.token_env}", value)
-    assert account.token_file is not None  # guaranteed by the schema's oneOf
-    value = _read_token_file(account, account.token_file)
+        source = f"environment variable {env}{env_key}"
+        value = os.environ[env].strip()
+        if not value:
+            raise ConfigError(f"account {account.name}: {source} is set but blank; export the {what} there")
+        return _checked_secret(account, what, source, value, from_file=False)
+    assert file is not None  # guaranteed by the schemas: token_env or token_file, <name>_env or <name>_file
+    source = f"{file_key} {file}"
+    value = _read_secret_file(account, what, file, file_key)
     if not value:
-        raise ConfigError(f"account {account.name}: token_file {account.token_file} is empty")
-    return _checked_token(account, f"token_file {account.token_file}", value)
+        raise ConfigError(f"account {account.name}: {source} is empty")
+    return _checked_secret(account, what, source, value, from_file=True)
 
 
-def _read_token_file(account: AccountConfig, path: Path) -> str:
-    """The file's text, refused like ssh refuses a private key when others may read it: a token that others
+def _read_secret_file(account: AccountConfig, what: str, path: Path, key: str) -> str:
+    """The file's text, refused like ssh refuses a private key when others may read it: a secret that others
     could copy is as good as leaked. The mode is taken from the file opened, so no swap can slip in between."""
     try:
         with path.open(encoding="utf-8") as handle:
             mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
             if mode & 0o077:
                 raise ConfigError(
-                    f"account {account.name}: token_file {path} is mode {mode:o}, open to group or others; "
-                    f"chmod 600 {path}"
+                    f"account {account.name}: {key} {path} is mode {mode:o}, open to group or others; chmod 600 {path}"
                 )
             return handle.read().strip()
     except OSError as exc:
         raise ConfigError(
-            f"account {account.name}: cannot read token_file {path} ({exc.strerror}); "
-            "put the token there or fix the path"
+            f"account {account.name}: cannot read {key} {path} ({exc.strerror}); put the {what} there or fix the path"
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"account {account.name}: token_file {path} is not UTF-8 text; keep only the token") from None
+        raise ConfigError(f"account {account.name}: {key} {path} is not UTF-8 text; keep only the {what}") from None
 
 
 def check_tokens(config: Config, only: Sequence[str] | None = None) -> None:
-    """Read the token of every account a run would capture, and drop it: a variable not set or a token file
-    that cannot be used is then a ConfigError before the run takes the lock or opens the archive, not a
-    failed account in a run row."""
+    """Read the token (and any secret option, e.g. the Meta app secret) of every account a run would capture,
+    and drop them: a variable not set or a file that cannot be used is then a ConfigError before the run
+    takes the lock or opens the archive, not a failed account in a run row."""
+    for name in only or ():
+        if not config.account(name).enabled:
+            # Not an error: a run of disabled accounts only is a run of none (tests/test_cli_bad_input.py).
+            log.warning("account %s has enabled = false and is not captured; set enabled = true to capture it", name)
     for account in config.selected_accounts(only):
         resolve_token(account)
+        for name in SECRET_OPTIONS:
+            resolve_option_secret(account, name)
 
 
-def _checked_token(account: AccountConfig, source: str, value: str) -> str:
+def _checked_secret(account: AccountConfig, what: str, source: str, value: str, *, from_file: bool) -> str:
     register_secret(value)  # first: whatever is said next must not carry it
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ConfigError(
-            f"account {account.name}: the token in {source} holds a line break or another control character "
-            "(two lines pasted?); keep only the token"
+            f"account {account.name}: the {what} in {source} holds a line break or another control character "
+            f"(two lines pasted?); keep only the {what}"
+        )
+    # Beyond ASCII a secret cannot go in an HTTP header (UnicodeEncodeError mid-run) and is no real token.
+    position = next((i for i, c in enumerate(value, 1) if ord(c) > 126), None)
+    if position is not None:
+        if value[position - 1] != "\ufeff":
+            hint = f"a typographic quote or a letter beyond ASCII? copy the {what} again as plain text"
+        elif from_file:
+            hint = "a byte-order mark? save the file as plain ASCII"
+        else:
+            hint = f"a byte-order mark? set the variable again to the {what} as plain text"
+        raise ConfigError(
+            f"account {account.name}: the {what} in {source} contains a character that is not printable ASCII at "
+            f"position {position} ({hint}); keep only the {what}"
         )
     return value
 

@@ -290,3 +290,63 @@ def test_an_archive_path_that_cannot_be_used_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "archive database cannot be used" in result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda t: t.replace("https://social.example/", "https://social.example:99999/"),
+            "accounts[0].api_base: its port is not a number from 1 to 65535 ('https://social.example:99999/')",
+        ),
+        (
+            lambda t: t.replace("https://social.example/", "https://social.example:443x"),
+            "accounts[0].api_base: its port is not a number from 1 to 65535",
+        ),
+        (
+            lambda t: t + '[alerts]\ndatasette_url = "http://127.0.0.1:80011"\n',
+            "alerts.datasette_url: its port is not a number from 1 to 65535 ('http://127.0.0.1:80011')",
+        ),
+    ],
+)
+def test_a_url_with_a_port_that_cannot_be_used_is_a_config_error(tmp_path, change, expected):
+    """urlsplit(url).port raises for these, wherever the URL is shown or called: found now, not mid-run."""
+    path = write(tmp_path, change(GOOD))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {expected}") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_a_number_that_is_not_finite_is_refused_naming_the_key(tmp_path, value):
+    """TOML has nan and inf; nan fails no comparison, so the schema's bounds let it through to requests."""
+    path = write(tmp_path, GOOD.replace('dir = "arch"', f'dir = "arch"\nrequest_timeout = {value}'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    shown = value.lstrip("+")
+    assert str(info.value) == f"{path}: archive.request_timeout: {shown} is not a finite number; give a number"
+    result = CliRunner().invoke(app, ["doctor", "--config", str(path)])
+    assert result.exit_code == 2 and "archive.request_timeout" in result.output and "Traceback" not in result.output
+
+
+def test_a_non_finite_number_anywhere_is_named_by_its_key(tmp_path):
+    path = write(
+        tmp_path, GOOD.replace('token_env = "CLINIC_TOKEN"', 'token_env = "CLINIC_TOKEN"\noptions = {q = nan}')
+    )
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.options\.q: nan is not a finite number"):
+        load_config(path)
+
+
+def test_running_a_disabled_account_by_name_says_it_is_not_captured(tmp_path, monkeypatch, caplog):
+    """Named on the command line, a disabled account is still not captured (a run of none, exit 0, as
+    tests/test_cli_bad_input.py pins), but the run says so instead of passing over it in silence."""
+    from archiver.config import check_tokens
+
+    monkeypatch.delenv("T", raising=False)
+    cfg = load_config(write(tmp_path, f'[archive]\ndir = "arch"\n{DISABLED}'))
+    with caplog.at_level("WARNING", logger="archiver.config"):
+        check_tokens(cfg, ["off"])
+    assert cfg.selected_accounts(["off"]) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "account off has enabled = false and is not captured; set enabled = true to capture it"
+    ]

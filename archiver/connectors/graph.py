@@ -25,21 +25,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from ..config import AccountConfig
-from ..errors import AuthError, ConfigError, PlatformError
+from ..config import AccountConfig, resolve_option_secret
+from ..errors import AuthError, PlatformError
 from ..http import REDACTED, SECRET_PARAMS, USER_AGENT, Exchange, Session, retry_after_seconds
 from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
-from ..logs import register_secret
 from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, PageTrail, RecentSet
@@ -213,29 +210,9 @@ class GraphUsagePolicy:
 
 # -- credentials -----------------------------------------------------------------------------------------------
 def read_app_secret(account: AccountConfig) -> str | None:
-    """The app secret named by options.app_secret_env or options.app_secret_file, read now; None if not named."""
-    options = account.options
-    if options.get("app_secret_env"):
-        value = os.environ.get(options["app_secret_env"], "").strip()
-        if not value:
-            raise ConfigError(
-                f"account {account.name}: options.app_secret_env names {options['app_secret_env']}, which is not "
-                "set; export the app secret there or remove the option"
-            )
-    elif options.get("app_secret_file"):
-        path = Path(options["app_secret_file"]).expanduser()
-        try:
-            value = path.read_text("utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"account {account.name}: cannot read options.app_secret_file {path} ({exc.strerror})"
-            ) from None
-        if not value:
-            raise ConfigError(f"account {account.name}: options.app_secret_file {path} is empty")
-    else:
-        return None
-    register_secret(value)
-    return value
+    """The app secret named by options.app_secret_env or options.app_secret_file, read now; None if not named.
+    Read and refused like the token (config.resolve_option_secret), and checked with it before a run."""
+    return resolve_option_secret(account, "app_secret")
 
 
 def appsecret_proof(app_secret: str, token: str) -> str:
