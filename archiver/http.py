@@ -163,7 +163,7 @@ class RateLimitPolicy(Protocol):
     `pace(now) -> float`, a pause of its own before each request to stay under a limit (not counted against
     max_wait, which bounds the waits the platform imposes)."""
 
-    def wait_before_request(self, now: float) -> float: ...
+    def wait_before_request(self, now: float, url: str = "") -> float: ...
     def observe(self, response: requests.Response, now: float) -> None: ...
     def wait_after_429(self, response: requests.Response, now: float) -> float: ...
 
@@ -188,19 +188,27 @@ def policy_says_throttled(policy: object, status: int, headers: Any, body: bytes
 
 
 class HeaderRateLimit:
-    """Rate limits signalled by Limit/Remaining/Reset headers (Reset as ISO time or Unix seconds)."""
+    """Rate limits signalled by Limit/Remaining/Reset headers (Reset as ISO time or Unix seconds).
+
+    With `endpoint` (a URL -> the name of the limit it counts against), each endpoint's budget is kept apart:
+    a platform that limits each endpoint on its own (X) would otherwise make a call to a fresh endpoint wait
+    for the reset of one that is spent."""
 
     def __init__(
         self,
         remaining: str = "X-RateLimit-Remaining",
         reset: str = "X-RateLimit-Reset",
         default_wait: float = 60.0,
+        endpoint: Callable[[str], str] | None = None,
     ):
         self.remaining_header = remaining
         self.reset_header = reset
         self.default_wait = default_wait
-        self.remaining: int | None = None
-        self.reset_at: float | None = None
+        self.endpoint = endpoint
+        self.budgets: dict[str, tuple[int, float | None]] = {}  # endpoint ("" for one shared limit) -> last seen
+
+    def _key(self, url: str) -> str:
+        return self.endpoint(url) if self.endpoint is not None else ""
 
     def _reset_time(self, response: requests.Response) -> float | None:
         value = response.headers.get(self.reset_header)
@@ -219,12 +227,13 @@ class HeaderRateLimit:
     def observe(self, response: requests.Response, now: float) -> None:
         value = response.headers.get(self.remaining_header)
         if value is not None and value.strip().lstrip("-").isdigit():
-            self.remaining = int(value)
-            self.reset_at = self._reset_time(response)
+            asked = response.request.url if response.request is not None else response.url
+            self.budgets[self._key(str(asked or response.url))] = (int(value), self._reset_time(response))
 
-    def wait_before_request(self, now: float) -> float:
-        if self.remaining is not None and self.remaining <= 0 and self.reset_at:
-            return max(0.0, self.reset_at - now)
+    def wait_before_request(self, now: float, url: str = "") -> float:
+        remaining, reset_at = self.budgets.get(self._key(url), (None, None))
+        if remaining is not None and remaining <= 0 and reset_at:
+            return max(0.0, reset_at - now)
         return 0.0
 
     def wait_after_429(self, response: requests.Response, now: float) -> float:
@@ -430,7 +439,7 @@ class CapturingSession:
         while True:
             if self.stop is not None and self.stop.is_set():
                 raise Interrupted(STOPPED)
-            self._wait(self.rate_limit.wait_before_request(self.clock()), "rate limit reached", shown)
+            self._wait(self.rate_limit.wait_before_request(self.clock(), url), "rate limit reached", shown)
             if pace is not None and (gap := pace(self.clock())) > 0:
                 log.debug("account %s: pacing %.1fs before %s", self.account, gap, shown)
                 self.sleep(gap)

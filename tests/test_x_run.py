@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from typer.testing import CliRunner
 
 from archiver import doctor
 from archiver.cli import app
 from archiver.config import load_config
-from archiver.connectors.x import XConnector
+from archiver.connectors.x import XConnector, XRateLimit
 from archiver.demo.png import make_png
 from archiver.demo.x_server import Fault, SampleXServer, XState
 from tests.revisions import captured_at_revision_1, recorded_revisions
@@ -369,6 +371,27 @@ def test_failed_lookup_or_listing_marks_nothing_deleted(clinic, http_waits):
     conn = clinic.db()
     assert [r[0] for r in conn.execute("SELECT item_key FROM events WHERE event = 'deleted'")] == [k(reply)]
     conn.close()
+
+
+def test_each_endpoint_has_its_own_budget(tmp_path, monkeypatch, http_waits):
+    """X limits each endpoint on its own: one whose budget is spent for this window (remaining 0) makes only
+    its own next call wait, not a call to another endpoint."""
+    single = XClinic(tmp_path, monkeypatch, posts=1)
+    single.server.rate_limit = 1  # every endpoint's first answer says: nothing left in this window
+    try:
+        code, output = single.run()
+        endpoints = [re.sub(r"/\d[\d-]*", "/:id", path) for path in single.paths()]
+    finally:
+        single.server.stop()
+    assert code == 0, output
+    assert len(endpoints) == len(set(endpoints)) > 2 and http_waits == []
+    policy = XRateLimit()
+    spent = requests.Response()
+    spent.headers["x-rate-limit-remaining"], spent.headers["x-rate-limit-reset"] = "0", "1800000600"
+    spent.request = requests.Request("GET", "https://api.x.com/2/users/12/tweets?max_results=100").prepare()
+    policy.observe(spent, 1_800_000_000.0)
+    assert policy.wait_before_request(1_800_000_000.0, "https://api.x.com/2/users/12/tweets?pagination_token=b") == 600
+    assert policy.wait_before_request(1_800_000_000.0, "https://api.x.com/2/tweets/search/recent?query=x") == 0
 
 
 def test_rate_limited_run_waits_for_the_reset_and_resumes(clinic, http_waits):

@@ -176,7 +176,7 @@ class GraphUsagePolicy:
             self.usage = usage
         self.regain_at = now + regain_minutes * 60 if regain_minutes > 0 else None
 
-    def wait_before_request(self, now: float) -> float:
+    def wait_before_request(self, now: float, url: str = "") -> float:  # one limit for every call
         if self.regain_at is not None and self.regain_at > now:
             wait, self.regain_at, self.usage = self.regain_at - now, None, None
             return wait

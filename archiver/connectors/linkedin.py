@@ -93,7 +93,7 @@ class DailyLimitUTC:
         if response.status_code == 429 and not response.headers.get("Retry-After"):
             self.until = next_midnight_utc(datetime.fromtimestamp(now, UTC)).timestamp()
 
-    def wait_before_request(self, now: float) -> float:
+    def wait_before_request(self, now: float, url: str = "") -> float:  # one limit for every call
         return max(0.0, self.until - now) if self.until is not None else 0.0
 
     def wait_after_429(self, response: requests.Response, now: float) -> float:

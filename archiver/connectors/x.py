@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,13 @@ def is_not_found(error: dict[str, Any]) -> bool:
     return error.get("type") == NOT_FOUND_TYPE or error.get("title") == "Not Found Error"
 
 
+def x_endpoint(url: str) -> str:
+    """The endpoint a call counts against: X limits each one on its own (/2/users/:id/tweets, /2/dm_events,
+    /2/tweets/search/recent ...), per 15-minute window."""
+    version, _, rest = urlsplit(url).path.lstrip("/").partition("/")  # "2", then the path under it
+    return f"/{version}/" + "/".join(":id" if re.fullmatch(r"[0-9-]+", part) else part for part in rest.split("/"))
+
+
 class XRateLimit(HeaderRateLimit):
     """x-rate-limit-* headers per 15-minute window; a 429 (code 88) waits for x-rate-limit-reset.
 
@@ -116,7 +124,7 @@ class XRateLimit(HeaderRateLimit):
     """
 
     def __init__(self) -> None:
-        super().__init__("x-rate-limit-remaining", "x-rate-limit-reset", default_wait=15 * 60)
+        super().__init__("x-rate-limit-remaining", "x-rate-limit-reset", default_wait=15 * 60, endpoint=x_endpoint)
 
     def wait_after_429(self, response: requests.Response, now: float) -> float:
         try:
