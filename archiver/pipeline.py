@@ -202,9 +202,9 @@ class StoreAccountState:
             row["visibility"],
         )
 
-    def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
+    def first_archived_since(self, item_key: str, since: str, kinds: tuple[str, ...] = ()) -> bool:
         with self.lock:
-            return self.store.first_archived_since(self.account, since, kinds)
+            return self.store.first_archived_since(self.account, item_key, since, kinds)
 
     def known_items(
         self,

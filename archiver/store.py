@@ -695,15 +695,16 @@ class Store:
         sql = _KNOWN_ITEMS_SQL + " AND v.thread_key = ? ORDER BY v.item_key"
         return [_known_item(row) for row in self.conn.execute(sql, (thread_key,))]
 
-    def first_archived_since(self, account: str, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
-        """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""
-        sql = "SELECT item_key FROM item_versions WHERE account = ?"
-        params: list[Any] = [account]
+    def first_archived_since(self, account: str, item_key: str, since: str, kinds: tuple[str, ...] = ()) -> bool:
+        """Whether the account's first version of the item (of one of `kinds`) was captured at or after `since`
+        (ISO UTC); False for an item it has not archived."""
+        sql = "SELECT min(captured_at) FROM item_versions WHERE item_key = ? AND account = ?"
+        params: list[Any] = [item_key, account]
         if kinds:
             sql += f" AND kind IN ({','.join('?' for _ in kinds)})"
             params.extend(kinds)
-        sql += " GROUP BY item_key HAVING min(captured_at) >= ?"
-        return {row[0] for row in self.conn.execute(sql, [*params, since])}
+        first = self.conn.execute(sql, params).fetchone()[0]
+        return first is not None and first >= since
 
     def counts(self) -> dict[str, int]:
         return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ARCHIVE_TABLES}

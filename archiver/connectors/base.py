@@ -52,8 +52,9 @@ class AccountState(Protocol):
         conversation_key: str | None = None,
         key_prefix: str | None = None,
     ) -> list[KnownItem]: ...
-    def first_archived_since(self, since: str, kinds: tuple[str, ...] = ()) -> set[str]:
-        """Keys of the account's items whose first version was captured at or after `since` (ISO UTC)."""
+    def first_archived_since(self, item_key: str, since: str, kinds: tuple[str, ...] = ()) -> bool:
+        """Whether the account's first version of the item (of one of `kinds`) was captured at or after `since`
+        (ISO UTC)."""
         ...
 
     def thread_items(self, thread_key: str) -> list[KnownItem]:
@@ -164,9 +165,10 @@ class FollowUps:
 
     def __init__(self, state: AccountState, cursor: str, window: FetchWindow, kinds: tuple[str, ...] = ()):
         self.cursor = cursor
+        self.state = state
+        self.kinds = kinds
         self.since = state.cursor(cursor) or None
         self.started_at = window.started_at or iso(utcnow())
-        self._owed = state.first_archived_since(self.since, kinds) if self.since else set()
 
     def begin(self) -> Iterator[Observation]:
         """Yield before the listing stores anything (a run after an unfinished one keeps its earlier mark)."""
@@ -174,8 +176,10 @@ class FollowUps:
             yield CursorUpdate(self.cursor, self.started_at)
 
     def owed(self, item_key: str) -> bool:
-        """Whether an earlier, unfinished run may have left this item's follow-ups unread."""
-        return item_key in self._owed
+        """Whether an earlier, unfinished run may have left this item's follow-ups unread. Asked of the archive
+        item by item: a first run of a large account that stopped leaves up to all its items owed, too many to
+        hold as a set."""
+        return self.since is not None and self.state.first_archived_since(item_key, self.since, self.kinds)
 
     def finished(self) -> Iterator[Observation]:
         yield CursorUpdate(self.cursor, "")
