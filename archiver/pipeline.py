@@ -39,7 +39,15 @@ from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
 from .lock import archive_lock
-from .recovery import TORN_DIR, file_sha256, interrupted_runs, run_of, scan_warc, set_aside_torn_tail
+from .recovery import (
+    TORN_DIR,
+    file_sha256,
+    interrupted_runs,
+    recoveries,
+    run_of,
+    scan_warc,
+    set_aside_torn_tail,
+)
 from .scan.alerts import send_failure_alert
 from .scan.archive import scan_after_run, start_scanner
 from .scan.delivery import alert_after
@@ -239,12 +247,19 @@ def register_orphan_warcs(store: Store, warc_dir: Path) -> list[str]:
     notices = []
     known = store.known_warc_files()
     interrupted = interrupted_runs(store.conn)
+    recovered = recoveries(store.conn)
     for path in sorted(warc_dir.glob("*.warc.gz")):
         if path.name in known:
             continue
         run = run_of(path.name)
         if run not in interrupted:
             notices.append(f"WARC file {path.name} is not from an interrupted run of this archive; left alone")
+            continue
+        if run in recovered:  # its files were all recorded when run `by` started: this one came later
+            notices.append(
+                f"WARC file {path.name} names interrupted run {run}, whose files run {recovered[run].by} recorded: "
+                "it appeared since, so it is not recorded; `archiver verify` reports it"
+            )
             continue
         scan = scan_warc(path)
         if scan.records == 0:

@@ -48,7 +48,7 @@ from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLi
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
 from .problems import Problem
-from .recovery import CompleteRecords, file_sha256, fsync_path, run_of, scan_warc
+from .recovery import CompleteRecords, file_sha256, fsync_path, recoveries, run_of, scan_warc
 from .store import Store
 from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
 
@@ -213,6 +213,7 @@ class LiveArchive:
     runs: set[str]
     finished_runs: set[str]  # runs with a result
     outcomes: dict[tuple[str, str], str]  # (run, account) -> ok / failed
+    recovered: dict[str, str] = field(default_factory=dict)  # interrupted run -> the run that recorded its files
 
 
 def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]]:
@@ -232,6 +233,7 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
                 {row[0] for row in conn.execute("SELECT id FROM runs")},
                 {row[0] for row in conn.execute("SELECT run_id FROM run_results")},
                 {(row[0], row[1]): row[2] for row in conn.execute("SELECT run_id, account, status FROM account_runs")},
+                {run: recovery.by for run, recovery in recoveries(conn).items()},
             )
         finally:
             store.close()
@@ -306,6 +308,13 @@ def check_warc_files(warc_dir: Path, trusted: Ed25519PublicKey | None, live: Liv
             problems.append(Problem(f"WARC {path.name}", f"not recorded by the archive, yet its run {run} finished"))
         elif run not in live.runs:
             problems.append(Problem(f"WARC {path.name}", "on disk but its run is not in the database (unknown file)"))
+        elif run in live.recovered:
+            problems.append(
+                Problem(
+                    f"WARC {path.name}",
+                    f"names interrupted run {run}, whose files run {live.recovered[run]} recorded: put there since",
+                )
+            )
         else:
             problems.append(Problem(f"WARC {path.name}", f"left by interrupted run {run}, not yet recorded", "note"))
     return checks

@@ -96,6 +96,34 @@ def interrupted_runs(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM run_results)")}
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """The run that recovered an interrupted run's WARC files: each run records the files interrupted runs
+    left, at its start, so once a later run has finished (`finished_seq`, its run_results row's ledger entry),
+    none of the interrupted run's files can still be waiting. One that turns up after that was put there."""
+
+    by: str
+    finished_seq: int
+
+
+def recoveries(conn: sqlite3.Connection) -> dict[str, Recovery]:
+    """Each interrupted run that a later run has recovered, by the ledger's order (clocks may step back): the
+    first run appended after it whose result is recorded."""
+    started, finished = (
+        dict(conn.execute("SELECT row_key, seq FROM ledger WHERE table_name = ?", (table,)).fetchall())
+        for table in ("runs", "run_results")
+    )
+    done = sorted((started[run], run) for run in finished if run in started)
+    found = {}
+    for run in interrupted_runs(conn):
+        if run not in started:
+            continue
+        later = next((other for seq, other in done if seq > started[run]), None)
+        if later is not None:
+            found[run] = Recovery(later, finished[later])
+    return found
+
+
 def set_aside_torn_tail(path: Path, scan: WarcScan) -> Path:
     """Move the bytes after the last complete record to the torn/ folder, then cut the file there.
 

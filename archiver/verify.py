@@ -38,7 +38,7 @@ from .checkpoints import (
 )
 from .ledger import verify_ledger
 from .problems import Problem
-from .recovery import WarcScan, interrupted_runs, run_of, scan_warc
+from .recovery import Recovery, WarcScan, interrupted_runs, recoveries, run_of, scan_warc
 from .schema_check import check_schema
 from .store import Store
 from .warc import block_digest_ok
@@ -237,7 +237,9 @@ def _check_warcs(
         )
     }
     interrupted = interrupted_runs(store.conn)
+    recovered = recoveries(store.conn)
     runs = {row[0] for row in store.conn.execute("SELECT id FROM runs")}
+    yield from _recorded_after_recovery(store.conn, recovered)
     names = sorted(set(known) | referenced | set(signed))
     total_bytes = sum((warc_dir / n).stat().st_size for n in names if (warc_dir / n).exists())
     done = 0
@@ -279,6 +281,12 @@ def _check_warcs(
             later = _written_later(run, runs, interrupted, now)
             if later:
                 yield Problem(f"WARC {path.name}", f"{later}; verify again to check it", "note")
+            elif run in recovered:
+                yield Problem(
+                    f"WARC {path.name}",
+                    f"names interrupted run {run}, whose files run {recovered[run].by} recorded when it started: "
+                    "it was put there since (no run of the archive leaves one later)",
+                )
             elif run in interrupted:
                 scan_info = interrupted_scans.get(path.name) or scan_warc(path)
                 tail = f", torn tail after offset {scan_info.complete_bytes}" if scan_info.torn else ""
@@ -299,6 +307,22 @@ def _check_signed(name: str, signed: SignedWarc, row: Any, scan: FileCheck) -> I
         yield Problem(f"WARC {name}", f"sha256 expected {signed.sha256} {by}, found {scan.sha256}")
     if row is not None and (row["sha256"], row["size"]) != (signed.sha256, signed.size):
         yield Problem(f"warc_files name={name}", f"sha256 expected {signed.sha256} {by}, found {row['sha256']}")
+
+
+def _recorded_after_recovery(conn: sqlite3.Connection, recovered: dict[str, Recovery]) -> Iterator[Problem]:
+    """A WARC file of an interrupted run recorded after the run that recovered its files had finished: no run
+    of the archive does that, so it was planted (and a later run, which records what interrupted runs left, was
+    made to take it for theirs)."""
+    if not recovered:
+        return
+    for name, seq in conn.execute("SELECT row_key, seq FROM ledger WHERE table_name = 'warc_files' ORDER BY seq"):
+        recovery = recovered.get(run_of(name) or "")
+        if recovery is not None and seq > recovery.finished_seq:
+            yield Problem(
+                f"warc_files {name}",
+                f"recorded at ledger seq {seq}, after run {recovery.by} had recorded interrupted run {run_of(name)}'s "
+                f"files and finished (seq {recovery.finished_seq}): a file put there since",
+            )
 
 
 def _written_later(run: str, runs: set[str], interrupted: set[str], now: ArchiveNow) -> str | None:

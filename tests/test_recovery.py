@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from archiver.pipeline import register_orphan_warcs
-from archiver.recovery import TORN_DIR, scan_warc
+from archiver.rebuild import check_warc_files, read_live_archive
+from archiver.recovery import TORN_DIR, file_sha256, scan_warc
 from archiver.store import Store
 from archiver.verify import verify_archive
 
@@ -131,3 +132,34 @@ def test_a_stop_between_setting_the_tail_aside_and_cutting_it_does_not_block_the
     assert kept.read_bytes() == b"other bytes"
     assert (folder / f"{kept.name}.1").read_bytes() == whole[scan.complete_bytes : len(whole) - 50]
     store.close()
+
+
+def test_a_file_naming_an_interrupted_run_after_a_later_run_recorded_its_files_is_planted(tmp_path):
+    """Each run records what interrupted runs left when it starts: once a later run has finished, a file that
+    still names the interrupted run was put there since (a forged capture, signed by the next checkpoint if it
+    were taken for the killed run's). It is not recorded, and verify says so; one recorded anyway is named."""
+    store, path, whole = interrupted_archive(tmp_path, cut=0)
+    store.append_run("run2", "host", "0" * 64, [])
+    assert any("recorded" in n for n in register_orphan_warcs(store, tmp_path / "warcs"))
+    store.append_run_result("run2", "ok", {})
+    planted = path.with_name(path.name.replace("-00001.", "-00002."))
+    planted.write_bytes(whole)
+    store.append_run("run3", "host", "0" * 64, [])
+    notices = register_orphan_warcs(store, tmp_path / "warcs")
+    assert notices == [
+        f"WARC file {planted.name} names interrupted run run1, whose files run run2 recorded: it appeared since, "
+        "so it is not recorded; `archiver verify` reports it"
+    ]
+    assert planted.name not in store.known_warc_files()
+    store.append_run_result("run3", "ok", {})
+    found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
+    assert [(p.severity, p.where) for p in found] == [("error", f"WARC {planted.name}")]
+    live, _ = read_live_archive(tmp_path / "archive.db")  # rebuild, which replays every file on disk, says so too
+    checks = check_warc_files(tmp_path / "warcs", None, live)
+    assert [(p.severity, p.where) for p in checks.problems] == [("error", f"WARC {planted.name}")]
+    # Recorded by software without this check (as the attack left it): verify names the late record.
+    store.append_warc_file("run1", planted.name, file_sha256(planted), planted.stat().st_size, 7)
+    store.close()
+    found = verify_archive(tmp_path / "archive.db", tmp_path / "warcs")
+    assert [(p.severity, p.where) for p in found] == [("error", f"warc_files {planted.name}")]
+    assert "after run run2 had recorded interrupted run run1's files and finished" in found[0].message
