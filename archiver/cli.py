@@ -599,17 +599,24 @@ app.add_typer(access_app, name="access-log")
 @access_app.command("verify")
 @reports_errors
 def access_log_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Check the access log's hash chain and append-only triggers; exit 1 on any problem.
+    """Check the access log's hash chain and append-only triggers, and that every entry a checkpoint signed is
+    still there as signed (rows cut away with the chain recomputed); exit 1 on any problem.
 
     Example: archiver access-log verify --config /etc/archiver/archiver.toml
     """
-    from .access_log import access_log_path, verify_access_log
-    from .store import require_database
+    from .access_log import access_log_path, check_signed_heads, verify_access_log
+    from .checkpoints import signed_access_log_heads
+    from .store import Store, require_database
 
     cfg = load_config(config)
     require_database(cfg.archive.database)
     path = access_log_path(cfg.archive.database)
     problems = verify_access_log(path)
+    store = Store.open(cfg.archive.database, readonly=True)
+    try:
+        problems += check_signed_heads(path, signed_access_log_heads(store.conn)) if path.is_file() else []
+    finally:
+        store.close()
     for problem in problems:
         typer.echo(str(problem))
     if problems:

@@ -305,6 +305,31 @@ def test_an_access_log_rewritten_after_a_checkpoint_signed_it_is_caught(original
     conn.close()
     found = problems(arch)
     assert any("access-log.db seq 4: hash expected" in p and "as checkpoints id=" in p for p in found), found
+    # `archiver access-log verify` finds it too: the chain alone verifies, the signed heads do not.
+    result = CliRunner().invoke(app, ["access-log", "verify", "--config", str(root / "archiver.toml")])
+    assert result.exit_code == 1 and "seq 4: hash expected" in result.output, result.output
+
+
+def test_an_access_log_row_changed_in_place_is_caught_by_verify(original, tmp_path):
+    """The other way round: a row changed with its hashes left alone keeps every signed head, but breaks the
+    log's own chain, which `archiver verify` recomputes too."""
+    from archiver.access_log import TABLE, Access, AccessLog, access_log_path
+
+    root = tmp_path / "root"
+    shutil.copytree(original.parent, root)
+    arch = root / "arch"
+    log = AccessLog(access_log_path(arch / "archive.db"))
+    for who in ("erin", "ivan", "erin"):
+        log.append(Access(who, "investigator", "127.0.0.1", "GET", "/archive/direct_messages", "", 200, 3))
+    log.close()
+    assert CliRunner().invoke(app, ["checkpoint", "--config", str(root / "archiver.toml")]).exit_code == 0
+    conn = sqlite3.connect(access_log_path(arch / "archive.db"))
+    conn.execute(f"DROP TRIGGER {TABLE}_append_only_update")
+    conn.execute(f"UPDATE {TABLE} SET actor = 'nobody', path = '/about' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    found = problems(arch)
+    assert any("access-log.db seq 2: hash" in p and "does not match the row" in p for p in found), found
 
 
 def test_the_ledger_checked_in_a_second_process_finds_the_same(original, tmp_path, monkeypatch):
