@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .items import canonical_json
-from .problems import Problem
+from .problems import Problem, listed
 
 GENESIS = "0" * 64
 
@@ -229,19 +229,30 @@ def _verify_ledger(conn: sqlite3.Connection) -> Iterator[Problem]:
         cast = "" if table not in INTEGER_KEYS else "CAST"
         outside = conn.execute(
             f"SELECT {key} FROM {table} WHERE {cast}({key} {'AS TEXT' if cast else ''}) NOT IN "
-            "(SELECT row_key FROM ledger WHERE table_name = ?) ORDER BY rowid LIMIT 100",
+            "(SELECT row_key FROM ledger WHERE table_name = ?) ORDER BY rowid",
             (table,),
         ).fetchall()
-        for (value,) in outside:
-            yield Problem(f"{table} {key}={value}", "row is not in the ledger (inserted behind the archiver's back)")
+        yield from listed(
+            outside,
+            lambda r, t=table, k=key: Problem(
+                f"{t} {k}={r[0]}", "row is not in the ledger (inserted behind the archiver's back)"
+            ),
+            "rows not in the ledger",
+            table,
+        )
         # A second row under a key the ledger entered once passes the check above (its key is entered): only
         # possible once the table has lost its primary key, which the schema check reports too.
         rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if rows > entered[table] + len(outside):
-            for value, count in conn.execute(
-                f"SELECT {key}, count(*) FROM {table} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key} LIMIT 100"
-            ):
-                yield Problem(
-                    f"{table} {key}={value}",
-                    f"{count} rows hold this key, the ledger entered one (rows added behind the archiver's back)",
-                )
+            doubled = conn.execute(
+                f"SELECT {key}, count(*) FROM {table} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key}"
+            )
+            yield from listed(
+                doubled,
+                lambda r, t=table, k=key: Problem(
+                    f"{t} {k}={r[0]}",
+                    f"{r[1]} rows hold this key, the ledger entered one (rows added behind the archiver's back)",
+                ),
+                "keys held by more than one row",
+                table,
+            )

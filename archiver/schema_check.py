@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from .problems import Problem
+from .problems import Problem, listed
 from .store import load_migrations, split_sql
 
 FTS_TABLE = "item_versions_fts"
@@ -83,11 +83,21 @@ def _difference(expected: str, found: str) -> str:
 def _check_search_index(conn: sqlite3.Connection) -> Iterator[Problem]:
     """Every version is in the full-text index and nothing else is: FTS5 keeps one `_docsize` row per
     document it indexed, by the version's id (a document taken out of the index loses its row)."""
-    for (missing,) in conn.execute(
-        f"SELECT id FROM item_versions WHERE id NOT IN (SELECT id FROM {FTS_TABLE}_docsize) ORDER BY id LIMIT 100"
-    ):
-        yield Problem(f"item_versions id={missing}", f"not in the search index {FTS_TABLE} (search misses it)")
-    for (extra,) in conn.execute(
-        f"SELECT id FROM {FTS_TABLE}_docsize WHERE id NOT IN (SELECT id FROM item_versions) ORDER BY id LIMIT 100"
-    ):
-        yield Problem(f"{FTS_TABLE} rowid={extra}", "indexed, but no item version has this id")
+    missing = conn.execute(
+        f"SELECT id FROM item_versions WHERE id NOT IN (SELECT id FROM {FTS_TABLE}_docsize) ORDER BY id"
+    )
+    yield from listed(
+        missing,
+        lambda r: Problem(f"item_versions id={r[0]}", f"not in the search index {FTS_TABLE} (search misses it)"),
+        "versions not in the search index",
+        FTS_TABLE,
+    )
+    extra = conn.execute(
+        f"SELECT id FROM {FTS_TABLE}_docsize WHERE id NOT IN (SELECT id FROM item_versions) ORDER BY id"
+    )
+    yield from listed(
+        extra,
+        lambda r: Problem(f"{FTS_TABLE} rowid={r[0]}", "indexed, but no item version has this id"),
+        "indexed ids no version has",
+        FTS_TABLE,
+    )

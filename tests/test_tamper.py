@@ -310,6 +310,22 @@ def test_an_access_log_rewritten_after_a_checkpoint_signed_it_is_caught(original
     assert result.exit_code == 1 and "seq 4: hash expected" in result.output, result.output
 
 
+def test_a_hundred_problems_of_a_kind_are_named_and_the_rest_counted(original, tmp_path):
+    arch = tmp_path / "arch"
+    shutil.copytree(original, arch)
+    behind_the_back(
+        arch / "archive.db",
+        *(
+            f"INSERT INTO cursors (account, name, value, run_id, recorded_at) "
+            f"SELECT account, name || '-{n}', value, run_id, recorded_at FROM cursors LIMIT 1"
+            for n in range(150)
+        ),
+    )
+    found = problems(arch)
+    assert sum("row is not in the ledger" in p for p in found) == 100
+    assert "cursors: and 50 more rows not in the ledger" in found
+
+
 def test_an_access_log_row_changed_in_place_is_caught_by_verify(original, tmp_path):
     """The other way round: a row changed with its hashes left alone keeps every signed head, but breaks the
     log's own chain, which `archiver verify` recomputes too."""
