@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -220,7 +221,13 @@ class Store:
         if (readonly or not create) and not path.exists():
             raise database_not_found(path)
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            uri = f"file:{path}?mode=ro"
+            wal = path.with_name(path.name + "-wal")
+            if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
+                # A folder this user may not write (an auditor's account, a read-only or WORM copy): SQLite could
+                # not make the WAL index it reads through, and nothing can be writing, so read the file as it is.
+                uri += "&immutable=1"
+            conn = sqlite3.connect(uri, uri=True)
             conn.row_factory = sqlite3.Row
             refuse_foreign_database(conn, path)
             return cls(conn, path, True)

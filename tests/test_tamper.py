@@ -7,6 +7,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -438,3 +440,29 @@ def test_verify_while_runs_go_on_reports_no_tampering(tmp_path, monkeypatch):
     assert any("which started after verify began" in n for n in notes), notes
     assert any(n.startswith("note: checkpoint file") and "after verify began" in n for n in notes), notes
     assert after == []  # verified again once the runs are done: all of it checks
+
+
+def test_verify_reads_an_archive_folder_it_may_not_write(original):
+    """An auditor's account, a read-only mount or a WORM copy: verify cannot make SQLite's WAL index there, and
+    needs none (nothing writes), so it reads the database as it is."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="archiver-readonly-", dir="/tmp"))  # /tmp: other users may enter
+    try:
+        copy = folder / "arch"
+        shutil.copytree(original, copy)
+        for extra in ("archive.db-wal", "archive.db-shm"):
+            (copy / extra).unlink(missing_ok=True)
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        command = [sys.executable, "-m", "archiver", "verify", "--archive-dir", str(copy)]
+        if os.geteuid() == 0:  # root writes anywhere: verify as nobody instead
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HOME": str(folder)})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "archive verifies" in done.stdout
+        assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in original.iterdir() if "-" not in p.name)
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o700)
+        shutil.rmtree(folder)
