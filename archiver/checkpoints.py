@@ -280,6 +280,23 @@ def copies_in(folder: Path) -> list[Path]:
     return sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
 
 
+def _missing_copy(warc_dir: Path, name: str, expected: dict[str, str], *, newest: bool) -> Problem:
+    """A checkpoint's copy not in place. Only the newest can be legitimately staged (stopped between its
+    commit and the move): every checkpoint restores the staged copies first. Its staged file must hold it."""
+    staged = _staged(warc_dir, name)
+    try:
+        held = json.loads(staged.read_text("utf-8")) == expected if newest and staged.exists() else False
+    except (OSError, ValueError):
+        held = False
+    if held:
+        message = "not moved into place (stopped after its commit); the next run or checkpoint restores it"
+        return Problem(f"checkpoint file {name}", message, "note")
+    if staged.exists():
+        why = "staged beside it holding something else" if newest else "staged, though later checkpoints were made"
+        return Problem(f"checkpoint file {name}", f"missing beside the WARCs ({staged.name} {why})")
+    return Problem(f"checkpoint file {name}", "missing beside the WARCs")
+
+
 def verify_checkpoints(
     conn: sqlite3.Connection,
     warc_dir: Path,
@@ -319,19 +336,16 @@ def verify_checkpoints(
         elif seq and found[0] != head:
             yield Problem(where, f"ledger seq {seq} hash expected {head} as signed, found {found[0]}")
         copy = folder / row["file_name"]
+        expected = {"statement": row["statement"], "signature": row["signature"], "public_key": row["public_key"]}
         try:
             document = json.loads(copy.read_text("utf-8"))
         except FileNotFoundError:
-            if _staged(warc_dir, copy.name).exists():
-                message = "not moved into place (stopped after its commit); the next run or checkpoint restores it"
-                yield Problem(f"checkpoint file {copy.name}", message, "note")
-            else:
-                yield Problem(f"checkpoint file {copy.name}", "missing beside the WARCs")
+            yield _missing_copy(warc_dir, copy.name, expected, newest=row is rows[-1])
             continue
         except ValueError:
             yield Problem(f"checkpoint file {copy.name}", "not valid JSON")
             continue
-        if document != {"statement": row["statement"], "signature": row["signature"], "public_key": row["public_key"]}:
+        if document != expected:
             yield Problem(f"checkpoint file {copy.name}", f"differs from {where}")
     roots = tree_roots(conn, {tree[0] for _, tree in trees})
     for where, tree in trees:

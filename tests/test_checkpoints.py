@@ -162,6 +162,26 @@ def test_a_run_stopped_between_its_checkpoint_commit_and_the_copy_is_completed_b
     assert problems(arch) == []
 
 
+def test_only_the_newest_checkpoint_may_be_staged_and_only_as_signed(archive):
+    """Every checkpoint restores staged copies first, so an earlier copy "staged" is someone's doing: an empty
+    or other file in its place is an error, never the note a stopped checkpoint gets."""
+    arch, config = archive
+    folder = arch / "warcs" / CHECKPOINT_DIR
+    assert CliRunner().invoke(app, ["checkpoint", "--config", str(config)]).exit_code == 0
+    names = sorted(p.name for p in folder.glob("*.json"))
+    earlier, newest = folder / names[0], folder / names[-1]
+    earlier.unlink()
+    earlier.with_suffix(".json.tmp").write_text("")
+    newest.rename(newest.with_suffix(".json.tmp"))
+    newest.with_suffix(".json.tmp").write_text("{}")
+    assert problems(arch) == [
+        f"checkpoint file {earlier.name}: missing beside the WARCs ({earlier.stem}.json.tmp staged, though later "
+        "checkpoints were made)",
+        f"checkpoint file {newest.name}: missing beside the WARCs ({newest.stem}.json.tmp staged beside it holding "
+        "something else)",
+    ]
+
+
 def test_a_checkpoint_staged_but_never_committed_is_removed_by_the_next_run(archive, monkeypatch):
     """A stop between staging the copy and committing the row rolls the checkpoint back: its staged copy signs
     a head the archive never held. Verify ignores it; the next run removes it and says so."""
