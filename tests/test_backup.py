@@ -273,7 +273,8 @@ def test_a_cut_access_log_never_replaces_the_backups_copy(demo, tmp_path, cut_af
     conn = sqlite3.connect(archive / "access-log.db")
     conn.executescript(SCHEMA)  # the triggers put back: what is left chains on its own
     conn.close()
-    assert cli("access-log", "verify", "--config", str(demo / "archiver.toml"))[0] == 0
+    # The chain left verifies on its own; access-log verify finds a cut only into what a checkpoint signed.
+    assert cli("access-log", "verify", "--config", str(demo / "archiver.toml"))[0] == (0 if cut_after >= 40 else 1)
     code, output = backup(demo, to)
     assert code == 1, output
     assert f"backup {to / 'access-log.db'}: the new snapshot {reason}: kept as access-log.db.unverified" in output
