@@ -92,6 +92,16 @@ def _check_search_index(conn: sqlite3.Connection) -> Iterator[Problem]:
         "versions not in the search index",
         FTS_TABLE,
     )
+    yield from listed(
+        _indexed_otherwise(conn),
+        lambda r: Problem(
+            f"item_versions id={r[0]}",
+            f"indexed with other text than the row holds ({r[1]} words in the index, {r[2]} in the row): "
+            "search misses what it says",
+        ),
+        "versions indexed with other text",
+        FTS_TABLE,
+    )
     extra = conn.execute(
         f"SELECT id FROM {FTS_TABLE}_docsize WHERE id NOT IN (SELECT id FROM item_versions) ORDER BY id"
     )
@@ -101,3 +111,52 @@ def _check_search_index(conn: sqlite3.Connection) -> Iterator[Problem]:
         "indexed ids no version has",
         FTS_TABLE,
     )
+
+
+def _indexed_otherwise(conn: sqlite3.Connection, batch: int = 5_000) -> Iterator[tuple[int, int, int]]:
+    """Versions whose index entry counts other words than their text, author handle and name: FTS5's 'delete'
+    command can take a version's words out and index others under its id, and the `_docsize` row stays. The
+    rows are tokenized again, a batch at a time, into a contentless index in the connection's temporary
+    database (the archive is opened read-only), and each document's word counts compared with the live
+    index's. (id, words indexed, words in the row) for each that differs."""
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_recount USING fts5("
+        "text, author_handle, author_name, content='', tokenize='porter unicode61')"
+    )
+    try:
+        last = 0
+        while True:
+            # in SQL alone: a row's text need not be valid UTF-8 (the schema check names that; it is no reason
+            # to stop here)
+            upto = conn.execute(
+                "SELECT max(id) FROM (SELECT id FROM item_versions WHERE id > ? ORDER BY id LIMIT ?)", (last, batch)
+            ).fetchone()[0]
+            if upto is None:
+                return
+            conn.execute("INSERT INTO temp.fts_recount(fts_recount) VALUES ('delete-all')")
+            conn.execute(
+                "INSERT INTO temp.fts_recount (rowid, text, author_handle, author_name) "
+                "SELECT id, text, author_handle, author_name FROM item_versions WHERE id > ? AND id <= ?",
+                (last, upto),
+            )
+            yield from (
+                (doc, _words(indexed), _words(recounted))
+                for doc, indexed, recounted in conn.execute(
+                    f"SELECT r.id, d.sz, r.sz FROM temp.fts_recount_docsize r JOIN {FTS_TABLE}_docsize d ON "
+                    "d.id = r.id WHERE d.sz != r.sz ORDER BY r.id"
+                )
+            )
+            last = upto
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.fts_recount")
+
+
+def _words(sizes: bytes) -> int:
+    """The word count of a `_docsize` row: one SQLite varint per column (7 bits a byte, the first the highest,
+    the top bit set on every byte but a number's last)."""
+    total = value = 0
+    for byte in sizes:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            total, value = total + value, 0
+    return total

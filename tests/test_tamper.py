@@ -181,6 +181,24 @@ def take_versions_out_of_search(arch: Path) -> str:
     return "item_versions id=4: not in the search index"
 
 
+def index_a_version_with_other_text(arch: Path) -> str:
+    """Its words taken out and others indexed under its id: the `_docsize` row stays, search misses it."""
+    conn = sqlite3.connect(arch / "archive.db")
+    row = conn.execute("SELECT id, text, author_handle, author_name FROM item_versions WHERE id = 4").fetchone()
+    conn.execute(
+        "INSERT INTO item_versions_fts (item_versions_fts, rowid, text, author_handle, author_name) "
+        "VALUES ('delete', ?, ?, ?, ?)",
+        row,
+    )
+    conn.execute(
+        "INSERT INTO item_versions_fts (rowid, text, author_handle, author_name) VALUES (?, 'x', ?, ?)",
+        row[:1] + row[2:],
+    )
+    conn.commit()
+    conn.close()
+    return "item_versions id=4: indexed with other text than the row holds"
+
+
 def blob_in_a_row(arch: Path) -> str:
     behind_the_back(arch / "archive.db", "UPDATE item_versions SET text = X'DEADBEEF' WHERE id = 6")
     return "item_versions id=6: row changed since ledger seq"
@@ -210,6 +228,7 @@ CASES = [
     redefine_a_view,
     neuter_a_trigger,
     take_versions_out_of_search,
+    index_a_version_with_other_text,
     blob_in_a_row,
     invalid_utf8_in_a_row,
     delete_the_public_key,
