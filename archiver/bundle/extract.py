@@ -333,12 +333,18 @@ def _copy(fh: BinaryIO, offset: int, length: int, dest: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+def media_name(row: dict[str, Any]) -> str:
+    """A media file's name in the bundle's media/ folder: its sha256 and the ending its type may keep (the
+    report, made again by verify-bundle, names it from the row the same way)."""
+    return f"{row['sha256']}{media_extension(row['content_type'])}"
+
+
 def write_media(warc_dir: Path, media_rows: list[dict[str, Any]], media_dir: Path, prefix: str) -> dict[str, str]:
     """Each media file's body out of its WARC response, named by its sha256; url -> payload path."""
     paths: dict[str, str] = {}
     for row in media_rows:
         media_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{row['sha256']}{media_extension(row['content_type'])}"
+        name = media_name(row)
         target = media_dir / name
         partial = None if target.exists() else media_dir / f".{name}.partial"  # the same bytes, another row
         digest = _body_sha256(warc_dir / row["warc_file"], row["warc_offset"], partial)

@@ -18,8 +18,21 @@ from ..ledger import LEDGER_KEYS
 from ..merkle import tree_with_proofs
 from .select import chunks, has_table
 
-# The ledgered tables a bundle carries, in the order they are written and checked.
-ROW_TABLES = ("item_versions", "events", "media_files", "accounts", "flags", "flag_reviews", "review_operators")
+# The ledgered tables a bundle carries, in the order they are written and checked. A bundle made before the
+# consent tables were carried simply lacks their files.
+ROW_TABLES = (
+    "item_versions",
+    "events",
+    "media_files",
+    "accounts",
+    "flags",
+    "flag_reviews",
+    "review_operators",
+    "consent_links",
+    "consent_register",
+    "consent_imports",
+)
+CONSENT_TABLES = ("consent_links", "consent_register", "consent_imports")
 
 
 @dataclass
@@ -28,6 +41,8 @@ class Gathered:
     items: list[dict[str, Any]]  # the latest state of each item (the `items` view): a reading aid, not ledgered
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table -> rows as stored
     ledger: list[dict[str, Any]] = field(default_factory=list)  # the entries covering those rows, by seq
+    # the ids of the bundle's flags in the archive's review queue at export; None where it has no flag_queue
+    in_review_queue: list[int] | None = None
 
     def counts(self) -> dict[str, int]:
         return {"items": len(self.items), **{table: len(rows) for table, rows in self.rows.items()}}
@@ -49,8 +64,8 @@ def _rows(conn: sqlite3.Connection, sql: str, values: list[Any], order: str) -> 
 
 
 def gather_rows(conn: sqlite3.Connection, item_keys: list[str]) -> Gathered:
-    """Every version, event, media file and account row of the items, and flags and reviews where the
-    archive has them."""
+    """Every version, event, media file and account row of the items, and their flags, reviews and consent
+    records where the archive has them."""
     items = _rows(conn, "SELECT * FROM items WHERE item_key IN ({marks})", item_keys, "version_id")
     gathered = Gathered(item_keys, items)
     versions = _rows(conn, "SELECT * FROM item_versions WHERE item_key IN ({marks})", item_keys, "id")
@@ -72,8 +87,83 @@ def gather_rows(conn: sqlite3.Connection, item_keys: list[str]) -> Gathered:
                 gathered.rows["review_operators"] = _rows(
                     conn, "SELECT * FROM review_operators WHERE review_id IN ({marks})", reviews, "review_id"
                 )
+        gathered.in_review_queue = flags_in_review_queue(conn, [f["id"] for f in flags])
+    if all(has_table(conn, t) for t in CONSENT_TABLES):
+        gathered.rows.update(_consent_rows(conn, item_keys, gathered.rows.get("flags", [])))
     gathered.ledger = ledger_entries(conn, gathered.rows)
     return gathered
+
+
+def _consent_rows(
+    conn: sqlite3.Connection, item_keys: list[str], flags: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The items' consent links, every register row of those consents (grants, changes, revocation: a
+    consent's whole history, so that a lapse is read against what was granted) and the imports they came by."""
+    links = _rows(conn, "SELECT * FROM consent_links WHERE item_key IN ({marks})", item_keys, "id")
+    # a lapse flag names its consent (`matched`): the bundle holds that consent's rows even without its link
+    named = {f["matched"] for f in flags if f.get("rule_id") == "consent.lapsed" and f.get("matched")}
+    ids = sorted({link["consent_id"] for link in links} | named)
+    register = _rows(conn, "SELECT * FROM consent_register WHERE consent_id IN ({marks})", ids, "id")
+    imports = sorted({r["import_id"] for r in [*links, *register] if r["import_id"] is not None})
+    return {
+        "consent_links": links,
+        "consent_register": register,
+        "consent_imports": _rows(conn, "SELECT * FROM consent_imports WHERE id IN ({marks})", imports, "id"),
+    }
+
+
+def flags_in_review_queue(conn: sqlite3.Connection, flag_ids: list[int]) -> list[int] | None:
+    """Which of the flags the archive's review queue (the flag_queue view) holds now; None where the archive
+    has no queue. Whether a flag is current depends on the whole archive (a consent linked since, a later
+    version, a rescan), so it is read here and recorded, not worked out from the bundle's rows."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'flag_queue'").fetchone()
+    if found is None:
+        return None
+    queued: set[int] = set()
+    for chunk in chunks(flag_ids, 500):
+        marks = ",".join("?" for _ in chunk)
+        queued.update(r[0] for r in conn.execute(f"SELECT flag_id FROM flag_queue WHERE flag_id IN ({marks})", chunk))
+    return sorted(queued)
+
+
+# The `items` view's columns taken from the latest version as they are, after its status and version count.
+ITEM_COLUMNS = (
+    "author_name",
+    "parent_key",
+    "thread_key",
+    "conversation_key",
+    "url",
+    "visibility",
+    "edited_at",
+    "captured_at",
+)
+
+
+def items_view(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The archive's `items` view (schemas/archive.sql) worked out from the bundle's own version and event
+    rows: each item's latest version, its status and version count, in latest-version order. The report is
+    made from this, not from items.jsonl, so that it rests on ledgered rows only."""
+    versions: dict[Any, list[dict[str, Any]]] = {}
+    for version in sorted(rows.get("item_versions", []), key=lambda v: v["id"]):
+        versions.setdefault(version["item_key"], []).append(version)
+    deleted: dict[Any, bool] = {}
+    for event in sorted(rows.get("events", []), key=lambda e: e["id"]):
+        if event["event"] in ("deleted", "restored"):
+            deleted[event["item_key"]] = event["event"] == "deleted"
+    items = []
+    for key, found in versions.items():
+        v = found[-1]
+        status = "deleted" if deleted.get(key) else "edited" if len(found) > 1 else "live"
+        items.append(
+            {
+                **{c: v[c] for c in ("item_key", "platform", "account", "kind", "created_at", "author_handle", "text")},
+                "status": status,
+                "versions": len(found),
+                **{c: v[c] for c in ITEM_COLUMNS},
+                "version_id": v["id"],
+            }
+        )
+    return sorted(items, key=lambda item: item["version_id"])
 
 
 def attachments(version: dict[str, Any]) -> list[dict[str, Any]]:

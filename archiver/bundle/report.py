@@ -2,18 +2,31 @@
 
 One self-contained page: inline styles, no scripts at all, nothing fetched (a Content-Security-Policy says
 so to the browser); media are shown from the bundle's own media/ folder. Per item: its timeline of events,
-its versions side by side, the evidence of a deletion, and the digests and WARC record ids to check it by.
+its versions side by side, the evidence of a deletion, the digests and WARC record ids to check it by, its
+flags and its consents.
+
+The report is a pure function of the bundle's own rows and custody.json, so that verify-bundle makes it
+again and compares it byte for byte: what it shows cannot be changed apart from the rows that are proven.
+Anything it needs from the archive beyond the rows (which flags were in the review queue) is recorded in
+custody.json. Any change to what it writes must bump REPORT_FORMAT: verify-bundle holds a bundle of the
+current format to an identical report, and one of another format only to showing its rows' texts and events.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import date, timedelta
 from html import escape
 from typing import Any
 
 from ..operator import Operator
-from .gather import Gathered, attachments, media_index, media_row_of
+from .extract import media_name
+from .gather import attachments, items_view, media_index, media_row_of
+
+# What custody.json's report_format says: the report verify-bundle can make again, byte for byte.
+REPORT_FORMAT = "archiver-report/1"
+NOT_QUEUED = "not in the review queue at export (no longer current)"
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#1b1b1b}
@@ -36,19 +49,32 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value))
 
 
-def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict[str, str]) -> str:
+def media_paths(media_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each media file's path in report.html (beside media/) by its row's url."""
+    return {row["url"]: f"media/{media_name(row)}" for row in media_rows}
+
+
+def render_report(rows: dict[str, list[dict[str, Any]]], custody: dict[str, Any]) -> str:
+    """report.html from the bundle's rows (table -> rows, in the order of their JSON Lines) and custody.json,
+    and nothing else."""
     versions: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in gathered.rows.get("item_versions", []):
+    for row in rows.get("item_versions", []):
         versions[row["item_key"]].append(row)
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in gathered.rows.get("events", []):
+    for row in rows.get("events", []):
         events[row["item_key"]].append(row)
     flags: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in gathered.rows.get("flags", []):
+    for row in rows.get("flags", []):
         flags[row["item_key"]].append(row)
-    by_url, by_sha = media_index(gathered.rows.get("media_files", []))
-    reviews = latest_reviews(gathered.rows.get("flags", []), gathered.rows.get("flag_reviews", []))
-    operators = {r["review_id"]: r["operator"] for r in gathered.rows.get("review_operators", [])}
+    by_url, by_sha = media_index(rows.get("media_files", []))
+    paths = media_paths(rows.get("media_files", []))
+    reviews = latest_reviews(rows.get("flags", []), rows.get("flag_reviews", []))
+    operators = {r["review_id"]: r["operator"] for r in rows.get("review_operators", [])}
+    # None (a bundle made before it was recorded, or an archive without a queue): every undecided flag is open
+    recorded = custody.get("flags_in_review_queue")
+    queued = set(recorded) if isinstance(recorded, list) else None
+    consents = _Consents(rows, str(custody["exported_at"])[:10]) if "consent_links" in rows else None
+    items = items_view(rows)
     in_extract = {r["record_id"] for r in custody["warc_records"]}
     statement = json.loads(custody["checkpoint"]["statement"])
     out = [
@@ -82,13 +108,13 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
     )
     out.extend(_other_items_section(custody.get("other_items_in_records") or []))
     out.append("<nav><h2>Items</h2><ol>")
-    for i, item in enumerate(gathered.items):
+    for i, item in enumerate(items):
         out.append(
             f'<li><a href="#item-{i}">{_e(item["kind"])} by {_e(item["author_handle"])}, '
             f'{_e(item["created_at"])}</a> <span class="status-{_e(item["status"])}">{_e(item["status"])}</span></li>'
         )
     out.append("</ol></nav>")
-    for i, item in enumerate(gathered.items):
+    for i, item in enumerate(items):
         key = item["item_key"]
         out.append(f'<section id="item-{i}"><h2>{_e(item["kind"])} {_e(key)}</h2><table class="meta">')
         for label, value in (
@@ -132,7 +158,7 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
             )
             for attachment in attachments(version):
                 row = media_row_of(attachment, by_url, by_sha)
-                path = media_paths.get(row["url"]) if row else None
+                path = paths.get(row["url"]) if row else None
                 if row and path:
                     out.append(
                         f'<div><img src="{_e(path)}" alt="{_e(attachment.get("description"))}"><br>'
@@ -147,7 +173,9 @@ def render_report(gathered: Gathered, custody: dict[str, Any], media_paths: dict
             )
         out.append("</div>")
         if flags[key]:
-            out.extend(_flags_table(flags[key], reviews, operators))
+            out.extend(_flags_table(flags[key], reviews, operators, queued))
+        if consents is not None:
+            out.extend(consents.section(key, flags[key]))
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -196,10 +224,12 @@ def _hit(flag: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _flags_table(
-    flags: list[dict[str, Any]], reviews: dict[int, dict[str, Any]], operators: dict[int, str]
+    flags: list[dict[str, Any]], reviews: dict[int, dict[str, Any]], operators: dict[int, str], queued: set[Any] | None
 ) -> list[str]:
-    """An item's flags, each with the privacy office's latest decision on its hit (open when none), the name
-    its reviewer gave and the account that recorded it (none for reviews made before that was kept)."""
+    """An item's flags, each with the privacy office's latest decision on its hit, the name its reviewer gave
+    and the account that recorded it (none for reviews made before that was kept). An undecided flag is open
+    while it is in the review queue; one the queue no longer held at export (a consent linked since, the item
+    deleted) is not shown as open, which would read as a matter still pending."""
     out = [
         "<h3>Flags</h3><table><tr><th>rule</th><th>category</th><th>severity</th><th>matched</th><th>reason</th>",
         "<th>decision</th><th>reviewer</th><th>recorded by</th><th>reviewed</th><th>note</th></tr>",
@@ -208,7 +238,8 @@ def _flags_table(
         cells = [flag.get(c) for c in ("rule_id", "category", "severity", "matched", "reason")]
         review = reviews.get(flag["id"])
         if review is None:
-            cells += ["open (not reviewed)", "", "", "", ""]
+            open_ = queued is None or flag["id"] in queued
+            cells += ["open (not reviewed)" if open_ else NOT_QUEUED, "", "", "", ""]
         else:
             on = "" if review["flag_id"] == flag["id"] else f" (on flag {review['flag_id']}, the same hit)"
             recorded_by = operators.get(review["id"], "")
@@ -216,6 +247,98 @@ def _flags_table(
         out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return out
+
+
+def consent_status(row: dict[str, Any], day: str) -> str:
+    """A consent's status on `day` (YYYY-MM-DD) from its latest register row: covered from granted_on through
+    expires_on, nothing from revoked_on on; a lapsed one named by what ended it first (a revocation on the day
+    after the expiry counts as the revocation). The register's rule (archiver/consent/state.py), written out
+    here because the report must stay what verify-bundle makes again: a change to it is a new REPORT_FORMAT."""
+    revoked, expires = row.get("revoked_on"), row.get("expires_on")
+    after_expiry = (date.fromisoformat(expires) + timedelta(days=1)).isoformat() if expires else None
+    if revoked and revoked <= day and (after_expiry is None or revoked <= after_expiry):
+        return "revoked"
+    if expires and expires < day:
+        return "expired"
+    if row["granted_on"] > day:
+        return "pending"
+    return "live"
+
+
+class _Consents:
+    """The bundle's consent rows by item and by consent, for each item's Consent section."""
+
+    def __init__(self, rows: dict[str, list[dict[str, Any]]], day: str):
+        self.day = day  # the export's day (UTC), on which each consent's status is given
+        self.links: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for link in rows.get("consent_links", []):
+            self.links[link["item_key"]].append(link)
+        self.history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows.get("consent_register", []):
+            self.history[row["consent_id"]].append(row)
+        self.imports = {row["id"]: row for row in rows.get("consent_imports", [])}
+
+    def section(self, key: str, flags: list[dict[str, Any]]) -> list[str]:
+        """The consents linked to an item, each as its latest register row states it with its status on the
+        export day, then every register row of each (its grant, changes and revocation). Shown for an item
+        with a consent linked or a consent flag."""
+        links = self.links.get(key, [])
+        if not links and not any(f.get("category") == "consent" for f in flags):
+            return []
+        out = ["<h3>Consent</h3>"]
+        if not links:
+            out.append("<p>No consent was linked to this item in the archive's consent register at export.</p>")
+            return out
+        out.append(
+            "<p>Each consent linked to this item, as its latest row in the consent register states it, and its "
+            f"status on the day of the export ({_e(self.day)}). The signed form stays in the organisation's "
+            "records system; its SHA-256 is given.</p><table><tr><th>consent</th><th>patient ref</th>"
+            "<th>scope</th><th>covers</th><th>granted</th><th>expires (last day)</th><th>revoked (from)</th>"
+            f"<th>signed form sha256</th><th>linked by</th><th>linked at</th><th>status on {_e(self.day)}</th></tr>"
+        )
+        for link in links:
+            history = self.history.get(link["consent_id"], [])
+            latest = history[-1] if history else {}
+            status = consent_status(latest, self.day) if latest else "not in the register"
+            cells = [link["consent_id"], latest.get("patient_ref"), latest.get("scope")]
+            cells.append(f"attachment {link['media_url']}" if link.get("media_url") else "the whole post")
+            cells += [latest.get(c) for c in ("granted_on", "expires_on", "revoked_on", "document_sha256")]
+            cells += [self._by(link), link["linked_at"], status]
+            out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        out.append("</table>")
+        for consent_id in dict.fromkeys(link["consent_id"] for link in links):
+            out.extend(self._history(consent_id))
+        return out
+
+    def _by(self, link: dict[str, Any]) -> str:
+        found = self.imports.get(link.get("import_id"))
+        return f"{link['linked_by']} (import {found['id']}, {found['file_name']})" if found else str(link["linked_by"])
+
+    def _history(self, consent_id: str) -> list[str]:
+        out = [
+            f"<p>Register rows of consent <code>{_e(consent_id)}</code>, oldest first (a revocation, a new expiry "
+            "or a renewal is a new row):</p><table><tr><th>row</th><th>recorded</th><th>granted</th>"
+            "<th>expires (last day)</th><th>revoked (from)</th><th>scope</th><th>platform / account</th>"
+            "<th>signed form sha256</th><th>imported from</th></tr>"
+        ]
+        for row in self.history.get(consent_id, []):
+            found = self.imports.get(row["import_id"])
+            source = (
+                f"{found['file_name']} row {row['source_row']} (import {found['id']}, file sha256 "
+                f"{found['file_sha256']}, {found['imported_at']})"
+                if found
+                else f"import {row['import_id']} row {row['source_row']}"
+            )
+            cells = [row["id"], row["recorded_at"], row["granted_on"], row["expires_on"], row["revoked_on"]]
+            cells += [
+                row["scope"],
+                " / ".join(c for c in (row["platform"], row["account"]) if c),
+                row["document_sha256"],
+                source,
+            ]
+            out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        out.append("</table>")
+        return out
 
 
 def _other_items_section(others: list[dict[str, Any]]) -> list[str]:

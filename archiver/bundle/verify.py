@@ -19,8 +19,13 @@ Checks, each problem one line:
   entry equal to the signed hash when the bundle holds it; each version's raw JSON found in the payload of
   its WARC record, each media file's sha256 equal to its row's and to its record's body, and each attachment
   a version names by its sha256 in the bundle (its media_files row and file);
+- the consent rows: each link's consent has its register rows in the bundle, and each import a link or
+  register row names its consent_imports row;
 - the CSV files equal to the JSON Lines they accompany (a cell a spreadsheet would run as a formula with
-  its leading ', as written).
+  its leading ', as written), and items.jsonl equal to the items its version and event rows make;
+- report.html made again from the rows and custody.json, byte for byte; a bundle made before the report was
+  (no report_format of today in custody.json) whose report differs only has to show each version's text and
+  each event as its rows state them, and verify-bundle says so.
 
 What cannot be shown from the bundle alone: the entries between two rows of the bundle (other people's
 rows, deliberately left out), so the chain is shown link by link where it can be, and anchored at the
@@ -32,6 +37,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import html
 import json
 import logging
 import os
@@ -53,7 +59,8 @@ from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
 from .extract import CHUNK, block_chunks
-from .gather import ROW_TABLES, attachments, media_index, media_row_of, row_key_column
+from .gather import ROW_TABLES, attachments, items_view, media_index, media_row_of, row_key_column
+from .report import REPORT_FORMAT, render_report
 from .write import (
     CUSTODY_TYPE,
     EXTRACT,
@@ -70,6 +77,9 @@ from .write import (
 
 ANY_MANIFEST = re.compile(r"^(tag)?manifest-.+\.txt$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# What every report so far has written for a version's text and an event's timeline row (up to its record).
+REPORT_TEXT = re.compile(r'<div class="text">([^<]*)</div>')
+REPORT_EVENT = re.compile(r"<tr><td>[^<]*</td><td>[^<]*</td><td>[^<]*</td><td><code>[^<]*</code>")
 BUNDLE_FILES = ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SIGNATURE_FILE)  # and data/
 SIGNATURE_FIELDS = ("type", "signed_file", "signature", "public_key", "public_key_pem")
 # Per format of signature.json: the file it signs, and the files the tag manifest lists.
@@ -124,10 +134,15 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
         return [*problems, Problem(_rel(items_path), "missing")]
     items = _read_jsonl(items_path, problems)
     problems.extend(_verify_items(items, tables))
+    problems.extend(_verify_consents(tables))
     # A bundle of the older format wrote every CSV cell as the text it is, formulas included.
     cell = _str_cell if _signature_type(path) == LEGACY_SIGNATURE_TYPE else csv_text
     for name, rows in [*tables.items(), ("items", items)]:
         problems.extend(_verify_csv(data / f"{name}.jsonl", rows, cell))
+    # The report is held to the rows once they hold: rows found changed or incomplete are said above, and the
+    # report made of them would differ for that reason alone.
+    if not any(p.severity == "error" for p in problems):
+        problems.extend(_verify_report(data, tables, custody)[0])
     return problems
 
 
@@ -136,6 +151,11 @@ def _signature_type(path: Path) -> Any:
         return json.loads((path / SIGNATURE_FILE).read_text("utf-8")).get("type")
     except (OSError, ValueError, AttributeError):
         return None  # reported by _verify_signature
+
+
+def _e(value: Any) -> str:
+    """A value as every report so far has escaped it (kept here: an older report is held to how it was made)."""
+    return html.escape("" if value is None else str(value))
 
 
 def _str_cell(value: Any) -> str:
@@ -186,26 +206,138 @@ def verified_summary(path: Path, public_key: Path | None) -> list[str]:
     and how to check against the archive's key instead."""
     document = json.loads((Path(path) / SIGNATURE_FILE).read_text("utf-8"))
     signer = fingerprint(document["public_key"])
+    report = report_checked(Path(path))
     if public_key is not None:
-        return [f"signature checked against the given public key {signer} ({public_key})", "bundle verifies"]
+        return [f"signature checked against the given public key {signer} ({public_key})", report, "bundle verifies"]
     return [
         f"signature checked only against the key the bundle carries itself, {signer}: a bundle changed and "
         "signed again with any key passes this too",
         "to check it against the archive's key, obtain archive-ed25519.pub from the archive's operators "
         f"(`archiver key export`) and run: archiver verify-bundle {shlex.quote(str(path))} "
         "--public-key archive-ed25519.pub",
+        report,
         "bundle verifies against the key it carries, not a key you trust",
     ]
 
 
+REGENERATED = "report.html made again from the bundle's rows and custody.json: identical, byte for byte"
+OLDER_REPORT = (
+    "made by an older archiver and cannot be made again from the rows: checked only that it shows each version's "
+    "text and each event as the rows state them (anything else it says is not checked)"
+)
+SHOWS_ROWS = f"report.html {OLDER_REPORT}"
+
+
+def report_checked(path: Path) -> str:
+    """How verify-bundle checked the report of a bundle that verifies, in words."""
+    data = path / "data"
+    custody = json.loads((data / "custody.json").read_text("utf-8"))
+    if custody.get("report_format") == REPORT_FORMAT:
+        return REGENERATED  # it verified, so it was made again and found identical
+    tables = {t: _read_jsonl(data / f"{t}.jsonl", []) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
+    return REGENERATED if _verify_report(data, tables, custody)[1] else SHOWS_ROWS
+
+
+def _verify_report(
+    data: Path, tables: dict[str, list[dict[str, Any]]], custody: dict[str, Any]
+) -> tuple[list[Problem], bool]:
+    """report.html is the report the rows and custody.json make, byte for byte: what a person reads cannot say
+    other than the proven rows. A bundle of another report format (made before the report could be made
+    again, or by a later archiver) that differs must at least show every version's text and event as its rows
+    state them. Returns the problems and whether it was made again identical."""
+    where = "data/report.html"
+    try:
+        found = (data / "report.html").read_bytes()
+    except FileNotFoundError:
+        return [Problem(where, "missing")], False
+    try:
+        made = render_report(tables, custody).encode("utf-8")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        made = None  # rows or custody.json not as a bundle writes them: reported by the other checks
+    if made == found:
+        return [], True
+    if custody.get("report_format") == REPORT_FORMAT:
+        return [
+            Problem(where, f"differs from the report its rows and custody.json make ({_first_difference(found, made)})")
+        ], False
+    unshown = _unshown(found.decode("utf-8", "replace"), tables)
+    if unshown:
+        return [Problem(where, f"does not show {unshown} as the rows state it (changed)")], False
+    return [Problem(where, OLDER_REPORT, "note")], False
+
+
+def _first_difference(found: bytes, made: bytes | None) -> str:
+    if made is None:
+        return "the rows cannot make one"
+    for n, (a, b) in enumerate(zip(found.splitlines(), made.splitlines(), strict=False), 1):
+        if a != b:
+            return f"first at line {n}"
+    return f"{len(found.splitlines())} lines, expected {len(made.splitlines())}"
+
+
+def _unshown(report: str, tables: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The first version or event an older report does not show as its row states it (text HTML-escaped, an
+    event's timeline cells and evidence record, as every report so far has written them); None if all are.
+    Escaped text holds no "<", so each match ends where the report's own markup does: looked up in sets, not
+    searched for one by one through a report of many megabytes."""
+    texts = set(REPORT_TEXT.findall(report))
+    rows = set(REPORT_EVENT.findall(report))
+    for version in tables.get("item_versions", []):
+        if _e(version.get("text")) not in texts:
+            return f"the text of version {version.get('id')}"
+    for event in tables.get("events", []):
+        try:
+            evidence = json.loads(event["evidence"])
+            record = evidence.get("warc_record_id") or evidence.get("observed_in") or ""
+        except (KeyError, TypeError, ValueError, AttributeError):
+            record = ""
+        cells = (event.get("observed_at"), event.get("event"), event.get("version_id"))
+        row = "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + f"<td><code>{_e(record)}</code>"
+        if row not in rows:
+            return f"event {event.get('id')}"
+    return None
+
+
+def _verify_consents(tables: dict[str, list[dict[str, Any]]]) -> list[Problem]:
+    """Each consent a link names has its register rows in the bundle, and each import a consent row names its
+    consent_imports row: a consent's history is carried whole, never a link alone."""
+    if "consent_links" not in tables:
+        return []  # a bundle made before consents were carried, or of an archive without a register
+    consents = {row.get("consent_id") for row in tables.get("consent_register", [])}
+    imports = {row.get("id") for row in tables.get("consent_imports", [])}
+    problems = []
+    for link in tables["consent_links"]:
+        if link.get("consent_id") not in consents:
+            problems.append(
+                Problem(
+                    f"data/consent_links.jsonl id={link.get('id')}",
+                    f"consent {link.get('consent_id')} has no row in data/consent_register.jsonl (left out)",
+                )
+            )
+    for table in ("consent_links", "consent_register"):
+        for row in tables.get(table, []):
+            if row.get("import_id") is not None and row["import_id"] not in imports:
+                problems.append(
+                    Problem(
+                        f"data/{table}.jsonl id={row.get('id')}",
+                        f"import {row['import_id']} has no row in data/consent_imports.jsonl (left out)",
+                    )
+                )
+    return problems
+
+
 def _verify_items(items: list[dict[str, Any]], tables: dict[str, list[dict[str, Any]]]) -> list[Problem]:
-    """items.jsonl (the reading aid) says what the versions it names say."""
-    versions = {str(v.get("id")): v for v in tables.get("item_versions", [])}
+    """items.jsonl (the reading aid) says what the version and event rows say: each item's latest version,
+    status and version count, as the archive's `items` view gives them."""
+    try:
+        expected = {item["item_key"]: item for item in items_view(tables)}
+    except (KeyError, TypeError):
+        expected = {}  # rows not as a bundle writes them: reported by the row checks
     found = []
     for item in items:
-        version = versions.get(str(item.get("version_id")))
-        if version is None or any(item.get(k) != version.get(k) for k in ("item_key", "text", "author_handle")):
-            found.append(Problem(f"data/items.jsonl {item.get('item_key')}", "differs from its version row"))
+        if item != expected.pop(item.get("item_key"), None):
+            found.append(Problem(f"data/items.jsonl {item.get('item_key')}", "differs from its version and event rows"))
+    found.extend(Problem(f"data/items.jsonl {key}", "missing (its version rows are in the bundle)") for key in expected)
     return found
 
 
@@ -233,7 +365,12 @@ def _read_jsonl(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
         problems.append(Problem(_rel(path), f"cannot be read as UTF-8 text ({exc})"))
         return []
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # split at "\n" only, as written: str.splitlines also splits at U+2028, U+0085 and the like, which JSON
+    # keeps unescaped inside a string (a post's text may hold them)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for n, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except ValueError:

@@ -5,13 +5,15 @@
       signature.json              Ed25519 signature of tagmanifest-sha256.txt and the public key that made it
       data/
         items.jsonl / .csv        latest state of each selected item (a reading aid)
-        item_versions.jsonl / .csv, events.*, media_files.*, accounts.*, flags.*, flag_reviews.*
+        item_versions.jsonl / .csv, events.*, media_files.*, accounts.*, flags.*, flag_reviews.*,
+        review_operators.*, consent_links.*, consent_register.*, consent_imports.*
                                   the archive rows exactly as stored (every column)
         evidence.warc.gz          the original WARC records, copied whole, byte for byte (a listing or a
                                   conversation page brings other people's items along: custody.json, the
                                   report and the export's output name them)
         media/<sha256>.<ext>      the media files, out of their WARC records
-        report.html               the human-readable report (no scripts, no network)
+        report.html               the human-readable report (no scripts, no network), made from the rows and
+                                  custody.json only, so that verify-bundle can make it again
         custody.json              who, when, where, the selectors, counts, the signed checkpoint, the WARC
                                   records' provenance, and the ledger entry of every row
         evidence.wacz             with --wacz: the same records as a WACZ for ReplayWeb.page / pywb
@@ -55,7 +57,7 @@ from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
 from .gather import ROW_TABLES, Gathered, add_inclusion_proofs, gather_rows
 from .others import other_items
-from .report import render_report
+from .report import REPORT_FORMAT, render_report
 from .select import Selection, Selectors, refuse_invisible, select_item_keys
 from .staging import make_private, remove_leftover, staging_folder
 
@@ -253,7 +255,7 @@ def _write_bag(
     records = select_records(index, gathered.rows, lambda run: _files_of_run(store, run))
     catalogue = write_extract(archive.warc_dir, records, staging / EXTRACT)
     others = other_items(store.conn, staging / EXTRACT, catalogue, gathered.rows["item_versions"])
-    media_paths = write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
+    write_media(archive.warc_dir, gathered.rows["media_files"], staging / "media", "media")
     if wacz:
         from .wacz import write_wacz
 
@@ -264,7 +266,9 @@ def _write_bag(
     custody["unmatched_selectors"] = selection.unmatched
     _write_json(staging / "custody.json", custody)
     on_step("writing the report")
-    (staging / "report.html").write_text(render_report(gathered, custody, media_paths), "utf-8")
+    # from custody.json as written (JSON's types), as verify-bundle will make it again
+    report = render_report(gathered.rows, json.loads((staging / "custody.json").read_text("utf-8")))
+    (staging / "report.html").write_text(report, "utf-8")
     on_step("making the bag and signing its tag manifest")
     key = load_private_key(archive.keys_dir)
     _make_bag(staging, case_id, config.archive.organisation, custody)
@@ -331,6 +335,9 @@ def _custody(
         # the archived items besides the selected ones that the records copied whole also hold
         "other_items_in_records": others,
         "ledger_entries": gathered.ledger,
+        # what report.html is made from besides the rows, so that verify-bundle can make it again
+        "report_format": REPORT_FORMAT,
+        "flags_in_review_queue": gathered.in_review_queue,
     }
 
 
