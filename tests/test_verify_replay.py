@@ -231,7 +231,13 @@ def test_a_version_rewritten_with_the_ledger_rechained_is_caught_naming_the_colu
     version, text = conn.execute("SELECT id, text FROM item_versions WHERE kind = 'comment' LIMIT 1").fetchone()
     conn.close()
     rewrite_history(
-        copy / "archive", f"UPDATE item_versions SET text = 'Thank you, all is well now' WHERE id = {version}"
+        copy / "archive",
+        # the search index too, which plain verify compares with the rows
+        "INSERT INTO item_versions_fts (item_versions_fts, rowid, text, author_handle, author_name) "
+        f"SELECT 'delete', id, text, author_handle, author_name FROM item_versions WHERE id = {version}",
+        f"UPDATE item_versions SET text = 'Thank you, all is well now' WHERE id = {version}",
+        "INSERT INTO item_versions_fts (rowid, text, author_handle, author_name) "
+        f"SELECT id, text, author_handle, author_name FROM item_versions WHERE id = {version}",
     )
     checkpoint(copy / "archiver.toml")
     assert verify(copy / "archiver.toml").exit_code == 0
