@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import shlex
 import signal
 import sqlite3
@@ -44,6 +45,10 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             typer.echo(f"archiver: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a path the archive needs that cannot be made, read or written
+            if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+                # the reader of stdout stopped early (`| head`): no message, and the exit of a command SIGPIPE ends
+                _silence_stdout()
+                raise typer.Exit(128 + signal.SIGPIPE) from None
             where = f"{exc.filename}: " if exc.filename else ""
             full = exc.errno == errno.ENOSPC
             what = "free some space; nothing committed is lost" if full else "check the path and its permissions"
@@ -61,6 +66,27 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(Interrupted.exit_code) from None
 
     return wrapper
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader went away (its write end polls as an error): a broken pipe
+    elsewhere (a mail server's connection) stays an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor (captured in tests)
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more (Python's documented way
+    for a pipe whose reader went away)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout captured in tests): nothing is left to flush
+        pass
 
 
 def _archive_database(options: dict[str, Any]) -> Path | None:
@@ -942,7 +968,8 @@ def consent_link(
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Record that a consent covers an archived post (or one photo of it), so the check knows it is on file.
+    """Record that a consent covers an archived post or own reply (or one photo of it), so the check knows it is
+    on file. An item the check never reads (a member of the public's comment, a direct message) is refused.
 
     Example: archiver consent link C-2026-014 mastodon:social.example:113502 --config /etc/archiver/archiver.toml
     """
@@ -952,7 +979,13 @@ def consent_link(
     what = f"{outcome.item_key} ({outcome.media_url})" if outcome.media_url else outcome.item_key
     verb = "linked to" if outcome.appended else "was already linked to"
     typer.echo(f"consent {outcome.consent_id} {verb} {what}")
-    if outcome.consent_status != "live":
+    if outcome.item_deleted:
+        typer.echo(
+            f"notice: {outcome.item_key} is deleted on the platform (the archive keeps it); "
+            "`archiver consent check` reads it again only if it is restored",
+            err=True,
+        )
+    elif outcome.consent_status != "live":
         typer.echo(
             f"warning: consent {outcome.consent_id} is {outcome.consent_status} today; "
             "`archiver consent check` will flag the post while it is published",
@@ -1013,11 +1046,11 @@ def consent_check(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the new flags as JSON.")] = False,
 ) -> None:
-    """Check the organisation's published posts against the register (each run already does, at its end).
+    """Check the organisation's published posts and own replies against the register (each run already does).
 
-    Flags, into the review queue: an own post that looks like a patient story, testimonial or photo with no
-    live consent linked ("patient content without consent on file"), and a post whose linked consent expired
-    or was revoked while it is still published ("consent lapsed, content still published"). Then sends the
+    Flags, into the review queue: an own post or reply that looks like a patient story, testimonial or photo
+    with no live consent linked ("patient content without consent on file"), and one whose linked consent
+    expired or was revoked while it is still published ("consent lapsed, content still published"). Then sends the
     alert channels every flag they owe (what they answered goes to stderr). Exit 1 while consent flags are open
     in the review queue.
 

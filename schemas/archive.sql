@@ -921,3 +921,150 @@ LEFT JOIN review_operators o ON o.review_id = r.id
 JOIN flags f ON f.id = r.flag_id
 JOIN item_versions v ON v.id = f.version_id
 ORDER BY r.id DESC;
+
+-- migration 0013: what the consent check reads; a lapse is dated by what ended the consent first
+-- The consent check now reads the organisation's own replies and comments as well as its posts (a patient's
+-- story goes on in a reply to the clinic's own post): an item written by the account's own platform identity,
+-- or a top-level post that names no author or whose account's identity was never recorded
+-- (archiver/consent/own.py says the same in Python). lapsed_consents lists only such items: a link to a member of the public's comment or to a direct
+-- message was never checked, and `archiver consent link` now refuses one.
+-- A consent that expired and was revoked later showed as 'revoked', lapsed on the revocation day, though it
+-- had stopped covering the day after its expiry: its status now names what ended it first, so lapsed_on is the
+-- earlier of the two days (a revocation on the day after the expiry counts as the revocation).
+-- A consent.lapsed flag was current while its consent had any uncovered lapse on the item: renewed and lapsed
+-- again, the consent brought the first lapse's flag back beside the second's. A lapse flag is now current only
+-- while the lapse its reason names ("consent C expired on D " or "revoked on D ") is the consent's lapse; flags
+-- made before keep their reasons, which the check wrote in that form.
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+DROP VIEW lapsed_consents;
+DROP VIEW consents;
+CREATE VIEW consents AS
+SELECT
+    r.consent_id,
+    r.patient_ref,
+    r.platform,
+    r.account,
+    r.scope,
+    r.granted_on,
+    r.expires_on,
+    r.revoked_on,
+    CASE
+        WHEN r.revoked_on IS NOT NULL AND r.revoked_on <= date('now')
+             AND (r.expires_on IS NULL OR r.revoked_on <= date(r.expires_on, '+1 day')) THEN 'revoked'
+        WHEN r.expires_on IS NOT NULL AND r.expires_on < date('now') THEN 'expired'
+        WHEN r.granted_on > date('now') THEN 'pending'
+        ELSE 'live'
+    END AS status,
+    (SELECT count(DISTINCT l.item_key) FROM consent_links l WHERE l.consent_id = r.consent_id) AS linked_items,
+    r.document_sha256,
+    (SELECT count(*) FROM consent_register c WHERE c.consent_id = r.consent_id) AS register_rows,
+    r.recorded_at,
+    r.id AS register_id
+FROM consent_register r
+WHERE r.id = (SELECT max(l.id) FROM consent_register l WHERE l.consent_id = r.consent_id);
+
+CREATE VIEW lapsed_consents AS
+SELECT
+    i.consent_id,
+    i.consent_status,
+    -- the first day not covered (the status names what ended the consent first)
+    CASE WHEN i.consent_status = 'revoked' THEN i.revoked_on ELSE date(i.expires_on, '+1 day') END AS lapsed_on,
+    i.granted_on,
+    i.patient_ref,
+    i.item_key,
+    i.media_url,
+    i.platform,
+    i.account,
+    i.published_at,
+    i.url,
+    i.text
+FROM consent_items i
+WHERE i.consent_status IN ('expired', 'revoked')
+  AND i.item_status = 'published'
+  AND EXISTS (SELECT 1 FROM item_versions v
+              WHERE v.id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = i.item_key)
+                AND v.kind IN ('post', 'comment')
+                AND (v.author_id IN (SELECT a.platform_account_id FROM accounts a WHERE a.name = v.account)
+                     OR (v.kind = 'post' AND (v.author_id IS NULL
+                                              OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.name = v.account)))))
+  AND NOT EXISTS (SELECT 1 FROM consent_items o
+                  WHERE o.item_key = i.item_key AND o.consent_status = 'live' AND o.patient_ref = i.patient_ref
+                    AND (o.media_url IS NULL OR o.media_url = i.media_url));
+
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        ELSE
+            -- the lapse the flag was raised for, as its reason names it (archiver/consent/check.py lapse_prefix)
+            EXISTS (SELECT 1 FROM lapsed_consents x
+                    WHERE x.consent_id = f.matched AND x.item_key = f.item_key
+                      AND instr(f.reason, 'consent lapsed, content still published: consent ' || x.consent_id || ' '
+                                || CASE x.consent_status WHEN 'revoked' THEN 'revoked on ' || x.lapsed_on
+                                   ELSE 'expired on ' || date(x.lapsed_on, '-1 day') END || ' ') = 1)
+        END
+    ELSE
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                           ORDER BY s.id DESC LIMIT 1)
+        -- the same hit on a later version of the item is the one the queue shows
+        AND NOT EXISTS (SELECT 1 FROM flags g
+                        WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+                          AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+                          AND g.version_id > f.version_id AND g.matched IS f.matched
+                          AND g.rules_version = f.rules_version)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;

@@ -282,8 +282,8 @@ def test_consent_flags_across_runs_expiry_revocation_and_takedown(clinic):
     result = c.cli("consent", "check")
     assert result.exit_code == 1  # consent flags are open: a person must act
     assert result.output == (
-        "consent check: 8 own posts, 4 look like patient content; 0 new flags (0 without consent, 0 consent "
-        "lapsed); 3 consent flags open in the review queue\n"
+        "consent check: 8 own posts and replies, 4 look like patient content; 0 new flags (0 without consent, "
+        "0 consent lapsed); 3 consent flags open in the review queue\n"
     )
     conn = c.db()
     lapsed = conn.execute("SELECT consent_id, consent_status, lapsed_on, item_key FROM lapsed_consents").fetchall()
@@ -567,3 +567,85 @@ def test_one_patients_consent_never_covers_another_patients_lapse(clinic):
     assert conn.execute("SELECT count(*) FROM lapsed_consents").fetchone()[0] == 0
     conn.close()
     assert verify_clean(c)
+
+
+def test_the_organisations_own_replies_are_checked_and_the_publics_are_not(clinic):
+    """A clinic that goes on with a patient's story in a reply to its own post published it as surely as a post:
+    the reply is flagged without consent, and flagged again when its linked consent is revoked. A member of the
+    public's reply with the same words is theirs, never a consent matter."""
+    c = clinic
+    d = DAY0
+    sam = c.state.add_account("sam", "Sam Public")
+    at = PUBLISHED + timedelta(hours=2)
+    for name, author in (("own-reply", c.clinic_id), ("sam-reply", sam["id"])):
+        at += timedelta(minutes=1)
+        c.ids[name] = c.state.add_status(author, UNCONSENTED, created_at=at, in_reply_to_id=c.ids["ordinary1"])["id"]
+    c.run_on(d - timedelta(days=1))
+    conn = c.db()
+    kinds = dict(
+        conn.execute(
+            "SELECT item_key, kind FROM items WHERE item_key IN (?, ?)", (c.key("own-reply"), c.key("sam-reply"))
+        ).fetchall()
+    )
+    conn.close()
+    assert kinds == {c.key("own-reply"): "comment", c.key("sam-reply"): "comment"}
+    reasons = (
+        'introduces a patient ("meet our patient"); a named person and a condition or treatment '
+        "(conditions, procedures)"
+    )
+    own_reply = (
+        c.key("own-reply"),
+        "consent.missing",
+        "high",
+        "Meet our patient",
+        0,
+        len("Meet our patient"),
+        f"patient content without consent on file: {reasons}",
+    )
+    assert [f for f in c.consent_flags() if f[0] in (c.key("own-reply"), c.key("sam-reply"))] == [own_reply]
+    assert (c.key("own-reply"), "consent.missing") in c.queue()
+
+    # The consent is found and linked to the reply; then the patient revokes it: the reply's lapse is flagged.
+    granted = d - timedelta(days=30)
+    c.import_csv("reply.csv", f"C-REPLY,PT-5005,clinic,story,{granted},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-REPLY", c.key("own-reply")).exit_code == 0
+    assert (c.key("own-reply"), "consent.missing") not in c.queue()
+    c.import_csv("revoked.csv", f"C-REPLY,PT-5005,clinic,story,{granted},,{d},{SHA}\n")
+    flags = c.check_on(d)
+    assert [(f["item_key"], f["rule_id"], f["matched"]) for f in flags] == [
+        (c.key("own-reply"), "consent.lapsed", "C-REPLY")
+    ]
+    assert flags[0]["reason"].startswith(f"consent lapsed, content still published: consent C-REPLY revoked on {d} ")
+    assert (c.key("own-reply"), "consent.lapsed") in c.queue()
+    assert verify_clean(c)
+
+
+def test_a_lapse_flag_stays_in_the_queue_for_its_own_lapse_only(clinic):
+    """A consent expires (flag 1), is renewed (flag 1 leaves the queue) and expires again (flag 2): only flag 2,
+    which names the second expiry, is in the queue; flag 1 stays in the archive, out of the queue."""
+    c = clinic
+    d = DAY0
+    granted = d - timedelta(days=60)
+    first_expiry = d - timedelta(days=30)
+    c.import_csv("a.csv", f"C-EXP,PT-1001,clinic,story,{granted},{first_expiry},,{SHA}\n")
+    c.run_on(d - timedelta(days=40))
+    assert c.cli("consent", "link", "C-EXP", c.key("story")).exit_code == 0
+    first = c.check_on(first_expiry + timedelta(days=1))
+    assert [f["reason"].split(" (")[0] for f in first] == [
+        f"consent lapsed, content still published: consent C-EXP expired on {first_expiry}"
+    ]
+    second_expiry = d - timedelta(days=5)
+    c.import_csv("b.csv", f"C-EXP,PT-1001,clinic,story,{granted},{second_expiry},,{SHA}\n")  # renewed
+    assert (c.key("story"), "consent.lapsed") not in c.queue(first_expiry + timedelta(days=2))
+    second = c.check_on(second_expiry + timedelta(days=1))
+    assert [f["reason"].split(" (")[0] for f in second] == [
+        f"consent lapsed, content still published: consent C-EXP expired on {second_expiry}"
+    ]
+    conn = c.db()
+    today = d.isoformat()  # the views judge consents on date('now')
+    conn.create_function("date", 1, lambda value: today if value == "now" else value[:10])
+    queued = conn.execute(
+        "SELECT flag_id FROM flag_queue WHERE item_key = ? AND rule_id = 'consent.lapsed'", (c.key("story"),)
+    ).fetchall()
+    conn.close()
+    assert [r[0] for r in queued] == [second[0]["id"]]

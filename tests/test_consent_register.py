@@ -175,7 +175,9 @@ def test_bad_rows_each_get_one_line_and_nothing_is_imported(archive, tmp_path):
         f"archiver: error: {f}: row 9: consent_id 'C-010' is also on row 2; one row per consent in a file (import a "
         "later change as another file)",
         f"archiver: error: {f}: row 10: has 4 fields, the header has 10",
-        f"archiver: error: {f}: row 11: account 'pharmacy': not a configured account (configured: clinic, other)",
+        f"archiver: error: {f}: row 11: account 'pharmacy': not a configured account (configured: clinic, other); "
+        "correct the row, or add the account to the config (a consent of an account no longer configured is skipped "
+        "only while its row is unchanged)",
         f"archiver: error: {f}: row 12: granted_on is empty: the date the form was signed, as YYYY-MM-DD",
         "archiver: nothing imported: 10 bad row(s); fix them and import the whole file again",
     ]

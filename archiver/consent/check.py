@@ -1,19 +1,20 @@
-"""The consent check: the organisation's own published posts against the consent register.
+"""The consent check: what the organisation itself published, still up, against the consent register.
 
-Two flags, both rows of the `flags` table (category "consent") so they reach the same review queue as the
-PHI flags:
+It reads the latest version of every post, reply and comment the organisation's own accounts wrote (own.py)
+that is not proven deleted. Two flags, both rows of the `flags` table (category "consent") so they reach the
+same review queue as the PHI flags:
 
-- "patient content without consent on file" (rule consent.missing): an own post that looks like a patient
-  story, testimonial or patient photo (the patient-* rules of the rule files, over the text and the
+- "patient content without consent on file" (rule consent.missing): an own post or reply that looks like a
+  patient story, testimonial or patient photo (the patient-* rules of the rule files, over the text and the
   attachments' alt text) and has no consent linked that is live today;
-- "consent lapsed, content still published" (rule consent.lapsed): a post linked to a consent that has
-  expired or been revoked, while the post is still published (no proven deletion) and the same patient has no
-  live consent for what the lapsed one covered (the whole post, or the attachment it was linked to). Another
-  patient's consent never covers it. Its reason carries the dates.
+- "consent lapsed, content still published" (rule consent.lapsed): an own post or reply linked to a consent
+  that has expired or been revoked, while it is still published (no proven deletion) and the same patient has
+  no live consent for what the lapsed one covered (the whole item, or the attachment it was linked to).
+  Another patient's consent never covers it. Its reason carries the dates.
 
-A flag is appended once: consent.missing once per post version, consent.lapsed once per post, consent and
+A flag is appended once: consent.missing once per item version, consent.lapsed once per item, consent and
 lapse (a renewed consent that lapses again is a new lapse). A flag stays in the archive for ever; the review
-queue shows it while its condition holds (see the flag_status view).
+queue shows it while its condition holds, a lapse flag only while its own lapse does (see flag_status).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..scan.engine import Detector
 from ..scan.rules import is_signal
 from ..store import Store
 from ..warc import iso, utcnow
+from .own import DELETED, OWN_ITEM
 from .register import current_consents
 from .state import ConsentState
 
@@ -61,11 +63,15 @@ class Signal(Protocol):
 class SignalDetector(Protocol):
     version: str
 
-    def detect(self, text: str | None, kind: str | None = None, author: str | None = None) -> list[Any]: ...
+    def detect(
+        self, text: str | None, kind: str | None = None, author: str | None = None, *, own: bool | None = None
+    ) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
 class OwnPost:
+    """The latest version of an item the organisation published: a post, or one of its own replies."""
+
     item_key: str
     version_id: int
     platform: str
@@ -74,6 +80,7 @@ class OwnPost:
     text: str
     media: tuple[dict[str, Any], ...]
     author_handle: str | None
+    kind: str = "post"  # or "comment": a reply of the organisation's
 
 
 @dataclass(frozen=True)
@@ -97,41 +104,40 @@ class ConsentCheckOutcome:
         missing = sum(1 for f in self.flags if f["rule_id"] == MISSING_RULE)
         lapsed = len(self.flags) - missing
         return (
-            f"consent check: {self.posts_checked} own posts, {self.patient_posts} look like patient content; "
+            f"consent check: {self.posts_checked} own posts and replies, "
+            f"{self.patient_posts} look like patient content; "
             f"{len(self.flags)} new flags ({missing} without consent, {lapsed} consent lapsed); "
             f"{self.open_flags} consent flags open in the review queue"
         )
 
 
 def own_live_posts(conn: sqlite3.Connection) -> list[OwnPost]:
-    """The latest version of every post the organisation's accounts published that is not proven deleted.
-
-    Own: written by the account's own platform identity (the `accounts` table); an account whose identity
-    was never recorded counts its top-level posts as its own."""
+    """The latest version of every post and reply the organisation's accounts published (own.py) that is not
+    proven deleted."""
     rows = conn.execute(
-        """
-        SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle
+        f"""
+        SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle, v.kind
         FROM item_versions v
-        WHERE v.kind = 'post'
+        WHERE {OWN_ITEM}
           AND v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
-          AND (v.author_id IN (SELECT a.platform_account_id FROM accounts a WHERE a.name = v.account)
-               OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.name = v.account))
-          AND coalesce((SELECT e.event FROM events e WHERE e.item_key = v.item_key
-                        AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+          AND NOT {DELETED}
         ORDER BY v.id
         """
     ).fetchall()
-    return [OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7]) for r in rows]
+    return [
+        OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7], r[8]) for r in rows
+    ]
 
 
 def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent | None:
     """Signals in the post's text, then in each attachment's alt text; None when there is none."""
     found: list[tuple[Signal, bool, str]] = []
-    for hit in detector.detect(post.text, "post", post.author_handle):
+    # own=True: the organisation wrote it, whatever its handle (a Facebook Page's replies have none)
+    for hit in detector.detect(post.text, post.kind, post.author_handle, own=True):
         if is_signal(hit.category):
             found.append((hit, False, hit.reason))
     for number, media in enumerate(post.media, start=1):
-        for hit in detector.detect(media.get("description") or "", "post", post.author_handle):
+        for hit in detector.detect(media.get("description") or "", post.kind, post.author_handle, own=True):
             if is_signal(hit.category):
                 found.append((hit, True, f"{hit.reason} (alt text of attachment {number})"))
     if not found:
@@ -263,7 +269,7 @@ def build_signal_detector(config: Config | None) -> Detector:
 def append_consent_check(
     store: Store, detector: SignalDetector, today: date, run_id: str | None = None
 ) -> ConsentCheckOutcome:
-    """Check every own published post against the register on `today`; append the new flags and a
+    """Check every own published post and reply against the register on `today`; append the new flags and a
     consent_checks row, in one transaction."""
     started = iso(utcnow())
     with store.transaction():

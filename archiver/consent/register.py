@@ -14,7 +14,8 @@ import io
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -23,9 +24,11 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from ..lock import archive_lock
+from ..oneline import breaks_or_hides
 from ..operator import operator_name  # who made a link: the effective uid's account, not $USER
 from ..store import Store
 from ..warc import iso, utcnow
+from .own import is_deleted, not_read_by_check
 from .state import ConsentState
 
 REQUIRED_COLUMNS = ("consent_id", "patient_ref", "granted_on", "document_sha256")
@@ -73,6 +76,7 @@ class LinkOutcome:
     media_url: str | None
     appended: bool  # False when the same link was already there
     consent_status: str
+    item_deleted: bool = False  # proven deleted on the platform: the check reads it again only if restored
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,16 @@ class ConsentListing:
 
 
 # -- reading and checking a CSV file ---------------------------------------------------------------------------
-def parse_consent_csv(name: str, data: bytes, *, platforms: Iterable[str], accounts: dict[str, str]) -> list[ImportRow]:
-    """Check every row's fields (pure: no archive). `accounts` maps configured account names to platforms."""
+def parse_consent_csv(
+    name: str,
+    data: bytes,
+    *,
+    platforms: Iterable[str],
+    accounts: dict[str, str],
+    register: Mapping[str, ConsentState] | None = None,
+) -> list[ImportRow]:
+    """Check every row's fields (pure: no archive). `accounts` maps configured account names to platforms;
+    `register` holds the current state of the consents already imported, by consent id."""
     try:
         text = data.decode("utf-8-sig")  # a spreadsheet's export may start with a byte-order mark
     except UnicodeDecodeError as exc:
@@ -102,11 +114,18 @@ def parse_consent_csv(name: str, data: bytes, *, platforms: Iterable[str], accou
             [f"{name}: empty file; the first row must name the columns ({', '.join(COLUMNS)})"], "nothing imported"
         )
     header = [cell.strip().lower() for cell in records[0]]
-    unknown = [h for h in header if h not in COLUMNS]
+    # A spreadsheet that once used a column further right writes ",," at the end of every line: unnamed
+    # columns at the end of the header are dropped, and a row may only leave them empty (below).
+    while header and not header[-1]:
+        header.pop()
+    unnamed = [str(n) for n, h in enumerate(header, start=1) if not h]
+    unknown = [h for h in header if h and h not in COLUMNS]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    doubled = sorted({h for h in header if header.count(h) > 1})
-    if unknown or missing or doubled:
+    doubled = sorted({h for h in header if h and header.count(h) > 1})
+    if unnamed or unknown or missing or doubled:
         parts = []
+        if unnamed:
+            parts.append(f"column(s) {', '.join(unnamed)} have no name")
         if unknown:
             parts.append(f"unknown column(s) {', '.join(repr(u) for u in unknown)}")
         if missing:
@@ -120,14 +139,20 @@ def parse_consent_csv(name: str, data: bytes, *, platforms: Iterable[str], accou
     problems: list[str] = []
     rows: list[ImportRow] = []
     first_row: dict[str, int] = {}
+    width = len(header)
     for number, record in enumerate(records[1:], start=2):
         if not any(cell.strip() for cell in record):
             continue  # blank lines at the end of a spreadsheet export
+        if len(record) > width and not any(cell.strip() for cell in record[width:]):
+            record = record[:width]  # the empty cells of the header's unnamed end columns
         if len(record) != len(header):
-            problems.append(f"{name}: row {number}: has {len(record)} fields, the header has {len(header)}")
+            extra = ""
+            if len(record) > width:
+                extra = f"; the values after column {width} have no column name: name it in row 1 or delete them"
+            problems.append(f"{name}: row {number}: has {len(record)} fields, the header has {width}{extra}")
             continue
         values = {h: cell.strip() for h, cell in zip(header, record, strict=True)}
-        found, parsed = _check_fields(values, known_platforms, accounts)
+        found, parsed = _check_fields(values, known_platforms, accounts, register or {})
         consent_id = values.get("consent_id", "")
         if consent_id and consent_id in first_row:
             found.append(
@@ -147,10 +172,29 @@ def parse_consent_csv(name: str, data: bytes, *, platforms: Iterable[str], accou
     return rows
 
 
+def _hidden_characters(values: dict[str, str]) -> list[str]:
+    """A line break, ESC or bidi control in any cell (oneline.py): `consent list` prints scope and the rest as
+    one line each, so such a character would forge or hide lines of it for ever. The value is not repeated
+    (the cell may be a patient_ref, and this line goes to logs)."""
+    found = []
+    for column, value in values.items():
+        for n, char in enumerate(value):
+            if breaks_or_hides(char):
+                what = unicodedata.name(char, "a control character")
+                found.append(
+                    f"{column}: character {n + 1} is U+{ord(char):04X} ({what}), which breaks or hides a line; "
+                    "remove it in the file and import it again"
+                )
+                break
+    return found
+
+
 def _check_fields(
-    values: dict[str, str], platforms: set[str], accounts: dict[str, str]
+    values: dict[str, str], platforms: set[str], accounts: dict[str, str], register: Mapping[str, ConsentState]
 ) -> tuple[list[str], ConsentState | None]:
-    found: list[str] = []
+    found = _hidden_characters(values)
+    if found:
+        return found, None
     consent_id = values.get("consent_id", "")
     if not CONSENT_ID.match(consent_id):
         found.append(f"consent_id {consent_id!r}: required; letters, digits and . _ : / - (at most 64)")
@@ -163,13 +207,20 @@ def _check_fields(
         )
     platform = values.get("platform") or None
     account = values.get("account") or None
+    # Against the config: waived below for a row the register already holds as it is (an account removed from
+    # the config keeps its consents, and the full export that names them still imports).
+    unconfigured: list[str] = []
     if platform is not None and platform not in platforms:
-        found.append(f"platform {platform!r}: unknown (known: {', '.join(sorted(platforms))})")
+        unconfigured.append(f"platform {platform!r}: unknown (known: {', '.join(sorted(platforms))})")
     if account is not None:
         if account not in accounts:
-            found.append(f"account {account!r}: not a configured account (configured: {', '.join(accounts) or 'none'})")
+            unconfigured.append(
+                f"account {account!r}: not a configured account (configured: {', '.join(accounts) or 'none'}); "
+                "correct the row, or add the account to the config (a consent of an account no longer configured "
+                "is skipped only while its row is unchanged)"
+            )
         elif platform is not None and accounts[account] != platform:
-            found.append(f"account {account!r} is on {accounts[account]}, not on platform {platform!r}")
+            unconfigured.append(f"account {account!r} is on {accounts[account]}, not on platform {platform!r}")
     if platform is None and account is None:
         found.append("platform and account are both empty: name the platform or the account the consent covers")
     scope = values.get("scope", "")
@@ -199,8 +250,8 @@ def _check_fields(
     if item and ":" not in item:
         found.append(f"item {item!r}: not an item key (platform:host:id, as in the items table)")
     if found:
-        return found, None
-    return found, ConsentState(
+        return found + unconfigured, None
+    state = ConsentState(
         consent_id=consent_id,
         patient_ref=patient_ref,
         platform=platform,
@@ -211,6 +262,9 @@ def _check_fields(
         revoked_on=dates["revoked_on"],
         document_sha256=digest.lower(),
     )
+    if unconfigured and register.get(consent_id) != state:
+        return unconfigured, None
+    return [], state
 
 
 def _date(value: str) -> date | None:
@@ -260,20 +314,49 @@ def _coverage_problem(consent: ConsentState, item: sqlite3.Row) -> str | None:
     return None
 
 
-def _change_problem(old: ConsentState, new: ConsentState) -> str | None:
-    """Why a new row may not follow the current one (None when it may)."""
+def _reading_problem(conn: sqlite3.Connection, item_key: str) -> str | None:
+    """A link the consent check would never read is refused: it would promise a check that never comes."""
+    problem = not_read_by_check(conn, item_key)
+    return (
+        f"{problem}; link the consent to the organisation's post or reply that shows the patient" if problem else None
+    )
+
+
+# What a consent covers and the form it rests on: a later row that changed them would carry the links made
+# under the old ones (and the check's verdicts) over to a different consent. A new consent id is the record.
+FIXED_FIELDS = ("platform", "account", "scope", "document_sha256")
+
+
+def _change_problems(old: ConsentState, new: ConsentState) -> list[str]:
+    """Why a new row may not follow the current one (empty when it may: a revocation added, an expiry set or
+    moved, granted_on corrected)."""
+    found = []
     if old.patient_ref != new.patient_ref:
-        return (
+        found.append(
             f"patient_ref differs from the register's for consent {new.consent_id}; a consent's patient cannot "
             "change: record a new consent id"
         )
+    changed = [
+        f"{column} {_shown(getattr(new, column))} (the register has {_shown(getattr(old, column))})"
+        for column in FIXED_FIELDS
+        if (getattr(old, column) or None) != (getattr(new, column) or None)
+    ]
+    if changed:
+        found.append(
+            f"{', '.join(changed)}: what consent {new.consent_id} covers and its signed form cannot change: "
+            "record a new consent id"
+        )
     if old.revoked_on and new.revoked_on != old.revoked_on:
-        found = repr(new.revoked_on) if new.revoked_on else "empty"
-        return (
-            f"revoked_on {found}: consent {new.consent_id} was revoked on {old.revoked_on}; a revocation cannot be "
+        shown = repr(new.revoked_on) if new.revoked_on else "empty"
+        found.append(
+            f"revoked_on {shown}: consent {new.consent_id} was revoked on {old.revoked_on}; a revocation cannot be "
             "withdrawn or re-dated: record a new consent id"
         )
-    return None
+    return found
+
+
+def _shown(value: str | None) -> str:
+    return repr(value) if value else "empty"
 
 
 def append_consent_import(
@@ -287,20 +370,17 @@ def append_consent_import(
     except OSError as exc:
         raise ConsentInputError([f"{path}: cannot read ({exc.strerror})"], "nothing imported") from None
     name = str(path)
-    rows = parse_consent_csv(name, data, platforms=platforms, accounts=accounts)
-    outcome = ImportOutcome(None, len(rows))
     conn = store.conn
+    register = {c.consent_id: c for c in current_consents(conn)}
+    rows = parse_consent_csv(name, data, platforms=platforms, accounts=accounts, register=register)
+    outcome = ImportOutcome(None, len(rows))
     problems: list[str] = []
     appends: list[ImportRow] = []
     links: list[tuple[ImportRow, str]] = []
     for row in rows:
         new = row.consent
-        old = current_consent(conn, new.consent_id)
-        found = []
-        if old is not None:
-            problem = _change_problem(old, new)
-            if problem:
-                found.append(problem)
+        old = register.get(new.consent_id)
+        found = _change_problems(old, new) if old is not None else []
         if row.item:
             item = latest_item(conn, row.item)
             if item is None:
@@ -308,7 +388,7 @@ def append_consent_import(
                     f"item {row.item!r}: not in the archive; leave it empty and link the post with "
                     "`archiver consent link` once a run has archived it"
                 )
-            elif (problem := _coverage_problem(new, item)) is not None:
+            elif (problem := _coverage_problem(new, item) or _reading_problem(conn, row.item)) is not None:
                 found.append(f"item {row.item!r}: {problem}")
             elif not _linked(conn, new.consent_id, row.item, None):
                 links.append((row, row.item))
@@ -410,17 +490,23 @@ def append_consent_link(
     problem = _coverage_problem(consent, item)
     if problem:
         raise ConfigError(f"item {item_key!r}: {problem}; link it to a consent that covers it")
+    problem = _reading_problem(conn, item_key)
+    if problem:
+        raise ConfigError(f"item {item_key!r}: {problem}")
     if media_url is not None:
         urls = [m.get("url") for m in json.loads(item["media"] or "[]")]
         if media_url not in urls:
             listed = ", ".join(u for u in urls if u) or "none"
             raise ConfigError(f"--media {media_url!r}: not an attachment of {item_key} (its attachments: {listed})")
     status = consent.status(today or utcnow().date())
+    # A deleted post is linked all the same: the link records a fact, and the check reads the post again if the
+    # platform restores it. The command says so rather than promise a flag.
+    deleted = is_deleted(conn, item_key)
     if _linked(conn, consent_id, item_key, media_url):
-        return LinkOutcome(consent_id, item_key, media_url, False, status)
+        return LinkOutcome(consent_id, item_key, media_url, False, status, deleted)
     with store.transaction():
         _append_link(store, consent_id, item_key, media_url, None, operator_name(), iso(utcnow()))
-    return LinkOutcome(consent_id, item_key, media_url, True, status)
+    return LinkOutcome(consent_id, item_key, media_url, True, status, deleted)
 
 
 def list_consents(conn: sqlite3.Connection, today: date, status: str | None = None) -> list[ConsentListing]:

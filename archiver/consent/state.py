@@ -1,7 +1,10 @@
 """Whether a consent covers a given day: pure date logic, shared by the register listing and the check.
 
 A consent covers granted_on through expires_on inclusive (no expiry when empty) and nothing from revoked_on
-on. A revocation wins over an expiry: the status says why the consent stopped first.
+on. The status says why the consent stopped first: a consent that expired and was revoked later stays
+"expired" (from the day after its expiry), one revoked before it would have expired is "revoked". A revocation
+on the very first day after the expiry counts as the revocation. The consents view (schemas/archive.sql,
+migration 0013) says the same in SQL.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ class ConsentState:
 
 
 def consent_status(granted_on: str, expires_on: str | None, revoked_on: str | None, today: date) -> str:
+    """live, pending, expired or revoked on `today`; a lapsed consent's status names what ended it first."""
     day = today.isoformat()
-    if revoked_on and revoked_on <= day:
+    after_expiry = (date.fromisoformat(expires_on) + timedelta(days=1)).isoformat() if expires_on else None
+    if revoked_on and revoked_on <= day and (after_expiry is None or revoked_on <= after_expiry):
         return "revoked"
     if expires_on and expires_on < day:
         return "expired"
