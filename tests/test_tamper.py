@@ -168,7 +168,9 @@ def neuter_a_trigger(arch: Path) -> str:
     return "trigger item_versions_append_only_update: definition changed"
 
 
-def take_versions_out_of_search(arch: Path) -> str:
+def take_versions_out_of_search(arch: Path, words: str | None = None) -> str:
+    """Version 4's words taken out of the search index (FTS5's 'delete' command); with `words`, those indexed
+    under its id instead."""
     conn = sqlite3.connect(arch / "archive.db")
     row = conn.execute("SELECT id, text, author_handle, author_name FROM item_versions WHERE id = 4").fetchone()
     conn.execute(
@@ -176,26 +178,19 @@ def take_versions_out_of_search(arch: Path) -> str:
         "VALUES ('delete', ?, ?, ?, ?)",
         row,
     )
+    if words is not None:
+        conn.execute(
+            "INSERT INTO item_versions_fts (rowid, text, author_handle, author_name) VALUES (?, ?, ?, ?)",
+            (row[0], words, row[2], row[3]),
+        )
     conn.commit()
     conn.close()
     return "item_versions id=4: not in the search index"
 
 
 def index_a_version_with_other_text(arch: Path) -> str:
-    """Its words taken out and others indexed under its id: the `_docsize` row stays, search misses it."""
-    conn = sqlite3.connect(arch / "archive.db")
-    row = conn.execute("SELECT id, text, author_handle, author_name FROM item_versions WHERE id = 4").fetchone()
-    conn.execute(
-        "INSERT INTO item_versions_fts (item_versions_fts, rowid, text, author_handle, author_name) "
-        "VALUES ('delete', ?, ?, ?, ?)",
-        row,
-    )
-    conn.execute(
-        "INSERT INTO item_versions_fts (rowid, text, author_handle, author_name) VALUES (?, 'x', ?, ?)",
-        row[:1] + row[2:],
-    )
-    conn.commit()
-    conn.close()
+    """Its `_docsize` row stays, so only the words tell: search misses what the version says."""
+    take_versions_out_of_search(arch, "x")
     return "item_versions id=4: indexed with other text than the row holds"
 
 
