@@ -165,18 +165,20 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
 
 
 def check_alerts(config: Config) -> list[Check]:
-    """Flags an alert channel still owes: a channel that keeps failing (SMTP down, a webhook moved) leaves high
-    flags unannounced, and only this line and the runs' notices say so."""
+    """The channels' secrets, and flags a channel still owes: a channel that keeps failing (SMTP down, a webhook
+    moved) leaves high flags unannounced, and only this line and the runs' notices say so."""
     from .scan.delivery import pending_alerts
 
-    if not configured_channels(config.alerts) or not config.archive.database.exists():
+    if not configured_channels(config.alerts):
         return []
+    checks = _alert_secrets(config)
+    if not config.archive.database.exists():
+        return checks
     store = Store.open(config.archive.database, readonly=True)
     try:
         pending = pending_alerts(store.conn, config.alerts)
     finally:
         store.close()
-    checks = []
     for owed in pending:
         name = f"alerts {owed.channel}"
         last = owed.last_attempt
@@ -192,6 +194,24 @@ def check_alerts(config: Config) -> list[Check]:
                 "channel and run `archiver alerts send`",
             )
         )
+    return checks
+
+
+def _alert_secrets(config: Config) -> list[Check]:
+    """The alert channels' secrets, named by variable: one not set (or blank) in this environment, which the
+    nightly run shares, makes every alert fail (an SMTP login refused, a webhook answering 401) until fixed."""
+    alerts, named = config.alerts, []
+    if alerts.email is not None and alerts.email.username and alerts.email.password_env:
+        named.append(("alerts email", "[alerts.email] password_env", alerts.email.password_env))
+    if alerts.webhook is not None and alerts.webhook.token_env:
+        named.append(("alerts webhook", "[alerts.webhook] token_env", alerts.webhook.token_env))
+    checks = []
+    for name, key, variable in named:
+        if not os.environ.get(variable, "").strip():
+            state = "is not set" if variable not in os.environ else "is set but blank"
+            checks.append(
+                Check(name, "fail", f"{key} names ${variable}, which {state}: every alert on it fails; export it")
+            )
     return checks
 
 

@@ -267,3 +267,24 @@ def test_systemd_units_call_doctor_when_a_run_or_backup_fails():
     )
     for name in ("archiver.service", "archiver-backup.service"):
         assert unit(name)["OnFailure"] == ["archiver-doctor.service"]
+
+
+def test_an_alert_secret_missing_from_the_environment_needs_a_person(archived, monkeypatch):
+    """The run shares doctor's environment: a password or token variable not set there fails every alert."""
+    config = archived.config()
+    config.write_text(config.read_text() + "\n" + alerts_toml(25, "https://hooks.clinic.test/privacy"))
+    monkeypatch.delenv("ALERT_TEST_SMTP_PASSWORD", raising=False)
+    monkeypatch.setenv("ALERT_TEST_HOOK_TOKEN", "  ")
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config)])
+    assert result.exit_code == 1
+    assert (
+        "FAIL alerts email: [alerts.email] password_env names $ALERT_TEST_SMTP_PASSWORD, which is not set: every "
+        "alert on it fails; export it" in result.output
+    )
+    assert "FAIL alerts webhook: [alerts.webhook] token_env names $ALERT_TEST_HOOK_TOKEN, which is set but blank" in (
+        result.output
+    )
+    monkeypatch.setenv("ALERT_TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("ALERT_TEST_HOOK_TOKEN", WEBHOOK_TOKEN)
+    result = CliRunner().invoke(app, ["doctor", "--config", str(config)])
+    assert "FAIL alerts" not in result.output and SMTP_PASSWORD not in result.output
