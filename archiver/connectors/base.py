@@ -202,28 +202,11 @@ def utc_iso(value: str | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (fraction or "") + "Z"
 
 
-class RecentSet:
-    """What a connector has handled lately in this run, to skip repeats (a parent that comes again with each
-    reply). Bounded, so that memory stays flat whatever the account's size: past `capacity` entries the
-    older half is forgotten. A repeat that comes back later is handled again, which the store's change
-    detection makes harmless (no new version, no new event)."""
-
-    def __init__(self, capacity: int = 100_000):
-        self.half = max(1, capacity // 2)
-        self._new: set[Hashable] = set()
-        self._old: set[Hashable] = set()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._new or key in self._old
-
-    def add(self, key: Hashable) -> None:
-        self._new.add(key)
-        if len(self._new) >= self.half:
-            self._old, self._new = self._new, set()
-
-
 class RecentMap(Generic[V]):
-    """A RecentSet that remembers a value with each key: what handling a key found, for the repeats."""
+    """What a connector has handled lately in this run, with what handling each key found, for the repeats (a
+    parent that comes again with each reply, an image several posts show). Bounded, so that memory stays flat
+    whatever the account's size: past `capacity` entries the older half is forgotten. A repeat that comes back
+    later is handled again, which the store's change detection makes harmless (no new version, no new event)."""
 
     def __init__(self, capacity: int = 100_000):
         self.half = max(1, capacity // 2)
@@ -240,6 +223,13 @@ class RecentMap(Generic[V]):
         self._new[key] = value
         if len(self._new) >= self.half:
             self._old, self._new = self._new, {}
+
+
+class RecentSet(RecentMap[None]):
+    """A RecentMap of keys alone."""
+
+    def add(self, key: Hashable) -> None:
+        self.put(key, None)
 
 
 @dataclass(frozen=True)
