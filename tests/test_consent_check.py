@@ -649,3 +649,126 @@ def test_a_lapse_flag_stays_in_the_queue_for_its_own_lapse_only(clinic):
     ).fetchall()
     conn.close()
     assert [r[0] for r in queued] == [second[0]["id"]]
+
+
+def flag_ids(c: ConsentClinic, rule: str) -> list[int]:
+    conn = c.db()
+    ids = [r[0] for r in conn.execute("SELECT id FROM flags WHERE rule_id = ? ORDER BY id", (rule,))]
+    conn.close()
+    return ids
+
+
+def test_a_post_published_before_its_consent_was_granted_stays_in_the_queue_until_reviewed(clinic):
+    """The story was public for days with no consent: linking a form signed later must not make that vanish."""
+    c = clinic
+    published = PUBLISHED.date()
+    granted = published + timedelta(days=3)
+    c.import_csv("late.csv", f"C-LATE,PT-1003,clinic,story,{granted},,,{SHA}\n")
+    c.run_on(DAY0 - 1 * timedelta(days=1))
+    assert c.cli("consent", "link", "C-LATE", c.key("live")).exit_code == 0
+    # A renewal that moves granted_on later does not move the first grant: the gap is still three days.
+    c.import_csv("renewal.csv", f"C-LATE,PT-1003,clinic,story,{granted + timedelta(days=2)},,,{SHA}\n")
+    flags = c.check_on(DAY0)
+    assert [(f["item_key"], f["rule_id"], f["severity"], f["matched"], f["reason"]) for f in flags] == [
+        (
+            c.key("live"),
+            "consent.late",
+            "high",
+            "C-LATE",
+            f"patient content published before its consent was granted: post published {published}; the earliest "
+            f"consent linked to it, C-LATE, granted {granted} (3 days later); public without consent in between",
+        )
+    ]
+    assert c.check_on(DAY0) == []  # once per item
+    late = (c.key("live"), "consent.late")
+    assert late in c.queue() and (c.key("live"), "consent.missing") not in c.queue()
+
+    # Taken down since: the disclosure happened all the same, so the flag stays until a person decides.
+    c.state.delete_status(c.ids["live"])
+    c.run_on(DAY0)
+    assert late in c.queue()
+    result = c.cli("review", str(flag_ids(c, "consent.late")[0]), "--decision", "violation", "--reviewer", "po")
+    assert result.exit_code == 0, result.output
+    assert late not in c.queue()
+    assert verify_clean(c)
+
+
+def test_a_consent_granted_by_the_day_of_publication_is_not_late_and_one_linked_later_clears_it(clinic):
+    c = clinic
+    published = PUBLISHED.date()
+    c.import_csv(
+        "register.csv",
+        f"C-SAME,PT-1001,clinic,story,{published},,,{SHA}\n"
+        f"C-LATE,PT-1003,clinic,story,{published + timedelta(days=1)},,,{SHA}\n",
+    )
+    c.run_on(DAY0)
+    assert c.cli("consent", "link", "C-SAME", c.key("story")).exit_code == 0  # granted the day it went up
+    assert c.cli("consent", "link", "C-LATE", c.key("live")).exit_code == 0
+    assert [f["item_key"] for f in c.check_on(DAY0) if f["rule_id"] == "consent.late"] == [c.key("live")]
+    # The form found in the records system was signed the week before: linked, the flag's condition is gone.
+    c.import_csv("found.csv", f"C-EARLY,PT-1003,clinic,story,{published - timedelta(days=7)},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-EARLY", c.key("live")).exit_code == 0
+    assert (c.key("live"), "consent.late") not in c.queue()
+    assert c.check_on(DAY0) == []
+
+
+def test_an_edit_after_the_consent_was_linked_is_flagged_until_a_consent_is_linked_to_it(clinic):
+    """The consent was given for the story as it was; an edit that adds a second patient is not covered."""
+    c = clinic
+    c.import_csv("register.csv", f"C-LIVE,PT-1003,clinic,story,{DAY0 - timedelta(days=40)},,,{SHA}\n")
+    c.run_on(DAY0 - timedelta(days=2))
+    assert c.cli("consent", "link", "C-LIVE", c.key("live")).exit_code == 0
+    assert c.check_on(DAY0 - timedelta(days=2)) == []
+    # The runs below are dated after the link (made now, on the real clock), as they would be.
+    c.state.edit_status(c.ids["live"], LIVE_STORY + " And meet our patient Maria, cancer-free after chemotherapy.")
+    after = DAY0 + timedelta(days=1)
+    c.run_on(after)
+    conn = c.db()
+    edited_version, linked_at, captured_at = conn.execute(
+        "SELECT v.id, l.linked_at, v.captured_at FROM item_versions v JOIN consent_links l ON l.item_key = v.item_key "
+        "WHERE v.item_key = ? ORDER BY v.id DESC LIMIT 1",
+        (c.key("live"),),
+    ).fetchone()
+    flags = conn.execute(
+        "SELECT version_id, severity, matched, reason FROM flags WHERE rule_id = 'consent.edited'"
+    ).fetchall()
+    conn.close()
+    assert [tuple(f) for f in flags] == [
+        (
+            edited_version,
+            "medium",
+            "C-LIVE",
+            f"edited after its consent was linked: consent C-LIVE linked {linked_at[:16].replace('T', ' ')} UTC; "
+            f"this version, captured {captured_at[:16].replace('T', ' ')} UTC, changes what was published then; "
+            "check the consent covers it",
+        )
+    ]
+    edited = (c.key("live"), "consent.edited")
+    assert edited in c.queue(after)
+    c.run_on(after + timedelta(days=1))
+    assert len(flag_ids(c, "consent.edited")) == 1  # once per version
+
+    # Maria's own consent is linked to the edited post: the privacy office has looked, the flag leaves.
+    c.import_csv("maria.csv", f"C-MARIA,PT-2001,clinic,story,{DAY0 - timedelta(days=5)},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-MARIA", c.key("live")).exit_code == 0
+    assert edited not in c.queue(after)
+    assert verify_clean(c)
+
+
+def test_a_second_edit_is_a_new_flag_and_the_first_leaves_the_queue(clinic):
+    c = clinic
+    c.import_csv("register.csv", f"C-LIVE,PT-1003,clinic,story,{DAY0 - timedelta(days=40)},,,{SHA}\n")
+    c.run_on(DAY0 - timedelta(days=2))
+    assert c.cli("consent", "link", "C-LIVE", c.key("live")).exit_code == 0
+    after = DAY0 + timedelta(days=1)
+    for n, day in enumerate((after, after + timedelta(days=1))):
+        c.state.edit_status(c.ids["live"], f"{LIVE_STORY} (update {n})")
+        c.run_on(day)
+    first, second = flag_ids(c, "consent.edited")
+    open_ids = [r[0] for r in c.db().execute("SELECT flag_id FROM flag_queue WHERE rule_id = 'consent.edited'")]
+    assert open_ids == [second]
+    # Taken down: nothing published to compare with the consent any more.
+    c.state.delete_status(c.ids["live"])
+    c.run_on(after + timedelta(days=2))
+    assert (c.key("live"), "consent.edited") not in c.queue(after)
+    assert first < second

@@ -1,7 +1,7 @@
 """The consent check: what the organisation itself published, still up, against the consent register.
 
 It reads the latest version of every post, reply and comment the organisation's own accounts wrote (own.py)
-that is not proven deleted. Two flags, both rows of the `flags` table (category "consent") so they reach the
+that is not proven deleted. Four flags, all rows of the `flags` table (category "consent") so they reach the
 same review queue as the PHI flags:
 
 - "patient content without consent on file" (rule consent.missing): an own post or reply that looks like a
@@ -11,10 +11,19 @@ same review queue as the PHI flags:
   that has expired or been revoked, while it is still published (no proven deletion) and the same patient has
   no live consent for what the lapsed one covered (the whole item, or the attachment it was linked to).
   Another patient's consent never covers it. Its reason carries the dates.
+- "patient content published before its consent was granted" (rule consent.late): an own post or reply with
+  a consent on file (live or lapsed) that was published on a day before every consent linked to it was first
+  granted. The post was public for those days with no consent: a disclosure the privacy office must assess,
+  whatever happened since, so the flag stays in the queue until reviewed, even if the post is taken down.
+- "edited after its consent was linked" (rule consent.edited, severity medium): an own post or reply with a
+  consent on file, edited (a real edit, not a `not_an_edit` version) after the newest consent link to it was
+  made. A consent covers what the patient agreed to; an edit may add to it (another patient, a detail), so a
+  person compares the two.
 
-A flag is appended once: consent.missing once per item version, consent.lapsed once per item, consent and
-lapse (a renewed consent that lapses again is a new lapse). A flag stays in the archive for ever; the review
-queue shows it while its condition holds, a lapse flag only while its own lapse does (see flag_status).
+A flag is appended once: consent.missing and consent.edited once per item version, consent.lapsed once per
+item, consent and lapse (a renewed consent that lapses again is a new lapse), consent.late once per item. A
+flag stays in the archive for ever; the review queue shows it while its condition holds, a lapse flag only
+while its own lapse does (see flag_status).
 """
 
 from __future__ import annotations
@@ -43,8 +52,12 @@ log = logging.getLogger("archiver.consent")
 CATEGORY = "consent"
 MISSING_RULE = "consent.missing"
 LAPSED_RULE = "consent.lapsed"
+LATE_RULE = "consent.late"
+EDITED_RULE = "consent.edited"
 MISSING_REASON = "patient content without consent on file"
 LAPSED_REASON = "consent lapsed, content still published"
+LATE_REASON = "patient content published before its consent was granted"
+EDITED_REASON = "edited after its consent was linked"
 SIGNAL_RULE_FILES = ("lexicons.yml", "consent.yml")  # the built-in files the check loads (then [scan] rule_files)
 
 
@@ -101,12 +114,15 @@ class ConsentCheckOutcome:
     notices: list[str] = field(default_factory=list)  # what the alert channels answered
 
     def summary(self) -> str:
-        missing = sum(1 for f in self.flags if f["rule_id"] == MISSING_RULE)
-        lapsed = len(self.flags) - missing
+        def count(rule: str) -> int:
+            return sum(1 for f in self.flags if f["rule_id"] == rule)
+
+        later = [(count(LATE_RULE), "published before consent"), (count(EDITED_RULE), "edited after consent")]
         return (
             f"consent check: {self.posts_checked} own posts and replies, "
             f"{self.patient_posts} look like patient content; "
-            f"{len(self.flags)} new flags ({missing} without consent, {lapsed} consent lapsed); "
+            f"{len(self.flags)} new flags ({count(MISSING_RULE)} without consent, {count(LAPSED_RULE)} consent "
+            f"lapsed{''.join(f', {n} {what}' for n, what in later if n)}); "
             f"{self.open_flags} consent flags open in the review queue"
         )
 
@@ -206,6 +222,59 @@ def missing_reason(content: PatientContent, linked: Iterable[ConsentState], toda
     return reason
 
 
+# A real edit: an 'edited' event the store did not mark not_an_edit (only where its attachments are served from
+# changed). Its SQL twin is in flag_status (migration 0014), for when a consent.edited flag leaves the queue.
+REAL_EDIT = "e.event = 'edited' AND json_extract(e.evidence, '$.not_an_edit') IS NULL"
+
+
+def first_grants(conn: sqlite3.Connection) -> dict[str, str]:
+    """Each consent's first day granted, over all its register rows: a renewal that moves granted_on later does
+    not make a post published under the first grant late."""
+    return dict(conn.execute("SELECT consent_id, min(granted_on) FROM consent_register GROUP BY consent_id"))
+
+
+def late_reason(post: OwnPost, consent_ids: Iterable[str], first_granted: dict[str, str]) -> tuple[str, str] | None:
+    """(the earliest linked consent's id, the reason) when the post was published on a day before any consent
+    linked to it was granted; None when one was granted by then, or the publication day is unknown."""
+    published = (post.created_at or "")[:10]
+    grants = sorted((first_granted[c], c) for c in consent_ids if c in first_granted)
+    if not grants or not published or grants[0][0] <= published:
+        return None
+    granted, consent_id = grants[0]
+    try:
+        gap = f" ({(date.fromisoformat(granted) - date.fromisoformat(published)).days} days later)"
+    except ValueError:  # a created_at that is not a date: the reason still names both days
+        gap = ""
+    return consent_id, (
+        f"{LATE_REASON}: post published {published}; the earliest consent linked to it, {consent_id}, "
+        f"granted {granted}{gap}; public without consent in between"
+    )
+
+
+def edit_after_link(conn: sqlite3.Connection, item_key: str) -> tuple[int, str, str] | None:
+    """(the version, the consent id, the reason) when the item's latest real edit was captured after the newest
+    consent link to it was made; None otherwise."""
+    link = conn.execute(
+        "SELECT consent_id, linked_at FROM consent_links WHERE item_key = ? ORDER BY linked_at DESC, id DESC LIMIT 1",
+        (item_key,),
+    ).fetchone()
+    if link is None:
+        return None
+    edit = conn.execute(
+        f"SELECT v.id, v.captured_at FROM events e JOIN item_versions v ON v.id = e.version_id "
+        f"WHERE e.item_key = ? AND {REAL_EDIT} ORDER BY e.version_id DESC LIMIT 1",
+        (item_key,),
+    ).fetchone()
+    if edit is None or edit[1] <= link[1]:
+        return None
+    return (
+        edit[0],
+        link[0],
+        f"{EDITED_REASON}: consent {link[0]} linked {link[1][:16].replace('T', ' ')} UTC; this version, captured "
+        f"{edit[1][:16].replace('T', ' ')} UTC, changes what was published then; check the consent covers it",
+    )
+
+
 def find_consent_flags(
     conn: sqlite3.Connection, detector: SignalDetector, today: date
 ) -> tuple[ConsentCheckOutcome, list[dict[str, Any]]]:
@@ -219,6 +288,9 @@ def find_consent_flags(
     lapse_flagged: dict[str, list[str]] = {}
     for item_key, reason in conn.execute("SELECT item_key, reason FROM flags WHERE rule_id = ?", (LAPSED_RULE,)):
         lapse_flagged.setdefault(item_key, []).append(reason)
+    late_flagged = {row[0] for row in conn.execute("SELECT item_key FROM flags WHERE rule_id = ?", (LATE_RULE,))}
+    edit_flagged = {row[0] for row in conn.execute("SELECT version_id FROM flags WHERE rule_id = ?", (EDITED_RULE,))}
+    granted = first_grants(conn)
     rows: list[dict[str, Any]] = []
     for post in own_live_posts(conn):
         outcome.posts_checked += 1
@@ -245,6 +317,33 @@ def find_consent_flags(
             )
         # a linked consent that is live or lapsed answers "is there a consent on file"; a pending one does not
         on_file = any(c.status(today) != "pending" for c in consents)
+        late = late_reason(post, (c.consent_id for c in consents), granted) if on_file else None
+        if late is not None and post.item_key not in late_flagged:
+            rows.append(
+                {
+                    **base,
+                    "rule_id": LATE_RULE,
+                    "severity": "high",
+                    "span_start": None,
+                    "span_end": None,
+                    "matched": late[0],
+                    "reason": late[1],
+                }
+            )
+        edit = edit_after_link(conn, post.item_key) if on_file else None  # pending: consent.missing's matter
+        if edit is not None and edit[0] not in edit_flagged:
+            rows.append(
+                {
+                    **base,
+                    "version_id": edit[0],
+                    "rule_id": EDITED_RULE,
+                    "severity": "medium",
+                    "span_start": None,
+                    "span_end": None,
+                    "matched": edit[1],
+                    "reason": edit[2],
+                }
+            )
         if not on_file and content is not None and post.version_id not in missing_flagged:
             rows.append(
                 {
