@@ -9,6 +9,7 @@ appended; each bad row gets one line naming the row, the field and the value.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ from ..errors import ConfigError
 from ..lock import archive_lock
 from ..oneline import breaks_or_hides
 from ..operator import operator_name  # who made a link: the effective uid's account, not $USER
+from ..scan.rules import load_rules
 from ..store import Store
 from ..warc import iso, utcnow
 from .own import is_deleted, not_read_by_check
@@ -38,6 +40,20 @@ COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 # Opaque: no spaces, at least one digit. "Maria Lopez" or "MariaLopez" fails; "PT-004211" or a hash passes.
 PATIENT_REF = re.compile(r"^(?=[^\d]*\d)[A-Za-z0-9][A-Za-z0-9._:/-]{2,63}$")
+# A name or a birth date inside a reference that is otherwise well formed: a part (between . _ : / -) that is
+# a given name of the scan's lexicon, alone or in capitalised words ("Maria.Lopez", "MariaLopez1"), or a
+# calendar date with its separators (eight digits alone are as likely a record number). Random ids (hex, UUIDs,
+# FHIR ids such as "eM5CWtq15N0WJeuCet5bJlQ3") pass: their parts are neither.
+REF_PARTS = re.compile(r"[._:/-]+")
+# Letters alone ("maria", "JOHN", "MariaLopez"), or capitalised words with digits ("Maria1970"): lower-case or
+# capital letters next to digits are as likely hex ("deb88", "ADA9").
+CAMEL_PART = re.compile(r"(?:[a-z]+|[A-Z]?[a-z]+(?:[A-Z][a-z]+)*|\d*(?:[A-Z][a-z]+)+\d*)")
+LETTERS_PART = re.compile(r"[A-Za-z]+")  # random letters, or capitals, taken whole
+CAPITALISED_WORD = re.compile(r"[A-Z]?[a-z]+")
+REF_DATE = re.compile(
+    r"(?<!\d)(?:(?:19|20)\d{2}[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])"
+    r"|(?:0?[1-9]|[12]\d|3[01])[-./](?:0?[1-9]|[12]\d|3[01])[-./](?:19|20)\d{2})(?!\d)"
+)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_SCOPE = 500
@@ -88,6 +104,31 @@ class ConsentListing:
 
 
 # -- reading and checking a CSV file ---------------------------------------------------------------------------
+
+
+def names_someone(patient_ref: str) -> bool:
+    """Whether a well-formed reference still holds a given name or a date (see REF_PARTS)."""
+    if REF_DATE.search(patient_ref):
+        return True
+    given = given_names()
+    for part in REF_PARTS.split(patient_ref):
+        if CAMEL_PART.fullmatch(part):
+            words = CAPITALISED_WORD.findall(part)
+        elif LETTERS_PART.fullmatch(part):
+            words = [part]
+        else:
+            continue
+        if any(w.lower() in given for w in words):
+            return True
+    return False
+
+
+@functools.cache
+def given_names() -> frozenset[str]:
+    """The scan's lexicon of given names, lower-cased."""
+    return frozenset(n.lower() for n in load_rules(builtin=("lexicons.yml",)).lexicons.get("names", []))
+
+
 def parse_consent_csv(
     name: str,
     data: bytes,
@@ -199,11 +240,12 @@ def _check_fields(
     if not CONSENT_ID.match(consent_id):
         found.append(f"consent_id {consent_id!r}: required; letters, digits and . _ : / - (at most 64)")
     patient_ref = values.get("patient_ref", "")
-    if not PATIENT_REF.match(patient_ref):
+    if not PATIENT_REF.match(patient_ref) or names_someone(patient_ref):
         # The value is not repeated: a failing patient_ref is often a name, and this line goes to logs.
         found.append(
             f"patient_ref ({len(patient_ref)} characters, value not repeated): must be an opaque id from the "
-            "records system (3-64 letters, digits, . _ : / -, at least one digit, no spaces), never a name"
+            "records system (3-64 letters, digits, . _ : / -, at least one digit, no spaces), never a name or a "
+            "date of birth"
         )
     platform = values.get("platform") or None
     account = values.get("account") or None
