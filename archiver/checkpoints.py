@@ -65,7 +65,10 @@ def load_private_key(keys_dir: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: signing key not found; create it with `archiver init`") from None
+        raise ConfigError(
+            f"{path}: signing key not found; `archiver checkpoint` (or the first run) creates it while the archive "
+            "has no checkpoint; an archive with checkpoints needs its own key put back there"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{path}: not an Ed25519 PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
-from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, load_config
+from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, EXAMPLE_DIR_LINE, load_config
 from .errors import ArchiverError, ConfigError, Interrupted
 from .logs import setup_logging
 
@@ -126,17 +126,33 @@ def options(
 
 @app.command()
 @reports_errors
-def init(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Write a commented example config to start a real archive.
+def init(
+    config: ConfigOption = DEFAULT_CONFIG,
+    archive_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="The archive folder (database, WARCs, signing key), written into the config; default: 'archive' "
+            "beside the config file.",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a commented example config to start a real archive, and the archive's signing key in its folder.
 
-    Example: archiver init --config /etc/archiver/archiver.toml
+    Example: archiver init --config /etc/archiver/archiver.toml --dir /var/lib/archiver
     """
     if config.exists():
         raise ConfigError(f"{config}: already exists; edit it, or choose another path with --config")
     from .checkpoints import ensure_signing_key
 
+    text = EXAMPLE_CONFIG
+    if archive_dir is not None:
+        # the key goes where the config says the archive is: choose the folder now, not after the key is made
+        chosen = f"dir = {json.dumps(str(archive_dir.absolute()))}  # archive folder (database, WARCs, keys)"
+        text = text.replace(EXAMPLE_DIR_LINE, chosen, 1)
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(EXAMPLE_CONFIG, "utf-8")
+    config.write_text(text, "utf-8")
     next_step = f"archiver run --config {shlex.quote(str(config))}"  # to paste into a shell as it is
     typer.echo(f"wrote {config}: set api_base, account and token_env, then run `{next_step}`")
     key_path, created = ensure_signing_key(load_config(config).archive.keys_dir)
@@ -471,7 +487,7 @@ def export(
     JSON Lines and CSV, the original WARC records, the media, report.html and custody.json, and its manifest
     is signed with the archive's key. The export is recorded in the archive's `exports` table.
 
-    Example: archiver export --config demo-archive/archiver.toml --case HR-2026-014 --author ann --out case-014
+    Example: archiver export --config demo-archive/archiver.toml --case HR-2026-014 --author theo47 --out case-014
     """
     from .bundle.select import Selectors, parse_range
     from .bundle.write import export_bundle

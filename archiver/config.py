@@ -550,6 +550,7 @@ def _checked_secret(account: AccountConfig, what: str, source: str, value: str, 
     return value
 
 
+EXAMPLE_DIR_LINE = 'dir = "archive"                 # archive folder, relative to this file'
 EXAMPLE_CONFIG = """\
 # archiver.toml: what to archive and where. Checked against schemas/config.schema.json.
 # Credentials are never written here: name an environment variable (token_env) or a file (token_file).

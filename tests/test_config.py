@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from archiver.checkpoints import PRIVATE_KEY
 from archiver.cli import app
 from archiver.config import EXAMPLE_CONFIG, load_config, resolve_token
 from archiver.errors import ConfigError
@@ -114,6 +115,26 @@ def test_init_writes_example_and_refuses_to_overwrite(tmp_path):
     assert path.read_text() == EXAMPLE_CONFIG
     again = CliRunner().invoke(app, ["init", "--config", str(path)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_init_puts_the_key_in_the_archive_folder_it_writes_into_the_config(tmp_path):
+    """The README's setup: the archive lives apart from the config; its key must be where runs will look."""
+    path, folder = tmp_path / "etc" / "archiver.toml", tmp_path / "var" / "archiver"
+    result = CliRunner().invoke(app, ["init", "--config", str(path), "--dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert load_config(path).archive.dir == folder
+    assert f"generated the archive's signing key {folder / 'keys' / PRIVATE_KEY} (mode 0600)" in result.output
+    assert not (path.parent / "archive").exists()
+    exported = CliRunner().invoke(app, ["key", "export", "--config", str(path)])
+    assert exported.exit_code == 0 and exported.output.startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_key_export_without_a_key_says_what_creates_one(tmp_path):
+    path = write(tmp_path, GOOD)
+    result = CliRunner().invoke(app, ["key", "export", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "signing key not found; `archiver checkpoint` (or the first run) creates it" in result.output
+    assert "archiver init" not in result.output  # init refuses a config that exists
 
 
 def test_token_by_reference_only(tmp_path, monkeypatch):

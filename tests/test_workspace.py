@@ -482,6 +482,18 @@ def test_flagged_facet_and_query_follow_the_review_queue(demo, tmp_path):
     assert dict(everything["facets"]["flagged"])["not flagged"] == everything["total"] - result["total"]
     awaiting = asyncio.run(fetch("/archive/flagged_awaiting_review.json", _shape="objects", _size="max"))
     assert {r["flag_id"] for r in awaiting["rows"]} == set(queued[1:])
+    # when the flag was raised, and apart from it when the item was posted
+    conn = sqlite3.connect(demo / "archive" / "archive.db")
+    times = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT f.id, f.created_at, v.created_at FROM flags f JOIN item_versions v ON v.id = f.version_id"
+        )
+    }
+    conn.close()
+    assert {r["flag_id"]: (r["flagged_at"], r["posted_at"]) for r in awaiting["rows"]} == {
+        r["flag_id"]: times[r["flag_id"]] for r in awaiting["rows"]
+    }
 
 
 def test_sessions_expire_and_need_our_sign_in(demo, tmp_path):
