@@ -8,11 +8,13 @@ moment it is needed and the value never goes back into a Config object, nor into
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import math
 import os
 import re
+import ssl
 import stat
 import tomllib
 from collections.abc import Sequence
@@ -97,8 +99,10 @@ class EmailAlert:
     to: tuple[str, ...]
     smtp_port: int = 25
     starttls: bool = False
+    implicit_tls: bool = False  # TLS from the first byte (SMTPS, port 465) rather than STARTTLS
     username: str | None = None
     password_env: str | None = None
+    ca_file: Path | None = None  # the CA that signs the server's certificate; None: the system's CAs
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class AlertsConfig:
     datasette_url: str = "http://127.0.0.1:8001"
     email: EmailAlert | None = None
     webhook: WebhookAlert | None = None
+    deadline: float = 15.0  # seconds one message may take on a channel, all of it (connect, TLS, login, answer)
 
 
 @dataclass(frozen=True)
@@ -332,6 +337,7 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
         # The shallowest error is usually the real one (a oneOf failure explains its children).
         raise ConfigError(f"{path}: {_describe(errors[0], data)}")
     _check_urls(data, path)
+    ca_file = _check_alert_channels(data.get("alerts", {}), path)
     base = path.parent
     arc = data["archive"]
     archive_dir = (base / arc["dir"]).resolve()
@@ -377,7 +383,7 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
         archive=archive,
         accounts=accounts,
         scan=_scan_config(data.get("scan", {}), base),
-        alerts=_alerts_config(data.get("alerts", {})),
+        alerts=_alerts_config(data.get("alerts", {}), ca_file),
         backup=BackupConfig(
             to=(base / data["backup"]["to"]).resolve() if "backup" in data else None,
             max_age_hours=data.get("backup", {}).get("max_age_hours", 36),
@@ -397,6 +403,61 @@ def _check_urls(data: dict[str, Any], path: Path) -> None:
         _check_url(alerts["webhook"]["url"], "alerts.webhook.url", path, secret=True)
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a connection that never leaves the machine (a test server, a local relay)."""
+    if host.strip("[]").lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_alert_channels(alerts: dict[str, Any], path: Path) -> Path | None:
+    """A secret never crosses the network in clear, and a CA file is one ssl can load; returns the CA file."""
+    email, ca_file = alerts.get("email"), None
+    if email is not None:
+        host, tls = email["smtp_host"], email.get("starttls", False) or email.get("implicit_tls", False)
+        if email.get("starttls") and email.get("implicit_tls"):
+            raise ConfigError(
+                f"{path}: alerts.email: starttls and implicit_tls are both true; keep starttls = true (port 587) or "
+                "implicit_tls = true (port 465)"
+            )
+        if email.get("username") and not tls and not is_loopback(host):
+            raise ConfigError(
+                f"{path}: alerts.email.username: the SMTP login to {host!r} would send the password in clear; set "
+                "starttls = true (port 587) or implicit_tls = true (port 465), or relay through a server on loopback"
+            )
+        if "ca_file" in email:
+            ca_file = _ca_file(email, tls, path)
+    webhook = alerts.get("webhook")
+    if webhook is not None and webhook.get("token_env"):
+        parts = urlsplit(webhook["url"])
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            raise ConfigError(
+                f"{path}: alerts.webhook.token_env: the bearer token would travel in clear to "
+                f"{_shown_url(webhook['url'])!r} (only its scheme and host shown); use its https:// URL"
+            )
+    return ca_file
+
+
+def _ca_file(email: dict[str, Any], tls: bool, path: Path) -> Path:
+    ca_file = (path.parent / email["ca_file"]).resolve()
+    where = f"{path}: alerts.email.ca_file: {str(ca_file)!r}"
+    if not tls:
+        raise ConfigError(f"{where} is of no use without TLS; set starttls = true or implicit_tls = true")
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where} not found; give the PEM file of the CA that signs the SMTP server's certificate"
+        ) from None
+    except OSError as exc:  # ssl.SSLError among them: not PEM, or no certificate in it
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError(f"{where} cannot be loaded as PEM certificates ({reason}); give the CA's PEM file") from None
+    return ca_file
+
+
 def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
     staff_file = scan.get("staff_file")
     return ScanConfig(
@@ -412,7 +473,7 @@ def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
     )
 
 
-def _alerts_config(alerts: dict[str, Any]) -> AlertsConfig:
+def _alerts_config(alerts: dict[str, Any], ca_file: Path | None) -> AlertsConfig:
     email = alerts.get("email")
     webhook = alerts.get("webhook")
     return AlertsConfig(
@@ -422,14 +483,17 @@ def _alerts_config(alerts: dict[str, Any]) -> AlertsConfig:
             smtp_host=email["smtp_host"],
             sender=email["from"],
             to=tuple(email["to"]),
-            smtp_port=email.get("smtp_port", 25),
+            smtp_port=email.get("smtp_port", 465 if email.get("implicit_tls") else 25),
             starttls=email.get("starttls", False),
+            implicit_tls=email.get("implicit_tls", False),
             username=email.get("username"),
             password_env=email.get("password_env"),
+            ca_file=ca_file,
         )
         if email
         else None,
         webhook=WebhookAlert(url=webhook["url"], token_env=webhook.get("token_env")) if webhook else None,
+        deadline=float(alerts.get("deadline", 15)),
     )
 
 
@@ -634,7 +698,7 @@ token_env = "ARCHIVER_CLINIC_MASTODON_TOKEN"
 # [alerts.email]
 # smtp_host = "smtp.clinic.example"
 # smtp_port = 587
-# starttls = true
+# starttls = true                  # or implicit_tls = true (port 465); ca_file = "..." for a private CA
 # username = "archiver"
 # password_env = "ARCHIVER_SMTP_PASSWORD"
 # from = "archiver@clinic.example"

@@ -12,7 +12,7 @@ from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -182,7 +182,8 @@ def test_new_high_flags_are_mailed_and_posted_with_links_and_without_phi(tmp_pat
     for flag in listed:
         assert f"flag {flag['id']}: high {flag['category']} ({flag['rule_id']})" in body
         assert f"{DATASETTE}/archive/flag_queue?flag_id={flag['id']}" in body
-        assert f"{DATASETTE}/archive/item_history?item_key={quote(flag['item_key'], safe='')}" in body
+        assert f"{DATASETTE}/archive/item_versions/{flag['version_id']}" in body
+        assert flag["item_key"] not in body  # a key may name the author (a Bluesky AT URI holds their DID)
     for flag in [*unlisted, *others]:
         assert f"flag {flag['id']}:" not in body
     assert f"... and {len(unlisted)} more: see the queue ({DATASETTE}/archive/flag_queue)" in body
@@ -199,9 +200,9 @@ def test_new_high_flags_are_mailed_and_posted_with_links_and_without_phi(tmp_pat
         "category": high[0]["category"],
         "rule_id": high[0]["rule_id"],
         "reason": high[0]["reason"],
-        "item_key": high[0]["item_key"],
+        "version_id": high[0]["version_id"],
         "flag_url": f"{DATASETTE}/archive/flag_queue?flag_id={high[0]['id']}",
-        "item_url": f"{DATASETTE}/archive/item_history?item_key={quote(high[0]['item_key'], safe='')}",
+        "version_url": f"{DATASETTE}/archive/item_versions/{high[0]['version_id']}",
     }
 
     # no PHI in either message: not the matched text, not the item's text, not its author

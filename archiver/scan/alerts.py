@@ -2,27 +2,33 @@
 still owes (scan/delivery.py decides which, and records each attempt), accounts a run could not capture, and
 `archiver doctor --alert`'s report when something needs a person (systemd, unlike cron, mails nothing).
 
-A message names each flag's id, severity, category, rule and reason, and links to the flag and the item's
-history in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
+A message names each flag's id, severity, category, rule and reason, and links to the flag and its item's
+version in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
 the review queue, so that a first run over a large archive sends a message a mail server or chat accepts.
-It never carries the flagged text, the item's text or its author: only the archive, behind its access
-control, holds PHI. A channel that fails is a notice of the run, not a failed run: its flags stay owed.
+It never carries the flagged text, the item's text, its author or its key (which may name the author): only
+the archive, behind its access control, holds PHI. A channel that fails (an exception, a recipient refused, no
+answer within `[alerts] deadline`) is a notice of the run, not a failed run: its flags stay owed. Secrets go
+only over TLS (config.py refuses a login or a token in clear beyond loopback), and TLS verifies the server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import os
 import smtplib
 import socket
+import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
-from ..config import AlertsConfig, Config
+from ..config import AlertsConfig, Config, EmailAlert
 from ..logs import redact_secrets, register_secret
 
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -72,7 +78,9 @@ def alert_payload(
 ) -> dict[str, Any]:
     """The webhook's JSON body (and the e-mail's content): ids, kinds and links, nothing quoted from items.
     `count` is how many flags the channel owes in all (default: those given); ALERT_LISTED of them are named.
-    `run_id` is the run sending it (None for `archiver scan` and `archiver alerts send`)."""
+    `run_id` is the run sending it (None for `archiver scan` and `archiver alerts send`).
+    No item key: some name the author (a Bluesky key is an AT URI holding the author's DID), so a flag is
+    found by its id and its version's row, whose pages (behind the workspace's sign-in) lead to the item."""
     base = config.alerts.datasette_url
     listed = sorted(flags, key=lambda f: (-SEVERITY_RANK.get(f["severity"], 0), f["id"]))[:ALERT_LISTED]
     return {
@@ -90,9 +98,9 @@ def alert_payload(
                 "category": f["category"],
                 "rule_id": f["rule_id"],
                 "reason": f["reason"],
-                "item_key": f["item_key"],
+                "version_id": f["version_id"],
                 "flag_url": f"{base}/archive/flag_queue?flag_id={f['id']}",
-                "item_url": f"{base}/archive/item_history?item_key={quote(f['item_key'], safe='')}",
+                "version_url": f"{base}/archive/item_versions/{f['version_id']}",
             }
             for f in listed
         ],
@@ -111,7 +119,7 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
         lines.append(f"flag {flag['flag_id']}: {flag['severity']} {flag['category']} ({flag['rule_id']})")
         lines.append(f"  why: {flag['reason']}")
         lines.append(f"  flag: {flag['flag_url']}")
-        lines.append(f"  item: {flag['item_url']}")
+        lines.append(f"  version: {flag['version_url']}")
     if payload["count"] > payload["listed"]:
         lines.append(f"... and {payload['count'] - payload['listed']} more: see the queue ({payload['queue_url']})")
     lines.append("")
@@ -212,27 +220,159 @@ def _send(config: Config, payload: dict[str, Any], email: Callable[[], EmailMess
     return [answer.notice for answer in answers]
 
 
-def _failed(channel: str, to: str, message: str) -> ChannelAnswer:
+def channel_failed(channel: str, to: str, message: str) -> ChannelAnswer:
     line = " ".join(redact_secrets(message).split())  # an SMTP reply can run over several lines
     return ChannelAnswer(channel, to, line, line)
+
+
+def said(exc: BaseException) -> str:
+    """An exception as a failure notice may say it: the expected kinds in full (a server's reply, a refused
+    connection), any other by its type alone, as its text may quote a secret (a UnicodeEncodeError quotes the
+    character of the password it could not encode)."""
+    if isinstance(exc, (OSError, smtplib.SMTPException)):
+        return str(exc) or type(exc).__name__
+    return type(exc).__name__
+
+
+def _within_deadline(
+    config: Config,
+    channel: str,
+    to: str,
+    what: str,
+    work: Callable[[], ChannelAnswer],
+    abort: Callable[[], None],
+    then: Callable[[], None] = lambda: None,
+) -> ChannelAnswer:
+    """`work` on a thread of its own, given `[alerts] deadline` seconds in all: requests' and smtplib's timeouts
+    are per read, and a server answering a byte at a time would otherwise hold the run (and the archive's lock)
+    for as long as it likes. Past the deadline the channel has failed and `abort` cuts the exchange short; any
+    exception is a failure too, never one that escapes into the run. `then` (leave politely) runs on the thread
+    once the answer is known, and changes nothing of it."""
+    answers: list[ChannelAnswer] = []
+    lock = threading.Lock()
+    given = threading.Event()
+
+    def answer(found: ChannelAnswer) -> bool:
+        with lock:
+            if not answers:  # the first word stands: the work's own, or the deadline's
+                answers.append(found)
+                given.set()
+            return answers[0] is found
+
+    def run() -> None:
+        try:
+            answer(work())
+        except Exception as exc:  # a channel's failure is a notice of the run, whatever it is
+            answer(channel_failed(channel, to, f"{what} failed: {said(exc)}"))
+        finally:
+            with contextlib.suppress(Exception):
+                then()
+
+    threading.Thread(target=run, name=f"alert-{channel}", daemon=True).start()
+    given.wait(config.alerts.deadline)
+    late = channel_failed(channel, to, f"{what} failed: no answer within the deadline of {config.alerts.deadline:g} s")
+    if answer(late):
+        abort()
+    return answers[0]
+
+
+def _ssl_context(email: EmailAlert) -> ssl.SSLContext:
+    """The server's certificate and name checked against the system's CAs, or `ca_file`'s alone."""
+    return ssl.create_default_context(cafile=str(email.ca_file) if email.ca_file else None)
+
+
+class _Utf8(str):
+    """An AUTH response that smtplib.SMTP.auth, which asks for ASCII, encodes as UTF-8: PLAIN's credentials are
+    UTF-8 (RFC 4616), and LOGIN and CRAM-MD5, which name no charset, are taken as UTF-8 by servers."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, "utf-8", errors)
+
+
+class _SMTP(smtplib.SMTP):
+    """A password or user name beyond ASCII (say "Geheimnis-ü") logs in instead of raising UnicodeEncodeError."""
+
+    user: str
+    password: str
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address: Any = None) -> tuple[int, bytes]:
+        # smtplib sets _host in __init__ alone, and TLS checks the certificate's name against it: made unconnected
+        # (for the deadline to hold it from the start), this one learns its host here.
+        self._host = host
+        return super().connect(host, port, source_address)
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        return _Utf8(super().auth_plain(challenge))
+
+    def auth_login(self, challenge: bytes | None = None) -> str:
+        return _Utf8(super().auth_login(challenge))
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        if challenge is None:  # CRAM-MD5 has no initial response
+            return None
+        digest = hmac.HMAC(self.password.encode("utf-8"), challenge, "md5").hexdigest()
+        return _Utf8(f"{self.user} {digest}")
+
+
+class _SMTPS(_SMTP, smtplib.SMTP_SSL):
+    """SMTP over TLS from the first byte (implicit TLS, port 465), logging in as _SMTP does."""
 
 
 def _send_email(config: Config, message: EmailMessage, what: str) -> ChannelAnswer:
     email = config.alerts.email
     assert email is not None
     to = destination(config.alerts, "email")
-    try:
-        with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=TIMEOUT) as smtp:
-            if email.starttls:
-                smtp.starttls()
-            if email.username:
-                password = os.environ.get(email.password_env or "", "")
-                register_secret(password)
-                smtp.login(email.username, password)
-            smtp.send_message(message)
-    except (OSError, smtplib.SMTPException) as exc:
-        return _failed("email", to, f"alert e-mail via {email.smtp_host}:{email.smtp_port} failed: {exc}")
-    return ChannelAnswer("email", to, f"alert e-mail sent to {to} ({what})")
+    via = f"alert e-mail via {email.smtp_host}:{email.smtp_port}"
+    password = os.environ.get(email.password_env or "", "") if email.username else ""
+    register_secret(password)  # here, before the thread: the redaction covers whatever the exchange says
+    timeout = min(TIMEOUT, config.alerts.deadline)
+    opened: list[smtplib.SMTP] = []
+
+    def send() -> ChannelAnswer:
+        # Made unconnected and kept first, so that the deadline can shut its socket even before the greeting.
+        if email.implicit_tls:
+            smtp: smtplib.SMTP = _SMTPS(timeout=timeout, context=_ssl_context(email))
+        else:
+            smtp = _SMTP(timeout=timeout)
+        opened.append(smtp)
+        smtp.connect(email.smtp_host, email.smtp_port)
+        if email.starttls:
+            smtp.starttls(context=_ssl_context(email))
+        if email.username:
+            smtp.login(email.username, password)
+        refused = smtp.send_message(message)
+        if refused:
+            # One row per flag and channel (alert_deliveries): a recipient refused fails the channel, so the
+            # flags stay owed and the next attempt mails every recipient again.
+            refusals = "; ".join(
+                f"{address}: {code} {reply.decode(errors='replace')}" for address, (code, reply) in refused.items()
+            )
+            return channel_failed(
+                "email", to, f"{via} failed: {len(refused)} of {len(email.to)} recipients refused ({refusals})"
+            )
+        return ChannelAnswer("email", to, f"alert e-mail sent to {to} ({what})")
+
+    def leave() -> None:
+        # After the answer: a server that answers QUIT with anything but 221 (or not at all) has the message
+        # already, and recording it failed would mail it again.
+        for smtp in opened:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+
+    def abort() -> None:
+        for smtp in opened:
+            _shut(smtp.sock)
+
+    return _within_deadline(config, "email", to, via, send, abort, leave)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    """Wake a thread blocked reading `sock` (closing it from another thread may not)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing to wake
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> ChannelAnswer:
@@ -244,13 +384,21 @@ def _send_webhook(config: Config, payload: dict[str, Any], what: str) -> Channel
         register_secret(token)
         headers["Authorization"] = f"Bearer {token}"
     shown = destination(config.alerts, "webhook")
-    try:
-        response = requests.post(webhook.url, json=payload, headers=headers, timeout=TIMEOUT)
-    except requests.RequestException as exc:
-        return _failed("webhook", shown, f"alert webhook {shown} failed: {type(exc).__name__}")
-    if response.status_code >= 300:
-        return _failed("webhook", shown, f"alert webhook {shown} failed: HTTP {response.status_code}")
-    return ChannelAnswer("webhook", shown, f"alert webhook {shown} answered {response.status_code} ({what})")
+    via = f"alert webhook {shown}"
+    timeout = min(TIMEOUT, config.alerts.deadline)
+
+    def post() -> ChannelAnswer:
+        try:
+            response = requests.post(webhook.url, json=payload, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:  # its text holds the URL, whose path may be the secret
+            return channel_failed("webhook", shown, f"{via} failed: {type(exc).__name__}")
+        if response.status_code >= 300:
+            return channel_failed("webhook", shown, f"{via} failed: HTTP {response.status_code}")
+        return ChannelAnswer("webhook", shown, f"{via} answered {response.status_code} ({what})")
+
+    # requests keeps its socket to itself: past the deadline the POST is left to its thread (a daemon, which
+    # ends with its read timeout or the process) and the flags stay owed, so at worst they are posted twice.
+    return _within_deadline(config, "webhook", shown, via, post, lambda: None)
 
 
 def shown_webhook(url: str) -> str:

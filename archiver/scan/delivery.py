@@ -21,9 +21,18 @@ from typing import Any
 
 from ..config import AlertsConfig, Config
 from ..errors import ArchiverError, ConfigError
+from ..logs import redact_secrets
 from ..store import Store
 from ..warc import iso, utcnow
-from .alerts import ChannelAnswer, alerted_severities, configured_channels, destination, send_flags
+from .alerts import (
+    ChannelAnswer,
+    alerted_severities,
+    channel_failed,
+    configured_channels,
+    destination,
+    said,
+    send_flags,
+)
 
 log = logging.getLogger("archiver.alerts")
 
@@ -137,7 +146,10 @@ def deliver_owed(store: Store, config: Config, run_id: str | None) -> list[Chann
     for owed in pending_alerts(store.conn, config.alerts):
         if not owed.flags:
             continue
-        answer = send_flags(config, owed.channel, owed.flags, run_id)
+        try:
+            answer = send_flags(config, owed.channel, owed.flags, run_id)
+        except Exception as exc:  # one channel's failure, whatever it is, leaves its flags owed
+            answer = channel_failed(owed.channel, owed.destination, f"alert {owed.channel} failed: {said(exc)}")
         append_delivery(store, owed, answer, run_id)  # only now: a stop before this sends them again
         if not answer.sent:
             log.warning("%s; its %d flag(s) stay owed", answer.notice, len(owed.flags))
@@ -150,8 +162,9 @@ def alert_after(store: Store, config: Config, run_id: str | None, notices: list[
     lost run."""
     try:
         answers = deliver_owed(store, config, run_id)
-    except (ArchiverError, sqlite3.DatabaseError) as exc:
-        message = f"alerts not sent: {exc}; they stay owed: `archiver alerts send` retries"
+    except Exception as exc:  # the run's result and checkpoint come after: never lost to an alert
+        shown = exc if isinstance(exc, (ArchiverError, sqlite3.DatabaseError)) else said(exc)
+        message = redact_secrets(f"alerts not sent: {shown}; they stay owed: `archiver alerts send` retries")
         log.error(message)
         notices.append(message)
         return
