@@ -8,34 +8,61 @@ followed by a community word ("flu shots", "diabetes support group") is about a 
 
 Both passes read the text normalised (normalise_for_matching: NFKC, one hyphen, no invisible characters),
 so "123–45–6789" or a zero-width space cannot hide an identifier; every span is mapped back to the original.
+
+Every regex here runs on every text, hostile ones included (a public comment of 60,000 "!"): none may
+backtrack more than a bounded amount at a position, and the Python loops over hits and anchors are kept to
+near-linear work (tests/test_phi_hardening.py feeds long hostile runs).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from .rules import ContextRule, PatternRule, RuleSet
+from ..errors import ConfigError
+from .rules import ContextRule, PatternRule, RuleSet, lexicon_expressions
+
+# What the engine itself does to find hits (normalisation, sentence splitting, how anchors tie, caps) is part
+# of the version every flag records, next to the rule files' labels and digest: bump it with any change that
+# can change what is flagged, so `archiver scan --all` after an upgrade re-judges every version (flag_status
+# shows only the latest scan's version; an old engine's flags leave the queue, its decided hits carry over).
+# 2: label punctuation, invisible characters, sentence splitting without backtracking, organisation cues only
+#    in the organisation's own texts, health.named within a sentence, one rule's hits merged past a cap.
+ENGINE_REVISION = 2
+# A rule with more hits than this in one text keeps the first MAX_HITS_PER_RULE - 1 and merges the rest into one
+# hit spanning them: a comment of "I have flu. " x 700 is five flags for a reviewer, not 700 high alerts.
+MAX_HITS_PER_RULE = 5
 
 # Lexicons whose terms are never cleared by a following community word ("ICU nurses" still places a
 # person in the ICU).
 UNSUPPRESSED = frozenset({"units"})
-PRONOUN_START = re.compile(r"\W*(?:he|she|they|his|her|hers|their|him|them)\b", re.IGNORECASE)
+# PRONOUN_START, SELF_ELIDED and kin_at_start are matched at a sentence's first word character (_Text.first_words),
+# not with a leading \W*: that would rescan a run of "! ! ! ..." from every one of its sentence starts.
+PRONOUN_START = re.compile(r"(?:he|she|they|his|her|hers|their|him|them)\b", re.IGNORECASE)
 LOCATIVE_BEFORE = re.compile(
     r"(?i:\b(?:in|into|to|at|from|on|onto|out\s+of|left|leaving|visit|visiting|admitted\s+to)\s+"
     r"(?:the\s+|your\s+|our\s+|a\s+|an\s+|this\s+|that\s+)?)$"
 )
-SENTENCE_END = re.compile(r"(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bSt)(?<!\bNo)[.!?]+[\"')\]]*\s+|\n+")
+# A sentence ends at a run of . ! ? (then closing quotes or brackets) and a space, or at line breaks; not after
+# Dr. Mr. Mrs. Ms. St. No. (but "No!! I ..." ends one at its second mark). A match starts only at a run's first
+# mark (its second after one of those words) and the run is taken possessively: "[.!?]+" tried from every mark
+# of a run of 16,000 "!" without a space backtracked quadratically (seconds per comment).
+SENTENCE_END = re.compile(
+    r"(?:(?<![.!?])(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bSt)(?<!\bNo)[.!?]"
+    r"|(?<=\b(?:Dr|Mr|Ms|St|No)[.!?])[.!?]|(?<=\bMrs[.!?])[.!?])"
+    r"[.!?]*+[\"')\]]*+\s+|\n+"
+)
+WORD_CHAR = re.compile(r"\w")
 # "I" in capitals, or "i" / "im" / "ive" as people type them; never "Im" alone in capitals (instant messaging)
 SELF = re.compile(
     r"\b(?:I|I'm|I'd|I've|I'll|Ive|i|i'm|i'd|i've|i'll|im|ive)(?!\w)|(?i:\b(?:me|my|myself|mine)\b)|\bIm(?= [a-z])"
 )
 SELF_ELIDED = re.compile(
-    r"\W*((?:just\s+|finally\s+|still\s+)?(?:got|been|had|having|finished|starting|started|recovering|dealing|"
+    r"((?:just\s+|finally\s+|still\s+)?(?:got|been|had|having|finished|starting|started|recovering|dealing|"
     r"diagnosed|back\s+from|home\s+from|out\s+of|spent|went|ended\s+up|woke\s+up|came|stuck|sitting|waiting|"
     r"lying|currently)\b|as\s+(?:someone|somebody|a\s+person|a\s+patient|a\s+survivor)\b)",
     re.IGNORECASE,
@@ -89,7 +116,17 @@ def normalise_address(text: str) -> str:
 # become "-" only between two digits (see normalise_for_matching).
 HYPHENS = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d", "-") | {"’": "'"})
 DIGIT_DASHES = frozenset("\u2014\u2015")
-NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# Invisible characters that are not format characters (Cf, dropped too): Unicode's Default_Ignorable_Code_Point
+# (variation selectors such as the emoji one U+FE0F, the combining grapheme joiner, Hangul fillers, Mongolian
+# selectors, tag and unassigned ignorables), and the keycap mark U+20E3, so "5\ufe0f\u20e3" (an emoji digit) is "5".
+INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u20e3\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+# What normalise_for_matching may change: a run of non-ASCII characters, or the line break (and the spaces or
+# tabs around it) of a number wrapped at its hyphen ("555-867-\n5309" is one number; a lone "\n" ends a sentence).
+CHANGEABLE = re.compile(r"[^\x00-\x7f]+|(?<=\d[-\u2010-\u2015\u2212\ufe63\uff0d])[ \t]*\r?\n[ \t]*(?=\d)")
 
 
 @lru_cache(maxsize=4096)
@@ -101,8 +138,11 @@ def _joins_previous(char: str) -> bool:
 @lru_cache(maxsize=4096)
 def _normalise_cluster(cluster: str) -> str:
     folded = unicodedata.normalize("NFKC", cluster).translate(HYPHENS)
-    # format characters (zero-width space / joiner, soft hyphen, BOM, direction marks) are invisible: dropped
-    return "".join(c for c in folded if unicodedata.category(c) != "Cf") if not folded.isascii() else folded
+    if folded.isascii():
+        return folded
+    # format characters (zero-width space / joiner, soft hyphen, BOM, direction marks) and the other invisible
+    # ones (after NFKC: it makes U+3164 and U+FFA0 the filler U+1160) are dropped
+    return INVISIBLE.sub("", "".join(c for c in folded if unicodedata.category(c) != "Cf"))
 
 
 @dataclass(frozen=True)
@@ -131,17 +171,24 @@ class OffsetMap:
 
 
 def normalise_for_matching(text: str) -> tuple[str, OffsetMap | None]:
-    """`text` as the rules see it: NFKC, one hyphen, one apostrophe, no format characters; and the map back
-    to the original, None when every character kept its place (plain ASCII, the usual case, is returned as it
-    is). A character with its combining marks is normalised by itself, so the map is exact."""
-    if text.isascii():
+    """`text` as the rules see it: NFKC, one hyphen, one apostrophe, no invisible characters, no line break
+    inside a number wrapped at its hyphen; and the map back to the original, None when every character kept its
+    place (plain ASCII on one line, the usual case, is returned as it is). A character with its combining marks
+    is normalised by itself, so the map is exact."""
+    if text.isascii() and "\n" not in text:
         return text, None
     parts: list[str] = []
     changes: list[tuple[int, int, int, int]] = []
     pos = 0  # original text before pos is in parts
     shift = 0  # len(normalised so far) - pos
-    for run in NON_ASCII.finditer(text):
+    for run in CHANGEABLE.finditer(text):
         start, end = run.span()
+        if text[start].isascii():  # a wrapped number's line break: left out
+            parts.append(text[pos:start])
+            changes.append((start, end, start + shift, start + shift))
+            shift -= end - start
+            pos = end
+            continue
         if start > pos and _joins_previous(text[start]):
             start -= 1  # "e" + combining acute: one cluster
         i = start
@@ -170,6 +217,61 @@ def normalise_for_matching(text: str) -> tuple[str, OffsetMap | None]:
     if not changes:
         return normalised, None  # e.g. only curly apostrophes or en dashes: offsets unchanged
     return normalised, OffsetMap(tuple(changes), tuple(c[2] for c in changes))
+
+
+def _outermost(hits: list[Hit]) -> list[Hit]:
+    """The hits not inside a longer one of the same category: that is the same identifier ("555-0148" in a full
+    number). One sort and sweep (a pairwise test was quadratic in a text of thousands of numbers)."""
+    inside: set[int] = set()
+    reach: dict[str, int] = {}  # per category, the furthest end of the hits starting earlier
+    for k in sorted(range(len(hits)), key=lambda k: (hits[k].start, -hits[k].end)):
+        hit = hits[k]
+        if reach.get(hit.category, -1) >= hit.end:
+            inside.add(k)
+        else:
+            reach[hit.category] = hit.end
+    return [h for k, h in enumerate(hits) if k not in inside]
+
+
+def _merge_past_cap(hits: list[Hit], text: str) -> list[Hit]:
+    """A rule's first MAX_HITS_PER_RULE - 1 hits as they are, the rest merged into one hit: its span from the
+    first merged hit's start to the last one's end, its reason saying how many it stands for. A review decides
+    the lot, the queue and the alerts hold a handful of flags, not hundreds from one hostile comment."""
+    by_rule: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_rule.setdefault(hit.rule_id, []).append(hit)
+    if all(len(found) <= MAX_HITS_PER_RULE for found in by_rule.values()):
+        return hits
+    kept: list[Hit] = []
+    for found in by_rule.values():
+        if len(found) <= MAX_HITS_PER_RULE:
+            kept.extend(found)
+            continue
+        found.sort(key=lambda h: (h.start, h.end))
+        kept.extend(found[: MAX_HITS_PER_RULE - 1])
+        rest = found[MAX_HITS_PER_RULE - 1 :]
+        start, end = rest[0].start, max(h.end for h in rest)
+        reasons = "; ".join(dict.fromkeys(h.reason for h in rest))
+        reason = f"{reasons} ({len(rest)} hits of this rule in this stretch, one flag)"
+        kept.append(replace(rest[0], start=start, end=end, matched=text[start:end], reason=reason))
+    return kept
+
+
+class _Coverage:
+    """Whether a position is inside one of some spans (they may overlap): bisect, not a scan of them all."""
+
+    def __init__(self, spans: list[tuple[int, int]]):
+        ordered = sorted(spans)
+        self.starts = [s for s, _ in ordered]
+        self.reach: list[int] = []  # the furthest end among the spans up to each, in start order
+        furthest = -1
+        for _, end in ordered:
+            furthest = max(furthest, end)
+            self.reach.append(furthest)
+
+    def covers(self, pos: int) -> bool:
+        k = bisect_right(self.starts, pos) - 1
+        return k >= 0 and self.reach[k] > pos
 
 
 @dataclass(frozen=True)
@@ -282,9 +384,7 @@ def lexicon_regex(entries: Iterable[str]) -> LexiconRegex:
         exact=re.compile(rf"(?<![\w])(?:{_alternation(exact)})(?![\w])") if exact else None,
         lower=re.compile(lower) if folded else None,
         folded=re.compile(lower, re.IGNORECASE) if folded else None,
-        expressions=re.compile("|".join(rf"(?i:(?<![\w])(?:{e})(?![\w]))" for e in expressions))
-        if expressions
-        else None,
+        expressions=re.compile(lexicon_expressions(expressions)) if expressions else None,
     )
 
 
@@ -292,6 +392,22 @@ def _words_before(entries: Iterable[str], tail: str) -> re.Pattern[str] | None:
     """Matches at the end of the text before a position when it ends with one of `entries` (then `tail`)."""
     entries = list(entries)
     return re.compile(rf"(?i:\b(?:{_alternation(entries)})\s+{tail})$") if entries else None
+
+
+@dataclass
+class _Anchors:
+    """One kind of anchor in a text, indexed so a term finds its nearest without looking at every anchor (a long
+    comment of "I have flu." holds thousands of each)."""
+
+    spans: list[tuple[int, int]]  # as found: of two equally near, the first found wins
+    order: list[int]  # indexes into spans, by start
+    starts: list[int]  # the starts in that order, for bisect
+    longest: int
+
+    @classmethod
+    def of(cls, spans: list[tuple[int, int]]) -> _Anchors:
+        order = sorted(range(len(spans)), key=lambda k: spans[k][0])
+        return cls(spans, order, [spans[k][0] for k in order], max((e - s for s, e in spans), default=0))
 
 
 @dataclass
@@ -304,11 +420,33 @@ class _Text:
     starts: list[int]
     lowered: str | None = None  # text.lower() when it keeps every offset
     anchors: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    indexed: dict[str, _Anchors] = field(default_factory=dict)
     raw_terms: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     terms: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    words: list[int | None] | None = None
+    pronoun: dict[int, bool] = field(default_factory=dict)
 
     def sentence(self, pos: int) -> int:
         return bisect_right(self.starts, pos) - 1
+
+    def first_words(self) -> list[int | None]:
+        """Where each sentence's first word character is (None: none follows). One pass over the text: a run of
+        "! ! ! ..." holds a sentence start every two characters, all with the same first word."""
+        if self.words is None:
+            self.words = []
+            found: int | None = -1
+            for start in self.starts:
+                if found is None or start > found:
+                    match = WORD_CHAR.search(self.text, start)
+                    found = match.start() if match else None
+                self.words.append(found)
+        return self.words
+
+    def starts_with_pronoun(self, sentence: int) -> bool:
+        if sentence not in self.pronoun:
+            word = self.first_words()[sentence]
+            self.pronoun[sentence] = word is not None and bool(PRONOUN_START.match(self.text, word))
+        return self.pronoun[sentence]
 
 
 class Detector:
@@ -320,18 +458,30 @@ class Detector:
         allow: AllowList | None = None,
         person_finder: Callable[[str], list[tuple[int, int]]] | None = None,
     ):
-        """`person_finder` (optional) adds the person names it finds (e.g. a spaCy model's) to the lexicon's."""
+        """`person_finder` (optional) adds the person names it finds (e.g. a spaCy model's) to the lexicon's.
+        A lexicon that does not compile is a ConfigError (load_rules checks its "re:" entries, but a rule set
+        can be built without it): a scan or run reports it in one line, never a traceback."""
         self.rules = rules
         self.person_finder = person_finder
-        self.version = rules.version
+        # what the flags record: the rule files' version, and the engine's (ENGINE_REVISION)
+        self.version = f"{rules.version}+engine-{ENGINE_REVISION}"
         self.allow = allow or AllowList()
-        lex = rules.lexicons
+        try:
+            self._compile(rules.lexicons)
+        except re.error as exc:
+            files = ", ".join(rules.files) or "the rules"
+            raise ConfigError(f"{files}: a lexicon does not compile ({exc}); fix its re: entries") from None
+
+    def _compile(self, lex: dict[str, list[str]]) -> None:
+        rules = self.rules
         self.toll_free = tuple(str(p) for p in lex.get("public_phone_prefixes", ()))
         needed = {name for rule in rules.context for name in rule.terms}
         self.term_regex = {name: lexicon_regex(lex.get(name, ())) for name in needed}
         community = lex.get("community_words", ())
         self.community = (
-            re.compile(rf"(?i:[\s'’-]+(?:[\w'-]+\s+)?(?:{_alternation(community)})\b)") if community else None
+            # one word between ("flu vaccine clinic"), of at most 31 characters: an unbounded [\w'-]+ rescanned a
+            # hyphenated run ("flu-flu-flu-...") to its end from every term in it
+            re.compile(rf"(?i:[\s'’-]+(?:\w[\w'-]{{0,30}}\s+)?(?:{_alternation(community)})\b)") if community else None
         )
         relations = lex.get("relations", ())
         relation_parts = []
@@ -344,7 +494,7 @@ class Detector:
             relation_parts.append(rf"(?<![\w@])(?:{_alternation(kin)})(?![\w])")
         self.relation = re.compile("|".join(relation_parts)) if relation_parts else None
         # at a sentence's start, "my" is often left out: "hubby just got out of surgery"
-        self.kin_at_start = re.compile(rf"\W*((?i:{_alternation(kin)}))(?![\w])") if kin else None
+        self.kin_at_start = re.compile(rf"((?i:{_alternation(kin)}))(?![\w])") if kin else None  # at a first word
         names = [n for n in lex.get("names", ()) if n[:1].isupper()]
         honorifics = [h.rstrip(".") for h in lex.get("honorifics", ())]
         name_parts = []
@@ -380,33 +530,29 @@ class Detector:
         """Every hit in `text`, ordered by position.
 
         `kind` (post / comment / message) and `author` (a handle) enable the rules limited to some kinds or
-        to what the organisation's own accounts write (e.g. "your" in the clinic's reply is the patient)."""
+        to what the organisation's own accounts write (e.g. "your" in the clinic's reply is the patient);
+        `own=True` says the archived account wrote it (known by its platform id), whatever its handle."""
         if not text:
             return []
         original = text
         # the rules match the normalised text; every span is mapped back to the original (what is stored)
         text, offsets = normalise_for_matching(original)
+        own = bool(own) or (bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles)
         hits: list[Hit] = []
         seen: set[tuple[str, int, int]] = set()
         for rule in self.rules.patterns:
-            for hit in self._pattern_hits(rule, text):
+            for hit in self._pattern_hits(rule, text, own):
                 key = (hit.category, hit.start, hit.end)
                 if key not in seen:
                     seen.add(key)
                     hits.append(hit)
-        # a span inside a longer one of the same category is the same identifier ("555-0148" in a full number)
-        hits = [
-            h
-            for h in hits
-            if not any(o is not h and o.category == h.category and o.start <= h.start and h.end <= o.end for o in hits)
-        ]
+        hits = _outermost(hits)
         if self.rules.context:
-            # own=True: the caller knows the archived account wrote it (its platform id); else its handle decides
-            own = bool(own) or (bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles)
             lowered = text.lower()
             state = _Text(text, kind, own, self._sentence_starts(text), lowered if len(lowered) == len(text) else None)
             for rule in self.rules.context:
                 hits.extend(self._context_hits(rule, state))
+        hits = _merge_past_cap(hits, text)
         hits.sort(key=lambda h: (h.start, h.end, h.rule_id))
         if offsets is not None:
             spans = [offsets.span(h.start, h.end) for h in hits]
@@ -416,7 +562,7 @@ class Detector:
         return hits
 
     # -- structured identifiers ----------------------------------------------------------------------------
-    def _pattern_hits(self, rule: PatternRule, text: str) -> Iterable[Hit]:
+    def _pattern_hits(self, rule: PatternRule, text: str, own: bool) -> Iterable[Hit]:
         for match in rule.regex.finditer(text):
             if rule.value_group and match.group(rule.value_group) is not None:
                 start, end = match.span(rule.value_group)
@@ -429,12 +575,13 @@ class Detector:
                 continue
             if rule.allow and self._allowed(rule.allow, found):
                 continue
-            if rule.allow in ("phone", "email") and self._organisation_offered(text, start):
+            if own and rule.allow in ("phone", "email") and self._organisation_offered(text, start):
                 continue
             yield Hit(rule.id, rule.category, rule.severity, start, end, found, rule.reason)
 
     def _organisation_offered(self, text: str, start: int) -> bool:
-        """ "Call us at ...", "our billing line ...": a number or address an organisation gives out."""
+        """ "Call us at ...", "our billing line ...": a number or address the organisation gives out. Asked only
+        of what the organisation wrote: in a patient's or relative's comment "call us at" offers their own."""
         return bool(self.organisation_before and self.organisation_before.search(text, max(0, start - 40), start))
 
     def _allowed(self, allow: str, found: str) -> bool:
@@ -461,12 +608,14 @@ class Detector:
         ]
         if not terms:
             return []  # most texts hold no health term: the anchors (and a name model) are never asked
-        anchors = self._anchors(rule.anchor, state)
-        if not anchors:
+        if not self._anchors(rule.anchor, state):
             return []
+        if rule.anchor not in state.indexed:
+            state.indexed[rule.anchor] = _Anchors.of(state.anchors[rule.anchor])
+        anchors = state.indexed[rule.anchor]
         groups: dict[int, list[tuple[int, int, str]]] = {}
         for start, end, lexicon in terms:
-            anchor = self._tied_anchor(rule.window, anchors, start, end, state)
+            anchor = self._tied_anchor(rule, anchors, start, end, state)
             if anchor is not None:
                 group = groups.setdefault(state.sentence(start), [])
                 group.append((start, end, lexicon))
@@ -481,26 +630,52 @@ class Detector:
         return hits
 
     def _tied_anchor(
-        self, window: int, anchors: list[tuple[int, int]], start: int, end: int, state: _Text
+        self, rule: ContextRule, anchors: _Anchors, start: int, end: int, state: _Text
     ) -> tuple[int, int] | None:
+        """The anchor nearest the term among those the rule ties to it (of two as near, the first found).
+
+        Anchors are visited outward from the term's place, only within the stretch of text where a tied one can
+        start, and no further than the nearest found so far: near-linear in a text with thousands of each."""
+        window, across = rule.window, rule.across
         sentence = state.sentence(start)
-        best: tuple[int, int] | None = None
-        best_gap = None
-        for a_start, a_end in anchors:
+        lowest, highest = 0, len(state.text) + 1  # where a tied anchor may start
+        if window != -1:
+            previous = window == 0 and sentence > 0 and state.starts_with_pronoun(sentence)
+            lowest = state.starts[sentence - 1] if previous else state.starts[sentence]
+            highest = state.starts[sentence + 1] if sentence + 1 < len(state.starts) else len(state.text) + 1
+            if across:
+                lowest = min(lowest, start - across - anchors.longest)
+                highest = max(highest, end + across + 1)
+        best: tuple[int, int] | None = None  # (gap, index in anchors.spans)
+
+        def consider(k: int) -> None:
+            nonlocal best
+            index = anchors.order[k]
+            a_start, a_end = anchors.spans[index]
             gap = max(0, start - a_end, a_start - end)
-            if window == -1:
-                ok = True
-            else:
+            if window != -1:
                 a_sentence = state.sentence(a_start)
-                if window > 0:
-                    ok = a_sentence == sentence and gap <= window
+                if a_sentence == sentence:
+                    ok = window == 0 or gap <= window
                 else:
-                    ok = a_sentence == sentence or (
-                        a_sentence == sentence - 1 and PRONOUN_START.match(state.text, state.starts[sentence])
-                    )
-            if ok and (best_gap is None or gap < best_gap):
-                best, best_gap = (a_start, a_end), gap
-        return best
+                    pronoun = window == 0 and a_sentence == sentence - 1 and state.starts_with_pronoun(sentence)
+                    ok = pronoun or (across > 0 and gap <= across)
+                if not ok:
+                    return
+            if best is None or (gap, index) < best:
+                best = (gap, index)
+
+        first = bisect_left(anchors.starts, start)
+        for k in range(first, len(anchors.starts)):  # starting at or after the term: gap >= a_start - end
+            if anchors.starts[k] >= highest or (best is not None and anchors.starts[k] - end > best[0]):
+                break
+            consider(k)
+        for k in range(first - 1, -1, -1):  # starting before it: gap >= start - (a_start + longest)
+            a_start = anchors.starts[k]
+            if a_start < lowest or (best is not None and start - a_start - anchors.longest > best[0]):
+                break
+            consider(k)
+        return anchors.spans[best[1]] if best is not None else None
 
     def _terms(self, lexicon: str, state: _Text, located: bool) -> list[tuple[int, int]]:
         key = f"{lexicon}@" if located else lexicon
@@ -530,10 +705,11 @@ class Detector:
         found: list[tuple[int, int]] = []
         if anchor == "self":
             # "my" in "my mother" speaks of the mother: the relative rule's anchor, not the author's
-            relatives = self._anchors("relative", state)
-            found = [s for s in (m.span() for m in SELF.finditer(text)) if not any(a <= s[0] < b for a, b in relatives)]
+            inside = _Coverage(self._anchors("relative", state))
+            found = [s for s in (m.span() for m in SELF.finditer(text)) if not inside.covers(s[0])]
             # "just got out of surgery": a sentence with the subject left out is the author's
-            found.extend(m.span(1) for s in state.starts if (m := SELF_ELIDED.match(text, s)))
+            words = (w for w in dict.fromkeys(state.first_words()) if w is not None)
+            found.extend(m.span(1) for w in words if (m := SELF_ELIDED.match(text, w)))
         elif anchor == "addressee":
             found = [
                 m.span()
@@ -543,7 +719,8 @@ class Detector:
         elif anchor == "relative" and self.relation:
             found = [m.span() for m in self.relation.finditer(text)]
             if self.kin_at_start:
-                found.extend(m.span(1) for s in state.starts if (m := self.kin_at_start.match(text, s)))
+                starts = (w for w in dict.fromkeys(state.first_words()) if w is not None)
+                found.extend(m.span(1) for w in starts if (m := self.kin_at_start.match(text, w)))
         elif anchor == "mention":
             found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
         elif anchor == "name":

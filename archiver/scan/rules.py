@@ -3,7 +3,8 @@
 The built-in files (archiver/scan/rules/) come first, then the organisation's own (`[scan] rule_files`):
 their lexicon entries are added to the lists of the same name and a rule with a known id replaces it. The
 rules version recorded with every flag is the files' version labels plus a digest of their bytes, so any
-edit to any file makes a new version (and `archiver scan --all` appends the flags it finds as new).
+edit to any file makes a new version (and `archiver scan --all` appends the flags it finds as new); the
+detector appends the engine's revision (engine.ENGINE_REVISION), so an upgrade that finds differently does too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ContextRule:
     window: int
     kinds: tuple[str, ...]
     by_organisation: bool = False
+    across: int = 0  # an anchor in another sentence this many characters from the term at most is tied too
 
 
 @dataclass
@@ -64,6 +66,13 @@ class RuleSet:
     patterns: list[PatternRule] = field(default_factory=list)
     context: list[ContextRule] = field(default_factory=list)
     lexicons: dict[str, list[str]] = field(default_factory=dict)
+
+
+def lexicon_expressions(expressions: list[str] | tuple[str, ...]) -> str:
+    """A lexicon's "re:" entries as the engine compiles them: one alternation, each entry a whole word ignoring
+    case, inside a group. So an entry may not hold a global flag ("(?i)" at its start is an error inside a
+    group) nor a group name another entry of the lexicon uses."""
+    return "|".join(rf"(?i:(?<![\w])(?:{e})(?![\w]))" for e in expressions)
 
 
 def is_signal(category: str) -> bool:
@@ -105,6 +114,7 @@ def build_rules(sources: list[tuple[str, bytes]]) -> RuleSet:
     patterns: dict[str, PatternRule] = {}
     context: dict[str, ContextRule] = {}
     lexicons: dict[str, list[str]] = {}
+    expression_sources: dict[tuple[str, str], str] = {}  # (lexicon, "re:" entry) -> where it was first given
     context_sources: dict[str, str] = {}
     for name, raw in sources:
         digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + raw + b"\0")
@@ -127,7 +137,10 @@ def build_rules(sources: list[tuple[str, bytes]]) -> RuleSet:
             for index, entry in enumerate(entries):
                 text = str(entry).strip()
                 if text.startswith("re:"):
-                    _compile(text[3:], f"{name}: lexicons.{entry_name}[{index}]")
+                    where = f"{name}: lexicons.{entry_name}[{index}]"
+                    _compile(text[3:], where)
+                    _compile_in_lexicon(text[3:], [text[3:]], where)
+                    expression_sources.setdefault((entry_name, text[3:]), where)
                 if text and text not in seen:
                     known.append(text)
                     seen.add(text)
@@ -159,6 +172,7 @@ def build_rules(sources: list[tuple[str, bytes]]) -> RuleSet:
                 window=rule.get("window", 0),
                 kinds=tuple(rule.get("kinds", ())),
                 by_organisation=rule.get("by_organisation", False),
+                across=rule.get("across", 0),
             )
     for rule_id, rule in context.items():
         for lexicon in (*rule.terms, *rule.located):
@@ -167,6 +181,13 @@ def build_rules(sources: list[tuple[str, bytes]]) -> RuleSet:
                     f"{context_sources[rule_id]}: names lexicon {lexicon!r}, which no rule file defines "
                     f"(known: {', '.join(sorted(lexicons))})"
                 )
+    # each entry compiled alone above; together (as the engine compiles a lexicon) they may still clash
+    for entry_name, entries in lexicons.items():
+        expressions = [e[3:] for e in entries if e.startswith("re:")]
+        if expressions and not _compiles(lexicon_expressions(expressions)):
+            for count in range(2, len(expressions) + 1):
+                entry = expressions[count - 1]
+                _compile_in_lexicon(entry, expressions[:count], expression_sources[(entry_name, entry)])
     version = "+".join([*labels, digest.hexdigest()[:12]])
     return RuleSet(version, [n for n, _ in sources], list(patterns.values()), list(context.values()), lexicons)
 
@@ -176,6 +197,26 @@ def _compile(expression: str, where: str) -> re.Pattern[str]:
         return re.compile(expression)
     except re.error as exc:
         raise ConfigError(f"{where}: not a valid regular expression ({exc}); fix the expression") from None
+
+
+def _compiles(expression: str) -> bool:
+    try:
+        re.compile(expression)
+    except re.error:
+        return False
+    return True
+
+
+def _compile_in_lexicon(entry: str, expressions: list[str], where: str) -> None:
+    """`entry` (valid alone) as the engine compiles it, with the lexicon's `expressions` before it."""
+    try:
+        re.compile(lexicon_expressions(expressions))
+    except re.error as exc:
+        others = " with the lexicon's other re: entries" if len(expressions) > 1 else ""
+        raise ConfigError(
+            f"{where}: {entry!r} cannot be compiled inside the lexicon's expression{others} ({exc.msg}); an entry "
+            "is matched ignoring case as a whole word: leave out global flags such as (?i) and reuse no group name"
+        ) from None
 
 
 def _one_line(exc: Exception) -> str:
