@@ -32,7 +32,8 @@ from .rules import ContextRule, PatternRule, RuleSet, lexicon_expressions
 # shows only the latest scan's version; an old engine's flags leave the queue, its decided hits carry over).
 # 2: label punctuation, invisible characters, sentence splitting without backtracking, organisation cues only
 #    in the organisation's own texts, health.named within a sentence, one rule's hits merged past a cap.
-ENGINE_REVISION = 2
+# 3: a Mastodon boost's boosted status is read too, as its author's (scan/fields.py quoted_fields).
+ENGINE_REVISION = 3
 # A rule with more hits than this in one text keeps the first MAX_HITS_PER_RULE - 1 and merges the rest into one
 # hit spanning them: a comment of "I have flu. " x 700 is five flags for a reviewer, not 700 high alerts.
 MAX_HITS_PER_RULE = 5

@@ -2,6 +2,11 @@
 options, link previews, LinkedIn article previews and polls. It is archived (item_versions.media and
 raw_json) and published with the item, so the PHI scan reads it as it reads the text.
 
+What the account re-published of someone else's is read too, as theirs: a Mastodon boost is a status with no
+content of its own and the boosted status under `reblog` (docs.joinmastodon.org, Status entity). The
+organisation spread it, so PHI in it is the organisation's matter; it is read with the boosted author's handle,
+so the rules for what the organisation itself writes ("call us at" its own number) do not apply to it.
+
 A hit there has no place in the version's text, whose offsets the flags' spans are: such a flag has no span
 (NULL, like a consent flag found in alt text) and its reason names where it was found. A review carries over
 to "the same hit" by version, rule and span, so all of a rule's hits outside the text of one version are one
@@ -15,9 +20,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..items import html_to_text
 from .engine import Detector, Hit
 
 Field = tuple[str, str]  # where (words for a reason, never the content), what it says
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """Fields of someone else's item that the version re-publishes, with that item's author's handle."""
+
+    author: str | None
+    fields: list[Field]
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,32 @@ def parse_fields(platform: str, text: str | None, media: str | None, raw_json: s
     return fields
 
 
-def _mastodon(status: dict[str, Any]) -> Iterable[Field]:
-    yield "the content warning", _str(status.get("spoiler_text"))
+def _mastodon(status: dict[str, Any], of: str = "") -> Iterable[Field]:
+    yield f"the content warning{of}", _str(status.get("spoiler_text"))
     for number, option in enumerate(_list(_dict(status.get("poll")).get("options")), start=1):
-        yield f"poll option {number}", _str(_dict(option).get("title"))
-    yield from _preview(_dict(status.get("card")), "the link preview")
+        yield f"poll option {number}{of}", _str(_dict(option).get("title"))
+    yield from _preview(_dict(status.get("card")), f"the link preview{of}")
+
+
+def quoted_fields(platform: str, raw_json: str | None) -> list[Quoted]:
+    """What the version re-publishes of another's item (a Mastodon boost's status), field by field."""
+    raw = _json(raw_json) if platform == "mastodon" else None
+    boosted = _dict(raw.get("reblog")) if isinstance(raw, dict) else {}
+    if not boosted:
+        return []
+    of = " of the boosted post"
+    found: list[Field] = [("the boosted post", html_to_text(_str(boosted.get("content"))))]
+    for number, attachment in enumerate(_list(boosted.get("media_attachments")), start=1):
+        found.append((f"the alt text of attachment {number}{of}", _str(_dict(attachment).get("description"))))
+    found.extend(_mastodon(boosted, of))
+    seen: set[str] = set()
+    fields = []
+    for where, value in found:
+        value = value.strip()
+        if value and value not in seen:
+            seen.add(value)
+            fields.append((where, value))
+    return [Quoted(_str(_dict(boosted.get("account")).get("acct")) or None, fields)] if fields else []
 
 
 def _facebook(node: dict[str, Any]) -> Iterable[Field]:
@@ -116,12 +151,21 @@ def _str(value: Any) -> str:
 
 
 def detect_outside(
-    detector: Detector, fields: list[Field], kind: str | None, author: str | None, own: bool | None
+    detector: Detector,
+    fields: list[Field],
+    kind: str | None,
+    author: str | None,
+    own: bool | None,
+    quoted: Iterable[Quoted] = (),
 ) -> list[OutsideHit]:
-    """The hits in `fields`, one a rule: its distinct matches, its reasons and every place it was found."""
+    """The hits in `fields` and in what the version re-publishes (`quoted`, read as its author's: a post, own
+    only if that author is one of the organisation's handles), one a rule: its distinct matches, its reasons and
+    every place it was found."""
+    readings = [(where, value, kind, author, own) for where, value in fields]
+    readings += [(where, value, "post", q.author, None) for q in quoted for where, value in q.fields]
     by_rule: dict[str, list[tuple[str, Hit]]] = {}
-    for where, value in fields:
-        for hit in detector.detect(value, kind, author, own=own):
+    for where, value, as_kind, by, is_own in readings:
+        for hit in detector.detect(value, as_kind, by, own=is_own):
             by_rule.setdefault(hit.rule_id, []).append((where, hit))
     found = []
     for rule_id, hits in by_rule.items():

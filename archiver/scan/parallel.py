@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .engine import Detector, Hit
-from .fields import RAW_PLATFORMS, OutsideHit, detect_outside, parse_fields
+from .fields import RAW_PLATFORMS, OutsideHit, detect_outside, parse_fields, quoted_fields
 
 log = logging.getLogger("archiver.scan")
 
@@ -59,7 +59,8 @@ def detect_versions(conn: sqlite3.Connection, detector: Detector, first: int, la
     for version_id, item_key, kind, text, author, platform, media, raw_json, by_account in rows:
         own = True if by_account else None
         hits: list[Hit | OutsideHit] = list(detector.detect(text, kind, author, own=own))
-        hits.extend(detect_outside(detector, parse_fields(platform, text, media, raw_json), kind, author, own))
+        fields = parse_fields(platform, text, media, raw_json)
+        hits.extend(detect_outside(detector, fields, kind, author, own, quoted_fields(platform, raw_json)))
         if hits:
             found.append((version_id, item_key, hits))
     return len(rows), found
