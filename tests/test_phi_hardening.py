@@ -20,8 +20,12 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.errors import ConfigError
 from archiver.scan import engine
+from archiver.scan.archive import append_scan
 from archiver.scan.engine import ENGINE_REVISION, MAX_HITS_PER_RULE, AllowList, Detector, normalise_for_matching
 from archiver.scan.rules import RuleSet, load_rules
+from archiver.store import Store
+
+from .test_store import make_item
 
 ALLOW = AllowList.build(phones=["(555) 010-0100"], domains=["riverside.example"], handles=["riverside"])
 EVAL = Path(__file__).resolve().parent / "data" / "phi_eval.jsonl"
@@ -335,7 +339,8 @@ def test_a_rescan_after_an_engine_upgrade_rejudges_every_version(demo_template, 
     config = str(directory / "archiver.toml")
     conn = sqlite3.connect(directory / "archive" / "archive.db")
     old = {r[0] for r in conn.execute("SELECT DISTINCT rules_version FROM flags WHERE category != 'consent'")}
-    assert len(old) == 1 and next(iter(old)).endswith(f"+engine-{ENGINE_REVISION}")
+    # the demo's config lists the clinic's own numbers and handles: "+allow-..." follows the engine's revision
+    assert len(old) == 1 and re.search(rf"\+engine-{ENGINE_REVISION}(\+allow-[0-9a-f]{{12}})?$", next(iter(old)))
     before = conn.execute("SELECT count(*) FROM flags WHERE category != 'consent'").fetchone()[0]
 
     monkeypatch.setattr(engine, "ENGINE_REVISION", ENGINE_REVISION + 1)
@@ -346,3 +351,24 @@ def test_a_rescan_after_an_engine_upgrade_rejudges_every_version(demo_template, 
     assert counts == {next(iter(old)): before, new: before}  # every hit judged again, the old flags kept
     queued = {r[0] for r in conn.execute("SELECT DISTINCT rules_version FROM flag_queue WHERE category != 'consent'")}
     assert queued == {new}
+
+
+def test_a_number_added_to_the_allow_list_leaves_the_queue_after_scan_all(tmp_path: Path):
+    """Allow-lists live in the config, not the rule files: they are part of the version too, so a rescan with
+    the clinic's new number listed re-judges its old flags instead of finding the version unchanged."""
+    store = Store.open(tmp_path / "a.db")
+    store.append_run("run1", "host", "0" * 64, ["a"])
+    with store.transaction():
+        store.append_item("a", make_item("New line for appointments: 617-555-0148", author_handle="pat"), "run1")
+    rules = load_rules()
+    try:
+        append_scan(store, Detector(rules), mode="new")
+        queue = "SELECT count(*) FROM flag_queue WHERE category = 'phone'"
+        assert store.conn.execute(queue).fetchone()[0] == 1
+        listed = Detector(rules, AllowList.build(phones=["617-555-0148"]))
+        assert listed.version != Detector(rules).version and "+allow-" in listed.version
+        assert listed.version == Detector(rules, AllowList.build(phones=["(617) 555-0148"])).version  # as listed
+        append_scan(store, listed, mode="all")
+        assert store.conn.execute(queue).fetchone()[0] == 0
+    finally:
+        store.close()

@@ -16,11 +16,13 @@ near-linear work (tests/test_phi_hardening.py feeds long hostile runs).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
 from ..errors import ConfigError
@@ -309,6 +311,13 @@ class AllowList:
             organisation_words=frozenset(own_words),
         )
 
+    def digest(self) -> str:
+        """Twelve hex digits over everything allowed: part of the detector's version, so that a change to the
+        `[scan]` lists (a number of the organisation's added) is a new version `archiver scan --all` re-judges by,
+        as a rule change is."""
+        listed = {f.name: sorted(getattr(self, f.name)) for f in fields(self)}
+        return hashlib.sha256(json.dumps(listed, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
     def own_phone(self, digits: str) -> bool:
         for own in self.phones:
             if digits == own or (len(own) == 7 and digits.endswith(own)) or (len(digits) == 7 and own.endswith(digits)):
@@ -464,9 +473,11 @@ class Detector:
         can be built without it): a scan or run reports it in one line, never a traceback."""
         self.rules = rules
         self.person_finder = person_finder
-        # what the flags record: the rule files' version, and the engine's (ENGINE_REVISION)
-        self.version = f"{rules.version}+engine-{ENGINE_REVISION}"
         self.allow = allow or AllowList()
+        # what the flags record: the rule files' version, the engine's (ENGINE_REVISION) and, when the config
+        # allows anything, a digest of what it allows
+        listed = "" if self.allow == AllowList() else f"+allow-{self.allow.digest()}"
+        self.version = f"{rules.version}+engine-{ENGINE_REVISION}{listed}"
         try:
             self._compile(rules.lexicons)
         except re.error as exc:
