@@ -32,8 +32,8 @@ from .checkpoints import (
     sign_checkpoint,
 )
 from .config import AccountConfig, Config, resolve_token
-from .connectors import connector_for, request_revisions
-from .connectors.base import REVISIONS_FIELD, Connector, FetchWindow
+from .connectors import connector_for, parser_revisions, request_revisions
+from .connectors.base import PARSER_REVISIONS_FIELD, REVISIONS_FIELD, Connector, FetchWindow
 from .consent.check import consent_check_after_run
 from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
@@ -312,6 +312,7 @@ def run_archive(
                     "recheck-since": window.recheck_since,
                     "started-at": window.started_at,
                     REVISIONS_FIELD: request_revisions(a.platform for a in accounts),
+                    PARSER_REVISIONS_FIELD: parser_revisions(a.platform for a in accounts),
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )

@@ -43,7 +43,14 @@ from .checkpoints import (
     signed_warc_listings,
 )
 from .config import Config
-from .connectors.base import FIRST_REVISION, REVISIONS_FIELD, Connector, FetchWindow, parse_revisions
+from .connectors.base import (
+    FIRST_REVISION,
+    PARSER_REVISIONS_FIELD,
+    REVISIONS_FIELD,
+    Connector,
+    FetchWindow,
+    parse_revisions,
+)
 from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
@@ -71,6 +78,8 @@ class _RunRecords:
     accounts: list[str] = field(default_factory=list)
     # platform -> the request revision its connector asked at; one not named asked at revision 1 (see RequestRevisions)
     revisions: dict[str, int] = field(default_factory=dict)
+    # platform -> the parser revision its connector read responses at; one not named read at revision 1
+    parsers: dict[str, int] = field(default_factory=dict)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # its files with damage that is not a torn tail
@@ -412,6 +421,13 @@ def index_runs(
                         except ValueError as exc:
                             if on_problem:
                                 on_problem(Problem(f"WARC {path.name}", f"warcinfo: {exc}; replayed as revision 1"))
+                        try:
+                            current.parsers = parse_revisions(
+                                info.get(PARSER_REVISIONS_FIELD, ""), PARSER_REVISIONS_FIELD
+                            )
+                        except ValueError as exc:  # what it explains in verify --replay: nothing, as revision 1
+                            if on_problem:
+                                on_problem(Problem(f"WARC {path.name}", f"warcinfo: {exc}; read as revision 1", "note"))
                     current.files.append(path)
                     continue
                 account = headers.get_header(ACCOUNT_FIELD)
@@ -436,6 +452,8 @@ def index_runs(
 class RebuildOutcome:
     runs: int
     problems: list[Problem]
+    # run id -> platform -> the parser revision the run read that platform's responses at (absent: 1)
+    parsed_at: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:
@@ -500,7 +518,8 @@ def rebuild_database(
     try:
         store = Store.open(partial, durable=False)
         try:
-            runs = _replay_runs(config, store, progress, on_run, found, checks)
+            parsed_at: dict[str, dict[str, int]] = {}
+            runs = _replay_runs(config, store, progress, on_run, found, checks, parsed_at)
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.close()
@@ -513,7 +532,7 @@ def rebuild_database(
     finally:
         for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
             leftover.unlink(missing_ok=True)
-    return RebuildOutcome(runs, problems)
+    return RebuildOutcome(runs, problems, parsed_at)
 
 
 def _failed_replay(
@@ -544,10 +563,12 @@ def _replay_runs(
     on_run: Callable[[str, int], None] | None,
     on_problem: Callable[[Problem], None],
     checks: WarcChecks,
+    parsed_at: dict[str, dict[str, int]],
 ) -> int:
     accounts = {a.name: a for a in config.accounts}
     runs = 0
     for run in index_runs(config.archive.warc_dir, on_problem, checks):
+        parsed_at[run.run_id] = run.parsers
         if on_run:
             on_run(run.run_id, sum(len(exchanges) for exchanges in run.exchanges.values()))
         with store.transaction():

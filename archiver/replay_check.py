@@ -23,7 +23,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .connectors import CONNECTORS
+from .connectors.base import FIRST_REVISION
 from .errors import ArchiverError, ConfigError
 from .pipeline import RunProgress
 from .problems import Problem
@@ -169,16 +171,25 @@ def compare_databases(
     replayed: sqlite3.Connection,
     unfinished: set[str] | frozenset[str] = frozenset(),
     on_table: Callable[[str, int, int], None] | None = None,
+    parsed_at: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Iterator[Problem]:
     """Every difference between the live database and a replay of its WARCs, table by table (REPLAYED).
 
     `unfinished` are runs the live database does not record as finished (interrupted, or still going): it
     holds what such a run committed, the replay everything it captured, so an item, cursor or account whose
-    rows involve one may legitimately differ, and its differences are notes."""
+    rows involve one may legitimately differ, and its differences are notes.
+
+    `parsed_at` names, for each replayed run, the parser revision it read each platform's responses at (its
+    warcinfo; absent: revision 1). A row that says something else than the replay of the same record, made by
+    a run whose parser for the row's platform is older than this software's, may be what that parser made: the
+    error says so, naming both revisions. It stays an error: a row rewritten, its ledger rechained and signed
+    again, looks the same, and telling the two apart is a person's work (the revisions' notes in
+    connectors/base.py say what each changed)."""
+    older = _OlderParsers(parsed_at) if parsed_at is not None else None
     for done, table in enumerate(REPLAYED):
         if on_table:
             on_table(f"comparing {table.name}", done, len(REPLAYED))
-        yield from _compare_table(table, live, replayed, unfinished)
+        yield from _compare_table(table, live, replayed, unfinished, older)
     if on_table:
         on_table("compared", len(REPLAYED), len(REPLAYED))
 
@@ -191,8 +202,37 @@ def _groups(conn: sqlite3.Connection, table: ReplayedTable) -> Iterator[tuple[Ro
         yield group, [(r[0], r[1 + width :]) for r in members]
 
 
+class _OlderParsers:
+    """Which runs read which platform at a parser revision older than this software's."""
+
+    def __init__(self, parsed_at: Mapping[str, Mapping[str, int]]):
+        self.parsed_at = parsed_at
+
+    def of(self, table: ReplayedTable, group: Row, row: Row) -> str | None:
+        """'x parser revision 1, this software's 2' when the row's run read its platform at an older revision;
+        None when not, or when the row's run or platform is not known (then the difference says nothing of it)."""
+        labels = table.labels
+        if "platform" in labels:
+            platform = row[labels.index("platform")]
+        elif "item_key" in table.group:
+            platform = str(group[table.group.index("item_key")]).split(":", 1)[0]
+        else:
+            return None
+        run = row[labels.index(table.run)]
+        connector = CONNECTORS.get(platform)
+        if connector is None or run not in self.parsed_at:
+            return None
+        then = self.parsed_at[run].get(platform, FIRST_REVISION)
+        now = connector.PARSER_REVISION
+        return f"{platform} parser revision {then}, this software's {now}" if then < now else None
+
+
 def _compare_table(
-    table: ReplayedTable, live: sqlite3.Connection, replayed: sqlite3.Connection, unfinished: set[str] | frozenset
+    table: ReplayedTable,
+    live: sqlite3.Connection,
+    replayed: sqlite3.Connection,
+    unfinished: set[str] | frozenset,
+    older: _OlderParsers | None = None,
 ) -> Iterator[Problem]:
     """Errors row by row. A group that a run which did not finish touched may differ in where and when its rows
     were captured (that run committed part of what it captured, the replay gives all of it, and a later run
@@ -204,7 +244,7 @@ def _compare_table(
     for group, held, made in _differing_groups(table, live, replayed):
         runs = tuple(sorted(({row[run] for _, row in held} | {row[run] for row in made}) & unfinished))
         if not runs:
-            yield from _group_problems(table, group, held, made)
+            yield from _group_problems(table, group, held, made, older)
             continue
         unbacked = _unbacked([table.substance(row) for _, row in held], [table.substance(row) for row in made])
         if not table.substance(table.labels):  # every column is provenance (cursors): nothing to hold rows to
@@ -267,10 +307,16 @@ def _named(table: ReplayedTable, group: Row) -> str:
 
 
 def _group_problems(
-    table: ReplayedTable, group: Row, held: list[tuple[Any, Row]], made: list[Row]
+    table: ReplayedTable,
+    group: Row,
+    held: list[tuple[Any, Row]],
+    made: list[Row],
+    older: _OlderParsers | None = None,
 ) -> Iterator[Problem]:
-    """The differences within one group: its live rows aligned with the replayed ones, in order."""
+    """The differences within one group: its live rows aligned with the replayed ones, in order. A pair made by
+    the same run, whose parser for the platform was older (`older`), says so."""
     labels, named = table.labels, _named(table, group)
+    run = labels.index(table.run)
     matcher = SequenceMatcher(None, [row for _, row in held], made, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
@@ -278,10 +324,17 @@ def _group_problems(
         pairs = min(i2 - i1, j2 - j1) if op == "replace" else 0
         for (key, mine), theirs in zip(held[i1 : i1 + pairs], made[j1 : j1 + pairs], strict=True):
             changed = [(n, a, b) for n, a, b in zip(labels, mine, theirs, strict=True) if a != b]
+            revisions = older.of(table, group, mine) if older is not None and mine[run] == theirs[run] else None
             values = "; ".join(f"{n} {_show(a)} here, {_show(b)} replayed" for n, a, b in changed)
+            why = (
+                f" (run {mine[run]} read it with the {revisions}: a parser change since may explain this; see "
+                "PARSER_REVISION in archiver/connectors)"
+                if revisions
+                else ""
+            )
             yield Problem(
                 f"{table.name} {table.key}={key}",
-                f"{named}: differs from the replay in {', '.join(n for n, _, _ in changed)}: {values}",
+                f"{named}: differs from the replay in {', '.join(n for n, _, _ in changed)}: {values}{why}",
             )
         for key, row in held[i1 + pairs : i2]:
             yield Problem(
@@ -377,7 +430,7 @@ def check_replay(
                 # Only runs whose WARCs were replayed can explain a difference: a run row alone, which anyone
                 # with write access can append, explains nothing.
                 unfinished = (unfinished | (captured - known)) & captured
-                problems += compare_databases(live.conn, replayed, unfinished, on_step)
+                problems += compare_databases(live.conn, replayed, unfinished, on_step, outcome.parsed_at)
             finally:
                 replayed.close()
         return ReplayCheck(problems, outcome.runs, True)

@@ -3,6 +3,7 @@ ledger chains them, the next checkpoint signs them); a replay of the WARCs does 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ from typer.testing import CliRunner
 
 from archiver import ledger, replay_check
 from archiver.cli import app
+from archiver.connectors import mastodon
+from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo import run as demo_run
 from archiver.demo.mastodon_server import SampleMastodonServer
 from archiver.ledger import LEDGER_KEYS
@@ -389,3 +392,29 @@ def test_a_replay_folder_a_killed_verify_left_is_removed_by_the_next(demo, temp)
     assert f"note: replay: removed {dead}, left by a verify --replay that was killed" in result.output
     assert not dead.exists() and (running / "replayed.db").exists()
     shutil.rmtree(running)
+
+
+def test_a_difference_in_rows_an_older_parser_made_says_so_and_stays_an_error(demo, tmp_path, temp, monkeypatch):
+    """Each run records the parser revision of each connector it used (its warcinfo). After an upgrade whose
+    parser reads the same records into other rows, the replay names the revisions; it cannot tell such a row
+    from one rewritten and signed again, so the difference stays an error for a person to judge."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    warcinfo = next((copy / "archive" / "warcs").glob("*.warc.gz")).read_bytes()
+    assert b"parser-revisions: " in gzip.decompress(warcinfo)[:4000]
+    monkeypatch.setattr(mastodon, "html_to_text", lambda html: "READ ANEW")  # a parser changed since
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("item_versions ")]
+    assert lines and all("differs from the replay in text" in line for line in lines)
+    assert not any("parser change" in line for line in lines)  # the revision did not move: nothing to explain
+
+    monkeypatch.setattr(MastodonConnector, "PARSER_REVISION", MastodonConnector.PARSER_REVISION + 1)
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("item_versions ")]
+    now = MastodonConnector.PARSER_REVISION
+    assert lines and all(
+        f"with the mastodon parser revision {now - 1}, this software's {now}: a parser change since may explain" in line
+        for line in lines
+        if "mastodon:" in line
+    )

@@ -41,3 +41,8 @@ def connector_for(platform: str, account: AccountConfig | None = None, revision:
 def request_revisions(platforms: Iterable[str]) -> str:
     """The warcinfo value (base.REVISIONS_FIELD) of a run using these platforms: each connector's newest revision."""
     return ", ".join(f"{p}={CONNECTORS[p].REQUEST_REVISION}" for p in sorted(set(platforms)))
+
+
+def parser_revisions(platforms: Iterable[str]) -> str:
+    """The warcinfo value (base.PARSER_REVISIONS_FIELD) of a run using these platforms."""
+    return ", ".join(f"{p}={CONNECTORS[p].PARSER_REVISION}" for p in sorted(set(platforms)))

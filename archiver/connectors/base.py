@@ -248,6 +248,13 @@ class FetchWindow:
 # without it, or without a connector in it, was written before revisions were: that connector asked as revision 1.
 REVISIONS_FIELD = "connector-revisions"
 FIRST_REVISION = 1
+# A run's warcinfo field naming the parser revision of each connector it used ("mastodon=2, x=2"): how that
+# connector read its responses into rows then. A warcinfo without it was written at parser revision 1.
+PARSER_REVISIONS_FIELD = "parser-revisions"
+# 2 (every connector, 2026-11-24): the store says not_an_edit for a version whose only change is where its
+#   attachments are served from; X keeps a repost's whole reposted post; Bluesky times are UTC; LinkedIn says
+#   not_an_edit when the post says its author never edited it. Captures read before give other rows.
+PARSER_REVISION = 2
 
 
 class RequestRevisions:
@@ -257,10 +264,14 @@ class RequestRevisions:
     REQUEST_REVISION is bumped whenever a change of the connector changes what it requests (a lookup added, a
     field asked for), and the new requests are made only when `self.revision` is at least that revision. A live
     run asks at the newest and records it in its warcinfo (REVISIONS_FIELD); a replay asks as the recorded
-    revision did. Parsing is never gated: a fixed parser reading old captures again is the point of a replay."""
+    revision did. Parsing is never gated: a fixed parser reading old captures again is the point of a replay.
+    PARSER_REVISION is bumped whenever a change makes rows of the same responses differ (for this connector, or
+    for all in base.PARSER_REVISION); a run records it (PARSER_REVISIONS_FIELD), so that `verify --replay` tells
+    a row an older parser made from one no capture backs."""
 
     platform: ClassVar[str]
     REQUEST_REVISION: ClassVar[int] = FIRST_REVISION
+    PARSER_REVISION: ClassVar[int] = PARSER_REVISION
     _revision: int | None = None  # set for a replay; a live run asks at the newest
 
     @property
@@ -279,14 +290,15 @@ class RequestRevisions:
         return self
 
 
-def parse_revisions(value: str) -> dict[str, int]:
-    """Platform -> revision from a REVISIONS_FIELD value; raises ValueError on a malformed entry."""
+def parse_revisions(value: str, field: str = REVISIONS_FIELD) -> dict[str, int]:
+    """Platform -> revision from a REVISIONS_FIELD (or PARSER_REVISIONS_FIELD) value; raises ValueError on a
+    malformed entry."""
     revisions = {}
     for entry in value.split(","):
         if entry.strip():
             platform, sep, revision = entry.partition("=")
             if not sep or not platform.strip() or not revision.strip().isdigit():
-                raise ValueError(f"{REVISIONS_FIELD}: {entry.strip()!r} is not platform=revision")
+                raise ValueError(f"{field}: {entry.strip()!r} is not platform=revision")
             revisions[platform.strip()] = int(revision)
     return revisions
 
@@ -295,6 +307,7 @@ class Connector(Protocol):
     platform: ClassVar[str]
     token_param: ClassVar[str | None]  # query parameter that carries the credential; None sends a Bearer header
     REQUEST_REVISION: ClassVar[int]
+    PARSER_REVISION: ClassVar[int]
 
     @property
     def revision(self) -> int: ...
