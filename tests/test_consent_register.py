@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from archiver.cli import app
+from archiver.consent import register
 from archiver.consent.register import list_consents
 from archiver.consent.state import ConsentState, consent_status
 from archiver.items import Item
@@ -166,6 +167,12 @@ BAD = (
         "PT-1970.03.02",
         "X-03/02/1970",
         "ann.lee.7",
+        "maria1970",
+        "john01",
+        "mariaLopez1",
+        "MARIA1970",
+        "PT-12Apr1970",
+        "X-04/12/70",
     ],
 )
 def test_a_patient_ref_holding_a_given_name_or_a_birth_date_is_refused_unrepeated(archive, tmp_path, ref):
@@ -190,6 +197,8 @@ def test_a_patient_ref_holding_a_given_name_or_a_birth_date_is_refused_unrepeate
         "6E8BC430-9C3A-11D9-9669-0800200C9A66",
         "eM5CWtq15N0WJeuCet5bJlQ3",  # a FHIR id
         "deb88-7a4",  # hex: lower-case letters next to digits
+        "ab632fb7-4dec57-bc5e",  # "4 Dec 57" in hex digits: part of a digest
+        "URXQB10MEI6ST148X0RCX598",  # random capitals and digits ("MEI", "ST"), not one run that is a name
     ],
 )
 def test_opaque_patient_refs_are_accepted(archive, tmp_path, ref):
@@ -470,3 +479,20 @@ def test_link_and_check_need_an_archive_but_import_may_start_one(tmp_path):
     result = invoke("consent", "import", str(write(tmp_path, "a.csv", GOOD.replace(POST, ""))), "--config", str(config))
     assert result.exit_code == 0, result.output
     assert database.exists() and (tmp_path / "arch").stat().st_mode & 0o077 == 0
+
+
+def test_a_consent_imported_before_the_name_check_can_still_be_revoked(archive, tmp_path, monkeypatch):
+    """An older release let 'maria1970' through; the consent's patient can never change, so its revocation must
+    repeat that value, and the daily full export names it: refused, it would block every import."""
+    first = write(tmp_path, "old.csv", f"C-040,maria1970,mastodon,clinic,,,2026-10-01,,,{SHA_A}\n")
+    monkeypatch.setattr(register, "names_someone", lambda ref: False)  # as the older release judged it
+    assert CliRunner().invoke(app, ["consent", "import", str(first), "--config", str(archive)]).exit_code == 0
+    monkeypatch.undo()
+    revocation = f"C-040,maria1970,mastodon,clinic,,,2026-10-01,,2026-11-01,{SHA_A}\n"
+    both = write(tmp_path, "both.csv", revocation + f"C-041,john01,mastodon,clinic,,,2026-10-01,,,{SHA_A}\n")
+    result = CliRunner().invoke(app, ["consent", "import", str(both), "--config", str(archive)])
+    assert result.exit_code == 2  # the new consent's name is refused, not the one the register holds
+    assert "row 3: patient_ref" in result.stderr and "row 2" not in result.stderr
+    alone = write(tmp_path, "revocation.csv", revocation)
+    result = CliRunner().invoke(app, ["consent", "import", str(alone), "--config", str(archive)])
+    assert result.exit_code == 0, result.stderr

@@ -40,20 +40,31 @@ COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 CONSENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 # Opaque: no spaces, at least one digit. "Maria Lopez" or "MariaLopez" fails; "PT-004211" or a hash passes.
 PATIENT_REF = re.compile(r"^(?=[^\d]*\d)[A-Za-z0-9][A-Za-z0-9._:/-]{2,63}$")
-# A name or a birth date inside a reference that is otherwise well formed: a part (between . _ : / -) that is
-# a given name of the scan's lexicon, alone or in capitalised words ("Maria.Lopez", "MariaLopez1"), or a
-# calendar date with its separators (eight digits alone are as likely a record number). Random ids (hex, UUIDs,
-# FHIR ids such as "eM5CWtq15N0WJeuCet5bJlQ3") pass: their parts are neither.
+# A name or a birth date inside a reference that is otherwise well formed: a part (between the separators
+# . _ : / -) of one run of letters, digits around it at most, whose words are a given name of the scan's
+# lexicon, in lower case, capitals or capitalised words ("maria1970", "MARIA-1", "Maria.Lopez", "MariaLopez1");
+# or a date, with its separators or with a month's name ("12Apr1970"). Left alone: a part of hex digits only
+# ("deb88", "ada9": as likely a digest), a part of several runs or of mixed case as random ids have
+# ("eM5CWtq15N0WJeuCet5bJlQ3", a FHIR id), and eight digits alone (as likely a record number).
 REF_PARTS = re.compile(r"[._:/-]+")
-# Letters alone ("maria", "JOHN", "MariaLopez"), or capitalised words with digits ("Maria1970"): lower-case or
-# capital letters next to digits are as likely hex ("deb88", "ADA9").
-CAMEL_PART = re.compile(r"(?:[a-z]+|[A-Z]?[a-z]+(?:[A-Z][a-z]+)*|\d*(?:[A-Z][a-z]+)+\d*)")
-LETTERS_PART = re.compile(r"[A-Za-z]+")  # random letters, or capitals, taken whole
-CAPITALISED_WORD = re.compile(r"[A-Z]?[a-z]+")
-REF_DATE = re.compile(
-    r"(?<!\d)(?:(?:19|20)\d{2}[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])"
-    r"|(?:0?[1-9]|[12]\d|3[01])[-./](?:0?[1-9]|[12]\d|3[01])[-./](?:19|20)\d{2})(?!\d)"
+HEX_PART = re.compile(r"[0-9a-fA-F]*\d[0-9a-fA-F]*")
+SINGLE_RUN_PART = re.compile(r"\d*([A-Za-z]+)\d*")  # one run of letters, digits around it at most
+CAMEL_RUN = re.compile(r"(?:[A-Z]?[a-z]+)+|[A-Z]+")  # "maria", "Maria", "MariaLopez", "MARIA"
+CAPITALISED_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+")
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+REF_DATE = re.compile(
+    # a four-digit year with its separators: 1970-03-02, 02/03/1970
+    rf"(?<!\d)(?:(?:19|20)\d{{2}}[-./](?:0?[1-9]|1[0-2])[-./]{_DAY}|{_DAY}[-./]{_DAY}[-./](?:19|20)\d{{2}})(?!\d)"
+    # a two-digit year, or a month's name, standing apart (not inside a digest or a dotted OID)
+    rf"|(?<![A-Za-z0-9.])(?:{_DAY}[-/]{_DAY}[-/]\d{{2}}"
+    rf"|(?i:{_DAY}[-./]?{_MONTH}[-./]?(?:(?:19|20)\d{{2}}|\d{{2}})|{_MONTH}[-./]?{_DAY},?[-./]?(?:19|20)\d{{2}}))"
+    r"(?![A-Za-z0-9.])"
+)
+HEX_DATE = re.compile(r"[\d./-]*[a-fA-F][0-9a-fA-F./-]*")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_SCOPE = 500
@@ -108,17 +119,16 @@ class ConsentListing:
 
 def names_someone(patient_ref: str) -> bool:
     """Whether a well-formed reference still holds a given name or a date (see REF_PARTS)."""
-    if REF_DATE.search(patient_ref):
+    # A date spelt in hex digits only ("4dec57" in a digest: Dec and Feb are hex) is taken for part of a digest.
+    if any(not HEX_DATE.fullmatch(found.group()) for found in REF_DATE.finditer(patient_ref)):
         return True
     given = given_names()
     for part in REF_PARTS.split(patient_ref):
-        if CAMEL_PART.fullmatch(part):
-            words = CAPITALISED_WORD.findall(part)
-        elif LETTERS_PART.fullmatch(part):
-            words = [part]
-        else:
+        single = SINGLE_RUN_PART.fullmatch(part)
+        if HEX_PART.fullmatch(part) or single is None:
             continue
-        if any(w.lower() in given for w in words):
+        run = single.group(1)
+        if CAMEL_RUN.fullmatch(run) and any(w.lower() in given for w in CAPITALISED_WORD.findall(run)):
             return True
     return False
 
@@ -240,7 +250,12 @@ def _check_fields(
     if not CONSENT_ID.match(consent_id):
         found.append(f"consent_id {consent_id!r}: required; letters, digits and . _ : / - (at most 64)")
     patient_ref = values.get("patient_ref", "")
-    if not PATIENT_REF.match(patient_ref) or names_someone(patient_ref):
+    # A consent the register holds keeps its patient_ref, refused or not by today's names_someone: a revocation
+    # of a consent imported before must still go in.
+    held = register.get(consent_id)
+    if not PATIENT_REF.match(patient_ref) or (
+        names_someone(patient_ref) and (held is None or held.patient_ref != patient_ref)
+    ):
         # The value is not repeated: a failing patient_ref is often a name, and this line goes to logs.
         found.append(
             f"patient_ref ({len(patient_ref)} characters, value not repeated): must be an opaque id from the "
