@@ -377,6 +377,55 @@ def test_an_smtp_server_dripping_its_greeting_fails_at_the_deadline_and_is_hung_
     assert hung_up
 
 
+def test_a_tls_handshake_still_under_way_at_the_deadline_sends_nothing_after_it(tmp_path, tls):
+    """ssl holds the socket during a STARTTLS handshake, so shutting it at the deadline does not stop it: the
+    thread must not go on to send what the channel has already been recorded as failing to send."""
+    cert_file, context = tls
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    delivered: list[float] = []
+
+    def serve() -> None:  # slow enough that the handshake ends after the deadline of 1 s
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        try:
+            conn.sendall(b"220 slow.test ESMTP\r\n")
+            lines = conn.makefile("rb")
+            lines.readline()  # EHLO
+            conn.sendall(b"250-slow.test\r\n250 STARTTLS\r\n")
+            lines.readline()  # STARTTLS
+            time.sleep(0.6)
+            conn.sendall(b"220 go ahead\r\n")
+            time.sleep(0.6)  # each of the client's reads waits less than its timeout
+            secure = context.wrap_socket(conn, server_side=True)
+            lines = secure.makefile("rb")
+            while line := lines.readline():
+                command = line[:4].upper()
+                if command == b"DATA":
+                    secure.sendall(b"354 go\r\n")
+                    while lines.readline() not in (b".\r\n", b""):
+                        pass
+                    delivered.append(time.monotonic())
+                    secure.sendall(b"250 queued\r\n")
+                else:
+                    secure.sendall(b"221 bye\r\n" if command == b"QUIT" else b"250 ok\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            listener.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    config = config_with(tmp_path, "deadline = 1\n" + email_toml(port, "starttls = true", f'ca_file = "{cert_file}"'))
+    answer = send_flags(config, "email", flags(), None)
+    assert not answer.sent and "no answer within the deadline of 1 s" in answer.notice
+    server.join(10)  # the handshake ends, then the client leaves without a message
+    assert delivered == []
+
+
 # -- 12: no author in an alert --------------------------------------------------------------------------------
 
 

@@ -327,6 +327,13 @@ def _send_email(config: Config, message: EmailMessage, what: str) -> ChannelAnsw
     register_secret(password)  # here, before the thread: the redaction covers whatever the exchange says
     timeout = min(TIMEOUT, config.alerts.deadline)
     opened: list[smtplib.SMTP] = []
+    aborted = threading.Event()
+
+    def unless_aborted() -> None:
+        # A TLS handshake under way is not cut short by shutting the socket (ssl holds it by then): past the
+        # deadline, whose failure is recorded and leaves the flags owed, nothing more is sent.
+        if aborted.is_set():
+            raise TimeoutError("past the deadline")
 
     def send() -> ChannelAnswer:
         # Made unconnected and kept first, so that the deadline can shut its socket even before the greeting.
@@ -338,8 +345,10 @@ def _send_email(config: Config, message: EmailMessage, what: str) -> ChannelAnsw
         smtp.connect(email.smtp_host, email.smtp_port)
         if email.starttls:
             smtp.starttls(context=_ssl_context(email))
+        unless_aborted()
         if email.username:
             smtp.login(email.username, password)
+        unless_aborted()
         refused = smtp.send_message(message)
         if refused:
             # One row per flag and channel (alert_deliveries): a recipient refused fails the channel, so the
@@ -362,6 +371,7 @@ def _send_email(config: Config, message: EmailMessage, what: str) -> ChannelAnsw
                 smtp.close()
 
     def abort() -> None:
+        aborted.set()
         for smtp in opened:
             _shut(smtp.sock)
 
