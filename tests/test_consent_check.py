@@ -675,8 +675,9 @@ def test_a_post_published_before_its_consent_was_granted_stays_in_the_queue_unti
             "consent.late",
             "high",
             "C-LATE",
-            f"patient content published before its consent was granted: post published {published}; the earliest "
-            f"consent linked to it, C-LATE, granted {granted} (3 days later); public without consent in between",
+            f"patient content published before its consent was granted: post published {published}; consent "
+            f"C-LATE, the earliest of its patient linked to it, granted {granted} (3 days later); public without "
+            "that patient's consent in between",
         )
     ]
     assert c.check_on(DAY0) == []  # once per item
@@ -740,7 +741,7 @@ def test_an_edit_after_the_consent_was_linked_is_flagged_until_a_consent_is_link
             "C-LIVE",
             f"edited after its consent was linked: consent C-LIVE linked {linked_at[:16].replace('T', ' ')} UTC; "
             f"this version, captured {captured_at[:16].replace('T', ' ')} UTC, changes what was published then; "
-            "check the consent covers it",
+            "check that consent covers it",
         )
     ]
     edited = (c.key("live"), "consent.edited")
@@ -748,10 +749,17 @@ def test_an_edit_after_the_consent_was_linked_is_flagged_until_a_consent_is_link
     c.run_on(after + timedelta(days=1))
     assert len(flag_ids(c, "consent.edited")) == 1  # once per version
 
-    # Maria's own consent is linked to the edited post: the privacy office has looked, the flag leaves.
+    # Maria's own consent is linked to the edited post: it covers Maria, not whether Omar agreed to the edit.
     c.import_csv("maria.csv", f"C-MARIA,PT-2001,clinic,story,{DAY0 - timedelta(days=5)},,,{SHA}\n")
     assert c.cli("consent", "link", "C-MARIA", c.key("live")).exit_code == 0
+    assert edited in c.queue(after)
+    # Omar signs a form for the post as it now is: linked to the whole post, the flag leaves the queue.
+    c.import_csv("omar.csv", f"C-LIVE-2,PT-1003,clinic,story,{DAY0 - timedelta(days=1)},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-LIVE-2", c.key("live")).exit_code == 0
     assert edited not in c.queue(after)
+    # Maria's consent postdates the post's first publication: the check cannot tell she joined the story with
+    # the edit, so it asks a person (consent.late names her consent, and no edit flag is raised again).
+    assert [(f["rule_id"], f["matched"]) for f in c.check_on(after)] == [("consent.late", "C-MARIA")]
     assert verify_clean(c)
 
 
@@ -772,3 +780,27 @@ def test_a_second_edit_is_a_new_flag_and_the_first_leaves_the_queue(clinic):
     c.run_on(after + timedelta(days=2))
     assert (c.key("live"), "consent.edited") not in c.queue(after)
     assert first < second
+
+
+def test_another_patients_earlier_consent_does_not_make_a_late_one_in_time(clinic):
+    """Two patients in one story: Ann consented before it went up, Omar three days after. Omar's story was public
+    without his consent: the flag names his consent, and only a consent of his granted in time clears it."""
+    c = clinic
+    published = PUBLISHED.date()
+    c.import_csv(
+        "register.csv",
+        f"C-ANN,PT-1001,clinic,story,{published - timedelta(days=30)},,,{SHA}\n"
+        f"C-OMAR,PT-1003,clinic,story,{published + timedelta(days=3)},,,{SHA}\n",
+    )
+    c.run_on(DAY0)
+    for consent in ("C-OMAR", "C-ANN"):
+        assert c.cli("consent", "link", consent, c.key("live")).exit_code == 0
+    assert [(f["rule_id"], f["matched"]) for f in c.check_on(DAY0)] == [("consent.late", "C-OMAR")]
+    assert (c.key("live"), "consent.late") in c.queue()
+    c.import_csv("found.csv", f"C-ANN-2,PT-1001,clinic,story,{published - timedelta(days=60)},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-ANN-2", c.key("live")).exit_code == 0
+    assert (c.key("live"), "consent.late") in c.queue()  # still Ann's, not Omar's
+    c.import_csv("omar.csv", f"C-OMAR-0,PT-1003,clinic,story,{published},,,{SHA}\n")
+    assert c.cli("consent", "link", "C-OMAR-0", c.key("live")).exit_code == 0
+    assert (c.key("live"), "consent.late") not in c.queue()
+    assert c.check_on(DAY0) == []

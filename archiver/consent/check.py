@@ -12,18 +12,21 @@ same review queue as the PHI flags:
   no live consent for what the lapsed one covered (the whole item, or the attachment it was linked to).
   Another patient's consent never covers it. Its reason carries the dates.
 - "patient content published before its consent was granted" (rule consent.late): an own post or reply with
-  a consent on file (live or lapsed) that was published on a day before every consent linked to it was first
-  granted. The post was public for those days with no consent: a disclosure the privacy office must assess,
-  whatever happened since, so the flag stays in the queue until reviewed, even if the post is taken down.
+  a consent on file (live or lapsed), published on a day before every consent of one of its patients linked
+  to it was first granted (`matched`: that patient's earliest). The post was public for those days without
+  that patient's consent: a disclosure the privacy office must assess, whatever happened since, so the flag
+  stays in the queue until reviewed, even if the post is taken down, unless a consent of the same patient
+  granted in time is linked.
 - "edited after its consent was linked" (rule consent.edited, severity medium): an own post or reply with a
-  consent on file, edited (a real edit, not a `not_an_edit` version) after the newest consent link to it was
-  made. A consent covers what the patient agreed to; an edit may add to it (another patient, a detail), so a
-  person compares the two.
+  consent on file, edited (a real edit, not a `not_an_edit` version) after the newest link of a patient's
+  consent to the whole post was made (`matched`: that consent). A consent covers what the patient agreed to;
+  an edit may add to it (another patient, a detail), so a person compares the two. A new link of the same
+  patient's consent to the whole post, made since, says they did.
 
-A flag is appended once: consent.missing and consent.edited once per item version, consent.lapsed once per
-item, consent and lapse (a renewed consent that lapses again is a new lapse), consent.late once per item. A
-flag stays in the archive for ever; the review queue shows it while its condition holds, a lapse flag only
-while its own lapse does (see flag_status).
+A flag is appended once: consent.missing once per item version, consent.lapsed once per item, consent and
+lapse (a renewed consent that lapses again is a new lapse), consent.late once per item and patient,
+consent.edited once per version and patient. A flag stays in the archive for ever; the review queue shows it
+while its condition holds, a lapse flag only while its own lapse does (see flag_status).
 """
 
 from __future__ import annotations
@@ -223,7 +226,7 @@ def missing_reason(content: PatientContent, linked: Iterable[ConsentState], toda
 
 
 # A real edit: an 'edited' event the store did not mark not_an_edit (only where its attachments are served from
-# changed). Its SQL twin is in flag_status (migration 0014), for when a consent.edited flag leaves the queue.
+# changed). Its SQL twin is in flag_status (migration 0015), for when a consent.edited flag leaves the queue.
 REAL_EDIT = "e.event = 'edited' AND json_extract(e.evidence, '$.not_an_edit') IS NULL"
 
 
@@ -233,46 +236,72 @@ def first_grants(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT consent_id, min(granted_on) FROM consent_register GROUP BY consent_id"))
 
 
-def late_reason(post: OwnPost, consent_ids: Iterable[str], first_granted: dict[str, str]) -> tuple[str, str] | None:
-    """(the earliest linked consent's id, the reason) when the post was published on a day before any consent
-    linked to it was granted; None when one was granted by then, or the publication day is unknown."""
+def patients_of(conn: sqlite3.Connection) -> dict[str, str]:
+    """consent id -> its patient_ref (which never changes: register.py refuses a row that would)."""
+    return dict(conn.execute("SELECT consent_id, min(patient_ref) FROM consent_register GROUP BY consent_id"))
+
+
+def late_consents(
+    post: OwnPost, consent_ids: Iterable[str], first_granted: dict[str, str], patients: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(consent id, reason) for each patient of the post whose linked consents were all first granted after the
+    day it was published (that patient's earliest, in patient order); none when the day is unknown. Judged
+    patient by patient: another patient's earlier consent does not make this one's story consented."""
     published = (post.created_at or "")[:10]
-    grants = sorted((first_granted[c], c) for c in consent_ids if c in first_granted)
-    if not grants or not published or grants[0][0] <= published:
-        return None
-    granted, consent_id = grants[0]
-    try:
-        gap = f" ({(date.fromisoformat(granted) - date.fromisoformat(published)).days} days later)"
-    except ValueError:  # a created_at that is not a date: the reason still names both days
-        gap = ""
-    return consent_id, (
-        f"{LATE_REASON}: post published {published}; the earliest consent linked to it, {consent_id}, "
-        f"granted {granted}{gap}; public without consent in between"
-    )
+    earliest: dict[str, tuple[str, str]] = {}  # patient -> (first grant, consent id)
+    for consent_id in consent_ids:
+        if consent_id in first_granted and consent_id in patients:
+            grant = (first_granted[consent_id], consent_id)
+            earliest[patients[consent_id]] = min(earliest.get(patients[consent_id], grant), grant)
+    late = []
+    for _, (granted, consent_id) in sorted(earliest.items()):
+        if not published or granted <= published:
+            continue
+        try:
+            gap = f" ({(date.fromisoformat(granted) - date.fromisoformat(published)).days} days later)"
+        except ValueError:  # a created_at that is not a date: the reason still names both days
+            gap = ""
+        late.append(
+            (
+                consent_id,
+                f"{LATE_REASON}: post published {published}; consent {consent_id}, the earliest of its patient "
+                f"linked to it, granted {granted}{gap}; public without that patient's consent in between",
+            )
+        )
+    return late
 
 
-def edit_after_link(conn: sqlite3.Connection, item_key: str) -> tuple[int, str, str] | None:
-    """(the version, the consent id, the reason) when the item's latest real edit was captured after the newest
-    consent link to it was made; None otherwise."""
-    link = conn.execute(
-        "SELECT consent_id, linked_at FROM consent_links WHERE item_key = ? ORDER BY linked_at DESC, id DESC LIMIT 1",
-        (item_key,),
-    ).fetchone()
-    if link is None:
-        return None
+def edits_after_links(conn: sqlite3.Connection, item_key: str, patients: dict[str, str]) -> list[tuple[int, str, str]]:
+    """(version, consent id, reason) for each patient whose newest link of a consent to the whole item was made
+    before the item's latest real edit was captured: nobody has said that patient's consent covers the edit.
+    A consent linked to one attachment only is left out (the text is not what it covers)."""
     edit = conn.execute(
         f"SELECT v.id, v.captured_at FROM events e JOIN item_versions v ON v.id = e.version_id "
         f"WHERE e.item_key = ? AND {REAL_EDIT} ORDER BY e.version_id DESC LIMIT 1",
         (item_key,),
     ).fetchone()
-    if edit is None or edit[1] <= link[1]:
-        return None
-    return (
-        edit[0],
-        link[0],
-        f"{EDITED_REASON}: consent {link[0]} linked {link[1][:16].replace('T', ' ')} UTC; this version, captured "
-        f"{edit[1][:16].replace('T', ' ')} UTC, changes what was published then; check the consent covers it",
-    )
+    if edit is None:
+        return []
+    newest: dict[str, tuple[str, str]] = {}  # patient -> (linked_at, consent id) of its newest whole-item link
+    for consent_id, linked_at in conn.execute(
+        "SELECT consent_id, linked_at FROM consent_links WHERE item_key = ? AND media_url IS NULL", (item_key,)
+    ):
+        if consent_id in patients:
+            link = (linked_at, consent_id)
+            newest[patients[consent_id]] = max(newest.get(patients[consent_id], link), link)
+    found = []
+    for _, (linked_at, consent_id) in sorted(newest.items()):
+        if edit[1] > linked_at:
+            found.append(
+                (
+                    edit[0],
+                    consent_id,
+                    f"{EDITED_REASON}: consent {consent_id} linked {linked_at[:16].replace('T', ' ')} UTC; this "
+                    f"version, captured {edit[1][:16].replace('T', ' ')} UTC, changes what was published then; "
+                    "check that consent covers it",
+                )
+            )
+    return found
 
 
 def find_consent_flags(
@@ -288,9 +317,18 @@ def find_consent_flags(
     lapse_flagged: dict[str, list[str]] = {}
     for item_key, reason in conn.execute("SELECT item_key, reason FROM flags WHERE rule_id = ?", (LAPSED_RULE,)):
         lapse_flagged.setdefault(item_key, []).append(reason)
-    late_flagged = {row[0] for row in conn.execute("SELECT item_key FROM flags WHERE rule_id = ?", (LATE_RULE,))}
-    edit_flagged = {row[0] for row in conn.execute("SELECT version_id FROM flags WHERE rule_id = ?", (EDITED_RULE,))}
-    granted = first_grants(conn)
+    granted, patients = first_grants(conn), patients_of(conn)
+    # a late flag is once per item and patient, an edit flag once per version and patient (`matched`: a consent)
+    late_flagged = {
+        (item_key, patients.get(matched))
+        for item_key, matched in conn.execute("SELECT item_key, matched FROM flags WHERE rule_id = ?", (LATE_RULE,))
+    }
+    edit_flagged = {
+        (version_id, patients.get(matched))
+        for version_id, matched in conn.execute(
+            "SELECT version_id, matched FROM flags WHERE rule_id = ?", (EDITED_RULE,)
+        )
+    }
     rows: list[dict[str, Any]] = []
     for post in own_live_posts(conn):
         outcome.posts_checked += 1
@@ -317,8 +355,10 @@ def find_consent_flags(
             )
         # a linked consent that is live or lapsed answers "is there a consent on file"; a pending one does not
         on_file = any(c.status(today) != "pending" for c in consents)
-        late = late_reason(post, (c.consent_id for c in consents), granted) if on_file else None
-        if late is not None and post.item_key not in late_flagged:
+        late = late_consents(post, [c.consent_id for c in consents], granted, patients) if on_file else []
+        for consent_id, reason in late:
+            if (post.item_key, patients[consent_id]) in late_flagged:
+                continue
             rows.append(
                 {
                     **base,
@@ -326,22 +366,24 @@ def find_consent_flags(
                     "severity": "high",
                     "span_start": None,
                     "span_end": None,
-                    "matched": late[0],
-                    "reason": late[1],
+                    "matched": consent_id,
+                    "reason": reason,
                 }
             )
-        edit = edit_after_link(conn, post.item_key) if on_file else None  # pending: consent.missing's matter
-        if edit is not None and edit[0] not in edit_flagged:
+        edits = edits_after_links(conn, post.item_key, patients) if on_file else []  # pending: missing's matter
+        for version_id, consent_id, reason in edits:
+            if (version_id, patients[consent_id]) in edit_flagged:
+                continue
             rows.append(
                 {
                     **base,
-                    "version_id": edit[0],
+                    "version_id": version_id,
                     "rule_id": EDITED_RULE,
                     "severity": "medium",
                     "span_start": None,
                     "span_end": None,
-                    "matched": edit[1],
-                    "reason": edit[2],
+                    "matched": consent_id,
+                    "reason": reason,
                 }
             )
         if not on_file and content is not None and post.version_id not in missing_flagged:
