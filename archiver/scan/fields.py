@@ -57,7 +57,12 @@ def parse_fields(platform: str, text: str | None, media: str | None, raw_json: s
     raw = _json(raw_json) if platform in _RAW_FIELDS else None
     if isinstance(raw, dict):
         found.extend(_RAW_FIELDS[platform](raw))
-    seen = {(text or "").strip()}
+    return _distinct(found, read=(text or "").strip())
+
+
+def _distinct(found: Iterable[Field], read: str = "") -> list[Field]:
+    """The fields with something to read, each text once (`read`: one read already, the version's own)."""
+    seen = {read}
     fields = []
     for where, value in found:
         value = value.strip()
@@ -85,13 +90,7 @@ def quoted_fields(platform: str, raw_json: str | None) -> list[Quoted]:
     for number, attachment in enumerate(_list(boosted.get("media_attachments")), start=1):
         found.append((f"the alt text of attachment {number}{of}", _str(_dict(attachment).get("description"))))
     found.extend(_mastodon(boosted, of))
-    seen: set[str] = set()
-    fields = []
-    for where, value in found:
-        value = value.strip()
-        if value and value not in seen:
-            seen.add(value)
-            fields.append((where, value))
+    fields = _distinct(found)
     return [Quoted(_str(_dict(boosted.get("account")).get("acct")) or None, fields)] if fields else []
 
 
