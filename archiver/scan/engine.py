@@ -452,6 +452,10 @@ class _Text:
                 self.words.append(found)
         return self.words
 
+    def distinct_first_words(self) -> list[int]:
+        """The first words' places, each once (sentences of a run of "! ! !" share theirs)."""
+        return [w for w in dict.fromkeys(self.first_words()) if w is not None]
+
     def starts_with_pronoun(self, sentence: int) -> bool:
         if sentence not in self.pronoun:
             word = self.first_words()[sentence]
@@ -720,8 +724,7 @@ class Detector:
             inside = _Coverage(self._anchors("relative", state))
             found = [s for s in (m.span() for m in SELF.finditer(text)) if not inside.covers(s[0])]
             # "just got out of surgery": a sentence with the subject left out is the author's
-            words = (w for w in dict.fromkeys(state.first_words()) if w is not None)
-            found.extend(m.span(1) for w in words if (m := SELF_ELIDED.match(text, w)))
+            found.extend(m.span(1) for w in state.distinct_first_words() if (m := SELF_ELIDED.match(text, w)))
         elif anchor == "addressee":
             found = [
                 m.span()
@@ -731,8 +734,7 @@ class Detector:
         elif anchor == "relative" and self.relation:
             found = [m.span() for m in self.relation.finditer(text)]
             if self.kin_at_start:
-                starts = (w for w in dict.fromkeys(state.first_words()) if w is not None)
-                found.extend(m.span(1) for w in starts if (m := self.kin_at_start.match(text, w)))
+                found.extend(m.span(1) for w in state.distinct_first_words() if (m := self.kin_at_start.match(text, w)))
         elif anchor == "mention":
             found = [m.span() for m in MENTION.finditer(text) if m.group("handle").lower() not in self.allow.handles]
         elif anchor == "name":
