@@ -171,10 +171,11 @@ class VersionScanner:
 
     def _top_up(self, *_: object) -> None:
         """Keep one batch more than there are workers in the pool."""
+        submitted: list[Future[Batch]] = []
         with self._lock:
             while self._queued and self.workers:
                 if sum(1 for _, f in self._in_pool.values() if not f.done()) > self.workers:
-                    return
+                    break
                 first, last = self._queued.popleft()
                 try:
                     future = self._pool.submit(_detect_in_worker, first, last) if self._pool else None
@@ -182,11 +183,15 @@ class VersionScanner:
                     log.warning("PHI scan workers stopped (%s); scanning in the archiver's process", exc)
                     self._queued.appendleft((first, last))
                     self.workers = 0
-                    return
+                    break
                 if future is None:
-                    return
+                    break
                 self._in_pool[first] = last, future
-                future.add_done_callback(self._top_up)
+                submitted.append(future)
+        # Outside the lock: a future already done runs its callback at once, in this thread, and the callback
+        # takes the lock (inside it, a batch a worker finished that fast hung the run).
+        for future in submitted:
+            future.add_done_callback(self._top_up)
 
     def _result(self, first: int, last: int) -> Batch:
         with self._lock:
