@@ -299,3 +299,14 @@ def test_a_number_or_address_offered_as_the_organisations_is_not_a_persons(detec
     assert len(detector.detect(person)) == 1
     # the cue offers the organisation's number only in what the organisation wrote (review 2026-11-24k)
     assert len(detector.detect(organisation, "comment", "jane_doe")) == 1
+    # an account elsewhere that took the organisation's name is not the organisation (review 2026-11-24m)
+    assert len(detector.detect(organisation, "comment", "riverside@other.example")) == 1
+    assert detector.detect(organisation, "post", "@riverside") == []
+
+
+def test_a_handle_given_with_its_instance_stands_for_that_account_alone():
+    listed = Detector(load_rules(), AllowList.build(handles=["@Riverside@social.example"]))
+    text = "Call us at 555-201-7734 any time"
+    for own in ("riverside@social.example", "riverside", "@Riverside"):  # its local form on its own instance
+        assert listed.detect(text, "post", own) == []
+    assert len(listed.detect(text, "post", "riverside@other.example")) == 1

@@ -35,7 +35,8 @@ from .rules import ContextRule, PatternRule, RuleSet, lexicon_expressions
 # 2: label punctuation, invisible characters, sentence splitting without backtracking, organisation cues only
 #    in the organisation's own texts, health.named within a sentence, one rule's hits merged past a cap.
 # 3: a Mastodon boost's boosted status is read too, as its author's (scan/fields.py quoted_fields).
-ENGINE_REVISION = 3
+# 4: an author is the organisation's by its whole handle: "riverside@other.instance" is not "riverside".
+ENGINE_REVISION = 4
 # A rule with more hits than this in one text keeps the first MAX_HITS_PER_RULE - 1 and merges the rest into one
 # hit spanning them: a comment of "I have flu. " x 700 is five flags for a reviewer, not 700 high alerts.
 MAX_HITS_PER_RULE = 5
@@ -277,6 +278,13 @@ class _Coverage:
         return k >= 0 and self.reach[k] > pos
 
 
+def _handle_forms(handle: str) -> tuple[str, ...]:
+    """How the organisation's handle is written by the platforms: "riverside", or "riverside@instance" and, on
+    its own instance, "riverside". A bare handle stands for the bare form alone, never "riverside@elsewhere"."""
+    handle = handle.strip().lower().lstrip("@")
+    return (handle, handle.split("@")[0]) if "@" in handle else (handle,)
+
+
 @dataclass(frozen=True)
 class AllowList:
     """What belongs to the organisation itself (from `[scan]` in the config): never a flag, never an anchor."""
@@ -304,7 +312,7 @@ class AllowList:
         return cls(
             phones=frozenset(d for d in (phone_digits(p) for p in phones) if d),
             domains=tuple(d.lower().lstrip("@.") for d in domains if d.strip()),
-            handles=frozenset(h.lower().lstrip("@").split("@")[0] for h in handles if h.strip()),
+            handles=frozenset(form for h in handles if h.strip() for form in _handle_forms(h)),
             addresses=tuple(normalise_address(a) for a in addresses if a.strip()),
             staff=frozenset(names),
             staff_surnames=frozenset(n.split()[-1] for n in names if len(n.split()) > 1),
@@ -553,7 +561,8 @@ class Detector:
         original = text
         # the rules match the normalised text; every span is mapped back to the original (what is stored)
         text, offsets = normalise_for_matching(original)
-        own = bool(own) or (bool(author) and author.lower().lstrip("@").split("@")[0] in self.allow.handles)
+        # the handle as written: "riverside@other.instance" is someone else's account that took the same name
+        own = bool(own) or (bool(author) and author.lower().lstrip("@") in self.allow.handles)
         hits: list[Hit] = []
         seen: set[tuple[str, int, int]] = set()
         for rule in self.rules.patterns:
