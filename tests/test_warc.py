@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from itertools import count
 
+import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from archiver.warc import HttpMessage, WarcWriter, read_raw_block, sha256_digest
@@ -59,6 +60,20 @@ def test_records_are_sha256_and_pass_warcio_check(tmp_path):
     assert record.rec_headers.get_header("WARC-Payload-Digest") == sha256_digest(body)
     assert record.rec_headers.get_header("WARC-Concurrent-To") == refs[1][0].record_id
     assert record.rec_headers.protocol == "WARC/1.1"
+
+
+def test_bytes_that_read_as_an_older_arc_record_are_no_record(tmp_path):
+    """warcio reads a line of five fields as the header of an ARC record (the format before WARC): an offset
+    that lands on such bytes, inside a record, must not come back as a record (the raw page answered 200)."""
+    writer = fixed_writer(tmp_path)
+    writer.write_exchange(*exchange(0))
+    (info,) = writer.close()
+    path = tmp_path / info.name
+    inside = path.stat().st_size
+    with open(path, "ab") as fh:  # such bytes, where a caller may point
+        fh.write(b"http://x.example/ 10.0.0.1 20261124000000 text/html 5\nhello\n")
+    with pytest.raises(ValueError, match="no WARC record at offset"):
+        read_raw_block(path, inside)
 
 
 def test_output_is_byte_identical_with_fixed_clock_and_ids(tmp_path):
