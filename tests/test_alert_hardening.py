@@ -321,12 +321,18 @@ def test_any_exception_on_a_channel_is_a_one_line_notice_without_its_text(tmp_pa
 # -- 05: an overall deadline ----------------------------------------------------------------------------------
 
 
-def dripping_server(answer: bytes, before: Callable[[socket.socket], None] = lambda conn: None) -> tuple[int, list]:
-    """A server that drips `answer` a byte every 0.2 s to its first client (after `before`); returns its port
-    and a list that gets True once the client hung up on it."""
+def loopback_listener() -> socket.socket:
+    """A socket on 127.0.0.1, on a free port, waiting for the one client a test's server answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
+    return listener
+
+
+def dripping_server(answer: bytes, before: Callable[[socket.socket], None] = lambda conn: None) -> tuple[int, list]:
+    """A server that drips `answer` a byte every 0.2 s to its first client (after `before`); returns its port
+    and a list that gets True once the client hung up on it."""
+    listener = loopback_listener()
     hung_up: list[bool] = []
 
     def serve() -> None:
@@ -381,9 +387,7 @@ def test_a_tls_handshake_still_under_way_at_the_deadline_sends_nothing_after_it(
     """ssl holds the socket during a STARTTLS handshake, so shutting it at the deadline does not stop it: the
     thread must not go on to send what the channel has already been recorded as failing to send."""
     cert_file, context = tls
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    listener = loopback_listener()
     delivered: list[float] = []
 
     def serve() -> None:  # slow enough that the handshake ends after the deadline of 1 s
@@ -460,9 +464,7 @@ def test_an_alert_names_no_item_key_so_no_author(tmp_path):
 def test_a_message_accepted_is_sent_whatever_the_answer_to_quit(tmp_path, quit_reply):
     """The server accepts the message (250 after DATA), then answers QUIT with 421, or never: delivered, and
     said so within the deadline (QUIT's answer is not waited for)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
+    listener = loopback_listener()
     delivered: list[bool] = []
 
     def serve() -> None:
