@@ -11,7 +11,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +20,7 @@ import typer
 
 from . import __version__
 from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, EXAMPLE_DIR_LINE, load_config
+from .consent.state import local_today
 from .errors import ArchiverError, ConfigError, Interrupted
 from .logs import setup_logging
 
@@ -1074,7 +1075,7 @@ def consent_check(
     """
     from .consent.check import check_consents
 
-    outcome = check_consents(load_config(config), datetime.now(UTC).date())
+    outcome = check_consents(load_config(config), local_today())
     for notice in outcome.notices:  # stderr: --json's stdout stays one document
         typer.echo(notice, err=True)
     if as_json:
@@ -1089,7 +1090,7 @@ def consent_check(
 
 def _day_option(option: str, value: str | None) -> date:
     if value is None:
-        return datetime.now(UTC).date()
+        return local_today()
     try:
         return date.fromisoformat(value)
     except ValueError:

@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .access_log import access_log_path
 from .backup import UNVERIFIED, read_manifest
@@ -306,10 +307,36 @@ def check_account(account: AccountConfig, timeout: float, now: datetime, warn_da
     return [Check(name, "ok", f"token from {account.credential_ref} accepted ({credential.who}{until})")]
 
 
+def check_time_zone(now: datetime) -> Check:
+    """The zone the consent register's days are judged in (consent/state.py, and the views' 'localtime'). A TZ
+    the C library cannot read is taken as UTC without a word, so a name the tz database does not know, or one
+    this machine has no data for, is a warning."""
+    local = now.astimezone()
+    offset = f"UTC{local:%z}"
+    tz = os.environ.get("TZ")
+    if not tz:
+        return Check(
+            "time zone", "ok", f"consent days are judged in the machine's zone, {local.tzname()} ({offset} now)"
+        )
+    try:
+        known = ZoneInfo(tz.removeprefix(":")).utcoffset(now) == local.utcoffset()
+    except (ZoneInfoNotFoundError, ValueError):
+        known = False
+    if not known:
+        return Check(
+            "time zone",
+            "warn",
+            f"TZ={tz!r} is not a zone this machine knows, so consent days are judged in {offset}; set TZ to a tz "
+            "database name (America/Chicago) and install the tzdata package",
+        )
+    return Check("time zone", "ok", f"consent days are judged in {tz} ({offset} now)")
+
+
 def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
     now = now or datetime.now(UTC)
     checks = [Check("config", "ok", f"{config.path}: {len(config.accounts)} account(s)")]
     checks += check_files(config)
+    checks.append(check_time_zone(now))
     checks += check_last_run(config, now)
     checks += check_backup(config, now)
     checks += check_alerts(config)

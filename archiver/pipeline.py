@@ -35,6 +35,7 @@ from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for, parser_revisions, request_revisions
 from .connectors.base import PARSER_REVISIONS_FIELD, REVISIONS_FIELD, Connector, FetchWindow
 from .consent.check import consent_check_after_run
+from .consent.state import local_today
 from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
@@ -338,7 +339,7 @@ def run_archive(
                 notices.append("run interrupted: the PHI scan and the consent check run with the next run")
             else:
                 scanned = scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
-                checked = consent_check_after_run(store, config, run_id, now().astimezone(UTC).date(), notices)
+                checked = consent_check_after_run(store, config, run_id, local_today(now()), notices)
                 run.checks_failed = scanned is None or not checked
                 alert_after(store, config, run_id, notices)  # every flag owed, this run's and any earlier one's
                 failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]

@@ -1274,3 +1274,136 @@ SELECT
 FROM flag_status s JOIN item_versions v ON v.id = s.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
 ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+-- migration 0016: the register's days are local days
+-- A consent's dates (granted_on, expires_on, revoked_on) are the organisation's calendar days, but `consents`
+-- judged them against date('now'), the UTC day, and flag_status compared a consent.late flag's grant with the
+-- UTC day the post went up: in the evening in the Americas a consent lapsed a day early and a post put up the
+-- evening before its consent was granted was not late. Both now use the local day of the process reading the
+-- view ('localtime': the TZ variable, or the machine's zone), as the consent check does in Python
+-- (archiver/consent/state.py local_today and local_day). Nothing else changes.
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+DROP VIEW consents;
+CREATE VIEW consents AS
+SELECT
+    r.consent_id,
+    r.patient_ref,
+    r.platform,
+    r.account,
+    r.scope,
+    r.granted_on,
+    r.expires_on,
+    r.revoked_on,
+    CASE
+        WHEN r.revoked_on IS NOT NULL AND r.revoked_on <= date('now', 'localtime')
+             AND (r.expires_on IS NULL OR r.revoked_on <= date(r.expires_on, '+1 day')) THEN 'revoked'
+        WHEN r.expires_on IS NOT NULL AND r.expires_on < date('now', 'localtime') THEN 'expired'
+        WHEN r.granted_on > date('now', 'localtime') THEN 'pending'
+        ELSE 'live'
+    END AS status,
+    (SELECT count(DISTINCT l.item_key) FROM consent_links l WHERE l.consent_id = r.consent_id) AS linked_items,
+    r.document_sha256,
+    (SELECT count(*) FROM consent_register c WHERE c.consent_id = r.consent_id) AS register_rows,
+    r.recorded_at,
+    r.id AS register_id
+FROM consent_register r
+WHERE r.id = (SELECT max(l.id) FROM consent_register l WHERE l.consent_id = r.consent_id);
+
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' AND f.rule_id = 'consent.late' THEN
+        -- a past disclosure: current, taken down or not, until no longer true (a consent of the same patient as
+        -- the flag's, `matched`, linked since, was granted by the local day the post was published)
+        NOT EXISTS (SELECT 1 FROM consent_links l JOIN consent_register r ON r.consent_id = l.consent_id
+                    WHERE l.item_key = f.item_key
+                      AND r.patient_ref = (SELECT min(p.patient_ref) FROM consent_register p
+                                           WHERE p.consent_id = f.matched)
+                      AND r.granted_on <= (SELECT CASE WHEN length(x.created_at) = 10 THEN x.created_at
+                                                  ELSE coalesce(date(x.created_at, 'localtime'),
+                                                                substr(x.created_at, 1, 10)) END
+                                           FROM item_versions x WHERE x.id = f.version_id))
+    WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        WHEN f.rule_id = 'consent.edited' THEN
+            -- the item's latest real edit (archiver/consent/check.py REAL_EDIT), with no consent linked since
+            NOT EXISTS (SELECT 1 FROM events e
+                        WHERE e.item_key = f.item_key AND e.version_id > f.version_id
+                          AND e.event = 'edited' AND json_extract(e.evidence, '$.not_an_edit') IS NULL)
+            AND NOT EXISTS (SELECT 1 FROM consent_links l JOIN consent_register r ON r.consent_id = l.consent_id
+                            WHERE l.item_key = f.item_key AND l.media_url IS NULL
+                              AND r.patient_ref = (SELECT min(p.patient_ref) FROM consent_register p
+                                                   WHERE p.consent_id = f.matched)
+                              AND l.linked_at >= (SELECT x.captured_at FROM item_versions x WHERE x.id = f.version_id))
+        ELSE
+            -- the lapse the flag was raised for, as its reason names it (archiver/consent/check.py lapse_prefix)
+            EXISTS (SELECT 1 FROM lapsed_consents x
+                    WHERE x.consent_id = f.matched AND x.item_key = f.item_key
+                      AND instr(f.reason, 'consent lapsed, content still published: consent ' || x.consent_id || ' '
+                                || CASE x.consent_status WHEN 'revoked' THEN 'revoked on ' || x.lapsed_on
+                                   ELSE 'expired on ' || date(x.lapsed_on, '-1 day') END || ' ') = 1)
+        END
+    ELSE
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE f.version_id BETWEEN s.from_version_id AND s.to_version_id
+                           ORDER BY s.id DESC LIMIT 1)
+        -- the same hit on a later version of the item is the one the queue shows
+        AND NOT EXISTS (SELECT 1 FROM flags g
+                        WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+                          AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+                          AND g.version_id > f.version_id AND g.matched IS f.matched
+                          AND g.rules_version = f.rules_version)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;

@@ -30,6 +30,8 @@ from archiver.pipeline import run_archive
 from archiver.scan.archive import build_detector
 from archiver.store import Store
 
+from .test_consent_register import judge_on
+
 TOKEN = "consent-test-token-Zq81"
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY0 = NOW.date()
@@ -136,8 +138,8 @@ class ConsentClinic:
     def queue(self, day: date | None = None) -> list[tuple[str, str]]:
         """The consent flags in the review queue as Datasette shows it on `day` (default: today)."""
         conn = self.db()
-        if day is not None:  # the views judge consents on date('now'): let it be `day`
-            conn.create_function("date", 1, lambda value: day.isoformat() if value == "now" else value[:10])
+        if day is not None:
+            judge_on(conn, day.isoformat())
         rows = conn.execute(
             "SELECT item_key, rule_id FROM flag_queue WHERE category = 'consent' ORDER BY flag_id"
         ).fetchall()
@@ -641,9 +643,7 @@ def test_a_lapse_flag_stays_in_the_queue_for_its_own_lapse_only(clinic):
     assert [f["reason"].split(" (")[0] for f in second] == [
         f"consent lapsed, content still published: consent C-EXP expired on {second_expiry}"
     ]
-    conn = c.db()
-    today = d.isoformat()  # the views judge consents on date('now')
-    conn.create_function("date", 1, lambda value: today if value == "now" else value[:10])
+    conn = judge_on(c.db(), d.isoformat())
     queued = conn.execute(
         "SELECT flag_id FROM flag_queue WHERE item_key = ? AND rule_id = 'consent.lapsed'", (c.key("story"),)
     ).fetchall()

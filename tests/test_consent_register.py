@@ -84,6 +84,20 @@ def db(config: Path) -> sqlite3.Connection:
     return conn
 
 
+def judge_on(conn: sqlite3.Connection, day: str) -> sqlite3.Connection:
+    """`conn` with the views judging consents on `day`: they read today as date('now', 'localtime'); every
+    other date() call keeps SQLite's own answer."""
+    real = sqlite3.connect(":memory:")
+    conn.create_function(
+        "date",
+        2,
+        lambda value, modifier: (
+            day if value == "now" else real.execute("SELECT date(?, ?)", (value, modifier)).fetchone()[0]
+        ),
+    )
+    return conn
+
+
 def counts(config: Path) -> dict[str, int]:
     conn = db(config)
     tables = ("consent_imports", "consent_register", "consent_links", "ledger")

@@ -18,7 +18,7 @@ from archiver.consent.state import consent_status
 from archiver.items import AccountIdentity, Deletion, Item
 from archiver.store import Store
 
-from .test_consent_register import HEADER, REF, SHA_A, counts, db, invoke, write
+from .test_consent_register import HEADER, REF, SHA_A, counts, db, invoke, judge_on, write
 
 HOST = "clinic.example"
 POST = f"mastodon:{HOST}:101"
@@ -257,8 +257,7 @@ def test_status_and_lapsed_on_name_what_ended_the_consent_first(archive, tmp_pat
     imported(
         archive, tmp_path, "b.csv", f"C-1,PT-0001,mastodon,clinic,{POST},story,2026-10-01,{expires},{revoked},{SHA_A}\n"
     )
-    conn = db(archive)
-    conn.create_function("date", 1, lambda value: today if value == "now" else value[:10])
+    conn = judge_on(db(archive), today)
     assert conn.execute("SELECT status FROM consents").fetchone()[0] == status
     lapsed = conn.execute("SELECT consent_status, lapsed_on FROM lapsed_consents").fetchall()
     assert [tuple(r) for r in lapsed] == [(status, lapsed_on)]

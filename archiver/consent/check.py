@@ -48,7 +48,7 @@ from ..store import Store
 from ..warc import iso, utcnow
 from .own import DELETED, OWN_ITEM
 from .register import current_consents
-from .state import ConsentState
+from .state import ConsentState, local_day
 
 log = logging.getLogger("archiver.consent")
 
@@ -205,7 +205,7 @@ def uncovered_lapses(links: list[ConsentLink], today: date) -> list[ConsentState
 
 
 def lapse_reason(consent: ConsentState, post: OwnPost, today: date) -> str:
-    published = (post.created_at or "")[:10] or "on an unknown day"
+    published = local_day(post.created_at) or "on an unknown day"
     return (
         f"{LAPSED_REASON}: consent {consent.consent_id} {consent.lapse_reason()} (granted {consent.granted_on}); "
         f"post published {published}, still published on {today.isoformat()}"
@@ -247,7 +247,7 @@ def late_consents(
     """(consent id, reason) for each patient of the post whose linked consents were all first granted after the
     day it was published (that patient's earliest, in patient order); none when the day is unknown. Judged
     patient by patient: another patient's earlier consent does not make this one's story consented."""
-    published = (post.created_at or "")[:10]
+    published = local_day(post.created_at) or ""
     earliest: dict[str, tuple[str, str]] = {}  # patient -> (first grant, consent id)
     for consent_id in consent_ids:
         if consent_id in first_granted and consent_id in patients:
@@ -258,7 +258,8 @@ def late_consents(
         if not published or granted <= published:
             continue
         try:
-            gap = f" ({(date.fromisoformat(granted) - date.fromisoformat(published)).days} days later)"
+            days = (date.fromisoformat(granted) - date.fromisoformat(published)).days
+            gap = f" ({days} day{'' if days == 1 else 's'} later)"
         except ValueError:  # a created_at that is not a date: the reason still names both days
             gap = ""
         late.append(

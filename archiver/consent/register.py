@@ -31,7 +31,7 @@ from ..scan.rules import load_rules
 from ..store import Store
 from ..warc import iso, utcnow
 from .own import is_deleted, not_read_by_check
-from .state import ConsentState
+from .state import ConsentState, local_today
 
 REQUIRED_COLUMNS = ("consent_id", "patient_ref", "granted_on", "document_sha256")
 OPTIONAL_COLUMNS = ("platform", "account", "item", "scope", "expires_on", "revoked_on")
@@ -555,7 +555,7 @@ def append_consent_link(
         if media_url not in urls:
             listed = ", ".join(u for u in urls if u) or "none"
             raise ConfigError(f"--media {media_url!r}: not an attachment of {item_key} (its attachments: {listed})")
-    status = consent.status(today or utcnow().date())
+    status = consent.status(today or local_today())
     # A deleted post is linked all the same: the link records a fact, and the check reads the post again if the
     # platform restores it. The command says so rather than promise a flag.
     deleted = is_deleted(conn, item_key)

@@ -5,12 +5,16 @@ on. The status says why the consent stopped first: a consent that expired and wa
 "expired" (from the day after its expiry), one revoked before it would have expired is "revoked". A revocation
 on the very first day after the expiry counts as the revocation. The consents view (schemas/archive.sql,
 migration 0013) says the same in SQL.
+
+The register's dates are the organisation's calendar days, so "today" and the day a post went up are judged
+in the local time zone of the process (the TZ variable, or the machine's zone), never in UTC: at 7 pm in
+Chicago it is already tomorrow in UTC. The views do the same with SQLite's 'localtime' (migration 0016).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 STATUSES = ("live", "pending", "expired", "revoked")
 
@@ -63,3 +67,25 @@ def consent_status(granted_on: str, expires_on: str | None, revoked_on: str | No
     if granted_on > day:
         return "pending"
     return "live"
+
+
+def local_today(now: datetime | None = None) -> date:
+    """Today in the local time zone (`now`, an aware time, stands for the clock)."""
+    return (now or datetime.now(UTC)).astimezone().date()
+
+
+def local_day(moment: str | None) -> str | None:
+    """The local calendar day (YYYY-MM-DD) of an archived time (ISO 8601, UTC when it names no offset); None
+    when there is none. A time that is not ISO keeps its first ten characters, as the views' date() would fail
+    on it too."""
+    if not moment:
+        return None
+    if len(moment) == 10:  # a day already, no time to move
+        return moment
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        return moment[:10]
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone().date().isoformat()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ..consent.state import local_today
 from .mastodon_server import MastodonState
 from .png import make_png
 
@@ -76,7 +77,7 @@ def add_patient_posts(state: MastodonState, clinic_id: str, account: str, now: d
         media = [(make_png(64, 48, 9000 + offset), PHOTO_ALT)] if name == "photo" else None
         at = now - timedelta(days=5 - offset, hours=3)
         ids[name] = state.add_status(clinic_id, text, created_at=at, media=media)["id"]
-    today = now.date()
+    today = local_today(now)  # the register's days are local ones, as the check's
     return ConsentSample(
         ids,
         account,
