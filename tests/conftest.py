@@ -6,7 +6,9 @@ milliseconds, and each module still gets its own archive to add users to, serve 
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,11 @@ from pathlib import Path
 import pytest
 
 from archiver.demo.run import run_demo
+
+# The consent register's days are local days (archiver/consent/state.py): the suite judges them in UTC whatever
+# the developer's zone, as CI does; tests of other zones set TZ themselves. Subprocesses inherit it.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 @dataclass(frozen=True)
