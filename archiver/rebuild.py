@@ -113,6 +113,11 @@ class ReplaySession:
         """How many captured responses the replay has not asked for (none, when it went as the capture did)."""
         return sum(len(queue) for queue in self.queues.values())
 
+    def first_unreplayed(self) -> str | None:
+        """The URI of the earliest captured response the replay has not asked for, if any."""
+        left = [queue[0] for queue in self.queues.values() if queue]
+        return min(left, key=lambda entry: (entry.response.warc_file, entry.response.offset)).uri if left else None
+
     def close(self) -> None:
         pass
 
@@ -131,7 +136,7 @@ class ReplaySession:
         self.requests_made += 1
         record, block = read_raw_block(self.warc_dir / entry.response.warc_file, entry.response.offset)
         status_line, body = parse_http_headers(block)
-        headers = CaseInsensitiveDict(status_line.headers)
+        headers = joined_headers(status_line.headers)
         links = {}
         if headers.get("Link"):
             for link in parse_header_links(headers["Link"]):
@@ -190,6 +195,16 @@ class ReplaySession:
             if exchange.status in (401, 403):
                 raise AuthError(f"account {self.account}: HTTP {exchange.status} at {uri} (replayed)")
             raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed)")
+
+
+def joined_headers(pairs: list[tuple[str, str]]) -> CaseInsensitiveDict:
+    """A response's captured header fields as the live session read them: a field sent more than once (RFC
+    9110 5.3: two `Link` fields, one with `next` and one with `prev`) joined with ", ", as urllib3 does.
+    Keeping only the last would drop the `next` link and stop the replay's paging a page early."""
+    headers: CaseInsensitiveDict = CaseInsensitiveDict()
+    for name, value in pairs:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def _warc_fields(body: bytes) -> dict[str, str]:
@@ -556,6 +571,18 @@ def _failed_replay(
     return Problem(where, f"replay failed: {result.error}")
 
 
+def _unasked(run: _RunRecords, account: str, session: ReplaySession) -> Problem:
+    """A replay that went through without asking for every response captured for the account: the rebuilt
+    database may lack what those hold, so it is an error, never a quiet success. The usual cause is an option
+    that shapes the requests changed in the config since the capture."""
+    return Problem(
+        f"account {account} of run {run.run_id}",
+        f"the replay never asked for {session.unreplayed()} of the responses captured for it (the first: GET "
+        f"{session.first_unreplayed()}), so what they hold is not in the rebuilt database; if the account's "
+        "media, direct_messages, api_base or other options changed since the capture, set them back for the rebuild",
+    )
+
+
 def _replay_runs(
     config: Config,
     store: Store,
@@ -620,6 +647,8 @@ def _replay_runs(
             statuses.append(result.status)
             if result.status != "ok":
                 on_problem(_failed_replay(run, result, sessions[-1] if sessions else None, checks))
+            elif sessions and sessions[-1].unreplayed():
+                on_problem(_unasked(run, name, sessions[-1]))
         for path in run.files:
             with store.transaction():
                 size, records = path.stat().st_size, scan_warc(path).records

@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from archiver.cli import app
 from archiver.connectors.base import REVISIONS_FIELD
 from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.mastodon_server import SampleMastodonServer
-from archiver.rebuild import index_runs
+from archiver.rebuild import index_runs, joined_headers
 from archiver.recovery import file_sha256, scan_warc
 from archiver.replay_check import REPLAYED, compare_databases
 from archiver.warc import WarcWriter
@@ -360,3 +360,55 @@ def test_a_capture_of_a_newer_connector_revision_fails_its_replay_saying_so(tmp_
     newest = MastodonConnector.REQUEST_REVISION
     assert f"revisions 1 to {newest}, and the capture was made at revision {newest + 1}" in result.output
     assert "no captured response" not in result.output
+
+
+class SplitLinkServer(SampleMastodonServer):
+    """Sends its paging links as two `Link` fields, `next` then `prev`, as RFC 8288 allows (a platform or a
+    proxy in front of it may): http.server writes a value as given, so the CRLF starts the second field."""
+
+    def _link(self, path, query, page):
+        joined = super()._link(path, query, page)
+        if joined:
+            next_link, prev_link = joined["Link"].split(", <", 1)
+            joined["Link"] = f"{next_link}\r\nLink: <{prev_link}"
+        return joined
+
+
+def test_link_fields_sent_twice_are_read_on_replay_as_the_live_session_read_them(tmp_path, monkeypatch):
+    headers = joined_headers([("Link", "<a>; rel=next"), ("X", "1"), ("link", "<b>; rel=prev")])
+    assert len(headers) == 2 and headers["LINK"] == "<a>; rel=next, <b>; rel=prev" and headers["x"] == "1"
+    monkeypatch.setenv("CRASH_TOKEN", TOKEN)
+    state = small_clinic(datetime.now(UTC))
+    (clinic,) = [a for a in state.accounts.values() if a["username"] == "riverside"]
+    for i in range(20):  # 50 posts: the listing's pages hold 40
+        state.add_status(clinic["id"], f"Notice {i}", created_at=datetime.now(UTC) - timedelta(days=40 + i))
+    with SplitLinkServer(state, TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(tmp_path / "split", server.base_url)
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"])
+        assert result.exit_code == 0, result.output
+    result = rebuild(cfg, tmp_path / "rebuilt.db")
+    assert result.exit_code == 0, result.output
+    live, rebuilt = (
+        sqlite3.connect(tmp_path / "split" / "arch" / "archive.db"),
+        sqlite3.connect(tmp_path / "rebuilt.db"),
+    )
+    count = "SELECT count(*) FROM item_versions"
+    assert rebuilt.execute(count).fetchone() == live.execute(count).fetchone() > (100,)  # pages past the first
+    assert list(compare_databases(live, rebuilt)) == []
+
+
+def test_a_replay_that_never_asks_for_responses_the_capture_holds_is_an_error(tmp_path, monkeypatch):
+    """Direct messages captured, then turned off in the config: the replay asks for none, and the rebuild
+    must not call a database without them complete."""
+    monkeypatch.setenv("CRASH_TOKEN", TOKEN)
+    with SampleMastodonServer(small_clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(tmp_path / "dms", server.base_url)
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"])
+        assert result.exit_code == 0, result.output
+    cfg.write_text(cfg.read_text() + "direct_messages = false\n")
+    result = rebuild(cfg, tmp_path / "rebuilt.db")
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.output.splitlines() if "never asked for" in line]
+    assert line.startswith("account clinic of run ") and "(the first: GET http://127.0.0.1:" in line
+    assert "/api/v1/conversations" in line and "direct_messages" in line
+    assert "INCOMPLETE" in result.output
