@@ -45,7 +45,9 @@ def public_b64(key: Ed25519PublicKey) -> str:
 
 
 def ensure_signing_key(keys_dir: Path) -> tuple[Path, bool]:
-    """The private key file, generated (mode 0600) when absent; returns (path, created)."""
+    """The private key file, generated (mode 0600) when absent; returns (path, created). The public key is
+    written first and each file appears whole (a temporary name, fsynced, then moved): a first run killed
+    between the two never leaves a private key without its public one beside it."""
     path = keys_dir / PRIVATE_KEY
     if path.exists():
         return path, False
@@ -53,11 +55,39 @@ def ensure_signing_key(keys_dir: Path) -> tuple[Path, bool]:
     keys_dir.chmod(0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    (keys_dir / PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
+    _write_whole(keys_dir / PUBLIC_KEY, public_pem(key.public_key()), 0o644, replace=True)
+    _write_whole(path, pem, 0o600, replace=False)
     return path, True
+
+
+def restore_public_key(keys_dir: Path, key: Ed25519PrivateKey) -> Path | None:
+    """Write the public key beside the private one when it is missing (a first run of an earlier version
+    killed between the two files); returns its path when written. Every checkpoint is still checked against it,
+    so a private key swapped for another is not hidden by this: the checkpoints it did not sign fail."""
+    public = keys_dir / PUBLIC_KEY
+    if public.exists():
+        return None
+    _write_whole(public, public_pem(key.public_key()), 0o644, replace=True)
+    return public
+
+
+def _write_whole(path: Path, data: bytes, mode: int, replace: bool) -> None:
+    """`data` at `path` all at once: a temporary name, fsynced, then moved (replace=False: never over a file
+    that exists, as O_EXCL would refuse)."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(staged, path)
+        else:
+            os.link(staged, path)  # FileExistsError when another process made the key meanwhile
+    finally:
+        staged.unlink(missing_ok=True)
+    fsync_path(path.parent)
 
 
 def load_private_key(keys_dir: Path) -> Ed25519PrivateKey:

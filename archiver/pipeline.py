@@ -23,12 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .access_log import access_log_head, access_log_path
 from .checkpoints import (
     PRIVATE_KEY,
+    PUBLIC_KEY,
     Checkpoint,
     ensure_signing_key,
     fingerprint,
     load_private_key,
+    public_b64,
     publish_copy,
     restore_copies,
+    restore_public_key,
     sign_checkpoint,
 )
 from .config import AccountConfig, Config, resolve_token
@@ -297,12 +300,15 @@ def run_archive(
         store = Store.open(archive.database)
         scanner = None
         try:
-            archive_signing_key(store, archive.keys_dir)  # before anything is captured that it could not sign
+            key_notices: list[str] = []  # a key made or a public key written again: said in the run's notices
+            archive_signing_key(store, archive.keys_dir, key_notices)  # before anything is captured it could not sign
             started = now().astimezone(UTC)
             run_id = new_run_id(started)
             window = FetchWindow(iso(started - timedelta(days=archive.recheck_days)), iso(started))
             store.append_run(run_id, socket.gethostname(), config.sha256, [a.name for a in accounts])
-            notices = register_orphan_warcs(store, archive.warc_dir) if archive.warc_dir.exists() else []
+            notices = key_notices + (
+                register_orphan_warcs(store, archive.warc_dir) if archive.warc_dir.exists() else []
+            )
             warc = WarcWriter(
                 archive.warc_dir,
                 run_id,
@@ -419,7 +425,19 @@ def archive_signing_key(store: Store, keys_dir: Path, notices: list[str] | None 
             notices.append(
                 f"generated the archive's signing key {key_path}; export its public key with `archiver key export`"
             )
-    return load_private_key(keys_dir)
+    key = load_private_key(keys_dir)
+    if not (keys_dir / PUBLIC_KEY).exists():
+        # Written again only from the key that signed the checkpoints: from another, it would make them all fail.
+        signer = store.conn.execute("SELECT public_key FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        if signer is not None and signer[0] != public_b64(key.public_key()):
+            raise ConfigError(
+                f"{keys_dir / PUBLIC_KEY}: missing, and the signing key {path} is not the key that signed the "
+                f"archive's checkpoints ({fingerprint(signer[0])}); put the archive's own keys back"
+            )
+        restored = restore_public_key(keys_dir, key)
+        if restored is not None and notices is not None:
+            notices.append(f"the public key {restored} was missing: wrote it again from the signing key")
+    return key
 
 
 def checkpoint_archive(

@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from typer.testing import CliRunner
 
@@ -25,6 +26,8 @@ from archiver.verify import verify_archive
 from .test_config import DISABLED
 from .test_ledger import behind_the_back
 from .test_merkle import mth
+
+NO_ENCRYPTION = serialization.NoEncryption()
 
 
 @pytest.fixture
@@ -265,3 +268,49 @@ def test_a_tree_root_re_signed_with_the_archives_own_key_is_caught(archive):
         p.startswith(f"checkpoints id=1: ledger tree of {size} entries: root expected {'ab' * 32} as signed")
         for p in found
     ), found
+
+
+def test_a_public_key_lost_beside_its_private_key_is_written_again_by_the_next_run(archive):
+    """A first run of an earlier version killed between its two key files left the private key alone: the next
+    run writes the public key again from it, says so, and the archive verifies."""
+    arch, config = archive
+    public = (arch / "keys" / PUBLIC_KEY).read_bytes()
+    (arch / "keys" / PUBLIC_KEY).unlink()
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"the public key {arch / 'keys' / PUBLIC_KEY} was missing: wrote it again" in result.output
+    assert (arch / "keys" / PUBLIC_KEY).read_bytes() == public
+    assert problems(arch) == []
+    # Written again only from the key that signed the checkpoints: from another, the run stops and says so.
+    (arch / "keys" / PUBLIC_KEY).unlink()
+    swapped = Ed25519PrivateKey.generate()
+    pem = swapped.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, NO_ENCRYPTION)
+    (arch / "keys" / PRIVATE_KEY).write_bytes(pem)
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "is not the key that signed the archive's checkpoints (SHA256:" in result.output
+    assert not (arch / "keys" / PUBLIC_KEY).exists()
+
+
+def test_a_first_run_stopped_between_the_key_files_never_leaves_a_private_key_alone(tmp_path, monkeypatch):
+    from archiver import checkpoints
+
+    written: list[str] = []
+    real = checkpoints._write_whole
+
+    def stop_after_first(path, data, mode, replace):
+        if written:
+            raise KeyboardInterrupt  # killed between the two files
+        written.append(path.name)
+        real(path, data, mode, replace)
+
+    monkeypatch.setattr(checkpoints, "_write_whole", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.ensure_signing_key(tmp_path / "keys")
+    assert written == [PUBLIC_KEY] and sorted(p.name for p in (tmp_path / "keys").iterdir()) == [PUBLIC_KEY]
+    monkeypatch.setattr(checkpoints, "_write_whole", real)
+    path, created = checkpoints.ensure_signing_key(tmp_path / "keys")  # the next run makes the pair again
+    assert created and path.stat().st_mode & 0o777 == 0o600
+    key = load_private_key(tmp_path / "keys")
+    assert load_public_key(tmp_path / "keys" / PUBLIC_KEY).public_bytes_raw() == key.public_key().public_bytes_raw()
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [PRIVATE_KEY, PUBLIC_KEY]  # no temporary left
