@@ -186,10 +186,11 @@ def compare_databases(
     again, looks the same, and telling the two apart is a person's work (the revisions' notes in
     connectors/base.py say what each changed)."""
     older = _OlderParsers(parsed_at) if parsed_at is not None else None
+    order = {run_id: n for n, (run_id,) in enumerate(live.execute("SELECT id FROM runs ORDER BY rowid"))}
     for done, table in enumerate(REPLAYED):
         if on_table:
             on_table(f"comparing {table.name}", done, len(REPLAYED))
-        yield from _compare_table(table, live, replayed, unfinished, older)
+        yield from _compare_table(table, live, replayed, unfinished, older, order)
     if on_table:
         on_table("compared", len(REPLAYED), len(REPLAYED))
 
@@ -233,20 +234,27 @@ def _compare_table(
     replayed: sqlite3.Connection,
     unfinished: set[str] | frozenset,
     older: _OlderParsers | None = None,
+    order: Mapping[str, int] | None = None,
 ) -> Iterator[Problem]:
     """Errors row by row. A group that a run which did not finish touched may differ in where and when its rows
     were captured (that run committed part of what it captured, the replay gives all of it, and a later run
     records again what was not committed): when each live row still says what a replayed row says, in the
     same order, the difference is counted into one note per run(s); a live row that says what no replayed
-    row says is an error, whichever run it names."""
+    row says is an error, whichever run it names. Only rows of runs after the unfinished one (`order`: the
+    live runs' order) may differ in provenance: the unfinished run's own rows, and those before it, must match
+    a replayed row in every column, since its replay gives all it committed (a deletion's date or evidence
+    rewritten in such a row is an error, not a note)."""
     explained: dict[tuple[str, ...], list[str]] = {}  # run(s) -> the groups that differ
     run = table.labels.index(table.run)
+    order = order or {}
     for group, held, made in _differing_groups(table, live, replayed):
         runs = tuple(sorted(({row[run] for _, row in held} | {row[run] for row in made}) & unfinished))
         if not runs:
             yield from _group_problems(table, group, held, made, older)
             continue
-        unbacked = _unbacked([table.substance(row) for _, row in held], [table.substance(row) for row in made])
+        first = min(order.get(r, -1) for r in runs)
+        whole = [order.get(row[run], -1) <= first for _, row in held]  # rows held to every column
+        unbacked = _unbacked([row for _, row in held], made, whole, table.substance)
         if not table.substance(table.labels):  # every column is provenance (cursors): nothing to hold rows to
             unbacked = []
         if not unbacked:
@@ -268,13 +276,15 @@ def _compare_table(
         )
 
 
-def _unbacked(held: list[Row], made: list[Row]) -> list[int]:
-    """Indexes of the live rows that are not matched, in order, by replayed rows (greedy matching finds a
-    match for every row whenever the live rows are a subsequence of the replayed ones)."""
+def _unbacked(held: list[Row], made: list[Row], whole: list[bool], substance: Callable[[Row], Row]) -> list[int]:
+    """Indexes of the live rows that are not matched, in order, by replayed rows: in every column where
+    `whole`, else in their substance (greedy matching finds a match for every row whenever the live rows are
+    a subsequence of the replayed ones)."""
     unmatched, j = [], 0
     for index, row in enumerate(held):
-        k = j
-        while k < len(made) and made[k] != row:
+        seen = (lambda r: r) if whole[index] else substance
+        wanted, k = seen(row), j
+        while k < len(made) and seen(made[k]) != wanted:
             k += 1
         if k == len(made):
             unmatched.append(index)

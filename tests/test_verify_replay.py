@@ -418,3 +418,35 @@ def test_a_difference_in_rows_an_older_parser_made_says_so_and_stays_an_error(de
         for line in lines
         if "mastodon:" in line
     )
+
+
+def test_the_killed_runs_own_rows_are_held_to_every_column(tmp_path, temp):
+    """Rows of later runs may differ from the replay in where and when they were captured (the note); a row
+    the killed run committed itself must not: its replay gives all it committed. A capture time rewritten in
+    one, the ledger rechained and signed again, is an error naming the row."""
+    now = datetime.now(UTC)
+    state = small_clinic(now)
+    with SampleMastodonServer(state, TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(tmp_path / "killed", server.base_url)
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+        for i in range(40):
+            state.add_status(state.owner_id, f"New post {i}", created_at=now - timedelta(hours=40 - i))
+        kill_a_run_at_request(server, cfg, 30)  # past a few commits of 7 observations
+        result = CliRunner().invoke(app, ["run", "--config", str(cfg), "-q"], env={"CRASH_TOKEN": TOKEN})
+        assert result.exit_code == 0, result.output
+    database = tmp_path / "killed" / "arch" / "archive.db"
+    conn = sqlite3.connect(database)
+    [killed] = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at")][1:2]
+    version = conn.execute("SELECT max(id) FROM item_versions WHERE run_id = ?", (killed,)).fetchone()[0]
+    conn.close()
+    assert version is not None  # the kill came after a commit
+    rewrite_history(
+        database.parent, f"UPDATE item_versions SET captured_at = '2026-01-01T00:00:00.000000Z' WHERE id = {version}"
+    )
+    checkpoint(cfg)
+    assert verify(cfg).exit_code == 0
+    result = verify(cfg, "--replay")
+    assert result.exit_code == 1, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith(f"item_versions id={version}:")]
+    assert "no captured record backs it" in line and 'captured_at="2026-01-01T00:00:00.000000Z"' in line
