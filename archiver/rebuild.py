@@ -216,9 +216,19 @@ def _warc_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
-def _capture_order(path: Path) -> tuple[str, str]:
-    """A file's place in capture order: its warcinfo's WARC-Date (microseconds; file names have only seconds,
-    and two runs can start within one second), then its name (a run's rotated files share their warcinfo date)."""
+def _capture_order(path: Path, live: LiveArchive | None = None) -> tuple[int, int, str, str]:
+    """A file's place in capture order. With the live database, its run's place among the runs recorded there
+    (their append order: an NTP correction or a VM restored from a snapshot can step the clock back between
+    two runs, so dates may lie); a run it does not know comes after those it does. Then the warcinfo's
+    WARC-Date (microseconds; file names have only seconds, and two runs can start within one second), then the
+    name (a run's rotated files share their warcinfo date)."""
+    run = run_of(path.name)
+    known = live.run_order.get(run) if live is not None and run is not None else None
+    place = (0, known) if known is not None else (1, 0)
+    return (*place, *_dated(path))
+
+
+def _dated(path: Path) -> tuple[str, str]:
     try:
         with open(path, "rb") as fh:
             for record in ArchiveIterator(fh, no_record_parse=True):
@@ -238,6 +248,8 @@ class LiveArchive:
     finished_runs: set[str]  # runs with a result
     outcomes: dict[tuple[str, str], str]  # (run, account) -> ok / failed
     recovered: dict[str, str] = field(default_factory=dict)  # interrupted run -> the run that recorded its files
+    # run -> its place among the runs, in the order they were appended (a clock stepped back cannot change it)
+    run_order: dict[str, int] = field(default_factory=dict)
 
 
 def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]]:
@@ -258,6 +270,7 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
                 {row[0] for row in conn.execute("SELECT run_id FROM run_results")},
                 {(row[0], row[1]): row[2] for row in conn.execute("SELECT run_id, account, status FROM account_runs")},
                 {run: recovery.by for run, recovery in recoveries(conn).items()},
+                {row[0]: n for n, row in enumerate(conn.execute("SELECT id FROM runs ORDER BY rowid"))},
             )
         finally:
             store.close()
@@ -402,7 +415,8 @@ def index_runs(
     of the last file of a run that did not finish, which nothing recorded); anywhere else it is an error.
     Rows never point past a complete record, so a torn tail loses nothing the database holds."""
     current: _RunRecords | None = None
-    for path in sorted(warc_dir.glob("*.warc.gz"), key=_capture_order):
+    live = checks.live if checks is not None else None
+    for path in sorted(warc_dir.glob("*.warc.gz"), key=lambda path: _capture_order(path, live)):
         with open(path, "rb") as fh:
             records = CompleteRecords(fh)
             pending_requests: dict[str, CaptureRef] = {}

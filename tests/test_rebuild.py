@@ -412,3 +412,46 @@ def test_a_replay_that_never_asks_for_responses_the_capture_holds_is_an_error(tm
     assert line.startswith("account clinic of run ") and "(the first: GET http://127.0.0.1:" in line
     assert "/api/v1/conversations" in line and "direct_messages" in line
     assert "INCOMPLETE" in result.output
+
+
+def test_runs_are_replayed_in_the_order_the_live_database_appended_them_when_the_clock_stepped_back(
+    tmp_path, monkeypatch
+):
+    """An NTP correction or a VM restored from a snapshot steps the clock back between two runs: the later
+    run's files are dated earlier. The live database knows the runs' order; the dates would replay them
+    backwards, and the replay of each would ask for what the other captured."""
+    import archiver.pipeline as pipeline
+
+    class SteppedBack(WarcWriter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "clock": lambda: datetime.now(UTC) - timedelta(hours=2)})
+
+    monkeypatch.setenv("CRASH_TOKEN", TOKEN)
+    now = datetime.now(UTC)
+    state = small_clinic(now)
+    with SampleMastodonServer(state, TOKEN, rate_limit=1_000_000) as server:
+        cfg = crash_config(tmp_path / "stepped", server.base_url)
+        assert CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"]).exit_code == 0
+        posts = sorted(
+            (s for s in state.statuses.values() if s["account"]["id"] == state.owner_id), key=lambda s: int(s["id"])
+        )
+        state.edit_status(posts[-1]["id"], "Post edited after the first run", at=now - timedelta(minutes=5))
+        state.delete_status(posts[-2]["id"])
+        state.add_status(state.owner_id, "New after the step", created_at=now - timedelta(minutes=3))
+        with monkeypatch.context() as stepped:
+            stepped.setattr(pipeline, "WarcWriter", SteppedBack)
+            result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"])
+            assert result.exit_code == 0, result.output
+    live = sqlite3.connect(tmp_path / "stepped" / "arch" / "archive.db")
+    appended = [r[0] for r in live.execute("SELECT id FROM runs ORDER BY rowid")]
+    dated = [run.run_id for run in index_runs(tmp_path / "stepped" / "arch" / "warcs")]
+    assert dated == appended[::-1]  # by their dates alone, the second run comes first
+    result = rebuild(cfg, tmp_path / "rebuilt.db")
+    assert result.exit_code == 0, result.output
+    assert list(compare_databases(live, sqlite3.connect(tmp_path / "rebuilt.db"))) == []
+    assert verify_replay_passes(cfg)
+
+
+def verify_replay_passes(cfg: Path) -> bool:
+    result = CliRunner().invoke(app, ["verify", "--replay", "--config", str(cfg)])
+    return result.exit_code == 0 and result.output.splitlines()[-1] == "archive verifies"
