@@ -6,8 +6,9 @@ procedures, medications, units) tied to an identifiable person: the author (I, m
 (my mother), a named person (not staff), a mentioned @handle, or in a message the person addressed. A term
 followed by a community word ("flu shots", "diabetes support group") is about a service, not a person.
 
-Both passes read the text normalised (normalise_for_matching: NFKC, one hyphen, no invisible characters),
-so "123–45–6789" or a zero-width space cannot hide an identifier; every span is mapped back to the original.
+Both passes read the text normalised (normalise_for_matching: NFKC, one hyphen, no invisible characters, Cyrillic
+and Greek look-alike letters as Latin inside a word that mixes scripts), so "123–45–6789", a zero-width space or
+"DОB" with a Cyrillic О cannot hide an identifier; every span is mapped back to the original.
 
 Every regex here runs on every text, hostile ones included (a public comment of 60,000 "!"): none may
 backtrack more than a bounded amount at a position, and the Python loops over hits and anchors are kept to
@@ -36,7 +37,9 @@ from .rules import ContextRule, PatternRule, RuleSet, lexicon_expressions
 #    in the organisation's own texts, health.named within a sentence, one rule's hits merged past a cap.
 # 3: a Mastodon boost's boosted status is read too, as its author's (scan/fields.py quoted_fields).
 # 4: an author is the organisation's by its whole handle: "riverside@other.instance" is not "riverside".
-ENGINE_REVISION = 4
+# 5: Cyrillic / Greek look-alike letters read as Latin in a word mixing scripts ("DОB", "МRN"); an e-mail address
+#    written "(at)" / "[dot]" / "at ... dot" is compared with the organisation's domains as "@" and ".".
+ENGINE_REVISION = 5
 # A rule with more hits than this in one text keeps the first MAX_HITS_PER_RULE - 1 and merges the rest into one
 # hit spanning them: a comment of "I have flu. " x 700 is five flags for a reviewer, not 700 high alerts.
 MAX_HITS_PER_RULE = 5
@@ -133,6 +136,52 @@ INVISIBLE = re.compile(
 CHANGEABLE = re.compile(r"[^\x00-\x7f]+|(?<=\d[-\u2010-\u2015\u2212\ufe63\uff0d])[ \t]*\r?\n[ \t]*(?=\d)")
 
 
+# Cyrillic and Greek letters drawn like Latin ones (NFKC leaves them; it already folds full-width and mathematical
+# letters). A word that mixes scripts ("DОB" with a Cyrillic О, "ЅЅΝ") is disguised, and is read with them as
+# Latin; a word in one script is read as written: "МЕ" (Greek "with") or Russian "МРТ" must not become "ME", "MPT".
+# One letter for one, so no offset moves. A small table, not Unicode's confusables list: that maps digits, "rn"
+# and hundreds of symbols, changes lengths and would make ordinary words of other scripts look like English.
+LOOKALIKES = str.maketrans(
+    "АВЕКМНОРСТХУІЈЅԚԜҮӀаеорсухіјѕһԁԛԝӏүΑΒΕΖΗΙΚΜΝΟΡΤΥΧϹͿαικνορυχϲϳ",
+    "ABEKMHOPCTXYIJSQWYIaeopcyxijshdqwlyABEZHIKMNOPTYXCJaikvopuxcj",
+)
+LOOKALIKE = re.compile("[" + "".join(chr(c) for c in LOOKALIKES) + "]")
+SCRIPTS = (
+    re.compile("[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]"),  # Latin
+    re.compile("[\u0400-\u052f\u1c80-\u1c8f\ua640-\ua69f]"),  # Cyrillic
+    re.compile("[\u0370-\u03ff\u1f00-\u1fff]"),  # Greek
+)
+LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _mixes_scripts(text: str) -> bool:
+    return sum(1 for script in SCRIPTS if script.search(text)) > 1
+
+
+def fold_lookalikes(text: str) -> str:
+    """`text` with the look-alike letters of every word that mixes scripts as Latin (the same length)."""
+    if text.isascii() or not LOOKALIKE.search(text) or not _mixes_scripts(text):
+        return text  # the usual case: checked in C, no loop over words
+    parts: list[str] = []
+    pos = 0
+    for word in LETTERS.finditer(text):
+        if LOOKALIKE.search(word.group()) and _mixes_scripts(word.group()):
+            parts += (text[pos : word.start()], word.group().translate(LOOKALIKES))
+            pos = word.end()
+    return "".join(parts) + text[pos:] if parts else text
+
+
+# How a dodged e-mail address spells "@" and "." ("(at)", "[dot]", " at ", " dot ", " @ "), for the allow-list. A
+# match starts only at a run of spaces' first one (or at its bracket): tried from each space of a long run, the
+# leading \s* would rescan it.
+SPELLED_AT_DOT = re.compile(r"(?i)(?<!\s)\s*[(\[{<]\s*(at|@|dot)\s*[)\]}>]\s*|(?<!\s)\s+(at|dot)\s+|(?<!\s)\s*(@)\s*")
+
+
+def plain_email(found: str) -> str:
+    """ "maria [at] gmail [dot] com" as "maria@gmail.com"; a plain address as it is."""
+    return SPELLED_AT_DOT.sub(lambda m: "." if (m[1] or m[2] or m[3]).lower() == "dot" else "@", found)
+
+
 @lru_cache(maxsize=4096)
 def _joins_previous(char: str) -> bool:
     """A mark (or a Hangul vowel / final jamo) that NFKC may compose with the character before it."""
@@ -176,7 +225,8 @@ class OffsetMap:
 
 def normalise_for_matching(text: str) -> tuple[str, OffsetMap | None]:
     """`text` as the rules see it: NFKC, one hyphen, one apostrophe, no invisible characters, no line break
-    inside a number wrapped at its hyphen; and the map back to the original, None when every character kept its
+    inside a number wrapped at its hyphen, look-alike letters as Latin in a word mixing scripts (fold_lookalikes,
+    after the rest: "D\u200bОB" is one word); and the map back to the original, None when every character kept its
     place (plain ASCII on one line, the usual case, is returned as it is). A character with its combining marks
     is normalised by itself, so the map is exact."""
     if text.isascii() and "\n" not in text:
@@ -215,9 +265,9 @@ def normalise_for_matching(text: str) -> tuple[str, OffsetMap | None]:
                 pos = j
             i = j
     if not parts:
-        return text, None
+        return fold_lookalikes(text), None
     parts.append(text[pos:])
-    normalised = "".join(parts)
+    normalised = fold_lookalikes("".join(parts))  # one letter for one: the map below stays exact
     if not changes:
         return normalised, None  # e.g. only curly apostrophes or en dashes: offsets unchanged
     return normalised, OffsetMap(tuple(changes), tuple(c[2] for c in changes))
@@ -615,7 +665,7 @@ class Detector:
             public = any(digits.startswith(p) for p in self.toll_free if len(digits) >= 10 or digits == p)
             return public or self.allow.own_phone(digits)
         if allow == "email":
-            return self.allow.own_domain(found)
+            return self.allow.own_domain(plain_email(found))
         if allow == "address":
             return self.allow.own_address(found)
         return False
