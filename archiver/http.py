@@ -2,7 +2,8 @@
 
 Secrets are removed before anything is written: the Authorization header's value, query parameters that
 carry credentials, and any occurrence of the token's value in what the platform sent back. Retries are
-bounded (timeouts, connection errors, 5xx) and rate limits are honoured through a per-platform policy.
+bounded (timeouts, connection errors, bodies cut short, 5xx) and rate limits are honoured through a
+per-platform policy. Every body is read in pieces against a deadline and a size cap (see _BodyReader).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from . import __version__
 from .errors import AuthError, Interrupted, PlatformError, RateLimitedError
@@ -48,6 +51,31 @@ USER_AGENT = f"archiver/{__version__} (compliance archive)"
 MIN_THROTTLE_WAIT = 1.0
 MAX_THROTTLE_FLOOR = 60.0
 STOPPED = "interrupted (Ctrl-C or SIGTERM) before it finished; what was captured is kept, the next run resumes"
+
+# The bounds of one exchange. requests' timeout bounds each socket read, not an exchange: a server that sends a byte
+# now and then (a broken proxy, a slow-loris CDN) held a run forever, and a body without end filled the memory.
+# An attempt may take EXCHANGE_TIMEOUTS request_timeouts (connecting, the first byte of the answer and the body may
+# each take one), and a second more for each SLOWEST_RATE bytes of body that arrived: a big video on a slow link
+# (1 Mbit/s or better) still arrives whole, a trickle is given up after a few request_timeouts.
+EXCHANGE_TIMEOUTS = 3
+SLOWEST_RATE = 128 * 1024
+# The size caps: an API answer is JSON (pages of a few MB at most); a media file is mostly a video, and the platforms'
+# limits for one posted through their APIs are at or under 512 MB (X 512 MB, LinkedIn 500 MB, Instagram reels 300 MB
+# to 1 GB, Bluesky and Mastodon about 100 MB; Facebook allows far more). A body is held in memory two or three times
+# over on its way to the WARC, so the cap bounds the run's memory too.
+API_MAX_BYTES = 64 * 2**20
+MEDIA_MAX_BYTES = 512 * 2**20
+READ_SIZE = 256 * 1024  # the most one read asks for; it returns what has arrived, so a deadline is checked often
+# What a media download accepts besides 200 (connectors/base.py MEDIA_ANSWERS): a file refused or gone, which its
+# connector notes and goes on without. Such a caller is given a file over the cap the same way (see NotKept).
+FILE_GONE_ANSWERS = frozenset({401, 403, 404, 410})
+# What a body cut short or garbled raises: a failed attempt, retried like a timeout.
+RETRIED = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 def redact_url(url: str) -> str:
@@ -112,6 +140,115 @@ class Exchange:
                 f"GET {self.url}: HTTP {self.status} body is not valid JSON ({exc}); "
                 f"the raw response is in WARC record {self.ref.record_id}"
             ) from None
+
+
+class BodyTooSlow(requests.Timeout):
+    """An answer whose body did not arrive whole by the attempt's deadline: a failed attempt, like a timeout."""
+
+
+class BodyTooLarge(Exception):
+    """An answer whose body is over the cap (as its Content-Length declares, or as it arrived); left unread."""
+
+    def __init__(self, response: requests.Response, cap: int):
+        super().__init__(f"HTTP {response.status_code} with a body over the {mebibytes(cap)} cap")
+        self.response = response
+        self.cap = cap
+
+
+class NotKept(int):
+    """The status of a media download whose body was left unread (over the cap): never 200, so the connector takes
+    its "kept the item without it" path, and it prints as what happened, which is how the connector's notice (which
+    prints the status) names the cap: "media URL answered HTTP 200 with a body over the 512 MiB cap ..."."""
+
+    answered: int
+    why: str
+
+    def __new__(cls, answered: int, why: str) -> NotKept:
+        status = super().__new__(cls, 0)
+        status.answered, status.why = answered, why
+        return status
+
+    def __str__(self) -> str:
+        return f"{self.answered} {self.why}"
+
+
+TRUNCATED_LENGTH = "length"  # WARC 1.1's WARC-Truncated reason for a body over the size kept
+
+
+def not_kept(answered: int, cap: int) -> NotKept:
+    return NotKept(answered, f"with a body over the {mebibytes(cap)} cap for a media file (left unread, not archived)")
+
+
+def is_file_download(ok: tuple[int, ...]) -> bool:
+    """Whether a request with these acceptable statuses is a media download (see FILE_GONE_ANSWERS)."""
+    return set(ok) >= FILE_GONE_ANSWERS
+
+
+def mebibytes(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
+
+
+def _read1(raw: Any) -> bytes:
+    """What has arrived of a body, up to READ_SIZE: at most one read of the socket, so a trickle returns at once
+    (a plain read waits until READ_SIZE bytes are in). Errors as requests' own reading raises them."""
+    try:
+        return raw.read1(READ_SIZE, decode_content=True)
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from None
+    except Urllib3SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from None
+
+
+class _BodyReader:
+    """A response hook reading the body of each answer of one attempt (every redirect too: requests would read a
+    redirect's body whole before following it) in pieces, against the attempt's deadline and a size cap, and giving
+    up as soon as the run is told to stop. The body ends up where requests keeps a body it read itself, so what is
+    recorded, and how, is as before."""
+
+    def __init__(self, grace: float, cap: int, stop: threading.Event | None):
+        self.started = time.monotonic()
+        self.grace = grace
+        self.cap = cap
+        self.stop = stop
+        self.received = 0  # bytes of body of the attempt so far, every redirect's included
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            body = self._read(response)
+        except BaseException:
+            response.close()  # what is left of the body is still on the line: the connection is not reused
+            raise
+        response._content = body
+        response._content_consumed = True
+        return response
+
+    def _read(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.cap:
+            raise BodyTooLarge(response, self.cap)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            self._check()
+            chunk = _read1(response.raw)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            self.received += len(chunk)
+            if size > self.cap:  # checked before keeping it: no more than the cap is ever held
+                raise BodyTooLarge(response, self.cap)
+            chunks.append(chunk)
+
+    def _check(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted(STOPPED)
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.grace + self.received / SLOWEST_RATE:
+            raise BodyTooSlow(f"body too slow ({self.received} bytes in {elapsed:.0f}s)")
 
 
 class Session(Protocol):
@@ -276,6 +413,8 @@ class CapturingSession:
         token_param: str | None = None,
         redactor: Redactor | None = None,
         stop: threading.Event | None = None,
+        max_api_bytes: int | None = None,
+        max_media_bytes: int | None = None,
     ):
         self.warc = warc
         self.account = account
@@ -286,7 +425,9 @@ class CapturingSession:
         self.retries = retries
         self.max_wait = max_wait
         self.backoff = backoff
-        self.stop = stop  # set when the run is told to stop: no request is sent after it, no wait goes on
+        self.stop = stop  # set when the run is told to stop: no request is sent after it, no wait goes on, no body read
+        self.max_api_bytes = API_MAX_BYTES if max_api_bytes is None else max_api_bytes
+        self.max_media_bytes = MEDIA_MAX_BYTES if max_media_bytes is None else max_media_bytes
         self.sleep = sleep or (lambda seconds: pause(seconds, self.stop))  # looked up late: tests patch pause
         self.clock = clock
         self.on_wait = on_wait
@@ -340,7 +481,8 @@ class CapturingSession:
         return issued
 
     # -- capture -------------------------------------------------------------------------------------------
-    def _record(self, response: requests.Response) -> Exchange:
+    def _record(self, response: requests.Response, truncated: str | None = None) -> Exchange:
+        """Write the exchange to the WARC; `truncated` (WARC-Truncated): its body was left out."""
         prepared = response.request
         url = self.redactor.text(redact_url(prepared.url or ""))
         parts = urlsplit(url)
@@ -361,11 +503,23 @@ class CapturingSession:
             elif name.lower() == "set-cookie":
                 value = REDACTED
             resp_headers.append((name, self.redactor.text(value)))
-        body = self.redactor.bytes(response.content)
+        body = b"" if truncated else self.redactor.bytes(response.content)
         reply = HttpMessage(f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body)
-        req_ref, resp_ref = self.warc.write_exchange(url, request, reply, self.account)
+        req_ref, resp_ref = self.warc.write_exchange(url, request, reply, self.account, truncated)
         links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
         return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
+
+    def _not_kept(self, too_large: BodyTooLarge) -> Exchange:
+        """A media file over the cap, given back as an answer its connector goes on without (it notes the URL and
+        the status, which names the cap). Its request and its answer's headers are written, the body left out
+        (WARC-Truncated: length): the record says the file was there and not kept, and a replay answers the
+        connector the same way (rebuild.py). The next run asks for the file again."""
+        response = too_large.response
+        self.rate_limit.observe(response, self.clock())
+        recorded = self._record(response, truncated=TRUNCATED_LENGTH)
+        status = not_kept(response.status_code, too_large.cap)
+        log.warning("account %s: %s answered HTTP %s", self.account, recorded.url, status)
+        return Exchange(recorded.url, status, response.headers, b"", recorded.ref, recorded.request_ref)
 
     def _throttle_wait(self, response: requests.Response, throttles: int) -> float:
         """What the platform asks after a throttle answer, but never less than MIN_THROTTLE_WAIT doubled for
@@ -433,6 +587,8 @@ class CapturingSession:
             else:
                 headers["Authorization"] = f"Bearer {self.token}"
         shown = self.redactor.text(redact_url(url))
+        file_download = is_file_download(ok)
+        cap = self.max_media_bytes if file_download else self.max_api_bytes
         attempt = throttles = 0
         last_problem = ""
         pace = getattr(self.rate_limit, "pace", None)
@@ -453,9 +609,18 @@ class CapturingSession:
                     timeout=self.timeout,
                     allow_redirects=True,
                     proxies=self._proxies_for(url),
+                    stream=True,  # the body is read by _BodyReader, never whole by requests
+                    hooks={"response": _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop)},
                 )
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                last_problem = f"{type(exc).__name__}"
+            except BodyTooLarge as exc:  # not retried: it would be as large again
+                if file_download:
+                    return self._not_kept(exc)
+                raise PlatformError(
+                    f"{method} {shown}: HTTP {exc.response.status_code} with a body over the {mebibytes(cap)} cap "
+                    "for an API answer; left unread"
+                ) from None
+            except RETRIED as exc:
+                last_problem = str(exc) if isinstance(exc, BodyTooSlow) else type(exc).__name__
                 if attempt >= self.retries:
                     raise PlatformError(f"{method} {shown}: {last_problem} after {attempt + 1} attempts") from None
             else:

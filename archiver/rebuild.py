@@ -52,7 +52,19 @@ from .connectors.base import (
     parse_revisions,
 )
 from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
-from .http import REDACTED, Exchange, RateLimitPolicy, Redactor, policy_says_throttled, redact_url, with_params
+from .http import (
+    MEDIA_MAX_BYTES,
+    REDACTED,
+    TRUNCATED_LENGTH,
+    Exchange,
+    NotKept,
+    RateLimitPolicy,
+    Redactor,
+    not_kept,
+    policy_says_throttled,
+    redact_url,
+    with_params,
+)
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
 from .problems import Problem
 from .recovery import CompleteRecords, file_sha256, fsync_path, recoveries, run_of, scan_warc
@@ -143,6 +155,9 @@ class ReplaySession:
                 if link.get("rel"):
                     links[link["rel"]] = link["url"]
         status = int(status_line.get_statuscode() or 0)
+        if record.rec_headers.get_header("WARC-Truncated") == TRUNCATED_LENGTH and status == 200:
+            # a media file the live session left unread (over its cap): the connector is answered as it was then
+            return Exchange(uri, not_kept(status, MEDIA_MAX_BYTES), headers, b"", entry.response, entry.request, links)
         return Exchange(uri, status, headers, body, entry.response, entry.request, links)
 
     def get(
@@ -176,6 +191,8 @@ class ReplaySession:
         uri = redact_url(url)
         while True:
             exchange = self._next(uri)
+            if isinstance(exchange.status, NotKept):
+                return exchange  # as the live session gave it: a media file left unread
             location = exchange.headers.get("Location")
             if exchange.status in REDIRECTS and location:
                 uri = redact_url(urljoin(uri, location))  # the live session followed it: so does the replay

@@ -270,23 +270,30 @@ class WarcWriter:
 
     # -- records -------------------------------------------------------------------------------------------
     def write_exchange(
-        self, uri: str, request: HttpMessage, response: HttpMessage, account: str | None = None
+        self,
+        uri: str,
+        request: HttpMessage,
+        response: HttpMessage,
+        account: str | None = None,
+        truncated: str | None = None,
     ) -> tuple[CaptureRef, CaptureRef]:
         """Write a request and its response; returns (request ref, response ref). Data is flushed, not synced.
 
         `account` goes into an `Archiver-Account` field of both records, so a rebuild can replay each
-        account's exchanges through its connector.
+        account's exchanges through its connector. `truncated` is the response's WARC-Truncated reason (WARC 1.1:
+        "length" for a body over the size kept), for an answer whose body was left out.
         """
         with self.lock:
             self._ensure_open()
             tag = {ACCOUNT_FIELD: account} if account else {}
             req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
+            cut = {"WARC-Truncated": truncated} if truncated else {}
             resp = self._write(
                 uri,
                 "response",
                 response.block(),
                 "application/http; msgtype=response",
-                {"WARC-Concurrent-To": req.record_id, **tag},
+                {"WARC-Concurrent-To": req.record_id, **tag, **cut},
                 response.body,
             )
             assert self._file is not None
