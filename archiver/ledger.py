@@ -39,6 +39,7 @@ LEDGER_KEYS: dict[str, str] = {
     "exports": "id",
     "alert_deliveries": "id",
     "review_operators": "review_id",
+    "run_progress": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -58,6 +59,7 @@ INTEGER_KEYS = {
     "exports",
     "alert_deliveries",
     "review_operators",
+    "run_progress",
 }
 
 

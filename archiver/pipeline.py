@@ -6,10 +6,12 @@ that point into it are committed. A failing account is recorded with a one-line 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import traceback
 from collections.abc import Callable
@@ -137,6 +139,7 @@ class RunTransaction:
         lock: threading.RLock,
         every: int = 0,
         on_commit: Callable[[], None] | None = None,
+        run_id: str | None = None,
     ):
         self.store = store
         self.sync = sync
@@ -144,15 +147,41 @@ class RunTransaction:
         self.every = every or COMMIT_EVERY
         self.pending = 0
         self.on_commit = on_commit  # told (lock held) after each commit: the PHI scan starts on what is committed
+        # A live run records with each commit how many observations of each account it has applied (run_progress):
+        # a replay of a run that did not finish applies that many and no more. None: not recorded (a replay).
+        self.run_id = run_id
+        self.observations: dict[str, int] = {}
+        self.unrecorded: set[str] = set()
+
+    def count(self, account: str) -> None:
+        """One more observation of `account` applied (lock held)."""
+        self.observations[account] = self.observations.get(account, 0) + 1
+        self.unrecorded.add(account)
+
+    def _record_progress(self) -> None:
+        if self.run_id is not None and self.unrecorded:
+            self.store.append_run_progress(self.run_id, {a: self.observations[a] for a in sorted(self.unrecorded)})
+            self.unrecorded.clear()
 
     def __enter__(self) -> RunTransaction:
         with self.lock:
             self.store.begin()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         with self.lock:
+            if not self.store.conn.in_transaction:
+                return  # SQLite ended it (a commit that failed: a full disk); the error goes up as it was
+            if exc_type is not None:
+                # Never commit after an error: what follows the last commit may point at WARC data not synced,
+                # and a second failure would hide the first. Rows not committed are captured again next run.
+                try:
+                    self.store.rollback()
+                except sqlite3.Error as error:
+                    log.warning("could not roll the run's last transaction back (%s); SQLite does on close", error)
+                return
             self.sync()
+            self._record_progress()
             self.store.commit()
             self._committed()
 
@@ -167,14 +196,26 @@ class RunTransaction:
     def commit(self) -> None:
         with self.lock:
             self.sync()
+            self._record_progress()
             self.store.commit()
-            self._committed()
-            self.store.begin()
+            self.store.begin()  # first: whatever on_commit does, the run's writes stay inside a transaction
             self.pending = 0
+            self._committed()
 
     def _committed(self) -> None:
-        if self.on_commit is not None:
+        """Tell on_commit; a failure there (the scan's head start) never ends the capture: the scan after the
+        capture detects what the workers did not, so the head start is only given up."""
+        if self.on_commit is None:
+            return
+        try:
             self.on_commit()
+        except Exception as exc:
+            log.warning(
+                "PHI scan during the capture stopped (unexpected %s: %s); the scan after the capture does it",
+                type(exc).__name__,
+                exc,
+            )
+            self.on_commit = None
 
 
 class StoreAccountState:
@@ -327,7 +368,7 @@ def run_archive(
             # only a scanner with workers does anything with a commit (see scan/parallel.py)
             on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner and scanner.workers else None
             stop = threading.Event()
-            with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit) as transaction:
+            with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit, run_id=run_id) as transaction:
                 results = run_platforms(
                     accounts,
                     archive.parallel_platforms,
@@ -346,7 +387,8 @@ def run_archive(
             else:
                 scanned = scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
                 checked = consent_check_after_run(store, config, run_id, local_today(now()), notices)
-                run.checks_failed = scanned is None or not checked
+                # a version the scan had to leave out fails the run too: a person must look at its text
+                run.checks_failed = scanned is None or bool(scanned.unscannable) or not checked
                 alert_after(store, config, run_id, notices)  # every flag owed, this run's and any earlier one's
                 failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
                 notices.extend(send_failure_alert(config, run_id, failed))
@@ -504,11 +546,13 @@ def archive_account(
     progress: RunProgress,
     redactor: Redactor,
     revision: int | None = None,
+    limit: int | None = None,
 ) -> AccountResult:
     """Drive an account's connector over a session (live or replayed) and append what it yields.
 
     The connector's network calls run without the lock; each observation is appended under it. `revision` is the
     connector's request revision when replaying a run (the one it recorded); a live run asks at the newest.
+    `limit`: replaying a run that did not finish, the observations it committed; the replay stops after them.
     """
     result = AccountResult(account.name, account.platform)
     session: Session | None = None
@@ -517,9 +561,12 @@ def archive_account(
         connector = connector_for(account.platform, account, revision)
         session = open_session(connector)
         state = StoreAccountState(store, account.name, lock)
-        for observation in connector.fetch(session, account, state, window):
+        for applied, observation in enumerate(connector.fetch(session, account, state, window)):
+            if limit is not None and applied >= limit:
+                break  # what the run applied after this was never committed: the next run started without it
             with lock:
                 apply_observation(store, account, run_id, observation, result)
+                transaction.count(account.name)
                 committed = transaction.applied()
             if committed:
                 result.requests = session.requests_made
@@ -527,6 +574,8 @@ def archive_account(
     except ArchiverError as exc:
         result.status, result.error = "failed", redactor.text(str(exc))
     except Exception as exc:  # a connector bug or an unexpected shape must not stop the other accounts
+        if disk_full(exc):
+            raise  # no account's failure: every later write fails too. The run stops, and says so (cli.py)
         result.status = "failed"
         result.error = redactor.text(f"unexpected {type(exc).__name__}: {exc}")
         log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
@@ -551,6 +600,13 @@ def archive_account(
         )
         transaction.commit()  # what was captured before a failure is real evidence: keep it
     return result
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk is full: an OSError's ENOSPC (a WARC, a media file) or SQLite's SQLITE_FULL."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def apply_observation(

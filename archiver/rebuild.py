@@ -267,6 +267,8 @@ class LiveArchive:
     recovered: dict[str, str] = field(default_factory=dict)  # interrupted run -> the run that recorded its files
     # run -> its place among the runs, in the order they were appended (a clock stepped back cannot change it)
     run_order: dict[str, int] = field(default_factory=dict)
+    # run that did not finish -> account -> the observations it committed (run_progress; none before 0017)
+    committed: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]]:
@@ -288,6 +290,7 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
                 {(row[0], row[1]): row[2] for row in conn.execute("SELECT run_id, account, status FROM account_runs")},
                 {run: recovery.by for run, recovery in recoveries(conn).items()},
                 {row[0]: n for n, row in enumerate(conn.execute("SELECT id FROM runs ORDER BY rowid"))},
+                _committed(conn),
             )
         finally:
             store.close()
@@ -299,6 +302,20 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
             Problem(f"database {database}", "holds no run: WARC files checked against the checkpoints only", "note")
         ]
     return live, []
+
+
+def _committed(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """For each run that did not finish, what it committed of each account (an archive of before migration 0017
+    has no run_progress: its runs are replayed whole, as before)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_progress'").fetchone() is None:
+        return {}
+    committed: dict[str, dict[str, int]] = {}
+    for run_id, account, count in conn.execute(
+        "SELECT run_id, account, max(observations) FROM run_progress "
+        "WHERE run_id NOT IN (SELECT run_id FROM run_results) GROUP BY run_id, account"
+    ):
+        committed.setdefault(run_id, {})[account] = count
+    return committed
 
 
 @dataclass
@@ -651,6 +668,9 @@ def _replay_runs(
                 )
             recorded = run.exchanges.get(name, [])
             sessions: list[ReplaySession] = []
+            # A run that did not finish is replayed as far as it committed: the next run started from there.
+            committed = checks.live.committed.get(run.run_id) if checks.live is not None else None
+            limit = committed.get(name, 0) if committed is not None else None
 
             def open_session(
                 connector: Connector, name: str = name, recorded: list = recorded, sessions: list = sessions
@@ -673,11 +693,15 @@ def _replay_runs(
                     progress,
                     Redactor([]),
                     run.revisions.get(account.platform, FIRST_REVISION),
+                    limit=limit,
                 )
             progress.account_finished(result)
             statuses.append(result.status)
             if result.status != "ok":
                 on_problem(_failed_replay(run, result, sessions[-1] if sessions else None, checks))
+            elif limit is not None:
+                why = f"replayed the {limit} observation(s) it committed before it stopped; a later run recorded again"
+                on_problem(Problem(f"account {name} of run {run.run_id}", f"{why} what it captured after them", "note"))
             elif sessions and sessions[-1].unreplayed():
                 on_problem(_unasked(run, name, sessions[-1]))
         for path in run.files:

@@ -62,6 +62,7 @@ ARCHIVE_TABLES = (
     "exports",
     "alert_deliveries",
     "review_operators",
+    "run_progress",
 )
 
 
@@ -153,6 +154,12 @@ class AppendOutcome:
     new_media: bool = False
 
 
+def readonly_uri(path: Path | str) -> str:
+    """The SQLite URI that opens the database at `path` read-only. The path is percent-encoded: in a raw
+    `file:{path}` a `#` or `?` ends the path (another file is opened, or made) and a `%` is decoded."""
+    return f"{Path(path).resolve().as_uri()}?mode=ro"
+
+
 def database_not_found(path: Path) -> ConfigError:
     return ConfigError(
         f"{path}: archive database not found; run `archiver run` first, or point [archive] dir at the archive"
@@ -189,7 +196,7 @@ def check_database_file(path: Path) -> None:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(path), uri=True)
     refuse_foreign_database(conn, path)
     conn.close()
 
@@ -221,7 +228,7 @@ class Store:
         if (readonly or not create) and not path.exists():
             raise database_not_found(path)
         if readonly:
-            uri = f"file:{path}?mode=ro"
+            uri = readonly_uri(path)
             wal = path.with_name(path.name + "-wal")
             if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
                 # A folder this user may not write (an auditor's account, a read-only or WORM copy): SQLite could
@@ -363,6 +370,8 @@ class Store:
             head = ledger.append_entry(self.conn, table, rowid, stored, at)
             self._ledger_head = head if self.conn.in_transaction else None
         except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise  # no refusal but a full disk: it goes up as SQLite said it (cli.py: free some space)
             raise StoreError(f"{self.path}: cannot append to {table}: {exc}") from exc
         if table == "item_versions" and self.index_at_commit:
             if self._unindexed_from is None:
@@ -414,10 +423,21 @@ class Store:
                     "accounts_selected": json.dumps(accounts),
                 },
             )
+            # none committed yet: a run killed before its first commit is replayed as having applied nothing
+            self.append_run_progress(run_id, dict.fromkeys(accounts, 0))
 
     def append_account_run(self, row: dict[str, Any]) -> None:
         with self.transaction():
             self._insert("account_runs", {**row, "finished_at": iso(utcnow())})
+
+    def append_run_progress(self, run_id: str, observations: dict[str, int]) -> None:
+        """How many observations of each account the run has applied, in the transaction that commits them (an
+        archive held at a schema before migration 0017, as tests make one, keeps none)."""
+        if not self._columns("run_progress").kinds:
+            return
+        with self.transaction():
+            for account, count in observations.items():
+                self._insert("run_progress", {"run_id": run_id, "account": account, "observations": count})
 
     def append_run_result(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self.transaction():

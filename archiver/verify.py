@@ -40,7 +40,7 @@ from .ledger import verify_ledger
 from .problems import Problem
 from .recovery import Recovery, WarcScan, interrupted_runs, recoveries, run_of, scan_warc
 from .schema_check import check_schema
-from .store import Store
+from .store import Store, readonly_uri
 from .warc import block_digest_ok
 
 # From this many ledger entries the chain is recomputed in a second process while this one reads the WARCs
@@ -164,7 +164,7 @@ class ArchiveNow:
         self.database = database
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(self.database), uri=True)
         try:
             return conn.execute(sql, params).fetchall()
         finally:

@@ -1407,3 +1407,22 @@ SELECT
 FROM flag_status s JOIN item_versions v ON v.id = s.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
 ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;
+
+-- migration 0017: how much of each account's capture a run committed
+-- A run applies what its connectors observe and commits in batches (every 500 observations). A run killed between
+-- two commits captured more than it committed, and a replay of its WARCs gave all of it: the replay then started
+-- the next run from another state than the live one had (newer cursors, more versions), asked for other pages
+-- than were captured, and failed for every later run. With each commit, a run now appends, for each account it
+-- applied observations of since the last commit, how many it has applied in this run: the replay of a run that
+-- did not finish applies that many of the account's observations and no more (archiver/rebuild.py).
+CREATE TABLE run_progress (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    account TEXT NOT NULL,
+    observations INTEGER NOT NULL           -- of the account, applied by the run up to this commit
+);
+CREATE INDEX run_progress_by_run ON run_progress(run_id, account);
+CREATE TRIGGER run_progress_append_only_update BEFORE UPDATE ON run_progress
+BEGIN SELECT RAISE(ABORT, 'run_progress is append-only: UPDATE refused'); END;
+CREATE TRIGGER run_progress_append_only_delete BEFORE DELETE ON run_progress
+BEGIN SELECT RAISE(ABORT, 'run_progress is append-only: DELETE refused'); END;

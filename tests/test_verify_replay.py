@@ -328,15 +328,34 @@ def interrupted(tmp_path_factory) -> tuple[Path, Path]:
     return killed, directory
 
 
-@pytest.mark.parametrize("moment", ["as the kill left it", "after the next run"])
-def test_a_killed_run_leaves_notes_not_errors(interrupted, moment, temp):
-    """A killed run committed part of what it captured; the replay gives all of it, and the next run records
-    again, under its own run, what was not committed: differences the interrupted run explains are notes."""
+def replayed_at(interrupted: tuple[Path, Path], moment: str) -> tuple[str, Result]:
+    """The killed run's id, and `verify --replay` of the archive as the kill left it or after the next run."""
     directory = interrupted[0] if moment == "as the kill left it" else interrupted[1]
     conn = sqlite3.connect(directory / "arch" / "archive.db")
     [killed] = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at")][1:2]
     conn.close()
-    result = verify(directory / "archiver.toml", "--replay")
+    return killed, verify(directory / "archiver.toml", "--replay")
+
+
+@pytest.mark.parametrize("moment", ["as the kill left it", "after the next run"])
+def test_a_killed_run_is_replayed_as_far_as_it_committed(interrupted, moment, temp):
+    """A killed run committed part of what it captured, and run_progress says how much: its replay stops there,
+    so the next run's replay starts from the state the live run left and every row is the same."""
+    killed, result = replayed_at(interrupted, moment)
+    assert result.exit_code == 0, result.output
+    assert f"note: replay: account clinic of run {killed}: replayed the " in result.output
+    assert "observation(s) it committed before it stopped" in result.output
+    assert "differ from the replay" not in result.output
+    assert result.output.splitlines()[-1] == "archive verifies"
+
+
+@pytest.mark.parametrize("moment", ["as the kill left it", "after the next run"])
+def test_a_killed_run_of_before_run_progress_leaves_notes_not_errors(interrupted, moment, temp, monkeypatch):
+    """An archive of before migration 0017 does not say how far a killed run committed: the replay gives all it
+    captured, and the next run records again, under its own run, what was not committed. Differences the
+    interrupted run explains are notes."""
+    monkeypatch.setattr("archiver.rebuild._committed", lambda conn: {})  # as if run_progress had no rows
+    killed, result = replayed_at(interrupted, moment)
     assert result.exit_code == 0, result.output
     for table in ("item_versions", "events"):
         assert f"note: {table} of run {killed}: " in result.output

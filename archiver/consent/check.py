@@ -460,13 +460,21 @@ def check_consents(config: Config, today: date) -> ConsentCheckOutcome:
 
 
 def consent_check_after_run(store: Store, config: Config, run_id: str, today: date, notices: list[str]) -> bool:
-    """The end of `archiver run`, after the PHI scan: a failure is a notice and a log line, never a lost run;
-    False tells the run it failed. The run then alerts what is owed (scan/delivery.py)."""
+    """The end of `archiver run`, after the PHI scan: a failure, expected or not, is a notice and a log line, never
+    a lost run (the run still records its result, signs and alerts); False tells the run it failed. The run then
+    alerts what is owed (scan/delivery.py)."""
     try:
         outcome = append_consent_check(store, build_signal_detector(config), today, run_id)
     except (ArchiverError, OSError) as exc:
         message = f"consent check failed: {exc}; fix it and run `archiver consent check`"
         log.error(message)
+        notices.append(message)
+        return False
+    except Exception as exc:  # a bug: nothing of the check was appended (it checks everything again next run)
+        message = f"consent check failed: unexpected {type(exc).__name__}: {exc}"
+        message += "; fix it and run `archiver consent check`"
+        log.error(message)
+        log.debug("consent check failed", exc_info=True)
         notices.append(message)
         return False
     notices.append(outcome.summary())

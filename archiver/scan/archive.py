@@ -24,7 +24,7 @@ from ..store import Store
 from ..warc import iso, utcnow
 from .alerts import ALERT_LISTED
 from .engine import AllowList, Detector
-from .parallel import VersionScanner, worker_count
+from .parallel import Unscannable, VersionScanner, worker_count
 from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
 
 log = logging.getLogger("archiver.scan")
@@ -44,6 +44,9 @@ class ScanOutcome:
     # has them all. (Alerts read what is owed from the archive: scan/delivery.py.)
     flags: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)  # new flags by severity
+    # Versions left out because their detection raised (see scan/parallel.py): covered by this scan's range,
+    # never flagged by it. Named in `problem`, the run's notices and log; `archiver scan --all` tries them again.
+    unscannable: list[Unscannable] = field(default_factory=list)
 
     @property
     def flags_added(self) -> int:
@@ -55,9 +58,20 @@ class ScanOutcome:
         self.counts[flag["severity"]] += 1
 
     def summary(self) -> str:
+        left_out = f", {len(self.unscannable)} could not be scanned" if self.unscannable else ""
         return (
-            f"PHI scan {self.scan_id} ({self.mode}, rules {self.rules_version}): {self.versions_scanned} versions, "
-            f"{self.flags_added} new flags ({self.counts['high']} high)"
+            f"PHI scan {self.scan_id} ({self.mode}, rules {self.rules_version}): {self.versions_scanned} versions"
+            f"{left_out}, {self.flags_added} new flags ({self.counts['high']} high)"
+        )
+
+    def problem(self) -> str | None:
+        """One line naming the versions the scan left out, and what to do; None when there were none."""
+        if not self.unscannable:
+            return None
+        named = ", ".join(f"version {v} ({key}: {error})" for v, key, error in self.unscannable)
+        return (
+            f"PHI scan {self.scan_id}: {len(self.unscannable)} version(s) could not be scanned and are not flagged: "
+            f"{named}; review their text by hand, and once archiver is fixed run `archiver scan --all`"
         )
 
 
@@ -118,7 +132,7 @@ def start_scanner(store: Store, config: Config) -> VersionScanner | None:
     which the scan after the run then reports."""
     try:
         detector = build_detector(config)
-    except (ArchiverError, OSError):
+    except Exception:  # any failure: the scan after the run builds it again and reports it
         return None
     return VersionScanner(
         store.conn, store.path, detector, next_unscanned(store.conn), worker_count(config.scan.workers)
@@ -184,6 +198,7 @@ def append_scan(
                         outcome.add_flag({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
                 if on_progress:
                     on_progress(end - first + 1, total)
+            outcome.unscannable = list(scanner.unscannable)
         store._insert(
             "scan_runs",
             {
@@ -232,8 +247,9 @@ def scan_after_run(
     store: Store, config: Config, run_id: str, notices: list[str], scanner: VersionScanner | None = None
 ) -> ScanOutcome | None:
     """The end of `archiver run`: scan the new versions (`scanner` holds what was detected during the capture).
-    A failure here is a notice and a log line, never a lost run (the captures are already committed); None
-    tells the run it failed. The run then alerts what is owed (scan/delivery.py)."""
+    A failure here, expected or not, is a notice and a log line, never a lost run (the captures are already
+    committed, and the run still records its result, signs and alerts); None tells the run it failed. Versions
+    left out (`outcome.problem`) are a notice too. The run then alerts what is owed (scan/delivery.py)."""
     try:
         detector = scanner.detector if scanner is not None else build_detector(config)
         outcome = append_scan(store, detector, mode="new", run_id=run_id, scanner=scanner)
@@ -242,7 +258,17 @@ def scan_after_run(
         log.error(message)
         notices.append(message)
         return None
+    except Exception as exc:  # a bug: nothing of the scan was appended, and the next run scans the same versions
+        message = f"PHI scan failed: unexpected {type(exc).__name__}: {exc}; fix it and run `archiver scan`"
+        log.error(message)
+        log.debug("PHI scan failed", exc_info=True)
+        notices.append(message)
+        return None
     notices.append(outcome.summary())
+    problem = outcome.problem()
+    if problem is not None:
+        log.error(problem)
+        notices.append(problem)
     return outcome
 
 

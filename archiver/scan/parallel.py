@@ -6,6 +6,10 @@ one writer still appends every flag, in version order, exactly as a scan in one 
 
 A run hands each committed batch of versions to the workers as it goes (`committed`), so most of its scan is
 done by the time the capture ends. A small scan never starts a worker: a process costs about half a second.
+
+A batch whose detection raises is detected again here, version by version: a version whose detection raises
+alone (a detector bug on an odd text) is left out and named (`unscannable`), so that one text never blocks every
+later scan; more of them than UNSCANNABLE_LIMIT in one scan is a broken detector, and the scan fails whole.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pickle
 import signal
 import sqlite3
 import threading
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..errors import ArchiverError
 from .engine import Detector, Hit
 from .fields import RAW_PLATFORMS, OutsideHit, detect_outside, parse_fields, quoted_fields
 
@@ -31,9 +37,14 @@ log = logging.getLogger("archiver.scan")
 BATCH = 1000  # versions a task: a few hundred milliseconds of detection
 # Versions to scan before workers are worth starting (the tests set it low).
 PARALLEL_FROM = int(os.environ.get("ARCHIVER_SCAN_PARALLEL_FROM", "4000"))
+# Versions of one scan whose detection may raise before the detector counts as broken (see DetectionFailed).
+UNSCANNABLE_LIMIT = 20
+# How long closing waits for a worker it terminated (a stop must not hang on one that does not end).
+TERMINATE_WAIT = 10.0
 
 Detection = tuple[int, str, list[Hit | OutsideHit]]  # version id, item key, its hits (only versions with hits)
 Batch = tuple[int, list[Detection]]  # versions read, and those with hits
+Unscannable = tuple[int, str, str]  # version id, item key, the error (its type and where it was raised)
 
 _worker: tuple[Detector, sqlite3.Connection] | None = None  # a worker process's detector and connection
 
@@ -66,11 +77,16 @@ def detect_versions(conn: sqlite3.Connection, detector: Detector, first: int, la
     return len(rows), found
 
 
-def _start_worker(detector: Detector, database: str) -> None:
+class DetectionFailed(ArchiverError):
+    """Detection raised on more versions of one scan than UNSCANNABLE_LIMIT: the detector (or a rule) is broken,
+    not one odd text. The scan appends nothing, so the next one scans the same versions again."""
+
+
+def _start_worker(detector: Detector, uri: str) -> None:
     global _worker
     # A Ctrl-C on a terminal reaches the whole process group: the run decides how to stop, and shuts us down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker = detector, sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    _worker = detector, sqlite3.connect(uri, uri=True)  # store.readonly_uri, made by the run's process
 
 
 def _detect_in_worker(first: int, last: int) -> Batch:
@@ -93,7 +109,8 @@ class VersionScanner:
 
     Batches wait in a queue of ours and go to the pool a few at a time (one more than there are workers), so
     this process can take back the last ones while it waits for the first: once the capture is over it
-    detects too. Nothing handed to the pool is ever cancelled.
+    detects too. Nothing handed to the pool is cancelled while the scan goes on; closing it before the end (a
+    stop, an error) cancels the rest and ends the workers rather than wait for one deep in a text.
     """
 
     def __init__(
@@ -117,8 +134,11 @@ class VersionScanner:
         self._lock = threading.Lock()  # the queue is topped up from the pool's thread as batches finish
         self._queued: deque[tuple[int, int]] = deque()  # batches for the workers, not in the pool yet
         self._in_pool: dict[int, tuple[int, Future[Batch]]] = {}  # batch start -> (its end, its detection)
+        self._running: set[Future[Batch]] = set()  # handed to the pool and not done (taken or not)
+        self._lost = False  # a submit failed midway: the pool may run a batch nobody waits for
         self._done_here: dict[int, Batch] = {}  # batches taken back, done in this process
         self._next = start  # the first version id not handed over yet
+        self.unscannable: list[Unscannable] = []  # versions whose detection raised alone, left out of the batches
 
     def committed(self, last: int) -> None:
         """Versions up to `last` are committed: queue every full batch of them for the workers, starting the
@@ -144,9 +164,24 @@ class VersionScanner:
             cursor = end + 1
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Shut the workers down: at once, ending them, when one may still be busy (the scan was stopped or
+        failed): a worker deep in one text would otherwise hold the run, and its lock, until it is done."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with self._lock:
+            busy = bool(self._running) or self._lost
+        if not busy:
+            pool.shutdown(wait=True)
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # the pool's own workers
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()  # they only read: nothing is lost
+        for process in processes:
+            process.join(TERMINATE_WAIT)
+            if process.is_alive():
+                process.kill()
 
     def __enter__(self) -> VersionScanner:
         return self
@@ -157,11 +192,13 @@ class VersionScanner:
     def _hand_over(self, first: int, last: int) -> None:
         if self._pool is None:
             # spawn: a fresh interpreter, never a fork of a process with threads and an open database
+            from ..store import readonly_uri  # here: the workers need not import the store
+
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self.detector, str(self.database)),
+                initargs=(self.detector, readonly_uri(self.database)),
             )
         with self._lock:
             self._queued.append((first, last))
@@ -169,7 +206,7 @@ class VersionScanner:
         self._next = last + 1
         self._top_up()
 
-    def _top_up(self, *_: object) -> None:
+    def _top_up(self) -> None:
         """Keep one batch more than there are workers in the pool."""
         submitted: list[Future[Batch]] = []
         with self._lock:
@@ -179,19 +216,29 @@ class VersionScanner:
                 first, last = self._queued.popleft()
                 try:
                     future = self._pool.submit(_detect_in_worker, first, last) if self._pool else None
-                except (BrokenProcessPool, RuntimeError) as exc:  # a worker died: go on in this process
+                except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                    # A worker died, or none could be started (EAGAIN at RLIMIT_NPROC or a container's pids
+                    # limit): go on in this process. The pool may hold the batch anyway: never waited for.
                     log.warning("PHI scan workers stopped (%s); scanning in the archiver's process", exc)
                     self._queued.appendleft((first, last))
                     self.workers = 0
+                    self._lost = isinstance(exc, OSError)
                     break
                 if future is None:
                     break
                 self._in_pool[first] = last, future
+                self._running.add(future)
                 submitted.append(future)
         # Outside the lock: a future already done runs its callback at once, in this thread, and the callback
         # takes the lock (inside it, a batch a worker finished that fast hung the run).
         for future in submitted:
-            future.add_done_callback(self._top_up)
+            future.add_done_callback(self._done)
+
+    def _done(self, future: Future[Batch]) -> None:
+        """A batch left the pool (done, failed or cancelled): one fewer a stop must end; queue the next."""
+        with self._lock:
+            self._running.discard(future)
+        self._top_up()
 
     def _result(self, first: int, last: int) -> Batch:
         with self._lock:
@@ -202,14 +249,17 @@ class VersionScanner:
         if done is not None:
             return done
         if future is None or end != last:
-            return detect_versions(self.conn, self.detector, first, last)
+            return self._detect_here(first, last)
         while not future.done() and self._take_back_last():
             pass
         try:
             found = future.result()
         except BrokenProcessPool as exc:
             log.warning("PHI scan worker stopped (%s); scanning versions %d-%d here", exc, first, last)
-            return detect_versions(self.conn, self.detector, first, last)
+            return self._detect_here(first, last)
+        except Exception as exc:  # raised in the worker (a text, its connection): this process tries again
+            log.warning("PHI scan worker failed (%s); scanning versions %d-%d here", type(exc).__name__, first, last)
+            return self._detect_here(first, last)
         self.done_by_workers += 1
         return found
 
@@ -219,8 +269,44 @@ class VersionScanner:
             if not self._queued:
                 return False
             first, last = self._queued.pop()
-        self._done_here[first] = detect_versions(self.conn, self.detector, first, last)
+        self._done_here[first] = self._detect_here(first, last)
         return True
+
+    def _detect_here(self, first: int, last: int) -> Batch:
+        """Detect first..last in this process; when that raises, version by version, leaving out (and naming)
+        each version whose detection raises alone. An error of the database is no text's: it goes up."""
+        try:
+            return detect_versions(self.conn, self.detector, first, last)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            log.debug("detection raised on versions %d-%d (%s): one by one now", first, last, type(exc).__name__)
+        scanned, found = 0, []
+        for version_id in range(first, last + 1):
+            try:
+                count, hits = detect_versions(self.conn, self.detector, version_id, version_id)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                self._left_out(version_id, exc)
+                continue
+            scanned += count
+            found.extend(hits)
+        return scanned, found
+
+    def _left_out(self, version_id: int, exc: Exception) -> None:
+        # The error's type and where it was raised, never its message: that can quote the text (PHI), and the
+        # notice goes to logs and mail.
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        error = f"{type(exc).__name__} at {os.path.basename(frame.filename)}:{frame.lineno}"
+        row = self.conn.execute("SELECT item_key FROM item_versions WHERE id = ?", (version_id,)).fetchone()
+        self.unscannable.append((version_id, row[0] if row else "?", error))
+        log.warning("PHI scan: version %d could not be scanned (%s)", version_id, error)
+        if len(self.unscannable) > UNSCANNABLE_LIMIT:
+            raise DetectionFailed(
+                f"detection raised on more than {UNSCANNABLE_LIMIT} versions (the last, version {version_id}: "
+                f"{error}): the detector or a rule is broken, not one text; nothing of this scan was appended"
+            )
 
 
 def _picklable(detector: Detector) -> bool:
