@@ -85,6 +85,14 @@ class RawServer:
         self.sock.close()
 
 
+def one_line_failure(outcome: object, path: str) -> str:
+    """The account's failure as its one line: a PlatformError naming the URL's path, without the token."""
+    assert isinstance(outcome, PlatformError), outcome
+    message = str(outcome)
+    assert path in message and TOKEN not in message and "\n" not in message, message
+    return message
+
+
 @pytest.fixture
 def raw():
     servers: list[RawServer] = []
@@ -164,10 +172,8 @@ def test_a_body_that_trickles_in_is_given_up_at_its_deadline_and_retried(tmp_pat
     s, warc = session(tmp_path, timeout=1, retries=1)
     outcome = bounded(lambda: s.get(f"{server.base_url}/api/feed", {"access_token": TOKEN}))
     warc.close()
-    assert isinstance(outcome, PlatformError), outcome
-    message = str(outcome)
-    assert "/api/feed" in message and "body too slow" in message and "after 2 attempts" in message, message
-    assert TOKEN not in message and "\n" not in message
+    message = one_line_failure(outcome, "/api/feed")
+    assert "body too slow" in message and "after 2 attempts" in message, message
     assert server.connections == 2  # retried like a timeout
     assert b"WARC-Type: response" not in warc_bytes(tmp_path)  # an incomplete answer is no evidence: none written
 
@@ -241,10 +247,8 @@ def test_an_api_answer_over_its_cap_fails_naming_the_url_and_the_cap(tmp_path, r
     server = raw(handler)
     s, warc = session(tmp_path, retries=2)
     outcome = bounded(lambda: s.get(f"{server.base_url}/api/feed", {"access_token": TOKEN}))
-    assert isinstance(outcome, PlatformError), outcome
-    message = str(outcome)
-    assert "/api/feed" in message and "over the 2 MiB cap for an API answer" in message, message
-    assert TOKEN not in message and "\n" not in message
+    message = one_line_failure(outcome, "/api/feed")
+    assert "over the 2 MiB cap for an API answer" in message, message
     assert server.connections == 1
 
 
@@ -329,10 +333,8 @@ def test_a_body_cut_on_every_attempt_fails_with_one_line_naming_the_url(tmp_path
     server = raw(handler)
     s, _ = session(tmp_path, retries=1)
     outcome = bounded(lambda: s.get(f"{server.base_url}/media/ward.png", {"access_token": TOKEN}))
-    assert isinstance(outcome, PlatformError), outcome
-    message = str(outcome)
-    assert "/media/ward.png" in message and "ChunkedEncodingError after 2 attempts" in message, message
-    assert TOKEN not in message and "\n" not in message
+    message = one_line_failure(outcome, "/media/ward.png")
+    assert "ChunkedEncodingError after 2 attempts" in message, message
     assert server.connections == 2
 
 
