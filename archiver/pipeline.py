@@ -38,7 +38,14 @@ from .checkpoints import (
 )
 from .config import AccountConfig, Config, resolve_token
 from .connectors import connector_for, parser_revisions, request_revisions
-from .connectors.base import PARSER_REVISIONS_FIELD, REVISIONS_FIELD, Connector, FetchWindow
+from .connectors.base import (
+    ACCOUNT_REQUESTS_FIELD,
+    PARSER_REVISIONS_FIELD,
+    REVISIONS_FIELD,
+    Connector,
+    FetchWindow,
+    account_requests,
+)
 from .consent.check import consent_check_after_run
 from .consent.state import local_today
 from .errors import ArchiverError, ConfigError, Interrupted
@@ -361,6 +368,7 @@ def run_archive(
                     "started-at": window.started_at,
                     REVISIONS_FIELD: request_revisions(a.platform for a in accounts),
                     PARSER_REVISIONS_FIELD: parser_revisions(a.platform for a in accounts),
+                    ACCOUNT_REQUESTS_FIELD: account_requests(accounts),
                 },
                 on_close=lambda info: store.append_warc_file(run_id, info.name, info.sha256, info.size, info.records),
             )

@@ -27,6 +27,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -44,11 +45,13 @@ from .checkpoints import (
 )
 from .config import Config
 from .connectors.base import (
+    ACCOUNT_REQUESTS_FIELD,
     FIRST_REVISION,
     PARSER_REVISIONS_FIELD,
     REVISIONS_FIELD,
     Connector,
     FetchWindow,
+    as_captured,
     parse_revisions,
 )
 from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
@@ -92,6 +95,8 @@ class _RunRecords:
     revisions: dict[str, int] = field(default_factory=dict)
     # platform -> the parser revision its connector read responses at; one not named read at revision 1
     parsers: dict[str, int] = field(default_factory=dict)
+    # account -> what of its config shaped the requests (ACCOUNT_REQUESTS_FIELD); none in runs of before it
+    requests: dict[str, Any] = field(default_factory=dict)
     exchanges: dict[str, list[_Recorded]] = field(default_factory=lambda: defaultdict(list))
     files: list[Path] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # its files with damage that is not a torn tail
@@ -485,6 +490,12 @@ def index_runs(
                             if on_problem:
                                 on_problem(Problem(f"WARC {path.name}", f"warcinfo: {exc}; replayed as revision 1"))
                         try:
+                            current.requests = json.loads(info.get(ACCOUNT_REQUESTS_FIELD) or "{}")
+                        except ValueError as exc:
+                            if on_problem:
+                                why = f"warcinfo: {ACCOUNT_REQUESTS_FIELD} is not JSON ({exc}); replayed as configured"
+                                on_problem(Problem(f"WARC {path.name}", why))
+                        try:
                             current.parsers = parse_revisions(
                                 info.get(PARSER_REVISIONS_FIELD, ""), PARSER_REVISIONS_FIELD
                             )
@@ -666,6 +677,7 @@ def _replay_runs(
                     f"{config.path}: run {run.run_id} captured account {name!r}, which the config no longer "
                     "names; add it back (enabled = false is enough) to rebuild"
                 )
+            account = as_captured(account, run.requests.get(name))  # asked as the run asked, whatever changed since
             recorded = run.exchanges.get(name, [])
             sessions: list[ReplaySession] = []
             # A run that did not finish is replayed as far as it committed: the next run started from there.

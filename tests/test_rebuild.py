@@ -397,16 +397,27 @@ def test_link_fields_sent_twice_are_read_on_replay_as_the_live_session_read_them
     assert list(compare_databases(live, rebuilt)) == []
 
 
-def test_a_replay_that_never_asks_for_responses_the_capture_holds_is_an_error(tmp_path, monkeypatch):
-    """Direct messages captured, then turned off in the config: the replay asks for none, and the rebuild
-    must not call a database without them complete."""
+def test_a_replay_asks_as_the_run_asked_though_the_config_changed_since(tmp_path, monkeypatch):
+    """Direct messages captured, then turned off, and the platform's address changed (X's api.twitter.com became
+    api.x.com; a Graph version is upgraded the same way): the run recorded what shaped its requests in its
+    warcinfo, and the replay asks as it did. A run of before that field, replayed as configured now, never asks
+    for what it captured: an error, never a quiet success."""
     monkeypatch.setenv("CRASH_TOKEN", TOKEN)
     with SampleMastodonServer(small_clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
         cfg = crash_config(tmp_path / "dms", server.base_url)
         result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--quiet"])
         assert result.exit_code == 0, result.output
-    cfg.write_text(cfg.read_text() + "direct_messages = false\n")
+        captured_at = server.base_url
+    cfg.write_text(cfg.read_text().replace(captured_at, "https://mastodon.example") + "direct_messages = false\n")
     result = rebuild(cfg, tmp_path / "rebuilt.db")
+    assert result.exit_code == 0, result.output
+    live = sqlite3.connect(tmp_path / "dms" / "arch" / "archive.db")
+    assert list(compare_databases(live, sqlite3.connect(tmp_path / "rebuilt.db"))) == []
+    assert live.execute("SELECT count(*) FROM item_versions WHERE kind = 'message'").fetchone()[0] > 0
+
+    cfg.write_text(cfg.read_text().replace("https://mastodon.example", captured_at))
+    monkeypatch.setattr("archiver.rebuild.ACCOUNT_REQUESTS_FIELD", "not-in-this-warcinfo")  # a run of before it
+    result = rebuild(cfg, tmp_path / "older.db")
     assert result.exit_code == 1, result.output
     (line,) = [line for line in result.output.splitlines() if "never asked for" in line]
     assert line.startswith("account clinic of run ") and "(the first: GET http://127.0.0.1:" in line

@@ -15,11 +15,12 @@ Rules every connector keeps:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Collection, Hashable, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Hashable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from ..config import AccountConfig
 from ..errors import ArchiverError, PlatformError
@@ -248,6 +249,44 @@ class FetchWindow:
 # without it, or without a connector in it, was written before revisions were: that connector asked as revision 1.
 REVISIONS_FIELD = "connector-revisions"
 FIRST_REVISION = 1
+# A run's warcinfo field holding, for each account it captured, what of its config shapes the requests (api_base,
+# account, media, direct_messages and its options; no secret's name or file): a replay asks as the run asked, even
+# after the config changed (a new api_base, an upgraded graph_version, media turned off). JSON on one line.
+ACCOUNT_REQUESTS_FIELD = "account-requests"
+
+
+def account_requests(accounts: Iterable[AccountConfig]) -> str:
+    """The ACCOUNT_REQUESTS_FIELD value of a run over `accounts`."""
+    return json.dumps(
+        {
+            a.name: {
+                "api_base": a.api_base,
+                "account": a.account,
+                "media": a.media,
+                "direct_messages": a.direct_messages,
+                "options": {k: v for k, v in a.options.items() if not k.endswith(("_env", "_file"))},
+            }
+            for a in accounts
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def as_captured(account: AccountConfig, recorded: dict[str, Any] | None) -> AccountConfig:
+    """`account` as a run recorded it in ACCOUNT_REQUESTS_FIELD (as configured now when it recorded none)."""
+    if not recorded:
+        return account
+    return replace(
+        account,
+        api_base=recorded.get("api_base", account.api_base),
+        account=recorded.get("account", account.account),
+        media=recorded.get("media", account.media),
+        direct_messages=recorded.get("direct_messages", account.direct_messages),
+        options={**account.options, **recorded.get("options", {})},
+    )
+
+
 # A run's warcinfo field naming the parser revision of each connector it used ("mastodon=2, x=2"): how that
 # connector read its responses into rows then. A warcinfo without it was written at parser revision 1.
 PARSER_REVISIONS_FIELD = "parser-revisions"
