@@ -160,11 +160,6 @@ class RunTransaction:
         self.observations: dict[str, int] = {}
         self.unrecorded: set[str] = set()
 
-    def count(self, account: str) -> None:
-        """One more observation of `account` applied (lock held)."""
-        self.observations[account] = self.observations.get(account, 0) + 1
-        self.unrecorded.add(account)
-
     def _record_progress(self) -> None:
         if self.run_id is not None and self.unrecorded:
             self.store.append_run_progress(self.run_id, {a: self.observations[a] for a in sorted(self.unrecorded)})
@@ -192,8 +187,10 @@ class RunTransaction:
             self.store.commit()
             self._committed()
 
-    def applied(self) -> bool:
-        """Count one observation (lock held); True when this made a commit."""
+    def applied(self, account: str) -> bool:
+        """Count one observation of `account` (lock held); True when this made a commit."""
+        self.observations[account] = self.observations.get(account, 0) + 1
+        self.unrecorded.add(account)
         self.pending += 1
         if self.pending < self.every:
             return False
@@ -574,8 +571,7 @@ def archive_account(
                 break  # what the run applied after this was never committed: the next run started without it
             with lock:
                 apply_observation(store, account, run_id, observation, result)
-                transaction.count(account.name)
-                committed = transaction.applied()
+                committed = transaction.applied(account.name)
             if committed:
                 result.requests = session.requests_made
                 progress.observed(result)
