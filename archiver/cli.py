@@ -717,6 +717,11 @@ def status(
         line += f"+{acc['new_versions']} versions, {acc['deletions']} deletions)"
         typer.echo(line + (f" error: {acc['error']}" if acc["error"] else ""))
     typer.echo("items: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items_by_status.items())))
+    if st.unscanned_versions:
+        typer.echo(
+            f"PHI scan: {st.unscanned_versions} version(s) could not be scanned; review their text by hand "
+            "(Datasette: unscanned_versions)"
+        )
     if st.next_token_expiry:
         typer.echo(f"next token to expire: {st.next_token_expiry['account']} on {st.next_token_expiry['expires_at']}")
     if st.backup is not None:

@@ -40,6 +40,8 @@ LEDGER_KEYS: dict[str, str] = {
     "alert_deliveries": "id",
     "review_operators": "review_id",
     "run_progress": "id",
+    "scan_skips": "id",
+    "scan_retries": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -60,6 +62,8 @@ INTEGER_KEYS = {
     "alert_deliveries",
     "review_operators",
     "run_progress",
+    "scan_skips",
+    "scan_retries",
 }
 
 

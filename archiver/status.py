@@ -22,6 +22,7 @@ class ArchiveStatus:
     size_bytes: int = 0
     next_token_expiry: dict[str, Any] | None = None  # the soonest expiry a connector recorded, with its account
     backup: dict[str, Any] | None = None  # the backup folder's backup.json, with the folder (when configured)
+    unscanned_versions: int = 0  # versions the PHI scan left out and no scan has read since
 
 
 def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = None) -> ArchiveStatus:
@@ -51,6 +52,8 @@ def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = Non
             "ORDER BY c.value LIMIT 1",
             (CREDENTIAL_EXPIRY,),
         ).fetchone()
+        has_view = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'unscanned_versions'").fetchone()
+        unscanned = conn.execute("SELECT count(*) FROM unscanned_versions").fetchone()[0] if has_view else 0
         return ArchiveStatus(
             str(database),
             dict(last) if last else None,
@@ -60,6 +63,7 @@ def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = Non
             size,
             dict(expiry) if expiry else None,
             backup,
+            unscanned,
         )
     finally:
         store.close()

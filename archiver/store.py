@@ -63,6 +63,8 @@ ARCHIVE_TABLES = (
     "alert_deliveries",
     "review_operators",
     "run_progress",
+    "scan_skips",
+    "scan_retries",
 )
 
 

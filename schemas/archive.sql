@@ -1426,3 +1426,48 @@ CREATE TRIGGER run_progress_append_only_update BEFORE UPDATE ON run_progress
 BEGIN SELECT RAISE(ABORT, 'run_progress is append-only: UPDATE refused'); END;
 CREATE TRIGGER run_progress_append_only_delete BEFORE DELETE ON run_progress
 BEGIN SELECT RAISE(ABORT, 'run_progress is append-only: DELETE refused'); END;
+
+-- migration 0018: versions the PHI scan left out, and the scans that took them up again
+-- A version whose detection raises (a detector bug on an odd text) is left out of its scan and named in the run's
+-- notices (scan/parallel.py); nothing kept it queryable, and no later nightly scan tried it again. scan_skips keeps
+-- each version a scan left out; a later scan with other rules (an upgrade, a changed rule file) takes it up again
+-- and says so in scan_retries (`archiver scan --all` covers it by its range). unscanned_versions lists the ones
+-- no later scan has scanned: review their text by hand.
+CREATE TABLE scan_skips (
+    id INTEGER PRIMARY KEY,
+    scan_id INTEGER NOT NULL REFERENCES scan_runs(id),
+    version_id INTEGER NOT NULL REFERENCES item_versions(id),
+    item_key TEXT NOT NULL,
+    rules_version TEXT NOT NULL,         -- the scan's: the same rules raise on the same text again
+    error TEXT NOT NULL                  -- the error's type and where it was raised, never its message (PHI)
+);
+CREATE INDEX scan_skips_by_version ON scan_skips(version_id, scan_id);
+CREATE TRIGGER scan_skips_append_only_update BEFORE UPDATE ON scan_skips
+BEGIN SELECT RAISE(ABORT, 'scan_skips is append-only: UPDATE refused'); END;
+CREATE TRIGGER scan_skips_append_only_delete BEFORE DELETE ON scan_skips
+BEGIN SELECT RAISE(ABORT, 'scan_skips is append-only: DELETE refused'); END;
+CREATE TABLE scan_retries (
+    id INTEGER PRIMARY KEY,
+    scan_id INTEGER NOT NULL REFERENCES scan_runs(id),
+    version_id INTEGER NOT NULL REFERENCES item_versions(id)  -- outside the scan's range; left out again: a skip
+);
+CREATE INDEX scan_retries_by_version ON scan_retries(version_id, scan_id);
+CREATE TRIGGER scan_retries_append_only_update BEFORE UPDATE ON scan_retries
+BEGIN SELECT RAISE(ABORT, 'scan_retries is append-only: UPDATE refused'); END;
+CREATE TRIGGER scan_retries_append_only_delete BEFORE DELETE ON scan_retries
+BEGIN SELECT RAISE(ABORT, 'scan_retries is append-only: DELETE refused'); END;
+-- A version's latest skip, unless a later scan scanned it: by its range (`scan --all`) or by a retry.
+CREATE VIEW unscanned_versions AS
+SELECT
+    s.version_id, s.item_key, v.platform, v.account, v.kind, v.created_at, v.url,
+    s.scan_id, r.finished_at AS left_out_at, s.rules_version, s.error
+FROM scan_skips s
+JOIN item_versions v ON v.id = s.version_id
+JOIN scan_runs r ON r.id = s.scan_id
+WHERE s.scan_id = (SELECT max(t.scan_id) FROM scan_skips t WHERE t.version_id = s.version_id)
+  AND NOT EXISTS (
+      SELECT 1 FROM scan_runs later
+      WHERE later.id > s.scan_id AND later.from_version_id <= s.version_id AND s.version_id <= later.to_version_id
+  )
+  AND NOT EXISTS (SELECT 1 FROM scan_retries x WHERE x.version_id = s.version_id AND x.scan_id > s.scan_id)
+ORDER BY s.version_id;

@@ -60,6 +60,18 @@ def test_migrations_are_numbered_and_applied_once(tmp_path):
     again.close()
 
 
+class RaisingDetector(Detector):
+    def detect(self, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("a detector bug")
+
+
+def as_raising(detector: Detector) -> Detector:
+    """The detector raising on every text, under another rules label (the next scan retries what it left out)."""
+    detector.__class__ = RaisingDetector
+    detector.version = "raising"
+    return detector
+
+
 def fill_every_table(store: Store) -> None:
     with store.transaction():
         store.append_item("a", make_item(), "run1")
@@ -95,6 +107,10 @@ def fill_every_table(store: Store) -> None:
     append_review(store, outcome.flags[0]["id"], "violation", "pat reviewer", "asked the author to delete it")
     hook = ChannelAnswer("webhook", "https://chat.example/...", "alert webhook answered 204")
     append_delivery(store, Owed("webhook", hook.destination, outcome.flags[:1]), hook, "run1")
+    with store.transaction():
+        store.append_item("a", make_item("an odd text", item_key="mastodon:h:3", native_id="3"), "run1")
+    append_scan(store, as_raising(Detector(load_rules())), mode="new", run_id="run1")  # left out: scan_skips
+    append_scan(store, Detector(load_rules()), mode="new", run_id="run1")  # other rules: scan_retries
     append_consent_check(store, build_signal_detector(None), date(2026, 11, 23), "run1")
     with store.transaction():
         checkpoint = sign_checkpoint(store.conn, Ed25519PrivateKey.generate(), store.path.parent / "warcs")

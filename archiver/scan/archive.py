@@ -3,7 +3,8 @@
 Everything here appends (through Store._insert, so every row extends the ledger). A scan covers a range of
 item versions with one rules version and ends with a `scan_runs` row; the nightly run scans what no scan
 has covered yet, `archiver scan --all` everything again, appending only hits not already flagged under the
-same rules version.
+same rules version. A version whose detection raised is left out and kept in `scan_skips`; the next scan with
+other rules takes it up again (`scan_retries`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..store import Store
 from ..warc import iso, utcnow
 from .alerts import ALERT_LISTED
 from .engine import AllowList, Detector
-from .parallel import Unscannable, VersionScanner, worker_count
+from .parallel import UNSCANNABLE_LIMIT, Detection, Unscannable, VersionScanner, worker_count
 from .rules import BUILTIN_FILES, is_signal, load_rules, select_rules
 
 log = logging.getLogger("archiver.scan")
@@ -44,9 +45,10 @@ class ScanOutcome:
     # has them all. (Alerts read what is owed from the archive: scan/delivery.py.)
     flags: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)  # new flags by severity
-    # Versions left out because their detection raised (see scan/parallel.py): covered by this scan's range,
-    # never flagged by it. Named in `problem`, the run's notices and log; `archiver scan --all` tries them again.
+    # Versions left out because their detection raised (see scan/parallel.py): covered by this scan's range (or
+    # retried by it), never flagged by it. Named in `problem`, the run's notices and log, kept in scan_skips.
     unscannable: list[Unscannable] = field(default_factory=list)
+    retried: int = 0  # versions earlier scans left out, taken up again by this one (other rules)
 
     @property
     def flags_added(self) -> int:
@@ -59,9 +61,10 @@ class ScanOutcome:
 
     def summary(self) -> str:
         left_out = f", {len(self.unscannable)} could not be scanned" if self.unscannable else ""
+        retried = f" (and {self.retried} left out by earlier scans, tried again)" if self.retried else ""
         return (
             f"PHI scan {self.scan_id} ({self.mode}, rules {self.rules_version}): {self.versions_scanned} versions"
-            f"{left_out}, {self.flags_added} new flags ({self.counts['high']} high)"
+            f"{retried}{left_out}, {self.flags_added} new flags ({self.counts['high']} high)"
         )
 
     def problem(self) -> str | None:
@@ -71,7 +74,8 @@ class ScanOutcome:
         named = ", ".join(f"version {v} ({key}: {error})" for v, key, error in self.unscannable)
         return (
             f"PHI scan {self.scan_id}: {len(self.unscannable)} version(s) could not be scanned and are not flagged: "
-            f"{named}; review their text by hand, and once archiver is fixed run `archiver scan --all`"
+            f"{named}; review their text by hand (Datasette: unscanned_versions); the next scan with other rules "
+            "(once archiver is fixed) tries them again"
         )
 
 
@@ -127,6 +131,21 @@ def next_unscanned(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT coalesce(max(to_version_id), 0) + 1 FROM scan_runs").fetchone()[0]
 
 
+def left_out_earlier(conn: sqlite3.Connection, rules_version: str) -> list[int]:
+    """Versions earlier scans left out that no later scan has scanned, under rules other than `rules_version`
+    (detection is deterministic: the same rules raise on the same text again). At most UNSCANNABLE_LIMIT, oldest
+    first, so that they can never fail a scan whole; the rest wait for the next scan."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'unscanned_versions'").fetchone() is None:
+        return []  # an archive held at a schema before migration 0018 (tests make one)
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT version_id FROM unscanned_versions WHERE rules_version != ? ORDER BY version_id LIMIT ?",
+            (rules_version, UNSCANNABLE_LIMIT),
+        )
+    ]
+
+
 def start_scanner(store: Store, config: Config) -> VersionScanner | None:
     """The scanner a run feeds as it commits (see scan/parallel.py); None when the detector cannot be built,
     which the scan after the run then reports."""
@@ -152,7 +171,8 @@ def append_scan(
     """Scan the versions no scan has covered (mode "new") or all of them ("all"); append flags and a scan row.
 
     Detection runs in `workers` processes when there is enough to scan, or in `scanner` (a run's, which has
-    done part of it already); the flags are appended here, in version order, either way."""
+    done part of it already); the flags are appended here, in version order, either way. Mode "new" first
+    takes up again what earlier scans left out, when the rules have changed since (left_out_earlier)."""
     started = iso(utcnow())
     with store.transaction():
         conn = store.conn
@@ -169,36 +189,48 @@ def append_scan(
                 )
             }
         outcome = ScanOutcome(scan_id, detector.version, mode, 0)
+
+        def append_flags(found: Iterable[Detection]) -> None:
+            for version_id, item_key, hits in found:
+                for hit in hits:
+                    if (version_id, hit.rule_id, hit.start, hit.end) in known:
+                        continue
+                    row = {
+                        "version_id": version_id,
+                        "item_key": item_key,
+                        "rule_id": hit.rule_id,
+                        "rules_version": detector.version,
+                        "category": hit.category,
+                        "severity": hit.severity,
+                        "span_start": hit.start,
+                        "span_end": hit.end,
+                        "matched": hit.matched,
+                        "reason": hit.reason,
+                        "run_id": run_id,
+                        "scan_id": scan_id,
+                        "created_at": iso(utcnow()),
+                    }
+                    flag_id = store._insert("flags", row)
+                    outcome.add_flag({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
+
+        # Older than this scan's range, so first: flags stay in version order. In this process: a few at most.
+        retry = left_out_earlier(conn, detector.version) if mode == "new" else []
+        with VersionScanner(conn, store.path, detector, 0) as retrying:
+            for version_id in retry:
+                for _, _, (scanned, found) in retrying.batches(version_id, version_id):
+                    outcome.versions_scanned += scanned
+                    append_flags(found)
+        outcome.retried = len(retry)
         total = max(0, last - first + 1)
         if scanner is None or scanner.detector is not detector:
             scanner = VersionScanner(conn, store.path, detector, first, workers)
         with scanner:
             for _, end, (scanned, found) in scanner.batches(first, last):
                 outcome.versions_scanned += scanned
-                for version_id, item_key, hits in found:
-                    for hit in hits:
-                        if (version_id, hit.rule_id, hit.start, hit.end) in known:
-                            continue
-                        row = {
-                            "version_id": version_id,
-                            "item_key": item_key,
-                            "rule_id": hit.rule_id,
-                            "rules_version": detector.version,
-                            "category": hit.category,
-                            "severity": hit.severity,
-                            "span_start": hit.start,
-                            "span_end": hit.end,
-                            "matched": hit.matched,
-                            "reason": hit.reason,
-                            "run_id": run_id,
-                            "scan_id": scan_id,
-                            "created_at": iso(utcnow()),
-                        }
-                        flag_id = store._insert("flags", row)
-                        outcome.add_flag({"id": flag_id, **{k: row[k] for k in ALERT_FIELDS}})
+                append_flags(found)
                 if on_progress:
                     on_progress(end - first + 1, total)
-            outcome.unscannable = list(scanner.unscannable)
+            outcome.unscannable = retrying.unscannable + scanner.unscannable
         store._insert(
             "scan_runs",
             {
@@ -214,6 +246,12 @@ def append_scan(
                 "finished_at": iso(utcnow()),
             },
         )
+        for version_id in retry:
+            store._insert("scan_retries", {"scan_id": scan_id, "version_id": version_id})
+        if outcome.unscannable and store._columns("scan_skips").kinds:  # none before migration 0018
+            for version_id, item_key, error in outcome.unscannable:
+                skip = {"version_id": version_id, "item_key": item_key, "rules_version": detector.version}
+                store._insert("scan_skips", {"scan_id": scan_id, **skip, "error": error})
     return outcome
 
 
