@@ -16,7 +16,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,10 +64,16 @@ from .recovery import (
 from .scan.alerts import send_failure_alert
 from .scan.archive import scan_after_run, start_scanner
 from .scan.delivery import alert_after
-from .store import KnownItem, Store
+from .store import AccountNames, KnownItem, Store
 from .warc import WarcWriter, iso, utcnow
 
 log = logging.getLogger("archiver.run")
+
+# Set by a run on every account it captures, and so recorded in its warcinfo's account-requests: its runs re-check
+# the captures of the account's earlier names (StoreAccountState.identified), which asks more of the platform, so
+# the replay of a run does so only where the run did (runs of before it did not). No config sets it: every
+# platform's options schema refuses a key it does not know.
+EARLIER_NAMES_OPTION = "recheck_earlier_names"
 
 # Observations per transaction: a bounded loss window with few fsyncs. The crash tests set it low through
 # the environment so that kills land between committed batches.
@@ -223,12 +229,30 @@ class RunTransaction:
 
 
 class StoreAccountState:
-    """The read-only view of the archive a connector gets for one account (its reads take the run's lock)."""
+    """The read-only view of the archive a connector gets for one account (its reads take the run's lock).
 
-    def __init__(self, store: Store, account: str, lock: threading.RLock | None = None):
+    Once the run has observed the account's platform identity (`identified`), the captures its earlier names made
+    (an account renamed in the config) are its own: `known_items` includes them and every item reports them as
+    captured by this account, so a rename changes nothing of what its runs re-check."""
+
+    def __init__(self, store: Store, account: str, lock: threading.RLock | None = None, run_id: str | None = None):
         self.store = store
         self.account = account
         self.lock = lock or threading.RLock()
+        self.run_id = run_id
+        self.names = AccountNames.alone(account)
+
+    def identified(self, account: AccountConfig, identity: AccountIdentity) -> AccountNames:
+        """Take up the names the archive records as the platform account the run observed (lock held)."""
+        self.names = self.store.account_names(
+            self.account, account.platform, account.api_base, identity.platform_account_id, self.run_id
+        )
+        return self.names
+
+    def _as_own(self, known: KnownItem) -> KnownItem:
+        if known.account != self.account and known.account in self.names.same:
+            return replace(known, account=self.account)
+        return known
 
     def cursor(self, name: str) -> str | None:
         with self.lock:
@@ -244,7 +268,7 @@ class StoreAccountState:
             deleted = row is not None and self.store.is_deleted(item_key)
         if row is None:
             return None
-        return KnownItem(
+        known = KnownItem(
             row["item_key"],
             row["native_id"],
             row["kind"],
@@ -258,6 +282,7 @@ class StoreAccountState:
             row["account"],
             row["visibility"],
         )
+        return self._as_own(known)
 
     def first_archived_since(self, item_key: str, since: str, kinds: tuple[str, ...] = ()) -> bool:
         with self.lock:
@@ -273,18 +298,20 @@ class StoreAccountState:
         key_prefix: str | None = None,
     ) -> list[KnownItem]:
         with self.lock:
-            return self.store.known_items(
-                self.account,
+            found = self.store.known_items(
+                self.names.recheck,
                 created_since=created_since,
                 kinds=kinds,
                 thread_key=thread_key,
                 conversation_key=conversation_key,
                 key_prefix=key_prefix,
             )
+        return [self._as_own(known) for known in found]
 
     def thread_items(self, thread_key: str) -> list[KnownItem]:
         with self.lock:
-            return self.store.thread_items(thread_key)
+            found = self.store.thread_items(thread_key)
+        return [self._as_own(known) for known in found]
 
 
 def new_run_id(now: datetime) -> str:
@@ -338,6 +365,7 @@ def run_archive(
     """Run every enabled account (or those named in `only`) once. Raises LockedError if a run is active."""
     progress = progress or RunProgress()
     accounts = config.selected_accounts(only)  # ConfigError for a name not configured
+    accounts = [rechecking_earlier_names(a) for a in accounts]
     archive = config.archive
     with archive_lock(archive.dir, "archiver run"):
         archive.dir.mkdir(parents=True, exist_ok=True)
@@ -565,12 +593,14 @@ def archive_account(
     try:
         connector = connector_for(account.platform, account, revision)
         session = open_session(connector)
-        state = StoreAccountState(store, account.name, lock)
+        state = StoreAccountState(store, account.name, lock, run_id)
         for applied, observation in enumerate(connector.fetch(session, account, state, window)):
             if limit is not None and applied >= limit:
                 break  # what the run applied after this was never committed: the next run started without it
             with lock:
                 apply_observation(store, account, run_id, observation, result)
+                if isinstance(observation, AccountIdentity) and account.options.get(EARLIER_NAMES_OPTION):
+                    note_same_account(account, state.identified(account, observation), result)
                 committed = transaction.applied(account.name)
             if committed:
                 result.requests = session.requests_made
@@ -604,6 +634,22 @@ def archive_account(
         )
         transaction.commit()  # what was captured before a failure is real evidence: keep it
     return result
+
+
+def rechecking_earlier_names(account: AccountConfig) -> AccountConfig:
+    """`account` as a run captures it: re-checking what its earlier names captured (EARLIER_NAMES_OPTION)."""
+    return replace(account, options={**account.options, EARLIER_NAMES_OPTION: 1})
+
+
+def note_same_account(account: AccountConfig, names: AccountNames, result: AccountResult) -> None:
+    """Say when the run captures another configured name of the same platform account too: a rename whose old
+    entry was left enabled. Both are captured; each re-checks what it captured (see Store.account_names)."""
+    if names.running:
+        others = ", ".join(names.running)
+        result.notices.append(
+            f"account {account.name} is the same {account.platform} account as {others}, which this run captures "
+            "too: each re-checks the items it captured; set enabled = false on the old name (rebuild still needs it)"
+        )
 
 
 def disk_full(exc: BaseException) -> bool:

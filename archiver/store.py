@@ -124,6 +124,37 @@ def _known_item(row: sqlite3.Row) -> KnownItem:
 
 
 @dataclass(frozen=True)
+class AccountNames:
+    """The configured names under which the archive files one platform account's captures, as one run of one of
+    them sees them (see `Store.account_names`). A renamed account's items keep the name they were captured under:
+    these say which of them the run re-checks."""
+
+    account: str
+    recheck: tuple[str, ...]  # the names whose captures this account's run re-checks: its own first
+    same: frozenset[str]  # every name recorded as this platform account and as no other (its own included)
+    running: tuple[str, ...] = ()  # other names of the same platform account that the same run captures too
+
+    @classmethod
+    def alone(cls, account: str) -> AccountNames:
+        """An account whose platform identity the run has not observed (yet): its own captures only."""
+        return cls(account, (account,), frozenset((account,)))
+
+
+# The other names the archive recorded as this platform account (same platform, api_base and platform account id)
+# and never as another: a name that was ever another platform account (a handle reused, a name given to a new
+# account) is left to its own runs, so that no account re-checks another's captures. The accounts table holds a
+# row per name and identity, a few hundred at most: read once per account and run.
+_SAME_ACCOUNT_SQL = """
+    SELECT a.name FROM accounts a
+    WHERE a.platform = ? AND a.api_base = ? AND a.platform_account_id = ? AND a.name <> ?
+      AND NOT EXISTS (SELECT 1 FROM accounts b WHERE b.name = a.name
+                      AND (b.platform <> a.platform OR b.api_base <> a.api_base
+                           OR b.platform_account_id <> a.platform_account_id))
+    ORDER BY a.id
+"""
+
+
+@dataclass(frozen=True)
 class TableColumns:
     """A table's columns as `_as_stored` needs them: the Python type each stores, and which have defaults."""
 
@@ -516,6 +547,28 @@ class Store:
         )
         return True
 
+    def account_names(
+        self, account: str, platform: str, api_base: str, platform_account_id: str, run_id: str | None
+    ) -> AccountNames:
+        """The names under which the archive files the captures of `account`, which run `run_id` observed to be
+        platform account `platform_account_id` at `api_base`: an account renamed in the config keeps re-checking
+        what its earlier names captured.
+
+        Only the recorded platform identity links two names, never their spelling. Each capture is re-checked once
+        a run: a name the run captures too (both old and new name enabled) re-checks its own captures, and the
+        earlier names that the run does not capture go to the first of them in the run's order. Everything read
+        here (the accounts table, the run's selection) is replayed alike by `archiver rebuild`."""
+        others = [
+            row[0] for row in self.conn.execute(_SAME_ACCOUNT_SQL, (platform, api_base, platform_account_id, account))
+        ]
+        found = self.conn.execute("SELECT accounts_selected FROM runs WHERE id = ?", (run_id,)).fetchone()
+        selected: list[str] = json.loads(found[0]) if found else []
+        running = tuple(name for name in selected if name in others)
+        place = selected.index(account) if account in selected else len(selected)
+        first = all(selected.index(name) > place for name in running)
+        earlier = tuple(name for name in others if name not in selected) if first else ()
+        return AccountNames(account, (account, *earlier), frozenset((account, *others)), running)
+
     def cursor(self, account: str, name: str) -> str | None:
         row = self.conn.execute(
             "SELECT value FROM cursors WHERE account=? AND name=? ORDER BY id DESC LIMIT 1", (account, name)
@@ -686,7 +739,7 @@ class Store:
 
     def known_items(
         self,
-        account: str,
+        account: str | tuple[str, ...],
         *,
         created_since: str | None = None,
         kinds: tuple[str, ...] = (),
@@ -695,9 +748,14 @@ class Store:
         key_prefix: str | None = None,
     ) -> list[KnownItem]:
         """Latest state of the account's items, filtered by creation time, kinds, thread, conversation or the start
-        of their key (a Bluesky account's own records: not the replies and messages of others)."""
-        sql = _KNOWN_ITEMS_SQL + " AND v.account = ?"
-        params: list[Any] = [account]
+        of their key (a Bluesky account's own records: not the replies and messages of others). `account` may be
+        several names (a renamed account's, see `account_names`): the items whose latest version any captured."""
+        names = (account,) if isinstance(account, str) else account
+        if len(names) == 1:
+            sql = _KNOWN_ITEMS_SQL + " AND v.account = ?"
+        else:  # still one search of item_versions_account_kind (or of the thread's index) per name
+            sql = _KNOWN_ITEMS_SQL + f" AND v.account IN ({','.join('?' for _ in names)})"
+        params: list[Any] = list(names)
         if created_since is not None:
             sql += " AND v.created_at >= ?"
             params.append(created_since)
