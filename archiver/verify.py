@@ -5,8 +5,9 @@ views) and the search index holds every version; the ledger's hash chain recompu
 and covers every row, once; every checkpoint is signed by the archive's key; every recorded WARC file exists
 with the recorded and signed size and sha256 and no unknown WARC lies beside them; every item version and media
 file points at a WARC record with that id whose sha256 block digest holds, and an item's stored raw JSON is
-found in the captured payload; checkpoint copies kept elsewhere, when given, name ledger entries the archive
-still holds. Each problem names the place, what was expected and what was found.
+found in the captured payload; each event's evidence names records that back it (evidence_check.py);
+checkpoint copies kept elsewhere, when given, name ledger entries the archive still holds. Each problem names
+the place, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
 
 from .access_log import access_log_path, check_signed_heads, verify_access_log
 from .checkpoints import (
@@ -36,6 +38,7 @@ from .checkpoints import (
     verify_checkpoints,
     verify_kept_copies,
 )
+from .evidence_check import EvidenceRecords, versions_named
 from .ledger import verify_ledger
 from .problems import Problem
 from .recovery import Recovery, WarcScan, interrupted_runs, recoveries, run_of, scan_warc
@@ -231,12 +234,16 @@ def _check_warcs(
 ) -> Iterator[Problem]:
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
+    evidence = EvidenceRecords(store.conn)
+    yield from evidence.malformed
+    yield from versions_named(store.conn)
     referenced = {
         r[0]
         for r in store.conn.execute(
             "SELECT DISTINCT warc_file FROM item_versions UNION SELECT DISTINCT warc_file FROM media_files"
         )
-    }
+    } | set(evidence.in_file)
+    read: set[str] = set()
     interrupted = interrupted_runs(store.conn)
     recovered = recoveries(store.conn)
     runs = {row[0] for row in store.conn.execute("SELECT id FROM runs")}
@@ -261,8 +268,9 @@ def _check_warcs(
             # Read no further than its complete records: a run still going may be writing the next one.
             found = interrupted_scans[name] = scan_warc(path)
             torn_from = found.complete_bytes
-        scan = FileCheck(path, torn_from)
+        scan = FileCheck(path, torn_from, evidence)
         yield from scan.check_rows(store.conn)
+        read.add(name)
         if row is not None:
             if scan.size != row["size"]:
                 yield Problem(f"WARC {name}", f"size expected {row['size']}, found {scan.size}")
@@ -299,6 +307,7 @@ def _check_warcs(
                 )
             else:
                 yield Problem(f"WARC {path.name}", "on disk but not recorded in warc_files (unknown file)")
+    yield from evidence.never_met(read)
 
 
 def _check_signed(name: str, signed: SignedWarc, row: Any, scan: FileCheck) -> Iterator[Problem]:
@@ -358,15 +367,17 @@ class _HashingReader:
 
 
 class FileCheck:
-    """One sequential read of a WARC file: its sha256, each record's block digest, and the rows into it."""
+    """One sequential read of a WARC file: its sha256, each record's block digest, the rows into it, and the
+    records events' evidence names."""
 
-    def __init__(self, path: Path, torn_from: int | None = None):
+    def __init__(self, path: Path, torn_from: int | None = None, evidence: EvidenceRecords | None = None):
         self.path = path
         self.torn_from = torn_from  # an interrupted run's torn tail starts here: expected, not tampering
+        self.evidence = evidence
         self.sha256 = ""
         self.size = 0
 
-    def _records(self, reader: _HashingReader) -> Iterator[tuple[int, str, bool, bytes] | Problem]:
+    def _records(self, reader: _HashingReader) -> Iterator[tuple[int, StatusAndHeaders, bool, bytes] | Problem]:
         iterator = ArchiveIterator(reader, no_record_parse=True)
         try:
             for record in iterator:
@@ -374,7 +385,7 @@ class FileCheck:
                 iterator.read_to_end(record)
                 headers = record.rec_headers
                 ok = block_digest_ok(headers.get_header("WARC-Block-Digest"), block)
-                yield iterator.get_record_offset(), headers.get_header("WARC-Record-ID"), ok, block
+                yield iterator.get_record_offset(), headers, ok, block
         except Exception as exc:  # a damaged gzip member: the rest of the file cannot be read as records
             yield Problem(f"WARC {self.path.name}", f"unreadable after offset {iterator.offset} ({type(exc).__name__})")
 
@@ -396,9 +407,12 @@ class FileCheck:
                     if self.torn_from is None:
                         yield entry
                     break
-                offset, record_id, digest_ok, block = entry
+                offset, headers, digest_ok, block = entry
+                record_id = headers.get_header("WARC-Record-ID")
                 if self.torn_from is not None and offset >= self.torn_from:
                     break  # the torn tail: reported as a note with the file, set aside by the next run
+                if self.evidence is not None:
+                    yield from self.evidence.check_record(name, record_id, headers, block)
                 if not digest_ok:
                     yield Problem(f"WARC {name}", f"record {record_id} at offset {offset}: block digest does not match")
                 while pending is not None and pending[1] < offset:
