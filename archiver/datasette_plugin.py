@@ -62,12 +62,28 @@ PUBLIC_PREFIXES = ("/-/static/", "/-/static-plugins/")
 STATIC_PATHS = ("/favicon.ico",)  # with PUBLIC_PREFIXES: files of the software, no PHI, cacheable
 # On every other response: no other site frames a page (clickjacking of a signed-in officer), no browser reads
 # a body as another type than it is sent as (a platform's text as HTML), no page (PHI) kept in a browser's or a
-# proxy's cache, with or without accounts.
-SECURITY_HEADERS = {b"x-frame-options": b"DENY", b"x-content-type-options": b"nosniff", b"cache-control": b"no-store"}
+# proxy's cache, with or without accounts, and no address sent on to another site: a search's words, an author's
+# name in a query are PHI, and "on the platform" is not the only link out (a table cell's URL).
+SECURITY_HEADERS = {
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"cache-control": b"no-store",
+    b"referrer-policy": b"no-referrer",
+}
 FRAME_ANCESTORS = b"frame-ancestors 'none'"
 # Routes the workspace does not offer: the metadata page would list the login config, the password tool
-# and the root token login are not for a PHI archive.
-BLOCKED_PATHS = ("/-/metadata", "/-/metadata.json", "/-/password-tool", "/-/auth-token")
+# and the root token login are not for a PHI archive, the databases page names the archive's file on the server
+# and the threads page the server's internals.
+BLOCKED_PATHS = (
+    "/-/metadata",
+    "/-/metadata.json",
+    "/-/password-tool",
+    "/-/auth-token",
+    "/-/databases",
+    "/-/databases.json",
+    "/-/threads",
+    "/-/threads.json",
+)
 # The workspace only reads: any other method is refused before Datasette sees it, but for signing in and out.
 READ_METHODS = ("GET", "HEAD")
 FORM_PATHS = ("/-/login", "/-/logout")

@@ -206,6 +206,7 @@ def check_security_headers(response: requests.Response, label: str) -> None:
     assert "frame-ancestors 'none'" in csp, label
     assert headers.getlist("x-content-type-options") == ["nosniff"], label
     assert headers.getlist("cache-control") == ["no-store"], label
+    assert headers.getlist("referrer-policy") == ["no-referrer"], label  # a search's words go nowhere else
 
 
 def test_every_page_but_static_files_carries_the_security_headers(investigator, server, demo):
@@ -223,6 +224,8 @@ def test_every_page_but_static_files_carries_the_security_headers(investigator, 
         "/-/login": 200,
         "/archive/nowhere": 404,
         "/-/metadata": 404,
+        "/-/databases.json": 404,  # it names the archive's file on the server
+        "/-/threads.json": 404,
     }
     for path, status in pages.items():
         response = investigator.get(server + path, allow_redirects=False, timeout=30)
