@@ -274,6 +274,8 @@ class LiveArchive:
     run_order: dict[str, int] = field(default_factory=dict)
     # run that did not finish -> account -> the observations it committed (run_progress; none before 0017)
     committed: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (run, account) that failed in a run that finished -> the observations it committed (run_progress)
+    committed_before_failing: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]]:
@@ -296,6 +298,7 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
                 {run: recovery.by for run, recovery in recoveries(conn).items()},
                 {row[0]: n for n, row in enumerate(conn.execute("SELECT id FROM runs ORDER BY rowid"))},
                 _committed(conn),
+                _committed_before_failing(conn),
             )
         finally:
             store.close()
@@ -321,6 +324,18 @@ def _committed(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     ):
         committed.setdefault(run_id, {})[account] = count
     return committed
+
+
+def _committed_before_failing(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """For each account that failed in a run that finished, what the run committed of it (run_progress)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_progress'").fetchone() is None:
+        return {}
+    rows = conn.execute(
+        "SELECT p.run_id, p.account, max(p.observations) FROM run_progress p "
+        "WHERE p.run_id IN (SELECT run_id FROM run_results) AND EXISTS (SELECT 1 FROM account_runs a "
+        "WHERE a.run_id = p.run_id AND a.account = p.account AND a.status = 'failed') GROUP BY p.run_id, p.account"
+    )
+    return {(run_id, account): count for run_id, account, count in rows}
 
 
 @dataclass
@@ -683,6 +698,10 @@ def _replay_runs(
             # A run that did not finish is replayed as far as it committed: the next run started from there.
             committed = checks.live.committed.get(run.run_id) if checks.live is not None else None
             limit = committed.get(name, 0) if committed is not None else None
+            if limit is None and checks.live is not None:
+                # An account that failed likewise: a parser fixed since (one that failed on a response, e.g. a lone
+                # surrogate in its JSON) would read further than the run did, into what a later run recorded.
+                limit = checks.live.committed_before_failing.get((run.run_id, name))
 
             def open_session(
                 connector: Connector, name: str = name, recorded: list = recorded, sessions: list = sessions
