@@ -50,7 +50,7 @@ from .consent.check import consent_check_after_run
 from .consent.state import local_today
 from .errors import ArchiverError, ConfigError, Interrupted
 from .http import CapturingSession, Redactor, Session
-from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice
+from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, without_lone_surrogates
 from .lock import archive_lock
 from .recovery import (
     TORN_DIR,
@@ -259,8 +259,8 @@ class StoreAccountState:
             return self.store.cursor(self.account, name)
 
     def has_media(self, url: str) -> bool:
-        with self.lock:
-            return self.store.has_media(url)
+        with self.lock:  # the url as a MediaFile or an item's media entry holds it (items.py)
+            return self.store.has_media(without_lone_surrogates(url))
 
     def latest(self, item_key: str) -> KnownItem | None:
         with self.lock:
@@ -606,12 +606,12 @@ def archive_account(
                 result.requests = session.requests_made
                 progress.observed(result)
     except ArchiverError as exc:
-        result.status, result.error = "failed", redactor.text(str(exc))
+        result.status, result.error = "failed", without_lone_surrogates(redactor.text(str(exc)))
     except Exception as exc:  # a connector bug or an unexpected shape must not stop the other accounts
         if disk_full(exc):
             raise  # no account's failure: every later write fails too. The run stops, and says so (cli.py)
         result.status = "failed"
-        result.error = redactor.text(f"unexpected {type(exc).__name__}: {exc}")
+        result.error = without_lone_surrogates(redactor.text(f"unexpected {type(exc).__name__}: {exc}"))
         log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
     finally:
         if session is not None:

@@ -21,12 +21,15 @@ from typer.testing import CliRunner
 
 from archiver import items
 from archiver.cli import app
+from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
+from archiver.errors import PlatformError
 from archiver.items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, canonical_json
 from archiver.ledger import verify_ledger
 from archiver.replay_check import compare_databases
 from archiver.warc import CaptureRef
+from archiver.workspace.raw import read_record
 
 TOKEN = "surrogate-test-token-Hq52w"
 HIGH, LOW = "\ud83d", "\ude00"  # the halves of U+1F600, each alone
@@ -71,6 +74,14 @@ def clinic(now: datetime) -> MastodonState:
     )
     edited = state.add_status(sam["id"], "fine", in_reply_to_id=posts[3]["id"], created_at=now - timedelta(days=7))
     state.edit_status(edited["id"], f"fine {HIGH}{HIGH}", at=now - timedelta(days=6))
+    # A PHI hit outside the text, in a content warning holding a surrogate: flagged, its matched text storable.
+    state.add_status(
+        pat["id"],
+        "see the warning",
+        in_reply_to_id=posts[1]["id"],
+        spoiler_text=f"my MRN 4455012, my son{HIGH} has diabetes",
+        created_at=now - timedelta(days=8, hours=-3),
+    )
     # Older than every item with a surrogate: a listing stopped at one of them never reached it.
     state.add_status(sam["id"], "the oldest reply", in_reply_to_id=posts[0]["id"], created_at=now - timedelta(days=5))
     return state
@@ -156,6 +167,39 @@ def test_the_columns_show_the_replacement_character_and_raw_json_keeps_the_escap
         gzip.decompress(path.read_bytes()) for path in sorted((archived.arch / "warcs").glob("*.warc.gz"))
     )
     assert b"Thanks! \\ud83d" in served and b"Pat \\ude00" in served
+
+
+def test_a_hit_in_a_raw_field_holding_a_surrogate_is_flagged(archived):
+    flagged = query(archived, "SELECT rule_id, matched FROM flags WHERE reason LIKE '%content warning%' ORDER BY id")
+    assert ("mrn.labelled", "4455012") in flagged and ("health.relative", f"my son{FFFD} has diabetes") in flagged
+
+
+def test_the_raw_view_shows_a_record_holding_a_surrogate(archived):
+    (warc_file, offset), *_ = query(
+        archived, "SELECT warc_file, warc_offset FROM item_versions WHERE text = ?", f"Thanks! {FFFD}"
+    )
+    shown = read_record(archived.arch / "warcs", warc_file, offset=offset).pretty()
+    assert shown is not None and "Thanks! \\ud83d" in shown
+    shown.encode("utf-8")  # what a page is sent as
+
+
+def test_an_account_error_quoting_a_surrogate_is_recorded(tmp_path, monkeypatch):
+    """An error message may quote the platform (a Graph error's message, a URL): the account fails, the run goes on."""
+
+    def quoting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PlatformError(f"the platform said: cut {HIGH}")
+        yield
+
+    monkeypatch.setattr(MastodonConnector, "fetch", quoting)
+    with SampleMastodonServer(clinic(datetime.now(UTC)), TOKEN, rate_limit=1_000_000) as server:
+        cfg = config(tmp_path, server.base_url)
+        result = invoke("run", "--config", str(cfg), "-q")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    conn = sqlite3.connect(cfg.parent / "arch" / "archive.db")
+    assert conn.execute("SELECT status, error FROM account_runs").fetchall() == [
+        ("failed", f"the platform said: cut {FFFD}")
+    ]
+    conn.close()
 
 
 def test_verify_passes_and_the_ledger_verifies(archived):

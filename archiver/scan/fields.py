@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..items import html_to_text
+from ..items import html_to_text, without_lone_surrogates
 from .engine import Detector, Hit
 
 Field = tuple[str, str]  # where (words for a reason, never the content), what it says
@@ -146,7 +146,8 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    # A raw field may hold a lone surrogate (items.py): a hit's matched text would then fail to be stored.
+    return without_lone_surrogates(value) if isinstance(value, str) else ""
 
 
 def detect_outside(

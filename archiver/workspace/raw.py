@@ -18,6 +18,7 @@ from pathlib import Path
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
+from ..items import escape_lone_surrogates
 from ..warc import block_digest_ok, parse_http_headers, read_raw_block
 
 WARC_NAME = re.compile(r"^[A-Za-z0-9._-]+\.warc(\.gz)?$")
@@ -70,7 +71,8 @@ class RawRecord:
         if len(body) > PRETTY_LIMIT or self.inline_media:
             return None
         try:
-            return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+            # a lone surrogate (half an emoji) shown as the escape it came as: no page can be UTF-8 with it
+            return escape_lone_surrogates(json.dumps(json.loads(body), indent=2, ensure_ascii=False))
         except ValueError:
             return None
 
