@@ -118,6 +118,17 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit(0)
 
 
+# Every file the archive writes holds PHI or a secret: the database and its -wal/-shm, the WARCs, checkpoints,
+# the access log, the signing key, users.json, bundles, backups. The run makes `dir` 0700, but `database`,
+# `warc_dir` and `keys_dir` may be folders elsewhere (a big volume for the WARCs), and cron runs with umask 022,
+# so files there would be world-readable. Nothing here is meant for another user (bundles and backups are
+# already 0700/0600, `archiver serve` reads as the user who runs it; the systemd units set UMask=0077 too), so
+# every command starts with this umask. The one file made for others, the config `init` writes, is made with
+# the umask the command was started with (`_inherited_umask`).
+PRIVATE_UMASK = 0o077
+_inherited_umask = PRIVATE_UMASK
+
+
 @app.callback()
 def options(
     version: Annotated[
@@ -126,6 +137,8 @@ def options(
     ] = False,
 ) -> None:
     """(--version is eager: it answers before click asks for the command it needs otherwise.)"""
+    global _inherited_umask
+    _inherited_umask = os.umask(PRIVATE_UMASK)  # before any command runs: see PRIVATE_UMASK
 
 
 @app.command()
@@ -155,8 +168,14 @@ def init(
         # the key goes where the config says the archive is: choose the folder now, not after the key is made
         chosen = f"dir = {json.dumps(str(archive_dir.absolute()))}  # archive folder (database, WARCs, keys)"
         text = text.replace(EXAMPLE_DIR_LINE, chosen, 1)
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(text, "utf-8")
+    # The config holds no secret and the service user reads what root wrote (README, Nightly run): it and its
+    # folder are made with the umask `init` was started with; the key below is made under PRIVATE_UMASK.
+    private = os.umask(_inherited_umask)
+    try:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(text, "utf-8")
+    finally:
+        os.umask(private)
     next_step = f"archiver run --config {shlex.quote(str(config))}"  # to paste into a shell as it is
     typer.echo(f"wrote {config}: set api_base, account and token_env, then run `{next_step}`")
     key_path, created = ensure_signing_key(load_config(config).archive.keys_dir)

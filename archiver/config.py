@@ -45,11 +45,19 @@ class AccountConfig:
     direct_messages: bool = True
     enabled: bool = True
     options: dict[str, Any] = field(default_factory=dict, hash=False)  # per platform, defaults filled in
+    # The config file it came from, and its `*_file` values as written there (before they were taken from the
+    # config's folder): what errors name, and how they judge whether a value may be repeated (`shown_path`).
+    config_path: Path | None = field(default=None, compare=False, repr=False)
+    paths_as_written: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def credential_ref(self) -> str:
-        """Where the token comes from, safe to print."""
-        return f"${self.token_env}" if self.token_env else f"file {self.token_file}"
+        """Where the token comes from, safe to print: a value that may be the token itself is not repeated."""
+        if self.token_env:
+            return f"${self.token_env}" if shown_env_name(self.token_env) else "the variable named by token_env"
+        if self.token_file is not None and shown_path(self.token_file, self.paths_as_written.get("token_file")):
+            return f"file {self.token_file}"
+        return "the file named by token_file"
 
 
 DEFAULT_DATABASE, DEFAULT_WARC_DIR, DEFAULT_KEYS_DIR = "archive.db", "warcs", "keys"
@@ -211,6 +219,43 @@ SECRET_HINTS = {
 }
 TOML_TYPES = {"object": "a table", "array": "a list", "string": "a string", "boolean": "true or false"}
 
+# A value the schema lets through where a variable's NAME or a file's path belongs may still be the secret
+# itself, pasted there: the name pattern takes any token of letters and digits (a Meta Page token is one). A
+# message repeats a `*_env` value only when it looks as variable names conventionally do, and a `*_file` value
+# only when it looks like a path (`shown_env_name`, `shown_path`); otherwise it names the file and the key.
+CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+NOT_REPEATED = "not repeated: it may be the secret itself"
+MASKED_MIN_LENGTH = 16  # an unrepeated value this long is masked in log lines too; a shorter one is no token
+
+
+def shown_env_name(name: str) -> bool:
+    """Whether a `*_env` value may be repeated: CLINIC_TOKEN, TOKEN or ARCHIVER_SMTP_PASSWORD, not EAAGm0PX4...
+    (lower case), nor 17 or more upper-case letters and digits without an _ (an API key id, AKIA...)."""
+    return bool(CONVENTIONAL_ENV_NAME.fullmatch(name)) and (len(name) <= 16 or "_" in name)
+
+
+def shown_path(path: Path, as_written: str | None = None) -> bool:
+    """Whether a `*_file` path may be repeated: the file is there, or the value as written (`as_written`,
+    default the path) holds a / and the folder it names is there and is not /. A token pasted as the path holds
+    no /, or names a folder that is not there."""
+    if os.path.lexists(path):
+        return True
+    folder = Path(path).parent
+    written = str(path) if as_written is None else as_written
+    return "/" in written and folder != Path(folder.anchor) and os.path.isdir(folder)
+
+
+def _not_repeated(key: str, config_path: Path | None, belongs: str) -> str:
+    """The end of a message about `key` whose value is not repeated: where the operator finds it, and the fix."""
+    where = f"{key} in {config_path}" if config_path is not None else key
+    return f" (the value of {where} is {NOT_REPEATED}, pasted where {belongs} belongs)"
+
+
+def _mask_unshown(value: Any, shown: bool) -> None:
+    """A backstop for a value no message repeats: the log filter and doctor's alert payload mask it too."""
+    if isinstance(value, str) and not shown and len(value) >= MASKED_MIN_LENGTH:
+        register_secret(value)
+
 
 def _may_hold_secret(error: jsonschema.ValidationError) -> bool:
     keys = [part for part in error.absolute_path if isinstance(part, str)]
@@ -267,7 +312,10 @@ def _describe(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
         return f"{where}: {forbidden['description']}"  # the schema says which combination is refused
     if error.validator == "pattern":
         hint = error.schema.get("description", "")
-        return f"{where}: {error.instance!r} is not valid. {hint}".strip()
+        value = repr(error.instance)
+        if _has_userinfo(error.instance):  # a password before the host is not repeated
+            value = f"{_shown_url(error.instance)!r} (only its scheme and host shown)"
+        return f"{where}: {value} is not valid. {hint}".strip()
     if error.validator == "minLength" and error.instance == "":
         hint = error.schema.get("description", "")
         return f"{where}: empty; give a value or leave the key out. {hint}".strip()
@@ -320,12 +368,57 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _check_url(url: str, where: str, path: Path, *, secret: bool = False) -> None:
+def _has_userinfo(url: Any) -> bool:
+    """Whether a URL carries a user name or password before its host (https://user:password@host/)."""
+    if not isinstance(url, str) or "://" not in url:
+        return False
+    return "@" in re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+
+
+def _check_url(url: str, where: str, path: Path, *, secret: bool = False, account: str | None = None) -> None:
+    """A URL the archiver can call and show: no user name or password in it (it would be written into every
+    WARC record and error that names the URL), a host, a port from 1 to 65535."""
+    named = f"{where} (account {account})" if account else where
+    if _has_userinfo(url):
+        raise ConfigError(
+            f"{path}: {named}: it holds a user name or password before its host ({_shown_url(url)!r}, only its "
+            "scheme and host shown); remove it: a credential is named by an *_env or *_file key, never written in "
+            "the config"
+        )
     problem = _url_problem(url)
     if problem is None:
         return
     shown = f"{_shown_url(url)!r}, only its scheme and host shown" if secret else repr(url)
     raise ConfigError(f"{path}: {where}: {problem} ({shown}); fix the URL")
+
+
+def _refuse_cleartext(url: str, where: str, path: Path, what: str) -> None:
+    """Secrets never cross the network in clear: a URL that a credential goes to (or that says where one goes)
+    is https://, or http:// to a loopback host (a test server, a local relay)."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"{path}: {where}: {what} would travel in clear to {_shown_url(url)!r} (only its scheme and host "
+            "shown); use its https:// URL"
+        )
+
+
+def _url_options(platform: str) -> list[str]:
+    """The platform's options that are URLs the connector calls (their schema's pattern asks for http(s)://)."""
+    properties = (platform_options_schema(platform) or {}).get("properties", {})
+    return sorted(k for k, v in properties.items() if str(v.get("pattern", "")).startswith("^https?://"))
+
+
+def _check_account_urls(acc: dict[str, Any], options: dict[str, Any], index: int, path: Path) -> None:
+    """An account's api_base and URL options: the token, or the answers that say where it goes (a PDS named by
+    a PLC directory), never travel in clear beyond loopback."""
+    name = acc["name"]
+    _refuse_cleartext(acc["api_base"], f"accounts[{index}].api_base (account {name})", path, "the account's token")
+    for key in _url_options(acc["platform"]):
+        if isinstance(options.get(key), str):
+            where = f"accounts[{index}].options.{key}"
+            _check_url(options[key], where, path, account=name)
+            _refuse_cleartext(options[key], f"{where} (account {name})", path, "the account's requests")
 
 
 def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
@@ -362,6 +455,10 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
             raise ConfigError(f"{path}: accounts[{index}].name: {acc['name']!r} is used twice; names must be unique")
         seen.add(acc["name"])
         token_file = acc.get("token_file")
+        options = _platform_options(acc, f"accounts[{index}]", path)
+        _check_account_urls(acc, options, index, path)
+        written = {"token_file": token_file} if token_file else {}
+        written |= {f"options.{k}": v for k, v in acc.get("options", {}).items() if k.endswith("_file")}
         accounts.append(
             AccountConfig(
                 name=acc["name"],
@@ -373,9 +470,12 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
                 media=acc.get("media", True),
                 direct_messages=acc.get("direct_messages", True),
                 enabled=acc.get("enabled", True),
-                options=_platform_options(acc, f"accounts[{index}]", path),
+                options=options,
+                config_path=path,
+                paths_as_written=written,
             )
         )
+        _mask_unshown_references(accounts[-1])
         _require_named_account(accounts[-1], f"accounts[{index}]", path)  # once its options are known good
     return Config(
         path=path,
@@ -391,11 +491,22 @@ def parse_config(data: dict[str, Any], path: Path, sha256: str = "") -> Config:
     )
 
 
+def _mask_unshown_references(account: AccountConfig) -> None:
+    """Register every `*_env` / `*_file` value that messages do not repeat (see NOT_REPEATED) as a secret."""
+    for key, value in [("token_env", account.token_env), *account.options.items()]:
+        if key.endswith("_env") and isinstance(value, str):
+            _mask_unshown(value, shown_env_name(value))
+    for key, written in account.paths_as_written.items():
+        value = account.token_file if key == "token_file" else account.options.get(key.removeprefix("options."))
+        if value is not None:
+            _mask_unshown(written, shown_path(Path(value), written))
+
+
 def _check_urls(data: dict[str, Any], path: Path) -> None:
     """Every URL the archiver calls or shows, checked now: a bad port found at the end of a run would stop
     it before its captures are signed."""
     for index, acc in enumerate(data["accounts"]):
-        _check_url(acc["api_base"], f"accounts[{index}].api_base", path)
+        _check_url(acc["api_base"], f"accounts[{index}].api_base", path, account=acc["name"])
     alerts = data.get("alerts", {})
     if "datasette_url" in alerts:
         _check_url(alerts["datasette_url"], "alerts.datasette_url", path)
@@ -432,18 +543,13 @@ def _check_alert_channels(alerts: dict[str, Any], path: Path) -> Path | None:
             ca_file = _ca_file(email, tls, path)
     webhook = alerts.get("webhook")
     if webhook is not None and webhook.get("token_env"):
-        parts = urlsplit(webhook["url"])
-        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
-            raise ConfigError(
-                f"{path}: alerts.webhook.token_env: the bearer token would travel in clear to "
-                f"{_shown_url(webhook['url'])!r} (only its scheme and host shown); use its https:// URL"
-            )
+        _refuse_cleartext(webhook["url"], "alerts.webhook.token_env", path, "the bearer token")
     return ca_file
 
 
 def _ca_file(email: dict[str, Any], tls: bool, path: Path) -> Path:
     ca_file = (path.parent / email["ca_file"]).resolve()
-    where = f"{path}: alerts.email.ca_file: {str(ca_file)!r}"
+    where = f"{path}: alerts.email.ca_file: {str(ca_file)!r}"  # a public certificate's path: no secret goes there
     if not tls:
         raise ConfigError(f"{where} is of no use without TLS; set starttls = true or implicit_tls = true")
     try:
@@ -476,6 +582,9 @@ def _scan_config(scan: dict[str, Any], base: Path) -> ScanConfig:
 def _alerts_config(alerts: dict[str, Any], ca_file: Path | None) -> AlertsConfig:
     email = alerts.get("email")
     webhook = alerts.get("webhook")
+    for variable in ((email or {}).get("password_env"), (webhook or {}).get("token_env")):
+        if variable:
+            _mask_unshown(variable, shown_env_name(variable))
     return AlertsConfig(
         severity=alerts.get("severity", "high"),
         datasette_url=alerts.get("datasette_url", "http://127.0.0.1:8001").rstrip("/"),
@@ -522,7 +631,7 @@ SECRET_OPTIONS = {"app_secret": "app secret"}
 
 def resolve_token(account: AccountConfig) -> str:
     """The account's token, read now from the environment or its file. Raises ConfigError naming the source."""
-    return _read_secret(account, "token", account.token_env, "", account.token_file, "token_file")
+    return _read_secret(account, "token", account.token_env, "token_env", account.token_file, "token_file")
 
 
 def resolve_option_secret(account: AccountConfig, name: str) -> str | None:
@@ -532,49 +641,57 @@ def resolve_option_secret(account: AccountConfig, name: str) -> str | None:
     if not env and not file:
         return None
     what = SECRET_OPTIONS.get(name, name.replace("_", " "))
-    return _read_secret(
-        account, what, env, f" (options.{name}_env)", Path(file) if file else None, f"options.{name}_file"
-    )
+    return _read_secret(account, what, env, f"options.{name}_env", Path(file) if file else None, f"options.{name}_file")
 
 
 def _read_secret(
     account: AccountConfig, what: str, env: str | None, env_key: str, file: Path | None, file_key: str
 ) -> str:
+    """The secret from the variable `env` names (key `env_key`) or the file `file` (key `file_key`). Each message
+    names the variable or the file only when it cannot be the secret pasted there (`shown_env_name`,
+    `shown_path`); otherwise it names the key and the config file."""
     if env:
+        if shown_env_name(env):
+            source = f"environment variable {env}" + ("" if env_key == "token_env" else f" ({env_key})")
+            after = ""
+        else:
+            source = f"the environment variable named by {env_key}"
+            after = _not_repeated(env_key, account.config_path, "the variable's NAME")
         if env not in os.environ:
-            raise ConfigError(
-                f"account {account.name}: environment variable {env}{env_key} is not set; export the {what} there"
-            )
-        source = f"environment variable {env}{env_key}"
+            raise ConfigError(f"account {account.name}: {source} is not set; export the {what} there{after}")
         value = os.environ[env].strip()
         if not value:
-            raise ConfigError(f"account {account.name}: {source} is set but blank; export the {what} there")
-        return _checked_secret(account, what, source, value, from_file=False)
+            raise ConfigError(f"account {account.name}: {source} is set but blank; export the {what} there{after}")
+        return _checked_secret(account, what, source, value, from_file=False, after=after)
     assert file is not None  # guaranteed by the schemas: token_env or token_file, <name>_env or <name>_file
-    source = f"{file_key} {file}"
-    value = _read_secret_file(account, what, file, file_key)
+    shown = shown_path(file, account.paths_as_written.get(file_key))
+    source = f"{file_key} {file}" if shown else file_key
+    after = "" if shown else _not_repeated(file_key, account.config_path, "a path")
+    value = _read_secret_file(account, what, file, source, after)
     if not value:
-        raise ConfigError(f"account {account.name}: {source} is empty")
-    return _checked_secret(account, what, source, value, from_file=True)
+        raise ConfigError(f"account {account.name}: {source} is empty{after}")
+    return _checked_secret(account, what, source, value, from_file=True, after=after)
 
 
-def _read_secret_file(account: AccountConfig, what: str, path: Path, key: str) -> str:
+def _read_secret_file(account: AccountConfig, what: str, path: Path, source: str, after: str) -> str:
     """The file's text, refused like ssh refuses a private key when others may read it: a secret that others
     could copy is as good as leaked. The mode is taken from the file opened, so no swap can slip in between."""
     try:
         with path.open(encoding="utf-8") as handle:
             mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
             if mode & 0o077:
+                fix = f"chmod 600 {path}" if not after else "chmod 600 it"
                 raise ConfigError(
-                    f"account {account.name}: {key} {path} is mode {mode:o}, open to group or others; chmod 600 {path}"
+                    f"account {account.name}: {source} is mode {mode:o}, open to group or others; {fix}{after}"
                 )
             return handle.read().strip()
     except OSError as exc:
         raise ConfigError(
-            f"account {account.name}: cannot read {key} {path} ({exc.strerror}); put the {what} there or fix the path"
+            f"account {account.name}: cannot read {source} ({exc.strerror}); put the {what} there or fix the "
+            f"path{after}"
         ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"account {account.name}: {key} {path} is not UTF-8 text; keep only the {what}") from None
+        raise ConfigError(f"account {account.name}: {source} is not UTF-8 text; keep only the {what}{after}") from None
 
 
 def check_tokens(config: Config, only: Sequence[str] | None = None) -> None:
@@ -591,12 +708,14 @@ def check_tokens(config: Config, only: Sequence[str] | None = None) -> None:
             resolve_option_secret(account, name)
 
 
-def _checked_secret(account: AccountConfig, what: str, source: str, value: str, *, from_file: bool) -> str:
+def _checked_secret(
+    account: AccountConfig, what: str, source: str, value: str, *, from_file: bool, after: str = ""
+) -> str:
     register_secret(value)  # first: whatever is said next must not carry it
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ConfigError(
             f"account {account.name}: the {what} in {source} holds a line break or another control character "
-            f"(two lines pasted?); keep only the {what}"
+            f"(two lines pasted?); keep only the {what}{after}"
         )
     # Beyond ASCII a secret cannot go in an HTTP header (UnicodeEncodeError mid-run) and is no real token.
     position = next((i for i, c in enumerate(value, 1) if ord(c) > 126), None)
@@ -609,7 +728,7 @@ def _checked_secret(account: AccountConfig, what: str, source: str, value: str, 
             hint = f"a byte-order mark? set the variable again to the {what} as plain text"
         raise ConfigError(
             f"account {account.name}: the {what} in {source} contains a character that is not printable ASCII at "
-            f"position {position} ({hint}); keep only the {what}"
+            f"position {position} ({hint}); keep only the {what}{after}"
         )
     return value
 
@@ -621,8 +740,8 @@ EXAMPLE_CONFIG = """\
 
 [archive]
 dir = "archive"                 # archive folder, relative to this file
-# database = "archive.db"       # SQLite file inside dir
-# warc_dir = "warcs"            # WARC files inside dir
+# database = "archive.db"       # SQLite file inside dir (or an absolute path: kept private like dir)
+# warc_dir = "warcs"            # WARC files inside dir (or an absolute path, e.g. a big volume)
 # keys_dir = "keys"             # signing keys inside dir
 # organisation = "St. Example Hospital"
 # warc_max_bytes = 1000000000   # rotate WARC files at about 1 GB

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .access_log import access_log_path
 from .backup import UNVERIFIED, read_manifest
 from .bundle.staging import leftover
-from .checkpoints import PRIVATE_KEY, PUBLIC_KEY
-from .config import AccountConfig, Config, resolve_token
+from .checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY
+from .config import NOT_REPEATED, AccountConfig, ArchiveConfig, Config, resolve_token, shown_env_name
 from .connectors import connector_for
 from .errors import ArchiverError
 from .http import Redactor
@@ -51,6 +51,7 @@ def check_files(config: Config) -> list[Check]:
     if not archive.dir.exists():
         return [Check("archive folder", "fail", f"{archive.dir} does not exist; run `archiver run` once")]
     checks.append(_private_folder("archive folder", archive.dir))
+    checks.extend(_outside_folders(archive))
     checks.extend(
         _writable(
             archive.dir,
@@ -107,6 +108,47 @@ def _private_folder(name: str, folder: Path) -> Check:
     if mode & 0o077:
         return Check(name, "warn", f"{folder} is mode {mode:o}: others can read PHI; chmod 700 {folder}")
     return Check(name, "ok", f"{folder} (mode {mode:o})")
+
+
+def _outside_folders(archive: ArchiveConfig) -> list[Check]:
+    """`database`, `warc_dir` and `keys_dir` may name folders outside `dir` (a big volume for the WARCs): each
+    such folder holds PHI or the signing key as `dir` does, so nobody but its owner may read it either. A folder
+    inside another one checked here and private to its owner is covered by it. In a folder others can enter,
+    each file of the archive's database (SQLite's -wal and -shm, and the access log, beside it) is checked too."""
+    folders = {  # resolved: `database = "../big/archive.db"` is outside dir, whatever its spelling
+        "database folder": archive.database.parent.resolve(),
+        "WARC folder": archive.warc_dir.resolve(),
+        "checkpoints folder": (archive.warc_dir / CHECKPOINT_DIR).resolve(),
+        "key folder": archive.keys_dir.resolve(),
+    }
+    covered = [archive.dir.resolve()]  # dir's own check speaks for what is inside it
+    checks, seen = [], set(covered)
+    for name, folder in sorted(folders.items(), key=lambda item: len(item[1].parts)):  # outer folders first
+        if folder in seen or not folder.is_dir() or any(folder.is_relative_to(p) for p in covered):
+            continue
+        seen.add(folder)
+        check = _private_folder(name, folder)
+        checks.append(check)
+        if check.status == "ok":
+            covered.append(folder)
+        elif name == "database folder":
+            checks.extend(_private_files(_database_files(archive.database)))
+    return checks
+
+
+def _database_files(database: Path) -> list[Path]:
+    access_log = access_log_path(database)
+    return [Path(f"{db}{suffix}") for db in (database, access_log) for suffix in ("", "-wal", "-shm", "-journal")]
+
+
+def _private_files(paths: list[Path]) -> list[Check]:
+    """Files holding PHI in a folder others can enter: each one others can read is a warning."""
+    checks = []
+    for path in paths:
+        if path.is_file() and _mode(path) & 0o077:
+            message = f"{path} is mode {_mode(path):o}: others can read PHI; chmod 600 {path}"
+            checks.append(Check("archive file", "warn", message))
+    return checks
 
 
 def _writable(*paths: Path) -> list[Check]:
@@ -203,16 +245,21 @@ def _alert_secrets(config: Config) -> list[Check]:
     nightly run shares, makes every alert fail (an SMTP login refused, a webhook answering 401) until fixed."""
     alerts, named = config.alerts, []
     if alerts.email is not None and alerts.email.username and alerts.email.password_env:
-        named.append(("alerts email", "[alerts.email] password_env", alerts.email.password_env))
+        named.append(("alerts email", "[alerts.email] password_env", alerts.email.password_env, "password"))
     if alerts.webhook is not None and alerts.webhook.token_env:
-        named.append(("alerts webhook", "[alerts.webhook] token_env", alerts.webhook.token_env))
+        named.append(("alerts webhook", "[alerts.webhook] token_env", alerts.webhook.token_env, "token"))
     checks = []
-    for name, key, variable in named:
+    for name, key, variable, what in named:
         if not os.environ.get(variable, "").strip():
             state = "is not set" if variable not in os.environ else "is set but blank"
-            checks.append(
-                Check(name, "fail", f"{key} names ${variable}, which {state}: every alert on it fails; export it")
-            )
+            if shown_env_name(variable):
+                message = f"{key} names ${variable}, which {state}: every alert on it fails; export it"
+            else:  # it may be the password itself, pasted where the variable's name belongs
+                message = (
+                    f"{key} in {config.path} names a variable that {state}: every alert on it fails; give it the "
+                    f"NAME of the variable that holds the {what} and export it (the value is {NOT_REPEATED})"
+                )
+            checks.append(Check(name, "fail", message))
     return checks
 
 

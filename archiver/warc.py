@@ -89,11 +89,24 @@ class HttpMessage:
         return head.encode("utf-8") + self.body
 
 
+def make_private_folder(folder: Path) -> None:
+    """`folder` and each missing folder above it made 0700 (mkdir's mode only takes bits away from the umask's):
+    `warc_dir` may be outside the archive folder, which the run makes private, and holds PHI."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        each.mkdir(mode=0o700, exist_ok=True)
+
+
 class _HashingFile:
     """A write-only file that keeps the sha256 and size of everything written."""
 
     def __init__(self, path: Path):
-        self._file = open(path, "xb")  # noqa: SIM115 - lives as long as the WARC is open; "x": never overwrite
+        # O_EXCL: never overwrite; 0600: a WARC holds PHI, whatever the umask of the process writing it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "wb")  # lives as long as the WARC is open
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -190,7 +203,7 @@ class WarcWriter:
     def _ensure_open(self) -> None:
         if self._file is not None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self.directory)
         self._sequence += 1
         stamp = self.clock().strftime("%Y%m%d%H%M%S")
         self._name = f"archiver-{stamp}-{self.run_id}-{self._sequence:05d}.warc.gz"

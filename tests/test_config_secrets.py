@@ -166,7 +166,8 @@ def bad_app_secret(tmp_path: Path, kind: str) -> tuple[str, list[str]]:
     file, env = ', app_secret_file = "appsecret"', ', app_secret_env = "META_SECRET_{}"'
     return {
         "open to others": (file, [f"is mode 644, open to group or others; chmod 600 {secret_file}"]),
-        "missing": (file, [f"cannot read options.app_secret_file {secret_file}", "No such file"]),
+        # written without a / and not there: it may be the secret pasted as the path, so it is not repeated
+        "missing": (file, ["cannot read options.app_secret_file (No such file", "not repeated: it may be the secret"]),
         "empty": (file, [f"options.app_secret_file {secret_file} is empty"]),
         "bom": (file, ["the app secret in options.app_secret_file", "byte-order mark"]),
         "unset": (env.format("UNSET"), ["environment variable META_SECRET_UNSET (options.app_secret_env) is not set"]),
