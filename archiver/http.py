@@ -1,9 +1,15 @@
 """One capturing HTTP session per account: every exchange goes to the WARC before anyone parses it.
 
 Secrets are removed before anything is written: the Authorization header's value, query parameters that
-carry credentials, and any occurrence of the token's value in what the platform sent back. Retries are
-bounded (timeouts, connection errors, bodies cut short, 5xx) and rate limits are honoured through a
-per-platform policy. Every body is read in pieces against a deadline and a size cap (see _BodyReader).
+carry credentials, a user name and password before a URL's host, and any occurrence of the token's value (or
+of another secret the connector registered, see `add_secret`) in what the platform sent back. A credential is
+never sent in clear beyond loopback, nor one taken from a URL (see `_refusal`). Retries are bounded (timeouts,
+connection errors, bodies cut short, 5xx) and rate limits are honoured through a per-platform policy. Every
+body is read in pieces against a deadline and a size cap (see _BodyReader).
+
+A media file is never named by its URL in an error, a log line or a notice (`media_label`): a file's URL can
+carry its original name (a Messenger attachment's is the name the patient gave the file), which is content,
+and those lines go to the cron log, `archiver status` and the alert channels.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -27,6 +33,7 @@ from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from . import __version__
+from .config import is_loopback
 from .errors import AuthError, Interrupted, PlatformError, RateLimitedError
 from .logs import register_secret, secret_forms
 from .warc import CaptureRef, HttpMessage, WarcWriter
@@ -79,19 +86,66 @@ RETRIED = (
 
 
 def redact_url(url: str) -> str:
-    """The URL with credential-bearing query parameters masked; every other byte stays as it was sent.
+    """The URL with credential-bearing query parameters and any `user:password@` before its host masked; every
+    other byte stays as it was sent.
 
     The query is not re-encoded: the WARC then shows a request exactly as it went out (LinkedIn, for one,
     refuses a URN in a query unless it is percent-encoded, and the record should show that it was).
     """
     parts = urlsplit(url)
-    if not parts.query:
+    if "@" not in parts.netloc and not parts.query:
         return url
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=f"{REDACTED}@{host_of(url)}")
     pieces = []
-    for piece in parts.query.split("&"):
+    for piece in parts.query.split("&") if parts.query else []:
         name = piece.split("=", 1)[0]
         pieces.append(f"{name}={REDACTED}" if unquote_plus(name).lower() in SECRET_PARAMS else piece)
     return urlunsplit(parts._replace(query="&".join(pieces)))
+
+
+def host_of(url: str) -> str:
+    """The URL's host and port as sent in a Host header: no user name or password, no path."""
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2]
+    except ValueError:
+        return ""
+
+
+def origin_of(url: str) -> str:
+    """scheme://host[:port] of the URL, for a message: nothing of its path, query or user name and password."""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
+    return f"{scheme or '?'}://{host_of(url) or '?'}"
+
+
+def media_label(url: str, record_id: str | None = None) -> str:
+    """How an error, a log line or a notice names a media file: the host it was asked of and, once it answered,
+    the WARC record of the answer (which holds the URL, behind the archive's access control). Never the URL's
+    path or query: a file's URL can carry the name it was uploaded under (a Messenger attachment's `file_url`
+    ends in the patient's own file name, `Maria-Lopez-biopsy-results.pdf`), and a CDN's signature."""
+    where = f"file from {host_of(url) or 'an unnamed host'}"
+    return f"{where} (WARC record {record_id})" if record_id else where
+
+
+def sends_in_clear(url: str) -> bool:
+    """Whether a request to `url` crosses the network unencrypted: anything but https:// beyond loopback."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return True
+    return parts.scheme.lower() != "https" and not is_loopback(host)
+
+
+def names_credentials(url: str) -> bool:
+    """Whether the URL carries a user name or password before its host (`https://user:password@host/`)."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 def with_params(url: str, params: dict[str, Any] | None) -> str:
@@ -140,6 +194,25 @@ class Exchange:
                 f"GET {self.url}: HTTP {self.status} body is not valid JSON ({exc}); "
                 f"the raw response is in WARC record {self.ref.record_id}"
             ) from None
+
+
+class DownloadFailed(PlatformError):
+    """A media download that got no answer its caller accepts, after the retries: a 5xx, no answer in time, a
+    connection refused or cut, a redirect not followed. The message names the file by media_label only; `why` is
+    what happened ("HTTP 503 after 4 attempt(s) (WARC record ...)"), for its connector's notice."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
+class Refused(PlatformError):
+    """A request the session would not send, or a redirect it would not follow (see CapturingSession._refusal);
+    `why` says which and why, naming a host at most."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
 
 
 class BodyTooSlow(requests.Timeout):
@@ -289,6 +362,12 @@ class Session(Protocol):
         ...
 
     def use_token(self, token: str) -> None: ...
+
+    def add_secret(self, value: str) -> None:
+        """A value the connector sends that is as secret as the token (Graph's appsecret_proof): masked from now
+        on wherever the session writes (URLs, headers, bodies, Link headers, errors). Only a live session is asked
+        (a replay reads records already masked)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -452,11 +531,12 @@ class CapturingSession:
         return self.token
 
     def use_token(self, token: str) -> None:
-        self._add_secret(token)
+        self.add_secret(token)
         self.token = token
 
-    def _add_secret(self, value: str) -> None:
-        self.redactor.secrets.append(value)
+    def add_secret(self, value: str) -> None:
+        if value not in self.redactor.secrets:
+            self.redactor.secrets.append(value)
         register_secret(value)
 
     def _proxies_for(self, url: str) -> dict[str, str]:
@@ -477,7 +557,7 @@ class CapturingSession:
             return {}
         issued = {n: payload[n] for n in names if isinstance(payload, dict) and isinstance(payload.get(n), str)}
         for value in issued.values():
-            self._add_secret(value)
+            self.add_secret(value)
         return issued
 
     # -- capture -------------------------------------------------------------------------------------------
@@ -487,7 +567,7 @@ class CapturingSession:
         url = self.redactor.text(redact_url(prepared.url or ""))
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        req_headers = [("Host", parts.netloc)]
+        req_headers = [("Host", host_of(url))]  # as sent: never a user name and password
         for name, value in prepared.headers.items():
             if name.lower() in SECRET_HEADERS:
                 value = (value.split(" ", 1)[0] + " " + REDACTED) if " " in value else REDACTED
@@ -510,7 +590,7 @@ class CapturingSession:
         return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
 
     def _not_kept(self, too_large: BodyTooLarge) -> Exchange:
-        """A media file over the cap, given back as an answer its connector goes on without (it notes the URL and
+        """A media file over the cap, given back as an answer its connector goes on without (it notes the file and
         the status, which names the cap). Its request and its answer's headers are written, the body left out
         (WARC-Truncated: length): the record says the file was there and not kept, and a replay answers the
         connector the same way (rebuild.py). The next run asks for the file again."""
@@ -518,7 +598,8 @@ class CapturingSession:
         self.rate_limit.observe(response, self.clock())
         recorded = self._record(response, truncated=TRUNCATED_LENGTH)
         status = not_kept(response.status_code, too_large.cap)
-        log.warning("account %s: %s answered HTTP %s", self.account, recorded.url, status)
+        label = media_label(recorded.url, recorded.ref.record_id)
+        log.warning("account %s: media %s answered HTTP %s", self.account, label, status)
         return Exchange(recorded.url, status, response.headers, b"", recorded.ref, recorded.request_ref)
 
     def _throttle_wait(self, response: requests.Response, throttles: int) -> float:
@@ -586,8 +667,13 @@ class CapturingSession:
                 url = with_params(url, {self.token_param: self.token})
             else:
                 headers["Authorization"] = f"Bearer {self.token}"
-        shown = self.redactor.text(redact_url(url))
         file_download = is_file_download(ok)
+        # A media file is named by its host (and its answer's record), never by its URL: see media_label.
+        shown = f"media {media_label(url)}" if file_download else self.redactor.text(redact_url(url))
+        fail = self._download_failure(method, shown) if file_download else self._api_failure(method, shown)
+        refusal = self._refusal(url, bool(headers.get("Authorization")) or self._holds_secret(url, data))
+        if refusal:  # named by scheme and host alone: the path may be a file's name
+            raise Refused(f"account {self.account}: {method} request not sent: {refusal}", f"not sent: {refusal}")
         cap = self.max_media_bytes if file_download else self.max_api_bytes
         attempt = throttles = 0
         last_problem = ""
@@ -610,7 +696,12 @@ class CapturingSession:
                     allow_redirects=True,
                     proxies=self._proxies_for(url),
                     stream=True,  # the body is read by _BodyReader, never whole by requests
-                    hooks={"response": _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop)},
+                    hooks={
+                        "response": [
+                            _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop),
+                            self._redirect_guard(method, data),
+                        ]
+                    },
                 )
             except BodyTooLarge as exc:  # not retried: it would be as large again
                 if file_download:
@@ -622,7 +713,11 @@ class CapturingSession:
             except RETRIED as exc:
                 last_problem = str(exc) if isinstance(exc, BodyTooSlow) else type(exc).__name__
                 if attempt >= self.retries:
-                    raise PlatformError(f"{method} {shown}: {last_problem} after {attempt + 1} attempts") from None
+                    raise fail(f"{last_problem} after {attempt + 1} attempts") from None
+            except requests.RequestException as exc:
+                # Not retried (a malformed URL or redirect, too many redirects): named by its type alone, since
+                # requests' messages quote the URL.
+                raise fail(type(exc).__name__) from None
             else:
                 for hop in response.history:  # every redirect is an exchange too (media often sit behind one)
                     self._record(hop)
@@ -647,8 +742,8 @@ class CapturingSession:
                         f"(HTTP {response.status_code} at {shown}); renew the token"
                     )
                 if response.status_code < 500 or attempt >= self.retries:
-                    raise PlatformError(
-                        f"{method} {shown}: HTTP {response.status_code} after {attempt + 1} attempt(s) "
+                    raise fail(
+                        f"HTTP {response.status_code} after {attempt + 1} attempt(s) "
                         f"(WARC record {exchange.ref.record_id})"
                     )
                 last_problem = f"HTTP {response.status_code}"
@@ -656,3 +751,63 @@ class CapturingSession:
             delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
             log.info("account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay)
             self.sleep(delay)
+
+    @staticmethod
+    def _api_failure(method: str, shown: str) -> Callable[[str], PlatformError]:
+        return lambda why: PlatformError(f"{method} {shown}: {why}")
+
+    @staticmethod
+    def _download_failure(method: str, shown: str) -> Callable[[str], PlatformError]:
+        return lambda why: DownloadFailed(f"{method} {shown}: {why}", why)
+
+    # -- where credentials may go -------------------------------------------------------------------------------
+    def _holds_secret(self, url: str, body: bytes | None = None) -> bool:
+        """Whether the URL (the token as a query parameter, a platform echoing it) or the body (a login call's
+        password) carries a secret the session knows."""
+        return self.redactor.text(url) != url or (body is not None and self.redactor.bytes(body) != body)
+
+    @staticmethod
+    def _refusal(url: str, credential: bool) -> str | None:
+        """Why a request to `url` (carrying the account's credential, or not) must not be sent; None when it may.
+
+        A user name and password before the host are never sent, whoever put them there (requests would put them
+        in a Basic Authorization header in place of the token): a platform's link or redirect does not make the
+        archiver authenticate somewhere. A credential never travels in clear beyond loopback, whichever URL it is
+        sent to (the config refuses an http:// api_base, but a URL also comes from a DID document, a link, a
+        redirect). Only the scheme and the host are named: the path may be a media file's name."""
+        if names_credentials(url):
+            return (
+                f"its URL names a user name and password before the host "
+                f"({origin_of(url).replace('://', f'://{REDACTED}@', 1)}): the archiver sends only the account's "
+                "configured credential, never one taken from a URL"
+            )
+        if credential and sends_in_clear(url):
+            return (
+                f"the account's credential would travel in clear to {origin_of(url)} (not https://, not loopback); "
+                "use the platform's https:// address (the account's api_base or URL options, or the PDS its DID "
+                "document names)"
+            )
+        return None
+
+    def _redirect_guard(self, method: str, data: bytes | None) -> Callable[..., requests.Response]:
+        """A response hook stopping a redirect requests would follow with a credential in clear (the token in the
+        query of an http:// Location, a login's body re-sent on a 307/308) or to a URL that names a user and a
+        password. requests itself drops the Authorization header on a redirect to another host or scheme."""
+
+        def guard(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+            if not response.is_redirect:
+                return response
+            target = urljoin(response.url, self._session.get_redirect_target(response) or "")
+            asked = response.request
+            credential = (
+                bool(asked.headers.get("Authorization"))
+                and not self._session.should_strip_auth(asked.url or "", target)
+            ) or self._holds_secret(target, data if response.status_code in (307, 308) else None)
+            refusal = self._refusal(target, credential)
+            if refusal:
+                response.close()
+                why = f"HTTP {response.status_code} redirect to {origin_of(target)} not followed: {refusal}"
+                raise Refused(f"account {self.account}: {method} to {origin_of(response.url)}: {why}", why)
+            return response
+
+        return guard

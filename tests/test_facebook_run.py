@@ -354,17 +354,25 @@ def test_token_never_written_and_warcs_check_and_rebuild(hospital, page):
 
 
 def test_appsecret_proof_is_sent_and_never_written(tmp_path, monkeypatch):
+    """Two pages of posts: Meta repeats the request's query, the proof included, in `paging.next` (the sample
+    server does too), so the first page's body holds it. The session masks it there as it masks the token."""
     hospital = Hospital(tmp_path, monkeypatch, app_secret="meta-app-secret-4f9a2c")
     try:
-        hospital.state.add_post(hospital.page, "Hello", ago(days=1))
+        for i in range(30):  # the connector asks 25 a page: a second page follows paging.next
+            hospital.state.add_post(hospital.page, f"Hello {i}", ago(days=1, minutes=i))
         hospital.start()
         code, output = hospital.run("facebook")
         assert code == 0, output
         proofs = {q for p, q, _ in hospital.server.requests_log if not p.startswith("/cdn/")}
         assert proofs and all("appsecret_proof=%5Btoken%5D" in q for q in proofs)
-        # The proof is an HMAC of the token: neither it nor the secret is written.
+        feeds = [q for p, q, _ in hospital.server.requests_log if p.endswith("/feed")]
+        assert len(feeds) == 2 and "after=" in feeds[1]  # the second page, asked by its paging.next
+        assert len(hospital.rows("SELECT item_key FROM items WHERE kind = 'post'")) == 30
+        # The proof is an HMAC of the token: neither it nor the secret is written, the bodies' paging.next included.
         proof = hmac.new(b"meta-app-secret-4f9a2c", TOKEN.encode(), hashlib.sha256).hexdigest()
         hospital.assert_never_written(TOKEN, "meta-app-secret-4f9a2c", proof)
+        assert b"appsecret_proof=[REDACTED]" in hospital.warc_bytes()
+        assert proof not in output
         hospital.assert_rebuild_equal("facebook")
     finally:
         hospital.stop()

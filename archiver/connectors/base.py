@@ -9,7 +9,9 @@ Rules every connector keeps:
 - yield a CursorUpdate only after the listing it summarises completed;
 - yield a Deletion only with proof: a direct lookup the platform answered "gone", or absence from a listing
   that completed without error and must have contained the item, confirmed by such a lookup;
-- raise a PlatformError (one line, naming the URL) for anything that stops the account; never swallow it.
+- raise a PlatformError (one line, naming the URL) for anything that stops the account; never swallow it;
+- name a media file by http.media_label (its host, the WARC record of its answer), never by its URL, whose path
+  can be the file's own name (fetch_media_file does, for every connector's downloads and notices).
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Hashable, Iterable, Iterator
+from collections.abc import Collection, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from ..config import AccountConfig
-from ..errors import ArchiverError, PlatformError
-from ..http import RateLimitPolicy, Session, redact_url, with_params
-from ..items import CursorUpdate, Observation
+from ..errors import ArchiverError, AuthError, PlatformError, RateLimitedError
+from ..http import DownloadFailed, Exchange, RateLimitPolicy, Refused, Session, media_label, redact_url, with_params
+from ..items import CursorUpdate, Notice, Observation
 from ..store import KnownItem
 from ..warc import iso, utcnow
 
@@ -35,6 +37,44 @@ V = TypeVar("V")
 # a signature we do not hold, X's DM media behind OAuth 1.0a) or gone (404, 410) leaves its item archived
 # without it, with a notice. Media are fetched without the account's token, so a 401 there says nothing of it.
 MEDIA_ANSWERS = (200, 401, 403, 404, 410)
+
+
+def fetch_media_file(
+    session: Session,
+    url: str,
+    keep_going: bool,
+    *,
+    what: str = "media",
+    kept: str = "the item",
+    auth: bool = False,
+    ok: tuple[int, ...] = MEDIA_ANSWERS,
+) -> Generator[Observation, None, Exchange | None]:
+    """GET one media file into the WARC: its exchange, whatever it answered of `ok`, with a Notice when that was not
+    200 (its item is archived without it; nothing records the file, so the next run asks again).
+
+    With `keep_going` (the connector's request revision that made it so) a download that failed after the
+    session's retries (a 5xx, no answer in time, a redirect not followed, an answer outside `ok`) is a Notice
+    too, and None: one file a CDN could not serve tonight does not stop the account's posts and messages from
+    being archived. Without it the account fails, as the revision that captured it did (a replay must stop where
+    its capture stopped). A throttle past max_rate_limit_wait stops the account either way.
+
+    A notice names the file by media_label (its host, the WARC record of its answer), never by its URL, which can
+    hold the file's own name (a Messenger attachment's is the patient's). A replay's errors quote the URI they
+    found no answer for: only the live session's words (DownloadFailed, Refused) are repeated."""
+    try:
+        exchange = session.get(url, auth=auth, ok=ok)
+    except (AuthError, RateLimitedError):
+        raise
+    except PlatformError as exc:
+        if not keep_going:
+            raise
+        why = exc.why if isinstance(exc, DownloadFailed | Refused) else "no answer"
+        yield Notice(f"{what} {media_label(url)}: {why}; kept {kept} without it, and the next run asks for it again")
+        return None
+    if exchange.status != 200:
+        label = media_label(exchange.url, exchange.ref.record_id)
+        yield Notice(f"{what} {label} answered HTTP {exchange.status}; kept {kept} without it")
+    return exchange
 
 
 class AccountState(Protocol):

@@ -52,6 +52,7 @@ from .base import (
     FollowUps,
     RecentSet,
     RequestRevisions,
+    fetch_media_file,
     utc_iso,
 )
 
@@ -72,6 +73,10 @@ THREADS_CURSOR = "threads_unfinished_since"
 # are looked up, and a thread's absent replies weighed whatever archived account captured them and under deleted
 # replies too; a run captured before asked neither.
 UNDER_DELETED = 2
+# The request revision from which a blob download that fails (a 5xx, no answer, after the retries) leaves its post
+# archived without the file, with a notice, and the run goes on (base.fetch_media_file); before, it stopped the
+# account.
+MEDIA_FAILURES_NOTED = 3
 # What a deletedMessageView in the archived account's view can mean: the lexicon has no deletion for everyone.
 DELETED_FOR_SELF = (
     "it was removed from the archived account's own view only (chat.bsky.convo.deleteMessageForSelf, Bluesky "
@@ -207,7 +212,9 @@ def quoted_uri(embed: Any) -> str | None:
 class BlueskyConnector(RequestRevisions):
     platform: ClassVar[str] = "bluesky"
     token_param: ClassVar[str | None] = None
-    REQUEST_REVISION: ClassVar[int] = UNDER_DELETED  # 2: replies under deleted posts (UNDER_DELETED)
+    # 2: replies under deleted posts (UNDER_DELETED); 3: a blob download that fails is a notice, and the run goes on
+    # (MEDIA_FAILURES_NOTED).
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("RateLimit-Remaining", "RateLimit-Reset")
@@ -223,6 +230,7 @@ class BlueskyConnector(RequestRevisions):
                 json={"identifier": identifier, "password": token},
                 headers={"User-Agent": USER_AGENT},
                 timeout=timeout,
+                allow_redirects=False,  # a 307/308 would send the password again, wherever it points
             )
         except requests.RequestException as exc:
             raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
@@ -678,13 +686,18 @@ class _BlueskyRun:
             entry = {"id": cid, "type": kind, "url": url, "description": alt, "mime_type": blob.get("mimeType")}
             if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = self.session.get(url, auth=False, ok=(*MEDIA_ANSWERS, 400))  # 400: no such blob
-                if exchange.status == 200:
+                exchange = yield from fetch_media_file(
+                    self.session,
+                    url,
+                    self.revision >= MEDIA_FAILURES_NOTED,
+                    what="blob",
+                    kept="the post",
+                    ok=(*MEDIA_ANSWERS, 400),  # 400: no such blob
+                )
+                if exchange is not None and exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
-                else:
-                    yield Notice(f"blob {exchange.url} answered HTTP {exchange.status}; kept the post without it")
             normalised.append(entry)
         return normalised
 

@@ -27,6 +27,7 @@ from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow, RequestRevisions
 from .graph import (
+    MEDIA_FAILURES_NOTED,
     GraphAnswer,
     GraphPermissionError,
     GraphRun,
@@ -105,6 +106,7 @@ def settle_hidden_status(item: Item, read: bool | None, latest: KnownItem | None
 class FacebookConnector(RequestRevisions):
     platform: ClassVar[str] = "facebook"
     token_param: ClassVar[str | None] = None  # a Page access token, sent in the Authorization header
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED  # 2: a media download that fails is a notice
 
     def rate_limit_policy(self) -> GraphUsagePolicy:
         return GraphUsagePolicy()
@@ -115,14 +117,16 @@ class FacebookConnector(RequestRevisions):
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _FacebookRun(session, account, state, window).fetch()
+        yield from _FacebookRun(session, account, state, window, self.revision).fetch()
 
 
 class _FacebookRun(GraphRun):
     platform = "facebook"
 
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
-        super().__init__(session, account, state, window)
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int
+    ):
+        super().__init__(session, account, state, window, revision)
         self.page_id = page_id_of(account)
         self.hidden_allowed = bool(account.options.get("hidden_status", True))
 

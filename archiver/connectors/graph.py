@@ -36,10 +36,10 @@ import requests
 from ..config import AccountConfig, resolve_option_secret
 from ..errors import AuthError, PlatformError
 from ..http import REDACTED, SECRET_PARAMS, USER_AGENT, Exchange, Session, retry_after_seconds
-from ..items import CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
+from ..items import CursorUpdate, Deletion, Item, MediaFile, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, PageTrail, RecentSet
+from .base import FIRST_REVISION, AccountState, Credential, FetchWindow, PageTrail, RecentSet, fetch_media_file
 
 DEFAULT_GRAPH_VERSION = "v26.0"
 THROTTLE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
@@ -48,6 +48,10 @@ AUTH_CODES = frozenset({102, 190})
 GONE = (100, 33)
 # Graph answers error envelopes with these statuses; 5xx stays with the session's retries.
 ERROR_STATUSES = (400, 401, 403, 404)
+# The request revision (see base.RequestRevisions) of both Graph connectors from which a media download that fails
+# (a 5xx, no answer, after the retries) leaves its item archived without the file, with a notice, and the run goes
+# on (base.fetch_media_file); before, it stopped the account.
+MEDIA_FAILURES_NOTED = 2
 
 
 # -- times -----------------------------------------------------------------------------------------------------
@@ -325,6 +329,7 @@ class GraphClient:
         self.version = account.options.get("graph_version", DEFAULT_GRAPH_VERSION)
         self.base = f"{account.api_base}/{self.version}"
         self.app_secret = read_app_secret(account) if self._live() else None
+        self.proof: str | None = None  # the appsecret_proof of the session's token, once computed
 
     def _live(self) -> bool:
         return self.session.secret() not in (None, REDACTED)
@@ -336,7 +341,12 @@ class GraphClient:
         token = self.session.secret()
         if self.app_secret is None or token in (None, REDACTED):
             return {"appsecret_proof": REDACTED}  # a replay: the recorded value was masked the same way
-        return {"appsecret_proof": appsecret_proof(self.app_secret, token)}
+        if self.proof is None:
+            self.proof = appsecret_proof(self.app_secret, token)
+            # As secret as the token while it lives (a system user's Page token never expires), and Meta repeats
+            # it in every paging.next: masked wherever the session writes, bodies included, like the token.
+            self.session.add_secret(self.proof)
+        return {"appsecret_proof": self.proof}
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}"
@@ -436,9 +446,17 @@ class GraphRun:
 
     platform = "graph"
 
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self,
+        session: Session,
+        account: AccountConfig,
+        state: AccountState,
+        window: FetchWindow,
+        revision: int = FIRST_REVISION,
+    ):
         self.client = GraphClient(session, account)
         self.session = session
+        self.media_failures_noted = revision >= MEDIA_FAILURES_NOTED
         self.account = account
         self.state = state
         self.window = window
@@ -553,13 +571,12 @@ class GraphRun:
             entry = {**entry, "url": url}
             if fetch_url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = self.session.get(fetch_url, auth=False, ok=MEDIA_ANSWERS)
-                if exchange.status == 200:
+                # Named in a notice by its host and record only: a Messenger file's URL ends in its own name.
+                exchange = yield from fetch_media_file(self.session, fetch_url, self.media_failures_noted)
+                if exchange is not None and exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
-                else:
-                    yield Notice(f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it")
             out.append(entry)
         return out
 

@@ -24,7 +24,7 @@ from ..items import AccountIdentity, Item, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow, RequestRevisions
-from .graph import GraphAnswer, GraphRun, GraphUsagePolicy, check_graph_credential, graph_time
+from .graph import MEDIA_FAILURES_NOTED, GraphAnswer, GraphRun, GraphUsagePolicy, check_graph_credential, graph_time
 
 CHILD_FIELDS = "id,media_type,media_url,thumbnail_url,timestamp"
 MEDIA_FIELDS = (
@@ -59,6 +59,7 @@ def media_entries(media: dict[str, Any]) -> list[dict[str, Any]]:
 class InstagramConnector(RequestRevisions):
     platform: ClassVar[str] = "instagram"
     token_param: ClassVar[str | None] = None
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED  # 2: a media download that fails is a notice
 
     def rate_limit_policy(self) -> GraphUsagePolicy:
         return GraphUsagePolicy()
@@ -69,14 +70,16 @@ class InstagramConnector(RequestRevisions):
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _InstagramRun(session, account, state, window).fetch()
+        yield from _InstagramRun(session, account, state, window, self.revision).fetch()
 
 
 class _InstagramRun(GraphRun):
     platform = "instagram"
 
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
-        super().__init__(session, account, state, window)
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int
+    ):
+        super().__init__(session, account, state, window, revision)
         self.user_id = ig_user_id_of(account)
 
     def fetch(self) -> Iterator[Observation]:

@@ -35,13 +35,13 @@ from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, No
 from ..warc import CaptureRef, iso
 from .base import (
     EMPTY_PAGES_MAX,
-    MEDIA_ANSWERS,
     AccountState,
     Credential,
     FetchWindow,
     RecentMap,
     RecentSet,
     RequestRevisions,
+    fetch_media_file,
 )
 
 PAGE_COUNT = 50
@@ -50,6 +50,9 @@ PAGE_COUNT = 50
 # signed downloadUrl once no longer loses the image for good). Revision 1 keyed the file by the signed URL and
 # resolved media only with changed content.
 STABLE_MEDIA = 2
+# Request revision 3: a media download that fails (a 5xx, no answer, after the retries) leaves its item archived
+# without the file, with a notice, and the run goes on (base.fetch_media_file); before, it stopped the account.
+MEDIA_FAILURES_NOTED = 3
 COMMENT_COUNT = 100
 DEFAULT_VERSION = "202610"
 STOPPED_UNTIL = "daily_limit_until"  # cursor: no call for this account before this ISO time (UTC)
@@ -126,7 +129,7 @@ def organization_urn(account: AccountConfig) -> str:
 class LinkedInConnector(RequestRevisions):
     platform: ClassVar[str] = "linkedin"
     token_param: ClassVar[str | None] = None  # a 3-legged OAuth member token, sent as a Bearer header
-    REQUEST_REVISION: ClassVar[int] = STABLE_MEDIA
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED
 
     def __init__(self) -> None:
         self.policy = DailyLimitUTC()
@@ -198,6 +201,7 @@ class _LinkedInRun:
     ):
         self.session = session
         self.stable_media = revision >= STABLE_MEDIA
+        self.media_failures_noted = revision >= MEDIA_FAILURES_NOTED
         self.account = account
         self.state = state
         self.window = window
@@ -401,9 +405,11 @@ class _LinkedInRun:
         if not download:
             yield Notice(f"media {urn}: no downloadUrl (status {meta.json().get('status')}); kept the item without it")
             return entry
-        exchange = self.seen_at(self.session.get(download, auth=False, ok=MEDIA_ANSWERS))
+        exchange = yield from fetch_media_file(self.session, download, self.media_failures_noted, what=f"media {urn}:")
+        if exchange is None:
+            return entry
+        self.seen_at(exchange)
         if exchange.status != 200:
-            yield Notice(f"media {urn} answered HTTP {exchange.status}; kept the item without it")
             return entry
         digest = hashlib.sha256(exchange.body).hexdigest()
         resolved = {"download_url": exchange.url, "sha256": digest}

@@ -37,7 +37,7 @@ from ..items import (
 )
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, PageTrail, RecentSet, RequestRevisions
+from .base import AccountState, Credential, FetchWindow, PageTrail, RecentSet, RequestRevisions, fetch_media_file
 
 PAGE_LIMIT = 40
 # Mastodon caps a context's descendants (4,096 for signed-in requests); a capped listing proves nothing absent.
@@ -50,6 +50,10 @@ SEEN_BY_ALL = ("public", "unlisted")
 # The request revision (see base.RequestRevisions) from which deleted roots and every account's thread items are
 # weighed; a run captured before asked neither.
 UNDER_DELETED = 2
+# The request revision from which a media download that fails (a 5xx, no answer, after the retries) leaves its
+# status archived without the file, with a notice, and the run goes on (base.fetch_media_file); before, it stopped
+# the account.
+MEDIA_FAILURES_NOTED = 3
 
 
 def _time(value: str | None) -> datetime | None:
@@ -71,7 +75,8 @@ class MastodonConnector(RequestRevisions):
     token_param: ClassVar[str | None] = None
     # 2: a deleted root of the re-check window is looked up again, and its thread's known items one by one; a
     # thread's absent items are weighed whatever archived account captured them (UNDER_DELETED).
-    REQUEST_REVISION: ClassVar[int] = UNDER_DELETED
+    # 3: a media download that fails is a notice, and the run goes on (MEDIA_FAILURES_NOTED).
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED
 
     def rate_limit_policy(self) -> HeaderRateLimit:
         return HeaderRateLimit("X-RateLimit-Remaining", "X-RateLimit-Reset")
@@ -455,13 +460,12 @@ class _MastodonRun:
             if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
                 # Media may live on another host (a CDN): never send the token there.
-                exchange = self.session.get(url, auth=False, ok=MEDIA_ANSWERS)
-                if exchange.status == 200:
+                keep_going = self.revision >= MEDIA_FAILURES_NOTED
+                exchange = yield from fetch_media_file(self.session, url, keep_going)
+                if exchange is not None and exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
-                else:
-                    yield Notice(f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it")
             normalised.append(entry)
         return normalised
 

@@ -39,7 +39,15 @@ from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
-from .base import MEDIA_ANSWERS, AccountState, Credential, CursorTrail, FetchWindow, RecentSet, RequestRevisions
+from .base import (
+    AccountState,
+    Credential,
+    CursorTrail,
+    FetchWindow,
+    RecentSet,
+    RequestRevisions,
+    fetch_media_file,
+)
 
 log = logging.getLogger("archiver.x")
 
@@ -58,6 +66,10 @@ TWEET_FIELDS = (
 # The request revision (see base.RequestRevisions) from which `note_tweet` is asked for: without it X cuts a long
 # post's `text` at about 280 characters, and the rest (PHI included) was neither archived nor scanned.
 NOTE_TWEET = 2
+# The request revision from which a media download that fails (a 5xx, no answer, after the retries) leaves its
+# post archived without the file, with a notice, and the run goes on (base.fetch_media_file); before, it stopped
+# the account.
+MEDIA_FAILURES_NOTED = 3
 TWEET_EXPANSIONS = (
     "author_id,attachments.media_keys,referenced_tweets.id,referenced_tweets.id.author_id,edit_history_tweet_ids"
 )
@@ -161,7 +173,9 @@ class Includes:
 class XConnector(RequestRevisions):
     platform: ClassVar[str] = "x"
     token_param: ClassVar[str | None] = None
-    REQUEST_REVISION: ClassVar[int] = NOTE_TWEET  # 2: tweet.fields asks for note_tweet (NOTE_TWEET)
+    # 2: tweet.fields asks for note_tweet (NOTE_TWEET); 3: a media download that fails is a notice, and the run goes
+    # on (MEDIA_FAILURES_NOTED).
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED
 
     def rate_limit_policy(self) -> XRateLimit:
         return XRateLimit()
@@ -524,13 +538,12 @@ class _XRun:
                 self.media_fetched.add(url)
                 # The token goes only to the API's own host (DM media sit there); never to a CDN.
                 same_host = urlsplit(url).netloc == urlsplit(self.base).netloc
-                exchange = self.session.get(url, auth=same_host, ok=MEDIA_ANSWERS)
-                if exchange.status == 200:
+                keep_going = self.revision >= MEDIA_FAILURES_NOTED
+                exchange = yield from fetch_media_file(self.session, url, keep_going, auth=same_host)
+                if exchange is not None and exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
-                else:
-                    yield Notice(f"media {exchange.url} answered HTTP {exchange.status}; kept the item without it")
             normalised.append(entry)
         return normalised
 

@@ -38,7 +38,7 @@ from ..errors import ArchiverError, AuthError, PlatformError
 from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
-from .base import MEDIA_ANSWERS, AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions
+from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions, fetch_media_file
 
 API_PATH = "/youtube/v3/"
 QUOTA_CURSOR = "quota_units_used"  # "<quota day (Pacific date)>:<units this account spent that day>"
@@ -54,6 +54,10 @@ NAMED_IN_NOTICE = 50
 PRIVATE_VIDEO_CAVEAT = "the video was made private: with an API key YouTube returns public and unlisted videos only"
 HELD_COMMENT_CAVEAT = "the comment is held for review or hidden by the channel: YouTube returns published ones only"
 LOOKUP_BATCH = 50
+# The request revision (see base.RequestRevisions) from which a thumbnail download that fails (a 5xx, no answer,
+# after the retries) leaves its video archived without it, with a notice, and the run goes on
+# (base.fetch_media_file); before, it stopped the account.
+MEDIA_FAILURES_NOTED = 2
 
 
 @dataclass
@@ -99,6 +103,7 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
 class YouTubeConnector(RequestRevisions):
     platform: ClassVar[str] = "youtube"
     token_param: ClassVar[str | None] = "key"
+    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED  # 2: a thumbnail that fails is a notice
 
     def __init__(self, auth: str = "api_key") -> None:
         # An API key travels as `key=`; an OAuth access token as a Bearer header (options.auth).
@@ -140,7 +145,7 @@ class YouTubeConnector(RequestRevisions):
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _YouTubeRun(session, account, state, window).fetch()
+        yield from _YouTubeRun(session, account, state, window, self.revision).fetch()
 
 
 def _channel_selector(account: AccountConfig) -> dict[str, str]:
@@ -153,8 +158,11 @@ def _channel_selector(account: AccountConfig) -> dict[str, str]:
 
 
 class _YouTubeRun:
-    def __init__(self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow):
+    def __init__(
+        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int = 1
+    ):
         self.session = session
+        self.media_failures_noted = revision >= MEDIA_FAILURES_NOTED
         self.account = account
         self.state = state
         self.window = window
@@ -428,13 +436,13 @@ class _YouTubeRun:
         if not self.account.media or self.state.has_media(url):
             return
         # Thumbnails live on Google's image host: the credential is never sent there.
-        exchange = self.session.get(url, auth=False, ok=MEDIA_ANSWERS)
-        if exchange.status == 200:
+        exchange = yield from fetch_media_file(
+            self.session, url, self.media_failures_noted, what="thumbnail", kept="the video"
+        )
+        if exchange is not None and exchange.status == 200:
             digest = hashlib.sha256(exchange.body).hexdigest()
             entry["sha256"] = digest
             yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
-        else:
-            yield Notice(f"thumbnail {exchange.url} answered HTTP {exchange.status}; kept the video without it")
 
     def comment_item(self, comment: dict[str, Any], ref: CaptureRef, video_key: str, parent_key: str | None) -> Item:
         snippet = comment.get("snippet") or {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -129,15 +130,39 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     )
 
 
+# A URL in an account's error; what follows its host is left out of an alert (see without_url_paths).
+_URL = re.compile(r"\b(https?)://([^/?#\s'\"<>]+)[^\s'\"<>]*", re.IGNORECASE)
+
+
+def without_url_paths(text: str) -> str:
+    """`text` with every http(s) URL cut to its scheme and host ("https://cdn.example/…"), a user name and password
+    before the host masked. An alert leaves the network, maybe in clear: a path or a query can hold what the
+    archive keeps behind its sign-in (a media file's own name, an author's DID, a search's words). The errors are
+    written without such URLs in the first place (http.media_label); this holds if one slips through. The run log
+    and `archiver status` keep the whole error."""
+
+    def cut(match: re.Match[str]) -> str:
+        scheme, netloc = match.group(1), match.group(2)
+        host = netloc.rpartition("@")[2]
+        shown = f"{scheme}://{'[REDACTED]@' if '@' in netloc else ''}{host}"
+        whole = match.group(0)
+        tail = whole[len(match.group(1)) + 3 + len(netloc) :]
+        trailing = re.search(r"[.,;:)\]]*$", tail).group(0) if tail else ""  # punctuation after the URL stays
+        return shown + ("/…" if tail[: len(tail) - len(trailing)] else "") + trailing
+
+    return _URL.sub(cut, text)
+
+
 def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """A run whose accounts failed: which accounts and the one-line errors (already free of secrets)."""
+    """A run whose accounts failed: which accounts and the one-line errors (already free of secrets), every URL in
+    them cut to its scheme and host (without_url_paths)."""
     base = config.alerts.datasette_url
     return {
         "event": "run-failed",
         "archive": config.archive.organisation or str(config.archive.dir),
         "run_id": run_id,
         "count": len(failed),
-        "accounts": [{"account": a, "platform": p, "error": e} for a, p, e in failed],
+        "accounts": [{"account": a, "platform": p, "error": without_url_paths(e)} for a, p, e in failed],
         "run_log_url": f"{base}/archive/run_log" if base else "",
     }
 
