@@ -63,6 +63,8 @@ from .http import (
     NotKept,
     RateLimitPolicy,
     Redactor,
+    is_file_download,
+    media_label,
     not_kept,
     policy_says_throttled,
     redact_url,
@@ -144,11 +146,14 @@ class ReplaySession:
     def use_token(self, token: str) -> None:
         pass
 
-    def _next(self, uri: str) -> Exchange:
+    def add_secret(self, value: str) -> None:
+        pass  # the records were masked when captured
+
+    def _next(self, uri: str, shown: str) -> Exchange:
         queue = self.queues.get(uri)
         if not queue:
             self.uncaptured = uri
-            raise PlatformError(f"replay of account {self.account}: no captured response for GET {uri}")
+            raise PlatformError(f"replay of account {self.account}: no captured response for GET {shown}")
         entry = queue.popleft()
         self.requests_made += 1
         record, block = read_raw_block(self.warc_dir / entry.response.warc_file, entry.response.offset)
@@ -195,7 +200,9 @@ class ReplaySession:
             url = with_params(url, {self.token_param: REDACTED})  # where the live session put the credential
         uri = redact_url(url)
         while True:
-            exchange = self._next(uri)
+            # a media file by its host only, as the live session names it: its path can be the file's own name
+            shown = media_label(uri) if is_file_download(ok) else uri
+            exchange = self._next(uri, shown)
             if isinstance(exchange.status, NotKept):
                 return exchange  # as the live session gave it: a media file left unread
             location = exchange.headers.get("Location")
@@ -205,18 +212,18 @@ class ReplaySession:
             if policy_says_throttled(self.rate_limit, exchange.status, exchange.headers, exchange.body):
                 if self.queues.get(uri):
                     continue  # the live session waited and tried again: that attempt was captured too
-                raise RateLimitedError(f"GET {uri}: throttled (replayed; no later attempt was captured)")
+                raise RateLimitedError(f"GET {shown}: throttled (replayed; no later attempt was captured)")
             if exchange.status in ok:
                 return exchange
             if exchange.status == 429 or exchange.status >= 500:
                 if self.queues.get(uri):
                     continue  # the live session waited or retried: its next attempt was captured too
                 if exchange.status == 429:  # the live session gave up waiting: so does the replay
-                    raise RateLimitedError(f"account {self.account}: throttled (HTTP 429) at {uri} (replayed)")
-                raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed; no later attempt was captured)")
+                    raise RateLimitedError(f"account {self.account}: throttled (HTTP 429) at {shown} (replayed)")
+                raise PlatformError(f"GET {shown}: HTTP {exchange.status} (replayed; no later attempt was captured)")
             if exchange.status in (401, 403):
-                raise AuthError(f"account {self.account}: HTTP {exchange.status} at {uri} (replayed)")
-            raise PlatformError(f"GET {uri}: HTTP {exchange.status} (replayed)")
+                raise AuthError(f"account {self.account}: HTTP {exchange.status} at {shown} (replayed)")
+            raise PlatformError(f"GET {shown}: HTTP {exchange.status} (replayed)")
 
 
 def joined_headers(pairs: list[tuple[str, str]]) -> CaseInsensitiveDict:

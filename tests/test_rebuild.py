@@ -466,3 +466,19 @@ def test_runs_are_replayed_in_the_order_the_live_database_appended_them_when_the
 def verify_replay_passes(cfg: Path) -> bool:
     result = CliRunner().invoke(app, ["verify", "--replay", "--config", str(cfg)])
     return result.exit_code == 0 and result.output.splitlines()[-1] == "archive verifies"
+
+
+def test_a_replay_names_a_media_file_it_has_no_answer_for_by_its_host_only(tmp_path):
+    """As the live session does (http.media_label): a file's path can be its own name, a patient's."""
+    from archiver.connectors.base import MEDIA_ANSWERS
+    from archiver.errors import PlatformError
+    from archiver.rebuild import ReplaySession
+
+    session = ReplaySession(tmp_path, "clinic", [])
+    url = "https://cdn.example/v/t59/123_n.pdf/Maria-Lopez-biopsy-results.pdf?oh=sig"
+    with pytest.raises(PlatformError) as media:
+        session.get(url, auth=False, ok=MEDIA_ANSWERS)
+    assert "cdn.example" in str(media.value) and "Maria" not in str(media.value) and "sig" not in str(media.value)
+    with pytest.raises(PlatformError) as api:  # an API call keeps its URL: ids only, and what to look for
+        session.get("https://api.example/v1/statuses/1")
+    assert "https://api.example/v1/statuses/1" in str(api.value)
