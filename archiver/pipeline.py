@@ -6,6 +6,7 @@ that point into it are committed. A failing account is recorded with a one-line 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -36,7 +37,7 @@ from .checkpoints import (
     restore_public_key,
     sign_checkpoint,
 )
-from .config import AccountConfig, Config, resolve_token
+from .config import AccountConfig, ArchiveConfig, Config, resolve_token
 from .connectors import connector_for, parser_revisions, request_revisions
 from .connectors.base import (
     ACCOUNT_REQUESTS_FIELD,
@@ -370,6 +371,7 @@ def run_archive(
     with archive_lock(archive.dir, "archiver run"):
         archive.dir.mkdir(parents=True, exist_ok=True)
         archive.dir.chmod(0o700)  # PHI lives here: nobody else reads it
+        tighten_outside_files(archive)
         store = Store.open(archive.database)
         scanner = None
         try:
@@ -634,6 +636,19 @@ def archive_account(
         )
         transaction.commit()  # what was captured before a failure is real evidence: keep it
     return result
+
+
+def tighten_outside_files(archive: ArchiveConfig) -> None:
+    """The archive's folders and database files where the config puts them outside `dir` (the WARCs on a big
+    volume), made private as `dir` is. The umask (cli.py) covers new files only, and SQLite gives a new -wal or
+    -shm the database file's mode: a database made 0644 before would keep writing world-readable logs. The
+    database's folder is left as it is (it may hold others' files); one we may not change is doctor's to name."""
+    files = [archive.database, access_log_path(archive.database)]
+    files += [file.with_name(file.name + end) for file in files for end in ("-wal", "-shm")]
+    for place, mode in [(archive.warc_dir, 0o700), (archive.keys_dir, 0o700), *((file, 0o600) for file in files)]:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if place.stat().st_mode & 0o077:
+                place.chmod(mode)
 
 
 def rechecking_earlier_names(account: AccountConfig) -> AccountConfig:

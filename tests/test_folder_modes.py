@@ -89,6 +89,18 @@ def test_doctor_checks_folders_outside_the_archive_folder(outside):
     assert f"OK   checkpoints folder: {warcs / 'checkpoints'} (mode 700)" in lines  # no longer covered: checked
 
 
+def test_a_run_makes_private_what_an_earlier_version_left_open_outside_the_archive_folder(outside):
+    """The umask covers new files only, and SQLite gives a new -wal the database file's mode."""
+    clinic, big, config = outside
+    database = big / "db" / "archive.db"
+    for path, loose in [(big / "warcs", 0o755), (big / "keys", 0o755), (database, 0o644)]:
+        path.chmod(loose)  # as an earlier version made them under cron
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (mode(big / "warcs"), mode(big / "keys"), mode(database)) == (0o700, 0o700, 0o600)
+    assert open_to_others(big / "warcs", big / "keys", *big.glob("db/archive.db*")) == []
+
+
 def test_the_default_layout_is_covered_by_the_archive_folder(tmp_path, monkeypatch):
     """Folders inside `dir` are private with it (the run makes it 0700): doctor says nothing more about them."""
     monkeypatch.setattr(doctor, "WARN_FREE_BYTES", 0)
