@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -130,9 +130,10 @@ class ConsentCheckOutcome:
         )
 
 
-def own_live_posts(conn: sqlite3.Connection) -> list[OwnPost]:
+def own_live_posts(conn: sqlite3.Connection) -> Iterator[OwnPost]:
     """The latest version of every post and reply the organisation's accounts published (own.py) that is not
-    proven deleted."""
+    proven deleted, one at a time: at a million versions a hospital's own posts are a hundred thousand or more,
+    and the check holds only its flags."""
     rows = conn.execute(
         f"""
         SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle, v.kind
@@ -142,10 +143,9 @@ def own_live_posts(conn: sqlite3.Connection) -> list[OwnPost]:
           AND NOT {DELETED}
         ORDER BY v.id
         """
-    ).fetchall()
-    return [
-        OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7], r[8]) for r in rows
-    ]
+    )
+    for r in rows:
+        yield OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7], r[8])
 
 
 def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent | None:
