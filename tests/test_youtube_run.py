@@ -27,7 +27,13 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.config import EXAMPLE_CONFIG, load_config
 from archiver.connectors import connector_for
-from archiver.connectors.youtube import FOLLOW_UPS_CURSOR, PACIFIC, PENDING_CURSOR, QUOTA_CURSOR
+from archiver.connectors.youtube import (
+    FOLLOW_UPS_CURSOR,
+    PACIFIC,
+    PENDING_CURSOR,
+    QUOTA_CURSOR,
+    YouTubeConnector,
+)
 from archiver.demo.loopback import Fault
 from archiver.demo.youtube_server import (
     QUOTA_EXCEEDED,
@@ -38,6 +44,7 @@ from archiver.demo.youtube_server import (
 )
 from archiver.errors import AuthError
 from archiver.pipeline import run_archive
+from tests.revisions import recorded_revisions, verify_replay
 from tests.test_rebuild import COMPARED
 
 API_KEY = "AIzaSyTestKey-riverside-Zq81mPx0"
@@ -584,5 +591,151 @@ def test_comments_that_take_several_days_of_quota_are_read_once_each(tmp_path, m
         assert read == [video["id"] for video in reversed(old)]  # newest upload first; the fourth day none
         assert ch.cursor(PENDING_CURSOR) == "" and ch.cursor(FOLLOW_UPS_CURSOR) == ""
         assert len([r for r in ch.rows() if r[1] == "comment"]) == 12
+    finally:
+        ch.stop()
+
+
+# -- a video whose comments the credential may not read (403 forbidden on its commentThreads.list) -------------
+
+
+def comment_texts(ch: Channel) -> set[str]:
+    conn = ch.db()
+    texts = {r[0] for r in conn.execute("SELECT text FROM items WHERE kind = 'comment'")}
+    conn.close()
+    return texts
+
+
+def last_run_notices(ch: Channel) -> list[str]:
+    conn = ch.db()
+    (summary,) = conn.execute("SELECT summary FROM run_results ORDER BY rowid DESC LIMIT 1").fetchone()
+    conn.close()
+    return [n for account in json.loads(summary)["accounts"] for n in account["notices"]]
+
+
+def assert_rebuilt_as_live(ch: Channel, out: Path) -> None:
+    result = CliRunner().invoke(app, ["rebuild", "--config", str(ch.config()), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    live, rebuilt = ch.db(), sqlite3.connect(out)
+    for name, query in COMPARED.items():
+        assert [tuple(r) for r in rebuilt.execute(query)] == [tuple(r) for r in live.execute(query)], name
+    live.close()
+    rebuilt.close()
+
+
+def test_a_video_whose_comments_are_forbidden_is_a_notice_and_the_run_goes_on(channel, tmp_path):
+    for i, video in enumerate(channel.videos):
+        channel.state.add_comment(video["id"], "@AnnPatient", f"question on video {i}", at=NOW - timedelta(days=2))
+    members_only = channel.videos[1]  # read second: video 2's comments before it, video 0's after it
+    channel.state.forbidden_comments.add(members_only["id"])
+    code, output = channel.run()
+    assert code == 0, output  # as a video with comments disabled: a notice, not a failure
+    assert "renew" not in output
+    assert [q["videoId"] for q in channel.server.api_calls("commentThreads")] == [v["id"] for v in channel.videos[::-1]]
+    assert comment_texts(channel) == {"question on video 0", "question on video 2"}
+    conn = channel.db()
+    assert tuple(conn.execute("SELECT status, error FROM account_runs").fetchone()) == ("ok", None)
+    assert conn.execute("SELECT count(*) FROM items WHERE kind = 'post'").fetchone()[0] == 3
+    conn.close()
+    (notice,) = last_run_notices(channel)
+    assert notice.startswith(f"video {members_only['id']}: comments not read (forbidden")
+    assert notice.endswith("; nothing concluded")
+    assert "/youtube/v3/commentThreads?" in notice and "key=[REDACTED]" in notice and API_KEY not in notice
+    assert "/vi/" not in notice  # no media URL
+    assert channel.cursor(FOLLOW_UPS_CURSOR) == ""
+    assert_rebuilt_as_live(channel, tmp_path / "rebuilt.db")
+
+
+def test_known_comments_of_a_video_whose_comments_are_forbidden_are_not_taken_for_deleted(channel):
+    video, other = channel.videos[1], channel.videos[0]  # video 0 is read after video 1
+    kept = channel.state.add_comment(video["id"], "@AnnPatient", "members-only question", at=NOW - timedelta(days=2))
+    reply = channel.state.add_reply(kept["id"], "@RiversideClinic", "answered", at=NOW - timedelta(days=1))
+    gone = channel.state.add_comment(other["id"], "@BobPublic", "to be removed", at=NOW - timedelta(days=2))
+    assert channel.run()[0] == 0
+    channel.state.forbidden_comments.add(video["id"])
+    channel.state.delete_comment(kept["id"])  # gone on YouTube too: a forbidden read cannot tell, so proves nothing
+    channel.state.delete_comment(gone["id"])
+    asked = len(channel.server.api_calls("comments"))
+    code, output = channel.run()
+    assert code == 0, output
+    looked_up = [q["id"] for q in channel.server.api_calls("comments")[asked:] if "id" in q]
+    assert looked_up == [gone["id"]]  # the forbidden video's known comments were not looked up
+    conn = channel.db()
+    assert [r[0] for r in conn.execute("SELECT item_key FROM events WHERE event = 'deleted'")] == [c(gone)]
+    statuses = dict(conn.execute("SELECT item_key, status FROM items").fetchall())
+    conn.close()
+    assert statuses[c(kept)] == statuses[c(reply)] == "live"
+    assert any(n.startswith(f"video {video['id']}: comments not read (forbidden") for n in last_run_notices(channel))
+
+
+def test_comments_forbidden_on_every_video_fail_the_account_as_a_refused_credential(channel):
+    for i, video in enumerate(channel.videos):
+        channel.state.add_comment(video["id"], "@AnnPatient", f"question on video {i}", at=NOW - timedelta(days=2))
+    channel.state.forbidden_comments.update(v["id"] for v in channel.videos)
+    code, output = channel.run()
+    assert code == 1
+    assert "refused the credential from $RIVERSIDE_YT_KEY (HTTP 403 forbidden at " in output
+    assert "and for the comments of all 3 video(s) asked); renew the API key or OAuth token" in output
+    assert API_KEY not in output
+    # Every video was asked before the run concluded that the credential reads no comments at all.
+    assert sorted(q["videoId"] for q in channel.server.api_calls("commentThreads")) == sorted(channel.state.videos)
+    conn = channel.db()
+    (status, error) = conn.execute("SELECT status, error FROM account_runs").fetchone()
+    conn.close()
+    assert status == "failed" and "all 3 video(s) asked" in error and "renew" in error
+    assert comment_texts(channel) == set()
+    # The videos stay owed: once the credential may read them, the next run reads their comments.
+    assert channel.cursor(FOLLOW_UPS_CURSOR)
+    channel.state.forbidden_comments.clear()
+    assert channel.run()[0] == 0
+    assert comment_texts(channel) == {f"question on video {i}" for i in range(3)}
+
+
+@pytest.mark.parametrize("method", ["channels", "playlistItems"])
+def test_forbidden_on_the_channel_calls_is_still_a_refused_credential(channel, method):
+    refused = google_error(403, "forbidden", "Access forbidden. The request may not be properly authorized.")
+    channel.server.faults.append(Fault(rf"{method}\?", status=403, times=100, body=json.dumps(refused).encode()))
+    code, output = channel.run()
+    assert code == 1
+    assert "refused the credential from $RIVERSIDE_YT_KEY (HTTP 403 forbidden at " in output
+    assert "renew the API key or OAuth token" in output and "video(s) asked" not in output
+    assert channel.server.api_calls("commentThreads") == []
+
+
+def test_a_capture_at_revision_2_that_stopped_on_a_forbidden_video_replays_as_it_stopped(
+    channel, monkeypatch, tmp_path
+):
+    """Request revision 2 failed the account on the first video whose comments were forbidden; its capture
+    holds nothing after that video, and today's connector replays it asking what it asked (youtube=2 in its
+    warcinfo). A run at the newest revision goes on past the video, and rebuilds too."""
+    for i, video in enumerate(channel.videos):
+        channel.state.add_comment(video["id"], "@AnnPatient", f"question on video {i}", at=NOW - timedelta(days=2))
+    members_only = channel.videos[1]
+    channel.state.forbidden_comments.add(members_only["id"])
+    with monkeypatch.context() as old:
+        old.setattr(YouTubeConnector, "REQUEST_REVISION", 2)
+        code, output = channel.run()
+    assert code == 1 and "refused the credential" in output
+    asked = [q["videoId"] for q in channel.server.api_calls("commentThreads")]
+    assert asked == [channel.videos[2]["id"], members_only["id"]]  # stopped there: video 0 never asked
+    assert comment_texts(channel) == {"question on video 2"}
+    code, output = channel.run()
+    assert code == 0, output
+    assert comment_texts(channel) == {"question on video 0", "question on video 2"}
+    newest = {"youtube": YouTubeConnector.REQUEST_REVISION}
+    assert recorded_revisions(channel.tmp_path / "arch" / "warcs") == [{"youtube": 2}, newest]
+    assert_rebuilt_as_live(channel, tmp_path / "rebuilt.db")
+    result = verify_replay(channel.config())
+    assert result.exit_code == 0, result.output
+
+
+def test_the_one_video_a_run_asks_about_answering_forbidden_is_a_notice_not_a_refused_credential(tmp_path, monkeypatch):
+    """A channel whose only recent video is members-only: one video proves nothing of the credential."""
+    ch = Channel(tmp_path, monkeypatch, videos=1)
+    try:
+        ch.state.forbidden_comments.add(ch.videos[0]["id"])
+        code, output = ch.run()
+        assert code == 0, output
+        assert [q["videoId"] for q in ch.server.api_calls("commentThreads")] == [ch.videos[0]["id"]]
+        assert any("comments not read (forbidden" in notice for notice in last_run_notices(ch))
     finally:
         ch.stop()

@@ -13,6 +13,12 @@ same way (it is not an authentication failure). Either way the run summary names
 are left, and the next run reads those first. A 403 `rateLimitExceeded` or `userRateLimitExceeded` is a
 short-term limit, not the daily quota: the session waits it out and asks again.
 
+A 403 `forbidden` is a refused credential (AuthError) for the channel-level calls; for one video's
+commentThreads.list it is about that video (one whose comments the credential may not read): a notice, and
+the run goes on to the next video. Only when every one of two or more videos whose comments a run asked
+answers `forbidden` does the run take it for the credential, and fail the account the same way (see
+FORBIDDEN_VIDEOS_NOTED).
+
 Incremental: the uploads listing is cheap and read in full every run; comments are read for new videos,
 videos published inside the re-check window and videos a quota stop left. Videos are stored as they are
 listed and their comments read after, so a run that stops in between (a failed call, a quota stop before the
@@ -58,6 +64,15 @@ LOOKUP_BATCH = 50
 # after the retries) leaves its video archived without it, with a notice, and the run goes on
 # (base.fetch_media_file); before, it stopped the account.
 MEDIA_FAILURES_NOTED = 2
+# The request revision from which a 403 `forbidden` on one video's commentThreads.list is a notice and the run
+# goes on to the next video (it asks for more than before: the videos after it); before, it failed the account
+# there, and a replay of such a capture stops there too. Google's errors page gives the core `forbidden` (403)
+# as "Access forbidden. The request may not be properly authorized."
+# (https://developers.google.com/youtube/v3/docs/errors), which sends each method's own errors to its reference
+# page; commentThreads.list's (https://developers.google.com/youtube/v3/docs/commentThreads/list, "Errors") has
+# `forbidden` for threads that could not be retrieved for insufficient permissions, as comments.delete's has
+# "could not be deleted because of insufficient permissions": a refusal that can be about one video's comments.
+FORBIDDEN_VIDEOS_NOTED = 3
 
 
 @dataclass
@@ -103,7 +118,8 @@ def _expect(condition: bool, exchange: Exchange, what: str) -> None:
 class YouTubeConnector(RequestRevisions):
     platform: ClassVar[str] = "youtube"
     token_param: ClassVar[str | None] = "key"
-    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED  # 2: a thumbnail that fails is a notice
+    # 2: a thumbnail that fails is a notice; 3: a video whose comments are forbidden is a notice
+    REQUEST_REVISION: ClassVar[int] = FORBIDDEN_VIDEOS_NOTED
 
     def __init__(self, auth: str = "api_key") -> None:
         # An API key travels as `key=`; an OAuth access token as a Bearer header (options.auth).
@@ -163,6 +179,10 @@ class _YouTubeRun:
     ):
         self.session = session
         self.media_failures_noted = revision >= MEDIA_FAILURES_NOTED
+        self.forbidden_videos_noted = revision >= FORBIDDEN_VIDEOS_NOTED
+        self.comment_videos_asked = 0  # videos whose comment threads this run asked for
+        self.forbidden_videos = 0  # of them, those answered `forbidden`
+        self.last_forbidden: Exchange | None = None
         self.account = account
         self.state = state
         self.window = window
@@ -209,14 +229,17 @@ class _YouTubeRun:
         if reason and reason in expected:
             return exchange
         if exchange.status in (400, 403) and reason in ("keyInvalid", "badRequest", "forbidden", "authError", ""):
-            raise AuthError(
-                f"account {self.account.name}: YouTube refused the credential from {self.account.credential_ref} "
-                f"(HTTP {exchange.status} {reason or 'error'} at {exchange.url}); renew the API key or OAuth token"
-            )
+            raise self.refused(exchange, reason)
         raise PlatformError(
             f"GET {exchange.url}: HTTP {exchange.status} {reason} (WARC record {exchange.ref.record_id})".replace(
                 "  ", " "
             )
+        )
+
+    def refused(self, exchange: Exchange, reason: str, why: str = "") -> AuthError:
+        return AuthError(
+            f"account {self.account.name}: YouTube refused the credential from {self.account.credential_ref} "
+            f"(HTTP {exchange.status} {reason or 'error'} at {exchange.url}{why}); renew the API key or OAuth token"
         )
 
     def paged(self, method: str, params: dict[str, Any], expected: tuple[str, ...] = ()) -> Iterator[Exchange]:
@@ -320,6 +343,13 @@ class _YouTubeRun:
         while self.remaining:
             yield from self.read_comments(self.remaining[0])
             self.remaining.pop(0)
+        asked = self.comment_videos_asked
+        if self.last_forbidden is not None and asked > 1 and self.forbidden_videos == asked:
+            # Not one of several videos' comments could be read: the credential cannot read comments at all (one
+            # video alone, a quiet night's members-only upload, proves nothing of the credential). Raised before
+            # the pending list and the follow-ups are cleared, so the next run asks for these videos again.
+            why = f", and for the comments of all {asked} video(s) asked"
+            raise self.refused(self.last_forbidden, "forbidden", why)
         if self.pending:
             yield CursorUpdate(PENDING_CURSOR, "")
         yield from self.follow_ups.finished()
@@ -352,9 +382,17 @@ class _YouTubeRun:
         video_key = self.video_key(video_id)
         present: set[str] = set()
         params = {"part": "snippet,replies", "videoId": video_id, "maxResults": 100, "textFormat": "plainText"}
-        for page in self.paged("commentThreads", params, expected=("commentsDisabled", "videoNotFound")):
+        expected = ("commentsDisabled", "videoNotFound") + (("forbidden",) if self.forbidden_videos_noted else ())
+        self.comment_videos_asked += 1
+        for page in self.paged("commentThreads", params, expected=expected):
             if page.status != 200:
+                # Returns before the lookups of known comments missing from the read: a video whose comments
+                # were not read in full proves none of them deleted.
                 reason = google_reason(page)
+                if reason == "forbidden":
+                    self.forbidden_videos += 1
+                    self.last_forbidden = page
+                    reason = "forbidden: this credential may not read the video's comments"
                 yield Notice(f"video {video_id}: comments not read ({reason} at {page.url}); nothing concluded")
                 return
             for thread in page.json()["items"]:

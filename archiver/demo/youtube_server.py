@@ -4,7 +4,8 @@ It serves the list methods a channel archive reads, in their documented shapes (
 with `pageInfo`, `nextPageToken` paging and `maxResults` caps): channels.list (id, forHandle, mine),
 playlistItems.list (the channel's uploads playlist, newest first), videos.list (snippet, status,
 statistics; unknown ids are simply left out), commentThreads.list (a thread carries only some of its
-replies) and comments.list (parentId= for a thread's replies, id= for a lookup). Like Google it takes an API
+replies; 403 `commentsDisabled` or `forbidden` for a video in `disabled_comments` or `forbidden_comments`)
+and comments.list (parentId= for a thread's replies, id= for a lookup). Like Google it takes an API
 key as the `key` parameter or an OAuth access token as a Bearer header, counts one quota unit a call against
 a daily quota and answers past it with the 403 `quotaExceeded` error body; errors are Google's
 `{"error": {"code", "message", "errors": [{"domain", "reason", ...}], "status"}}`. Comment thumbnails are
@@ -70,6 +71,9 @@ class YouTubeState:
         self.threads: dict[str, dict[str, Any]] = {}  # thread id -> {"video", "replies": [comment ids]}
         self.comments: dict[str, dict[str, Any]] = {}
         self.disabled_comments: set[str] = set()
+        # Videos whose comments the credential may not read (private, members-only, another channel's rules):
+        # commentThreads.list answers them 403 `forbidden`, as it documents, while other videos read.
+        self.forbidden_comments: set[str] = set()
         self.owner: str | None = None  # the OAuth token's channel
         self._seq = 0
 
@@ -428,6 +432,14 @@ class SampleYouTubeServer(LoopbackServer):
                     403,
                     "commentsDisabled",
                     "The video identified by the <code>videoId</code> parameter has disabled comments.",
+                    "youtube.commentThread",
+                )
+            if video_id in state.forbidden_comments:
+                return 403, google_error(
+                    403,
+                    "forbidden",
+                    "The comment thread could not be retrieved due to insufficient permissions. "
+                    "The request might not be properly authorized.",
                     "youtube.commentThread",
                 )
             ids = [t for t, thread in state.threads.items() if thread["video"] == video_id][::-1]  # newest first
