@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,34 @@ class ArchiveStatus:
     unscanned_versions: int = 0  # versions the PHI scan left out and no scan has read since
 
 
+# Every item and those with more than one version: one pass over the covering index item_versions_item.
+ITEM_COUNTS_SQL = (
+    "SELECT count(*), coalesce(sum(n > 1), 0) FROM (SELECT count(*) AS n FROM item_versions GROUP BY item_key)"
+)
+# The items whose latest deletion or restoration is a deletion, and of them those with more than one version: from
+# the deletion events (events_event), each item's own events (events_item) and its versions (item_versions_item).
+# `+e.event` keeps SQLite from reading every deleted or restored event for each deletion (events_event).
+DELETED_COUNTS_SQL = """
+SELECT count(*), coalesce(sum(n > 1), 0) FROM (
+    SELECT (SELECT count(*) FROM item_versions c WHERE c.item_key = x.item_key) AS n
+    FROM events x
+    WHERE x.event = 'deleted'
+      AND x.id = (SELECT max(e.id) FROM events e WHERE e.item_key = x.item_key AND +e.event IN ('deleted', 'restored'))
+) WHERE n > 0
+"""
+
+
+def count_items_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many items the `items` view shows in each status, without working out every item's status (that view,
+    grouped, took 4.6 s at a million versions): deleted first (an edited item deleted since is deleted), then
+    edited (more than one version), then live. Statuses no item has are left out, as a GROUP BY leaves them."""
+    items, several = conn.execute(ITEM_COUNTS_SQL).fetchone()
+    deleted, deleted_several = conn.execute(DELETED_COUNTS_SQL).fetchone()  # items without versions left out
+    edited = several - deleted_several
+    found = {"deleted": deleted, "edited": edited, "live": items - deleted - edited}
+    return {status: count for status, count in found.items() if count}
+
+
 def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = None) -> ArchiveStatus:
     backup = None
     if backup_dir is not None:
@@ -44,7 +73,7 @@ def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = Non
                 "WHERE a.id = (SELECT max(b.id) FROM account_runs b WHERE b.account = a.account) ORDER BY a.account"
             )
         ]
-        by_status = {row[0]: row[1] for row in conn.execute("SELECT status, count(*) FROM items GROUP BY status")}
+        by_status = count_items_by_status(conn)
         size = sum(p.stat().st_size for p in archive_dir.rglob("*") if p.is_file())
         expiry = conn.execute(
             "SELECT c.account, c.value AS expires_at FROM cursors c WHERE c.name = ? AND c.id = "
