@@ -63,12 +63,14 @@ STATIC_PATHS = ("/favicon.ico",)  # with PUBLIC_PREFIXES: files of the software,
 # On every other response: no other site frames a page (clickjacking of a signed-in officer), no browser reads
 # a body as another type than it is sent as (a platform's text as HTML), no page (PHI) kept in a browser's or a
 # proxy's cache, with or without accounts, and no address sent on to another site: a search's words, an author's
-# name in a query are PHI, and "on the platform" is not the only link out (a table cell's URL).
+# name in a query are PHI, and "on the platform" is not the only link out (a table cell's URL). same-origin, not
+# no-referrer: under no-referrer a browser sends `Origin: null` with the sign-in form, which from_another_site
+# must refuse.
 SECURITY_HEADERS = {
     b"x-frame-options": b"DENY",
     b"x-content-type-options": b"nosniff",
     b"cache-control": b"no-store",
-    b"referrer-policy": b"no-referrer",
+    b"referrer-policy": b"same-origin",
 }
 FRAME_ANCESTORS = b"frame-ancestors 'none'"
 # Routes the workspace does not offer: the metadata page would list the login config, the password tool

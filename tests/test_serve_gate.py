@@ -206,7 +206,7 @@ def check_security_headers(response: requests.Response, label: str) -> None:
     assert "frame-ancestors 'none'" in csp, label
     assert headers.getlist("x-content-type-options") == ["nosniff"], label
     assert headers.getlist("cache-control") == ["no-store"], label
-    assert headers.getlist("referrer-policy") == ["no-referrer"], label  # a search's words go nowhere else
+    assert headers.getlist("referrer-policy") == ["same-origin"], label  # a search's words go nowhere else
 
 
 def test_every_page_but_static_files_carries_the_security_headers(investigator, server, demo):
