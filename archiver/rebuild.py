@@ -73,7 +73,7 @@ from .http import (
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
 from .problems import Problem
 from .recovery import CompleteRecords, file_sha256, fsync_path, recoveries, run_of, scan_warc
-from .store import Store
+from .store import Store, schema_has
 from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
 
 
@@ -322,7 +322,7 @@ def read_live_archive(database: Path) -> tuple[LiveArchive | None, list[Problem]
 def _committed(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     """For each run that did not finish, what it committed of each account (an archive of before migration 0017
     has no run_progress: its runs are replayed whole, as before)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_progress'").fetchone() is None:
+    if not schema_has(conn, "run_progress"):
         return {}
     committed: dict[str, dict[str, int]] = {}
     for run_id, account, count in conn.execute(
@@ -335,7 +335,7 @@ def _committed(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 def _committed_before_failing(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     """For each account that failed in a run that finished, what the run committed of it (run_progress)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_progress'").fetchone() is None:
+    if not schema_has(conn, "run_progress"):
         return {}
     rows = conn.execute(
         "SELECT p.run_id, p.account, max(p.observations) FROM run_progress p "

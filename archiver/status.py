@@ -10,7 +10,7 @@ from typing import Any
 
 from .backup import read_manifest
 from .connectors.base import CREDENTIAL_EXPIRY
-from .store import Store
+from .store import Store, schema_has
 
 
 @dataclass
@@ -81,7 +81,7 @@ def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = Non
             "ORDER BY c.value LIMIT 1",
             (CREDENTIAL_EXPIRY,),
         ).fetchone()
-        has_view = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'unscanned_versions'").fetchone()
+        has_view = schema_has(conn, "unscanned_versions")
         unscanned = conn.execute("SELECT count(*) FROM unscanned_versions").fetchone()[0] if has_view else 0
         return ArchiveStatus(
             str(database),

@@ -187,6 +187,12 @@ class AppendOutcome:
     new_media: bool = False
 
 
+def schema_has(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the archive's schema holds a table, view, index or trigger of this name (an archive held at an older
+    schema lacks what later migrations made)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+
 def readonly_uri(path: Path | str) -> str:
     """The SQLite URI that opens the database at `path` read-only. The path is percent-encoded: in a raw
     `file:{path}` a `#` or `?` ends the path (another file is opened, or made) and a `%` is decoded."""
@@ -440,7 +446,7 @@ class Store:
         return stored
 
     def _has_ledger(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is not None
+        return schema_has(self.conn, "ledger")
 
     # -- runs ----------------------------------------------------------------------------------------------
     def append_run(self, run_id: str, host: str, config_sha256: str, accounts: list[str]) -> None:

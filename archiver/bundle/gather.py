@@ -16,6 +16,7 @@ from ..errors import ArchiverError
 from ..items import attachment_urls
 from ..ledger import LEDGER_KEYS
 from ..merkle import tree_with_proofs
+from ..store import schema_has
 from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked. A bundle made before the
@@ -116,8 +117,7 @@ def flags_in_review_queue(conn: sqlite3.Connection, flag_ids: list[int]) -> list
     """Which of the flags the archive's review queue (the flag_queue view) holds now; None where the archive
     has no queue. Whether a flag is current depends on the whole archive (a consent linked since, a later
     version, a rescan), so it is read here and recorded, not worked out from the bundle's rows."""
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'flag_queue'").fetchone()
-    if found is None:
+    if not schema_has(conn, "flag_queue"):
         return None
     queued: set[int] = set()
     for chunk in chunks(flag_ids, 500):

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
 from ..operator import operator_name
-from ..store import Store
+from ..store import Store, schema_has
 from ..warc import iso, utcnow
 from .alerts import ALERT_LISTED
 from .engine import AllowList, Detector
@@ -135,7 +135,7 @@ def left_out_earlier(conn: sqlite3.Connection, rules_version: str) -> list[int]:
     """Versions earlier scans left out that no later scan has scanned, under rules other than `rules_version`
     (detection is deterministic: the same rules raise on the same text again). At most UNSCANNABLE_LIMIT, oldest
     first, so that they can never fail a scan whole; the rest wait for the next scan."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'unscanned_versions'").fetchone() is None:
+    if not schema_has(conn, "unscanned_versions"):
         return []  # an archive held at a schema before migration 0018 (tests make one)
     return [
         row[0]
