@@ -133,32 +133,85 @@ class Checkpoint:
 
 
 def make_statement(
-    conn: sqlite3.Connection, created_at: str, access_log: tuple[int, str] | None = None
+    conn: sqlite3.Connection,
+    created_at: str,
+    access_log: tuple[int, str] | None = None,
+    signer: Ed25519PublicKey | None = None,
 ) -> dict[str, Any]:
+    """The statement a checkpoint signs (schemas/ledger.md). `signer` is the archive's own key: the ledger tree
+    is resumed from the latest checkpoint it signed that still holds (`resumable_tree`), not built again."""
     seq, head = ledger.head(conn)
     files = [
         {"name": name, "sha256": sha, "size": size}
         for name, sha, size in conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name")
     ]
-    size, root = merkle.root_of(ledger_digests(conn))
+    tree = ledger_tree(conn, signer)
     statement = {
         "type": STATEMENT_TYPE,
         "created_at": created_at,
         "ledger": {"seq": seq, "hash": head},
-        "ledger_tree": {"size": size, "root": root.hex()},
+        "ledger_tree": {
+            "size": tree.size,
+            "root": tree.root().hex(),
+            "frontier": [value.hex() for value in tree.frontier_hashes()],
+        },
     }
     if access_log is not None:
         statement["access_log"] = {"seq": access_log[0], "hash": access_log[1]}
     return {**statement, "warc_files": files}
 
 
-def ledger_digests(conn: sqlite3.Connection) -> Iterator[bytes]:
-    """The leaves of the ledger's Merkle tree: each entry's row_sha256, in seq order."""
-    for (row_sha,) in conn.execute("SELECT row_sha256 FROM ledger ORDER BY seq"):
+def ledger_digests(conn: sqlite3.Connection, after: int = 0) -> Iterator[bytes]:
+    """The leaves of the ledger's Merkle tree: each entry's row_sha256, in seq order (those after seq `after`)."""
+    for (row_sha,) in conn.execute("SELECT row_sha256 FROM ledger WHERE seq > ? ORDER BY seq", (after,)):
         try:
             yield bytes.fromhex(row_sha)
         except (TypeError, ValueError):
             yield str(row_sha).encode("utf-8", "replace")  # a damaged entry: its root will not match
+
+
+def ledger_tree(conn: sqlite3.Connection, signer: Ed25519PublicKey | None) -> merkle.TreeBuilder:
+    """The Merkle tree over every ledger entry: the entries after the latest checkpoint `signer` signed that can
+    be resumed added to its frontier, or all of them from the first when there is none (or no signer)."""
+    tree = resumable_tree(conn, signer) if signer is not None else None
+    if tree is None:
+        tree = merkle.TreeBuilder()
+    tree.extend(ledger_digests(conn, after=tree.size))
+    return tree
+
+
+def resumable_tree(conn: sqlite3.Connection, signer: Ed25519PublicKey) -> merkle.TreeBuilder | None:
+    """The ledger tree as the latest checkpoint fit to extend left it, tried newest first: signed by `signer`
+    (the signature checked, so a row edited in the database is skipped: only a frontier the archive's key signed
+    is ever extended), its ledger head still in the ledger with the hash it signed, its tree over that whole
+    ledger and its frontier folding to the root it signs. None when there is none; the search stops at the
+    first statement `signer` signed without a frontier, as every earlier one lacks it too."""
+    signer_b64 = public_b64(signer)
+    rows = conn.execute("SELECT statement, signature, public_key FROM checkpoints ORDER BY id DESC")
+    for text, signature, public in rows:
+        if public != signer_b64 or not _signature_ok(public, signature, text):
+            continue
+        try:
+            statement = json.loads(text)
+            seq, head = int(statement["ledger"]["seq"]), str(statement["ledger"]["hash"])
+            tree, frontier = signed_tree(statement), signed_frontier(statement)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # reported by verify_checkpoints
+        if tree is None or frontier is None:
+            return None  # made by a version before frontiers
+        size, root = tree
+        try:
+            resumed = merkle.TreeBuilder.resume(size, frontier)
+        except ValueError:
+            continue  # reported by verify_checkpoints
+        if size == seq and resumed.root().hex() == root and _in_ledger(conn, seq, head):
+            return resumed
+    return None
+
+
+def _in_ledger(conn: sqlite3.Connection, seq: int, head: str) -> bool:
+    found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
+    return found is not None and found[0] == head
 
 
 def tree_roots(conn: sqlite3.Connection, sizes: set[int]) -> dict[int, str]:
@@ -180,6 +233,38 @@ def signed_tree(statement: Any) -> tuple[int, str] | None:
     if tree is None:
         return None
     return int(tree["size"]), str(tree["root"])
+
+
+def signed_frontier(statement: Any) -> list[bytes] | None:
+    """The frontier of the ledger tree a statement signs, largest subtree first; None for statements made before
+    they carried one. TypeError or ValueError when it is not a list of hex hashes."""
+    tree = statement.get("ledger_tree") if isinstance(statement, dict) else None
+    if not isinstance(tree, dict) or "frontier" not in tree:
+        return None
+    hashes = tree["frontier"]
+    if not isinstance(hashes, list):
+        raise TypeError("ledger_tree.frontier is not a list")
+    return [bytes.fromhex(value) for value in hashes]
+
+
+def _frontier_problem(where: str, statement: Any, tree: tuple[int, str] | None) -> Problem | None:
+    """A statement's frontier must fold to the root it signs. Verify never resumes from one: it checks each
+    signed root against the whole ledger, and a frontier folding to a right root is the right frontier."""
+    try:
+        frontier = signed_frontier(statement)
+    except (TypeError, ValueError):
+        return Problem(where, "ledger_tree.frontier is not a list of hex hashes")
+    if tree is None or frontier is None:
+        return None
+    size, root = tree
+    try:
+        found = merkle.frontier_root(size, frontier).hex()
+    except ValueError:
+        wanted = len(merkle.frontier_heights(size))
+        return Problem(where, f"ledger_tree.frontier holds {len(frontier)} hashes, not the {wanted} of {size} entries")
+    if found != root:
+        return Problem(where, f"ledger tree frontier folds to {found}, not to the root {root} it signs")
+    return None
 
 
 def _tree_or_none(statement: Any) -> tuple[int, str] | None:
@@ -205,7 +290,7 @@ def sign_checkpoint(
     """Sign the current ledger head (and the access log's, when given) and stage its JSON copy (NAME.json.tmp,
     fsynced). The caller appends the row in the same transaction and, once it is committed, moves the copy
     into place (`publish_copy`): a copy beside the WARCs is always of a committed checkpoint."""
-    statement_obj = make_statement(conn, iso(utcnow()), access_log)
+    statement_obj = make_statement(conn, iso(utcnow()), access_log, key.public_key())
     statement = canonical_json(statement_obj).decode("utf-8")
     signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
     public = public_b64(key.public_key())
@@ -242,10 +327,16 @@ def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:
     notices = []
     folder = warc_dir / CHECKPOINT_DIR
     committed = set()
-    for row in conn.execute("SELECT file_name, statement, signature, public_key FROM checkpoints ORDER BY id"):
-        committed.add(row[0])
-        if (folder / row[0]).exists():
-            continue
+    # names first: a statement lists every WARC file, so all of them are megabytes a night after a few years
+    missing = []
+    for checkpoint_id, file_name in conn.execute("SELECT id, file_name FROM checkpoints ORDER BY id").fetchall():
+        committed.add(file_name)
+        if not (folder / file_name).exists():
+            missing.append(checkpoint_id)
+    for checkpoint_id in missing:
+        row = conn.execute(
+            "SELECT file_name, statement, signature, public_key FROM checkpoints WHERE id = ?", (checkpoint_id,)
+        ).fetchone()
         _stage_copy(warc_dir, row[0], {"statement": row[1], "signature": row[2], "public_key": row[3]})
         publish_copy(warc_dir, row[0])
         notices.append(f"checkpoint copy {row[0]} was missing (a run stopped before moving it into place): restored")
@@ -361,6 +452,8 @@ def verify_checkpoints(
             continue
         if tree is not None:
             trees.append((where, tree))
+        if (problem := _frontier_problem(where, statement, tree)) is not None:
+            yield problem
         if (seq, head) != (row["ledger_seq"], row["ledger_hash"]):
             yield Problem(where, f"row says ledger seq {row['ledger_seq']}, statement says {seq}")
         found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (seq,)).fetchone()
@@ -475,6 +568,8 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
         if trusted_b64 and copy.public_key != trusted_b64:
             yield Problem(where, f"signed with another key ({fingerprint(copy.public_key)})")
             continue
+        if (problem := _frontier_problem(where, json.loads(copy.document["statement"]), copy.tree)) is not None:
+            yield problem
         found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (copy.seq,)).fetchone()
         if found is None:
             yield Problem(where, f"signed ledger seq {copy.seq}, which the archive no longer holds (ledger cut back)")

@@ -10,6 +10,8 @@ and reveal nothing of the other rows. Anyone can check one with any RFC 9162 / R
 
 The tree of n leaves splits at the largest power of two below n (a left-balanced tree). Computed here in one
 pass over the leaves with a frontier of perfect subtrees: memory is log2(n) hashes plus the requested proofs.
+The frontier is all the tree keeps of its leaves, so a tree resumed from the frontier a checkpoint signed grows
+by the entries after it alone (`TreeBuilder.resume`), to the same root as one built from the first leaf.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ LEAF = b"\x00"
 NODE = b"\x01"
 CHUNK_HEIGHT = 10
 CHUNK = 1 << CHUNK_HEIGHT
+HASH_SIZE = 32
 
 
 def leaf_hash(digest: bytes) -> bytes:
@@ -47,6 +50,22 @@ class TreeBuilder:
             if height < CHUNK_HEIGHT:
                 self.wanted_in.setdefault((index << height) // CHUNK, []).append((height, index))
         self.kept: dict[tuple[int, int], bytes] = {}
+
+    @classmethod
+    def resume(cls, size: int, hashes: list[bytes]) -> TreeBuilder:
+        """The tree of `size` leaves whose frontier is `hashes` (as `frontier_hashes` gives them), to add the
+        leaves after them. ValueError when they are not one 32-byte hash per perfect subtree of that size."""
+        heights = frontier_heights(size)
+        if size < 0 or len(hashes) != len(heights) or any(len(value) != HASH_SIZE for value in hashes):
+            raise ValueError(f"a tree of {size} leaves has a frontier of {len(heights)} hashes of {HASH_SIZE} bytes")
+        builder = cls()
+        builder.size = size
+        builder.frontier = list(zip(heights, hashes, strict=True))
+        return builder
+
+    def frontier_hashes(self) -> list[bytes]:
+        """The frontier's hashes, largest subtree (leftmost) first: what `resume` takes back."""
+        return [value for _, value in self.frontier]
 
     def extend(self, digests: Iterable[bytes]) -> None:
         """Add leaves: whole aligned chunks of CHUNK hashed level by level (about twice as fast as one leaf at
@@ -113,6 +132,16 @@ class TreeBuilder:
         if not parts:
             raise ValueError(f"no subtree at height {height}, index {index} in a tree of {self.size}")
         return fold(parts)
+
+
+def frontier_heights(size: int) -> list[int]:
+    """The heights of the perfect subtrees the first `size` leaves make, largest first: the 1 bits of `size`."""
+    return [height for height in range(size.bit_length() - 1, -1, -1) if size >> height & 1]
+
+
+def frontier_root(size: int, hashes: list[bytes]) -> bytes:
+    """The root a frontier folds to (ValueError when it is not one of a tree of `size` leaves)."""
+    return TreeBuilder.resume(size, hashes).root()
 
 
 def fold(parts: list[tuple[int, bytes]]) -> bytes:

@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from archiver.merkle import CHUNK, root_of, tree_with_proofs, verify_inclusion
+from archiver.merkle import (
+    CHUNK,
+    TreeBuilder,
+    frontier_heights,
+    frontier_root,
+    root_of,
+    tree_with_proofs,
+    verify_inclusion,
+)
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -80,3 +88,65 @@ def test_a_proof_ties_only_its_own_leaf_at_its_own_place():
     assert not verify_inclusion(5, n, leaves[5], changed, root)
     assert not verify_inclusion(299, n, leaves[299], proofs[299], mth(leaves[:299]))
     assert not verify_inclusion(n, n, leaves[5], proofs[5], root)
+
+
+# Powers of two and one either side, across the 1,024-leaf chunks a builder hashes whole.
+RESUMED = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 100]
+RESUMED += [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK, 2 * CHUNK + 1, 3 * CHUNK + 5]
+RESUMED += [4 * CHUNK - 1, 4 * CHUNK, 4 * CHUNK + 1]
+
+
+def built(leaves: list[bytes]) -> TreeBuilder:
+    builder = TreeBuilder()
+    builder.extend(leaves)
+    return builder
+
+
+def test_the_frontier_is_the_perfect_subtrees_roots_largest_first():
+    """As schemas/ledger.md states it: one hash per 1 bit of the size, each the RFC 9162 root of its leaves."""
+    leaves = digests(RESUMED[-1], 4)
+    for n in RESUMED:
+        frontier, start = built(leaves[:n]).frontier_hashes(), 0
+        assert len(frontier) == n.bit_count() == len(frontier_heights(n))
+        for height, value in zip(frontier_heights(n), frontier, strict=True):
+            assert value == mth(leaves[start : start + (1 << height)])
+            start += 1 << height
+        assert start == n and frontier_root(n, frontier) == mth(leaves[:n])
+
+
+def test_a_tree_resumed_from_its_frontier_grows_to_the_root_built_from_the_first_leaf():
+    leaves = digests(RESUMED[-1], 3)
+    whole = {n: built(leaves[:n]) for n in RESUMED}
+    for n, builder in whole.items():
+        assert builder.root() == mth(leaves[:n])
+    for m in RESUMED:
+        for n in (n for n in RESUMED if n >= m):
+            resumed = TreeBuilder.resume(m, whole[m].frontier_hashes())
+            resumed.extend(leaves[m:n])
+            assert (resumed.size, resumed.root(), resumed.frontier_hashes()) == (
+                n,
+                whole[n].root(),
+                whole[n].frontier_hashes(),
+            ), (m, n)
+
+
+def test_a_chain_of_resumed_trees_each_from_the_last_frontier():
+    """Checkpoint after checkpoint, each resumed from the one before, a few leaves or a few chunks apart."""
+    rng = random.Random(5)
+    leaves = digests(12 * CHUNK, 6)
+    size, frontier = 0, []
+    while size < len(leaves):
+        grown = min(len(leaves), size + rng.choice([1, 2, 3, rng.randrange(CHUNK), rng.randrange(3 * CHUNK)]))
+        resumed = TreeBuilder.resume(size, frontier)
+        resumed.extend(leaves[size:grown])
+        size, frontier = resumed.size, resumed.frontier_hashes()
+        assert (size, resumed.root()) == (grown, root_of(leaves[:grown])[1])
+
+
+def test_a_frontier_of_the_wrong_shape_is_refused():
+    frontier = built(digests(6, 7)).frontier_hashes()  # 6 = 4 + 2: two hashes
+    wrong = [(6, frontier[:1]), (7, frontier), (6, [frontier[0], frontier[1][:31]]), (0, frontier), (-2, frontier[:1])]
+    for size, hashes in wrong:
+        with pytest.raises(ValueError):
+            TreeBuilder.resume(size, hashes)
+    assert TreeBuilder.resume(0, []).root() == hashlib.sha256(b"").digest()
