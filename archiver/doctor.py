@@ -1,8 +1,9 @@
 """`archiver doctor`: what an operator checks before trusting the nightly run, each as one line.
 
 Nothing here writes to the archive. Credentials are tried with one cheap authenticated call per account,
-made outside the capturing session (a health check is not evidence, so it is not archived).
-"""
+made outside the capturing session (a health check is not evidence, so it is not archived) but by its rules, and
+never redirected (http.check_request). What doctor says may leave the machine (cron mails it, --alert sends it):
+it names no export's folder (a case's, maybe named after a patient)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .access_log import access_log_path
 from .backup import UNVERIFIED, read_manifest
-from .bundle.staging import leftover
+from .bundle.staging import MARKER, leftover
 from .checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY
 from .config import NOT_REPEATED, AccountConfig, ArchiveConfig, Config, resolve_token, shown_env_name
 from .connectors import connector_for
 from .errors import ArchiverError
-from .http import Redactor
+from .http import Redactor, sends_in_clear
 from .lock import LOCK_NAME
-from .scan.alerts import configured_channels
+from .scan.alerts import configured_channels, shown_webhook
 from .store import Store, load_migrations
 
 MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
@@ -76,12 +77,15 @@ def _export_leftover(archive_dir: Path) -> list[Check]:
         return [Check("export staging", "warn", str(exc))]
     if found is None or not found.staging.exists() or found.running():
         return []
+    # Not named by its path: a bundle's folder is often named after its case ("/cases/maria-lopez-complaint"), and
+    # this line leaves the machine (cron mails doctor's output, --alert sends it); the marker, in the private
+    # archive folder, names it to whoever may read the archive.
     return [
         Check(
             "export staging",
             "warn",
-            f"{found.staging} is what an export stopped on the way (pid {found.pid}) left: an unfinished bundle "
-            "holding PHI; the next `archiver export` removes it, or remove it yourself",
+            f"an export stopped on the way (pid {found.pid}) left an unfinished bundle holding PHI beside its --out "
+            f"(the folder {archive_dir / MARKER} names); the next `archiver export` removes it, or remove it yourself",
         )
     ]
 
@@ -214,7 +218,7 @@ def check_alerts(config: Config) -> list[Check]:
 
     if not configured_channels(config.alerts):
         return []
-    checks = _alert_secrets(config)
+    checks = _alert_secrets(config) + _webhook_in_clear(config)
     if not config.archive.database.exists():
         return checks
     store = Store.open(config.archive.database, readonly=True)
@@ -261,6 +265,23 @@ def _alert_secrets(config: Config) -> list[Check]:
                 )
             checks.append(Check(name, "fail", message))
     return checks
+
+
+def _webhook_in_clear(config: Config) -> list[Check]:
+    """An http:// webhook beyond loopback, which the config accepts without a token (a token would be refused):
+    its messages carry no PHI (counts, rule names and links), but they and the webhook's URL, the secret of most
+    chat services' hooks, cross the network in clear. Not refused (an intranet chat may have no https://), said."""
+    webhook = config.alerts.webhook
+    if webhook is None or not sends_in_clear(webhook.url):
+        return []
+    return [
+        Check(
+            "alerts webhook",
+            "warn",
+            f"{shown_webhook(webhook.url)} is not https://: the alerts and the webhook's URL (a chat hook's secret) "
+            "cross the network in clear; give [alerts.webhook] url its https:// address",
+        )
+    ]
 
 
 def check_backup(config: Config, now: datetime) -> list[Check]:
@@ -347,6 +368,9 @@ def check_account(account: AccountConfig, timeout: float, now: datetime, warn_da
         credential = connector_for(account.platform, account).check_credential(account, token, timeout)
     except ArchiverError as exc:
         return [Check(name, "fail", redactor.text(str(exc)).removeprefix(f"{name}: "))]
+    except Exception as exc:  # a connector's bug on an answer nobody expected: this account's check, not doctor's end
+        what = f"unexpected {type(exc).__name__} in the credential check"  # its message may quote a URL or an answer
+        return [Check(name, "fail", f"{what} (a bug: report it); the other checks went on")]
     expiry = check_expiry(name, credential.expires_at, now, warn_days)
     if expiry is not None:
         return [expiry]

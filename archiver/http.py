@@ -471,6 +471,17 @@ def pause(seconds: float, stop: threading.Event | None = None) -> None:
         raise Interrupted(STOPPED)
 
 
+def plain_session() -> requests.Session:
+    """A requests session as the archiver sends every platform call: the environment read once, not on every
+    request (requests re-reads it per call: ~10% of a run), and never for .netrc credentials: only the configured
+    token is ever sent. Proxies come from the environment per origin (`requests.utils.get_environ_proxies`)."""
+    session = requests.Session()
+    session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    session.trust_env = False
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return session
+
+
 class CapturingSession:
     """GET requests for one account, recorded to the WARC, with retries and rate limits."""
 
@@ -516,12 +527,7 @@ class CapturingSession:
             self.redactor.secrets.append(token)
         self.requests_made = 0
         self.waited = 0.0
-        self._session = requests.Session()
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-        # The environment is read once, not on every request (requests re-reads it per call: ~10% of a run),
-        # and never for .netrc credentials: only the configured token is ever sent.
-        self._session.trust_env = False
-        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._session = plain_session()
         self._proxies: dict[str, dict[str, str]] = {}
 
     def close(self) -> None:
@@ -811,3 +817,75 @@ class CapturingSession:
             return response
 
         return guard
+
+
+# -- a credential check (`archiver doctor`): one request, not archived, sent by the runs' rules -------------------
+def check_request(
+    account: str,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    json_body: dict[str, Any] | None = None,
+) -> requests.Response:
+    """One authenticated request of a credential check, not archived, sent as a run sends its requests (no .netrc,
+    the environment's proxies and CA bundle, a body bounded in time and size, never a credential in clear beyond
+    loopback nor to a URL naming a user and a password: CapturingSession._refusal), and no redirect followed. A
+    check asks the platform itself: a Location could carry the credential (the `key=` of a query it repeats, a
+    login body re-sent on a 307/308) to another host or over http://, and whatever answers there proves nothing of
+    the token. A 3xx, no answer or a refusal raises PlatformError naming the account, the method, the host and
+    what happened (never a Location nor a query); any other status is the caller's to judge."""
+    target = with_params(url, params)
+    where = f"account {account}: {method} to {origin_of(target)}"
+    refusal = CapturingSession._refusal(target, credential=True)
+    if refusal:
+        raise PlatformError(f"{where} not sent: {refusal}")
+    reader = _BodyReader(EXCHANGE_TIMEOUTS * timeout, API_MAX_BYTES, None)
+    session = plain_session()
+    try:
+        response = session.request(
+            method,
+            target,
+            json=json_body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            proxies=requests.utils.get_environ_proxies(target),
+            stream=True,  # the body is read by _BodyReader, as a run's are
+            hooks={"response": [reader]},
+        )
+    except BodyTooLarge as exc:
+        raise PlatformError(
+            f"{where} answered HTTP {exc.response.status_code} with a body over the {mebibytes(exc.cap)} cap for an "
+            "API answer (left unread): not the platform's answer; check the account's api_base"
+        ) from None
+    except requests.RequestException as exc:  # named by its type alone: requests' messages quote the URL
+        raise PlatformError(
+            f"account {account}: cannot reach {origin_of(target)} ({method}: {type(exc).__name__}); check this "
+            "machine's way there (DNS, firewall, HTTPS_PROXY) and the account's api_base"
+        ) from None
+    finally:
+        session.close()
+    if 300 <= response.status_code < 400:
+        raise PlatformError(
+            f"{where} answered HTTP {response.status_code}, a redirect, not followed: a credential check asks the "
+            "platform itself; check the account's api_base (its https:// address as the platform gives it), or the "
+            "proxy in between"
+        )
+    return response
+
+
+def check_json(account: str, response: requests.Response) -> Any:
+    """The JSON of a credential check's answer; PlatformError naming the host when it is not JSON: a captive
+    portal's sign-in page, or a proxy's or a load balancer's own page, answered in the platform's place."""
+    try:
+        return json.loads(response.content)
+    except ValueError:  # a UnicodeDecodeError too
+        method = response.request.method if response.request is not None else "GET"
+        raise PlatformError(
+            f"account {account}: {method} to {origin_of(response.url)} answered HTTP {response.status_code} with "
+            "something other than JSON (a captive portal's sign-in page, a proxy's own page?): not the platform's "
+            "answer; check this machine's way there (HTTPS_PROXY, the network's sign-in) and the account's api_base"
+        ) from None

@@ -6,26 +6,40 @@ logger wrote it: defence in depth behind the redaction the HTTP layer already do
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 _SECRETS: set[str] = set()
 MASK = "[REDACTED]"
 
 
-def secret_forms(value: str) -> set[str]:
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+@functools.lru_cache(maxsize=256)  # pure, and asked again for every text and body the HTTP layer redacts
+def secret_forms(value: str) -> frozenset[str]:
     """A secret as it may be written: as is, JSON-escaped (with or without `\\/` and `\\uXXXX`), quoted by
-    repr() (how requests names a bad header value), and percent-encoded (a platform echoing a URL back)."""
+    repr() (how requests names a bad header value), and percent-encoded (a platform echoing a URL back), with
+    upper- or lower-case hex digits (`%2B`, `%2b`: encoders differ, a server may normalise). Each of them also of
+    the value percent-decoded: a token holding a literal `%2B` (X's app-only bearer tokens do) comes back with
+    `+` from a server that decoded it. Base64 is left out: no platform is known to echo a token so, and a
+    base64 form depends on the bytes around it. Forms under 4 characters are not masked (they would mask
+    ordinary text)."""
     if not value or len(value) < 4:
-        return set()
-    forms = {value, repr(value)[1:-1], quote(value, safe=""), quote(value), quote_plus(value)}
-    for ascii_only in (True, False):
-        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
-        forms |= {escaped, escaped.replace("/", "\\/")}
-    return {form for form in forms if len(form) >= 4}
+        return frozenset()
+    forms: set[str] = set()
+    for base in {value, unquote(value)}:
+        forms |= {base, repr(base)[1:-1], quote(base, safe=""), quote(base), quote_plus(base)}
+        for ascii_only in (True, False):
+            escaped = json.dumps(base, ensure_ascii=ascii_only)[1:-1]
+            forms |= {escaped, escaped.replace("/", "\\/")}
+    forms |= {_PERCENT.sub(lambda hex_digits: hex_digits.group(0).lower(), form) for form in forms}
+    return frozenset(form for form in forms if len(form) >= 4)
 
 
 def register_secret(value: str) -> None:

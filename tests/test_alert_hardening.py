@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 
 from archiver.cli import app
 from archiver.config import load_config
-from archiver.connectors.bluesky import _BlueskyRun
+from archiver.connectors.bluesky import THREAD_VIEW, _BlueskyRun
+from archiver.demo.loopback import Fault
 from archiver.scan import delivery
 from archiver.scan.alerts import alert_email, alert_payload, send_flags
 
@@ -455,6 +456,37 @@ def test_an_alert_names_no_item_key_so_no_author(tmp_path):
     }
     assert "  flag: https://archive.clinic.test/archive/flag_queue?flag_id=1\n" in body
     assert "  version: https://archive.clinic.test/archive/item_versions/101\n" in body
+
+
+def test_a_failed_accounts_alert_names_no_bluesky_did_or_at_uri(tmp_path, monkeypatch):
+    """An AppView answering a reply under an AT URI the connector cannot read fails the account, and its error
+    quotes the URI (whose DID is the commenter's): the run-failed webhook carries it cut ("at://…"), while the
+    run's output and `archiver status` keep the whole line for whoever runs the archive."""
+    from .test_bluesky_run import NOW, BskyClinic
+
+    clinic = BskyClinic(tmp_path, monkeypatch)
+    hooks = test_phi_alerts.Hooks()
+    try:
+        post = clinic.posts[-1]
+        did = clinic.ann.did
+        odd = f"at://{did}/app.bsky.feed.post/3kreply/again"
+        record = {"text": "hi", "createdAt": NOW.isoformat()}
+        reply = {"uri": odd, "cid": "bafyodd", "author": {"did": did}, "record": record}
+        view = {"uri": post["uri"], "cid": post["cid"], "author": {"did": clinic.clinic.did}, "record": post["value"]}
+        thread = {"thread": {"$type": THREAD_VIEW, "post": view, "replies": [{"$type": THREAD_VIEW, "post": reply}]}}
+        clinic.server.faults.append(Fault(r"getPostThread", status=200, body=json.dumps(thread).encode(), times=100))
+        config = clinic.config(direct_messages=False)
+        config.write_text(config.read_text() + f'\n[alerts.webhook]\nurl = "{hooks.url}"\n')
+        result = CliRunner().invoke(app, ["run", "--config", str(config), "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert odd in result.output  # the run's own output keeps the whole error
+        [(_, failed)] = [post for post in hooks.posts if post[1].get("event") == "run-failed"]
+        error = failed["accounts"][0]["error"]
+        assert error == "not an at:// record URI: 'at://…'", error
+        assert did not in json.dumps(hooks.posts) and did.split(":")[-1] not in json.dumps(hooks.posts)
+    finally:
+        hooks.stop()
+        clinic.server.stop()
 
 
 # -- 14: QUIT fumbled after the message was accepted ----------------------------------------------------------

@@ -34,11 +34,9 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import requests
-
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError
-from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session, with_params
+from ..http import Exchange, HeaderRateLimit, Session, check_json, check_request, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
@@ -224,16 +222,10 @@ class BlueskyConnector(RequestRevisions):
         base = account.options.get("pds") or account.api_base
         url = f"{base}/xrpc/com.atproto.server.createSession"
         identifier = (account.account or "").lstrip("@")
-        try:
-            response = requests.post(
-                url,
-                json={"identifier": identifier, "password": token},
-                headers={"User-Agent": USER_AGENT},
-                timeout=timeout,
-                allow_redirects=False,  # a 307/308 would send the password again, wherever it points
-            )
-        except requests.RequestException as exc:
-            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        # Not redirected: a 307/308 would send the password again, wherever it points.
+        response = check_request(
+            account.name, "POST", url, json_body={"identifier": identifier, "password": token}, timeout=timeout
+        )
         if response.status_code in (400, 401, 403):
             raise AuthError(
                 f"account {account.name}: the platform refused the app password from {account.credential_ref} "
@@ -242,8 +234,8 @@ class BlueskyConnector(RequestRevisions):
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: POST {url} answered HTTP {response.status_code}")
         try:
-            return Credential("@" + str(response.json()["handle"]))
-        except (ValueError, KeyError, TypeError):
+            return Credential("@" + str(check_json(account.name, response)["handle"]))
+        except (KeyError, TypeError):
             raise PlatformError(f"account {account.name}: POST {url} did not answer a session") from None
 
     def fetch(

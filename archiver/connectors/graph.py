@@ -35,7 +35,7 @@ import requests
 
 from ..config import AccountConfig, resolve_option_secret
 from ..errors import AuthError, PlatformError
-from ..http import REDACTED, SECRET_PARAMS, USER_AGENT, Exchange, Session, retry_after_seconds
+from ..http import REDACTED, SECRET_PARAMS, Exchange, Session, check_json, check_request, retry_after_seconds
 from ..items import CursorUpdate, Deletion, Item, MediaFile, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
@@ -231,12 +231,8 @@ def check_graph_credential(account: AccountConfig, token: str, timeout: float, f
     secret = read_app_secret(account)
     if secret:
         params["appsecret_proof"] = appsecret_proof(secret, token)
-    try:
-        response = requests.get(
-            url, params=params, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
-        )
-    except requests.RequestException as exc:
-        raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+    headers = {"Authorization": f"Bearer {token}"}
+    response = check_request(account.name, "GET", url, params=params, headers=headers, timeout=timeout)
     if response.status_code != 200:
         error = parse_graph_error(response.status_code, response.content)
         if (error is not None and error.code in AUTH_CODES) or response.status_code == 401:
@@ -247,9 +243,9 @@ def check_graph_credential(account: AccountConfig, token: str, timeout: float, f
             )
         raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
     try:
-        me = response.json()
+        me = check_json(account.name, response)
         who = str(me.get("name") or me.get("username") or me["id"])
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         raise PlatformError(f"account {account.name}: GET {url} did not answer a Graph node") from None
     return Credential(who, graph_token_expiry(account, token, timeout, version, params))
 
@@ -263,11 +259,10 @@ def graph_token_expiry(
     url = f"{account.api_base}/{version}/debug_token"
     query = {"input_token": token, **{k: v for k, v in params.items() if k == "appsecret_proof"}}
     try:
-        response = requests.get(
-            url, params=query, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
-        )
-        data = response.json().get("data") if response.status_code == 200 else None
-    except (requests.RequestException, ValueError, AttributeError):
+        headers = {"Authorization": f"Bearer {token}"}
+        response = check_request(account.name, "GET", url, params=query, headers=headers, timeout=timeout)
+        data = check_json(account.name, response).get("data") if response.status_code == 200 else None
+    except (PlatformError, AttributeError):
         return None
     if not isinstance(data, dict):
         return None

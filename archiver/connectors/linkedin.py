@@ -30,7 +30,7 @@ import requests
 
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError, RateLimitedError
-from ..http import USER_AGENT, Exchange, Session, retry_after_seconds, with_params
+from ..http import Exchange, Session, check_json, check_request, retry_after_seconds, with_params
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef, iso
 from .base import (
@@ -141,11 +141,8 @@ class LinkedInConnector(RequestRevisions):
         """The organisation lookup: proves the token may read the page (LinkedIn tells no expiry here)."""
         urn = organization_urn(account)
         url = f"{account.api_base}/rest/organizations/{urn.rsplit(':', 1)[1]}"
-        try:
-            headers = {**_headers(account), "Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
-            response = requests.get(url, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        headers = {**_headers(account), "Authorization": f"Bearer {token}"}
+        response = check_request(account.name, "GET", url, headers=headers, timeout=timeout)
         if response.status_code in (401, 403):
             raise AuthError(
                 f"account {account.name}: LinkedIn refused the token from {account.credential_ref} "
@@ -154,8 +151,8 @@ class LinkedInConnector(RequestRevisions):
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
         try:
-            return Credential(str(response.json().get("localizedName") or urn))
-        except (ValueError, AttributeError):
+            return Credential(str(check_json(account.name, response).get("localizedName") or urn))
+        except AttributeError:
             raise PlatformError(f"account {account.name}: GET {url} did not answer an Organization") from None
 
     def fetch(

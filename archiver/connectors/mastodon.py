@@ -20,11 +20,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import requests
-
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError
-from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
+from ..http import Exchange, HeaderRateLimit, Session, check_json, check_request
 from ..items import (
     AccountIdentity,
     CursorUpdate,
@@ -84,12 +82,9 @@ class MastodonConnector(RequestRevisions):
     def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         """verify_credentials; Mastodon's access tokens do not expire (they are revoked), so no expiry."""
         url = f"{account.api_base}/api/v1/accounts/verify_credentials"
-        try:
-            response = requests.get(
-                url, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
-            )
-        except requests.RequestException as exc:
-            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        response = check_request(
+            account.name, "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
         if response.status_code in (401, 403):
             raise AuthError(
                 f"account {account.name}: the platform refused the token from {account.credential_ref} "
@@ -98,8 +93,8 @@ class MastodonConnector(RequestRevisions):
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
         try:
-            return Credential("@" + str(response.json()["acct"]))
-        except (ValueError, KeyError, TypeError):
+            return Credential("@" + str(check_json(account.name, response)["acct"]))
+        except (KeyError, TypeError):
             raise PlatformError(f"account {account.name}: GET {url} did not answer an Account") from None
 
     # -- one run -------------------------------------------------------------------------------------------

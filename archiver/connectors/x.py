@@ -35,7 +35,7 @@ import requests
 
 from ..config import AccountConfig
 from ..errors import AuthError, PlatformError
-from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
+from ..http import Exchange, HeaderRateLimit, Session, check_json, check_request
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
@@ -182,12 +182,9 @@ class XConnector(RequestRevisions):
 
     def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         url = f"{account.api_base}/2/users/me"
-        try:
-            response = requests.get(
-                url, headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}, timeout=timeout
-            )
-        except requests.RequestException as exc:
-            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        response = check_request(
+            account.name, "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
         if response.status_code in (401, 403):
             raise AuthError(
                 f"account {account.name}: the platform refused the token from {account.credential_ref} "
@@ -196,8 +193,8 @@ class XConnector(RequestRevisions):
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
         try:
-            return Credential("@" + str(response.json()["data"]["username"]))
-        except (ValueError, KeyError, TypeError):
+            return Credential("@" + str(check_json(account.name, response)["data"]["username"]))
+        except (KeyError, TypeError):
             raise PlatformError(f"account {account.name}: GET {url} did not answer a User") from None
 
     def fetch(

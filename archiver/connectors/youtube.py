@@ -37,11 +37,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-import requests
-
 from ..config import AccountConfig
 from ..errors import ArchiverError, AuthError, PlatformError
-from ..http import USER_AGENT, Exchange, HeaderRateLimit, Session
+from ..http import Exchange, HeaderRateLimit, Session, check_json, check_request
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..warc import CaptureRef
 from .base import AccountState, Credential, FetchWindow, FollowUps, RecentSet, RequestRevisions, fetch_media_file
@@ -136,15 +134,12 @@ class YouTubeConnector(RequestRevisions):
         """One channels.list call (1 quota unit): the key or token works for this channel."""
         url = f"{account.api_base.rstrip('/')}{API_PATH}channels"
         params = {"part": "id,snippet", **_channel_selector(account)}
-        headers = {"User-Agent": USER_AGENT}
+        headers: dict[str, str] = {}
         if self.token_param:
             params[self.token_param] = token
         else:
             headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = requests.get(url, params=params, headers=headers, timeout=timeout)
-        except requests.RequestException as exc:
-            raise PlatformError(f"account {account.name}: cannot reach {url} ({type(exc).__name__})") from None
+        response = check_request(account.name, "GET", url, params=params, headers=headers, timeout=timeout)
         body = response.text
         if response.status_code in (400, 401, 403) and "quotaExceeded" not in body:
             raise AuthError(
@@ -153,10 +148,15 @@ class YouTubeConnector(RequestRevisions):
             )
         if response.status_code != 200:
             raise PlatformError(f"account {account.name}: GET {url} answered HTTP {response.status_code}")
-        items = response.json().get("items") or []
-        if not items:
+        try:
+            items = check_json(account.name, response).get("items") or []
+            channel = items[0] if items else None
+            who = channel and (channel.get("snippet", {}).get("customUrl") or channel["id"])
+        except (AttributeError, KeyError, TypeError):
+            raise PlatformError(f"account {account.name}: GET {url} did not answer a channel list") from None
+        if not who:
             raise PlatformError(f"account {account.name}: no YouTube channel {account.account!r}; fix `account`")
-        return Credential(items[0].get("snippet", {}).get("customUrl") or items[0]["id"])
+        return Credential(str(who))
 
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow

@@ -153,16 +153,36 @@ def without_url_paths(text: str) -> str:
     return _URL.sub(cut, text)
 
 
+# A Bluesky AT URI (at://did:plc:…/app.bsky.feed.post/…, or at://handle/…) or a DID in an account's error: each
+# names a Bluesky account, maybe a commenter's (an item key is `bluesky:` and the post's AT URI).
+_AT_URI = re.compile(r"\bat://[^\s'\"<>]+", re.IGNORECASE)
+_DID = re.compile(r"\bdid:([a-z0-9]+):[A-Za-z0-9._:%-]+")
+_TRAILING = re.compile(r"[.,;:)\]]*$")  # punctuation after what is cut stays
+
+
+def for_alerts(text: str) -> str:
+    """An account's error as an alert carries it: every URL cut to its scheme and host (without_url_paths), every
+    AT URI and DID left out ("at://…", "did:plc:…"). The errors name no other author's account on purpose, but
+    some name a record by its URI (an answer of an unexpected shape); the run log and `archiver status` keep
+    the whole line."""
+
+    def kept(shown: str) -> Callable[[re.Match[str]], str]:
+        return lambda match: shown.format(*match.groups()) + _TRAILING.search(match.group(0)).group(0)
+
+    text = _AT_URI.sub(kept("at://…"), without_url_paths(text))
+    return _DID.sub(kept("did:{}:…"), text)
+
+
 def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> dict[str, Any]:
     """A run whose accounts failed: which accounts and the one-line errors (already free of secrets), every URL in
-    them cut to its scheme and host (without_url_paths)."""
+    them cut to its scheme and host, and no AT URI or DID (for_alerts)."""
     base = config.alerts.datasette_url
     return {
         "event": "run-failed",
         "archive": config.archive.organisation or str(config.archive.dir),
         "run_id": run_id,
         "count": len(failed),
-        "accounts": [{"account": a, "platform": p, "error": without_url_paths(e)} for a, p, e in failed],
+        "accounts": [{"account": a, "platform": p, "error": for_alerts(e)} for a, p, e in failed],
         "run_log_url": f"{base}/archive/run_log" if base else "",
     }
 
