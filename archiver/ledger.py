@@ -42,6 +42,7 @@ LEDGER_KEYS: dict[str, str] = {
     "run_progress": "id",
     "scan_skips": "id",
     "scan_retries": "id",
+    "consent_signals": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -64,6 +65,7 @@ INTEGER_KEYS = {
     "run_progress",
     "scan_skips",
     "scan_retries",
+    "consent_signals",
 }
 
 

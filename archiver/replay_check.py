@@ -165,6 +165,7 @@ NOT_REPLAYED: dict[str, str] = {
     "run_progress": "how far a run had committed: the replay reads it, to stop a run that did not finish there",
     "scan_skips": "made by the PHI scan, not by a capture",
     "scan_retries": "made by the PHI scan, not by a capture",
+    "consent_signals": "made by consent checks, not by a capture",
 }
 NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"
 

@@ -65,6 +65,7 @@ ARCHIVE_TABLES = (
     "run_progress",
     "scan_skips",
     "scan_retries",
+    "consent_signals",
 )
 
 

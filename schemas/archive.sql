@@ -1478,3 +1478,23 @@ ORDER BY s.version_id;
 -- (every event of that kind, for each item asked about): at a million versions the review queue took 12 s, over
 -- Datasette's limit, and the nightly consent check minutes. With this index each is one search.
 CREATE INDEX events_item_event ON events(item_key, event, id);
+
+-- migration 0020: what the consent check's signals found in each version
+-- The consent check ran the patient-content signals over every own published post and reply every night (at a
+-- million versions 137,507 of them, 55 of its 59 seconds), though a version's text never changes. It now keeps the
+-- answer for each version it reads under a rules version (its consent_checks.rules_version: the signal rule files,
+-- the engine, the [scan] allow-lists, the consent check's own revision and any spaCy model), appended in the same
+-- transaction as the check's row, and reads again only the versions with no answer under its own rules. A flag
+-- still names the first signal and every reason: for a version to flag, the check reads that one again.
+CREATE TABLE consent_signals (
+    id INTEGER PRIMARY KEY,
+    check_id INTEGER NOT NULL REFERENCES consent_checks(id),  -- the check that read the version
+    version_id INTEGER NOT NULL REFERENCES item_versions(id),
+    rules_version TEXT NOT NULL,                               -- the check's
+    patient_content INTEGER NOT NULL CHECK (patient_content IN (0, 1))  -- 1: a signal in its text or alt text
+);
+CREATE INDEX consent_signals_by_version ON consent_signals(version_id, rules_version, patient_content);
+CREATE TRIGGER consent_signals_append_only_update BEFORE UPDATE ON consent_signals
+BEGIN SELECT RAISE(ABORT, 'consent_signals is append-only: UPDATE refused'); END;
+CREATE TRIGGER consent_signals_append_only_delete BEFORE DELETE ON consent_signals
+BEGIN SELECT RAISE(ABORT, 'consent_signals is append-only: DELETE refused'); END;

@@ -393,7 +393,7 @@ def test_the_check_reads_without_the_archive_changing_when_nothing_is_new(clinic
     c.run_on(DAY0)
     store = Store.open(c.tmp_path / "arch" / "archive.db")
     try:
-        outcome, rows = find_consent_flags(store.conn, build_signal_detector(load_config(c.config)), DAY0)
+        outcome, rows, _ = find_consent_flags(store.conn, build_signal_detector(load_config(c.config)), DAY0)
         assert rows == [] and outcome.patient_posts == 5
         again = append_consent_check(store, build_signal_detector(load_config(c.config)), DAY0)
         assert again.flags == [] and again.open_flags == 5

@@ -27,16 +27,24 @@ A flag is appended once: consent.missing once per item version, consent.lapsed o
 lapse (a renewed consent that lapses again is a new lapse), consent.late once per item and patient,
 consent.edited once per version and patient. A flag stays in the archive for ever; the review queue shows it
 while its condition holds, a lapse flag only while its own lapse does (see flag_status).
+
+Whether a version looks like patient content depends only on its text and alt texts, which never change, and on
+the signals' version (rules, engine, allow-lists, this module's SIGNALS_REVISION, any spaCy model): each check
+appends its answer for every version it read to `consent_signals` (migration 0020) and reads again only the
+versions with no answer under its own version, so a night costs what is new, not the whole archive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
@@ -44,7 +52,7 @@ from ..errors import ArchiverError
 from ..scan.archive import detector_for
 from ..scan.engine import Detector
 from ..scan.rules import is_signal
-from ..store import Store
+from ..store import Store, schema_has
 from ..warc import iso, utcnow
 from .own import DELETED, OWN_ITEM
 from .register import current_consents
@@ -62,6 +70,10 @@ LAPSED_REASON = "consent lapsed, content still published"
 LATE_REASON = "patient content published before its consent was granted"
 EDITED_REASON = "edited after its consent was linked"
 SIGNAL_RULE_FILES = ("lexicons.yml", "consent.yml")  # the built-in files the check loads (then [scan] rule_files)
+# What this module does with the detector's hits (patient_content: which texts it reads, with which kind, author and
+# `own`, which hits it keeps) is part of the signals' version, next to the detector's: bump it with any change that
+# can change whether a version looks like patient content, so the answers kept in consent_signals are read again.
+SIGNALS_REVISION = 1
 
 
 class Signal(Protocol):
@@ -97,6 +109,7 @@ class OwnPost:
     media: tuple[dict[str, Any], ...]
     author_handle: str | None
     kind: str = "post"  # or "comment": a reply of the organisation's
+    known: bool | None = None  # whether an earlier check found patient content under the same signals; None: unread
 
 
 @dataclass(frozen=True)
@@ -130,22 +143,31 @@ class ConsentCheckOutcome:
         )
 
 
-def own_live_posts(conn: sqlite3.Connection) -> Iterator[OwnPost]:
+def own_live_posts(conn: sqlite3.Connection, signals_version: str | None) -> Iterator[OwnPost]:
     """The latest version of every post and reply the organisation's accounts published (own.py) that is not
     proven deleted, one at a time: at a million versions a hospital's own posts are a hundred thousand or more,
-    and the check holds only its flags."""
+    and the check holds only its flags. Each carries the answer kept for it under `signals_version` (`known`),
+    found by index as it is read; None: an archive held at a schema before migration 0020 keeps none."""
+    known = (
+        "(SELECT s.patient_content FROM consent_signals s WHERE s.version_id = v.id AND s.rules_version = ? LIMIT 1)"
+        if signals_version is not None
+        else "?"
+    )
     rows = conn.execute(
         f"""
-        SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle, v.kind
+        SELECT v.item_key, v.id, v.platform, v.account, v.created_at, v.text, v.media, v.author_handle, v.kind,
+               {known}
         FROM item_versions v
         WHERE {OWN_ITEM}
           AND v.id = (SELECT max(l.id) FROM item_versions l WHERE l.item_key = v.item_key)
           AND NOT {DELETED}
         ORDER BY v.id
-        """
+        """,
+        (signals_version,),
     )
     for r in rows:
-        yield OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7], r[8])
+        known = None if r[9] is None else bool(r[9])
+        yield OwnPost(r[0], r[1], r[2], r[3], r[4], r[5] or "", tuple(json.loads(r[6] or "[]")), r[7], r[8], known)
 
 
 def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent | None:
@@ -164,6 +186,32 @@ def patient_content(detector: SignalDetector, post: OwnPost) -> PatientContent |
     reasons = tuple(dict.fromkeys(reason for _, _, reason in found))
     first, in_alt, _ = found[0]
     return PatientContent(first, in_alt, reasons)
+
+
+@dataclass
+class Judged:
+    """The versions a check read with the detector, and its answers, in the order read: 9 bytes a version, as the
+    first check of a large archive reads every own post (137,507 at a million versions)."""
+
+    version_ids: array[int] = field(default_factory=lambda: array("q"))
+    patient: bytearray = field(default_factory=bytearray)
+
+    def add(self, version_id: int, patient: bool) -> None:
+        self.version_ids.append(version_id)
+        self.patient.append(patient)
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        return ((version_id, bool(patient)) for version_id, patient in zip(self.version_ids, self.patient, strict=True))
+
+
+def judge(detector: SignalDetector, post: OwnPost, judged: Judged) -> tuple[bool, PatientContent | None]:
+    """Whether the post looks like patient content: the answer kept for it under the detector's version, or the
+    detector's (noted in `judged`, to be kept). The content, with its spans and reasons, only when read now."""
+    if post.known is not None:
+        return post.known, None
+    content = patient_content(detector, post)
+    judged.add(post.version_id, content is not None)
+    return content is not None, content
 
 
 @dataclass(frozen=True)
@@ -307,10 +355,12 @@ def edits_after_links(conn: sqlite3.Connection, item_key: str, patients: dict[st
 
 def find_consent_flags(
     conn: sqlite3.Connection, detector: SignalDetector, today: date
-) -> tuple[ConsentCheckOutcome, list[dict[str, Any]]]:
-    """What the check would flag today (read-only): the outcome's counts and the flag rows not yet in the
-    archive (without run, time and id)."""
+) -> tuple[ConsentCheckOutcome, list[dict[str, Any]], Judged]:
+    """What the check would flag today (read-only): the outcome's counts, the flag rows not yet in the archive
+    (without run, time and id) and the versions the detector read (those with no answer kept under its version)."""
     outcome = ConsentCheckOutcome()
+    judged = Judged()
+    keeps = schema_has(conn, "consent_signals")  # an archive held at an older schema: every post read, none kept
     linked = consents_by_item(conn)
     missing_flagged = {
         row[0] for row in conn.execute("SELECT version_id FROM flags WHERE rule_id = ?", (MISSING_RULE,))
@@ -331,12 +381,12 @@ def find_consent_flags(
         )
     }
     rows: list[dict[str, Any]] = []
-    for post in own_live_posts(conn):
+    for post in own_live_posts(conn, detector.version if keeps else None):
         outcome.posts_checked += 1
         links = linked.get(post.item_key, [])
         consents = list({link.consent.consent_id: link.consent for link in links}.values())
-        content = patient_content(detector, post)
-        if content is not None:
+        patient, content = judge(detector, post, judged)
+        if patient:
             outcome.patient_posts += 1
         base = {"version_id": post.version_id, "item_key": post.item_key, "category": CATEGORY}
         for consent in uncovered_lapses(links, today):
@@ -387,7 +437,12 @@ def find_consent_flags(
                     "reason": reason,
                 }
             )
-        if not on_file and content is not None and post.version_id not in missing_flagged:
+        if not on_file and patient and post.version_id not in missing_flagged:
+            # an answer kept by an earlier check says only yes: the flag's span and reasons need the detector
+            content = content or patient_content(detector, post)
+            if content is None:  # a detector that answers otherwise under the same version: today's answer holds
+                log.warning("version %s: the signals no longer find the patient content kept for it", post.version_id)
+                continue
             rows.append(
                 {
                     **base,
@@ -399,13 +454,36 @@ def find_consent_flags(
                     "reason": missing_reason(content, consents, today),
                 }
             )
-    return outcome, rows
+    return outcome, rows, judged if keeps else Judged()
 
 
 def build_signal_detector(config: Config | None) -> Detector:
     """The patient-content signals: the built-in consent.yml (with the shared lexicons) and the patient-*
-    rules of the organisation's rule files, with its allow-lists (staff are never a named patient)."""
-    return detector_for(config, is_signal, SIGNAL_RULE_FILES)
+    rules of the organisation's rule files, with its allow-lists (staff are never a named patient).
+
+    Its version, which the check records and keeps its answers under, is the detector's (rule files, engine,
+    allow-lists) with SIGNALS_REVISION and, when `[scan] spacy_model` is set, a digest of the model, which finds
+    names the rules do not know and is otherwise in no version."""
+    detector = detector_for(config, is_signal, SIGNAL_RULE_FILES)
+    detector.version += f"+signals-{SIGNALS_REVISION}"
+    if config is not None and config.scan.spacy_model is not None:
+        detector.version += f"+spacy-{model_digest(config.scan.spacy_model)}"
+    return detector
+
+
+def model_digest(folder: Path) -> str:
+    """Twelve hex digits over the installed spaCy's version and every file of the model's folder (names and
+    bytes): a model retrained or upgraded in place finds other names, and the answers kept are read again."""
+    import spacy
+
+    digest = hashlib.sha256(f"spacy {spacy.__version__}\0".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
 
 
 def append_consent_check(
@@ -415,7 +493,7 @@ def append_consent_check(
     consent_checks row, in one transaction."""
     started = iso(utcnow())
     with store.transaction():
-        outcome, rows = find_consent_flags(store.conn, detector, today)
+        outcome, rows, judged = find_consent_flags(store.conn, detector, today)
         check_id = store.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM consent_checks").fetchone()[0]
         for row in rows:
             stored = {
@@ -441,6 +519,16 @@ def append_consent_check(
                 "finished_at": iso(utcnow()),
             },
         )
+        for version_id, patient in judged:  # after the check's row, which they refer to
+            store._insert(
+                "consent_signals",
+                {
+                    "check_id": check_id,
+                    "version_id": version_id,
+                    "rules_version": detector.version,
+                    "patient_content": int(patient),
+                },
+            )
     outcome.open_flags = store.conn.execute(
         "SELECT count(*) FROM flag_queue WHERE category = ?", (CATEGORY,)
     ).fetchone()[0]
