@@ -1498,3 +1498,126 @@ CREATE TRIGGER consent_signals_append_only_update BEFORE UPDATE ON consent_signa
 BEGIN SELECT RAISE(ABORT, 'consent_signals is append-only: UPDATE refused'); END;
 CREATE TRIGGER consent_signals_append_only_delete BEFORE DELETE ON consent_signals
 BEGIN SELECT RAISE(ABORT, 'consent_signals is append-only: DELETE refused'); END;
+
+-- migration 0021: a flag is judged by the latest scan that read its version
+-- flag_status held a PHI flag current when its rules were those of the latest scan whose range holds the version.
+-- A version an earlier scan left out and a later one took up again (scan_retries, migration 0018) lies outside
+-- the later scan's range: its flags, under the later rules, were never current, so never in the review queue nor
+-- alerted. A scan that left a version out did not read it, and no longer decides for it either. The lookup also
+-- walked back through every scan_runs row for each flag (a row a night: 0.85 s at 1,098 scans and 58k flags); it
+-- now takes the `scan --all` rows, the one nightly scan whose range starts at or before the version, and the
+-- version's retries, each by an index.
+CREATE INDEX scan_runs_by_mode_start ON scan_runs(mode, from_version_id);
+DROP VIEW flag_queue;
+DROP VIEW flag_status;
+CREATE VIEW flag_status AS
+SELECT
+    f.id AS flag_id,
+    f.severity,
+    f.category,
+    f.rule_id,
+    f.reason,
+    f.matched,
+    f.item_key,
+    f.version_id,
+    f.rules_version,
+    f.created_at AS flagged_at,
+    (SELECT r.decision FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS decision,
+    (SELECT r.id FROM flags g JOIN flag_reviews r ON r.flag_id = g.id
+     WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+       AND g.span_start IS f.span_start AND g.span_end IS f.span_end AND g.version_id <= f.version_id
+       AND (g.version_id = f.version_id OR g.matched IS f.matched)
+       AND (f.category != 'consent' OR g.id = f.id)
+     ORDER BY r.id DESC LIMIT 1) AS review_id,
+    CASE WHEN f.category = 'consent' AND f.rule_id = 'consent.late' THEN
+        -- a past disclosure: current, taken down or not, until no longer true (a consent of the same patient as
+        -- the flag's, `matched`, linked since, was granted by the local day the post was published)
+        NOT EXISTS (SELECT 1 FROM consent_links l JOIN consent_register r ON r.consent_id = l.consent_id
+                    WHERE l.item_key = f.item_key
+                      AND r.patient_ref = (SELECT min(p.patient_ref) FROM consent_register p
+                                           WHERE p.consent_id = f.matched)
+                      AND r.granted_on <= (SELECT CASE WHEN length(x.created_at) = 10 THEN x.created_at
+                                                  ELSE coalesce(date(x.created_at, 'localtime'),
+                                                                substr(x.created_at, 1, 10)) END
+                                           FROM item_versions x WHERE x.id = f.version_id))
+    WHEN f.category = 'consent' THEN
+        coalesce((SELECT e.event FROM events e WHERE e.item_key = f.item_key
+                  AND e.event IN ('deleted', 'restored') ORDER BY e.id DESC LIMIT 1), '') != 'deleted'
+        AND CASE WHEN f.rule_id = 'consent.missing' THEN
+            -- a linked consent that lapsed is the lapse flag's matter
+            f.version_id = (SELECT max(x.id) FROM item_versions x WHERE x.item_key = f.item_key)
+            AND NOT EXISTS (SELECT 1 FROM consent_items o
+                            WHERE o.item_key = f.item_key AND o.consent_status != 'pending')
+        WHEN f.rule_id = 'consent.edited' THEN
+            -- the item's latest real edit (archiver/consent/check.py REAL_EDIT), with no consent linked since
+            NOT EXISTS (SELECT 1 FROM events e
+                        WHERE e.item_key = f.item_key AND e.version_id > f.version_id
+                          AND e.event = 'edited' AND json_extract(e.evidence, '$.not_an_edit') IS NULL)
+            AND NOT EXISTS (SELECT 1 FROM consent_links l JOIN consent_register r ON r.consent_id = l.consent_id
+                            WHERE l.item_key = f.item_key AND l.media_url IS NULL
+                              AND r.patient_ref = (SELECT min(p.patient_ref) FROM consent_register p
+                                                   WHERE p.consent_id = f.matched)
+                              AND l.linked_at >= (SELECT x.captured_at FROM item_versions x WHERE x.id = f.version_id))
+        ELSE
+            -- the lapse the flag was raised for, as its reason names it (archiver/consent/check.py lapse_prefix)
+            EXISTS (SELECT 1 FROM lapsed_consents x
+                    WHERE x.consent_id = f.matched AND x.item_key = f.item_key
+                      AND instr(f.reason, 'consent lapsed, content still published: consent ' || x.consent_id || ' '
+                                || CASE x.consent_status WHEN 'revoked' THEN 'revoked on ' || x.lapsed_on
+                                   ELSE 'expired on ' || date(x.lapsed_on, '-1 day') END || ' ') = 1)
+        END
+    ELSE
+        -- the rules of the latest scan that read the version: a `scan --all` over it, the nightly scan whose range
+        -- holds it (ranges of mode 'new' follow one another: archiver/scan/archive.py next_unscanned), or a scan
+        -- that took it up again after an earlier one left it out; never a scan that left it out
+        f.rules_version = (SELECT s.rules_version FROM scan_runs s
+                           WHERE s.id IN (SELECT a.id FROM scan_runs a
+                                          WHERE a.mode = 'all'
+                                            AND f.version_id BETWEEN a.from_version_id AND a.to_version_id
+                                          UNION ALL
+                                          SELECT (SELECT CASE WHEN n.to_version_id >= f.version_id THEN n.id END
+                                                  FROM scan_runs n
+                                                  WHERE n.mode = 'new' AND n.from_version_id <= f.version_id
+                                                  ORDER BY n.from_version_id DESC, n.id DESC LIMIT 1)
+                                          UNION ALL
+                                          SELECT r.scan_id FROM scan_retries r WHERE r.version_id = f.version_id)
+                             AND NOT EXISTS (SELECT 1 FROM scan_skips k
+                                             WHERE k.version_id = f.version_id AND k.scan_id = s.id)
+                           ORDER BY s.id DESC LIMIT 1)
+        -- the same hit on a later version of the item is the one the queue shows
+        AND NOT EXISTS (SELECT 1 FROM flags g
+                        WHERE g.item_key = f.item_key AND g.rule_id = f.rule_id
+                          AND g.span_start IS f.span_start AND g.span_end IS f.span_end
+                          AND g.version_id > f.version_id AND g.matched IS f.matched
+                          AND g.rules_version = f.rules_version)
+    END AS current
+FROM flags f;
+
+CREATE VIEW flag_queue AS
+SELECT
+    s.flag_id,
+    s.severity,
+    s.category,
+    s.reason,
+    s.matched,
+    coalesce(s.decision, 'open') AS status,
+    v.platform,
+    v.account,
+    v.kind,
+    v.author_handle,
+    v.created_at,
+    v.text,
+    v.url,
+    s.item_key,
+    s.version_id,
+    s.rule_id,
+    s.rules_version,
+    s.flagged_at
+FROM flag_status s JOIN item_versions v ON v.id = s.version_id
+WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
+ORDER BY CASE s.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, s.flag_id DESC;

@@ -49,3 +49,12 @@ def test_the_deleted_and_edited_items_queries_read_no_item_twice_over(tmp_path):
     scans = [s for s in edited if s.startswith("SCAN")]
     assert scans == ["SCAN item_versions USING COVERING INDEX item_versions_item", "SCAN x"], edited
     store.close()
+
+
+def test_a_flag_s_scan_is_found_by_index_not_by_walking_back_through_every_nightly_scan(tmp_path):
+    """Migration 0021: a row a night in scan_runs, read for every PHI flag (0.85 s at 1,098 scans and 58k flags)."""
+    store = Store.open(tmp_path / "archive.db")
+    steps = plan(store, "SELECT flag_id FROM flag_status WHERE current = 1")
+    assert not [s for s in steps if s.startswith("SCAN") and s not in ("SCAN f", "SCAN CONSTANT ROW")], steps
+    assert [s for s in steps if "scan_runs_by_mode_start" in s], steps
+    store.close()

@@ -150,3 +150,44 @@ def test_a_skip_removed_behind_the_triggers_is_caught_by_verify(server, tmp_path
     assert unscanned(cfg) == []  # the hole is hidden from the view ...
     problems = verifies(arch)
     assert any("scan_skips" in problem for problem in problems), problems  # ... and verify names it
+
+
+def queued(cfg, version_id: int) -> list[tuple]:  # noqa: ANN001
+    return query(cfg, "SELECT flag_id, rules_version FROM flag_queue WHERE version_id = ?", version_id)
+
+
+def test_flags_found_by_a_retry_reach_the_review_queue_and_the_alert(server, tmp_path, detector_as):
+    """The retry's scan lies after the version's range: its flags are judged by the scan that read the version
+    (migration 0021), not by the nightly scan that left it out. Before, they were never current: never queued,
+    so never alerted (alerts owe what the queue holds)."""
+    cfg = config(tmp_path, server, "workers = 0")
+    detector_as(OddDetector)
+    assert run(cfg).exit_code == 1
+    (odd_id,) = query(cfg, "SELECT id FROM item_versions WHERE text LIKE ?", f"%{ODD}%")[0]
+    earlier = {flag_id for flag_id, _ in query(cfg, "SELECT flag_id, 1 FROM flag_queue")}
+    assert earlier
+    detector_as(Detector, "rules-b")
+    assert run(cfg).exit_code == 0
+    found = query(cfg, "SELECT id, rules_version FROM flags WHERE version_id = ? AND scan_id = 2", odd_id)
+    assert found and {rules for _, rules in found} == {"rules-b"}
+    assert sorted(queued(cfg, odd_id)) == sorted(found)
+    # the flags of the first scan stay current: its nightly range still decides for its versions
+    assert earlier <= {flag_id for flag_id, _ in query(cfg, "SELECT flag_id, 1 FROM flag_queue")}
+
+
+def test_a_scan_that_left_a_version_out_does_not_take_its_flags_off_the_queue(server, tmp_path, detector_as):
+    cfg = config(tmp_path, server, "workers = 0")
+    detector_as(OddDetector)
+    assert run(cfg).exit_code == 1
+    (odd_id,) = query(cfg, "SELECT id FROM item_versions WHERE text LIKE ?", f"%{ODD}%")[0]
+    detector_as(Detector, "rules-b")
+    assert run(cfg).exit_code == 0
+    before = queued(cfg, odd_id)
+    assert before
+    detector_as(OddDetector, "rules-c")  # a rules upgrade whose detector raises on that text again
+    result = CliRunner().invoke(app, ["scan", "--all", "--config", str(cfg)], env=ENV)
+    assert result.exit_code == 1, result.output
+    assert [row[0] for row in unscanned(cfg)] == [odd_id]
+    assert queued(cfg, odd_id) == before  # what the last reading found stays in the queue
+    others = query(cfg, "SELECT DISTINCT rules_version FROM flag_queue WHERE version_id != ?", odd_id)
+    assert others == [("rules-c",)]  # every version the upgrade read is judged by it
