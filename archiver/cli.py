@@ -736,6 +736,11 @@ def status(
         line += f"+{acc['new_versions']} versions, {acc['deletions']} deletions)"
         typer.echo(line + (f" error: {acc['error']}" if acc["error"] else ""))
     typer.echo("items: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items_by_status.items())))
+    if st.schema_version < st.software_schema_version:
+        typer.echo(
+            f"archive schema {st.schema_version}, this software's {st.software_schema_version}: "
+            "the next run (or any command that writes) upgrades it"
+        )
     if st.unscanned_versions:
         typer.echo(
             f"PHI scan: {st.unscanned_versions} version(s) could not be scanned; review their text by hand "

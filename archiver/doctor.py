@@ -173,7 +173,7 @@ def _disk_space(name: str, folder: Path) -> Check:
 def check_last_run(config: Config, now: datetime) -> list[Check]:
     if not config.archive.database.exists():
         return [Check("archive database", "fail", f"{config.archive.database} does not exist yet")]
-    store = Store.open(config.archive.database, readonly=True)
+    store = Store.open(config.archive.database, readonly=True, any_schema=True)
     try:
         checks = []
         known = len(load_migrations())
@@ -221,7 +221,7 @@ def check_alerts(config: Config) -> list[Check]:
     checks = _alert_secrets(config) + _webhook_in_clear(config)
     if not config.archive.database.exists():
         return checks
-    store = Store.open(config.archive.database, readonly=True)
+    store = Store.open(config.archive.database, readonly=True, any_schema=True)
     try:
         pending = pending_alerts(store.conn, config.alerts)
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .backup import read_manifest
 from .connectors.base import CREDENTIAL_EXPIRY
-from .store import Store, schema_has
+from .store import Store, load_migrations, schema_has
 
 
 @dataclass
@@ -24,6 +24,8 @@ class ArchiveStatus:
     next_token_expiry: dict[str, Any] | None = None  # the soonest expiry a connector recorded, with its account
     backup: dict[str, Any] | None = None  # the backup folder's backup.json, with the folder (when configured)
     unscanned_versions: int = 0  # versions the PHI scan left out and no scan has read since
+    schema_version: int = 0  # the archive's; below this software's until a writer upgrades it (a read never does)
+    software_schema_version: int = 0
 
 
 # Every item and those with more than one version: one pass over the covering index item_versions_item.
@@ -93,6 +95,8 @@ def read_status(database: Path, archive_dir: Path, backup_dir: Path | None = Non
             dict(expiry) if expiry else None,
             backup,
             unscanned,
+            store.schema_version,
+            len(load_migrations()),
         )
     finally:
         store.close()

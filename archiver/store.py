@@ -230,6 +230,16 @@ def refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
+def refuse_newer_schema(conn: sqlite3.Connection, path: Path, known: int | None = None) -> None:
+    """ConfigError when the archive's schema is newer than the migrations this software has (`known`)."""
+    known = len(load_migrations()) if known is None else known
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > known:
+        raise ConfigError(
+            f"{path}: archive schema version {current} is newer than this software knows ({known}); upgrade archiver"
+        )
+
+
 def check_database_file(path: Path) -> None:
     """Read-only: ConfigError when a file at `path` is not an archive database (another application's tables),
     before a run takes the lock or sets the folder's mode. A missing or empty file is a new archive."""
@@ -262,8 +272,11 @@ class Store:
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False, create: bool = True, durable: bool = True) -> Store:
-        """`durable=False` (a rebuild's new file, moved into place only once complete) skips the fsyncs."""
+    def open(
+        cls, path: Path, *, readonly: bool = False, create: bool = True, durable: bool = True, any_schema: bool = False
+    ) -> Store:
+        """`durable=False` (a rebuild's new file, moved into place only once complete) skips the fsyncs.
+        `any_schema=True` reads an archive a newer archiver upgraded (doctor, to say so), which is refused else."""
         path = Path(path)
         if (readonly or not create) and not path.exists():
             raise database_not_found(path)
@@ -277,6 +290,14 @@ class Store:
             conn = sqlite3.connect(uri, uri=True)
             conn.row_factory = sqlite3.Row
             refuse_foreign_database(conn, path)
+            # Older software reading a newer archive (a rolled-back upgrade) would take tables and views it does
+            # not know for tampering: refused, as a writer refuses it. An older archive is read as it is.
+            try:
+                if not any_schema:
+                    refuse_newer_schema(conn, path)
+            except ConfigError:
+                conn.close()
+                raise
             return cls(conn, path, True)
         path.parent.mkdir(parents=True, exist_ok=True)
         # explicit transactions only; a run's platform threads share the connection under the run's lock
@@ -311,11 +332,7 @@ class Store:
         applied = []
         migrations = load_migrations()
         current = self.schema_version
-        if current > len(migrations):
-            raise ConfigError(  # nothing is touched: the archive waits for the software that made it
-                f"{self.path}: archive schema version {current} is newer than this software knows "
-                f"({len(migrations)}); upgrade archiver"
-            )
+        refuse_newer_schema(self.conn, self.path, len(migrations))  # nothing is touched: it waits for its software
         for migration in migrations[current:]:
             with self.transaction():
                 for statement in split_sql(migration.sql):
@@ -801,7 +818,14 @@ class Store:
         return first is not None and first >= since
 
     def counts(self) -> dict[str, int]:
-        return {table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ARCHIVE_TABLES}
+        """Rows in each archive table this archive's schema has: one that a later migration adds is left out until
+        a writer upgrades the archive (a read-only command never does)."""
+        names = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {
+            table: self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ARCHIVE_TABLES
+            if table in names
+        }
 
 
 def split_sql(sql: str) -> list[str]:
