@@ -189,7 +189,7 @@ def compare_databases(
     error says so, naming both revisions. It stays an error: a row rewritten, its ledger rechained and signed
     again, looks the same, and telling the two apart is a person's work (the revisions' notes in
     connectors/base.py say what each changed)."""
-    older = _OlderParsers(parsed_at) if parsed_at is not None else None
+    older = _OlderParsers(parsed_at, _platforms_of_accounts(live, replayed)) if parsed_at is not None else None
     order = {run_id: n for n, (run_id,) in enumerate(live.execute("SELECT id FROM runs ORDER BY rowid"))}
     for done, table in enumerate(REPLAYED):
         if on_table:
@@ -207,11 +207,22 @@ def _groups(conn: sqlite3.Connection, table: ReplayedTable) -> Iterator[tuple[Ro
         yield group, [(r[0], r[1 + width :]) for r in members]
 
 
+def _platforms_of_accounts(*conns: sqlite3.Connection) -> dict[str, str]:
+    """Each configured account's platform, where its name has only ever been one platform's (a row of cursors
+    names its account, not its platform)."""
+    seen: dict[str, set[str]] = {}
+    for conn in conns:
+        for name, platform in conn.execute("SELECT DISTINCT name, platform FROM accounts"):
+            seen.setdefault(name, set()).add(platform)
+    return {name: next(iter(platforms)) for name, platforms in seen.items() if len(platforms) == 1}
+
+
 class _OlderParsers:
     """Which runs read which platform at a parser revision older than this software's."""
 
-    def __init__(self, parsed_at: Mapping[str, Mapping[str, int]]):
+    def __init__(self, parsed_at: Mapping[str, Mapping[str, int]], platforms: Mapping[str, str] | None = None):
         self.parsed_at = parsed_at
+        self.platforms = platforms or {}  # account name -> platform
 
     def of(self, table: ReplayedTable, group: Row, row: Row) -> str | None:
         """'x parser revision 1, this software's 2' when the row's run read its platform at an older revision;
@@ -221,6 +232,8 @@ class _OlderParsers:
             platform = row[labels.index("platform")]
         elif "item_key" in table.group:
             platform = str(group[table.group.index("item_key")]).split(":", 1)[0]
+        elif "account" in table.group and str(group[table.group.index("account")]) in self.platforms:
+            platform = self.platforms[str(group[table.group.index("account")])]
         else:
             return None
         run = row[labels.index(table.run)]
@@ -338,28 +351,39 @@ def _group_problems(
         pairs = min(i2 - i1, j2 - j1) if op == "replace" else 0
         for (key, mine), theirs in zip(held[i1 : i1 + pairs], made[j1 : j1 + pairs], strict=True):
             changed = [(n, a, b) for n, a, b in zip(labels, mine, theirs, strict=True) if a != b]
-            revisions = older.of(table, group, mine) if older is not None and mine[run] == theirs[run] else None
+            why = _parser_hint(table, group, mine, older) if mine[run] == theirs[run] else ""
             values = "; ".join(f"{n} {_show(a)} here, {_show(b)} replayed" for n, a, b in changed)
-            why = (
-                f" (run {mine[run]} read it with the {revisions}: a parser change since may explain this; see "
-                "PARSER_REVISION in archiver/connectors)"
-                if revisions
-                else ""
-            )
             yield Problem(
                 f"{table.name} {table.key}={key}",
                 f"{named}: differs from the replay in {', '.join(n for n, _, _ in changed)}: {values}{why}",
             )
+        # A row on one side alone is named with its run's parser revision too: a parser that has since learned to
+        # keep a row (a cursor, say) gives the replay rows the live database never had, and one that no longer
+        # makes a row leaves live rows the replay does not produce.
         for key, row in held[i1 + pairs : i2]:
             yield Problem(
                 f"{table.name} {table.key}={key}",
-                f"no captured record backs it (the replay does not produce it): {named}, {_show_row(labels, row)}",
+                f"no captured record backs it (the replay does not produce it): {named}, {_show_row(labels, row)}"
+                + _parser_hint(table, group, row, older),
             )
         for row in made[j1 + pairs : j2]:
             yield Problem(
                 f"{table.name} {named}",
-                f"missing: the replay produces {_show_row(labels, row)}, the live database lacks it",
+                f"missing: the replay produces {_show_row(labels, row)}, the live database lacks it"
+                + _parser_hint(table, group, row, older),
             )
+
+
+def _parser_hint(table: ReplayedTable, group: Row, row: Row, older: _OlderParsers | None) -> str:
+    """' (run R read it with the x parser revision 1, ...)' when the row's run read its platform with an older
+    parser than this software's; '' otherwise."""
+    revisions = older.of(table, group, row) if older is not None else None
+    if not revisions:
+        return ""
+    return (
+        f" (run {row[table.labels.index(table.run)]} read it with the {revisions}: a parser change since may "
+        "explain this; see PARSER_REVISION in archiver/connectors)"
+    )
 
 
 SHOWN = 80  # characters of a value a problem shows (whole ids and digests; texts cut)

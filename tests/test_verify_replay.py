@@ -23,6 +23,7 @@ from archiver.connectors import mastodon
 from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo import run as demo_run
 from archiver.demo.mastodon_server import SampleMastodonServer
+from archiver.items import CursorUpdate
 from archiver.ledger import LEDGER_KEYS
 from archiver.replay_check import NOT_REPLAYED, REPLAYED
 from archiver.store import Store
@@ -437,6 +438,30 @@ def test_a_difference_in_rows_an_older_parser_made_says_so_and_stays_an_error(de
         for line in lines
         if "mastodon:" in line
     )
+
+
+def test_a_row_a_newer_parser_makes_on_one_side_only_names_the_revisions_too(demo, tmp_path, temp, monkeypatch):
+    """Review r F3: a parser that has learned to keep a row (as Bluesky's and YouTube's unfinished-thread cursors
+    came after the first runs) gives the replay rows the live database never had. Such a row is still an error,
+    and says which parser revision read its run."""
+    copy = shutil.copytree(demo, tmp_path / "demo")
+    fetch = MastodonConnector.fetch
+
+    def learned(self, *args, **kwargs):  # noqa: ANN001, ANN202 - a parser keeping one more cursor
+        yield from fetch(self, *args, **kwargs)
+        yield CursorUpdate("learned_since", "1")
+
+    monkeypatch.setattr(MastodonConnector, "fetch", learned)
+    monkeypatch.setattr(MastodonConnector, "PARSER_REVISION", MastodonConnector.PARSER_REVISION + 1)
+    result = verify(copy / "archiver.toml", "--replay")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if "learned_since" in line]
+    now = MastodonConnector.PARSER_REVISION
+    assert lines and all(
+        "missing: the replay produces" in line
+        and f"with the mastodon parser revision {now - 1}, this software's {now}: a parser change since" in line
+        for line in lines
+    ), result.output
 
 
 def test_the_killed_runs_own_rows_are_held_to_every_column(tmp_path, temp):

@@ -332,7 +332,10 @@ def as_captured(account: AccountConfig, recorded: dict[str, Any] | None) -> Acco
 PARSER_REVISIONS_FIELD = "parser-revisions"
 # 2 (every connector, 2026-11-24): the store says not_an_edit for a version whose only change is where its
 #   attachments are served from; X keeps a repost's whole reposted post; Bluesky times are UTC; LinkedIn says
-#   not_an_edit when the post says its author never edited it. Captures read before give other rows.
+#   not_an_edit when the post says its author never edited it. Captures read before give other rows. Runs of
+#   before 2026-11-23 23:17 (revision 1 too: the field came later) also lack what came then: a deletion's
+#   evidence names what else the platform's answer can mean (`also_if`), and Bluesky and YouTube keep cursors of
+#   the threads a run left unfinished (threads_unfinished_since, comments_unfinished_since).
 PARSER_REVISION = 2
 
 
