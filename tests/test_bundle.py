@@ -1120,3 +1120,76 @@ def test_a_media_file_never_gets_a_name_a_viewer_would_run(content_type, extensi
     """The platform's Content-Type named the file: an svg or html one, opened from the bundle, would run as a
     page on the investigator's machine."""
     assert media_extension(content_type) == extension
+
+
+def with_custody(good_bundle: Path, demo: Path, tmp_path: Path, change, key: Ed25519PrivateKey | None = None) -> Path:
+    """The bundle as an archiver of another format would have made it: custody.json changed, signed again with
+    the archive's own key (or `key`)."""
+    bundle = tmp_path / "other-format"
+    shutil.copytree(good_bundle, bundle)
+    path = bundle / "data" / "custody.json"
+    custody = json.loads(path.read_text())
+    change(custody)
+    path.write_text(json.dumps(custody, indent=1, ensure_ascii=False) + "\n")
+    regenerate_manifests(bundle)
+    resign(bundle, key or load_private_key(demo / "archive" / "keys"))
+    return bundle
+
+
+def test_a_bundle_of_format_1_still_verifies(good_bundle, demo, tmp_path):
+    bundle = with_custody(good_bundle, demo, tmp_path, lambda c: c.update(type="archiver-custody/1"))
+    code, lines = verify(bundle, "--public-key", str(demo / "archive" / "keys" / "archive-ed25519.pub"))
+    assert code == 0 and lines[-1].startswith("bundle verifies"), lines
+
+
+@pytest.mark.parametrize("newer", ["format", "table"])
+def test_a_bundle_a_newer_archiver_made_is_refused_not_reported_tampered(good_bundle, demo, tmp_path, newer):
+    """Review r F4: a verify-bundle of format 1 took format 2's consent rows for rows removed (9 problems)."""
+
+    def change(custody):  # noqa: ANN001, ANN202
+        if newer == "format":
+            custody["type"] = "archiver-custody/3"
+        else:
+            last = custody["ledger_entries"][-1]
+            custody["ledger_entries"].append({**last, "table_name": "made_later", "row_key": "1"})
+
+    bundle = with_custody(good_bundle, demo, tmp_path, change)
+    code, lines = verify(bundle, "--public-key", str(demo / "archive" / "keys" / "archive-ed25519.pub"))
+    assert code == 2, lines
+    what = "its format is archiver-custody/3" if newer == "format" else "it carries rows of made_later"
+    assert lines == [
+        f"archiver: error: {bundle}: made by a newer archiver ({what}; this verify-bundle checks archiver-custody/1, "
+        "archiver-custody/2): check it with that archiver or a later one"
+    ]
+
+
+def test_a_newer_format_under_another_key_is_reported_as_tampering(good_bundle, demo, tmp_path):
+    """Only a bundle whose signature holds is taken at its word about its format."""
+    bundle = with_custody(
+        good_bundle, demo, tmp_path, lambda c: c.update(type="archiver-custody/3"), Ed25519PrivateKey.generate()
+    )
+    code, lines = verify(bundle, "--public-key", str(demo / "archive" / "keys" / "archive-ed25519.pub"))
+    assert code == 1 and any("type expected archiver-custody/2, found archiver-custody/3" in ln for ln in lines), lines
+
+
+def test_the_bundle_format_names_the_tables_it_carries():
+    """A table added to bundles needs a new CUSTODY_TYPE (an older verify-bundle would take its rows for rows
+    removed, a newer one refuses what it does not know): bump it, then this list."""
+    from archiver.bundle.gather import ROW_TABLES
+    from archiver.bundle.write import CUSTODY_TYPE
+
+    carried = {
+        "archiver-custody/2": (
+            "item_versions",
+            "events",
+            "media_files",
+            "accounts",
+            "flags",
+            "flag_reviews",
+            "review_operators",
+            "consent_links",
+            "consent_register",
+            "consent_imports",
+        )
+    }
+    assert carried.get(CUSTODY_TYPE) == ROW_TABLES

@@ -55,6 +55,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from .. import merkle
 from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b64, signed_tree
+from ..errors import ConfigError
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
@@ -63,6 +64,7 @@ from .gather import ROW_TABLES, attachments, items_view, media_index, media_row_
 from .report import REPORT_FORMAT, render_report
 from .write import (
     CUSTODY_TYPE,
+    CUSTODY_TYPES,
     EXTRACT,
     LEGACY_SIGNATURE_TYPE,
     MANIFEST,
@@ -110,7 +112,9 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     problems.extend(_verify_signature(path, custody, trusted))
     if custody is None:
         return problems
-    if custody.get("type") != CUSTODY_TYPE:
+    if not problems:  # the bag and its signature hold: what custody.json says is what was exported
+        refuse_newer_format(path, custody)
+    if custody.get("type") not in CUSTODY_TYPES:
         problems.append(Problem("data/custody.json", f"type expected {CUSTODY_TYPE}, found {custody.get('type')}"))
         return problems
     problems.extend(_verify_bag_info(path / "bag-info.txt", custody))
@@ -160,6 +164,24 @@ def _e(value: Any) -> str:
 
 def _str_cell(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def refuse_newer_format(path: Path, custody: dict[str, Any]) -> None:
+    """ConfigError (exit 2) for a bundle a newer archiver made, whose signature holds: a format number above this
+    software's, or ledger entries of a table it does not know. Checked as if it were ours, its rows would read as
+    removed or added: a false report of tampering."""
+    kind = str(custody.get("type"))
+    number = re.fullmatch(r"archiver-custody/(\d+)", kind)
+    newer = number is not None and int(number.group(1)) > int(CUSTODY_TYPE.rsplit("/", 1)[1])
+    entries = custody.get("ledger_entries")
+    tables = {e.get("table_name") for e in entries if isinstance(e, dict)} if isinstance(entries, list) else set()
+    unknown = sorted(str(t) for t in tables - set(ROW_TABLES))
+    if newer or unknown:
+        what = f"its format is {kind}" if newer else f"it carries rows of {', '.join(unknown)}"
+        raise ConfigError(
+            f"{path}: made by a newer archiver ({what}; this verify-bundle checks {', '.join(CUSTODY_TYPES)}): "
+            "check it with that archiver or a later one"
+        )
 
 
 def _verify_custody_shape(custody: dict[str, Any]) -> list[Problem]:

@@ -61,7 +61,11 @@ from .report import REPORT_FORMAT, render_report
 from .select import Selection, Selectors, refuse_invisible, select_item_keys
 from .staging import make_private, remove_leftover, staging_folder
 
-CUSTODY_TYPE = "archiver-custody/1"
+# Bumped whenever a bundle gains a table or a field an older verify-bundle would misread: 2 carries the consent
+# tables and review_operators (gather.ROW_TABLES), which a verify-bundle of format 1 takes for rows removed.
+# A verify-bundle meeting a newer number says the bundle is a newer archiver's, not that it was tampered with.
+CUSTODY_TYPE = "archiver-custody/2"
+CUSTODY_TYPES = ("archiver-custody/1", CUSTODY_TYPE)  # what this verify-bundle checks
 SIGNATURE_TYPE = "archiver-bundle-signature/2"  # signs the tag manifest
 LEGACY_SIGNATURE_TYPE = "archiver-bundle-signature/1"  # signed manifest-sha256.txt only: the tag files were not
 SIGNATURE_FILE = "signature.json"
