@@ -81,3 +81,21 @@ def test_a_pipeline_without_an_entity_recogniser_is_refused(tmp_path):
     spacy.blank("en").to_disk(tmp_path / "blank")
     with pytest.raises(ConfigError, match="has no ner or entity_ruler component"):
         load_person_finder(tmp_path / "blank", "archiver.toml: [scan]")
+
+
+def test_the_model_is_part_of_the_rules_version(tmp_path, model):
+    """A flag's rules version must change when what finds names changes: another model, or the same folder
+    retrained in place (a skipped version is then retried, and `scan --all` rescans under it)."""
+    copy = tmp_path / "model"
+    spacy.load(model).to_disk(copy)
+
+    def version(line: str) -> str:
+        return build_detector(load_config(config(tmp_path, line))).version
+
+    without, with_model = version(""), version(f'spacy_model = "{copy}"')
+    assert without != with_model and with_model.startswith(without + "+spacy-")
+    assert version(f'spacy_model = "{copy}"') == with_model  # the same model, the same version
+    nlp = spacy.load(copy)
+    nlp.get_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": [{"LOWER": "ozymandias"}]}])
+    nlp.to_disk(copy)  # retrained in place
+    assert version(f'spacy_model = "{copy}"') not in (without, with_model)

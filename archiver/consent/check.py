@@ -36,7 +36,6 @@ versions with no answer under its own version, so a night costs what is new, not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -44,7 +43,6 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
@@ -466,24 +464,7 @@ def build_signal_detector(config: Config | None) -> Detector:
     names the rules do not know and is otherwise in no version."""
     detector = detector_for(config, is_signal, SIGNAL_RULE_FILES)
     detector.version += f"+signals-{SIGNALS_REVISION}"
-    if config is not None and config.scan.spacy_model is not None:
-        detector.version += f"+spacy-{model_digest(config.scan.spacy_model)}"
     return detector
-
-
-def model_digest(folder: Path) -> str:
-    """Twelve hex digits over the installed spaCy's version and every file of the model's folder (names and
-    bytes): a model retrained or upgraded in place finds other names, and the answers kept are read again."""
-    import spacy
-
-    digest = hashlib.sha256(f"spacy {spacy.__version__}\0".encode())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
-        with path.open("rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
 
 
 def append_consent_check(

@@ -101,10 +101,13 @@ def detector_for(
     )
     finder = None
     if scan.spacy_model is not None:
-        from .spacy_names import load_person_finder
+        from .spacy_names import load_person_finder, model_digest
 
         finder = load_person_finder(scan.spacy_model, f"{config.path}: [scan]")
-    return Detector(select_rules(load_rules(scan.rule_files, builtin=builtin), keep), allow, finder)
+    detector = Detector(select_rules(load_rules(scan.rule_files, builtin=builtin), keep), allow, finder)
+    if scan.spacy_model is not None:  # it finds names no rule file knows: another model, or one retrained, differs
+        detector.version += f"+spacy-{model_digest(scan.spacy_model)}"
+    return detector
 
 
 def read_staff_file(config: Config) -> str:

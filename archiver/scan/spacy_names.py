@@ -8,6 +8,7 @@ saved with `nlp.to_disk`, or an installed model package's data folder).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,3 +42,18 @@ def load_person_finder(model: Path, where: str) -> PersonFinder:
         return [(ent.start_char, ent.end_char) for ent in nlp(text).ents if ent.label_ == "PERSON"]
 
     return find
+
+
+def model_digest(folder: Path) -> str:
+    """Twelve hex digits over the installed spaCy's version and every file of the model's folder (names and
+    bytes), for the rules version: a model retrained or upgraded in place finds other names."""
+    import spacy
+
+    digest = hashlib.sha256(f"spacy {spacy.__version__}\0".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
