@@ -32,7 +32,7 @@ from archiver.config import load_config
 from archiver.connectors.bluesky import THREAD_VIEW, _BlueskyRun
 from archiver.demo.loopback import Fault
 from archiver.scan import delivery
-from archiver.scan.alerts import alert_email, alert_payload, send_flags
+from archiver.scan.alerts import alert_email, alert_payload, failure_email, failure_payload, send_flags
 
 from . import test_phi_alerts
 from .test_config import DISABLED
@@ -541,3 +541,20 @@ def test_a_server_quoting_the_password_back_is_redacted_in_the_notice(tmp_path, 
     answer = send_flags(config_with(tmp_path, email_toml(port, *LOGIN)), "email", flags(), None)
     assert not answer.sent and "535" in answer.notice and "credentials archiver:" in answer.notice
     assert PASSWORD not in answer.notice and TOKEN not in answer.notice
+
+
+def test_an_unforeseen_error_reaches_the_alert_by_its_type_alone(tmp_path):
+    """pipeline.py names an account's unforeseen error with Python's message, which may quote what the connector
+    held (a patient's comment, a name): the run-failed alert says the type, the run log keeps the whole line."""
+    config = config_with(tmp_path, email_toml(25))
+    failed = [
+        ("riverside", "facebook", "unexpected ValueError: invalid literal for int(): 'my MRN 44550123, Jane Roe'"),
+        ("clinic-x", "x", "account clinic-x: the platform refused the token from $X_TOKEN (HTTP 401)"),
+    ]
+    payload = failure_payload(config, "run-1", failed)
+    errors = [account["error"] for account in payload["accounts"]]
+    assert errors == [
+        "unexpected ValueError (a bug: its message is in the run log and `archiver status`)",
+        "account clinic-x: the platform refused the token from $X_TOKEN (HTTP 401)",
+    ]
+    assert "Jane" not in failure_email(config, payload).get_content()

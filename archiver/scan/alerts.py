@@ -158,13 +158,18 @@ def without_url_paths(text: str) -> str:
 _AT_URI = re.compile(r"\bat://[^\s'\"<>]+", re.IGNORECASE)
 _DID = re.compile(r"\bdid:([a-z0-9]+):[A-Za-z0-9._:%-]+")
 _TRAILING = re.compile(r"[.,;:)\]]*$")  # punctuation after what is cut stays
+# An account that failed on an error nobody foresaw (pipeline.py: "unexpected KeyError: ..."): its message is
+# Python's, and may quote whatever the connector held (a comment's text, a name): the alert keeps the type alone.
+_UNEXPECTED = re.compile(r"^unexpected (\w+)(?::.*)?$", re.DOTALL)
 
 
 def for_alerts(text: str) -> str:
     """An account's error as an alert carries it: every URL cut to its scheme and host (without_url_paths), every
     AT URI and DID left out ("at://…", "did:plc:…"). The errors name no other author's account on purpose, but
-    some name a record by its URI (an answer of an unexpected shape); the run log and `archiver status` keep
-    the whole line."""
+    some name a record by its URI (an answer of an unexpected shape); an unforeseen error is named by its type
+    alone. The run log and `archiver status` keep the whole line."""
+    if unexpected := _UNEXPECTED.match(text):
+        return f"unexpected {unexpected.group(1)} (a bug: its message is in the run log and `archiver status`)"
 
     def kept(shown: str) -> Callable[[re.Match[str]], str]:
         return lambda match: shown.format(*match.groups()) + _TRAILING.search(match.group(0)).group(0)
