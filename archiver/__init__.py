@@ -1,3 +1,5 @@
 """archiver: a compliance archive of an organisation's social media accounts (SQLite + WARC + Datasette)."""
 
-__version__ = "0.1.0"
+# Raised with every release; a new schema migration or bundle format needs a new one (tests/test_release.py), so
+# that schema_migrations, warcinfo records and custody.json say which release wrote them.
+__version__ = "0.2.0"
