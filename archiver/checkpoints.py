@@ -8,12 +8,13 @@ third party needs to check a checkpoint, and `archiver key export` prints it.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ from .warc import iso, utcnow
 PRIVATE_KEY = "archive-ed25519.key"
 PUBLIC_KEY = "archive-ed25519.pub"
 CHECKPOINT_DIR = "checkpoints"
-STATEMENT_TYPE = "archiver-checkpoint/1"
+# Type 1 listed every WARC file in each statement (quadratic: 148 KB a night after three years); type 2 lists
+# those recorded since the previous checkpoint and a digest of them all. Both are read; only type 2 is written.
+EVERY_FILE_TYPE = "archiver-checkpoint/1"
+STATEMENT_TYPE = "archiver-checkpoint/2"
+STATEMENT_TYPES = (EVERY_FILE_TYPE, STATEMENT_TYPE)
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -141,10 +146,6 @@ def make_statement(
     """The statement a checkpoint signs (schemas/ledger.md). `signer` is the archive's own key: the ledger tree
     is resumed from the latest checkpoint it signed that still holds (`resumable_tree`), not built again."""
     seq, head = ledger.head(conn)
-    files = [
-        {"name": name, "sha256": sha, "size": size}
-        for name, sha, size in conn.execute("SELECT name, sha256, size FROM warc_files ORDER BY name")
-    ]
     tree = ledger_tree(conn, signer)
     statement = {
         "type": STATEMENT_TYPE,
@@ -158,7 +159,107 @@ def make_statement(
     }
     if access_log is not None:
         statement["access_log"] = {"seq": access_log[0], "hash": access_log[1]}
-    return {**statement, "warc_files": files}
+    since = conn.execute("SELECT coalesce(max(ledger_seq), 0) FROM checkpoints").fetchone()[0]
+    every = conn.execute("SELECT name, sha256 FROM warc_files").fetchall()
+    added = [
+        {"name": name, "sha256": sha, "size": size} for _, name, sha, size in recorded_warc_files(conn, since, seq)
+    ]
+    listing = {"count": len(every), "sha256": listing_digest(every), "since": since, "added": added}
+    return {**statement, "warc_files": listing}
+
+
+def listing_digest(files: Iterable[tuple[str, str]]) -> str:
+    """The digest a statement signs of every WARC file (name, sha256): sha256 of the lines `sha256sum` prints
+    for them ("<sha256>  <name>\\n"), ordered by name, so a copy of the folder can be checked without us."""
+    lines = "".join(f"{sha}  {name}\n" for name, sha in sorted(tuple(file) for file in files))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def recorded_warc_files(conn: sqlite3.Connection, after: int = 0, upto: int | None = None) -> list[tuple]:
+    """(ledger seq, name, sha256, size) of each WARC file whose ledger entry lies in (after, upto], by name."""
+    rows = conn.execute(
+        "SELECT l.seq, w.name, w.sha256, w.size FROM ledger l JOIN warc_files w ON w.name = l.row_key "
+        "WHERE l.table_name = 'warc_files' AND l.seq > ? AND l.seq <= ? ORDER BY w.name",
+        (after, upto if upto is not None else ledger.head(conn)[0]),
+    )
+    return [tuple(row) for row in rows]
+
+
+def listed_files(statement: Any) -> list[dict[str, Any]]:
+    """The WARC files a statement lists by name: every one (type 1) or those added since the previous checkpoint
+    (type 2). KeyError, TypeError or ValueError when it is not a statement of a known type."""
+    if statement["type"] not in STATEMENT_TYPES:
+        raise ValueError(f"statement type {statement['type']!r} unknown to this archiver")
+    files = statement["warc_files"] if statement["type"] == EVERY_FILE_TYPE else statement["warc_files"]["added"]
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise TypeError("warc_files lists no files")
+    return files
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a type 2 statement says of the WARC files: how many there are and their digest, and from which
+    ledger seq its `added` files were recorded."""
+
+    count: int
+    sha256: str
+    since: int
+
+
+def signed_listing(statement: Any) -> Listing | None:
+    """The listing a type 2 statement signs; None for type 1 (which lists every file itself). KeyError, TypeError
+    or ValueError when its shape is not the documented one."""
+    if statement["type"] == EVERY_FILE_TYPE:
+        return None
+    listed_files(statement)
+    files = statement["warc_files"]
+    count, digest, since = files["count"], files["sha256"], files["since"]
+    if not (isinstance(count, int) and isinstance(since, int) and isinstance(digest, str)):
+        raise TypeError("warc_files count, sha256 or since of the wrong type")
+    return Listing(count, digest, since)
+
+
+def listing_problems(conn: sqlite3.Connection, statements: list[tuple[str, Any]]) -> Iterator[Problem]:
+    """Each type 2 statement's listing (`where`, parsed statement) against the WARC files the ledger recorded by
+    the seq it signs: its count and digest over all of them, its `added` those recorded after `since`."""
+    checked = []
+    for where, statement in statements:
+        try:
+            listing = signed_listing(statement)
+            if listing is not None:
+                checked.append((where, int(statement["ledger"]["seq"]), listing, statement["warc_files"]["added"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            yield Problem(where, f"its list of WARC files is not of the documented shape ({exc})")
+    if not checked:
+        return
+    recorded = sorted(recorded_warc_files(conn), key=lambda row: row[0])
+    seqs = [row[0] for row in recorded]
+    for where, seq, listing, added in checked:
+        upto = bisect.bisect_right(seqs, seq)
+        digest = listing_digest((name, sha) for _, name, sha, _ in recorded[:upto])
+        if (listing.count, listing.sha256) != (upto, digest):
+            yield Problem(
+                where,
+                f"signs {listing.count} WARC files of digest {listing.sha256}; the archive recorded {upto} by ledger "
+                f"seq {seq}, of digest {digest}",
+            )
+        start = bisect.bisect_right(seqs, listing.since)
+        expected = {(name, sha, size) for _, name, sha, size in recorded[start:upto]}
+        found = {(str(f.get("name")), str(f.get("sha256")), f.get("size")) for f in added}
+        if found != expected:
+            yield Problem(
+                where,
+                f"its WARC files added after ledger seq {listing.since} are not those the ledger records up to seq "
+                f"{seq}: only in the statement {_names(found - expected)}; "
+                f"only in the archive {_names(expected - found)}",
+            )
+
+
+def _names(files: set[tuple[str, str, Any]]) -> str:
+    names = sorted(name for name, _, _ in files)
+    if not names:
+        return "none"
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def ledger_digests(conn: sqlite3.Connection, after: int = 0) -> Iterator[bytes]:
@@ -378,8 +479,10 @@ class CheckpointCopy:
     seq: int
     head: str
     warc_files: tuple[tuple[str, str], ...]  # (name, sha256) of each WARC file it lists
+    listing: Listing | None  # a type 2 statement's count and digest of every file; None: it lists every file
     tree: tuple[int, str] | None  # (size, root) of the ledger tree it signs, when it signs one
     valid: bool  # the signature holds under the key the copy names (whether that key is trusted is apart)
+    known: bool  # of a statement type this archiver reads (a later one's lists nothing it can read)
 
     @property
     def public_key(self) -> str:
@@ -392,12 +495,14 @@ def read_copy(path: Path) -> CheckpointCopy | None:
         document = json.loads(path.read_text("utf-8"))
         statement = json.loads(document["statement"])
         seq, head = int(statement["ledger"]["seq"]), str(statement["ledger"]["hash"])
-        files = tuple((str(f["name"]), str(f["sha256"])) for f in statement["warc_files"])
+        known = statement.get("type") in STATEMENT_TYPES
+        files = tuple((str(f["name"]), str(f["sha256"])) for f in listed_files(statement)) if known else ()
+        listing = signed_listing(statement) if known else None
         tree = signed_tree(statement)
         valid = _signature_ok(document["public_key"], document["signature"], document["statement"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return CheckpointCopy(document, seq, head, files, tree, valid)
+    return CheckpointCopy(document, seq, head, files, listing, tree, valid, known)
 
 
 def copies_in(folder: Path) -> list[Path]:
@@ -421,6 +526,14 @@ def _missing_copy(warc_dir: Path, name: str, expected: dict[str, str], *, newest
     return Problem(f"checkpoint file {name}", "missing beside the WARCs")
 
 
+def _unknown_type(where: str, statement: Any) -> Problem | None:
+    """A statement of a type this software does not know (a later archiver's) cannot be checked by it."""
+    kind = statement.get("type") if isinstance(statement, dict) else None
+    if kind in STATEMENT_TYPES:
+        return None
+    return Problem(where, f"statement of type {kind!r}, which this archiver does not know: check it with a newer one")
+
+
 def verify_checkpoints(
     conn: sqlite3.Connection,
     warc_dir: Path,
@@ -436,6 +549,7 @@ def verify_checkpoints(
     seen_files = set()
     rows = conn.execute("SELECT * FROM checkpoints ORDER BY id").fetchall()
     trees: list[tuple[str, tuple[int, str]]] = []
+    statements: list[tuple[str, Any]] = []
     for row in rows:
         where = f"checkpoints id={row['id']}"
         seen_files.add(row["file_name"])
@@ -450,6 +564,10 @@ def verify_checkpoints(
         except (ValueError, KeyError, TypeError):
             yield Problem(where, "statement is not a checkpoint statement")
             continue
+        if (unknown := _unknown_type(where, statement)) is not None:
+            yield unknown
+            continue
+        statements.append((where, statement))
         if tree is not None:
             trees.append((where, tree))
         if (problem := _frontier_problem(where, statement, tree)) is not None:
@@ -477,6 +595,7 @@ def verify_checkpoints(
     for where, tree in trees:
         if (problem := _tree_problem(where, tree, roots)) is not None:
             yield problem
+    yield from listing_problems(conn, statements)
     # Copies whose rows are gone: the database lost checkpoints (or the ledger was cut back before them).
     max_seq = ledger.head(conn)[0]
     for path in copies_in(folder):
@@ -523,9 +642,9 @@ def signed_warc_files(conn: sqlite3.Connection, trusted: Ed25519PublicKey | None
     signed: dict[str, SignedWarc] = {}
     for checkpoint_id, statement in _signed_statements(conn, trusted):
         try:
-            for entry in statement["warc_files"]:
+            for entry in listed_files(statement):
                 signed.setdefault(entry["name"], SignedWarc(entry["sha256"], entry["size"], checkpoint_id))
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             continue  # reported by verify_checkpoints
     return signed
 
@@ -556,7 +675,9 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
         return
     # a tree a checkpoint row signs too is recomputed by verify_checkpoints: one pass over the ledger, not two
     in_database = {tree for _, statement in _signed_statements(conn, None) if (tree := _tree_or_none(statement))}
+    own_statements = {_digest(text) for (text,) in conn.execute("SELECT statement FROM checkpoints")}
     trees: list[tuple[str, tuple[int, str]]] = []
+    listed: list[tuple[str, Any]] = []
     for path in paths:
         where = f"kept checkpoint {path}"
         if (copy := read_copy(path)) is None:
@@ -568,8 +689,14 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
         if trusted_b64 and copy.public_key != trusted_b64:
             yield Problem(where, f"signed with another key ({fingerprint(copy.public_key)})")
             continue
-        if (problem := _frontier_problem(where, json.loads(copy.document["statement"]), copy.tree)) is not None:
+        statement = json.loads(copy.document["statement"])
+        if (unknown := _unknown_type(where, statement)) is not None:
+            yield unknown
+            continue
+        if (problem := _frontier_problem(where, statement, copy.tree)) is not None:
             yield problem
+        if _digest(copy.document["statement"]) not in own_statements:  # verify_checkpoints checks those
+            listed.append((where, statement))
         found = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (copy.seq,)).fetchone()
         if found is None:
             yield Problem(where, f"signed ledger seq {copy.seq}, which the archive no longer holds (ledger cut back)")
@@ -582,6 +709,11 @@ def verify_kept_copies(conn: sqlite3.Connection, folder: Path, trusted: Ed25519P
     for where, tree in trees:
         if (problem := _tree_problem(where, tree, roots)) is not None:
             yield problem
+    yield from listing_problems(conn, listed)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def signed_warc_listings(
@@ -593,6 +725,7 @@ def signed_warc_listings(
     trusted_b64 = public_b64(trusted) if trusted else None
     listings: dict[str, dict[str, str]] = {}
     problems = []
+    trusted_copies: dict[int, tuple[Path, CheckpointCopy]] = {}
     for path in copies_in(warc_dir / CHECKPOINT_DIR):
         where = f"checkpoint file {path.name}"
         if (copy := read_copy(path)) is None:
@@ -608,10 +741,45 @@ def signed_warc_listings(
         elif not copy.valid:
             message = "signature does not match the statement: the WARC files it lists are not trusted"
             problems.append(Problem(where, message))
+        elif not copy.known:
+            kind = json.loads(copy.document["statement"]).get("type")
+            message = f"statement of type {kind!r}, which this archiver does not know: the WARC files it lists are "
+            problems.append(Problem(where, message + "not trusted; rebuild with a newer archiver"))
         else:
+            trusted_copies[copy.seq] = (path, copy)
             for name, sha in copy.warc_files:
                 listings.setdefault(name, {}).setdefault(sha, f"signed in {path.name}")
-    return listings, problems
+    return listings, problems + list(_incomplete_copies(trusted_copies))
+
+
+def _incomplete_copies(copies: dict[int, tuple[Path, CheckpointCopy]]) -> Iterator[Problem]:
+    """A type 2 statement lists only the files recorded since the previous checkpoint: the copy of that one must
+    be there and trusted (else the files it added are trusted by nothing), and together the copies up to the
+    latest must list the files that latest one counts and digests."""
+    for path, copy in copies.values():
+        since = copy.listing.since if copy.listing is not None else 0
+        if since and since not in copies:
+            yield Problem(
+                f"checkpoint file {path.name}",
+                f"lists the WARC files recorded after ledger seq {since}: checkpoint-{since:010d}.json, which lists "
+                "those before, is missing or not trusted",
+            )
+    if not copies:
+        return
+    path, latest = copies[max(copies)]
+    if latest.listing is None:
+        return
+    held: dict[str, str] = {}
+    for _, copy in sorted(copies.values(), key=lambda pair: pair[1].seq):
+        for name, sha in copy.warc_files:
+            held.setdefault(name, sha)
+    digest = listing_digest(held.items())
+    if (len(held), digest) != (latest.listing.count, latest.listing.sha256):
+        yield Problem(
+            f"checkpoint file {path.name}",
+            f"signs {latest.listing.count} WARC files of digest {latest.listing.sha256}; the trusted copies beside "
+            f"it list {len(held)}, of digest {digest}",
+        )
 
 
 def signed_access_log_heads(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:

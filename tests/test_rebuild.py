@@ -155,20 +155,27 @@ def test_a_tail_added_to_a_recorded_warc_is_not_taken_for_a_torn_tail(demo, tmp_
 
 def test_a_checkpoint_statement_changed_without_the_key_is_not_trusted(demo, tmp_path):
     """A listing is believed only under the archive key's signature: a statement edited to match a changed
-    file is named, and the file is still checked against what the database recorded."""
+    file is named, and the file is still checked against what the database recorded. The statement after it,
+    which lists only the files recorded since, names the copy it follows as no longer trusted."""
     copy, path, signed_sha = flip_a_byte_in_the_first_recorded_warc(demo, tmp_path)
     name = path.name
     found = file_sha256(path)
     edited = []
-    for copy_path in sorted((copy / "archive" / "warcs" / "checkpoints").glob("checkpoint-*.json")):
+    copies = sorted((copy / "archive" / "warcs" / "checkpoints").glob("checkpoint-*.json"))
+    for copy_path in copies:
         document = json.loads(copy_path.read_text())
-        document["statement"] = document["statement"].replace(signed_sha, found)
-        copy_path.write_text(json.dumps(document))
-        edited.append(copy_path.name)
+        if signed_sha in document["statement"]:  # the statement that added the file: later ones list it no more
+            document["statement"] = document["statement"].replace(signed_sha, found)
+            copy_path.write_text(json.dumps(document))
+            edited.append(copy_path.name)
+    assert edited == [copies[0].name]
     result = rebuild(copy / "archiver.toml", tmp_path / "rebuilt.db")
     assert result.exit_code == 1, result.output
-    for copy_name in edited:
-        assert f"checkpoint file {copy_name}: signature does not match the statement" in result.output
+    assert f"checkpoint file {edited[0]}: signature does not match the statement" in result.output
+    follows = f"checkpoint file {copies[1].name}: lists the WARC files recorded after ledger seq "
+    assert f"{follows}{int(edited[0][11:21])}: {edited[0]}, which lists those before, is missing or not trusted" in (
+        result.output
+    )
     assert f"WARC {name}: sha256 expected {signed_sha} as recorded in warc_files" in result.output
 
 

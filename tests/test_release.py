@@ -1,6 +1,7 @@
 """The version names what a release writes: the schema it leaves an archive at (schema_migrations records the
-version that applied each migration), the bundle format (custody.json names the version that exported it).
-Two builds writing different archives or bundles under one version could not be told apart (review r F5)."""
+version that applied each migration), the bundle format (custody.json names the version that exported it), the
+checkpoint statements it signs. Two builds writing different archives or bundles under one version could not be
+told apart (review r F5)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from pathlib import Path
 
 from archiver import __version__
 from archiver.bundle.write import CUSTODY_TYPE
+from archiver.checkpoints import STATEMENT_TYPE
 from archiver.store import load_migrations
 
-# Each release: the schema version its migrations end at and the bundle format it writes. Before 0.2.0 every
-# build said 0.1.0 (schemas 1 to 21, bundle formats 1 and 2).
+# Each release: the schema version its migrations end at, the bundle format and the checkpoint statements it
+# writes. Before 0.2.0 every build said 0.1.0 (schemas 1 to 21, bundle formats 1 and 2).
 RELEASES = {
-    "0.2.0": (21, "archiver-custody/2"),
+    "0.2.0": (21, "archiver-custody/2", "archiver-checkpoint/1"),
+    "0.3.0": (22, "archiver-custody/2", "archiver-checkpoint/2"),
 }
 
 
-def test_a_new_migration_or_bundle_format_comes_with_a_new_version():
-    wrote = (len(load_migrations()), CUSTODY_TYPE)
+def test_a_new_migration_bundle_format_or_statement_type_comes_with_a_new_version():
+    wrote = (len(load_migrations()), CUSTODY_TYPE, STATEMENT_TYPE)
     assert RELEASES.get(__version__) == wrote, (
-        f"this build writes schema {wrote[0]} and {wrote[1]}: raise archiver.__version__ and add it to RELEASES"
+        f"this build writes schema {wrote[0]}, {wrote[1]} and {wrote[2]}: raise archiver.__version__ and add it to "
+        "RELEASES"
     )
 
 
