@@ -1,6 +1,7 @@
 """Alerts by e-mail (SMTP) and webhook (JSON POST): flags of the configured severity or worse that a channel
-still owes (scan/delivery.py decides which, and records each attempt), accounts a run could not capture, and
-`archiver doctor --alert`'s report when something needs a person (systemd, unlike cron, mails nothing).
+still owes (scan/delivery.py decides which, and records each attempt), accounts a run could not capture (their
+errors naming no host but the account's and its platform's: see hosts_named), and `archiver doctor --alert`'s
+report when something needs a person (systemd, unlike cron, mails nothing).
 
 A message names each flag's id, severity, category, rule and reason, and links to the flag and its item's
 version in Datasette: the ALERT_LISTED most severe (then oldest); any others are counted, with the link to
@@ -36,6 +37,18 @@ SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 TIMEOUT = 15
 ALERT_LISTED = 50  # flags named one by one in an alert
 CHANNELS = ("email", "webhook")
+# How a run-failed alert names a host that is neither the account's nor its platform's (see hosts_named).
+OTHER_SERVER = "another server (named in the run log and `archiver status`)"
+# The hosts of each platform's own services (API, AppView, PDS shards, PLC directory, CDNs) that an alert may name:
+# a name, or ".domain" for every host under it. Not bsky.social's subdomains: they are people's handles.
+PLATFORM_HOSTS: dict[str, tuple[str, ...]] = {
+    "bluesky": ("bsky.social", "bsky.app", ".bsky.app", ".host.bsky.network", "api.bsky.chat", "plc.directory"),
+    "facebook": ("facebook.com", ".facebook.com", ".fbcdn.net", ".fbsbx.com"),
+    "instagram": ("instagram.com", ".instagram.com", ".cdninstagram.com", ".facebook.com", ".fbcdn.net"),
+    "linkedin": ("linkedin.com", ".linkedin.com", ".licdn.com"),
+    "x": ("x.com", ".x.com", "twitter.com", ".twitter.com", ".twimg.com"),
+    "youtube": (".googleapis.com", "youtube.com", ".youtube.com", ".ytimg.com", ".ggpht.com"),
+}
 
 
 @dataclass(frozen=True)
@@ -134,23 +147,68 @@ def alert_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
 _URL = re.compile(r"\b(https?)://([^/?#\s'\"<>]+)[^\s'\"<>]*", re.IGNORECASE)
 
 
-def without_url_paths(text: str) -> str:
+def without_url_paths(text: str, named: Callable[[str], bool] | None = None) -> str:
     """`text` with every http(s) URL cut to its scheme and host ("https://cdn.example/…"), a user name and password
     before the host masked. An alert leaves the network, maybe in clear: a path or a query can hold what the
     archive keeps behind its sign-in (a media file's own name, an author's DID, a search's words). The errors are
-    written without such URLs in the first place (http.media_label); this holds if one slips through. The run log
-    and `archiver status` keep the whole error."""
+    written without such URLs in the first place (http.media_label); this holds if one slips through. With `named`
+    (see hosts_named), a URL whose host it does not name is OTHER_SERVER altogether. The run log and
+    `archiver status` keep the whole error."""
 
     def cut(match: re.Match[str]) -> str:
         scheme, netloc = match.group(1), match.group(2)
         host = netloc.rpartition("@")[2]
-        shown = f"{scheme}://{'[REDACTED]@' if '@' in netloc else ''}{host}"
         whole = match.group(0)
+        if named is not None and not named(_bare_host(host)):
+            return OTHER_SERVER + _TRAILING.search(whole).group(0)
+        shown = f"{scheme}://{'[REDACTED]@' if '@' in netloc else ''}{host}"
         tail = whole[len(match.group(1)) + 3 + len(netloc) :]
         trailing = re.search(r"[.,;:)\]]*$", tail).group(0) if tail else ""  # punctuation after the URL stays
         return shown + ("/…" if tail[: len(tail) - len(trailing)] else "") + trailing
 
     return _URL.sub(cut, text)
+
+
+# A media file as http.media_label names it ("file from cdn.example:8443"): by its host, which for_alerts judges as
+# it does a URL's.
+_FILE_HOST = re.compile(r"\bfile from (?!an unnamed host\b)(\[[0-9A-Fa-f:.]+\](?::\d+)?|[A-Za-z0-9.-]+(?::\d+)?)")
+
+
+def hosts_named(config: Config, account: str, platform: str) -> Callable[[str], bool]:
+    """Whether an alert about `account` may name a host ("host" or "host:port", as an error gives it): one of the
+    account's configured URLs (api_base, URL options), of its platform's own services (PLATFORM_HOSTS) or, on
+    Bluesky, under the domain of its own handle, which the organisation holds (its self-hosted PDS, most likely).
+    Any other may be a member of the public's own server: a commenter's PDS that their DID document names (did:web,
+    or a did:plc naming a self-hosted endpoint), asked for their records and blobs; the remote instance of a
+    Mastodon commenter's media not yet cached (`remote_url`). Such a host cannot be told from a CDN the platform
+    uses, so neither is named (the run log and `archiver status` name both)."""
+    configured = next((a for a in config.accounts if a.name == account), None)
+    names = set(PLATFORM_HOSTS.get(platform, ()))
+    if configured is not None:
+        urls = [configured.api_base, *(v for v in configured.options.values() if isinstance(v, str))]
+        names |= {_host_key(urlsplit(u).netloc) for u in urls if u.lower().startswith(("http://", "https://"))}
+        handle = (configured.account or "").strip().lstrip("@").lower()
+        if platform == "bluesky" and "." in handle and not handle.startswith("did:"):
+            names |= {handle, f".{handle}"}
+
+    def named(netloc: str) -> bool:
+        key = _host_key(netloc)
+        host = key.partition("]")[0] + "]" if key.startswith("[") else key.partition(":")[0]
+        return key in names or host in names or any(n.startswith(".") and host.endswith(n) for n in names)
+
+    return named
+
+
+def _bare_host(host: str) -> str:
+    """A URL's host without the punctuation after it in a sentence ("https://cdn.example: HTTP 500")."""
+    bare = host.rstrip(".,;:)")
+    return bare[:-1] if bare.endswith("]") and not bare.startswith("[") else bare
+
+
+def _host_key(netloc: str) -> str:
+    """A host as compared: lower case, no user name and password, no default port."""
+    key = netloc.rpartition("@")[2].lower().rstrip(".")
+    return key.removesuffix(":443").removesuffix(":80")
 
 
 # A Bluesky AT URI (at://did:plc:…/app.bsky.feed.post/…, or at://handle/…) or a DID in an account's error: each
@@ -163,31 +221,40 @@ _TRAILING = re.compile(r"[.,;:)\]]*$")  # punctuation after what is cut stays
 _UNEXPECTED = re.compile(r"^unexpected (\w+)(?::.*)?$", re.DOTALL)
 
 
-def for_alerts(text: str) -> str:
-    """An account's error as an alert carries it: every URL cut to its scheme and host (without_url_paths), every
-    AT URI and DID left out ("at://…", "did:plc:…"). The errors name no other author's account on purpose, but
-    some name a record by its URI (an answer of an unexpected shape); an unforeseen error is named by its type
-    alone. The run log and `archiver status` keep the whole line."""
+def for_alerts(text: str, named: Callable[[str], bool]) -> str:
+    """An account's error as an alert carries it: every URL cut to its scheme and host (without_url_paths), a host
+    that `named` does not name (hosts_named), in a URL or a media file's label, said as OTHER_SERVER, every AT URI
+    and DID left out ("at://…", "did:plc:…"). The errors name no other author's account on purpose, but some name
+    a record by its URI (an answer of an unexpected shape), and a request to a commenter's own server names its
+    host; an unforeseen error is named by its type alone. The run log and `archiver status` keep the whole line."""
     if unexpected := _UNEXPECTED.match(text):
         return f"unexpected {unexpected.group(1)} (a bug: its message is in the run log and `archiver status`)"
 
     def kept(shown: str) -> Callable[[re.Match[str]], str]:
         return lambda match: shown.format(*match.groups()) + _TRAILING.search(match.group(0)).group(0)
 
-    text = _AT_URI.sub(kept("at://…"), without_url_paths(text))
+    def file_from(match: re.Match[str]) -> str:
+        host = match.group(1).rstrip(".")
+        return match.group(0) if named(host) else f"file from {OTHER_SERVER}" + match.group(1)[len(host) :]
+
+    text = _FILE_HOST.sub(file_from, without_url_paths(text, named))
+    text = _AT_URI.sub(kept("at://…"), text)
     return _DID.sub(kept("did:{}:…"), text)
 
 
 def failure_payload(config: Config, run_id: str, failed: list[tuple[str, str, str]]) -> dict[str, Any]:
     """A run whose accounts failed: which accounts and the one-line errors (already free of secrets), every URL in
-    them cut to its scheme and host, and no AT URI or DID (for_alerts)."""
+    them cut to its scheme and host, no host but the account's and its platform's, and no AT URI or DID
+    (for_alerts)."""
     base = config.alerts.datasette_url
     return {
         "event": "run-failed",
         "archive": config.archive.organisation or str(config.archive.dir),
         "run_id": run_id,
         "count": len(failed),
-        "accounts": [{"account": a, "platform": p, "error": for_alerts(e)} for a, p, e in failed],
+        "accounts": [
+            {"account": a, "platform": p, "error": for_alerts(e, hosts_named(config, a, p))} for a, p, e in failed
+        ],
         "run_log_url": f"{base}/archive/run_log" if base else "",
     }
 
