@@ -335,6 +335,12 @@ class Store:
         refuse_newer_schema(self.conn, self.path, len(migrations))  # nothing is touched: it waits for its software
         for migration in migrations[current:]:
             with self.transaction():
+                if self.schema_version >= migration.version:
+                    # another process applied it between our first read and this write lock (the CLI's archive
+                    # lock keeps its commands apart; a library caller has none)
+                    self.ledger_on = self._has_ledger()
+                    self.index_at_commit = self.schema_version >= FTS_AT_COMMIT_MIGRATION
+                    continue
                 for statement in split_sql(migration.sql):
                     self.conn.execute(statement)
                 self.ledger_on = self._has_ledger()

@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import archiver.store
 from archiver.checkpoints import sign_checkpoint
 from archiver.consent.check import append_consent_check, build_signal_detector
 from archiver.consent.register import append_consent_import
@@ -58,6 +59,34 @@ def test_migrations_are_numbered_and_applied_once(tmp_path):
     assert again.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations)
     assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again.close()
+
+
+def test_a_migration_another_process_applied_meanwhile_is_not_applied_again(tmp_path, monkeypatch):
+    """Two library callers open one unmigrated archive at once (the CLI's archive lock keeps its commands apart):
+    the second read the schema version before the first migrated, and takes the write lock after (review r F6).
+    It applies nothing twice and fails nothing."""
+    path = tmp_path / "a.db"
+    older = load_migrations()[:-1]
+    with monkeypatch.context() as patch:  # an archive of the schema before the last migration
+        patch.setattr(archiver.store, "load_migrations", lambda: older)
+        Store.open(path).close()
+    original = archiver.store.refuse_newer_schema
+    other: list[Store] = []
+    calls = []
+
+    def the_other_process_first(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - refuse_newer_schema's own
+        calls.append(args)
+        if len(calls) == 1:  # the first caller has read the version and has not taken the write lock yet
+            other.append(Store.open(path))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(archiver.store, "refuse_newer_schema", the_other_process_first)
+    late = Store.open(path)
+    assert other[0].conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(load_migrations())
+    assert late.schema_version == len(load_migrations())
+    assert late.ensure_schema() == []
+    late.close()
+    other[0].close()
 
 
 class RaisingDetector(Detector):
