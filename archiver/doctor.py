@@ -25,7 +25,7 @@ from .errors import ArchiverError
 from .http import Redactor, sends_in_clear
 from .lock import LOCK_NAME
 from .scan.alerts import configured_channels, shown_webhook
-from .store import Store, load_migrations
+from .store import Store, load_migrations, sqlite_companions
 
 MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
 WARN_FREE_BYTES = 10 << 30
@@ -58,6 +58,7 @@ def check_files(config: Config) -> list[Check]:
             archive.dir,
             archive.warc_dir,
             archive.database,
+            *sqlite_companions(archive.database),
             archive.dir / LOCK_NAME,
             access_log_path(archive.database),
         )

@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -230,6 +230,36 @@ def refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
+def sqlite_companions(path: Path) -> tuple[Path, Path]:
+    """The -wal and -shm files SQLite keeps beside a database in WAL mode."""
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def refuse_unwritable(path: Path) -> None:
+    """ConfigError naming the file when the database, or its -wal or -shm, cannot be written by this user. SQLite
+    would open a read-only database for reading without a word and fail at the first write; and it gives a new
+    -wal or -shm the database's mode, so a run while the database was read-only leaves them read-only after the
+    database's mode is put back: every later run then failed, saying nothing of them (review s F1)."""
+    for file in (path, *sqlite_companions(path)):
+        if file.exists() and not os.access(file, os.W_OK):
+            state = file.stat()
+            why = "" if file == path else " (SQLite made it with the database's mode while the database was read-only)"
+            raise ConfigError(
+                f"{file}: cannot be written by this user (mode {state.st_mode & 0o777:04o}, owner uid {state.st_uid})"
+                f"{why}; give it back to the user that runs archiver, mode 0600"
+            )
+
+
+def refuse_no_archive_yet(conn: sqlite3.Connection, path: Path) -> None:
+    """ConfigError when the database holds no table at all: a first run stopped before the schema was made (it is
+    made in one transaction), which the next run makes; there is nothing to read or check yet."""
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        conn.close()
+        raise ConfigError(
+            f"{path}: no archive yet (the first run stopped before making it: nothing was archived); run `archiver run`"
+        )
+
+
 def refuse_newer_schema(conn: sqlite3.Connection, path: Path, known: int | None = None) -> None:
     """ConfigError when the archive's schema is newer than the migrations this software has (`known`)."""
     known = len(load_migrations()) if known is None else known
@@ -246,9 +276,22 @@ def check_database_file(path: Path) -> None:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return
-    conn = sqlite3.connect(readonly_uri(path), uri=True)
+    conn = sqlite3.connect(reading_uri(path), uri=True)
     refuse_foreign_database(conn, path)
     conn.close()
+
+
+def reading_uri(path: Path) -> str:
+    """readonly_uri, read as the file is when nobody can be writing it: the folder or the database cannot be
+    written by this user (an auditor's account, a read-only or WORM copy, a database made read-only) and no -wal
+    holds anything. SQLite would otherwise make the -wal and -shm it reads through, with the database's mode: a
+    read-only -shm, left behind, that stops every later run once the database's mode is put back (review s F1)."""
+    wal, _ = sqlite_companions(path)
+    uri = readonly_uri(path)
+    unwritable = not os.access(path.parent, os.W_OK) or not os.access(path, os.W_OK)
+    if unwritable and not (wal.exists() and wal.stat().st_size):
+        uri += "&immutable=1"
+    return uri
 
 
 class Store:
@@ -281,15 +324,10 @@ class Store:
         if (readonly or not create) and not path.exists():
             raise database_not_found(path)
         if readonly:
-            uri = readonly_uri(path)
-            wal = path.with_name(path.name + "-wal")
-            if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size):
-                # A folder this user may not write (an auditor's account, a read-only or WORM copy): SQLite could
-                # not make the WAL index it reads through, and nothing can be writing, so read the file as it is.
-                uri += "&immutable=1"
-            conn = sqlite3.connect(uri, uri=True)
+            conn = sqlite3.connect(reading_uri(path), uri=True)
             conn.row_factory = sqlite3.Row
             refuse_foreign_database(conn, path)
+            refuse_no_archive_yet(conn, path)
             # Older software reading a newer archive (a rolled-back upgrade) would take tables and views it does
             # not know for tampering: refused, as a writer refuses it. An older archive is read as it is.
             try:
@@ -300,6 +338,7 @@ class Store:
                 raise
             return cls(conn, path, True)
         path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_unwritable(path)
         # explicit transactions only; a run's platform threads share the connection under the run's lock
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -329,10 +368,17 @@ class Store:
 
     def ensure_schema(self) -> list[int]:
         """Apply the migrations this database has not had yet; returns the versions applied."""
-        applied = []
         migrations = load_migrations()
         current = self.schema_version
         refuse_newer_schema(self.conn, self.path, len(migrations))  # nothing is touched: it waits for its software
+        # A new archive's schema is made whole or not at all: a first run stopped half way through its migrations
+        # left tables that no read-only command could take for an archive (review s F4).
+        with self.transaction() if current == 0 else nullcontext():
+            applied = self._apply(migrations, current)
+        return applied
+
+    def _apply(self, migrations: list[Migration], current: int) -> list[int]:
+        applied = []
         for migration in migrations[current:]:
             with self.transaction():
                 if self.schema_version >= migration.version:
