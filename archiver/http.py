@@ -196,14 +196,18 @@ class Exchange:
             ) from None
 
 
-class DownloadFailed(PlatformError):
-    """A media download that got no answer its caller accepts, after the retries: a 5xx, no answer in time, a
-    connection refused or cut, a redirect not followed. The message names the file by media_label only; `why` is
-    what happened ("HTTP 503 after 4 attempt(s) (WARC record ...)"), for its connector's notice."""
+class RequestFailed(PlatformError):
+    """A request that got no answer its caller accepts, after the retries: a 5xx, no answer in time, a connection
+    refused or cut, another status outside `ok`. `why` is what happened without the URL ("HTTP 503 after 4
+    attempt(s) (WARC record ...)"), for a connector that notes the failure and goes on."""
 
     def __init__(self, message: str, why: str):
         super().__init__(message)
         self.why = why
+
+
+class DownloadFailed(RequestFailed):
+    """A media download that failed so; the message names the file by media_label only."""
 
 
 class Refused(PlatformError):
@@ -377,7 +381,9 @@ class RateLimitPolicy(Protocol):
     for platforms that refuse a throttled call with something other than HTTP 429 (Meta's Graph API answers
     an error envelope with a throttling code); the session then waits `wait_after_429` and tries again. And
     `pace(now) -> float`, a pause of its own before each request to stay under a limit (not counted against
-    max_wait, which bounds the waits the platform imposes)."""
+    max_wait, which bounds the waits the platform imposes). And `wait_pool(url) -> str`, the share of max_wait a
+    wait for `url` counts against (without it, one for every request): a platform whose requests also go to servers
+    of members of the public (a Bluesky commenter's own PDS) keeps their waits from using up the account's own."""
 
     def wait_before_request(self, now: float, url: str = "") -> float: ...
     def observe(self, response: requests.Response, now: float) -> None: ...
@@ -526,7 +532,7 @@ class CapturingSession:
         if token:
             self.redactor.secrets.append(token)
         self.requests_made = 0
-        self.waited = 0.0
+        self.waited: dict[str, float] = {}  # seconds waited, by the policy's wait_pool ("" for the only one)
         self._session = plain_session()
         self._proxies: dict[str, dict[str, str]] = {}
 
@@ -616,10 +622,13 @@ class CapturingSession:
         asked = self.rate_limit.wait_after_429(response, self.clock())
         return max(asked, min(MAX_THROTTLE_FLOOR, MIN_THROTTLE_WAIT * 2**throttles))
 
-    def _wait(self, seconds: float, why: str, url: str) -> None:
-        if self.waited + seconds > self.max_wait:
+    def _wait(self, seconds: float, why: str, shown: str, url: str) -> None:
+        pool = getattr(self.rate_limit, "wait_pool", None)
+        share = pool(url) if pool is not None else ""
+        waited = self.waited.get(share, 0.0)
+        if waited + seconds > self.max_wait:
             raise RateLimitedError(
-                f"account {self.account}: {why} at {url}; waiting {seconds:.0f}s more would pass the "
+                f"account {self.account}: {why} at {shown}; waiting {seconds:.0f}s more would pass the "
                 f"max_rate_limit_wait of {self.max_wait:.0f}s; the next run resumes"
             )
         if seconds > 0:
@@ -628,7 +637,7 @@ class CapturingSession:
             if self.on_wait:
                 self.on_wait(message)
             self.sleep(seconds)
-            self.waited += seconds
+            self.waited[share] = waited + seconds
 
     def get(
         self,
@@ -687,7 +696,7 @@ class CapturingSession:
         while True:
             if self.stop is not None and self.stop.is_set():
                 raise Interrupted(STOPPED)
-            self._wait(self.rate_limit.wait_before_request(self.clock(), url), "rate limit reached", shown)
+            self._wait(self.rate_limit.wait_before_request(self.clock(), url), "rate limit reached", shown, url)
             if pace is not None and (gap := pace(self.clock())) > 0:
                 log.debug("account %s: pacing %.1fs before %s", self.account, gap, shown)
                 self.sleep(gap)
@@ -733,13 +742,13 @@ class CapturingSession:
                 self.rate_limit.observe(response, self.clock())
                 if policy_says_throttled(self.rate_limit, response.status_code, response.headers, response.content):
                     why = f"throttled (HTTP {response.status_code}, platform throttling error)"
-                    self._wait(self._throttle_wait(response, throttles), why, shown)
+                    self._wait(self._throttle_wait(response, throttles), why, shown, url)
                     throttles += 1
                     continue  # like a 429: not a failed attempt, and bounded by max_wait
                 if response.status_code in ok:
                     return exchange
                 if response.status_code == 429:
-                    self._wait(self._throttle_wait(response, throttles), "throttled (HTTP 429)", shown)
+                    self._wait(self._throttle_wait(response, throttles), "throttled (HTTP 429)", shown, url)
                     throttles += 1
                     continue  # a throttle is not a failed attempt; the wait is bounded by max_wait
                 if response.status_code in (401, 403):
@@ -760,7 +769,7 @@ class CapturingSession:
 
     @staticmethod
     def _api_failure(method: str, shown: str) -> Callable[[str], PlatformError]:
-        return lambda why: PlatformError(f"{method} {shown}: {why}")
+        return lambda why: RequestFailed(f"{method} {shown}: {why}", why)
 
     @staticmethod
     def _download_failure(method: str, shown: str) -> Callable[[str], PlatformError]:

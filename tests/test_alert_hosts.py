@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from archiver.cli import app
 from archiver.config import load_config
+from archiver.connectors.bluesky import MEDIA_FAILURES_NOTED, BlueskyConnector
 from archiver.demo.bluesky_server import Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
 from archiver.scan.alerts import OTHER_SERVER, failure_payload
@@ -28,7 +29,10 @@ from .test_phi_alerts import Hooks
 @pytest.fixture
 def commenter(tmp_path, monkeypatch, http_waits):
     """The clinic's Bluesky services, a commenter (Jane) whose DID document names her own PDS (a second loopback
-    server on the same records), and a webhook receiving the alerts."""
+    server on the same records), and a webhook receiving the alerts. Captured at request revision 3: from revision
+    4 on (OTHER_SERVERS_NOTED) a failure at her server is a notice and no longer ends the account's capture, but
+    a run of an older revision, or an error naming such a host some other way, must still not carry it."""
+    monkeypatch.setattr(BlueskyConnector, "REQUEST_REVISION", MEDIA_FAILURES_NOTED)
     clinic = BskyClinic(tmp_path, monkeypatch)
     jane = clinic.state.add_account("janedoe.example", "Jane Doe")
     own_pds = SampleBlueskyServer(clinic.state)

@@ -25,18 +25,40 @@ Reads that need no login are made without one. Direct messages (chat.bsky.convo.
 password is sent once to com.atproto.server.createSession (the JWTs it issues are masked before the answer
 is recorded and never reach disk); a session that expires mid-run (ExpiredToken) is created anew. Chat calls
 go to the PDS with the `atproto-proxy` header naming the chat service; a service that answers "not
-implemented" gets one notice and the run carries on. Rate limits: RateLimit-* headers and 429.
+implemented" gets one notice and the run carries on. Rate limits: RateLimit-* headers and 429, kept per host.
+
+Servers other than the account's own (its PDS, the AppView, `api_base`, the PLC directory): a commenter's records
+and blobs live on the PDS her DID document names, which may be her own server (did:web, or a did:plc naming a
+self-hosted endpoint), and a did:web's document is on its host. From request revision OTHER_SERVERS_NOTED on, such
+a server cannot stop the account's capture: what it fails to answer (a 401 or 403, which says nothing of the
+account's credential since none is sent there, a 5xx or no answer after the retries, a throttle past
+max_rate_limit_wait, an answer that is not the record asked for) is a notice naming what could not be checked, the
+item keeps its last known state (only `RecordNotFound` is a deletion, as before), and the next run asks again. A
+server that gave no answer at all (a failure, a throttle) is asked nothing more this run. Its throttles hold up its
+own requests only: budgets are kept per host, and its waits count against a max_rate_limit_wait of their own
+(BlueskyRateLimit).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
 from ..config import AccountConfig
-from ..errors import AuthError, PlatformError
-from ..http import Exchange, HeaderRateLimit, Session, check_json, check_request, with_params
+from ..errors import AuthError, PlatformError, RateLimitedError
+from ..http import (
+    Exchange,
+    HeaderRateLimit,
+    Refused,
+    RequestFailed,
+    Session,
+    check_json,
+    check_request,
+    host_of,
+    media_label,
+    with_params,
+)
 from ..items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, Observation
 from ..store import KnownItem
 from ..warc import CaptureRef
@@ -75,6 +97,19 @@ UNDER_DELETED = 2
 # archived without the file, with a notice, and the run goes on (base.fetch_media_file); before, it stopped the
 # account.
 MEDIA_FAILURES_NOTED = 3
+# The request revision from which a server other than the account's own (a commenter's PDS, a did:web's host) cannot
+# stop the account: its 401 or 403, a failure after the retries, a throttle past max_rate_limit_wait or an odd answer
+# is a notice, and a server that gave no answer is asked nothing more that run (see the module's docstring); before,
+# each stopped the account.
+OTHER_SERVERS_NOTED = 4
+# What another server's getRecord or DID document may answer without being a failure: 401 and 403 say nothing of the
+# account's credential (none is sent there). Not 410 as well: with all four the session takes a request for a media
+# download (http.is_file_download); a 410 is a failure, noted as one.
+RECORD_ANSWERS = (200, 400, 401, 403, 404)
+DOCUMENT_ANSWERS = (200, 401, 403, 404)
+THROTTLED_PAST_WAIT = "it throttles this archiver for longer than max_rate_limit_wait allows"
+# The wait pool (http.RateLimitPolicy.wait_pool) of every server other than the account's own.
+OTHER_SERVERS = "other servers"
 # What a deletedMessageView in the archived account's view can mean: the lexicon has no deletion for everyone.
 DELETED_FOR_SELF = (
     "it was removed from the archived account's own view only (chat.bsky.convo.deleteMessageForSelf, Bluesky "
@@ -197,6 +232,59 @@ def below(top: str, items: list[KnownItem]) -> set[str]:
     return under
 
 
+def pds_endpoint(document: Any) -> str | None:
+    """The `#atproto_pds` service endpoint a DID document names, whatever shape another server gave it; None when it
+    names none."""
+    services = document.get("service") if isinstance(document, dict) else None
+    endpoint = None
+    for service in services if isinstance(services, list) else []:
+        if isinstance(service, dict) and str(service.get("id", "")).endswith("#atproto_pds"):
+            endpoint = str(service.get("serviceEndpoint", "")).rstrip("/") or None
+    return endpoint
+
+
+def _readable_embed(embed: Any) -> bool:
+    """Whether the parser (embedded_blobs, quoted_uri, observe's `external`) can read an embed: what it takes for an
+    object or a list is one."""
+    if not isinstance(embed, dict):
+        return True  # not an embed: left out
+    if not isinstance(embed.get("external") or {}, dict):
+        return False
+    kind = embed.get("$type")
+    if kind == "app.bsky.embed.images":
+        return isinstance(embed.get("images", []), list)
+    if kind == "app.bsky.embed.record":
+        return isinstance(embed.get("record") or {}, dict)
+    if kind == "app.bsky.embed.recordWithMedia":
+        record = embed.get("record") or {}
+        return (
+            isinstance(record, dict)
+            and isinstance(record.get("record") or {}, dict)
+            and _readable_embed(embed.get("media"))
+        )
+    return True
+
+
+def odd_record(record: Any, uri: str) -> str | None:
+    """What makes another server's getRecord answer unusable as the record `uri`; None when nothing does. A shape
+    the parser cannot read, or another record than the one asked for: taken as it says, a commenter's server could
+    write a made-up version of any item, the account's own posts included."""
+    if not isinstance(record, dict) or not {"uri", "cid", "value"} <= set(record):
+        return "something other than a record"
+    if record["uri"] != uri:
+        return "another record than the one asked for"
+    value = record["value"]
+    if not isinstance(value, dict):
+        return "a record whose value is not an object"
+    reply = value.get("reply") or {}
+    refs = [reply, *([reply.get("parent") or {}, reply.get("root") or {}] if isinstance(reply, dict) else [])]
+    if not all(isinstance(ref, dict) for ref in refs):
+        return "a record whose reply is not a pair of references"
+    if not isinstance(value.get("createdAt") or "", str) or not _readable_embed(value.get("embed")):
+        return "a record of an unreadable shape"
+    return None
+
+
 def quoted_uri(embed: Any) -> str | None:
     if not isinstance(embed, dict):
         return None
@@ -207,15 +295,32 @@ def quoted_uri(embed: Any) -> str | None:
     return None
 
 
+class BlueskyRateLimit(HeaderRateLimit):
+    """RateLimit-Remaining / RateLimit-Reset, kept per host: the account's PDS, the AppView and each commenter's PDS
+    limit on their own, and a commenter's server that says it is spent, far into the future, must not hold up the
+    requests to the others. Waits at a server other than the account's own (`own_hosts`, which the run fills in as
+    it learns them) count against max_rate_limit_wait apart from the account's own: together they can hold the run
+    up no longer than that, and never use up what the account's own servers may ask."""
+
+    def __init__(self) -> None:
+        super().__init__("RateLimit-Remaining", "RateLimit-Reset", endpoint=host_of)
+        self.own_hosts: set[str] = set()
+
+    def wait_pool(self, url: str) -> str:
+        return "" if host_of(url) in self.own_hosts else OTHER_SERVERS
+
+
 class BlueskyConnector(RequestRevisions):
     platform: ClassVar[str] = "bluesky"
     token_param: ClassVar[str | None] = None
     # 2: replies under deleted posts (UNDER_DELETED); 3: a blob download that fails is a notice, and the run goes on
-    # (MEDIA_FAILURES_NOTED).
-    REQUEST_REVISION: ClassVar[int] = MEDIA_FAILURES_NOTED
+    # (MEDIA_FAILURES_NOTED); 4: a server other than the account's own cannot stop it (OTHER_SERVERS_NOTED).
+    REQUEST_REVISION: ClassVar[int] = OTHER_SERVERS_NOTED
+    policy: BlueskyRateLimit | None = None  # the last one handed out: its run tells it the account's own hosts
 
-    def rate_limit_policy(self) -> HeaderRateLimit:
-        return HeaderRateLimit("RateLimit-Remaining", "RateLimit-Reset")
+    def rate_limit_policy(self) -> BlueskyRateLimit:
+        self.policy = BlueskyRateLimit()
+        return self.policy
 
     def check_credential(self, account: AccountConfig, token: str, timeout: float) -> Credential:
         """Create a session with the app password (not archived, the JWTs dropped at once)."""
@@ -241,12 +346,18 @@ class BlueskyConnector(RequestRevisions):
     def fetch(
         self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow
     ) -> Iterator[Observation]:
-        yield from _BlueskyRun(session, account, state, window, self.revision).fetch()
+        yield from _BlueskyRun(session, account, state, window, self.revision, self.policy).fetch()
 
 
 class _BlueskyRun:
     def __init__(
-        self, session: Session, account: AccountConfig, state: AccountState, window: FetchWindow, revision: int
+        self,
+        session: Session,
+        account: AccountConfig,
+        state: AccountState,
+        window: FetchWindow,
+        revision: int,
+        policy: BlueskyRateLimit | None = None,
     ):
         self.session = session
         self.revision = revision
@@ -271,6 +382,13 @@ class _BlueskyRun:
         self.chat_answer = ""
         # The configured credential is the app password; kept now, before a session JWT replaces it.
         self.app_password = session.secret() or ""
+        # The account's own servers, the resolved PDS added when known; shared with the session's rate-limit policy.
+        configured = (account.api_base, self.appview, self.plc, self.pds_override)
+        self.own_hosts: set[str] = {host_of(url) for url in configured if url}
+        if policy is not None:
+            policy.own_hosts = self.own_hosts
+        self.unreachable: dict[str, str] = {}  # another server's host -> why it is asked nothing more this run
+        self.unresolved: dict[str, str] = {}  # a DID -> why its document, on another server, could not be read
 
     @staticmethod
     def key(uri: str) -> str:
@@ -280,6 +398,32 @@ class _BlueskyRun:
         return self.key(f"at://{self.did}/{POST}/")
 
     # -- XRPC ----------------------------------------------------------------------------------------------
+    def elsewhere(self, url: str) -> bool:
+        """Whether `url` is on a server other than the account's own, which may not stop the account's capture (from
+        request revision OTHER_SERVERS_NOTED on)."""
+        return self.revision >= OTHER_SERVERS_NOTED and host_of(url) not in self.own_hosts
+
+    def ask_elsewhere(self, url: str, params: dict[str, Any] | None, ok: tuple[int, ...]) -> Exchange | str:
+        """A GET of another server, without any credential: its answer when one of `ok`, else why there is none (a
+        failure after the retries, a throttle past max_rate_limit_wait, a request or redirect refused). A host that
+        gave no answer is asked nothing more this run (`unreachable`)."""
+        host = host_of(url)
+        if host in self.unreachable:
+            return self.not_asked(host)
+        try:
+            return self.session.get(url, params, auth=False, ok=ok)
+        except RateLimitedError:
+            why = THROTTLED_PAST_WAIT
+        except (RequestFailed, Refused) as exc:
+            why = exc.why
+        except PlatformError:  # an answer over the size cap; on a replay, the failure that left nothing captured
+            why = "no usable answer"
+        self.unreachable[host] = why
+        return why
+
+    def not_asked(self, host: str) -> str:
+        return f"not asked, as it gave no answer earlier in this run ({self.unreachable[host]})"
+
     def xrpc(
         self,
         base: str,
@@ -371,6 +515,7 @@ class _BlueskyRun:
             raise PlatformError(f"account {self.account.name}: the DID document of {self.did} names no PDS")
         self.pds = pds
         self.pds_of[self.did] = pds
+        self.own_hosts.add(host_of(pds))
         profile = self.xrpc(
             self.pds,
             "com.atproto.repo.getRecord",
@@ -383,7 +528,8 @@ class _BlueskyRun:
         return AccountIdentity(self.did, self.handle, self.display_name)
 
     def resolve_pds(self, did: str, own: bool = False) -> str | None:
-        """The PDS in a DID's document (did:plc from the PLC directory, did:web from its host); cached."""
+        """The PDS in a DID's document (did:plc from the PLC directory, did:web from its host); cached. A document on
+        another server that could not be read resolves to None, and `unresolved` says why."""
         if did in self.pds_of:
             return self.pds_of[did]
         if did.startswith("did:plc:"):
@@ -393,6 +539,13 @@ class _BlueskyRun:
         else:
             self.pds_of[did] = None
             return None
+        if own:
+            self.own_hosts.add(host_of(url))  # the account's own did:web host
+        elif self.elsewhere(url):
+            document = self.fetch_document_elsewhere(did, url)
+            endpoint = pds_endpoint(document) if document is not None else None
+            self.pds_of[did] = endpoint
+            return endpoint
         exchange = self.session.get(url, auth=False, ok=(200,) if own else (200, 404, 410))
         document = exchange.json() if exchange.status == 200 else {}
         endpoint = None
@@ -404,6 +557,25 @@ class _BlueskyRun:
             self.handle = aka[0].removeprefix("at://") if aka else None
         self.pds_of[did] = endpoint
         return endpoint
+
+    def fetch_document_elsewhere(self, did: str, url: str) -> Any | None:
+        """A DID document on another server (a did:web's host); None when it could not be read (`unresolved` says
+        why). A 404 is an answer, as before: a DID without a document names no PDS."""
+        exchange = self.ask_elsewhere(url, None, DOCUMENT_ANSWERS)
+        where = f"its DID document on another server ({host_of(url)}) could not be read"
+        if isinstance(exchange, str):
+            self.unresolved[did] = f"{where}: {exchange}"
+            return None
+        if exchange.status == 404:
+            return {}
+        if exchange.status != 200:
+            self.unresolved[did] = f"{where}: HTTP {exchange.status} (WARC record {exchange.ref.record_id})"
+            return None
+        try:
+            return exchange.json()
+        except PlatformError:
+            self.unresolved[did] = f"{where}: not JSON (WARC record {exchange.ref.record_id})"
+            return None
 
     # -- the account's posts -------------------------------------------------------------------------------
     def fetch_own_posts(self, follow_ups: FollowUps) -> Iterator[Observation]:
@@ -463,11 +635,20 @@ class _BlueskyRun:
             did, collection, rkey = split_uri(uri)
             pds = self.resolve_pds(did)
             if pds is None:
-                yield Notice(f"{uri}: its author's PDS cannot be resolved; its absence is not checked")
+                unread = self.unresolved.get(did)
+                yield Notice(
+                    f"{uri}: {unread}; not concluded deleted, its status is checked again next run"
+                    if unread
+                    else f"{uri}: its author's PDS cannot be resolved; its absence is not checked"
+                )
                 continue
-            lookup = self.xrpc(
-                pds, "com.atproto.repo.getRecord", {"repo": did, "collection": collection, "rkey": rkey}, ok=(200, 400)
-            )
+            params = {"repo": did, "collection": collection, "rkey": rkey}
+            if self.elsewhere(pds):
+                lookup = yield from self.fetch_record_elsewhere(known, pds, params)
+                if lookup is None:
+                    continue
+            else:
+                lookup = self.xrpc(pds, "com.atproto.repo.getRecord", params, ok=(200, 400))
             if lookup.status == 400:
                 error = _error_name(lookup)
                 if error != "RecordNotFound":
@@ -488,6 +669,32 @@ class _BlueskyRun:
             _expect(isinstance(record, dict) and {"uri", "cid", "value"} <= set(record), lookup, "a record")
             author = (self.did, self.handle, self.display_name) if did == self.did else (did, None, None)
             yield from self.observe(str(record["uri"]), str(record["cid"]), record["value"], author, record, lookup.ref)
+
+    def fetch_record_elsewhere(
+        self, known: KnownItem, pds: str, params: dict[str, Any]
+    ) -> Generator[Observation, None, Exchange | None]:
+        """getRecord of `known` on another server: its answer when it is a record or an error to weigh (400), else
+        a Notice naming the item, and None: the item keeps its last known state, and the next run asks again."""
+        uri = known.item_key.removeprefix("bluesky:")
+        lookup = self.ask_elsewhere(f"{pds}/xrpc/com.atproto.repo.getRecord", params, RECORD_ANSWERS)
+        if isinstance(lookup, str):
+            why = lookup
+        elif lookup.status in (200, 400):
+            try:
+                odd = odd_record(lookup.json(), uri) if lookup.status == 200 else None
+            except PlatformError:
+                odd = "something other than JSON"
+            if odd is None:
+                return lookup
+            why = f"it answered {odd} (WARC record {lookup.ref.record_id})"
+        else:
+            why = f"HTTP {lookup.status} (WARC record {lookup.ref.record_id})"
+        what = "a reply" if known.kind == "comment" else f"a {known.kind}"
+        yield Notice(
+            f"{uri}: {what}'s record on another server ({host_of(pds)}) could not be read: {why}; not concluded "
+            "deleted, its status is checked again next run"
+        )
+        return None
 
     def recheck_orphans(self) -> Iterator[Observation]:
         """The known replies under the account's deleted posts in the re-check window, each looked up: replies
@@ -639,7 +846,15 @@ class _BlueskyRun:
         parent = (reply.get("parent") or {}).get("uri")
         root = (reply.get("root") or {}).get("uri")
         embed = record.get("embed")
-        media = list((yield from self.fetch_blobs(did, embedded_blobs(embed))))
+        blobs = embedded_blobs(embed)
+        if self.revision >= OTHER_SERVERS_NOTED and any(blob_cid(blob) for _, blob, _ in blobs):
+            if self.account.media:
+                self.resolve_pds(did)  # as fetch_blobs would, first: its blobs' URLs name the PDS it names
+            if did in self.unresolved and self.state.latest(key) is not None:
+                # Read without that PDS, the version would differ from the last in its blobs' URLs alone.
+                yield Notice(f"{uri}: not read again this run: {self.unresolved[did]}; the next run reads it again")
+                return
+        media = list((yield from self.fetch_blobs(did, blobs)))
         yield Item(
             item_key=key,
             platform="bluesky",
@@ -676,22 +891,39 @@ class _BlueskyRun:
             pds = self.resolve_pds(did) if self.account.media else self.pds_of.get(did)
             url = with_params(f"{pds}/xrpc/com.atproto.sync.getBlob", {"did": did, "cid": cid}) if pds else None
             entry = {"id": cid, "type": kind, "url": url, "description": alt, "mime_type": blob.get("mimeType")}
+            if not url and did in self.unresolved and self.account.media:
+                yield Notice(f"blob {cid} of {did}: {self.unresolved[did]}; kept the post without it")
             if url and self.account.media and url not in self.media_fetched and not self.state.has_media(url):
                 self.media_fetched.add(url)
-                exchange = yield from fetch_media_file(
-                    self.session,
-                    url,
-                    self.revision >= MEDIA_FAILURES_NOTED,
-                    what="blob",
-                    kept="the post",
-                    ok=(*MEDIA_ANSWERS, 400),  # 400: no such blob
-                )
+                exchange = yield from self.fetch_blob(url)
                 if exchange is not None and exchange.status == 200:
                     digest = hashlib.sha256(exchange.body).hexdigest()
                     entry["sha256"] = digest
                     yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
             normalised.append(entry)
         return normalised
+
+    def fetch_blob(self, url: str) -> Generator[Observation, None, Exchange | None]:
+        """One blob into the WARC (base.fetch_media_file). From another server, a throttle past max_rate_limit_wait
+        is a notice too, and a failure there leaves that host asked nothing more this run."""
+        ok = (*MEDIA_ANSWERS, 400)  # 400: no such blob
+        keep_going = self.revision >= MEDIA_FAILURES_NOTED
+        if not self.elsewhere(url):
+            return (yield from fetch_media_file(self.session, url, keep_going, what="blob", kept="the post", ok=ok))
+        host = host_of(url)
+        later = "kept the post without it, and the next run asks for it again"
+        if host in self.unreachable:
+            yield Notice(f"blob {media_label(url)}: {self.not_asked(host)}; {later}")
+            return None
+        try:
+            exchange = yield from fetch_media_file(self.session, url, keep_going, what="blob", kept="the post", ok=ok)
+        except RateLimitedError:
+            self.unreachable[host] = THROTTLED_PAST_WAIT
+            yield Notice(f"blob {media_label(url)}: {self.unreachable[host]}; {later}")
+            return None
+        if exchange is None:  # failed after the retries, and said so
+            self.unreachable[host] = "a blob download failed"
+        return exchange
 
     # -- chat ----------------------------------------------------------------------------------------------
     def chat(self, nsid: str, params: dict[str, Any], *, first: bool = False) -> Exchange | None:
