@@ -408,16 +408,22 @@ def _staged(warc_dir: Path, file_name: str) -> Path:
 def _stage_copy(warc_dir: Path, file_name: str, document: dict[str, str]) -> None:
     tmp = _staged(warc_dir, file_name)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        tmp.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except OSError as exc:  # a write's error names no file: this one names the copy, and so its volume
+        raise OSError(exc.errno, exc.strerror or str(exc), str(tmp)) from exc
 
 
 def publish_copy(warc_dir: Path, file_name: str) -> None:
     """Move a committed checkpoint's staged copy into place beside the WARCs."""
     folder = warc_dir / CHECKPOINT_DIR
     os.replace(_staged(warc_dir, file_name), folder / file_name)
-    fsync_path(folder)
+    try:
+        fsync_path(folder)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(folder)) from exc
 
 
 def restore_copies(conn: sqlite3.Connection, warc_dir: Path) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
@@ -21,7 +20,7 @@ import typer
 from . import __version__
 from .config import DEFAULT_CONFIG, EXAMPLE_CONFIG, EXAMPLE_DIR_LINE, load_config
 from .consent.state import local_today
-from .errors import ArchiverError, ConfigError, Interrupted
+from .errors import ArchiverError, ConfigError, Interrupted, StoreError, storage_failure
 from .logs import setup_logging
 
 app = typer.Typer(
@@ -36,31 +35,38 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Config file.
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print an ArchiverError as one line on stderr and exit with its code (2 for bad input)."""
+    """Print an ArchiverError as one line on stderr and exit with its code (2 for bad input). A disk that fails
+    under a command (full, a quota, read-only, an I/O error) is no bad input: one line naming the file, exit 1."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except ArchiverError as exc:
-            typer.echo(f"archiver: error: {exc}", err=True)
+            # the store's "cannot append" over a failing disk: said as the disk's failure, with what to do
+            database = _archive_database(kwargs) if isinstance(exc, StoreError) else None
+            failure = storage_failure(exc, database=database) if database is not None else None
+            typer.echo(f"archiver: error: {failure or exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a path the archive needs that cannot be made, read or written
             if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
                 # the reader of stdout stopped early (`| head`): no message, and the exit of a command SIGPIPE ends
                 _silence_stdout()
                 raise typer.Exit(128 + signal.SIGPIPE) from None
+            failure = storage_failure(exc, fallback=_target(kwargs))
+            if failure is not None:
+                typer.echo(f"archiver: error: {failure}", err=True)
+                raise typer.Exit(failure.exit_code) from None
             where = f"{exc.filename}: " if exc.filename else ""
-            full = exc.errno == errno.ENOSPC
-            what = "free some space; nothing committed is lost" if full else "check the path and its permissions"
-            typer.echo(f"archiver: error: {where}{exc.strerror or exc}; {what}", err=True)
-            raise typer.Exit(1 if full else 2) from None
+            typer.echo(f"archiver: error: {where}{exc.strerror or exc}; check the path and its permissions", err=True)
+            raise typer.Exit(2) from None
         except sqlite3.DatabaseError as exc:
             database = _archive_database(kwargs)
+            failure = storage_failure(exc, database=database)
+            if failure is not None:  # a full or failing disk, as an OSError says it
+                typer.echo(f"archiver: error: {failure}", err=True)
+                raise typer.Exit(failure.exit_code) from None
             where = f"{database}: " if database is not None else ""
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # a full disk, as an OSError says it
-                typer.echo(f"archiver: error: {where}{exc}; free some space; nothing committed is lost", err=True)
-                raise typer.Exit(1) from None
             fix = "check that the config's database names an archive"
             message = f"{where}the archive database cannot be used ({exc}); {fix}"
             typer.echo(f"archiver: error: {message}", err=True)
@@ -106,6 +112,17 @@ def _archive_database(options: dict[str, Any]) -> Path | None:
         return load_config(options.get("config") or DEFAULT_CONFIG).archive.database
     except (ArchiverError, OSError):
         return None
+
+
+def _target(options: dict[str, Any]) -> str | None:
+    """What a command writes, to name when an error names no file: export's bundle folder, the --out or --to a
+    command was given, else the archive folder of its config."""
+    if options.get("out") is not None:
+        return f"the bundle folder {options['out']}" if "case" in options else f"--out {options['out']}"
+    if options.get("to") is not None:
+        return f"--to {options['to']}"
+    database = _archive_database(options)
+    return str(database.parent) if database is not None else None
 
 
 def on_terminal() -> bool:
@@ -197,7 +214,9 @@ def run(
 
     Exit code 0 when every account succeeded, 1 when one failed (the others are still archived), when the PHI
     scan or the consent check at the end failed (e.g. a bad rule file: what was captured is kept and signed;
-    fix it and run `archiver scan`) or another run holds the archive, 2 for bad input found before anything is
+    fix it and run `archiver scan`), when a disk under the archive failed (full, a quota, read-only, an I/O
+    error: one line names the file; what was committed is kept and the next run takes up the rest) or another
+    run holds the archive, 2 for bad input found before anything is
     touched (the config, an account's token, a database file that is not an archive), 130 when stopped by
     Ctrl-C or SIGTERM (what was captured is kept and signed; the next run resumes). An alert channel that
     fails is a notice: its flags stay owed, and the next run or `archiver alerts send` sends them.

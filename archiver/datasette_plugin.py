@@ -45,6 +45,7 @@ from itsdangerous import BadSignature
 from markupsafe import Markup
 
 from .access_log import Access, AccessLog, RequestRows, count_rows, current_rows
+from .errors import storage_condition
 from .login_throttle import LoginThrottle
 from .sessions import OpenSessions
 from .users import User, UsersFile
@@ -457,6 +458,16 @@ def from_another_site(scope: dict[str, Any]) -> bool:
     return (url.hostname, port) != (ours[0], ours[1] or port)
 
 
+def access_log_failure(log_file: Path, exc: BaseException) -> str:
+    """Why the access log could not be written, naming its file, and the fix when its disk is at fault. A failed
+    COMMIT leaves no transaction to roll back: the error of that rollback is set aside for the one behind it."""
+    while isinstance(exc.__context__, sqlite3.Error | OSError) and "no transaction is active" in str(exc):
+        exc = exc.__context__
+    condition = storage_condition(exc, log_file)
+    why = f"{condition[0]} ({exc}): {condition[1]}" if condition else f"{type(exc).__name__}: {exc}"
+    return f"access log not written to {log_file}: {why}"
+
+
 @hookimpl
 def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
@@ -513,7 +524,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                     try:
                         await record()  # before any of the response leaves: nothing is seen unlogged
                     except (sqlite3.Error, OSError) as exc:
-                        log.error("access log not written (%s): %s answered 503", type(exc).__name__, path)
+                        log.error("%s answered 503: %s", path, access_log_failure(workspace.access_log.path, exc))
                         held["start"], held["body"] = None, []
                         await _refuse(observe, scope, 503, "The access log cannot be written: try again later")
                         return

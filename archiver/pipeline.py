@@ -1,13 +1,14 @@
 """One archive run: for each account, connector -> WARC -> store, then close the WARC and record the outcome.
 
 Order of durability: the WARC holds an exchange before it is parsed, and it is fsynced before the rows
-that point into it are committed. A failing account is recorded with a one-line error and the run goes on.
+that point into it are committed. A failing account is recorded with a one-line error and the run goes on; a
+failing disk (full, a quota, read-only, an I/O error, a WARC folder that refuses writes) is no account's failure:
+the run stops as a whole with one line naming the file (StorageError), keeping what it committed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -15,7 +16,7 @@ import socket
 import sqlite3
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,7 @@ from .connectors.base import (
 )
 from .consent.check import consent_check_after_run
 from .consent.state import local_today
-from .errors import ArchiverError, ConfigError, Interrupted
+from .errors import NOTHING_LOST, ArchiverError, ConfigError, Interrupted, StoreError, storage_failure
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, without_lone_surrogates
 from .lock import archive_lock
@@ -79,6 +80,9 @@ EARLIER_NAMES_OPTION = "recheck_earlier_names"
 # Observations per transaction: a bounded loss window with few fsyncs. The crash tests set it low through
 # the environment so that kills land between committed batches.
 COMMIT_EVERY = int(os.environ.get("ARCHIVER_COMMIT_EVERY", "500"))
+
+# How the one line of a run stopped by a failing disk ends: what a person may rely on once it is fixed.
+RUN_STOPPED = f"{NOTHING_LOST}: the next run takes up what this one left"
 
 
 @dataclass
@@ -144,6 +148,11 @@ class RunTransaction:
     Every database call of a run happens under `lock`, which is also the WARC writer's lock, so a WARC
     rotation (which appends a row) and an observation never interleave. Before each commit the WARC is
     synced: no committed row points at data that could still be lost.
+
+    A storage failure (a full disk, an I/O error: errors.storage_condition) or SQLite ending the transaction by
+    itself (it rolls back on an I/O error in COMMIT) stops the whole run: `failure` keeps the error that says so,
+    and every thread's next write raises it instead of writing, so nothing is ever appended outside the transaction.
+    `then` ends its message: what the stop means for the command.
     """
 
     def __init__(
@@ -154,6 +163,7 @@ class RunTransaction:
         every: int = 0,
         on_commit: Callable[[], None] | None = None,
         run_id: str | None = None,
+        then: str = NOTHING_LOST,
     ):
         self.store = store
         self.sync = sync
@@ -166,6 +176,8 @@ class RunTransaction:
         self.run_id = run_id
         self.observations: dict[str, int] = {}
         self.unrecorded: set[str] = set()
+        self.then = then
+        self.failure: ArchiverError | None = None
 
     def _record_progress(self) -> None:
         if self.run_id is not None and self.unrecorded:
@@ -179,9 +191,9 @@ class RunTransaction:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         with self.lock:
-            if not self.store.conn.in_transaction:
-                return  # SQLite ended it (a commit that failed: a full disk); the error goes up as it was
             if exc_type is not None:
+                if not self.store.conn.in_transaction:
+                    return  # SQLite ended it (a commit that failed: a full disk); the error goes up as it was
                 # Never commit after an error: what follows the last commit may point at WARC data not synced,
                 # and a second failure would hide the first. Rows not committed are captured again next run.
                 try:
@@ -189,6 +201,7 @@ class RunTransaction:
                 except sqlite3.Error as error:
                     log.warning("could not roll the run's last transaction back (%s); SQLite does on close", error)
                 return
+            self.check()
             self.sync()
             self._record_progress()
             self.store.commit()
@@ -206,12 +219,51 @@ class RunTransaction:
 
     def commit(self) -> None:
         with self.lock:
+            self.check()
             self.sync()
             self._record_progress()
             self.store.commit()
             self.store.begin()  # first: whatever on_commit does, the run's writes stay inside a transaction
             self.pending = 0
             self._committed()
+
+    def check(self) -> None:
+        """Before a write (lock held): raise the error that stopped the run, if one did, or if the transaction is
+        gone without one (whatever ended it, a write now would be committed on its own)."""
+        if self.failure is None and not self.store.conn.in_transaction:
+            self.failure = StoreError(
+                f"{self.store.path}: the run's transaction ended without a commit (SQLite rolled it back after an "
+                f"error); the run stopped there; {self.then}"
+            )
+        if self.failure is not None:
+            raise type(self.failure)(str(self.failure))
+
+    def stopping(self, exc: BaseException) -> ArchiverError | None:
+        """The error that stops the run, if `exc` is one (a storage failure, or an error SQLite ended the transaction
+        on) or came after one: the first one, said once for every thread. None: `exc` is the account's alone."""
+        with self.lock:
+            if self.failure is None:
+                self.failure = storage_failure(exc, database=self.store.path, then=self.then)
+            if self.failure is None and not self.store.conn.in_transaction:
+                # SQLite's own words, not another error's (a connector's may quote what an account must not show)
+                after = f"{type(exc).__name__}: {exc}" if isinstance(exc, sqlite3.Error) else type(exc).__name__
+                self.failure = StoreError(
+                    f"{self.store.path}: SQLite rolled the run's transaction back after {after}; the run stopped "
+                    f"there; {self.then}"
+                )
+            return None if self.failure is None else type(self.failure)(str(self.failure))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A block of the run's database writes: the lock held, refused once the run is stopping, and an error in it
+        that stops the run recorded before the lock is let go (no other thread writes in between)."""
+        with self.lock:
+            self.check()
+            try:
+                yield
+            except Exception as exc:
+                self.stopping(exc)
+                raise
 
     def _committed(self) -> None:
         """Tell on_commit; a failure there (the scan's head start) never ends the capture: the scan after the
@@ -221,6 +273,8 @@ class RunTransaction:
         try:
             self.on_commit()
         except Exception as exc:
+            if self.stopping(exc) is not None:
+                raise  # a disk failing under the scan's head start fails the capture's writes as much
             log.warning(
                 "PHI scan during the capture stopped (unexpected %s: %s); the scan after the capture does it",
                 type(exc).__name__,
@@ -363,10 +417,37 @@ def run_archive(
     progress: RunProgress | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> RunResult:
-    """Run every enabled account (or those named in `only`) once. Raises LockedError if a run is active."""
+    """Run every enabled account (or those named in `only`) once. Raises LockedError if a run is active, and a
+    StorageError when a disk under the archive fails (the run stops as a whole: no account's failure)."""
     progress = progress or RunProgress()
     accounts = config.selected_accounts(only)  # ConfigError for a name not configured
     accounts = [rechecking_earlier_names(a) for a in accounts]
+    archive = config.archive
+    try:
+        return _run_locked(config, accounts, progress, now)
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        failure = storage_failure(exc, database=archive.database, fallback=archive_places(archive), then=RUN_STOPPED)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def archive_places(archive: ArchiveConfig) -> str:
+    """The folders a run writes in, to name where an error names no file: the archive folder, and `warc_dir` and
+    the database's folder where the config puts them elsewhere (a volume of their own)."""
+    places = [archive.dir]
+    for place in (archive.warc_dir, archive.database.parent):
+        if not place.is_relative_to(archive.dir) and place not in places:
+            places.append(place)
+    return " or ".join(str(place) for place in places)
+
+
+def _run_locked(
+    config: Config,
+    accounts: list[AccountConfig],
+    progress: RunProgress,
+    now: Callable[[], datetime],
+) -> RunResult:
     archive = config.archive
     with archive_lock(archive.dir, "archiver run"):
         archive.dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +484,10 @@ def run_archive(
             # only a scanner with workers does anything with a commit (see scan/parallel.py)
             on_commit = (lambda: scanner.committed(store.last_version_id())) if scanner and scanner.workers else None
             stop = threading.Event()
-            with RunTransaction(store, warc.sync, warc.lock, on_commit=on_commit, run_id=run_id) as transaction:
+            transaction = RunTransaction(
+                store, warc.sync, warc.lock, on_commit=on_commit, run_id=run_id, then=RUN_STOPPED
+            )
+            with transaction:
                 results = run_platforms(
                     accounts,
                     archive.parallel_platforms,
@@ -460,10 +544,14 @@ def run_platforms(
     results: dict[str, AccountResult] = {}
 
     def run_platform(platform_accounts: list[AccountConfig]) -> None:
-        for account in platform_accounts:
-            progress.account_started(account)
-            results[account.name] = result = run_one(account)
-            progress.account_finished(result)
+        try:
+            for account in platform_accounts:
+                progress.account_started(account)
+                results[account.name] = result = run_one(account)
+                progress.account_finished(result)
+        except Exception:
+            stop.set()  # the run stops (a disk failed): the other platforms send no further request
+            raise
 
     workers = max(1, min(parallel, len(by_platform)))
     futures: list[Future[None]] = []
@@ -599,7 +687,7 @@ def archive_account(
         for applied, observation in enumerate(connector.fetch(session, account, state, window)):
             if limit is not None and applied >= limit:
                 break  # what the run applied after this was never committed: the next run started without it
-            with lock:
+            with transaction.writing():
                 apply_observation(store, account, run_id, observation, result)
                 if isinstance(observation, AccountIdentity) and account.options.get(EARLIER_NAMES_OPTION):
                     note_same_account(account, state.identified(account, observation), result)
@@ -607,19 +695,23 @@ def archive_account(
             if committed:
                 result.requests = session.requests_made
                 progress.observed(result)
-    except ArchiverError as exc:
-        result.status, result.error = "failed", without_lone_surrogates(redactor.text(str(exc)))
     except Exception as exc:  # a connector bug or an unexpected shape must not stop the other accounts
-        if disk_full(exc):
-            raise  # no account's failure: every later write fails too. The run stops, and says so (cli.py)
+        # ...but a disk that fails (a WARC write, SQLite) is no account's failure: every later write fails too, and
+        # after a failed WARC write or SQLite's own rollback nothing may be written. The run stops, and says why.
+        stop = transaction.stopping(exc)
+        if stop is not None:
+            raise stop from exc
         result.status = "failed"
-        result.error = without_lone_surrogates(redactor.text(f"unexpected {type(exc).__name__}: {exc}"))
-        log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
+        if isinstance(exc, ArchiverError):
+            result.error = without_lone_surrogates(redactor.text(str(exc)))
+        else:
+            result.error = without_lone_surrogates(redactor.text(f"unexpected {type(exc).__name__}: {exc}"))
+            log.debug("account %s failed:\n%s", account.name, redactor.text(traceback.format_exc()))
     finally:
         if session is not None:
             result.requests = session.requests_made
             session.close()
-    with lock:
+    with transaction.writing():
         store.append_account_run(
             {
                 "run_id": run_id,
@@ -665,13 +757,6 @@ def note_same_account(account: AccountConfig, names: AccountNames, result: Accou
             f"account {account.name} is the same {account.platform} account as {others}, which this run captures "
             "too: each re-checks the items it captured; set enabled = false on the old name (rebuild still needs it)"
         )
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` says the disk is full: an OSError's ENOSPC (a WARC, a media file) or SQLite's SQLITE_FULL."""
-    if isinstance(exc, OSError):
-        return exc.errno == errno.ENOSPC
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 def apply_observation(

@@ -8,6 +8,7 @@ while it is written, so closing a file costs no second read.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -15,7 +16,7 @@ import socket
 import threading
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from . import __version__
+from .errors import StorageWriteError
 
 SOFTWARE = f"archiver/{__version__}"
 ACCOUNT_FIELD = "Archiver-Account"  # extension field: which configured account made the exchange
@@ -100,6 +102,11 @@ def make_private_folder(folder: Path) -> None:
         each.mkdir(mode=0o700, exist_ok=True)
 
 
+class WarcWriteError(StorageWriteError):
+    """A WARC file (or its folder) could not be written. The file may now end in a torn record, so its writer takes
+    no further record (nothing may follow a torn record but the tail `recovery` sets aside), and the run stops."""
+
+
 class _HashingFile:
     """A write-only file that keeps the sha256 and size of everything written."""
 
@@ -130,6 +137,11 @@ class _HashingFile:
         self.sync()
         self._file.close()
         return self._hash.hexdigest()
+
+    def abandon(self) -> None:
+        """Close after a failed write, keeping nothing back: what the buffer still holds is the torn record's."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 # zlib level of each record's gzip member. warcio's own writer uses 9; on JSON, 6 compresses within 1% of it
@@ -191,14 +203,32 @@ class WarcWriter:
         self._name = ""
         self._records = 0
         self._writer: WARCWriter | None = None
+        self._failed: WarcWriteError | None = None
         self.closed_files: list[WarcFileInfo] = []
 
     # -- files ---------------------------------------------------------------------------------------------
     @property
     def current_name(self) -> str:
-        with self.lock:
+        with self.lock, self._writing():
             self._ensure_open()
             return self._name
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Every write (lock held). An OSError becomes a WarcWriteError naming the file (the folder, when the file
+        could not be made), and every later write raises it again: no account appends after a failed write."""
+        if self._failed is not None:
+            failed = self._failed
+            raise WarcWriteError(failed.errno, failed.strerror, failed.filename)
+        try:
+            yield
+        except OSError as exc:
+            where = self.directory / self._name if self._file is not None else self.directory
+            self._failed = WarcWriteError(exc.errno, exc.strerror or str(exc), str(where))
+            if self._file is not None:
+                self._file.abandon()
+            self._file = self._writer = None
+            raise self._failed from exc
 
     def _ensure_open(self) -> None:
         if self._file is not None:
@@ -296,7 +326,7 @@ class WarcWriter:
         account's exchanges through its connector. `truncated` is the response's WARC-Truncated reason (WARC 1.1:
         "length" for a body over the size kept), for an answer whose body was left out.
         """
-        with self.lock:
+        with self.lock, self._writing():
             self._ensure_open()
             tag = {ACCOUNT_FIELD: account} if account else {}
             req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
@@ -316,12 +346,12 @@ class WarcWriter:
 
     def sync(self) -> None:
         """Make everything written so far durable: called before database rows that point to it commit."""
-        with self.lock:
+        with self.lock, self._writing():
             if self._file is not None:
                 self._file.sync()
 
     def close(self) -> list[WarcFileInfo]:
-        with self.lock:
+        with self.lock, self._writing():
             self._close_current()
             return self.closed_files
 

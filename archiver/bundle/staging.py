@@ -9,6 +9,7 @@ export that made it is over) and `archiver doctor` warns about it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ArchiverError, ConfigError
+from ..errors import ArchiverError, ConfigError, storage_failure
 
 MARKER = "export-in-progress.json"
 STAGING_NAME = re.compile(r"^\..+\.partial-\d+$")
@@ -87,13 +88,20 @@ def staging_folder(out: Path, archive_dir: Path) -> Iterator[Path]:
     so a half-written bundle is never left where a finished one is expected."""
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     marker = archive_dir / MARKER
-    marker.write_text(json.dumps({"staging": str(staging), "pid": os.getpid(), "host": socket.gethostname()}))
+    try:
+        marker.write_text(json.dumps({"staging": str(staging), "pid": os.getpid(), "host": socket.gethostname()}))
+    except OSError as exc:  # a write's error names no file: the marker is in the archive folder, not at --out
+        raise OSError(exc.errno, exc.strerror or str(exc), str(marker)) from exc
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir(mode=0o700)
         os.chmod(staging, 0o700)  # mkdir's mode is cut by the umask
     except OSError as exc:
         marker.unlink(missing_ok=True)
+        # a full or failing disk is no bad --out: the same folder works once it is fixed
+        failure = storage_failure(exc, name=f"the bundle folder {out}", then="export again once it is fixed")
+        if failure is not None and exc.errno != errno.EROFS:
+            raise failure from None
         raise ConfigError(
             f"--out {out}: cannot make the bundle folder there ({exc.strerror or exc}); choose a folder in a "
             "place you can write to"

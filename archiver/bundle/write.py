@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ import bagit
 from .. import __version__
 from ..checkpoints import load_private_key, public_b64, public_pem
 from ..config import Config
-from ..errors import ArchiverError, ConfigError
+from ..errors import ArchiverError, ConfigError, storage_failure
 from ..lock import archive_lock
 from ..operator import current_operator
 from ..store import Store, require_database
@@ -77,6 +78,8 @@ NO_ORGANISATION = "(not set: [archive] organisation in archiver.toml)"
 # A cell a spreadsheet would run as a formula (OWASP's list); in the CSVs it gets a leading '.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXTRACT = "evidence.warc.gz"
+# How the one line of an export stopped by its bundle folder's disk ends (the staging folder is removed).
+EXPORT_STOPPED = "no bundle was left there: export again once it is fixed"
 WACZ = "evidence.wacz"
 
 
@@ -167,10 +170,13 @@ def export_bundle(
                 gathered = gather_rows(store.conn, keys)
                 on_step(f"proving {len(gathered.ledger)} ledger entries against the signed ledger tree")
                 add_inclusion_proofs(store.conn, gathered.ledger, json.loads(checkpoint["statement"]))
-                manifest, signed, custody = _write_bag(
-                    config, store, staging, case_id, selection, selectors, gathered, checkpoint, wacz, on_step
-                )
-                make_private(staging)
+                try:
+                    manifest, signed, custody = _write_bag(
+                        config, store, staging, case_id, selection, selectors, gathered, checkpoint, wacz, on_step
+                    )
+                    make_private(staging)
+                except OSError as exc:
+                    raise bundle_write_failure(exc, out, staging) from exc
                 on_step("recording the export")
                 export_id = _record_export(
                     store, out, staging, selectors, checkpoint, custody, (manifest, signed["signature"])
@@ -180,6 +186,23 @@ def export_bundle(
             store.close()
     digest = hashlib.sha256(manifest).hexdigest()
     return ExportResult(out, export_id, custody["counts"], digest, (*removed, *_notes(custody)), selection.unmatched)
+
+
+def bundle_write_failure(exc: OSError, out: Path, staging: Path) -> BaseException:
+    """What a failed write of the bundle says: its disk (full, a quota, read-only, an I/O error) named as `--out`'s,
+    where the bundle was being written. A write's error names no file, bagit's a name inside the bag (it works in
+    it); an error naming another file (a WARC file it reads) goes up as it is. The staging folder is removed on the
+    way up (staging.py): nothing is left at --out."""
+    if exc.filename is not None:
+        named = Path(os.fsdecode(exc.filename)) if isinstance(exc.filename, str | bytes) else None
+        if named is not None and named.is_absolute() and not named.is_relative_to(staging):
+            return exc
+    unsure = exc.filename is None and exc.errno == errno.EIO  # a read of a WARC file fails so too, unnamed
+    name = f"the bundle folder {out}" + (" (or a WARC file the export copies from)" if unsure else "")
+    failure = storage_failure(exc, name=name, then=EXPORT_STOPPED)
+    if failure is not None:
+        return failure
+    return ArchiverError(f"{name}: the bundle could not be written ({exc.strerror or exc}); {EXPORT_STOPPED}")
 
 
 def _write_signature(staging: Path, document: dict[str, str], out: Path, export_id: int) -> None:
