@@ -69,7 +69,8 @@ SLOWEST_RATE = 128 * 1024
 # The size caps: an API answer is JSON (pages of a few MB at most); a media file is mostly a video, and the platforms'
 # limits for one posted through their APIs are at or under 512 MB (X 512 MB, LinkedIn 500 MB, Instagram reels 300 MB
 # to 1 GB, Bluesky and Mastodon about 100 MB; Facebook allows far more). A body is held in memory two or three times
-# over on its way to the WARC, so the cap bounds the run's memory too.
+# over on its way to the WARC (and twice by verify and rebuild), so the cap bounds the run's memory too, but at some
+# 1.5 GB, not the 300 MB a run of text keeps to (BENCHMARKS.md, "Memory with one large media file").
 API_MAX_BYTES = 64 * 2**20
 MEDIA_MAX_BYTES = 512 * 2**20
 READ_SIZE = 256 * 1024  # the most one read asks for; it returns what has arrived, so a deadline is checked often
