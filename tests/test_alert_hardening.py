@@ -109,9 +109,9 @@ def smtp() -> Iterator[Callable[..., tuple[Box, int]]]:
         controller.stop()
 
 
-@pytest.fixture
-def tls(tmp_path) -> tuple[Path, ssl.SSLContext]:
-    """A self-signed certificate for 127.0.0.1 (its PEM file, to give as ca_file) and a server context."""
+def self_signed(directory: Path, prefix: str = "") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files in `directory`): a loopback TLS server's, which
+    a client is told to trust as its own CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
@@ -127,11 +127,18 @@ def tls(tmp_path) -> tuple[Path, ssl.SSLContext]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
-    cert_file, key_file = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    cert_file, key_file = directory / f"{prefix}cert.pem", directory / f"{prefix}key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def tls(tmp_path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 (its PEM file, to give as ca_file) and a server context."""
+    cert_file, key_file = self_signed(tmp_path, "smtp-")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return cert_file, context

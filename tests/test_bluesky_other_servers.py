@@ -14,8 +14,6 @@ replay as they were made.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import re
 import sqlite3
@@ -23,18 +21,14 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from archiver.connectors.bluesky import MEDIA_FAILURES_NOTED, BlueskyConnector
 from archiver.demo.bluesky_server import Account, Fault, SampleBlueskyServer
 from archiver.demo.png import make_png
 from tests.revisions import recorded_revisions, verify_replay
+from tests.test_alert_hardening import self_signed
 from tests.test_bluesky_run import NOW, BskyClinic, assert_rebuild_equals, fates, k
 
 WARC_RECORD = r"\(WARC record <urn:uuid:[0-9a-f-]+>\)"
@@ -353,31 +347,6 @@ def test_runs_captured_before_replay_as_they_were_made(jane, monkeypatch, status
 
 
 # -- a did:web, its document on her own https host ---------------------------------------------------------------------
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, for a loopback https server that requests trusts (as its CA)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def web_commenter(tmp_path, monkeypatch, http_waits):
     """Jane as did:web:127.0.0.1%3A<port>: her DID document at https://127.0.0.1:<port>/.well-known/did.json, on her
