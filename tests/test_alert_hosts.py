@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 from archiver.cli import app
 from archiver.config import load_config
 from archiver.connectors.bluesky import MEDIA_FAILURES_NOTED, BlueskyConnector
-from archiver.demo.bluesky_server import Fault, SampleBlueskyServer
+from archiver.demo.bluesky_server import Fault
 from archiver.demo.png import make_png
 from archiver.scan.alerts import OTHER_SERVER, failure_payload
 
+from .test_bluesky_other_servers import with_own_pds
 from .test_bluesky_run import NOW, BskyClinic
 from .test_config import DISABLED
 from .test_phi_alerts import Hooks
@@ -34,16 +35,7 @@ def commenter(tmp_path, monkeypatch, http_waits):
     a run of an older revision, or an error naming such a host some other way, must still not carry it."""
     monkeypatch.setattr(BlueskyConnector, "REQUEST_REVISION", MEDIA_FAILURES_NOTED)
     clinic = BskyClinic(tmp_path, monkeypatch)
-    jane = clinic.state.add_account("janedoe.example", "Jane Doe")
-    own_pds = SampleBlueskyServer(clinic.state)
-    own_pds.start()
-    document = {
-        "id": jane.did,
-        "alsoKnownAs": [f"at://{jane.handle}"],
-        "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": own_pds.base_url}],
-    }
-    # The clinic's PLC directory answers Jane's DID document with her self-hosted PDS.
-    clinic.server.faults.append(Fault(rf"^/{jane.did}$", status=200, body=json.dumps(document).encode(), times=10**6))
+    jane, own_pds = with_own_pds(clinic)
     hooks = Hooks()
     config = clinic.config(direct_messages=False)
     config.write_text(config.read_text() + f'\n[alerts.webhook]\nurl = "{hooks.url}"\n')

@@ -79,10 +79,9 @@ def jane_on(clinic: BskyClinic, jane: Account, pds: SampleBlueskyServer, base: s
     return Commenter(clinic, jane, pds, base, base.split("://", 1)[1], post, gone, in_thread, orphan)
 
 
-@pytest.fixture
-def commenter(tmp_path, monkeypatch, http_waits):
-    """Jane, a did:plc whose document in the clinic's PLC directory names her own PDS (tests/test_alert_hosts.py)."""
-    clinic = BskyClinic(tmp_path, monkeypatch)
+def with_own_pds(clinic: BskyClinic) -> tuple[Account, SampleBlueskyServer]:
+    """Jane, a commenter whose DID document in the clinic's PLC directory names her own PDS: a second loopback server
+    on the same records, started (the caller stops it)."""
     jane = clinic.state.add_account("janedoe.example", "Jane Doe")
     pds = SampleBlueskyServer(clinic.state)
     pds.start()
@@ -92,6 +91,14 @@ def commenter(tmp_path, monkeypatch, http_waits):
         "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": pds.base_url}],
     }
     clinic.server.faults.append(Fault(rf"^/{jane.did}$", status=200, body=json.dumps(document).encode(), times=FOREVER))
+    return jane, pds
+
+
+@pytest.fixture
+def commenter(tmp_path, monkeypatch, http_waits):
+    """Jane, a did:plc whose document in the clinic's PLC directory names her own PDS (tests/test_alert_hosts.py)."""
+    clinic = BskyClinic(tmp_path, monkeypatch)
+    jane, pds = with_own_pds(clinic)
     try:
         yield clinic, jane, pds
     finally:
