@@ -92,6 +92,10 @@ class EvidenceRecords:
                 else:
                     self.in_file.setdefault(file, {}).setdefault(record_id, []).append(named)
 
+    def names(self, file: str, record_id: str) -> bool:
+        """Whether any evidence names this record of `file` (whose block check_record then needs whole)."""
+        return record_id in self.in_file.get(file, {}) or record_id in self.anywhere
+
     def check_record(self, file: str, record_id: str, headers: StatusAndHeaders, block: bytes) -> Iterator[Problem]:
         """Hold a record of `file` to what the evidence says of it (most records are named by none)."""
         named = self.in_file.get(file, {}).pop(record_id, []) + self.anywhere.pop(record_id, [])

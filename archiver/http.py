@@ -14,10 +14,12 @@ and those lines go to the cron log, `archiver status` and the alert channels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,11 +38,12 @@ from . import __version__
 from .config import is_loopback
 from .errors import AuthError, Interrupted, PlatformError, RateLimitedError
 from .logs import register_secret, secret_forms
-from .warc import CaptureRef, HttpMessage, WarcWriter
+from .warc import CaptureRef, HttpMessage, SpooledBody, WarcWriter
 
 log = logging.getLogger("archiver.http")
 
 REDACTED = "[REDACTED]"
+REDACTED_BYTES = REDACTED.encode("ascii")
 SECRET_PARAMS = {
     "access_token",
     "token",
@@ -68,11 +71,14 @@ EXCHANGE_TIMEOUTS = 3
 SLOWEST_RATE = 128 * 1024
 # The size caps: an API answer is JSON (pages of a few MB at most); a media file is mostly a video, and the platforms'
 # limits for one posted through their APIs are at or under 512 MB (X 512 MB, LinkedIn 500 MB, Instagram reels 300 MB
-# to 1 GB, Bluesky and Mastodon about 100 MB; Facebook allows far more). A body is held in memory two or three times
-# over on its way to the WARC (and twice by verify and rebuild), so the cap bounds the run's memory too, but at some
-# 1.5 GB, not the 300 MB a run of text keeps to (BENCHMARKS.md, "Memory with one large media file").
+# to 1 GB, Bluesky and Mastodon about 100 MB; Facebook allows far more). An API answer is held in memory (it is
+# parsed); a media file's body past BODY_HELD bytes is not: it goes to a temporary file as it arrives (SpooledBody)
+# and from there to the WARC, and its connector is given its sha256 and size (Exchange.digest). A replay, verify and
+# rebuild read such a record as a stream too, so memory stays flat whatever the file's size (BENCHMARKS.md, "Memory
+# with one large media file").
 API_MAX_BYTES = 64 * 2**20
 MEDIA_MAX_BYTES = 512 * 2**20
+BODY_HELD = 2**20
 READ_SIZE = 256 * 1024  # the most one read asks for; it returns what has arrived, so a deadline is checked often
 # What a media download accepts besides 200 (connectors/base.py MEDIA_ANSWERS): a file refused or gone, which its
 # connector notes and goes on without. Such a caller is given a file over the cap the same way (see NotKept).
@@ -173,6 +179,61 @@ class Redactor:
             value = value.replace(secret.encode("utf-8"), REDACTED.encode("ascii"))
         return value
 
+    def stream(self) -> StreamRedactor:
+        """A redactor for a body that arrives in pieces (see StreamRedactor), with the secrets known now."""
+        return StreamRedactor([value.encode("utf-8") for value in self._values()])
+
+
+class StreamRedactor:
+    """Masks the secrets in a body that arrives in pieces: `feed` each piece, then `finish`; the outputs joined are
+    the body masked. A secret split across two pieces is masked whole: the last bytes of a piece that could start
+    one wait for the next. Where two secrets overlap, the one that starts first is masked (Redactor.bytes masks the
+    longer first); either way no secret is left."""
+
+    def __init__(self, secrets: list[bytes]):
+        values = sorted({value for value in secrets if value}, key=len, reverse=True)  # longest first, as a match
+        self.pattern = re.compile(b"|".join(re.escape(value) for value in values)) if values else None
+        self.wait = max(map(len, values), default=1) - 1
+        self.carry = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        if self.pattern is None:
+            return piece
+        data = self.carry + piece
+        limit = len(data) - self.wait  # a secret starting here or later may go on in the next piece
+        out, at = [], 0
+        for found in self.pattern.finditer(data):
+            if found.start() >= limit:
+                break
+            out += [data[at : found.start()], REDACTED_BYTES]
+            at = found.end()
+        cut = max(at, limit)
+        out.append(data[at:cut])
+        self.carry = data[cut:]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        data, self.carry = self.carry, b""
+        return self.pattern.sub(REDACTED_BYTES, data) if self.pattern is not None else data
+
+
+@dataclass(frozen=True)
+class BodyDigest:
+    """What a connector is given of a media body it is not given whole (over BODY_HELD): its sha256 (hex) and size."""
+
+    sha256: str
+    size: int
+
+
+def given_body(body: bytes | SpooledBody, file_download: bool) -> tuple[bytes, BodyDigest | None]:
+    """What an Exchange hands its connector of a (masked) body, alike live and on replay: a media file's larger than
+    BODY_HELD by its digest and size alone, anything else whole."""
+    size = body.size if isinstance(body, SpooledBody) else len(body)
+    if file_download and size > BODY_HELD:
+        sha256 = body.sha256 if isinstance(body, SpooledBody) else hashlib.sha256(body).hexdigest()
+        return b"", BodyDigest(sha256, size)
+    return (body.read_all() if isinstance(body, SpooledBody) else body), None
+
 
 @dataclass
 class Exchange:
@@ -186,6 +247,16 @@ class Exchange:
     request_ref: CaptureRef
     links: dict[str, str] = field(default_factory=dict)
     issued: dict[str, str] = field(default_factory=dict)  # secrets the platform issued (see `post`), unmasked
+    digest: BodyDigest | None = None  # a media body not held (over BODY_HELD; `body` is then empty)
+
+    @property
+    def body_sha256(self) -> str:
+        """The sha256 (hex) of the body as recorded, held or not."""
+        return self.digest.sha256 if self.digest is not None else hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def body_size(self) -> int:
+        return self.digest.size if self.digest is not None else len(self.body)
 
     def json(self) -> Any:
         try:
@@ -281,17 +352,33 @@ def _read1(raw: Any) -> bytes:
         raise requests.exceptions.SSLError(exc) from None
 
 
+SPOOLED = "archiver_spooled"  # the attribute of a requests.Response whose body _BodyReader spooled
+
+
+def spooled_body(response: requests.Response) -> SpooledBody | None:
+    """The body of a response _BodyReader wrote to a temporary file (its `content` is then empty), if it did."""
+    return response.__dict__.get(SPOOLED)
+
+
 class _BodyReader:
     """A response hook reading the body of each answer of one attempt (every redirect too: requests would read a
     redirect's body whole before following it) in pieces, against the attempt's deadline and a size cap, and giving
     up as soon as the run is told to stop. The body ends up where requests keeps a body it read itself, so what is
-    recorded, and how, is as before."""
+    recorded, and how, is as before; except, with `spool` (a media download), a body past BODY_HELD bytes, which
+    is masked as it arrives and written to the SpooledBody and StreamRedactor `spool` gives (see spooled_body)."""
 
-    def __init__(self, grace: float, cap: int, stop: threading.Event | None):
+    def __init__(
+        self,
+        grace: float,
+        cap: int,
+        stop: threading.Event | None,
+        spool: Callable[[], tuple[SpooledBody, StreamRedactor]] | None = None,
+    ):
         self.started = time.monotonic()
         self.grace = grace
         self.cap = cap
         self.stop = stop
+        self.spool = spool
         self.received = 0  # bytes of body of the attempt so far, every redirect's included
 
     def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
@@ -300,26 +387,47 @@ class _BodyReader:
         except BaseException:
             response.close()  # what is left of the body is still on the line: the connection is not reused
             raise
+        if isinstance(body, SpooledBody):
+            response.__dict__[SPOOLED] = body
+            body = b""
         response._content = body
         response._content_consumed = True
         return response
 
-    def _read(self, response: requests.Response) -> bytes:
+    def _read(self, response: requests.Response) -> bytes | SpooledBody:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.cap:
             raise BodyTooLarge(response, self.cap)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            self._check()
-            chunk = _read1(response.raw)
-            if not chunk:
+        spooled: tuple[SpooledBody, StreamRedactor] | None = None
+        try:
+            while True:
+                self._check()
+                chunk = _read1(response.raw)
+                if not chunk:
+                    break
+                size += len(chunk)
+                self.received += len(chunk)
+                if size > self.cap:  # checked before keeping it: no more than the cap is ever held
+                    raise BodyTooLarge(response, self.cap)
+                if spooled is not None:
+                    spooled[0].write(spooled[1].feed(chunk))
+                    continue
+                chunks.append(chunk)
+                if self.spool is not None and size > BODY_HELD:
+                    spooled = self.spool()
+                    for held in chunks:
+                        spooled[0].write(spooled[1].feed(held))
+                    chunks = []
+            if spooled is None:
                 return b"".join(chunks)
-            size += len(chunk)
-            self.received += len(chunk)
-            if size > self.cap:  # checked before keeping it: no more than the cap is ever held
-                raise BodyTooLarge(response, self.cap)
-            chunks.append(chunk)
+            spooled[0].write(spooled[1].finish())
+            return spooled[0]
+        except BaseException:
+            if spooled is not None:
+                spooled[0].close()
+            raise
 
     def _check(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -574,8 +682,12 @@ class CapturingSession:
         return issued
 
     # -- capture -------------------------------------------------------------------------------------------
-    def _record(self, response: requests.Response, truncated: str | None = None) -> Exchange:
-        """Write the exchange to the WARC; `truncated` (WARC-Truncated): its body was left out."""
+    def _record(
+        self, response: requests.Response, truncated: str | None = None, file_download: bool = False
+    ) -> Exchange:
+        """Write the exchange to the WARC; `truncated` (WARC-Truncated): its body was left out. A spooled body is
+        written from its file, which then goes; a media file's (`file_download`) is given by its digest when it is
+        larger than BODY_HELD (given_body)."""
         prepared = response.request
         url = self.redactor.text(redact_url(prepared.url or ""))
         parts = urlsplit(url)
@@ -596,11 +708,24 @@ class CapturingSession:
             elif name.lower() == "set-cookie":
                 value = REDACTED
             resp_headers.append((name, self.redactor.text(value)))
-        body = b"" if truncated else self.redactor.bytes(response.content)
-        reply = HttpMessage(f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, body)
-        req_ref, resp_ref = self.warc.write_exchange(url, request, reply, self.account, truncated)
+        spooled = spooled_body(response)
+        kept: bytes | SpooledBody = b""
+        if not truncated:
+            kept = spooled if spooled is not None else self.redactor.bytes(response.content)
+        reply = HttpMessage(f"{version} {response.status_code} {response.reason or ''}".rstrip(), resp_headers, kept)
+        try:
+            req_ref, resp_ref = self.warc.write_exchange(url, request, reply, self.account, truncated)
+            body, digest = given_body(kept, file_download)
+        finally:
+            if spooled is not None:
+                spooled.close()
         links = {rel: self.redactor.text(link["url"]) for rel, link in response.links.items()}
-        return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links)
+        return Exchange(url, response.status_code, response.headers, body, resp_ref, req_ref, links, digest=digest)
+
+    def _spool(self) -> tuple[SpooledBody, StreamRedactor]:
+        """Where a media body past BODY_HELD goes as it arrives: a temporary file beside the WARCs (the same file
+        system: a disk that cannot hold the file cannot hold its record either), masked with the secrets known."""
+        return SpooledBody(self.warc.directory), self.redactor.stream()
 
     def _not_kept(self, too_large: BodyTooLarge) -> Exchange:
         """A media file over the cap, given back as an answer its connector goes on without (it notes the file and
@@ -691,6 +816,7 @@ class CapturingSession:
         if refusal:  # named by scheme and host alone: the path may be a file's name
             raise Refused(f"account {self.account}: {method} request not sent: {refusal}", f"not sent: {refusal}")
         cap = self.max_media_bytes if file_download else self.max_api_bytes
+        spool = self._spool if file_download else None
         attempt = throttles = 0
         last_problem = ""
         pace = getattr(self.rate_limit, "pace", None)
@@ -714,7 +840,7 @@ class CapturingSession:
                     stream=True,  # the body is read by _BodyReader, never whole by requests
                     hooks={
                         "response": [
-                            _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop),
+                            _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop, spool),
                             self._redirect_guard(method, data),
                         ]
                     },
@@ -736,9 +862,9 @@ class CapturingSession:
                 raise fail(type(exc).__name__) from None
             else:
                 for hop in response.history:  # every redirect is an exchange too (media often sit behind one)
-                    self._record(hop)
+                    self._record(hop, file_download=file_download)
                 issued = self._issued_secrets(response, secret_fields)
-                exchange = self._record(response)
+                exchange = self._record(response, file_download=file_download)
                 exchange.issued = issued
                 self.rate_limit.observe(response, self.clock())
                 if policy_says_throttled(self.rate_limit, response.status_code, response.headers, response.content):

@@ -56,13 +56,16 @@ from .connectors.base import (
 )
 from .errors import ArchiverError, AuthError, ConfigError, PlatformError, RateLimitedError
 from .http import (
+    BODY_HELD,
     MEDIA_MAX_BYTES,
     REDACTED,
     TRUNCATED_LENGTH,
+    BodyDigest,
     Exchange,
     NotKept,
     RateLimitPolicy,
     Redactor,
+    given_body,
     is_file_download,
     media_label,
     not_kept,
@@ -74,7 +77,7 @@ from .pipeline import AccountResult, RunProgress, RunTransaction, archive_accoun
 from .problems import Problem
 from .recovery import CompleteRecords, file_sha256, fsync_path, recoveries, run_of, scan_warc
 from .store import Store, schema_has
-from .warc import ACCOUNT_FIELD, CaptureRef, parse_http_headers, read_raw_block
+from .warc import ACCOUNT_FIELD, HEAD_KEPT, HEADERS_END, CaptureRef, parse_http_headers, read_block_at
 
 
 @dataclass
@@ -149,15 +152,22 @@ class ReplaySession:
     def add_secret(self, value: str) -> None:
         pass  # the records were masked when captured
 
-    def _next(self, uri: str, shown: str) -> Exchange:
+    def _next(self, uri: str, shown: str, file_download: bool) -> Exchange:
         queue = self.queues.get(uri)
         if not queue:
             self.uncaptured = uri
             raise PlatformError(f"replay of account {self.account}: no captured response for GET {shown}")
         entry = queue.popleft()
         self.requests_made += 1
-        record, block = read_raw_block(self.warc_dir / entry.response.warc_file, entry.response.offset)
-        status_line, body = parse_http_headers(block)
+        # A media file's record past what the live session held is read as a stream, and given by its digest alone
+        # (http.given_body), as it was live; an API answer is read whole (its size was capped when captured).
+        hold = BODY_HELD + HEAD_KEPT if file_download else None
+        record, block = read_block_at(self.warc_dir / entry.response.warc_file, entry.response.offset, hold)
+        status_line, _ = parse_http_headers(block.head + HEADERS_END)
+        if block.body is None:
+            body, digest = b"", BodyDigest(block.body_sha256, block.body_size)
+        else:
+            body, digest = given_body(block.body, file_download)
         headers = joined_headers(status_line.headers)
         links = {}
         if headers.get("Link"):
@@ -168,7 +178,7 @@ class ReplaySession:
         if record.rec_headers.get_header("WARC-Truncated") == TRUNCATED_LENGTH and status == 200:
             # a media file the live session left unread (over its cap): the connector is answered as it was then
             return Exchange(uri, not_kept(status, MEDIA_MAX_BYTES), headers, b"", entry.response, entry.request, links)
-        return Exchange(uri, status, headers, body, entry.response, entry.request, links)
+        return Exchange(uri, status, headers, body, entry.response, entry.request, links, digest=digest)
 
     def get(
         self,
@@ -202,7 +212,7 @@ class ReplaySession:
         while True:
             # a media file by its host only, as the live session names it: its path can be the file's own name
             shown = media_label(uri) if is_file_download(ok) else uri
-            exchange = self._next(uri, shown)
+            exchange = self._next(uri, shown, is_file_download(ok))
             if isinstance(exchange.status, NotKept):
                 return exchange  # as the live session gave it: a media file left unread
             location = exchange.headers.get("Location")
@@ -481,7 +491,7 @@ def index_runs(
         with open(path, "rb") as fh:
             records = CompleteRecords(fh)
             pending_requests: dict[str, CaptureRef] = {}
-            for record, body, offset, length in records:
+            for record, block, offset, length in records:
                 headers = record.rec_headers
                 kind = headers.get_header("WARC-Type")
                 ref = CaptureRef(
@@ -492,7 +502,7 @@ def index_runs(
                     headers.get_header("WARC-Date"),
                 )
                 if kind == "warcinfo":
-                    info = _warc_fields(body)
+                    info = _warc_fields(block.data if block.data is not None else block.head)
                     run_id = info.get("run-id", "")
                     if current is None or current.run_id != run_id:
                         if current is not None:

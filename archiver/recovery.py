@@ -21,7 +21,7 @@ from typing import BinaryIO
 from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
-from .warc import block_digest_ok
+from .warc import SMALL_BLOCK, Block, read_block
 
 TORN_DIR = "torn"
 WARC_NAME = re.compile(r"^archiver-\d{14}-(?P<run>.+)-\d{5}\.warc\.gz$")
@@ -39,7 +39,8 @@ class WarcScan:
 
 
 class CompleteRecords:
-    """The complete records of an open WARC file, in order, as (record, block, offset, length).
+    """The complete records of an open WARC file, in order, as (record, block, offset, length); a block larger than
+    SMALL_BLOCK (a video's) is read as a stream and not held (see warc.Block).
 
     A record is complete only when its block digest holds: a record cut short by a crash can still parse
     (its gzip member ends early), and must count as the start of the torn tail. Reading stops there, or at
@@ -54,12 +55,12 @@ class CompleteRecords:
         self.stopped: str | None = None
         self.error: str | None = None
 
-    def __iter__(self) -> Iterator[tuple[ArcWarcRecord, bytes, int, int]]:
+    def __iter__(self) -> Iterator[tuple[ArcWarcRecord, Block, int, int]]:
         try:
             for record in self.iterator:
-                block = record.raw_stream.read()
+                block = read_block(record.raw_stream, record.length, SMALL_BLOCK)
                 self.iterator.read_to_end(record)
-                if not block_digest_ok(record.rec_headers.get_header("WARC-Block-Digest"), block):
+                if not block.digest_ok(record.rec_headers.get_header("WARC-Block-Digest")):
                     self.stopped = "incomplete"
                     return
                 offset, length = self.iterator.get_record_offset(), self.iterator.get_record_length()

@@ -44,7 +44,7 @@ from .problems import Problem
 from .recovery import Recovery, WarcScan, interrupted_runs, recoveries, run_of, scan_warc
 from .schema_check import check_schema
 from .store import Store, readonly_uri
-from .warc import block_digest_ok
+from .warc import HEADERS_END, SMALL_BLOCK, Block, read_block, read_block_at
 
 # From this many ledger entries the chain is recomputed in a second process while this one reads the WARCs
 # (two independent scans, each CPU-bound). A process takes ~0.3 s to start, about 10,000 entries' worth (the
@@ -377,17 +377,25 @@ class FileCheck:
         self.sha256 = ""
         self.size = 0
 
-    def _records(self, reader: _HashingReader) -> Iterator[tuple[int, StatusAndHeaders, bool, bytes] | Problem]:
+    def _records(self, reader: _HashingReader) -> Iterator[tuple[int, StatusAndHeaders, Block] | Problem]:
+        """Each record, its block held when small and read as a stream when not (a video: see `_whole`)."""
         iterator = ArchiveIterator(reader, no_record_parse=True)
         try:
             for record in iterator:
-                block = record.raw_stream.read()
+                block = read_block(record.raw_stream, record.length, SMALL_BLOCK)
                 iterator.read_to_end(record)
-                headers = record.rec_headers
-                ok = block_digest_ok(headers.get_header("WARC-Block-Digest"), block)
-                yield iterator.get_record_offset(), headers, ok, block
+                yield iterator.get_record_offset(), record.rec_headers, block
         except Exception as exc:  # a damaged gzip member: the rest of the file cannot be read as records
             yield Problem(f"WARC {self.path.name}", f"unreadable after offset {iterator.offset} ({type(exc).__name__})")
+
+    def _whole(self, offset: int, block: Block) -> bytes:
+        """The whole block of a record read as a stream, when a row or evidence needs more than its digests (a JSON
+        answer over SMALL_BLOCK): read again, on its own. Rare: an API page is a few hundred KB."""
+        if block.data is not None:
+            return block.data
+        whole = read_block_at(self.path, offset, None)[1].data
+        assert whole is not None
+        return whole
 
     def check_rows(self, conn: sqlite3.Connection) -> Iterator[Problem]:
         """Merge the file's records with the rows pointing into it, both in offset order."""
@@ -407,13 +415,13 @@ class FileCheck:
                     if self.torn_from is None:
                         yield entry
                     break
-                offset, headers, digest_ok, block = entry
+                offset, headers, block = entry
                 record_id = headers.get_header("WARC-Record-ID")
                 if self.torn_from is not None and offset >= self.torn_from:
                     break  # the torn tail: reported as a note with the file, set aside by the next run
-                if self.evidence is not None:
-                    yield from self.evidence.check_record(name, record_id, headers, block)
-                if not digest_ok:
+                if self.evidence is not None and self.evidence.names(name, record_id):
+                    yield from self.evidence.check_record(name, record_id, headers, self._whole(offset, block))
+                if not block.digest_ok(headers.get_header("WARC-Block-Digest")):
                     yield Problem(f"WARC {name}", f"record {record_id} at offset {offset}: block digest does not match")
                 while pending is not None and pending[1] < offset:
                     yield Problem(pending[0], f"no WARC record starts at {name}:{pending[1]}")
@@ -421,18 +429,16 @@ class FileCheck:
                 payload: Any = _UNPARSED
                 while pending is not None and pending[1] == offset:
                     place, _, expected_id, raw_json, media_sha = pending
-                    body = block.partition(b"\r\n\r\n")[2]
                     if record_id != expected_id:
                         yield Problem(
                             place, f"WARC record at {name}:{offset} expected id {expected_id}, found {record_id}"
                         )
                     elif media_sha is not None:
-                        found = hashlib.sha256(body).hexdigest()
-                        if found != media_sha:
-                            yield Problem(place, f"sha256 expected {media_sha}, found {found}")
+                        if block.body_sha256 != media_sha:
+                            yield Problem(place, f"sha256 expected {media_sha}, found {block.body_sha256}")
                     else:
                         if payload is _UNPARSED:
-                            payload = _JsonIndex.of(body)
+                            payload = _JsonIndex.of(self._whole(offset, block).partition(HEADERS_END)[2])
                         if payload is None or not payload.contains(json.loads(raw_json)):
                             yield Problem(place, f"raw_json not found in the payload of WARC record {record_id}")
                     pending = rows.fetchone()

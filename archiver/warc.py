@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
+import itertools
 import os
 import socket
+import tempfile
 import threading
 import uuid
 import zlib
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
@@ -43,15 +47,24 @@ def iso(ts: datetime) -> str:
 
 def sha256_digest(data: bytes) -> str:
     """A WARC digest value: `sha256:` and the base32 of the digest."""
-    return "sha256:" + base64.b32encode(hashlib.sha256(data).digest()).decode("ascii")
+    return warc_digest(hashlib.sha256(data).digest())
+
+
+def warc_digest(digest: bytes) -> str:
+    """A sha256 digest as a WARC digest field holds it: `sha256:` and its base32."""
+    return "sha256:" + base64.b32encode(digest).decode("ascii")
 
 
 def block_digest_ok(header: str | None, block: bytes) -> bool:
     """Whether a record's WARC-Block-Digest (sha256, base32 as written here, or hex) matches its block."""
+    return digest_matches(header, hashlib.sha256(block).digest())
+
+
+def digest_matches(header: str | None, digest: bytes) -> bool:
+    """Whether a WARC digest field (sha256, base32 as written here, or hex) names this sha256 digest."""
     if not header or not header.startswith("sha256:"):
         return False
     value = header.split(":", 1)[1]
-    digest = hashlib.sha256(block).digest()
     return value == base64.b32encode(digest).decode("ascii") or value == digest.hex()
 
 
@@ -78,17 +91,95 @@ class WarcFileInfo:
     records: int
 
 
+class SpooledBody:
+    """A body too large to hold in memory (a video), written as it arrives (its secrets already masked) to an
+    unnamed temporary file in the WARC folder's file system, with its sha256 and size; the file goes when closed, or
+    with the process. An error writing or reading it is a StorageWriteError naming the folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._hash = hashlib.sha256()
+        self.size = 0
+        with self._storage():
+            make_private_folder(folder)
+            # O_TMPFILE where the file system has it (never visible), else made 0600 and unlinked at once
+            self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (lives as long as the body)
+
+    @contextlib.contextmanager
+    def _storage(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageWriteError:
+            raise
+        except OSError as exc:
+            raise StorageWriteError(exc.errno, exc.strerror or str(exc), str(self.folder)) from exc
+
+    def write(self, data: bytes) -> None:
+        with self._storage():
+            self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body from its start, READ_CHUNK at a time."""
+        with self._storage():
+            self._file.flush()
+            self._file.seek(0)
+            while chunk := self._file.read(READ_CHUNK):
+                yield chunk
+
+    def read_all(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+
+class _HeadThenFile:
+    """A record block as warcio reads it to write: the HTTP head, then a spooled body."""
+
+    def __init__(self, head: bytes, body: SpooledBody):
+        self._pieces = itertools.chain([head], body.chunks())
+        self._left = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._left:
+            self._left = next(self._pieces, b"")
+            if not self._left:
+                return b""
+        if size < 0 or size >= len(self._left):
+            piece, self._left = self._left, b""
+        else:
+            piece, self._left = self._left[:size], self._left[size:]
+        return piece
+
+
 @dataclass(frozen=True)
 class HttpMessage:
-    """One side of an HTTP exchange as it goes into the WARC (already stripped of secrets)."""
+    """One side of an HTTP exchange as it goes into the WARC (already stripped of secrets). The body is bytes, or a
+    SpooledBody (a large media file), which is written to the WARC as a stream."""
 
     start_line: str  # "GET /path HTTP/1.1" or "HTTP/1.1 200 OK"
     headers: list[tuple[str, str]]
-    body: bytes
+    body: bytes | SpooledBody
+
+    def head(self) -> bytes:
+        head = self.start_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers) + "\r\n"
+        return head.encode("utf-8")
 
     def block(self) -> bytes:
-        head = self.start_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers) + "\r\n"
-        return head.encode("utf-8") + self.body
+        """The whole block, of a message whose body is held."""
+        assert isinstance(self.body, bytes)
+        return self.head() + self.body
 
 
 def make_private_folder(folder: Path) -> None:
@@ -249,45 +340,49 @@ class WarcWriter:
             **self.info,
         }
         body = "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode("utf-8")
-        self._write(None, "warcinfo", body, "application/warc-fields", {"WARC-Filename": self._name})
+        self._write(None, "warcinfo", b"", body, "application/warc-fields", {"WARC-Filename": self._name}, False)
 
     def _write(
         self,
         uri: str | None,
         rec_type: str,
-        block: bytes,
+        head: bytes,
+        body: bytes | SpooledBody,
         content_type: str,
         extra: dict[str, str],
-        payload: bytes | None = None,
+        payload_digest: bool = True,
     ) -> CaptureRef:
+        """One record whose block is `head` then `body` (a SpooledBody is hashed and written as a stream);
+        `payload_digest`: the body is an HTTP payload, whose digest the record names too."""
         assert self._file is not None and self._writer is not None
+        if isinstance(body, SpooledBody):
+            block_hash = hashlib.sha256(head)
+            for chunk in body.chunks():
+                block_hash.update(chunk)
+            block_digest, body_digest, length = block_hash.digest(), body.digest, len(head) + body.size
+            stream: BinaryIO | _HeadThenFile = _HeadThenFile(head, body)
+        else:
+            block = head + body
+            block_digest, body_digest, length = hashlib.sha256(block).digest(), b"", len(block)
+            stream = io.BytesIO(block)
+            if payload_digest:
+                body_digest = hashlib.sha256(body).digest()
         headers = {
             "WARC-Type": rec_type,
             "WARC-Record-ID": self.record_id(),
             "WARC-Date": iso(self.clock()),
-            "WARC-Block-Digest": sha256_digest(block),
+            "WARC-Block-Digest": warc_digest(block_digest),
         }
         if uri is not None:
             headers["WARC-Target-URI"] = uri
-        if payload is not None:
-            headers["WARC-Payload-Digest"] = sha256_digest(payload)
+        if payload_digest:
+            headers["WARC-Payload-Digest"] = warc_digest(body_digest)
         headers.update(extra)
+        # No URI given to warcio: it would parse the HTTP head out of the block and write it re-serialised
+        # (trailing spaces of header values dropped), which breaks the digest. The block goes out exactly as hashed.
         record = self._writer.create_warc_record(
-            uri or "",
-            rec_type,
-            payload=io.BytesIO(block),
-            length=len(block),
-            warc_content_type=content_type,
-            warc_headers_dict=headers,
+            "", rec_type, payload=stream, length=length, warc_content_type=content_type, warc_headers_dict=headers
         )
-        if record.http_headers is not None:
-            # warcio parsed the HTTP head out of the block and would write it re-serialised (e.g. trailing
-            # spaces of header values dropped), which breaks the digest: write the block exactly as hashed.
-            record.http_headers = None
-            record.raw_stream.seek(0)
-            record.length = record.payload_length = len(block)
-        if uri is None:
-            record.rec_headers.remove_header("WARC-Target-URI")
         offset = self._file.tell()
         self._writer.write_record(record)
         self._records += 1
@@ -329,15 +424,15 @@ class WarcWriter:
         with self.lock, self._writing():
             self._ensure_open()
             tag = {ACCOUNT_FIELD: account} if account else {}
-            req = self._write(uri, "request", request.block(), "application/http; msgtype=request", tag, request.body)
+            req = self._write(uri, "request", request.head(), request.body, "application/http; msgtype=request", tag)
             cut = {"WARC-Truncated": truncated} if truncated else {}
             resp = self._write(
                 uri,
                 "response",
-                response.block(),
+                response.head(),
+                response.body,
                 "application/http; msgtype=response",
                 {"WARC-Concurrent-To": req.record_id, **tag, **cut},
-                response.body,
             )
             assert self._file is not None
             self._file.flush()
@@ -357,17 +452,116 @@ class WarcWriter:
 
 
 # -- reading -------------------------------------------------------------------------------------------------
-def read_raw_block(path: Path, ref_offset: int) -> tuple[ArcWarcRecord, bytes]:
-    """The record at an offset and its whole block (HTTP headers included), as written."""
+READ_CHUNK = 1 << 16  # how much of a block is read (or a spooled body copied) at a time, as shutil copies
+HEADERS_END = b"\r\n\r\n"
+HEAD_KEPT = 1 << 16  # what is kept of the head of a block read as a stream (an HTTP head is a few KB)
+# What a reader that needs no body reads whole (faster than as a stream); anything larger (a video) as a stream.
+SMALL_BLOCK = 1 << 20
+
+
+def block_chunks(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """A record block's bytes, a chunk at a time, each with whether it is of the HTTP body (the bytes after
+    the first blank line, as `block.partition(b"\\r\\n\\r\\n")[2]` would give them)."""
+    carry = b""  # the last bytes of the headers so far: the blank line may straddle two chunks
+    in_body = False
+    while chunk := stream.read(READ_CHUNK):
+        if in_body:
+            yield chunk, True
+            continue
+        window = carry + chunk
+        at = window.find(HEADERS_END)
+        if at < 0:
+            carry = window[-(len(HEADERS_END) - 1) :]
+            yield chunk, False
+            continue
+        end = at + len(HEADERS_END) - len(carry)  # where the body starts in this chunk
+        in_body = True
+        yield chunk[:end], False
+        if end < len(chunk):
+            yield chunk[end:], True
+
+
+class Block:
+    """A record's block as read: its head (up to the first blank line: an HTTP status line and header fields, or
+    the whole of a block that has none), its body when it was held, and the digests of the block and the body.
+
+    A block larger than its reader asked to hold (a video) was read as a stream: `data` and `body` are None, the
+    head is kept up to HEAD_KEPT, and only the digests and the body's size say what the rest was. A held block is
+    split and its body hashed only when asked (verify reads every record: most are not asked)."""
+
+    def __init__(self, data: bytes | None, sha256: bytes, streamed: tuple[bytes, str, int] = (b"", "", 0)):
+        self.data = data  # the whole block, when held
+        self.sha256 = sha256  # of the whole block
+        self._streamed = streamed  # a block read as a stream: its head, its body's sha256 (hex) and size
+
+    @functools.cached_property
+    def _parts(self) -> tuple[bytes, bytes, bytes]:
+        assert self.data is not None
+        return self.data.partition(HEADERS_END)
+
+    @property
+    def head(self) -> bytes:
+        return self._parts[0] if self.data is not None else self._streamed[0]
+
+    @property
+    def body(self) -> bytes | None:
+        return self._parts[2] if self.data is not None else None
+
+    @functools.cached_property
+    def body_sha256(self) -> str:
+        """The sha256 (hex) of the body."""
+        return hashlib.sha256(self._parts[2]).hexdigest() if self.data is not None else self._streamed[1]
+
+    @property
+    def body_size(self) -> int:
+        return len(self._parts[2]) if self.data is not None else self._streamed[2]
+
+    def digest_ok(self, header: str | None) -> bool:
+        """Whether a WARC-Block-Digest field names this block."""
+        return digest_matches(header, self.sha256)
+
+
+def read_block(stream: BinaryIO, length: int | None, hold: int | None) -> Block:
+    """Read a record's block from its raw stream: whole when its `length` (the record's Content-Length) is at most
+    `hold` bytes (None: any size), else as a stream in flat memory (see Block)."""
+    if hold is None or (length is not None and length <= hold):
+        data = stream.read()
+        return Block(data, hashlib.sha256(data).digest())
+    block_hash, body_hash = hashlib.sha256(), hashlib.sha256()
+    head_pieces: list[bytes] = []
+    head_size = body_size = 0
+    for chunk, in_body in block_chunks(stream):
+        block_hash.update(chunk)
+        if in_body:
+            body_hash.update(chunk)
+            body_size += len(chunk)
+        elif head_size < HEAD_KEPT:
+            head_pieces.append(chunk[: HEAD_KEPT - head_size])
+            head_size += len(head_pieces[-1])
+    head = b"".join(head_pieces)
+    if head.endswith(HEADERS_END):  # a head without a blank line (warcinfo's) is the whole block, as partition has it
+        head = head[: -len(HEADERS_END)]
+    return Block(None, block_hash.digest(), (head, body_hash.hexdigest(), body_size))
+
+
+def read_block_at(path: Path, offset: int, hold: int | None) -> tuple[ArcWarcRecord, Block]:
+    """The record at an offset and its block (see read_block)."""
     with open(path, "rb") as fh:
-        fh.seek(ref_offset)
+        fh.seek(offset)
         for record in ArchiveIterator(fh, no_record_parse=True):
             # warcio falls back to the older ARC format when the bytes are no WARC record: an offset inside a
             # record whose next line happens to hold five fields "parses" as one (seen once in the suite)
             if record.format != "warc":
                 break
-            return record, record.raw_stream.read()
-    raise ValueError(f"{path}: no WARC record at offset {ref_offset}")
+            return record, read_block(record.raw_stream, record.length, hold)
+    raise ValueError(f"{path}: no WARC record at offset {offset}")
+
+
+def read_raw_block(path: Path, ref_offset: int) -> tuple[ArcWarcRecord, bytes]:
+    """The record at an offset and its whole block (HTTP headers included), as written, held in memory."""
+    record, block = read_block_at(path, ref_offset, None)
+    assert block.data is not None
+    return record, block.data
 
 
 def parse_http_headers(block: bytes) -> tuple[StatusAndHeaders, bytes]:

@@ -26,33 +26,11 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.limitreader import LimitReader
 
 from ..errors import ArchiverError
+from ..warc import block_chunks
 
 RECORD_ID = re.compile(r"^<urn:uuid:[0-9a-fA-F-]+>$")
 GZIP_MAGIC = b"\x1f\x8b\x08"
 CHUNK = 1 << 16  # how much of a record is read, inflated or copied at a time (as shutil copies)
-HEADERS_END = b"\r\n\r\n"
-
-
-def block_chunks(stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
-    """A record block's bytes, a chunk at a time, each with whether it is of the HTTP body (the bytes after
-    the first blank line, as `block.partition(b"\\r\\n\\r\\n")[2]` would give them)."""
-    carry = b""  # the last bytes of the headers so far: the blank line may straddle two chunks
-    in_body = False
-    while chunk := stream.read(CHUNK):
-        if in_body:
-            yield chunk, True
-            continue
-        window = carry + chunk
-        at = window.find(HEADERS_END)
-        if at < 0:
-            carry = window[-(len(HEADERS_END) - 1) :]
-            yield chunk, False
-            continue
-        end = at + len(HEADERS_END) - len(carry)  # where the body starts in this chunk
-        in_body = True
-        yield chunk[:end], False
-        if end < len(chunk):
-            yield chunk[end:], True
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ own requests only: budgets are kept per host, and its waits count against a max_
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator, Iterator
 from typing import Any, ClassVar
 
@@ -897,9 +896,9 @@ class _BlueskyRun:
                 self.media_fetched.add(url)
                 exchange = yield from self.fetch_blob(url)
                 if exchange is not None and exchange.status == 200:
-                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    digest = exchange.body_sha256
                     entry["sha256"] = digest
-                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+                    yield MediaFile(url, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
             normalised.append(entry)
         return normalised
 

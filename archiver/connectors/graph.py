@@ -569,9 +569,9 @@ class GraphRun:
                 # Named in a notice by its host and record only: a Messenger file's URL ends in its own name.
                 exchange = yield from fetch_media_file(self.session, fetch_url, self.media_failures_noted)
                 if exchange is not None and exchange.status == 200:
-                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    digest = exchange.body_sha256
                     entry["sha256"] = digest
-                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+                    yield MediaFile(url, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
             out.append(entry)
         return out
 

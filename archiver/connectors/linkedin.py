@@ -19,7 +19,6 @@ cursor, and runs before then do not call LinkedIn for it at all; the other accou
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -408,12 +407,12 @@ class _LinkedInRun:
         self.seen_at(exchange)
         if exchange.status != 200:
             return entry
-        digest = hashlib.sha256(exchange.body).hexdigest()
+        digest = exchange.body_sha256
         resolved = {"download_url": exchange.url, "sha256": digest}
         self.media_fetched.put(urn, resolved)
         entry.update(resolved)
         known_by = entry["url"] if self.stable_media else exchange.url  # revision 1: the signed URL
-        yield MediaFile(known_by, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+        yield MediaFile(known_by, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
         return entry
 
     def media_entries(self, post: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ archived account of the instance captured them (two accounts can share a thread)
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
@@ -458,9 +457,9 @@ class _MastodonRun:
                 keep_going = self.revision >= MEDIA_FAILURES_NOTED
                 exchange = yield from fetch_media_file(self.session, url, keep_going)
                 if exchange is not None and exchange.status == 200:
-                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    digest = exchange.body_sha256
                     entry["sha256"] = digest
-                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+                    yield MediaFile(url, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
             normalised.append(entry)
         return normalised
 

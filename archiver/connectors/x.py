@@ -21,7 +21,6 @@ again for new replies; the run summary says so, and its known posts are still ch
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -538,9 +537,9 @@ class _XRun:
                 keep_going = self.revision >= MEDIA_FAILURES_NOTED
                 exchange = yield from fetch_media_file(self.session, url, keep_going, auth=same_host)
                 if exchange is not None and exchange.status == 200:
-                    digest = hashlib.sha256(exchange.body).hexdigest()
+                    digest = exchange.body_sha256
                     entry["sha256"] = digest
-                    yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+                    yield MediaFile(url, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
             normalised.append(entry)
         return normalised
 

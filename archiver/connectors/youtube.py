@@ -29,7 +29,6 @@ read of its video's threads, is looked up by id, and only an answer without it c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -478,9 +477,9 @@ class _YouTubeRun:
             self.session, url, self.media_failures_noted, what="thumbnail", kept="the video"
         )
         if exchange is not None and exchange.status == 200:
-            digest = hashlib.sha256(exchange.body).hexdigest()
+            digest = exchange.body_sha256
             entry["sha256"] = digest
-            yield MediaFile(url, digest, len(exchange.body), exchange.headers.get("Content-Type"), exchange.ref)
+            yield MediaFile(url, digest, exchange.body_size, exchange.headers.get("Content-Type"), exchange.ref)
 
     def comment_item(self, comment: dict[str, Any], ref: CaptureRef, video_key: str, parent_key: str | None) -> Item:
         snippet = comment.get("snippet") or {}
