@@ -6,8 +6,9 @@
   loopback or anyone has an account, a request answered without sign-in must be addressed to a loopback
   name (DNS rebinding), a path is served only as Datasette writes it (an alias in another tilde encoding is
   redirected), and every request — refused ones too — is appended to the access log with that person, the
-  status and the rows its queries returned, before any of its response leaves; every response but static files
-  carries headers against framing, type sniffing and caching;
+  status and the rows its queries returned, before any of its response leaves (a record's body, streamed, leaves
+  a part at a time once logged: see Streaming); every response but static files carries headers against framing,
+  type sniffing and caching;
 - sessions: each opened for the person's record as it was at sign-in, so a password reset ends them;
 - SQL: functions that are a hazard in SQL others write (fts3_tokenizer) are refused on every connection;
 - pages: one search over every item (/-/search), an item's thread and history (/-/item), and the raw
@@ -24,16 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from datasette import Response, hookimpl
@@ -96,6 +98,23 @@ MAX_FORM_BYTES = 64 * 1024  # a sign-in form is a few hundred bytes
 INVALID_SIGN_IN = "Invalid username or password"  # datasette-auth-passwords' words, for any failed sign-in
 SESSION_SECONDS = 8 * 3600  # a working day; then sign in again
 _FORMAT = re.compile(r"\.\w+$")  # `.json`, `.csv` after a database, table or row in Datasette's routes
+# A part of a streamed record body: read on a thread (a few ms), then sent; a request holds about two of them.
+SEND_BYTES = 1 << 20
+
+
+class Streaming:
+    """Between the gate and a response that streams its body (a record's body: a video is not held whole). The
+    response says so (`on`) before it starts, its rows counted: the gate then logs the request at the first part
+    and lets the parts through as they come, instead of holding them all until the last. The gate says when it
+    answered 503 in the response's place (the access log could not be written): the response then stops."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.stopped = False
+
+
+# The request being served, as current_rows: the gate sets it, a streamed response reads it.
+current_streaming: ContextVar[Streaming | None] = ContextVar("current_streaming", default=None)
 
 
 @dataclass
@@ -506,7 +525,9 @@ def asgi_wrapper(datasette: Any) -> Any:
             # The response is held back until the request is logged: its start, and its body, which Datasette
             # sends in parts for a CSV export (a row each). Without streaming of all rows (allow_csv_stream off) an
             # export is at most max_returned_rows (1,000) rows: at most what the same page as JSON holds anyway.
+            # A record's body (a video) streams instead (Streaming): logged at its first part, then passed on.
             held: dict[str, Any] = {"start": None, "body": []}
+            streaming = Streaming()
 
             async def observe(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
@@ -518,15 +539,18 @@ def asgi_wrapper(datasette: Any) -> Any:
                     if not (path in STATIC_PATHS or path.startswith(PUBLIC_PREFIXES)):
                         headers = _secured(headers)
                     held["start"] = dict(message, headers=headers)
-                elif message["type"] == "http.response.body" and message.get("more_body"):
+                elif message["type"] == "http.response.body" and message.get("more_body") and not streaming.on:
                     held["body"].append(message.get("body", b""))
                 elif message["type"] == "http.response.body":
+                    if streaming.stopped:
+                        return  # the 503 went out in its place
                     try:
                         await record()  # before any of the response leaves: nothing is seen unlogged
                     except (sqlite3.Error, OSError) as exc:
                         log.error("%s answered 503: %s", path, access_log_failure(workspace.access_log.path, exc))
                         held["start"], held["body"] = None, []
                         await _refuse(observe, scope, 503, "The access log cannot be written: try again later")
+                        streaming.stopped = streaming.on
                         return
                     start, body = held["start"], b"".join([*held["body"], message.get("body", b"")])
                     held["start"], held["body"] = None, []
@@ -537,6 +561,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                     await send(message)
 
             token = current_rows.set(counter)
+            streaming_token = current_streaming.set(streaming)
             signing_in = scope["method"] == "POST" and path == LOGIN_PATH
             signing_out = scope["method"] == "POST" and path == LOGOUT_PATH
             body: bytes | None = b""
@@ -590,6 +615,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                         workspace.login_throttle.succeeded(client, user)
             finally:
                 current_rows.reset(token)
+                current_streaming.reset(streaming_token)
                 await record()  # a request that failed or was cut off before its last byte
 
         return gate
@@ -660,7 +686,12 @@ async def item_view(request: Any, datasette: Any) -> Response:
     return Response.html(await datasette.render_template("item.html", {"item": item}, request=request))
 
 
-async def _record(request: Any, datasette: Any) -> raw_page.RawRecord:
+Found = TypeVar("Found")
+
+
+async def _find_record(request: Any, datasette: Any, read: Callable[..., Found]) -> Found:
+    """The record the request names (`warc` and `offset`, or `record`), as `read` (read_record, open_body) gives
+    it, read on a thread; 404 when there is none."""
     await _may_view_archive(datasette, request)
     workspace = workspace_of(datasette)
     assert workspace is not None
@@ -670,8 +701,8 @@ async def _record(request: Any, datasette: Any) -> raw_page.RawRecord:
     except ValueError:
         raise DatasetteError(f"offset={offset_arg!r}: give a byte offset", status=400) from None
     try:
-        record = await asyncio.to_thread(
-            raw_page.read_record,
+        found = await asyncio.to_thread(
+            read,
             workspace.warc_dir,
             request.args.get("warc") or "",
             offset=offset,
@@ -680,30 +711,91 @@ async def _record(request: Any, datasette: Any) -> raw_page.RawRecord:
     except raw_page.RecordNotFound as exc:
         raise DatasetteError(str(exc), status=404) from None
     count_rows(1)
-    return record
+    return found
 
 
 async def raw_view(request: Any, datasette: Any) -> Response:
-    record = await _record(request, datasette)
+    record = await _find_record(request, datasette, raw_page.read_record)
     body_url = datasette.urls.path("/-/raw/body") + "?" + urlencode({"warc": record.warc_file, "offset": record.offset})
-    context = {
-        "record": record,
-        "pretty": record.pretty(),
-        "body_sha256": hashlib.sha256(record.body).hexdigest(),
-        "body_url": body_url,
-    }
+    context = {"record": record, "pretty": record.pretty(), "body_url": body_url, "shown": raw_page.PRETTY_LIMIT}
     return Response.html(await datasette.render_template("raw.html", context, request=request))
 
 
 async def raw_body_view(request: Any, datasette: Any) -> Response:
-    """The body bytes exactly as captured. Media types play inline; anything else (a platform's HTML too)
-    is served as bytes to download, never as a page of this site."""
-    record = await _record(request, datasette)
-    content_type = record.content_type if record.inline_media else "application/octet-stream"
+    """The body bytes exactly as captured, streamed from the WARC file (see StreamedBody). Media types play inline;
+    anything else (a platform's HTML too) is served as bytes to download, never as a page of this site."""
+    body = await _find_record(request, datasette, raw_page.open_body)
+    content_type = body.content_type if body.inline_media else "application/octet-stream"
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
-    if not record.inline_media:
-        headers["Content-Disposition"] = f'attachment; filename="record-{record.offset}.bin"'
-    return Response(record.body, status=200, headers=headers, content_type=content_type)
+    if not body.inline_media:
+        headers["Content-Disposition"] = f'attachment; filename="record-{body.offset}.bin"'
+    return StreamedBody(body, request.receive, request.method == "HEAD", headers, content_type)
+
+
+class StreamedBody(Response):
+    """A record's body sent a part at a time (SEND_BYTES, each read on a thread) with its Content-Length, so that
+    a video is never held whole; it tells the gate so (Streaming). It stops when the client goes away or the gate
+    answered 503 instead. A file that cannot be read to the end cuts the response short (the client sees fewer
+    bytes than Content-Length says), as nothing can be said once the first part has gone."""
+
+    def __init__(
+        self,
+        body: raw_page.RecordBody,
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        head_only: bool,
+        headers: dict[str, str],
+        content_type: str,
+    ):
+        super().__init__(b"", 200, headers, content_type)
+        self.record_body = body
+        self.receive = receive
+        self.head_only = head_only
+
+    async def asgi_send(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        streaming = current_streaming.get() or Streaming()
+        gone = asyncio.Event()
+        listener = asyncio.create_task(_until_disconnect(self.receive, gone))
+        try:
+            streaming.on = True
+            headers = {**self.headers, "content-type": self.content_type, "content-length": str(self.record_body.size)}
+            raw_headers = [[k.encode("latin-1"), v.encode("latin-1")] for k, v in headers.items()]
+            raw_headers += [[b"set-cookie", cookie.encode("utf-8")] for cookie in self._set_cookie_headers]
+            await send({"type": "http.response.start", "status": self.status, "headers": raw_headers})
+            if self.head_only:
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await self._send_parts(send, streaming, gone)
+        finally:
+            listener.cancel()
+            self.record_body.close()
+
+    async def _send_parts(
+        self, send: Callable[[dict[str, Any]], Awaitable[None]], streaming: Streaming, gone: asyncio.Event
+    ) -> None:
+        sent, size = 0, self.record_body.size
+        while not (gone.is_set() or streaming.stopped):
+            try:
+                part = await asyncio.to_thread(self.record_body.read, SEND_BYTES)
+            except raw_page.READ_ERRORS as exc:
+                if not sent:
+                    raise  # nothing has left yet: answered as an error (and logged so)
+                log.error("/-/raw/body cut short after %d of %d bytes: %s", sent, size, type(exc).__name__)
+                return  # left unfinished: the server closes the connection
+            if part:
+                sent += len(part)
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            elif sent == size:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            else:
+                log.error("/-/raw/body cut short after %d of %d bytes: the record ends there", sent, size)
+                return
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]], gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 # tryfirst: our /-/login is routed before datasette-auth-passwords' own (same pattern), which is never reached;
