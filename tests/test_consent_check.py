@@ -24,6 +24,7 @@ from archiver.consent.check import (
     find_consent_flags,
     patient_content,
 )
+from archiver.consent.state import local_today
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
 from archiver.demo.png import make_png
 from archiver.pipeline import run_archive
@@ -281,7 +282,9 @@ def test_consent_flags_across_runs_expiry_revocation_and_takedown(clinic):
         (c.key("photo"), "consent.lapsed"),
     ]
     assert sorted(c.queue()) == sorted(expected_queue)
+    before = local_today()
     result = c.cli("consent", "check")
+    ran_on = {before, local_today()}  # the check's own day: a test running over midnight sees either
     assert result.exit_code == 1  # consent flags are open: a person must act
     assert result.output == (
         "consent check: 8 own posts and replies, 4 look like patient content; 0 new flags (0 without consent, "
@@ -303,15 +306,15 @@ def test_consent_flags_across_runs_expiry_revocation_and_takedown(clinic):
     checks = conn.execute(
         "SELECT run_id IS NULL, checked_on, posts_checked, patient_posts, flags_added FROM consent_checks ORDER BY id"
     ).fetchall()
-    assert [tuple(r) for r in checks] == [
+    assert [tuple(r) for r in checks[:-1]] == [
         (0, str(night1), 9, 5, 5),
         (1, str(night1), 9, 5, 0),
         (0, str(revoked_on), 9, 5, 1),
         (0, str(night3), 9, 5, 2),
         (0, str(d - timedelta(days=2)), 9, 5, 0),
         (0, str(d), 8, 4, 0),
-        (1, str(d), 8, 4, 0),
     ]
+    assert tuple(checks[-1]) in [(1, str(day), 8, 4, 0) for day in ran_on]
     assert conn.execute("SELECT count(*) FROM lapsed_consents").fetchone()[0] == 0
     # The PHI scan leaves the patient-content signals to the consent check.
     assert conn.execute("SELECT count(*) FROM flags WHERE category LIKE 'patient-%'").fetchone()[0] == 0
