@@ -22,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -158,6 +158,29 @@ def names_credentials(url: str) -> bool:
 def with_params(url: str, params: dict[str, Any] | None) -> str:
     """The URL a GET with these parameters asks for (also how a replay finds the recorded exchange)."""
     return url + ("&" if "?" in url else "?") + urlencode(params) if params else url
+
+
+def sent_credential(url: str, header_names: Iterable[str], body: bytes) -> bool:
+    """Whether a request, as recorded (its URL and body masked by redact_url and the Redactor), carried a credential:
+    an Authorization header (the token, set by the session on a request sent with `auth`), a credential-bearing query
+    parameter (the token as a platform's `token_param`), or a secret the session knows in its URL (a platform
+    echoing the token into a Location) or body (a login's password). The live session and a replay judge the same
+    recorded request alike with it (CapturingSession._sent_credential, rebuild.ReplaySession)."""
+    return any(name.lower() == "authorization" for name in header_names) or REDACTED in url or REDACTED_BYTES in body
+
+
+def refused_without_credentials(status: int, record_id: str | None = None, redirected_to: str = "") -> str:
+    """What a 401 or 403 to a request that carried no credential (sent_credential) says, live and replayed: no token
+    was refused, so there is none to renew; the answer is the endpoint's or the server's, not the account's.
+    `redirected_to`: the origin (origin_of) that answered, when a redirect led away from the URL asked."""
+    where = (f" from {redirected_to} after a redirect" if redirected_to else "") + (
+        f", WARC record {record_id}" if record_id else ""
+    )
+    return (
+        f"the server refused a request sent without credentials (HTTP {status}{where}): the endpoint wants "
+        "authentication or the server refuses this client; check the account's api_base and URL options, and the "
+        "platform's status"
+    )
 
 
 class Redactor:
@@ -879,6 +902,9 @@ class CapturingSession:
                     throttles += 1
                     continue  # a throttle is not a failed attempt; the wait is bounded by max_wait
                 if response.status_code in (401, 403):
+                    if not self._sent_credential(response, exchange):  # no token to renew: say what was refused
+                        moved = origin_of(response.url) if origin_of(response.url) != origin_of(url) else ""
+                        raise fail(refused_without_credentials(response.status_code, exchange.ref.record_id, moved))
                     raise AuthError(
                         f"account {self.account}: the platform refused the token from {self.credential_ref} "
                         f"(HTTP {response.status_code} at {shown}); renew the token"
@@ -893,6 +919,15 @@ class CapturingSession:
             delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
             log.info("account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay)
             self.sleep(delay)
+
+    def _sent_credential(self, response: requests.Response, exchange: Exchange) -> bool:
+        """Whether the request that got `response`, the last of its redirects, carried a credential, judged by
+        sent_credential on what was recorded of it (`exchange.url` masked, its body masked here as _record masks it),
+        as a replay judges it. requests drops the Authorization header on a redirect to another host or scheme
+        (should_strip_auth), and a Location holds the token only where the platform put it."""
+        sent = response.request
+        body = self.redactor.bytes(sent.body) if isinstance(sent.body, bytes) else b""
+        return sent_credential(exchange.url, sent.headers.keys(), body)
 
     @staticmethod
     def _api_failure(method: str, shown: str) -> Callable[[str], PlatformError]:

@@ -71,6 +71,8 @@ from .http import (
     not_kept,
     policy_says_throttled,
     redact_url,
+    refused_without_credentials,
+    sent_credential,
     with_params,
 )
 from .pipeline import AccountResult, RunProgress, RunTransaction, archive_account
@@ -180,6 +182,19 @@ class ReplaySession:
             return Exchange(uri, not_kept(status, MEDIA_MAX_BYTES), headers, b"", entry.response, entry.request, links)
         return Exchange(uri, status, headers, body, entry.response, entry.request, links, digest=digest)
 
+    def _sent_credential(self, exchange: Exchange) -> bool:
+        """Whether the captured request of `exchange` carried a credential, judged as the live session judged it
+        (http.sent_credential) on its request record: its Authorization header (the value masked), its URL and its
+        body. An answer captured without its request record cannot tell: taken as a refused credential, as every
+        401 and 403 was before."""
+        if exchange.request_ref == exchange.ref:
+            return True
+        ref = exchange.request_ref
+        _, block = read_block_at(self.warc_dir / ref.warc_file, ref.offset, BODY_HELD + HEAD_KEPT)
+        request, _ = parse_http_headers(block.head + HEADERS_END)
+        names = [name for name, _ in request.headers]
+        return sent_credential(exchange.url, names, block.body or b"")
+
     def get(
         self,
         url: str,
@@ -232,6 +247,8 @@ class ReplaySession:
                     raise RateLimitedError(f"account {self.account}: throttled (HTTP 429) at {shown} (replayed)")
                 raise PlatformError(f"GET {shown}: HTTP {exchange.status} (replayed; no later attempt was captured)")
             if exchange.status in (401, 403):
+                if not self._sent_credential(exchange):  # as the live session judged it: no token was refused
+                    raise PlatformError(f"GET {shown}: {refused_without_credentials(exchange.status)} (replayed)")
                 raise AuthError(f"account {self.account}: HTTP {exchange.status} at {shown} (replayed)")
             raise PlatformError(f"GET {shown}: HTTP {exchange.status} (replayed)")
 
