@@ -402,6 +402,7 @@ class _BodyReader:
         self.cap = cap
         self.stop = stop
         self.spool = spool
+        self.spools: list[SpooledBody] = []  # every body of the attempt spooled (its redirects' too)
         self.received = 0  # bytes of body of the attempt so far, every redirect's included
 
     def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
@@ -440,6 +441,7 @@ class _BodyReader:
                 chunks.append(chunk)
                 if self.spool is not None and size > BODY_HELD:
                     spooled = self.spool()
+                    self.spools.append(spooled[0])
                     for held in chunks:
                         spooled[0].write(spooled[1].feed(held))
                     chunks = []
@@ -451,6 +453,12 @@ class _BodyReader:
             if spooled is not None:
                 spooled[0].close()
             raise
+
+    def close_spools(self) -> None:
+        """Let go of every spooled body of the attempt (recording one closes it; one never recorded, as a redirect's
+        of an attempt that failed after it, would keep its file and its disk space until collected)."""
+        for spooled in self.spools:
+            spooled.close()
 
     def _check(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -850,6 +858,7 @@ class CapturingSession:
             if pace is not None and (gap := pace(self.clock())) > 0:
                 log.debug("account %s: pacing %.1fs before %s", self.account, gap, shown)
                 self.sleep(gap)
+            reader = _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop, spool)
             try:
                 self.requests_made += 1
                 response = self._session.request(
@@ -861,12 +870,7 @@ class CapturingSession:
                     allow_redirects=True,
                     proxies=self._proxies_for(url),
                     stream=True,  # the body is read by _BodyReader, never whole by requests
-                    hooks={
-                        "response": [
-                            _BodyReader(EXCHANGE_TIMEOUTS * self.timeout, cap, self.stop, spool),
-                            self._redirect_guard(method, data),
-                        ]
-                    },
+                    hooks={"response": [reader, self._redirect_guard(method, data)]},
                 )
             except BodyTooLarge as exc:  # not retried: it would be as large again
                 if file_download:
@@ -915,6 +919,8 @@ class CapturingSession:
                         f"(WARC record {exchange.ref.record_id})"
                     )
                 last_problem = f"HTTP {response.status_code}"
+            finally:
+                reader.close_spools()  # a redirect's body of an attempt that failed after it was never recorded
             attempt += 1
             delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 2)
             log.info("account %s: %s at %s, retry %d in %.1fs", self.account, last_problem, shown, attempt, delay)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,18 +135,18 @@ def set_aside_torn_tail(path: Path, scan: WarcScan) -> Path:
     and this tail goes beside it."""
     folder = path.parent / TORN_DIR
     folder.mkdir(exist_ok=True)
-    with open(path, "rb") as fh:
-        fh.seek(scan.complete_bytes)
-        tail = fh.read()
+    # The tail is copied and compared a chunk at a time: it can be most of a video's record.
+    tail = (scan.complete_bytes, path.stat().st_size - scan.complete_bytes)
     aside = folder / f"{path.name}.tail-at-{scan.complete_bytes}"
     number = 1
-    while aside.exists() and aside.read_bytes() != tail:
+    while aside.exists() and (aside.stat().st_size != tail[1] or file_sha256(aside) != _range_sha256(path, *tail)):
         aside = folder / f"{path.name}.tail-at-{scan.complete_bytes}.{number}"
         number += 1
     if not aside.exists():
         staged = aside.with_name(aside.name + ".partial")
-        with open(staged, "wb") as out:
-            out.write(tail)
+        with open(path, "rb") as fh, open(staged, "wb") as out:
+            fh.seek(tail[0])
+            shutil.copyfileobj(fh, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
         os.replace(staged, aside)
@@ -155,6 +156,17 @@ def set_aside_torn_tail(path: Path, scan: WarcScan) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     return aside
+
+
+def _range_sha256(path: Path, start: int, length: int) -> str:
+    """The sha256 of `length` bytes of a file from `start` (fewer if the file ends first)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while length > 0 and (chunk := fh.read(min(1 << 20, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -454,7 +454,10 @@ class WarcWriter:
 # -- reading -------------------------------------------------------------------------------------------------
 READ_CHUNK = 1 << 16  # how much of a block is read (or a spooled body copied) at a time, as shutil copies
 HEADERS_END = b"\r\n\r\n"
-HEAD_KEPT = 1 << 16  # what is kept of the head of a block read as a stream (an HTTP head is a few KB)
+# What is kept of the head of a block read as a stream. An HTTP head is a few KB, but the server of a file decides it:
+# kept whole up to what the live session's HTTP client accepts (http.client: 100 fields, lines of 64 KiB), so that a
+# replay sees every field the live run saw (a Content-Type after 80 KB of other fields, say).
+HEAD_KEPT = 8 * 2**20
 # What a reader that needs no body reads whole (faster than as a stream); anything larger (a video) as a stream.
 SMALL_BLOCK = 1 << 20
 

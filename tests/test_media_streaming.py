@@ -9,6 +9,7 @@ stream is the path taken and that what it writes is right."""
 from __future__ import annotations
 
 import errno
+import gc
 import gzip
 import hashlib
 import random
@@ -16,9 +17,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
+import tracemalloc
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,8 +32,10 @@ from warcio.archiveiterator import ArchiveIterator
 from archiver import warc
 from archiver.checkpoints import PUBLIC_KEY
 from archiver.cli import app
+from archiver.connectors.base import MEDIA_ANSWERS
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
-from archiver.http import BODY_HELD, REDACTED, Redactor, StreamRedactor
+from archiver.http import BODY_HELD, REDACTED, CapturingSession, DownloadFailed, Redactor, StreamRedactor
+from archiver.recovery import TORN_DIR, WarcScan, set_aside_torn_tail
 from archiver.replay_check import compare_databases
 from archiver.verify import verify_archive
 from archiver.warc import HEADERS_END, SpooledBody, read_block, warc_digest
@@ -249,3 +255,73 @@ class _Stream:
         end = len(self.data) if size < 0 else self.at + size
         piece, self.at = self.data[self.at : end], min(end, len(self.data))
         return piece
+
+
+def test_a_head_over_64_kib_is_kept_whole_when_the_block_is_read_as_a_stream():
+    """The server of a file decides its head: 80 KB of fields before Content-Type (each line under http.client's
+    64 KiB limit) was cut at 64 KiB on replay, and the replay lost the Content-Type the live run had stored."""
+    head = b"HTTP/1.1 200 OK\r\nX-Pad-A: " + b"a" * 40_000 + b"\r\nX-Pad-B: " + b"b" * 40_000
+    block = head + b"\r\nContent-Type: video/mp4\r\n\r\n" + VIDEO[:2_000_000]
+    streamed = read_block(_Stream(block), len(block), 0)
+    assert streamed.data is None and streamed.head.endswith(b"Content-Type: video/mp4")
+
+
+def test_a_torn_tail_is_set_aside_a_chunk_at_a_time(tmp_path):
+    """A run killed while writing a video's record leaves most of the record as its torn tail: the next run copied
+    it aside (and compared it with a copy already aside) whole in memory, twice its size at worst."""
+    path = tmp_path / "archiver-20261125000000-run1-00001.warc.gz"
+    kept, tail = b"complete records", random.Random(3).randbytes(24 * 2**20)
+    path.write_bytes(kept + tail)
+    scan = WarcScan(1, len(kept), len(kept) + len(tail))
+    folder = tmp_path / TORN_DIR
+    folder.mkdir()
+    (folder / f"{path.name}.tail-at-{len(kept)}").write_bytes(tail[:-1] + b"x")  # another tail of that name: kept
+    del tail
+    tracemalloc.start()
+    try:
+        aside = set_aside_torn_tail(path, scan)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak
+    assert aside.name == f"{path.name}.tail-at-{len(kept)}.1"
+    assert aside.read_bytes() == random.Random(3).randbytes(24 * 2**20) and path.read_bytes() == kept
+
+
+class _Cut(BaseHTTPRequestHandler):
+    """A redirect whose body is over BODY_HELD, to a file whose connection drops before any answer."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path == "/video":
+            body = b"r" * (BODY_HELD + 5_000)
+            self.send_response(302)
+            self.send_header("Location", "/gone")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.close_connection = True  # no answer at all: requests raises ConnectionError, a retried failure
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_spooled_body_of_a_failed_attempt_is_let_go_at_once(tmp_path, monkeypatch):
+    """Each failed attempt's spooled redirect body stayed open (its file and disk space) until garbage collection."""
+    made: list[SpooledBody] = []
+    opened = SpooledBody.__init__
+    monkeypatch.setattr(SpooledBody, "__init__", lambda self, folder: made.append(self) or opened(self, folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Cut)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    gc.disable()  # what closes the spools must be the session, not the collector
+    try:
+        session = CapturingSession(
+            warc.WarcWriter(tmp_path / "warcs", "run1"), account="acct", token=None, sleep=lambda s: None, retries=2
+        )
+        with pytest.raises(DownloadFailed):
+            session.get(f"http://127.0.0.1:{server.server_address[1]}/video", auth=False, ok=MEDIA_ANSWERS)
+        assert len(made) == 3 and all(spooled._file.closed for spooled in made)
+    finally:
+        gc.enable()
+        server.shutdown()
+        server.server_close()

@@ -32,10 +32,11 @@ from ..warc import HEAD_KEPT, block_chunks, digest_matches, parse_http_headers, 
 WARC_NAME = re.compile(r"^[A-Za-z0-9._-]+\.warc(\.gz)?$")
 INLINE_TYPES = ("image/", "video/", "audio/")  # media shown inline; anything else is served as bytes only
 PRETTY_LIMIT = 2_000_000
-# Blocks up to this size are read whole: every body that can be shown pretty-printed (PRETTY_LIMIT) still is,
-# from the bytes held, as before. A larger block (a video) is read as a stream in flat memory. Not SMALL_BLOCK
-# (1 MiB): a JSON answer of 1-2 MB would lose its pretty-printed view; a request holds at most a few times this.
-HOLD = PRETTY_LIMIT + HEAD_KEPT
+# Blocks up to this size (a body of PRETTY_LIMIT and a head of 64 KiB) are read whole: every body that can be shown
+# pretty-printed still is, from the bytes held, as before. A larger block (a video) is read as a stream in flat
+# memory, its head kept whole (warc.HEAD_KEPT). Not SMALL_BLOCK (1 MiB): a JSON answer of 1-2 MB would lose its
+# pretty-printed view; a request holds at most a few times this.
+HOLD = PRETTY_LIMIT + 2**16
 # What reading a record can fail with when the offset is not a record's start, or the file is damaged there.
 READ_ERRORS = (ValueError, OSError, EOFError, zlib.error, ArchiveLoadFailed)
 
