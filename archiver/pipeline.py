@@ -50,7 +50,7 @@ from .connectors.base import (
 )
 from .consent.check import consent_check_after_run
 from .consent.state import local_today
-from .errors import NOTHING_LOST, ArchiverError, ConfigError, Interrupted, StoreError, storage_failure
+from .errors import NOTHING_LOST, ArchiverError, ConfigError, Interrupted, StorageError, StoreError, storage_failure
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, without_lone_surrogates
 from .lock import archive_lock
@@ -63,7 +63,7 @@ from .recovery import (
     scan_warc,
     set_aside_torn_tail,
 )
-from .scan.alerts import send_failure_alert
+from .scan.alerts import send_failure_alert, send_stopped_alert
 from .scan.archive import scan_after_run, start_scanner
 from .scan.delivery import alert_after
 from .store import AccountNames, KnownItem, Store
@@ -425,11 +425,22 @@ def run_archive(
     archive = config.archive
     try:
         return _run_locked(config, accounts, progress, now)
+    except StorageError as failure:  # said by the run's transaction
+        _alert_stopped(config, failure)
+        raise
     except (OSError, sqlite3.Error, StoreError) as exc:
         failure = storage_failure(exc, database=archive.database, fallback=archive_places(archive), then=RUN_STOPPED)
         if failure is None:
             raise
+        _alert_stopped(config, failure)
         raise failure from exc
+
+
+def _alert_stopped(config: Config, failure: StorageError) -> None:
+    """The alert channels need nothing of the failed disk: they hear of the stop now, as of failed accounts. Whether
+    they took it goes to the log (--verbose): the error stays the run's one line."""
+    for notice in send_stopped_alert(config, str(failure)):
+        log.info(notice)
 
 
 def archive_places(archive: ArchiveConfig) -> str:

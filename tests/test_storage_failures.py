@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,14 +24,17 @@ from typer.testing import CliRunner
 from archiver import ledger, pipeline
 from archiver.checkpoints import PUBLIC_KEY
 from archiver.cli import app
+from archiver.config import load_config
 from archiver.connectors import CONNECTORS
 from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
+from archiver.scan.alerts import stopped_email, stopped_payload
 from archiver.store import Store
 from archiver.verify import verify_archive
 from archiver.warc import _HashingFile
 
 from .test_crash import small_clinic
+from .test_phi_alerts import Hooks
 
 TOKEN = "storage-test-token-Rk4w9"
 ENV = {"STORAGE_TOKEN": TOKEN}
@@ -193,6 +197,39 @@ def test_a_failed_warc_write_stops_the_run_naming_the_file_and_what_to_do(
     assert query(cfg, "SELECT count(*) FROM account_runs") == [(0,)]  # no account blamed for the disk
     monkeypatch.undo()
     resumes_exactly(cfg, reference)
+
+
+def test_the_alert_channels_hear_of_a_run_the_disk_stopped(server, reference, tmp_path, monkeypatch):
+    """A full disk stopped the night's run: cron's mail said so, but the channels that hear of a failed account (the
+    compliance team's chat, IT's mailbox) heard nothing. They get the run's one line, naming the file and the fix."""
+    hooks = Hooks()
+    try:
+        cfg = config(tmp_path, server)
+        webhook = f'[alerts.webhook]\nurl = "{hooks.url}"\n\n[[accounts]]'
+        cfg.write_text(cfg.read_text().replace("[[accounts]]", webhook, 1))
+        failing_write(monkeypatch, reference[1] // 4, errno.ENOSPC)
+        result = run(cfg)
+        assert result.exit_code == 1, result.output
+        line = one_line(result.output)  # still the one line: what the channels answered goes to the log
+        [(_, stopped)] = [post for post in hooks.posts if post[1].get("event") == "run-stopped"]
+        assert stopped["error"] == line.removeprefix("archiver: error: ") and "its disk is full" in stopped["error"]
+        assert stopped["host"] and stopped["archive"] == str(cfg.parent / "arch")
+        assert [post["event"] for _, post in hooks.posts] == ["run-stopped"]  # no account blamed for the disk
+    finally:
+        hooks.stop()
+
+
+def test_the_stopped_run_e_mail_says_the_host_the_line_and_that_nothing_committed_is_lost(server, tmp_path):
+    cfg = config(tmp_path, server)
+    mail = '[alerts.email]\nsmtp_host = "127.0.0.1"\nfrom = "archiver@clinic.test"\nto = ["it@clinic.test"]\n\n'
+    cfg.write_text(cfg.read_text().replace("[[accounts]]", mail + "[[accounts]]", 1))
+    loaded = load_config(cfg)
+    line = f"{cfg.parent / 'arch' / 'warcs'}: its disk is full (No space left on device): free some space"
+    message = stopped_email(loaded, stopped_payload(loaded, line))
+    host = socket.gethostname()
+    assert message["Subject"] == f"[archiver] run stopped on {host}: the archive's storage failed"
+    body = message.get_content()
+    assert line in body and "What was committed is kept; once the disk is fixed, the next run resumes." in body
 
 
 def test_after_a_write_torn_mid_record_no_account_writes_to_the_file_again(server, reference, tmp_path, monkeypatch):

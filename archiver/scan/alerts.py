@@ -269,6 +269,25 @@ def failure_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
     return _email(config, f"[archiver] run {payload['run_id']}: {payload['count']} account(s) failed", lines)
 
 
+def stopped_payload(config: Config, error: str) -> dict[str, Any]:
+    """A run the archive's storage stopped as a whole (a full disk, a quota, a read-only remount, an I/O error:
+    errors.storage_failure). `error` is the one line the run printed: the archive's file or folder that failed, the
+    condition and what to do; it names no account's data. The host says which machine's disk."""
+    return {
+        "event": "run-stopped",
+        "archive": config.archive.organisation or str(config.archive.dir),
+        "host": socket.gethostname(),
+        "error": redact_secrets(error),
+    }
+
+
+def stopped_email(config: Config, payload: dict[str, Any]) -> EmailMessage:
+    lines = [f"A run of the archive of {payload['archive']} on {payload['host']} stopped: its storage failed.", ""]
+    lines += [payload["error"], "", "What was committed is kept; once the disk is fixed, the next run resumes."]
+    lines.append("Check with: archiver doctor --config ...")
+    return _email(config, f"[archiver] run stopped on {payload['host']}: the archive's storage failed", lines)
+
+
 def doctor_payload(config: Config, checks: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Doctor's report (name, status, message per check; doctor's messages name no secret and no PHI): the checks
     that need a person first, then how many passed."""
@@ -325,6 +344,13 @@ def send_failure_alert(config: Config, run_id: str, failed: list[tuple[str, str,
         return []
     payload = failure_payload(config, run_id, failed)
     return _send(config, payload, lambda: failure_email(config, payload), f"{len(failed)} failed accounts")
+
+
+def send_stopped_alert(config: Config, error: str) -> list[str]:
+    """Announce a run its storage stopped on every configured channel. Nothing of it can be recorded (the disk is
+    what failed), so it is sent once, as it happens; `archiver alerts pending` does not owe it."""
+    payload = stopped_payload(config, error)
+    return _send(config, payload, lambda: stopped_email(config, payload), "a stopped run")
 
 
 def _send(config: Config, payload: dict[str, Any], email: Callable[[], EmailMessage], what: str) -> list[str]:
