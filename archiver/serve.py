@@ -28,7 +28,7 @@ from datasette.plugins import pm
 
 from . import datasette_plugin
 from .access_log import AccessLog, access_log_path, count_rows
-from .errors import ArchiverError, ConfigError
+from .errors import ArchiverError, ConfigError, storage_failure
 from .users import UsersFile, users_path
 
 DATABASE_NAME = datasette_plugin.ARCHIVE_DB
@@ -81,6 +81,9 @@ class ReadOnlyDatabase(Database):
         return results
 
 
+SERVE_NOT_STARTED = "the archive was not changed: serve it once that is fixed"
+
+
 def check_archive(database: ReadOnlyDatabase) -> None:
     """Fail before serving if the file is not an archive (Datasette would serve an empty or broken page)."""
     try:
@@ -91,6 +94,11 @@ def check_archive(database: ReadOnlyDatabase) -> None:
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        # A full disk or an I/O error under it (SQLite cannot make the -shm a WAL database's reader needs) is the
+        # disk's condition, not a file that is no archive
+        failure = storage_failure(exc, database=Path(database.path), then=SERVE_NOT_STARTED)
+        if failure is not None:
+            raise failure from None
         raise ConfigError(f"{database.path}: cannot be read as an archive database ({exc})") from None
     if not is_archive:
         raise ConfigError(f"{database.path}: not an archive database; run `archiver run` or `archiver demo` first")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from archiver.config import load_config
 from archiver.connectors import CONNECTORS
 from archiver.connectors.mastodon import MastodonConnector
 from archiver.demo.mastodon_server import MastodonState, SampleMastodonServer
+from archiver.errors import StorageError
 from archiver.scan.alerts import stopped_email, stopped_payload
 from archiver.store import Store
 from archiver.verify import verify_archive
@@ -488,4 +490,30 @@ def test_serve_says_why_the_access_log_could_not_be_written_and_which_file(serve
     assert said[0].endswith(
         f"answered 503: access log not written to {arch / 'access-log.db'}: its disk is full (database or disk is "
         "full): free some space"
+    )
+
+
+def test_serve_on_a_full_disk_says_the_disk_not_that_the_file_is_no_archive(server, tmp_path, monkeypatch):
+    """A WAL database's reader needs its -shm: on a full disk SQLite cannot make it and says "disk I/O error", which
+    serve reported as "cannot be read as an archive database". (The review saw it on a real full tmpfs; here the
+    -shm's failure and the full file system are injected.)"""
+    from archiver import errors, serve
+
+    cfg = config(tmp_path, server)
+    assert run(cfg).exit_code == 0
+    database = cfg.parent / "arch" / "archive.db"
+
+    def no_shm(sql_uri: str, **kwargs: object) -> sqlite3.Connection:
+        failure = sqlite3.OperationalError("disk I/O error")
+        failure.sqlite_errorcode = sqlite3.SQLITE_IOERR_SHMOPEN  # as SQLite sets it
+        raise failure
+
+    full = os.statvfs(database.parent)
+    monkeypatch.setattr(serve.sqlite3, "connect", no_shm)
+    monkeypatch.setattr(errors.os, "statvfs", lambda path: os.statvfs_result((*full[:4], 0, *full[5:])))
+    with pytest.raises(StorageError) as refused:
+        serve.build_datasette(database)  # checks the archive before anything is served
+    assert str(refused.value) == (
+        f"{database}: its disk is full (disk I/O error): free some space; the archive was not changed: serve it once "
+        "that is fixed"
     )
