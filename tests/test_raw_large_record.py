@@ -10,11 +10,9 @@ import hashlib
 import html
 import random
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,8 @@ from archiver.serve import build_datasette
 from archiver.store import Store
 from archiver.warc import HttpMessage, SpooledBody, WarcWriter
 from archiver.workspace import raw as raw_page
+
+from .workspace_server import free_port, wait_until_serving
 
 VIDEO = random.Random(7).randbytes(5_000_000)  # larger than raw.HOLD: read as a stream
 VIDEO_HEAD = len(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 5000000\r\n\r\n")
@@ -298,21 +298,11 @@ def test_a_record_cut_short_in_its_file_cuts_the_response_short(tmp_path, caplog
 # -- a real server -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(archive) -> Iterator[tuple[str, subprocess.Popen]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "archiver.serve", str(archive.database), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/robots.txt", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert process.poll() is None and time.time() < deadline, "the server did not start"
-        time.sleep(0.2)
+    wait_until_serving(base, process)
     try:
         yield base, process
     finally:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,13 +19,7 @@ from archiver.errors import ConfigError
 from archiver.serve import ReadOnlyDatabase, build_datasette
 from archiver.store import Store
 
-from .workspace_server import serving
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .workspace_server import free_port, serving, wait_until_serving
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +37,7 @@ def server(demo):
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/-/versions.json", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "Datasette did not start"
-        time.sleep(0.2)
+    wait_until_serving(base, process, "/-/versions.json")
     yield base
     process.terminate()
     output = process.communicate(timeout=10)[0]

@@ -26,6 +26,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(base: str, process: subprocess.Popen, path: str = "/robots.txt") -> None:
+    """Until the server at `base` answers `path`; fails with its output if the process ends, or after 30 s."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            if requests.get(f"{base}{path}", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        assert process.poll() is None, process.stdout.read() if process.stdout else "the server ended"
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.2)
+
+
 def add_users(directory: Path) -> None:
     for name, password in PASSWORDS.items():
         result = CliRunner().invoke(
@@ -58,16 +72,7 @@ def serving(
     if processes is not None:
         processes.append(process)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/robots.txt", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "Datasette did not start"
-        time.sleep(0.2)
+    wait_until_serving(base, process)
     try:
         yield base
     finally:
