@@ -4,7 +4,6 @@ high-severity flags with links into Datasette, and none of the PHI itself; a fai
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -25,17 +24,12 @@ from archiver.demo.sample_data import build_clinic_dataset
 from archiver.scan.alerts import ALERT_LISTED, shown_webhook
 
 from .test_config import DISABLED
+from .workspace_server import free_port
 
 TOKEN = "alerts-test-token-Zq81"
 SMTP_PASSWORD = "smtp-pass-Kx93-secret"
 WEBHOOK_TOKEN = "hook-token-Ty55-secret"
 DATASETTE = "https://archive.clinic.test:8443"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mailbox:

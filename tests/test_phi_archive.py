@@ -7,11 +7,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from archiver.cli import app
 from archiver.verify import verify_archive
 
 from .test_ledger import behind_the_back
+from .workspace_server import free_port, wait_until_serving
 
 EXTRA_RULES = """\
 version: ours-1
@@ -269,12 +268,6 @@ def test_a_bad_rule_file_is_exit_2_for_scan_and_appends_nothing(copy):
     assert db(copy).execute("SELECT count(*) FROM ledger").fetchone()[0] == before
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_review_queue_and_reviews_over_real_http(copy):
     conn = db(copy)
     flag_id = conn.execute(
@@ -290,16 +283,7 @@ def test_the_review_queue_and_reviews_over_real_http(copy):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/-/versions.json", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, process.stdout.read()
-            assert time.time() < deadline, "Datasette did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, process, "/-/versions.json")
 
         def rows(path: str, **params) -> list[dict]:
             response = requests.get(f"{base}/archive/{path}.json", params={"_shape": "objects", **params}, timeout=10)
