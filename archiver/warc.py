@@ -45,19 +45,9 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def sha256_digest(data: bytes) -> str:
-    """A WARC digest value: `sha256:` and the base32 of the digest."""
-    return warc_digest(hashlib.sha256(data).digest())
-
-
 def warc_digest(digest: bytes) -> str:
     """A sha256 digest as a WARC digest field holds it: `sha256:` and its base32."""
     return "sha256:" + base64.b32encode(digest).decode("ascii")
-
-
-def block_digest_ok(header: str | None, block: bytes) -> bool:
-    """Whether a record's WARC-Block-Digest (sha256, base32 as written here, or hex) matches its block."""
-    return digest_matches(header, hashlib.sha256(block).digest())
 
 
 def digest_matches(header: str | None, digest: bytes) -> bool:
@@ -558,13 +548,6 @@ def read_block_at(path: Path, offset: int, hold: int | None) -> tuple[ArcWarcRec
                 break
             return record, read_block(record.raw_stream, record.length, hold)
     raise ValueError(f"{path}: no WARC record at offset {offset}")
-
-
-def read_raw_block(path: Path, ref_offset: int) -> tuple[ArcWarcRecord, bytes]:
-    """The record at an offset and its whole block (HTTP headers included), as written, held in memory."""
-    record, block = read_block_at(path, ref_offset, None)
-    assert block.data is not None
-    return record, block.data
 
 
 def parse_http_headers(block: bytes) -> tuple[StatusAndHeaders, bytes]:

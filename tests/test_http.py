@@ -11,7 +11,7 @@ import pytest
 
 from archiver.errors import AuthError, PlatformError, RateLimitedError
 from archiver.http import CapturingSession, HeaderRateLimit, redact_url
-from archiver.warc import WarcWriter, read_raw_block
+from archiver.warc import WarcWriter, read_block_at
 
 TOKEN = "tok-9f8e7d6c5b4a-distinctive"
 
@@ -84,7 +84,8 @@ def test_token_is_sent_but_never_written(tmp_path, server):
     assert b"abc123secret" not in data
     assert b"Authorization: Bearer [REDACTED]" in data
     assert b"access_token=%5BREDACTED%5D" in data or b"access_token=[REDACTED]" in data
-    record, block = read_raw_block(tmp_path / "warcs" / exchange.ref.warc_file, exchange.ref.offset)
+    record, held = read_block_at(tmp_path / "warcs" / exchange.ref.warc_file, exchange.ref.offset, None)
+    block = held.data
     assert record.rec_type == "response" and block.endswith(exchange.body)
 
 

@@ -129,7 +129,7 @@ def test_the_page_of_a_large_video_shows_its_digests_and_size_without_holding_it
 
 def test_the_body_route_sends_exactly_the_video(archive, block_reads):
     body = fetch(archive, "/-/raw/body", warc=archive.name, offset=archive.video)
-    assert not any(held for _, held in block_reads)  # nor read whole (read_raw_block) for its size first
+    assert not any(held for _, held in block_reads)  # nor read whole (hold None) for its size first
     assert body.status_code == 200
     assert hashlib.sha256(body.content).hexdigest() == hashlib.sha256(VIDEO).hexdigest()
     assert body.headers["content-length"] == str(len(VIDEO)) and body.headers["content-type"] == "video/mp4"

@@ -80,7 +80,7 @@ def test_a_record_cut_short_that_still_parses_is_a_torn_tail(tmp_path):
     store, path, whole = interrupted_archive(tmp_path, cut=0)
     import gzip
 
-    from archiver.warc import read_raw_block
+    from archiver.warc import read_block_at
 
     last = scan_warc(path)
     # Rewrite the last record as a complete gzip member of its first bytes only (as a cut write can look).
@@ -96,7 +96,7 @@ def test_a_record_cut_short_that_still_parses_is_a_torn_tail(tmp_path):
     start, length = records[-1]
     member = gzip.decompress(whole[start : start + length])
     path.write_bytes(whole[:start] + gzip.compress(member[: len(member) - 30]))
-    _, block = read_raw_block(path, start)  # it still parses
+    block = read_block_at(path, start, None)[1].data  # it still parses
     assert block
     scan = scan_warc(path)
     assert scan.torn and scan.records == last.records - 1 and scan.complete_bytes == start

@@ -12,7 +12,7 @@ from itertools import count
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from archiver.warc import HttpMessage, WarcWriter, read_raw_block, sha256_digest
+from archiver.warc import HttpMessage, WarcWriter, read_block_at, warc_digest
 
 
 def fixed_writer(directory, **kw):
@@ -24,6 +24,12 @@ def fixed_writer(directory, **kw):
         record_id=lambda: f"<urn:uuid:00000000-0000-0000-0000-{next(ids):012d}>",
         **kw,
     )
+
+
+def whole_block(path, offset: int):
+    """The record at an offset and its whole block, as written."""
+    record, block = read_block_at(path, offset, None)
+    return record, block.data
 
 
 def exchange(n: int, size: int = 10, noise: bool = False):
@@ -53,11 +59,11 @@ def test_records_are_sha256_and_pass_warcio_check(tmp_path):
         records = list(ArchiveIterator(fh))
     assert [r.rec_type for r in records] == ["warcinfo"] + ["request", "response"] * 3
     # A response record read back at its offset: digests are sha256 of the block and of the body.
-    record, block = read_raw_block(path, refs[1][1].offset)
+    record, block = whole_block(path, refs[1][1].offset)
     assert record.rec_headers.get_header("WARC-Record-ID") == refs[1][1].record_id
-    assert record.rec_headers.get_header("WARC-Block-Digest") == sha256_digest(block)
+    assert record.rec_headers.get_header("WARC-Block-Digest") == warc_digest(hashlib.sha256(block).digest())
     body = block.split(b"\r\n\r\n", 1)[1]
-    assert record.rec_headers.get_header("WARC-Payload-Digest") == sha256_digest(body)
+    assert record.rec_headers.get_header("WARC-Payload-Digest") == warc_digest(hashlib.sha256(body).digest())
     assert record.rec_headers.get_header("WARC-Concurrent-To") == refs[1][0].record_id
     assert record.rec_headers.protocol == "WARC/1.1"
 
@@ -73,7 +79,7 @@ def test_bytes_that_read_as_an_older_arc_record_are_no_record(tmp_path):
     with open(path, "ab") as fh:  # such bytes, where a caller may point
         fh.write(b"http://x.example/ 10.0.0.1 20261124000000 text/html 5\nhello\n")
     with pytest.raises(ValueError, match="no WARC record at offset"):
-        read_raw_block(path, inside)
+        read_block_at(path, inside, None)
 
 
 def test_output_is_byte_identical_with_fixed_clock_and_ids(tmp_path):
@@ -110,9 +116,9 @@ def test_header_values_are_written_exactly_as_received(tmp_path):
     response = HttpMessage("HTTP/1.1 200 OK", [("Server", "Odd/1.0 "), ("X-Empty", "")], b"{}")
     _, ref = writer.write_exchange("http://h/", request, response)
     (info,) = writer.close()
-    record, block = read_raw_block(tmp_path / info.name, ref.offset)
+    record, block = whole_block(tmp_path / info.name, ref.offset)
     assert block == response.block()
-    assert record.rec_headers.get_header("WARC-Block-Digest") == sha256_digest(block)
+    assert record.rec_headers.get_header("WARC-Block-Digest") == warc_digest(hashlib.sha256(block).digest())
     check = subprocess.run(
         [sys.executable, "-m", "warcio.cli", "check", str(tmp_path / info.name)], capture_output=True, text=True
     )

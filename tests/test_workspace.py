@@ -181,9 +181,9 @@ def test_raw_response_body_hashes_to_the_stored_digest(viewer, server, demo):
     conn.close()
     assert html.escape(version[1]) in raw.text
     assert json.loads(version[0]) in _objects(json.loads(body.content))
-    from archiver.warc import read_raw_block
+    from archiver.warc import read_block_at
 
-    record, _ = read_raw_block(demo / "archive" / "warcs" / params["warc"][0], int(params["offset"][0]))
+    record, _ = read_block_at(demo / "archive" / "warcs" / params["warc"][0], int(params["offset"][0]), None)
     assert record.rec_headers.get_header("WARC-Payload-Digest") == payload_digest
 
 
