@@ -166,11 +166,6 @@ class HttpMessage:
         head = self.start_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers) + "\r\n"
         return head.encode("utf-8")
 
-    def block(self) -> bytes:
-        """The whole block, of a message whose body is held."""
-        assert isinstance(self.body, bytes)
-        return self.head() + self.body
-
 
 def make_private_folder(folder: Path) -> None:
     """`folder` and each missing folder above it made 0700 (mkdir's mode only takes bits away from the umask's):
