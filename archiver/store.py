@@ -23,10 +23,12 @@ import sqlite_utils
 from . import __version__, ledger
 from .checkpoints import Checkpoint
 from .errors import ConfigError, StoreError
+from .flag_states import record_flag_states
 from .items import AccountIdentity, Deletion, Item, MediaFile
 from .warc import iso, utcnow
 
 LEDGER_MIGRATION = 2  # from this schema version on, every appended row extends the ledger
+FLAG_STATES_MIGRATION = 23  # the review queue reads recorded flag states: the flags already there get theirs
 FTS_AT_COMMIT_MIGRATION = 8  # from this one on, Store.commit fills the full-text index (no trigger)
 MIGRATION_LINE = re.compile(r"^-- migration (\d{4}): (.+)$", re.MULTILINE)
 # Once a checkpoint has emptied it, the WAL file is cut back to this size. A reader that holds a snapshot
@@ -66,6 +68,7 @@ ARCHIVE_TABLES = (
     "scan_skips",
     "scan_retries",
     "consent_signals",
+    "flag_states",
 )
 
 
@@ -392,6 +395,8 @@ class Store:
                 self.ledger_on = self._has_ledger()
                 if migration.version == LEDGER_MIGRATION:
                     ledger.backfill(self.conn)
+                if migration.version == FLAG_STATES_MIGRATION:
+                    record_flag_states(self)
                 self._insert(
                     "schema_migrations",
                     {

@@ -18,6 +18,7 @@ from archiver.store import load_migrations
 RELEASES = {
     "0.2.0": (21, "archiver-custody/2", "archiver-checkpoint/1"),
     "0.3.0": (22, "archiver-custody/2", "archiver-checkpoint/2"),
+    "0.4.0": (23, "archiver-custody/2", "archiver-checkpoint/2"),
 }
 
 

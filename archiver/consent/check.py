@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import ArchiverError
+from ..flag_states import record_flag_states
 from ..scan.archive import detector_for
 from ..scan.engine import Detector
 from ..scan.rules import is_signal
@@ -510,6 +511,7 @@ def append_consent_check(
                     "patient_content": int(patient),
                 },
             )
+        record_flag_states(store)  # a consent's day come, as well as the flags added
     outcome.open_flags = store.conn.execute(
         "SELECT count(*) FROM flag_queue WHERE category = ?", (CATEGORY,)
     ).fetchone()[0]

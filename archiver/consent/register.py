@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
+from ..flag_states import record_flag_states
 from ..lock import archive_lock
 from ..oneline import breaks_or_hides
 from ..operator import operator_name  # who made a link: the effective uid's account, not $USER
@@ -496,6 +497,7 @@ def append_consent_import(
             )
         for row, item_key in links:
             _append_link(store, row.consent.consent_id, item_key, None, import_id, who, now)
+        record_flag_states(store)  # a consent's dates reach every item linked to it, and its patient's other ones
     outcome.import_id = import_id
     outcome.links = len(links)
     return outcome
@@ -563,6 +565,7 @@ def append_consent_link(
         return LinkOutcome(consent_id, item_key, media_url, False, status, deleted)
     with store.transaction():
         _append_link(store, consent_id, item_key, media_url, None, operator_name(), iso(utcnow()))
+        record_flag_states(store, [item_key])  # a consent flag's condition reads the links of its own item only
     return LinkOutcome(consent_id, item_key, media_url, True, status, deleted)
 
 

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 from ..config import Config
 from ..errors import ArchiverError, ConfigError
+from ..flag_states import record_flag_states
 from ..operator import operator_name
 from ..store import Store, schema_has
 from ..warc import iso, utcnow
@@ -255,6 +256,8 @@ def append_scan(
             for version_id, item_key, error in outcome.unscannable:
                 skip = {"version_id": version_id, "item_key": item_key, "rules_version": detector.version}
                 store._insert("scan_skips", {"scan_id": scan_id, **skip, "error": error})
+        # what the scan found, and the run's versions and events before it, in the review queue
+        record_flag_states(store)
     return outcome
 
 
@@ -281,6 +284,9 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
         )
         # the name given is whatever was typed: the account the system ran this as goes beside it
         store._insert("review_operators", {"review_id": review_id, "operator": operator_name()})
+        # a decision carries over to the same hit on the same item only
+        item_key = store.conn.execute("SELECT item_key FROM flags WHERE id = ?", (flag_id,)).fetchone()[0]
+        record_flag_states(store, [item_key])
         return review_id
 
 

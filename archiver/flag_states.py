@@ -1,0 +1,68 @@
+"""The review queue as recorded: each flag's state appended when it changes (flag_states, migration 0023).
+
+flag_status computes every flag's state on every read (its latest decision over the same hit, whether the latest
+scan still finds it, a consent flag's condition): too slow for the queue page at tens of thousands of flags. Each
+command that appends what a state depends on calls record_flag_states in its own transaction, and flag_queue reads
+the latest row of each flag. The state recorded is flag_status's, so the two cannot disagree in what they mean;
+they differ only where days passing changes a state, until the next command records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .warc import iso, utcnow
+
+if TYPE_CHECKING:
+    from .store import Store
+
+State = tuple[int, str | None, int | None]  # current, decision, review_id
+
+_LIVE = "SELECT flag_id, coalesce(current, 0), decision, review_id FROM flag_status"
+_RECORDED = (
+    "SELECT r.flag_id, r.current, r.decision, r.review_id FROM flag_states r"
+    " WHERE r.id = (SELECT max(x.id) FROM flag_states x WHERE x.flag_id = r.flag_id)"
+)
+# SQLite's default limit on a statement's parameters is 999 in older builds
+_CHUNK = 500
+
+
+def record_flag_states(store: Store, item_keys: Iterable[str] | None = None) -> int:
+    """Append the state of each flag whose state flag_status now gives differs from its latest recorded one (or
+    that has none); all flags, or only those of `item_keys` where the caller's change reaches no other item (a
+    review: a decision carries over only within its item). Call inside the transaction that made the change.
+    Returns the number of rows appended; none on an archive older than migration 0023."""
+    conn = store.conn
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flag_states'").fetchone() is None:
+        return 0
+    live: dict[int, State] = {}
+    recorded: dict[int, State] = {}
+    if item_keys is None:
+        live = {row[0]: tuple(row[1:]) for row in conn.execute(_LIVE)}
+        recorded = {row[0]: tuple(row[1:]) for row in conn.execute(_RECORDED)}
+    else:
+        keys = sorted(set(item_keys))
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            live.update((r[0], tuple(r[1:])) for r in conn.execute(f"{_LIVE} WHERE item_key IN ({marks})", chunk))
+            recorded.update(
+                (r[0], tuple(r[1:]))
+                for r in conn.execute(
+                    f"{_RECORDED} AND r.flag_id IN (SELECT id FROM flags WHERE item_key IN ({marks}))", chunk
+                )
+            )
+    at = iso(utcnow())
+    appended = 0
+    for flag_id in sorted(live):
+        state = live[flag_id]
+        if recorded.get(flag_id) == state:
+            continue
+        current, decision, review_id = state
+        store._insert(
+            "flag_states",
+            {"flag_id": flag_id, "current": current, "decision": decision, "review_id": review_id, "recorded_at": at},
+        )
+        appended += 1
+    return appended
