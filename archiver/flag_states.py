@@ -3,8 +3,9 @@
 flag_status computes every flag's state on every read (its latest decision over the same hit, whether the latest
 scan still finds it, a consent flag's condition): too slow for the queue page at tens of thousands of flags. Each
 command that appends what a state depends on calls record_flag_states in its own transaction, and flag_queue reads
-the latest row of each flag. The state recorded is flag_status's, so the two cannot disagree in what they mean;
-they differ only where days passing changes a state, until the next command records.
+the latest row of each flag. The state recorded is flag_status's, so the two cannot disagree in what they mean. A
+consent flag's state also depends on the day (a consent expires): the queue takes it from flag_status again on a
+local day no whole recording was made on, and a run records, whatever else it did, before it ends.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ _RECORDED = (
 _CHUNK = 500
 
 
-def record_flag_states(store: Store, item_keys: Iterable[str] | None = None) -> int:
+def record_flag_states(store: Store, command: str, item_keys: Iterable[str] | None = None) -> int:
     """Append the state of each flag whose state flag_status now gives differs from its latest recorded one (or
-    that has none); all flags, or only those of `item_keys` where the caller's change reaches no other item (a
-    review: a decision carries over only within its item). Call inside the transaction that made the change.
-    Returns the number of rows appended; none on an archive older than migration 0023."""
+    that has none), under a flag_recordings row naming `command`: all flags, or only those of `item_keys` where the
+    caller's change reaches no other item (a review: a decision carries over only within its item). A recording of
+    all flags is kept even when nothing changed: it says on which local day the consent flags were judged. Call
+    inside the transaction that made the change. Returns the number of states appended; none on an archive
+    older than migration 0023."""
     conn = store.conn
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flag_states'").fetchone() is None:
         return 0
@@ -53,16 +56,24 @@ def record_flag_states(store: Store, item_keys: Iterable[str] | None = None) -> 
                     f"{_RECORDED} AND r.flag_id IN (SELECT id FROM flags WHERE item_key IN ({marks}))", chunk
                 )
             )
-    at = iso(utcnow())
-    appended = 0
-    for flag_id in sorted(live):
-        state = live[flag_id]
-        if recorded.get(flag_id) == state:
-            continue
-        current, decision, review_id = state
+    changed = [(flag_id, live[flag_id]) for flag_id in sorted(live) if recorded.get(flag_id) != live[flag_id]]
+    if not changed and item_keys is not None:
+        return 0
+    # the day flag_status judged consents on, as SQLite gives it to this connection (the view reads the same)
+    local_day = conn.execute("SELECT date('now', 'localtime')").fetchone()[0]
+    recording = store._insert(
+        "flag_recordings",
+        {"command": command, "whole": int(item_keys is None), "local_day": local_day, "recorded_at": iso(utcnow())},
+    )
+    for flag_id, (current, decision, review_id) in changed:
         store._insert(
             "flag_states",
-            {"flag_id": flag_id, "current": current, "decision": decision, "review_id": review_id, "recorded_at": at},
+            {
+                "recording_id": recording,
+                "flag_id": flag_id,
+                "current": current,
+                "decision": decision,
+                "review_id": review_id,
+            },
         )
-        appended += 1
-    return appended
+    return len(changed)

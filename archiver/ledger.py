@@ -43,6 +43,7 @@ LEDGER_KEYS: dict[str, str] = {
     "scan_skips": "id",
     "scan_retries": "id",
     "consent_signals": "id",
+    "flag_recordings": "id",
     "flag_states": "id",
 }
 INTEGER_KEYS = {
@@ -67,6 +68,7 @@ INTEGER_KEYS = {
     "scan_skips",
     "scan_retries",
     "consent_signals",
+    "flag_recordings",
     "flag_states",
 }
 

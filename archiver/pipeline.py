@@ -51,6 +51,7 @@ from .connectors.base import (
 from .consent.check import consent_check_after_run
 from .consent.state import local_today
 from .errors import NOTHING_LOST, ArchiverError, ConfigError, Interrupted, StorageError, StoreError, storage_failure
+from .flag_states import record_flag_states
 from .http import CapturingSession, Redactor, Session
 from .items import AccountIdentity, CursorUpdate, Deletion, Item, MediaFile, Notice, without_lone_surrogates
 from .lock import archive_lock
@@ -514,11 +515,14 @@ def _run_locked(
                 # Told to stop: sign what was captured and go. The scan and the consent check cover these
                 # versions next run (they take up what no scan has covered); a stop asked for is no alert.
                 notices.append("run interrupted: the PHI scan and the consent check run with the next run")
+                record_review_queue(store)
             else:
                 scanned = scan_after_run(store, config, run_id, notices, scanner)  # flags before the checkpoint signs
                 checked = consent_check_after_run(store, config, run_id, local_today(now()), notices)
                 # a version the scan had to leave out fails the run too: a person must look at its text
                 run.checks_failed = scanned is None or bool(scanned.unscannable) or not checked
+                if scanned is None and not checked:
+                    record_review_queue(store)
                 alert_after(store, config, run_id, notices)  # every flag owed, this run's and any earlier one's
                 failed = [(a.account, a.platform, a.error or a.status) for a in results if a.status != "ok"]
                 notices.extend(send_failure_alert(config, run_id, failed))
@@ -529,6 +533,13 @@ def _run_locked(
             if scanner is not None:
                 scanner.close()
             store.close()
+
+
+def record_review_queue(store: Store) -> None:
+    """For a run whose scan and consent check, which record the review queue, did not run or failed: what the
+    capture changed reaches the queue all the same (a post restored brings its consent flags back)."""
+    with store.transaction():
+        record_flag_states(store, "run")
 
 
 def run_platforms(

@@ -166,6 +166,7 @@ NOT_REPLAYED: dict[str, str] = {
     "scan_skips": "made by the PHI scan, not by a capture",
     "scan_retries": "made by the PHI scan, not by a capture",
     "consent_signals": "made by consent checks, not by a capture",
+    "flag_recordings": "when the review queue was recorded, not from a capture",
     "flag_states": "recorded from flags, reviews and the consent register, not from a capture",
 }
 NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"

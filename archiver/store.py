@@ -68,6 +68,7 @@ ARCHIVE_TABLES = (
     "scan_skips",
     "scan_retries",
     "consent_signals",
+    "flag_recordings",
     "flag_states",
 )
 
@@ -396,7 +397,7 @@ class Store:
                 if migration.version == LEDGER_MIGRATION:
                     ledger.backfill(self.conn)
                 if migration.version == FLAG_STATES_MIGRATION:
-                    record_flag_states(self)
+                    record_flag_states(self, "migration")
                 self._insert(
                     "schema_migrations",
                     {

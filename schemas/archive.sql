@@ -1634,19 +1634,31 @@ CREATE INDEX item_versions_author_id ON item_versions(author_id);
 -- flag_queue computed every flag's state (flag_status: the latest decision over its hit, whether the latest scan
 -- still finds it, a consent flag's condition) on every read: at 66,000 flags each of the queue page's seven queries
 -- (its rows, its count, five facets) took 0.6-0.8 s, and the page 5 s. A flag's state changes only when something is
--- appended (a scan, a review, a consent check, a consent imported or linked, a run's versions and events) or a
--- consent's day comes; each command that appends such rows now records, in its own transaction, the state
--- flag_status gives of each flag whose state differs from its latest row here (archiver/flag_states.py), and the
--- queue reads the latest row of each flag. A flag with no row yet is judged by flag_status as before. What only the
--- passing of days changes (a consent granted for a later day becoming live) reaches the queue with the next command
--- that records, at the latest the nightly run; flag_status still computes every state as of the moment it is read.
+-- appended (a scan, a review, a consent check, a consent imported or linked, a run's versions and events) or, for a
+-- consent flag, when a consent's day comes. Each command that appends such rows now records, in its own
+-- transaction, the state flag_status gives of each flag whose state differs from its latest row in flag_states
+-- (archiver/flag_states.py), with a flag_recordings row saying which command judged which flags on which local day.
+-- The queue reads the latest row of each flag; it judges by flag_status, as before, a flag with no row yet and a
+-- consent flag when no recording of every flag was made on the reader's local day (the first read after midnight,
+-- until the nightly run records). A later migration that changes what flag_status computes must record again.
+CREATE TABLE flag_recordings (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,               -- run, scan, consent check, consent import, consent link, review, migration
+    whole INTEGER NOT NULL CHECK (whole IN (0, 1)),  -- 1: every flag judged; 0: the flags of the items it changed
+    local_day TEXT NOT NULL,             -- date('now', 'localtime') of the recording: the day consents were judged on
+    recorded_at TEXT NOT NULL
+);
+CREATE TRIGGER flag_recordings_append_only_update BEFORE UPDATE ON flag_recordings
+BEGIN SELECT RAISE(ABORT, 'flag_recordings is append-only: UPDATE refused'); END;
+CREATE TRIGGER flag_recordings_append_only_delete BEFORE DELETE ON flag_recordings
+BEGIN SELECT RAISE(ABORT, 'flag_recordings is append-only: DELETE refused'); END;
 CREATE TABLE flag_states (
     id INTEGER PRIMARY KEY,
+    recording_id INTEGER NOT NULL REFERENCES flag_recordings(id),
     flag_id INTEGER NOT NULL REFERENCES flags(id),
     current INTEGER NOT NULL CHECK (current IN (0, 1)),   -- flag_status.current (0 where it was null)
     decision TEXT,                                        -- flag_status.decision: null while undecided
-    review_id INTEGER REFERENCES flag_reviews(id),        -- flag_status.review_id
-    recorded_at TEXT NOT NULL
+    review_id INTEGER REFERENCES flag_reviews(id)         -- flag_status.review_id
 );
 CREATE INDEX flag_states_by_flag ON flag_states(flag_id, id);
 CREATE TRIGGER flag_states_append_only_update BEFORE UPDATE ON flag_states
@@ -1674,12 +1686,18 @@ SELECT
     f.rule_id,
     f.rules_version,
     f.created_at AS flagged_at
-FROM (SELECT r.flag_id, r.current, r.decision FROM flag_states r
+FROM (SELECT r.flag_id, r.current, r.decision FROM flag_states r JOIN flags g ON g.id = r.flag_id
       WHERE r.id = (SELECT max(x.id) FROM flag_states x WHERE x.flag_id = r.flag_id)
+        AND (g.category != 'consent'
+             OR (SELECT d.local_day FROM flag_recordings d WHERE d.whole = 1 ORDER BY d.id DESC LIMIT 1)
+                = date('now', 'localtime'))
       UNION ALL
-      -- a flag no command has recorded a state of yet
+      -- a flag no command has recorded a state of yet, and a consent flag not judged today
       SELECT u.flag_id, u.current, u.decision FROM flag_status u
-      WHERE NOT EXISTS (SELECT 1 FROM flag_states x WHERE x.flag_id = u.flag_id)) s
+      WHERE NOT EXISTS (SELECT 1 FROM flag_states x WHERE x.flag_id = u.flag_id)
+         OR (u.category = 'consent'
+             AND (SELECT d.local_day FROM flag_recordings d WHERE d.whole = 1 ORDER BY d.id DESC LIMIT 1)
+                 IS NOT date('now', 'localtime'))) s
 JOIN flags f ON f.id = s.flag_id
 JOIN item_versions v ON v.id = f.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')

@@ -8,15 +8,21 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import archiver.pipeline
 import archiver.store
+from archiver.bundle.gather import flags_in_review_queue
+from archiver.config import load_config
 from archiver.demo.run import run_demo
+from archiver.pipeline import run_archive
 from archiver.store import Store
 
+from .test_consent_check import DAY0, NOW, ConsentClinic
+from .test_consent_register import judge_on
 from .test_ledger import behind_the_back
 from .test_phi_archive import EXTRA_RULES, cli, db, problems
 
@@ -224,3 +230,69 @@ def test_an_archive_upgraded_from_schema_22_records_every_flag_and_keeps_its_que
     recorded, unrecorded = as_recorded(directory)
     assert recorded == old_queue and unrecorded == []
     assert problems(directory) == []
+
+
+def test_consent_flags_are_judged_as_flag_status_judges_them_on_a_day_no_recording_was_made(demo):
+    """A consent's state changes with the day alone (it expires; a revocation dated ahead takes effect): on a day the
+    archive has no recording of every flag from, the queue judges consent flags by flag_status, on that day."""
+    with db(demo) as conn:
+        lapsed = {r[0] for r in conn.execute("SELECT flag_id FROM flag_queue WHERE rule_id = 'consent.lapsed'")}
+        granted = conn.execute("SELECT min(granted_on) FROM consent_register").fetchone()[0]
+    assert lapsed  # the demo's photo consent expired yesterday
+    before_expiry = (date.fromisoformat(granted) + timedelta(days=1)).isoformat()
+    conn = judge_on(db(demo), before_expiry)
+    recorded = [tuple(r) for r in conn.execute("SELECT flag_id, status FROM flag_queue")]
+    live = [tuple(r) for r in conn.execute(LIVE_QUEUE)]
+    conn.close()
+    assert recorded == live and not lapsed & {flag for flag, _ in recorded}
+
+
+def test_an_interrupted_run_still_brings_a_restored_post_s_flag_back(tmp_path, monkeypatch):
+    """A run stopped after its captures committed skips the scan and the consent check, which record the queue:
+    it records before it ends, so a post put back up is in the queue again at once, its consent flag with it."""
+    c = ConsentClinic(tmp_path, monkeypatch)
+    try:
+        c.run_on(DAY0 - timedelta(days=2))
+        key = c.key("unconsented")
+        assert (key, "consent.missing") in c.queue()
+        c.state.delete_status(c.ids["unconsented"], by_moderator=True)
+        c.run_on(DAY0 - timedelta(days=1))
+        assert (key, "consent.missing") not in c.queue()
+
+        c.state.restore_status(c.ids["unconsented"])
+        capture = archiver.pipeline.run_platforms
+
+        def stopped_once_captured(accounts, parallel, run, progress, stop):
+            results = capture(accounts, parallel, run, progress, stop)
+            stop.set()  # SIGTERM after every account committed
+            return results
+
+        monkeypatch.setattr(archiver.pipeline, "run_platforms", stopped_once_captured)
+        moment = datetime.combine(DAY0, NOW.time(), tzinfo=UTC)
+        result = run_archive(load_config(c.config), now=lambda: moment)
+        assert result.interrupted
+        assert (key, "consent.missing") in c.queue()
+        with c.db() as conn:
+            events = [r[0] for r in conn.execute("SELECT event FROM events WHERE item_key = ? ORDER BY id", (key,))]
+            commands = [r[0] for r in conn.execute("SELECT command FROM flag_recordings ORDER BY id")]
+        assert events[-1] == "restored" and commands[-1] == "run"
+    finally:
+        c.server.stop()
+
+
+def test_a_bundle_signs_the_queue_as_flag_status_gives_it_at_export(copy):
+    """custody.json's flags_in_review_queue is the archive's judgement at export, not the state a command last
+    recorded: a recorded state that is not flag_status's (here one appended by hand) does not reach a bundle."""
+    store = Store.open(copy / "archive" / "archive.db")
+    flag = store.conn.execute("SELECT flag_id FROM flag_queue WHERE category != 'consent' LIMIT 1").fetchone()[0]
+    with store.transaction():
+        recording = store._insert(
+            "flag_recordings", {"command": "by hand", "whole": 0, "local_day": "2026-01-01", "recorded_at": "x"}
+        )
+        store._insert(
+            "flag_states",
+            {"recording_id": recording, "flag_id": flag, "current": 0, "decision": None, "review_id": None},
+        )
+    assert flag not in {r[0] for r in store.conn.execute("SELECT flag_id FROM flag_queue")}
+    assert flags_in_review_queue(store.conn, [flag]) == [flag]
+    store.close()

@@ -114,15 +114,24 @@ def _consent_rows(
 
 
 def flags_in_review_queue(conn: sqlite3.Connection, flag_ids: list[int]) -> list[int] | None:
-    """Which of the flags the archive's review queue (the flag_queue view) holds now; None where the archive
-    has no queue. Whether a flag is current depends on the whole archive (a consent linked since, a later
-    version, a rescan), so it is read here and recorded, not worked out from the bundle's rows."""
+    """Which of the flags the archive's review queue holds now; None where the archive has no queue. Whether a
+    flag is current depends on the whole archive (a consent linked since, a later version, a rescan), so it is
+    read here and recorded, not worked out from the bundle's rows. It is read from flag_status, as of the export,
+    not from the states flag_queue reads as the last command recorded them (migration 0023): a few flags cost
+    little there, and what a bundle signs should not depend on when a command last ran."""
     if not schema_has(conn, "flag_queue"):
         return None
     queued: set[int] = set()
     for chunk in chunks(flag_ids, 500):
         marks = ",".join("?" for _ in chunk)
-        queued.update(r[0] for r in conn.execute(f"SELECT flag_id FROM flag_queue WHERE flag_id IN ({marks})", chunk))
+        queued.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT flag_id FROM flag_status WHERE flag_id IN ({marks})"
+                " AND current = 1 AND (decision IS NULL OR decision = 'escalated')",
+                chunk,
+            )
+        )
     return sorted(queued)
 
 

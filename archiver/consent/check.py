@@ -511,7 +511,7 @@ def append_consent_check(
                     "patient_content": int(patient),
                 },
             )
-        record_flag_states(store)  # a consent's day come, as well as the flags added
+        record_flag_states(store, "consent check")  # a consent's day come, as well as the flags added
     outcome.open_flags = store.conn.execute(
         "SELECT count(*) FROM flag_queue WHERE category = ?", (CATEGORY,)
     ).fetchone()[0]

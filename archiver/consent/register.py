@@ -497,7 +497,8 @@ def append_consent_import(
             )
         for row, item_key in links:
             _append_link(store, row.consent.consent_id, item_key, None, import_id, who, now)
-        record_flag_states(store)  # a consent's dates reach every item linked to it, and its patient's other ones
+        # a consent's dates reach every item linked to it, and its patient's other ones
+        record_flag_states(store, "consent import")
     outcome.import_id = import_id
     outcome.links = len(links)
     return outcome
@@ -565,7 +566,8 @@ def append_consent_link(
         return LinkOutcome(consent_id, item_key, media_url, False, status, deleted)
     with store.transaction():
         _append_link(store, consent_id, item_key, media_url, None, operator_name(), iso(utcnow()))
-        record_flag_states(store, [item_key])  # a consent flag's condition reads the links of its own item only
+        # a consent flag's condition reads the links of its own item only
+        record_flag_states(store, "consent link", [item_key])
     return LinkOutcome(consent_id, item_key, media_url, True, status, deleted)
 
 

@@ -257,7 +257,7 @@ def append_scan(
                 skip = {"version_id": version_id, "item_key": item_key, "rules_version": detector.version}
                 store._insert("scan_skips", {"scan_id": scan_id, **skip, "error": error})
         # what the scan found, and the run's versions and events before it, in the review queue
-        record_flag_states(store)
+        record_flag_states(store, "scan")
     return outcome
 
 
@@ -286,7 +286,7 @@ def append_review(store: Store, flag_id: int, decision: str, reviewer: str, note
         store._insert("review_operators", {"review_id": review_id, "operator": operator_name()})
         # a decision carries over to the same hit on the same item only
         item_key = store.conn.execute("SELECT item_key FROM flags WHERE id = ?", (flag_id,)).fetchone()[0]
-        record_flag_states(store, [item_key])
+        record_flag_states(store, "review", [item_key])
         return review_id
 
 
