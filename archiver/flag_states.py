@@ -11,12 +11,9 @@ local day no whole recording was made on, and a run records, whatever else it di
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from .store import Store, schema_has
 from .warc import iso, utcnow
-
-if TYPE_CHECKING:
-    from .store import Store
 
 State = tuple[int, str | None, int | None]  # current, decision, review_id
 
@@ -37,7 +34,7 @@ def record_flag_states(store: Store, command: str, item_keys: Iterable[str] | No
     inside the transaction that made the change. Returns the number of states appended; none on an archive
     older than migration 0023."""
     conn = store.conn
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flag_states'").fetchone() is None:
+    if not schema_has(conn, "flag_states"):
         return 0
     live: dict[int, State] = {}
     recorded: dict[int, State] = {}

@@ -23,7 +23,6 @@ import sqlite_utils
 from . import __version__, ledger
 from .checkpoints import Checkpoint
 from .errors import ConfigError, StoreError
-from .flag_states import record_flag_states
 from .items import AccountIdentity, Deletion, Item, MediaFile
 from .warc import iso, utcnow
 
@@ -397,6 +396,8 @@ class Store:
                 if migration.version == LEDGER_MIGRATION:
                     ledger.backfill(self.conn)
                 if migration.version == FLAG_STATES_MIGRATION:
+                    from .flag_states import record_flag_states  # it reads the schema with schema_has, from here
+
                     record_flag_states(self, "migration")
                 self._insert(
                     "schema_migrations",
