@@ -378,6 +378,122 @@ def verify(
     raise typer.Exit(1 if errors else 0)
 
 
+@app.command("review-replay")
+@reports_errors
+def review_replay(
+    confirm: Annotated[
+        str | None,
+        typer.Option(
+            "--confirm",
+            help="The set of differences you read, as the listing named it: records each as reviewed. Without it, "
+            "the command lists them and records nothing.",
+        ),
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", "-n", help="Why they are explained (needed with --confirm).")
+    ] = None,
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            "--reviewer",
+            help="Who read them; default $ARCHIVER_REVIEWER, else the account this runs as. The account is recorded "
+            "beside it either way.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The archive's public key (PEM) kept elsewhere; default: the one in the key folder."),
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Record that a person read the differences `verify --replay` finds in rows an older parser made.
+
+    After an upgrade whose parser reads some captured records into other rows, `verify --replay` names those rows
+    as errors, for ever. This replays the archive (as verify --replay does) and lists the differences a parser
+    change may explain that nobody has reviewed, with the name of their set. Read each against the revision's
+    change (PARSER_REVISION in archiver/connectors), then run it again with --confirm SET: it appends one
+    replay_reviews row per difference, and verify --replay shows them as notes from then on. Any other
+    difference, or a reviewed row changed since, stays an error. Exit 1 when the archive does not verify or
+    differences no parser change explains remain; 2 when the set found is not the one --confirm names.
+
+    Example: archiver review-replay --confirm 3f2a9c1d0b7e --reviewer "Dana Lee" --note "x parser 3: reposts whole"
+    """
+    from .checkpoints import PUBLIC_KEY
+    from .lock import archive_lock
+    from .oneline import refuse_invisible
+    from .operator import current_operator
+    from .progress import replay_check_progress, verify_progress
+    from .replay_check import check_replay
+    from .replay_review import append_replay_reviews, difference_set, unreviewed
+    from .store import Store, require_database
+    from .verify import check_archive
+
+    for option, value in (
+        ("--reviewer", reviewer),
+        ("--note", note),
+        ("$ARCHIVER_REVIEWER", os.environ.get("ARCHIVER_REVIEWER")),
+    ):
+        if value:
+            refuse_invisible(option, value)
+    if confirm is not None and not (note or "").strip():
+        raise ConfigError(
+            "--note: needed with --confirm; say why the differences are explained (the revision's change)"
+        )
+    cfg = load_config(config)
+    require_database(cfg.archive.database)
+    if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
+        public_key = cfg.archive.keys_dir / PUBLIC_KEY
+    with verify_progress(enabled=on_terminal()) as on_step:
+        problems = check_archive(cfg.archive.database, cfg.archive.warc_dir, public_key, on_step).problems
+    with replay_check_progress(on_terminal()) as (progress, on_compare):
+        replayed = check_replay(
+            cfg, public_key, prior=problems, progress=progress, on_run=progress.run_started, on_step=on_compare
+        )
+    if not replayed.compared:
+        for problem in problems + replayed.problems:
+            typer.echo(str(problem))
+        typer.echo(
+            "the archive does not verify or replay: fix what `archiver verify --replay` says first; nothing recorded",
+            err=True,
+        )
+        raise typer.Exit(1)
+    todo = unreviewed(replayed.problems)
+    others = [p for p in replayed.problems if p.severity == "error" and p not in todo]
+    found = difference_set(todo)
+    if confirm is None:
+        for n, difference in enumerate(todo, 1):
+            typer.echo(f"difference {n} of {len(todo)}: {difference}")
+        if todo:
+            typer.echo(
+                f"{len(todo)} difference(s) a parser change may explain, not reviewed yet (set {found}); once read, "
+                f"record them: archiver review-replay --confirm {found} --reviewer NAME --note WHY"
+            )
+        else:
+            typer.echo("no difference a parser change may explain is left to review")
+    else:
+        if confirm != found:
+            raise ConfigError(
+                f"--confirm {confirm!r}: the differences left to review are now set {found!r} ({len(todo)} of them), "
+                "not the set you read; list them again and read what changed; nothing recorded"
+            )
+        who = (reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name).strip()
+        with archive_lock(cfg.archive.dir, "archiver review-replay"):
+            store = Store.open(cfg.archive.database, create=False)
+            try:
+                ids = append_replay_reviews(store, todo, who, (note or "").strip())
+            finally:
+                store.close()
+        typer.echo(
+            f"recorded {len(ids)} replay review(s) by {who}"
+            + (f" (replay_reviews ids {ids[0]}-{ids[-1]})" if ids else "")
+        )
+    if others:
+        typer.echo(
+            f"{len(others)} other difference(s) no parser change explains: see `archiver verify --replay`", err=True
+        )
+    raise typer.Exit(1 if others else 0)
+
+
 @app.command()
 @reports_errors
 def backup(

@@ -45,6 +45,7 @@ LEDGER_KEYS: dict[str, str] = {
     "consent_signals": "id",
     "flag_recordings": "id",
     "flag_states": "id",
+    "replay_reviews": "id",
 }
 INTEGER_KEYS = {
     "schema_migrations",
@@ -70,6 +71,7 @@ INTEGER_KEYS = {
     "consent_signals",
     "flag_recordings",
     "flag_states",
+    "replay_reviews",
 }
 
 

@@ -39,6 +39,7 @@ from .pipeline import RunProgress
 from .problems import Problem
 from .rebuild import rebuild_database
 from .recovery import interrupted_runs
+from .replay_review import Difference, difference_digest, mark_reviewed, reviews_by_difference
 from .store import Store
 from .verify import read_one_snapshot
 
@@ -168,6 +169,7 @@ NOT_REPLAYED: dict[str, str] = {
     "consent_signals": "made by consent checks, not by a capture",
     "flag_recordings": "when the review queue was recorded, not from a capture",
     "flag_states": "recorded from flags, reviews and the consent register, not from a capture",
+    "replay_reviews": "people's reading of the replay's differences, not in any captured record",
 }
 NOT_REPLAYED_FILES = "the access log (checked by `archiver access-log verify` and the checkpoints' signed heads)"
 
@@ -355,25 +357,42 @@ def _group_problems(
             changed = [(n, a, b) for n, a, b in zip(labels, mine, theirs, strict=True) if a != b]
             why = _parser_hint(table, group, mine, older) if mine[run] == theirs[run] else ""
             values = "; ".join(f"{n} {_show(a)} here, {_show(b)} replayed" for n, a, b in changed)
-            yield Problem(
-                f"{table.name} {table.key}={key}",
+            yield _difference(
+                table,
+                group,
+                (key, mine),
+                theirs,
+                f"{table.key}={key}",
                 f"{named}: differs from the replay in {', '.join(n for n, _, _ in changed)}: {values}{why}",
+                why,
             )
         # A row on one side alone is named with its run's parser revision too: a parser that has since learned to
         # keep a row (a cursor, say) gives the replay rows the live database never had, and one that no longer
         # makes a row leaves live rows the replay does not produce.
         for key, row in held[i1 + pairs : i2]:
-            yield Problem(
-                f"{table.name} {table.key}={key}",
-                f"no captured record backs it (the replay does not produce it): {named}, {_show_row(labels, row)}"
-                + _parser_hint(table, group, row, older),
-            )
+            why = _parser_hint(table, group, row, older)
+            said = f"no captured record backs it (the replay does not produce it): {named}, {_show_row(labels, row)}"
+            yield _difference(table, group, (key, row), None, f"{table.key}={key}", said + why, why)
         for row in made[j1 + pairs : j2]:
-            yield Problem(
-                f"{table.name} {named}",
-                f"missing: the replay produces {_show_row(labels, row)}, the live database lacks it"
-                + _parser_hint(table, group, row, older),
-            )
+            why = _parser_hint(table, group, row, older)
+            said = f"missing: the replay produces {_show_row(labels, row)}, the live database lacks it"
+            yield _difference(table, group, None, row, named, said + why, why)
+
+
+def _difference(
+    table: ReplayedTable,
+    group: Row,
+    live: tuple[Any, Row] | None,
+    replayed: Row | None,
+    place: str,
+    message: str,
+    why: str,
+) -> Problem:
+    """An error; a Difference, which a person may review, only when a parser change may explain it (`why`)."""
+    where = f"{table.name} {place}"
+    if not why:
+        return Problem(where, message)
+    return Difference(where, message, digest=difference_digest(table.name, group, live, replayed))
 
 
 def _parser_hint(table: ReplayedTable, group: Row, row: Row, older: _OlderParsers | None) -> str:
@@ -413,10 +432,19 @@ class ReplayCheck:
         if not self.compared:
             return ["replay: nothing compared"]
         tables = ", ".join(t.name for t in REPLAYED)
-        return [
+        lines = [
             f"replay: {self.runs} run(s) of WARC records replayed; compared {tables}",
             f"replay: not covered (no captured record makes them): {', '.join(NOT_REPLAYED)}; {NOT_REPLAYED_FILES}",
         ]
+        differences = [p for p in self.problems if isinstance(p, Difference)]
+        if reviewed := sum(1 for p in differences if p.severity == "note"):
+            lines.append(f"replay: {reviewed} difference(s) a person reviewed earlier (replay_reviews), shown as notes")
+        if left := len(differences) - reviewed:
+            lines.append(
+                f"replay: {left} difference(s) in rows an older parser made: once a person has read them against "
+                "the revision's change, `archiver review-replay` records so"
+            )
+        return lines
 
 
 def check_replay(
@@ -470,7 +498,8 @@ def check_replay(
                 # Only runs whose WARCs were replayed can explain a difference: a run row alone, which anyone
                 # with write access can append, explains nothing.
                 unfinished = (unfinished | (captured - known)) & captured
-                problems += compare_databases(live.conn, replayed, unfinished, on_step, outcome.parsed_at)
+                differences = compare_databases(live.conn, replayed, unfinished, on_step, outcome.parsed_at)
+                problems += mark_reviewed(differences, reviews_by_difference(live.conn))
             finally:
                 replayed.close()
         return ReplayCheck(problems, outcome.runs, True)

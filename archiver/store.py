@@ -69,6 +69,7 @@ ARCHIVE_TABLES = (
     "consent_signals",
     "flag_recordings",
     "flag_states",
+    "replay_reviews",
 )
 
 

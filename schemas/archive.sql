@@ -1702,3 +1702,29 @@ JOIN flags f ON f.id = s.flag_id
 JOIN item_versions v ON v.id = f.version_id
 WHERE s.current = 1 AND (s.decision IS NULL OR s.decision = 'escalated')
 ORDER BY CASE f.severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, f.id DESC;
+
+-- migration 0024: replay differences a person has read
+-- After an upgrade whose parser reads some captured records into other rows (a connector's parser revision went
+-- up), `archiver verify --replay` names those rows as differences, and they are errors: a row rewritten and signed
+-- again by someone with the key looks the same. Since rows never change, the errors would stay for ever, and a
+-- check that is always red is no longer read. `archiver review-replay` records that a named person read each such
+-- difference against the revision's change: one row per difference, holding the digest of the whole difference (the
+-- live and replayed rows in full, archiver/replay_check.py), and the line verify printed. A later verify --replay
+-- shows a difference with the same digest as a note naming the review; any other difference, or the same row
+-- changed since, is still an error. Only a difference whose row a run made with an older parser than this
+-- software's can be reviewed.
+CREATE TABLE replay_reviews (
+    id INTEGER PRIMARY KEY,
+    difference_sha256 TEXT NOT NULL,     -- sha256 of the difference's canonical JSON (replay_check.Difference)
+    place TEXT NOT NULL,                 -- where verify --replay said it was
+    difference TEXT NOT NULL,            -- what verify --replay said, as printed
+    reviewer TEXT NOT NULL,              -- who read it (--reviewer)
+    note TEXT NOT NULL,                  -- why it is explained (--note)
+    operator TEXT NOT NULL,              -- the operating-system account that recorded it
+    reviewed_at TEXT NOT NULL
+);
+CREATE INDEX replay_reviews_by_difference ON replay_reviews(difference_sha256, id);
+CREATE TRIGGER replay_reviews_append_only_update BEFORE UPDATE ON replay_reviews
+BEGIN SELECT RAISE(ABORT, 'replay_reviews is append-only: UPDATE refused'); END;
+CREATE TRIGGER replay_reviews_append_only_delete BEFORE DELETE ON replay_reviews
+BEGIN SELECT RAISE(ABORT, 'replay_reviews is append-only: DELETE refused'); END;

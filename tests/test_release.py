@@ -19,6 +19,7 @@ RELEASES = {
     "0.2.0": (21, "archiver-custody/2", "archiver-checkpoint/1"),
     "0.3.0": (22, "archiver-custody/2", "archiver-checkpoint/2"),
     "0.4.0": (23, "archiver-custody/2", "archiver-checkpoint/2"),
+    "0.5.0": (24, "archiver-custody/2", "archiver-checkpoint/2"),
 }
 
 

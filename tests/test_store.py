@@ -14,6 +14,7 @@ from archiver.consent.check import append_consent_check, build_signal_detector
 from archiver.consent.register import append_consent_import
 from archiver.errors import StoreError
 from archiver.items import AccountIdentity, Deletion, Item, MediaFile
+from archiver.replay_review import Difference, append_replay_reviews
 from archiver.scan.alerts import ChannelAnswer
 from archiver.scan.archive import append_review, append_scan
 from archiver.scan.delivery import Owed, append_delivery
@@ -160,6 +161,8 @@ def fill_every_table(store: Store) -> None:
             "signature": "c2ln",
         }
     )
+    difference = Difference("item_versions id=1", "differs from the replay in text", digest="ef" * 32)
+    append_replay_reviews(store, [difference], "pat reviewer", "the parser revision's change")
 
 
 @pytest.mark.parametrize("table", ARCHIVE_TABLES)

@@ -1,0 +1,108 @@
+"""People's reading of `verify --replay`'s differences (the replay_reviews table).
+
+After an upgrade whose parser reads some captured records into other rows, the replay names those rows as
+differences. They are errors, since a row rewritten and signed again by someone with the key looks the same; and
+since rows never change, they would be errors for ever. A person who has read them against the parser revision's
+change records so (`archiver review-replay`), one row per difference naming it by its digest. A later replay shows
+a reviewed difference as a note naming the review. The digest covers both rows whole, so the same row changed
+since, or any other difference, is an error again. Only a Difference can be reviewed: a difference whose row a
+run made with an older parser than this software's. Anything else a replay finds has no such explanation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .items import canonical_json
+from .operator import operator_name
+from .problems import Problem
+from .store import Store, schema_has
+from .warc import iso, utcnow
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Difference(Problem):
+    """A difference whose row a run made with an older parser than this software's (a parser change may explain
+    it); `digest` names it whole (difference_digest)."""
+
+    digest: str = ""
+
+
+def difference_digest(table: str, group: Row, live: tuple[Any, Row] | None, replayed: Row | None) -> str:
+    """sha256 of the difference's canonical JSON: the table, what its rows are about, the live row (its key and
+    every compared value in full: the printed line cuts long texts) and the replayed row."""
+    facts = {
+        "table": table,
+        "group": list(group),
+        "live": None if live is None else [live[0], list(live[1])],
+        "replayed": None if replayed is None else list(replayed),
+    }
+    return hashlib.sha256(canonical_json(facts)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReplayReview:
+    id: int
+    reviewer: str
+    note: str
+    reviewed_at: str
+
+
+def reviews_by_difference(conn: sqlite3.Connection) -> dict[str, ReplayReview]:
+    """The latest review of each difference digest; none in an archive older than the table."""
+    if not schema_has(conn, "replay_reviews"):
+        return {}
+    rows = conn.execute("SELECT id, difference_sha256, reviewer, note, reviewed_at FROM replay_reviews ORDER BY id")
+    return {digest: ReplayReview(id, reviewer, note, at) for id, digest, reviewer, note, at in rows}
+
+
+def mark_reviewed(problems: Iterable[Problem], reviews: dict[str, ReplayReview]) -> list[Problem]:
+    """The problems, each Difference a person has reviewed made a note that names the review."""
+    marked: list[Problem] = []
+    for problem in problems:
+        review = reviews.get(problem.digest) if isinstance(problem, Difference) else None
+        if review is not None and problem.severity == "error":
+            said = f"{problem.message}; reviewed by {review.reviewer} on {review.reviewed_at} (replay_reviews id "
+            problem = replace(problem, severity="note", message=f"{said}{review.id}): {review.note}")
+        marked.append(problem)
+    return marked
+
+
+def unreviewed(problems: Iterable[Problem]) -> list[Difference]:
+    """The differences still errors that a person may review."""
+    return [p for p in problems if isinstance(p, Difference) and p.severity == "error"]
+
+
+def difference_set(differences: Iterable[Difference]) -> str:
+    """A short name of a set of differences (12 hex digits of the sha256 of their sorted digests): what a person
+    read is what `--confirm` records, not what a replay finds later."""
+    joined = "\n".join(sorted(d.digest for d in differences))
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]
+
+
+def append_replay_reviews(store: Store, differences: Iterable[Difference], reviewer: str, note: str) -> list[int]:
+    """Record, in one transaction, that `reviewer` read each difference and found it explained (`note`); the
+    operating-system account that recorded it goes beside the name given. Returns the rows' ids."""
+    operator, at = operator_name(), iso(utcnow())
+    with store.transaction():
+        return [
+            store._insert(
+                "replay_reviews",
+                {
+                    "difference_sha256": d.digest,
+                    "place": d.where,
+                    "difference": d.message,
+                    "reviewer": reviewer,
+                    "note": note,
+                    "operator": operator,
+                    "reviewed_at": at,
+                },
+            )
+            for d in differences
+        ]
