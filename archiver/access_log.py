@@ -113,7 +113,10 @@ class AccessLog:
                 )
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # A COMMIT that failed on a full disk has rolled back already: a ROLLBACK then would fail too, and
+                # its error ("no transaction is active") would replace the one to report.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
             return seq
 

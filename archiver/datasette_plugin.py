@@ -478,10 +478,7 @@ def from_another_site(scope: dict[str, Any]) -> bool:
 
 
 def access_log_failure(log_file: Path, exc: BaseException) -> str:
-    """Why the access log could not be written, naming its file, and the fix when its disk is at fault. A failed
-    COMMIT leaves no transaction to roll back: the error of that rollback is set aside for the one behind it."""
-    while isinstance(exc.__context__, sqlite3.Error | OSError) and "no transaction is active" in str(exc):
-        exc = exc.__context__
+    """Why the access log could not be written, naming its file, and the fix when its disk is at fault."""
     condition = storage_condition(exc, log_file)
     why = f"{condition[0]} ({exc}): {condition[1]}" if condition else f"{type(exc).__name__}: {exc}"
     return f"access log not written to {log_file}: {why}"

@@ -462,7 +462,7 @@ def test_an_export_whose_bundle_folder_fills_names_the_bundle_folder(server, tmp
 def test_serve_says_why_the_access_log_could_not_be_written_and_which_file(server, tmp_path, monkeypatch):
     """A full disk under the access log: every request is refused (503), and the log line says why and where;
     before, it said only "access log not written (OperationalError)". (The COMMIT fails and SQLite rolls back:
-    the access log's own ROLLBACK then fails too, and that error is not the cause to give.)"""
+    the access log's own ROLLBACK, had it been tried, would have failed with "no transaction is active".)"""
     from archiver.serve import build_datasette
 
     cfg = config(tmp_path, server)
