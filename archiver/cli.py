@@ -585,8 +585,9 @@ def doctor(
     ] = False,
 ) -> None:
     """Check what the nightly run needs: folders and key permissions, that the archive can be written, disk
-    space, the last run, the last backup (a warning when the config names no backup folder), and every
-    account's credential (one cheap call each, not archived). Exit 1 when something needs a person.
+    space, the last run, the review queue against the flags' states computed now, the last backup (a warning
+    when the config names no backup folder), and every account's credential (one cheap call each, not
+    archived). Exit 1 when something needs a person.
 
     --alert is for systemd timers, which mail nothing: the checks that need a person go by [alerts.email] and
     [alerts.webhook] (the channels' notices on stderr).

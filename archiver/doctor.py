@@ -22,6 +22,7 @@ from .checkpoints import CHECKPOINT_DIR, PRIVATE_KEY, PUBLIC_KEY
 from .config import NOT_REPEATED, AccountConfig, ArchiveConfig, Config, resolve_token, shown_env_name
 from .connectors import connector_for
 from .errors import ArchiverError
+from .flag_states import QueueComparison, compare_review_queue
 from .http import Redactor, sends_in_clear
 from .lock import LOCK_NAME
 from .scan.alerts import configured_channels, shown_webhook
@@ -30,6 +31,7 @@ from .store import Store, load_migrations, sqlite_companions
 MIN_FREE_BYTES = 1 << 30  # below this the next run may not fit
 WARN_FREE_BYTES = 10 << 30
 LAST_RUN_MAX_AGE = timedelta(hours=36)  # a nightly job that missed a night
+QUEUE_FLAGS_SHOWN = 5  # of each side of a review queue that is not flag_status's
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,57 @@ def check_last_run(config: Config, now: datetime) -> list[Check]:
         return checks
     finally:
         store.close()
+
+
+def check_review_queue(config: Config) -> list[Check]:
+    """The review queue staff work from (flag_queue, read from the states commands recorded: migration 0023) against
+    the one flag_status computes now. They differ after a run stopped between its captures and its scan, or when a
+    flag_states row was appended outside the commands (ledgered like any other, so `archiver verify` passes): a flag
+    taken out of the queue with no review, no operator, on it. Every scan records every flag's state again."""
+    database = config.archive.database
+    if not database.exists():
+        return []  # the last run's check says so
+    store = Store.open(database, readonly=True, any_schema=True)
+    try:
+        if store.schema_version > len(load_migrations()):
+            return []  # a later schema may queue otherwise: the schema's check says to upgrade
+        compared = compare_review_queue(store.conn, QUEUE_FLAGS_SHOWN)
+    finally:
+        store.close()
+    if compared is None:
+        return []  # no recorded states before migration 0023, which the next run applies
+    if compared.agree:
+        return [Check("review queue", "ok", f"{compared.queued} flag(s), as flag_status computes it")]
+    missing, extra = compared.missing, compared.extra
+    return [
+        Check(
+            "review queue",
+            "fail",
+            f"it lacks {len(missing)} flag(s) flag_status puts in it{_flags(compared, missing)} and holds "
+            f"{len(extra)} flag_status does not{_flags(compared, extra)}: their states recorded in flag_states are not "
+            "flag_status's (a run stopped before its scan, or a row appended outside the commands); run `archiver "
+            "scan` (once any run going now ends), which records every flag's state again, and find out who made a "
+            "recording named here that no command of yours made",
+        )
+    ]
+
+
+def _flags(compared: QueueComparison, flags: list[int]) -> str:
+    """The first few of `flags`, each with the recording of its latest state: " (12 recorded by 'review' at ...)"."""
+    if not flags:
+        return ""
+    named = []
+    for flag_id in flags[:QUEUE_FLAGS_SHOWN]:
+        by = compared.recorded_by.get(flag_id)
+        # the command is whatever a library caller wrote: kept to one short line
+        named.append(f"{flag_id} recorded by '{_one_line(by[0])}' at {_one_line(by[1])}" if by else str(flag_id))
+    more = f"; {len(flags) - QUEUE_FLAGS_SHOWN} more" if len(flags) > QUEUE_FLAGS_SHOWN else ""
+    return f" ({'; '.join(named)}{more})"
+
+
+def _one_line(text: str, limit: int = 40) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def check_alerts(config: Config) -> list[Check]:
@@ -410,6 +463,7 @@ def run_doctor(config: Config, now: datetime | None = None) -> list[Check]:
     checks += check_files(config)
     checks.append(check_time_zone(now))
     checks += check_last_run(config, now)
+    checks += check_review_queue(config)
     checks += check_backup(config, now)
     checks += check_alerts(config)
     for account in config.accounts:

@@ -173,10 +173,9 @@ def test_a_consent_linked_to_a_post_takes_its_flag_out_of_the_queue_at_once(copy
     assert {s["item_key"] for s in states_since(copy, mark)} == {item}
 
 
-def test_a_flag_no_command_recorded_is_judged_as_flag_status_judges_it(copy):
-    """A flag appended by a path that records nothing (a library caller) is still in the queue: the view judges a
-    flag without a recorded state by flag_status."""
-    store = Store.open(copy / "archive" / "archive.db")
+def append_unrecorded_flag(archive: Path) -> int:
+    """A PHI flag of another hit beside a queued one, appended as a library caller would, recording no state."""
+    store = Store.open(archive / "archive" / "archive.db")
     row = dict(
         store.conn.execute(
             "SELECT f.* FROM flags f JOIN flag_queue q ON q.flag_id = f.id WHERE f.category != 'consent' LIMIT 1"
@@ -187,6 +186,13 @@ def test_a_flag_no_command_recorded_is_judged_as_flag_status_judges_it(copy):
     with store.transaction():
         new = store._insert("flags", row)
     store.close()
+    return new
+
+
+def test_a_flag_no_command_recorded_is_judged_as_flag_status_judges_it(copy):
+    """A flag appended by a path that records nothing (a library caller) is still in the queue: the view judges a
+    flag without a recorded state by flag_status."""
+    new = append_unrecorded_flag(copy)
     recorded, unrecorded = as_recorded(copy)
     assert unrecorded == [new] and dict(recorded)[new] == "open"
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..checkpoints import ledger_digests, signed_tree
 from ..errors import ArchiverError
+from ..flag_states import live_review_queue
 from ..items import attachment_urls
 from ..ledger import LEDGER_KEYS
 from ..merkle import tree_with_proofs
@@ -121,18 +122,7 @@ def flags_in_review_queue(conn: sqlite3.Connection, flag_ids: list[int]) -> list
     little there, and what a bundle signs should not depend on when a command last ran."""
     if not schema_has(conn, "flag_queue"):
         return None
-    queued: set[int] = set()
-    for chunk in chunks(flag_ids, 500):
-        marks = ",".join("?" for _ in chunk)
-        queued.update(
-            r[0]
-            for r in conn.execute(
-                f"SELECT flag_id FROM flag_status WHERE flag_id IN ({marks})"
-                " AND current = 1 AND (decision IS NULL OR decision = 'escalated')",
-                chunk,
-            )
-        )
-    return sorted(queued)
+    return sorted(live_review_queue(conn, flag_ids))
 
 
 # The `items` view's columns taken from the latest version as they are, after its status and version count.
