@@ -424,7 +424,7 @@ def review_replay(
     from .operator import current_operator
     from .progress import replay_check_progress, verify_progress
     from .replay_check import check_replay
-    from .replay_review import append_replay_reviews, difference_set, unreviewed
+    from .replay_review import Difference, append_replay_reviews, difference_set, unreviewed
     from .store import Store, require_database
     from .verify import check_archive
 
@@ -458,7 +458,7 @@ def review_replay(
         )
         raise typer.Exit(1)
     todo = unreviewed(replayed.problems)
-    others = [p for p in replayed.problems if p.severity == "error" and p not in todo]
+    others = [p for p in replayed.problems if p.severity == "error" and not isinstance(p, Difference)]
     found = difference_set(todo)
     if confirm is None:
         for n, difference in enumerate(todo, 1):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ QUOTED_OBJECTS = ("error", "message")
 class NamedRecord:
     """What an event's evidence says of one WARC record."""
 
-    place: str  # "events id=N"
+    place: str  # "events id=N" (a bundle's: "data/events.jsonl id=N")
     field: str  # where in the evidence: "warc_record_id", "observed_in", "absent_from"
     url: str | None = None
     status: int | None = None
@@ -39,11 +39,10 @@ class NamedRecord:
     quoted: tuple[dict, ...] = ()  # objects of the answer the evidence quotes whole (X's error, Bluesky's message)
 
 
-def _named(event_id: int, event: str, observed_at: str, evidence: Any) -> Iterator[tuple[str | None, str, NamedRecord]]:
+def _named(place: str, event: str, observed_at: str, evidence: Any) -> Iterator[tuple[str | None, str, NamedRecord]]:
     """(WARC file or None for any, record id, what is said of it) for each record the evidence names."""
     if not isinstance(evidence, dict):
         return
-    place = f"events id={event_id}"
     file = evidence.get("warc_file")
     record_id = evidence.get("warc_record_id")
     if event == "deleted" and isinstance(record_id, str):
@@ -73,24 +72,32 @@ class EvidenceRecords:
     """The records the deletions' and restorations' evidence names (a few per run: loaded whole), checked as the
     WARC check reads each file, and those never met reported at the end."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, events: Iterable[tuple[Any, str, str, str]], place: str = "events"):
+        """`events`: (id, event, observed_at, evidence JSON text) of the deletions and restorations; `place`
+        names where their rows are (the table, or a bundle's file)."""
         self.in_file: dict[str, dict[str, list[NamedRecord]]] = {}
         self.anywhere: dict[str, list[NamedRecord]] = {}
         self.malformed: list[Problem] = []
-        rows = conn.execute(
-            "SELECT id, event, observed_at, evidence FROM events WHERE event NOT IN ('created', 'edited') ORDER BY id"
-        )
-        for event_id, event, observed_at, text in rows:
+        for event_id, event, observed_at, text in events:
             try:
                 evidence = json.loads(text)
-            except ValueError:
-                self.malformed.append(Problem(f"events id={event_id}", "evidence is not JSON"))
+            except (TypeError, ValueError):
+                self.malformed.append(Problem(f"{place} id={event_id}", "evidence is not JSON"))
                 continue
-            for file, record_id, named in _named(event_id, event, observed_at, evidence):
+            for file, record_id, named in _named(f"{place} id={event_id}", event, observed_at, evidence):
                 if file is None:
                     self.anywhere.setdefault(record_id, []).append(named)
                 else:
                     self.in_file.setdefault(file, {}).setdefault(record_id, []).append(named)
+
+    @classmethod
+    def of_archive(cls, conn: sqlite3.Connection) -> EvidenceRecords:
+        return cls(
+            conn.execute(
+                "SELECT id, event, observed_at, evidence FROM events WHERE event NOT IN ('created', 'edited') "
+                "ORDER BY id"
+            )
+        )
 
     def names(self, file: str, record_id: str) -> bool:
         """Whether any evidence names this record of `file` (whose block check_record then needs whole)."""

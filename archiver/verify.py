@@ -234,7 +234,7 @@ def _check_warcs(
 ) -> Iterator[Problem]:
     on_step("WARC files", 0, 0)
     known = store.known_warc_files()
-    evidence = EvidenceRecords(store.conn)
+    evidence = EvidenceRecords.of_archive(store.conn)
     yield from evidence.malformed
     yield from versions_named(store.conn)
     referenced = {

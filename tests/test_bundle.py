@@ -681,12 +681,80 @@ def test_a_row_rewritten_with_its_own_ledger_entry_and_re_signed_with_the_archiv
     resign(bundle, load_private_key(demo / "archive" / "keys"))
     code, lines = verify(bundle)
     assert code == 1
-    assert lines[:-1] == [
+    # the evidence's record was captured then, not in 2030: the row no longer says what its record does
+    assert lines[0].startswith(f"data/events.jsonl id={deleted['id']}: WARC record ")
+    assert lines[0].endswith("observed_at 2030-01-01T00:00:00.000000Z, the record's date " + lines[0].rsplit(" ", 1)[1])
+    assert lines[1:-1] == [
         f"ledger seq {entry['seq']}: its row is not at this seq in the ledger tree the checkpoint signs "
         f"({json.loads(custody['checkpoint']['statement'])['ledger_tree']['size']} entries, root "
         f"{json.loads(custody['checkpoint']['statement'])['ledger_tree']['root']}): the row or its entry is not the "
         "archive's"
     ]
+
+
+def rewrite_record(bundle: Path, record_id: str, change) -> None:
+    """A record of the extract rewritten as a forger would: its block changed, its block digest and its gzip member
+    made again, custody.json's catalogue (offsets, length, sha256) redone; the bag is not re-signed here."""
+    custody_path = bundle / "data" / "custody.json"
+    custody = json.loads(custody_path.read_text())
+    entry = next(r for r in custody["warc_records"] if r["record_id"] == record_id)
+    path = bundle / "data" / "evidence.warc.gz"
+    data = path.read_bytes()
+    start, end = entry["offset"], entry["offset"] + entry["length"]
+    head, _, block = gzip.decompress(data[start:end]).partition(b"\r\n\r\n")
+    block = change(block.removesuffix(b"\r\n\r\n"))
+    digest = b"sha256:" + base64.b32encode(hashlib.sha256(block).digest())
+    lines = [
+        b"WARC-Block-Digest: " + digest if line.startswith(b"WARC-Block-Digest:") else line
+        for line in head.split(b"\r\n")
+    ]
+    member = gzip.compress(b"\r\n".join(lines) + b"\r\n\r\n" + block + b"\r\n\r\n")
+    path.write_bytes(data[:start] + member + data[end:])
+    for other in custody["warc_records"]:
+        if other["offset"] > start:
+            other["offset"] += len(member) - entry["length"]
+    entry["length"], entry["sha256"] = len(member), hashlib.sha256(member).hexdigest()
+    custody_path.write_text(json.dumps(custody, indent=1, ensure_ascii=False) + "\n")
+
+
+def test_a_deletions_404_made_a_200_and_re_signed_with_the_archive_key_is_caught(good_bundle, demo, tmp_path):
+    """Review v B12: the records are signed by the bundle's signature alone, which the archive's key makes again.
+    The deletion's evidence is a signed row: it says the lookup answered 404, and the record is held to it."""
+    bundle = tmp_path / "forged"
+    shutil.copytree(good_bundle, bundle)
+    deleted = next(e for e in jsonl(bundle / "data" / "events.jsonl") if e["event"] == "deleted")
+    record_id = json.loads(deleted["evidence"])["warc_record_id"]
+    rewrite_record(bundle, record_id, lambda block: block.replace(b" 404 ", b" 200 ", 1))
+    regenerate_manifests(bundle)
+    resign(bundle, load_private_key(demo / "archive" / "keys"))
+    code, lines = verify(bundle)
+    assert code == 1
+    assert any(
+        line.startswith(f"data/events.jsonl id={deleted['id']}: WARC record {record_id} in ")
+        and line.endswith("(evidence warc_record_id): HTTP status expected 404, found 200")
+        for line in lines
+    ), lines
+
+
+def test_a_versions_record_said_to_come_from_elsewhere_is_caught(good_bundle, demo, tmp_path):
+    """custody.json says where each record was copied from; a version's signed row says where it was captured."""
+    bundle = tmp_path / "forged"
+    shutil.copytree(good_bundle, bundle)
+    version = jsonl(bundle / "data" / "item_versions.jsonl")[0]
+    custody_path = bundle / "data" / "custody.json"
+    custody = json.loads(custody_path.read_text())
+    entry = next(r for r in custody["warc_records"] if r["record_id"] == version["warc_record_id"])
+    entry["source_offset"] += 1
+    custody_path.write_text(json.dumps(custody, indent=1, ensure_ascii=False) + "\n")
+    regenerate_manifests(bundle)
+    resign(bundle, load_private_key(demo / "archive" / "keys"))
+    code, lines = verify(bundle)
+    assert code == 1
+    said = [version["warc_file"], version["warc_offset"], version["warc_length"]]
+    assert (
+        f"data/item_versions.jsonl id={version['id']}: WARC record {version['warc_record_id']}: the row says "
+        f"file, offset, length {said}, custody.json's copy {[said[0], said[1] + 1, said[2]]}" in lines
+    )
 
 
 def edit_json(name: str, change) -> object:

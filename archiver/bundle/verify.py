@@ -56,6 +56,7 @@ from warcio.archiveiterator import ArchiveIterator
 from .. import merkle
 from ..checkpoints import _signature_ok, fingerprint, load_public_key, public_b64, signed_tree
 from ..errors import ConfigError
+from ..evidence_check import EvidenceRecords
 from ..ledger import canonical_row_bytes, chain_hash
 from ..problems import Problem
 from ..verify import _JsonIndex
@@ -127,11 +128,25 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     unreadable: list[Problem] = []
     tables = {t: _read_jsonl(data / f"{t}.jsonl", unreadable) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
     keep = {str(row.get("warc_record_id")) for row in tables.get("item_versions", [])}
-    extract_problems, records = _verify_extract(data / EXTRACT, custody, keep)
+    # A deletion's or restoration's evidence (a signed row) says what its records answered: the 404 of a lookup,
+    # the listing the item was absent from. The records are signed only by the bundle's signature: held to the
+    # rows, a record rewritten (a 404 made a 200) and signed again is caught.
+    evidence = EvidenceRecords(
+        (
+            (row.get("id"), row.get("event"), row.get("observed_at"), row.get("evidence"))
+            for row in tables.get("events", [])
+            if row.get("event") not in ("created", "edited")
+        ),
+        "data/events.jsonl",
+    )
+    extract_problems, records = _verify_extract(data / EXTRACT, custody, keep, evidence)
     problems.extend([*extract_problems, *unreadable])
     problems.extend(_verify_ledger(tables, custody))
     if records is not None:  # else reported: the rows cannot be matched to records that cannot be read
+        problems.extend(evidence.malformed)
+        problems.extend(evidence.never_met({str(r.get("source_file")) for r in custody["warc_records"]}))
         problems.extend(_verify_payloads(data, tables, records))
+        problems.extend(_verify_record_places(tables, custody))
     problems.extend(_verify_attachments(tables))
     items_path = data / "items.jsonl"
     if not items_path.exists():
@@ -605,11 +620,12 @@ def _raw_ok(key_b64: str, signature_b64: str, data: bytes) -> bool:
 
 
 def _verify_extract(
-    extract: Path, custody: dict[str, Any], keep: set[str]
+    extract: Path, custody: dict[str, Any], keep: set[str], evidence: EvidenceRecords | None = None
 ) -> tuple[list[Problem], dict[str, SeenRecord] | None]:
     """Each record's digests; the records are those the catalogue lists, member for member. Read as a stream,
     one chunk at a time: what is kept of each record is its body's digest, and its body only when it is in
-    `keep`. None for the records when the extract cannot be read to its end."""
+    `keep`; a record an event's evidence names is held to what the evidence says of it (`evidence`). None for
+    the records when the extract cannot be read to its end."""
     where = f"data/{EXTRACT}"
     if not extract.exists():
         return [Problem(where, "missing")], {}
@@ -624,8 +640,14 @@ def _verify_extract(
                 record_id = headers.get_header("WARC-Record-ID")
                 block, body = hashlib.sha256(), hashlib.sha256()
                 kept = bytearray() if record_id in keep else None
+                entry = catalogue.get(record_id)
+                source = str(entry.get("source_file")) if entry is not None else ""
+                named = evidence is not None and evidence.names(source, record_id)
+                whole = bytearray() if named else None  # an evidence record: a lookup's answer, a listing
                 for chunk, in_body in block_chunks(record.raw_stream):
                     block.update(chunk)
+                    if whole is not None:
+                        whole += chunk
                     if in_body:
                         body.update(chunk)
                         if kept is not None:
@@ -641,7 +663,8 @@ def _verify_extract(
                     problems.append(
                         Problem(where, f"record {record_id} at offset {offset}: payload digest does not match")
                     )
-                entry = catalogue.get(record_id)
+                if evidence is not None and whole is not None:
+                    problems.extend(evidence.check_record(source, record_id, headers, bytes(whole)))
                 if entry is None:
                     problems.append(Problem(where, f"record {record_id} at offset {offset} is not in custody.json"))
                 elif _member_sha256(members, offset, length) != entry["sha256"]:
@@ -799,6 +822,28 @@ def _verify_payloads(
             with open(file, "rb") as fh:
                 if hashlib.file_digest(fh, "sha256").hexdigest() != sha:
                     problems.append(Problem(f"data/media/{file.name}", f"sha256 is not {sha}"))
+    return problems
+
+
+def _verify_record_places(tables: dict[str, list[dict[str, Any]]], custody: dict[str, Any]) -> list[Problem]:
+    """Each version's record is where its signed row says it was captured: the WARC file, offset and length that
+    custody.json gives its copy (a member's bytes are its original's, which the catalogue's sha256 holds)."""
+    catalogue = {r["record_id"]: r for r in custody["warc_records"]}
+    problems = []
+    for row in tables.get("item_versions", []):
+        entry = catalogue.get(str(row.get("warc_record_id")))
+        if entry is None:
+            continue  # said by _verify_payloads: not in the extract
+        said = (row.get("warc_file"), row.get("warc_offset"), row.get("warc_length"))
+        found = (entry.get("source_file"), entry.get("source_offset"), entry.get("length"))
+        if said != found:
+            problems.append(
+                Problem(
+                    f"data/item_versions.jsonl id={row.get('id')}",
+                    f"WARC record {row.get('warc_record_id')}: the row says file, offset, length {list(said)}, "
+                    f"custody.json's copy {list(found)}",
+                )
+            )
     return problems
 
 
