@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,19 @@ def test_entries_removed_from_the_middle_are_found(archive):
     found = problems(archive)
     assert any(p.startswith("ledger seq 6: sequence expected 5, found 6") for p in found)
     assert any("not in the ledger" in p for p in found)
+
+
+def test_ledger_md_names_every_ledgered_table_and_each_key_that_is_not_id(archive):
+    """Review v: a third party recomputes the chain from schemas/ledger.md alone. It must name every table the
+    ledger covers, the key each is fetched by, and what the archive holds besides."""
+    text = " ".join((Path(__file__).parent.parent / "schemas" / "ledger.md").read_text().split())
+    listed = text.split("The ledgered tables are ", 1)[1].split(". A row is entered", 1)[0]
+    named = {name.strip() for name in listed.split(": ", 1)[1].split(",")}
+    assert named == set(LEDGER_KEYS)
+    for table, key in LEDGER_KEYS.items():
+        assert key == "id" or f"`{key}` of `{table}`" in text
+    conn = sqlite3.connect(archive)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert {t for t in tables - set(LEDGER_KEYS) if not t.startswith("item_versions_fts")} == {"ledger"}
+    assert "`item_versions_fts`" in text
