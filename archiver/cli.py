@@ -439,6 +439,9 @@ def review_replay(
         raise ConfigError(
             "--note: needed with --confirm; say why the differences are explained (the revision's change)"
         )
+    who = (reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name).strip()
+    if confirm is not None and not who:
+        raise ConfigError("--reviewer: empty; give the name of the person who read the differences")
     cfg = load_config(config)
     require_database(cfg.archive.database)
     if public_key is None and (cfg.archive.keys_dir / PUBLIC_KEY).exists():
@@ -476,7 +479,6 @@ def review_replay(
                 f"--confirm {confirm!r}: the differences left to review are now set {found!r} ({len(todo)} of them), "
                 "not the set you read; list them again and read what changed; nothing recorded"
             )
-        who = (reviewer or os.environ.get("ARCHIVER_REVIEWER") or current_operator().name).strip()
         with archive_lock(cfg.archive.dir, "archiver review-replay"):
             store = Store.open(cfg.archive.database, create=False)
             try:

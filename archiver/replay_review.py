@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .errors import ConfigError
 from .items import canonical_json
 from .operator import operator_name
 from .problems import Problem
@@ -89,6 +90,8 @@ def difference_set(differences: Iterable[Difference]) -> str:
 def append_replay_reviews(store: Store, differences: Iterable[Difference], reviewer: str, note: str) -> list[int]:
     """Record, in one transaction, that `reviewer` read each difference and found it explained (`note`); the
     operating-system account that recorded it goes beside the name given. Returns the rows' ids."""
+    if not reviewer.strip():
+        raise ConfigError("--reviewer: empty; give the name of the person who read the differences")
     operator, at = operator_name(), iso(utcnow())
     with store.transaction():
         return [

@@ -132,6 +132,8 @@ def test_confirm_must_name_the_set_read_and_a_note(archive, upgraded):
     assert no_note.exit_code == 2 and "--note: needed with --confirm" in no_note.output
     hidden = cli(archive, "review-replay", "--confirm", found, "--note", "fine\x1b[2K")
     assert hidden.exit_code == 2 and "U+001B" in hidden.output
+    nobody = cli(archive, "review-replay", "--confirm", found, "--note", NOTE, "--reviewer", "  ")
+    assert nobody.exit_code == 2 and "--reviewer: empty" in nobody.output
     assert reviews(archive) == []
 
 
