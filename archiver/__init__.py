@@ -2,4 +2,4 @@
 
 # Raised with every release; a new schema migration or bundle format needs a new one (tests/test_release.py), so
 # that schema_migrations, warcinfo records and custody.json say which release wrote them.
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -693,24 +693,34 @@ def verify_bundle_command(
     public_key: Annotated[
         Path | None, typer.Option(help="The archive's public key (PEM) obtained separately, to trust.")
     ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of checkpoint copies kept away from the archive (checkpoint-*.json): each must be in the "
+            "bundle's checkpoint history, unchanged; the rows their ledger trees hold are then vouched for by them.",
+        ),
+    ] = None,
 ) -> None:
-    """Check an evidence bundle without the archive: the bag, its signature, every WARC record's digests, and
-    every row against its ledger entry and the signed checkpoint. Exit 1 with one line per problem. Without
-    --public-key the signature is checked only against the key the bundle carries (its fingerprint is printed),
-    which a forger who signs a changed bundle again passes too.
+    """Check an evidence bundle without the archive: the bag, its signature, every WARC record's digests, every
+    row against its ledger entry and the signed checkpoint, and the checkpoints before it. Exit 1 with one line
+    per problem. Without --public-key the signature is checked only against the key the bundle carries (its
+    fingerprint is printed), which a forger who signs a changed bundle again passes too; --checkpoints holds the
+    bundle to checkpoint copies kept where the archive's operators cannot change them.
 
-    Example: archiver verify-bundle case-014 --public-key archive-ed25519.pub
+    Example: archiver verify-bundle case-014 --public-key archive-ed25519.pub --checkpoints /worm/checkpoints
     """
     from .bundle.verify import verified_summary, verify_bundle
 
-    problems = verify_bundle(bundle, public_key)
+    if checkpoints is not None and not checkpoints.is_dir():
+        raise ConfigError(f"--checkpoints {checkpoints}: no such folder; name the folder of kept checkpoint copies")
+    problems = verify_bundle(bundle, public_key, checkpoints)
     for problem in problems:
         typer.echo(str(problem))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         typer.echo(f"{len(errors)} problem(s) found", err=True)
         raise typer.Exit(1)
-    for line in verified_summary(bundle, public_key):
+    for line in verified_summary(bundle, public_key, checkpoints):
         typer.echo(line)
 
 

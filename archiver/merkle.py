@@ -12,6 +12,10 @@ The tree of n leaves splits at the largest power of two below n (a left-balanced
 pass over the leaves with a frontier of perfect subtrees: memory is log2(n) hashes plus the requested proofs.
 The frontier is all the tree keeps of its leaves, so a tree resumed from the frontier a checkpoint signed grows
 by the entries after it alone (`TreeBuilder.resume`), to the same root as one built from the first leaf.
+
+A consistency proof (RFC 9162 section 2.1.4) shows that the tree an earlier checkpoint signed is the first
+leaves of a later one, unchanged: a bundle carries one from every earlier checkpoint to its own, so a checkpoint
+copy kept elsewhere vouches for the bundle's rows it covered.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 LEAF = b"\x00"
 NODE = b"\x01"
@@ -165,17 +170,64 @@ def path_nodes(index: int, size: int) -> Iterator[tuple[int, int]]:
         height, node, last = height + 1, node >> 1, last >> 1
 
 
+def consistency_nodes(old: int, size: int) -> list[tuple[int, int]]:
+    """The (height, index) of each node of RFC 9162's consistency proof from the tree of the first `old` leaves to
+    the tree of `size` (section 2.1.4.1, SUBPROOF), in the proof's order; empty when the sizes are equal. A node
+    that is not a perfect subtree is the right edge's, cut at `size` (as `TreeBuilder.range_hash` gives it)."""
+    if not 0 < old <= size:
+        raise ValueError(f"no consistency proof from a tree of {old} leaves to one of {size}")
+    ranges: list[tuple[int, int]] = []
+
+    def subproof(m: int, start: int, end: int, whole: bool) -> None:
+        if m == end - start:
+            if not whole:
+                ranges.append((start, end))
+            return
+        k = 1 << ((end - start - 1).bit_length() - 1)  # the largest power of two below the range's size
+        if m <= k:
+            subproof(m, start, start + k, whole)
+            ranges.append((start + k, end))
+        else:
+            subproof(m - k, start + k, end, False)
+            ranges.append((start, start + k))
+
+    subproof(old, 0, size, True)
+    nodes = []
+    for start, end in ranges:
+        height = (end - start - 1).bit_length()  # a range starts at a multiple of 2 ** height
+        nodes.append((height, start >> height))
+    return nodes
+
+
+@dataclass(frozen=True)
+class Proofs:
+    root: bytes
+    inclusion: dict[int, list[bytes]]  # by leaf index
+    consistency: dict[int, list[bytes]]  # by the earlier tree's size
+
+
+def prove(digests: Iterable[bytes], size: int, indices: Iterable[int], old_sizes: Iterable[int] = ()) -> Proofs:
+    """Read the first `size` leaves, once; returns the root, the inclusion proof of each leaf in `indices` and the
+    consistency proof from the tree of each of `old_sizes` leaves."""
+    paths = {i: list(path_nodes(i, size)) for i in sorted(set(indices))}
+    olds = {m: consistency_nodes(m, size) for m in sorted(set(old_sizes))}
+    builder = TreeBuilder(node for nodes in (*paths.values(), *olds.values()) for node in nodes)
+    builder.extend(itertools.islice(digests, size))
+    if builder.size != size:
+        raise ValueError(f"the tree has {builder.size} leaves, not {size}")
+    return Proofs(
+        builder.root(),
+        {i: [builder.range_hash(h, n) for h, n in path] for i, path in paths.items()},
+        {m: [builder.range_hash(h, n) for h, n in nodes] for m, nodes in olds.items()},
+    )
+
+
 def tree_with_proofs(
     digests: Iterable[bytes], size: int, indices: Iterable[int]
 ) -> tuple[bytes, dict[int, list[bytes]]]:
     """Read the first `size` leaves; returns the root and the inclusion proof of each leaf in `indices`."""
-    wanted_leaves = sorted(set(indices))
-    paths = {i: list(path_nodes(i, size)) for i in wanted_leaves}
-    builder = TreeBuilder(node for path in paths.values() for node in path)
-    builder.extend(itertools.islice(digests, size))
-    if builder.size != size:
-        raise ValueError(f"the tree has {builder.size} leaves, not {size}")
-    return builder.root(), {i: [builder.range_hash(h, n) for h, n in path] for i, path in paths.items()}
+    proofs = prove(digests, size, indices)
+    return proofs.root, proofs.inclusion
 
 
 def root_of(digests: Iterable[bytes]) -> tuple[int, bytes]:
@@ -200,3 +252,28 @@ def verify_inclusion(index: int, size: int, digest: bytes, proof: list[bytes], r
             value = node_hash(value, sibling)
         fn, sn = fn >> 1, sn >> 1
     return sn == 0 and value == root
+
+
+def verify_consistency(old: int, size: int, old_root: bytes, root: bytes, proof: list[bytes]) -> bool:
+    """RFC 9162 section 2.1.4.2: whether `proof` shows the tree of `old` leaves with root `old_root` to be the
+    first leaves of the tree of `size` leaves with root `root`."""
+    if old == size:
+        return old > 0 and not proof and old_root == root
+    if not 0 < old < size or not proof:
+        return False
+    path = [old_root, *proof] if old & (old - 1) == 0 else list(proof)  # a power of two: its root is a node
+    fn, sn = old - 1, size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = fh = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, fh = node_hash(c, fr), node_hash(c, fh)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            fh = node_hash(fh, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == old_root and fh == root

@@ -894,14 +894,13 @@ def test_trusted_public_key_given_on_the_command_line(good_bundle, archive_key, 
     from archiver.checkpoints import fingerprint, load_public_key
 
     archive_print = fingerprint(base64.b64encode(raw_public(load_public_key(archive_key))).decode())
-    assert verify(good_bundle, "--public-key", str(archive_key)) == (
-        0,
-        [
-            f"signature checked against the given public key {archive_print} ({archive_key})",
-            "report.html made again from the bundle's rows and custody.json: identical, byte for byte",
-            "bundle verifies",
-        ],
-    )
+    code, lines = verify(good_bundle, "--public-key", str(archive_key))
+    assert code == 0 and lines[0] == f"signature checked against the given public key {archive_print} ({archive_key})"
+    assert lines[1].startswith("checkpoint history: ")  # test_bundle_history.py
+    assert lines[-2:] == [
+        "report.html made again from the bundle's rows and custody.json: identical, byte for byte",
+        "bundle verifies",
+    ]
     # A forger who re-signs everything, checkpoint included, with a key of their own is caught only by the
     # key the recipient obtained separately.
     bundle = tmp_path / "forged"
@@ -909,9 +908,9 @@ def test_trusted_public_key_given_on_the_command_line(good_bundle, archive_key, 
     forger = Ed25519PrivateKey.generate()
     custody_path = bundle / "data" / "custody.json"
     custody = json.loads(custody_path.read_text())
-    statement = custody["checkpoint"]["statement"]
-    custody["checkpoint"]["signature"] = base64.b64encode(forger.sign(statement.encode())).decode()
-    custody["checkpoint"]["public_key"] = base64.b64encode(raw_public(forger.public_key())).decode()
+    for checkpoint in [custody["checkpoint"], *custody["earlier_checkpoints"]]:
+        checkpoint["signature"] = base64.b64encode(forger.sign(checkpoint["statement"].encode())).decode()
+        checkpoint["public_key"] = base64.b64encode(raw_public(forger.public_key())).decode()
     custody_path.write_text(json.dumps(custody))
     regenerate_manifests(bundle)
     resign(bundle, forger)
@@ -1216,7 +1215,7 @@ def test_a_bundle_a_newer_archiver_made_is_refused_not_reported_tampered(good_bu
 
     def change(custody):  # noqa: ANN001, ANN202
         if newer == "format":
-            custody["type"] = "archiver-custody/3"
+            custody["type"] = "archiver-custody/4"
         else:
             last = custody["ledger_entries"][-1]
             custody["ledger_entries"].append({**last, "table_name": "made_later", "row_key": "1"})
@@ -1224,20 +1223,20 @@ def test_a_bundle_a_newer_archiver_made_is_refused_not_reported_tampered(good_bu
     bundle = with_custody(good_bundle, demo, tmp_path, change)
     code, lines = verify(bundle, "--public-key", str(demo / "archive" / "keys" / "archive-ed25519.pub"))
     assert code == 2, lines
-    what = "its format is archiver-custody/3" if newer == "format" else "it carries rows of made_later"
+    what = "its format is archiver-custody/4" if newer == "format" else "it carries rows of made_later"
     assert lines == [
         f"archiver: error: {bundle}: made by a newer archiver ({what}; this verify-bundle checks archiver-custody/1, "
-        "archiver-custody/2): check it with that archiver or a later one"
+        "archiver-custody/2, archiver-custody/3): check it with that archiver or a later one"
     ]
 
 
 def test_a_newer_format_under_another_key_is_reported_as_tampering(good_bundle, demo, tmp_path):
     """Only a bundle whose signature holds is taken at its word about its format."""
     bundle = with_custody(
-        good_bundle, demo, tmp_path, lambda c: c.update(type="archiver-custody/3"), Ed25519PrivateKey.generate()
+        good_bundle, demo, tmp_path, lambda c: c.update(type="archiver-custody/4"), Ed25519PrivateKey.generate()
     )
     code, lines = verify(bundle, "--public-key", str(demo / "archive" / "keys" / "archive-ed25519.pub"))
-    assert code == 1 and any("type expected archiver-custody/2, found archiver-custody/3" in ln for ln in lines), lines
+    assert code == 1 and any("type expected archiver-custody/3, found archiver-custody/4" in ln for ln in lines), lines
 
 
 def test_the_bundle_format_names_the_tables_it_carries():
@@ -1246,7 +1245,7 @@ def test_the_bundle_format_names_the_tables_it_carries():
     from archiver.bundle.gather import ROW_TABLES
     from archiver.bundle.write import CUSTODY_TYPE
 
-    carried = {
+    tables_2 = {
         "archiver-custody/2": (
             "item_versions",
             "events",
@@ -1260,4 +1259,5 @@ def test_the_bundle_format_names_the_tables_it_carries():
             "consent_imports",
         )
     }
+    carried = {**tables_2, "archiver-custody/3": tables_2["archiver-custody/2"]}  # 3 added the checkpoint history
     assert carried.get(CUSTODY_TYPE) == ROW_TABLES

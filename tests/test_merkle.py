@@ -12,8 +12,10 @@ from archiver.merkle import (
     TreeBuilder,
     frontier_heights,
     frontier_root,
+    prove,
     root_of,
     tree_with_proofs,
+    verify_consistency,
     verify_inclusion,
 )
 
@@ -40,6 +42,19 @@ def path(m: int, leaves: list[bytes]) -> list[bytes]:
     if m < k:
         return path(m, leaves[:k]) + [mth(leaves[k:])]
     return path(m - k, leaves[k:]) + [mth(leaves[:k])]
+
+
+def subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
+    """RFC 9162 section 2.1.4.1: SUBPROOF(m, D[n], b); PROOF(m, D[n]) is SUBPROOF(m, D[n], true)."""
+    n = len(leaves)
+    if m == n:
+        return [] if whole else [mth(leaves)]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    if m <= k:
+        return subproof(m, leaves[:k], whole) + [mth(leaves[k:])]
+    return subproof(m - k, leaves[k:], False) + [mth(leaves[:k])]
 
 
 def digests(n: int, seed: int) -> list[bytes]:
@@ -150,3 +165,48 @@ def test_a_frontier_of_the_wrong_shape_is_refused():
         with pytest.raises(ValueError):
             TreeBuilder.resume(size, hashes)
     assert TreeBuilder.resume(0, []).root() == hashlib.sha256(b"").digest()
+
+
+def test_consistency_proofs_are_rfc_9162s_for_every_pair_of_small_sizes():
+    leaves = digests(40, 3)
+    for n in range(1, 41):
+        olds = range(1, n + 1)
+        proofs = prove(iter(leaves), n, [], olds)
+        assert proofs.root == mth(leaves[:n])
+        for m in olds:
+            assert proofs.consistency[m] == subproof(m, leaves[:n], True), (m, n)
+            assert verify_consistency(m, n, mth(leaves[:m]), proofs.root, proofs.consistency[m]), (m, n)
+
+
+@pytest.mark.parametrize("n", [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 5])
+def test_consistency_proofs_across_the_chunks_a_builder_hashes_whole(n):
+    leaves = digests(n, n)
+    olds = sorted({1, 2, 3, 5, 64, 100, CHUNK - 1, CHUNK, CHUNK + 1, n - 1, n} & set(range(1, n + 1)))
+    proofs = prove(iter(leaves), n, [0, n - 1], olds)
+    assert proofs.inclusion[n - 1] == path(n - 1, leaves)
+    for m in olds:
+        assert proofs.consistency[m] == subproof(m, leaves, True)
+        assert verify_consistency(m, n, mth(leaves[:m]), proofs.root, proofs.consistency[m])
+
+
+def test_a_consistency_proof_holds_only_for_a_prefix_left_unchanged():
+    n, m = 300, 77
+    leaves = digests(n, 4)
+    proofs = prove(iter(leaves), n, [], [m, 64, n])
+    proof, root, old_root = proofs.consistency[m], proofs.root, mth(leaves[:m])
+    assert verify_consistency(m, n, old_root, root, proof)
+    changed = [*leaves[:10], bytes(32), *leaves[11:m]]
+    assert not verify_consistency(m, n, mth(changed), root, proof)  # a row of the earlier tree changed since
+    assert not verify_consistency(m, n, old_root, mth([*leaves[:-1], bytes(32)]), proof)  # another later tree
+    assert not verify_consistency(m + 1, n, old_root, root, proof)  # another earlier size
+    assert not verify_consistency(m, n, old_root, root, proof[:-1])  # a hash dropped
+    assert not verify_consistency(m, n, old_root, root, [*proof, root])  # a hash added
+    for i in range(len(proof)):
+        assert not verify_consistency(m, n, old_root, root, [*proof[:i], bytes(32), *proof[i + 1 :]])
+    assert verify_consistency(64, n, mth(leaves[:64]), root, proofs.consistency[64])  # a power of two
+    assert not verify_consistency(64, n, mth(leaves[:64]), root, [])
+    assert proofs.consistency[n] == [] and verify_consistency(n, n, root, root, [])
+    assert not verify_consistency(n, n, old_root, root, [])  # the same size, another root
+    assert not verify_consistency(0, n, hashlib.sha256(b"").digest(), root, [])
+    with pytest.raises(ValueError):
+        prove(iter(leaves), n, [], [n + 1])

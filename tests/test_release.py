@@ -20,6 +20,7 @@ RELEASES = {
     "0.3.0": (22, "archiver-custody/2", "archiver-checkpoint/2"),
     "0.4.0": (23, "archiver-custody/2", "archiver-checkpoint/2"),
     "0.5.0": (24, "archiver-custody/2", "archiver-checkpoint/2"),
+    "0.6.0": (24, "archiver-custody/3", "archiver-checkpoint/2"),
 }
 
 

@@ -16,8 +16,9 @@ from ..errors import ArchiverError
 from ..flag_states import live_review_queue
 from ..items import attachment_urls
 from ..ledger import LEDGER_KEYS
-from ..merkle import tree_with_proofs
+from ..merkle import prove
 from ..store import schema_has
+from .history import add_consistency, old_sizes
 from .select import chunks, has_table
 
 # The ledgered tables a bundle carries, in the order they are written and checked. A bundle made before the
@@ -45,6 +46,8 @@ class Gathered:
     ledger: list[dict[str, Any]] = field(default_factory=list)  # the entries covering those rows, by seq
     # the ids of the bundle's flags in the archive's review queue at export; None where it has no flag_queue
     in_review_queue: list[int] | None = None
+    # every checkpoint before the bundle's own, each with its consistency proof to it (history.py)
+    earlier_checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"items": len(self.items), **{table: len(rows) for table, rows in self.rows.items()}}
@@ -222,17 +225,21 @@ def ledger_entries(conn: sqlite3.Connection, rows: dict[str, list[dict[str, Any]
     return entries
 
 
-def add_inclusion_proofs(conn: sqlite3.Connection, entries: list[dict[str, Any]], statement: dict[str, Any]) -> None:
+def add_proofs(
+    conn: sqlite3.Connection, entries: list[dict[str, Any]], statement: dict[str, Any], earlier: list[dict[str, Any]]
+) -> None:
     """Give each entry its RFC 9162 inclusion proof (`inclusion`, hex, bottom up) in the ledger tree the
-    checkpoint statement signs: what ties a row to the signed ledger without the rows between (schemas/ledger.md)."""
+    checkpoint statement signs: what ties a row to the signed ledger without the rows between (schemas/ledger.md);
+    and each earlier checkpoint its consistency proof to that tree (history.add_consistency). One pass."""
     tree = signed_tree(statement)
     if tree is None:
         raise ArchiverError("the checkpoint signs no ledger tree: the bundle's rows could not be proven")
     size = tree[0]
-    root, proofs = tree_with_proofs(ledger_digests(conn), size, [e["seq"] - 1 for e in entries])
-    if root.hex() != tree[1]:
+    proofs = prove(ledger_digests(conn), size, [e["seq"] - 1 for e in entries], old_sizes(earlier))
+    if proofs.root.hex() != tree[1]:
         raise ArchiverError(
             f"the ledger's tree of {size} entries does not have the root the checkpoint signed: run `archiver verify`"
         )
     for entry in entries:
-        entry["inclusion"] = [h.hex() for h in proofs[entry["seq"] - 1]]
+        entry["inclusion"] = [h.hex() for h in proofs.inclusion[entry["seq"] - 1]]
+    add_consistency(earlier, proofs, size)

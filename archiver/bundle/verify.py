@@ -10,7 +10,9 @@ Checks, each problem one line:
   the key in signature.json, whose PEM form is the same key; that key is the key that signed the checkpoint
   in custody.json, and the key given with --public-key when there is one; bag-info.txt's case, organisation
   and contact those of custody.json;
-- the checkpoint: its Ed25519 signature over its statement;
+- the checkpoint: its Ed25519 signature over its statement; the checkpoints before it (history.py): each
+  signed by the same key, none left out, each one's ledger tree proven (RFC 9162 consistency) the first
+  entries of the bundle's, and with --checkpoints each copy kept elsewhere found in them unchanged;
 - the WARC extract: every record's block and payload digests, and the catalogue in custody.json (same record
   ids, same gzip members), read as a stream: only the digests and the JSON payloads the rows are checked
   against are kept, never a media file's body;
@@ -62,6 +64,7 @@ from ..problems import Problem
 from ..verify import _JsonIndex
 from .extract import CHUNK, block_chunks
 from .gather import ROW_TABLES, attachments, items_view, media_index, media_row_of, row_key_column
+from .history import check_kept, history_lines, read_history
 from .report import REPORT_FORMAT, render_report
 from .write import (
     CUSTODY_TYPE,
@@ -100,8 +103,9 @@ class SeenRecord:
     payload: bytes | None  # that body, kept only for the records versions' raw JSON is looked for in
 
 
-def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
-    """Every problem found in the bundle at `path`; an empty list means it verifies."""
+def verify_bundle(path: Path, public_key: Path | None = None, kept: Path | None = None) -> list[Problem]:
+    """Every problem found in the bundle at `path`; an empty list means it verifies. `kept`: a folder of checkpoint
+    copies kept away from the archive, each to be found, unchanged, in the bundle's checkpoint history."""
     trusted = load_public_key(public_key) if public_key is not None else None
     path = Path(path)
     problems = list(_verify_bag(path))
@@ -125,6 +129,10 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     checkpoint = custody["checkpoint"]
     if not _signature_ok(checkpoint["public_key"], checkpoint["signature"], checkpoint["statement"]):
         problems.append(Problem("data/custody.json checkpoint", "signature does not match the statement"))
+    history = read_history(custody, _carries_history(custody))
+    problems.extend(history.problems)
+    if kept is not None:
+        problems.extend(check_kept(history, kept, public_b64(trusted) if trusted else None).problems)
     unreadable: list[Problem] = []
     tables = {t: _read_jsonl(data / f"{t}.jsonl", unreadable) for t in ROW_TABLES if (data / f"{t}.jsonl").exists()}
     keep = {str(row.get("warc_record_id")) for row in tables.get("item_versions", [])}
@@ -163,6 +171,19 @@ def verify_bundle(path: Path, public_key: Path | None = None) -> list[Problem]:
     if not any(p.severity == "error" for p in problems):
         problems.extend(_verify_report(data, tables, custody)[0])
     return problems
+
+
+def _carries_history(custody: dict[str, Any]) -> bool:
+    """Whether the bundle's format carries its earlier checkpoints (archiver-custody/3 on)."""
+    return custody.get("type") not in ("archiver-custody/1", "archiver-custody/2")
+
+
+def _history_lines(path: Path, public_key: Path | None, kept: Path | None) -> list[str]:
+    custody = json.loads((path / "data" / "custody.json").read_text("utf-8"))
+    history = read_history(custody, _carries_history(custody))
+    trusted = public_b64(load_public_key(public_key)) if public_key is not None else None
+    copies = check_kept(history, kept, trusted) if kept is not None else None
+    return history_lines(history, [e["seq"] for e in custody["ledger_entries"]], copies, kept)
 
 
 def _signature_type(path: Path) -> Any:
@@ -236,7 +257,7 @@ def _verify_custody_shape(custody: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def verified_summary(path: Path, public_key: Path | None) -> list[str]:
+def verified_summary(path: Path, public_key: Path | None, kept: Path | None = None) -> list[str]:
     """What a bundle that verifies proves, in words, ending with the verdict. Checked only against the key
     the bundle carries, the signature shows the bundle is as whoever holds that key left it: a forger who
     changes a bundle and signs it again with a key of their own passes that too. So say which key that is,
@@ -244,14 +265,17 @@ def verified_summary(path: Path, public_key: Path | None) -> list[str]:
     document = json.loads((Path(path) / SIGNATURE_FILE).read_text("utf-8"))
     signer = fingerprint(document["public_key"])
     report = report_checked(Path(path))
+    history = _history_lines(Path(path), public_key, kept)
     if public_key is not None:
-        return [f"signature checked against the given public key {signer} ({public_key})", report, "bundle verifies"]
+        given = f"signature checked against the given public key {signer} ({public_key})"
+        return [given, *history, report, "bundle verifies"]
     return [
         f"signature checked only against the key the bundle carries itself, {signer}: a bundle changed and "
         "signed again with any key passes this too",
         "to check it against the archive's key, obtain archive-ed25519.pub from the archive's operators "
         f"(`archiver key export`) and run: archiver verify-bundle {shlex.quote(str(path))} "
         "--public-key archive-ed25519.pub",
+        *history,
         report,
         "bundle verifies against the key it carries, not a key you trust",
     ]

@@ -56,7 +56,8 @@ from ..operator import current_operator
 from ..store import Store, require_database
 from ..warc import iso, utcnow
 from .extract import SourceIndex, select_records, write_extract, write_media
-from .gather import ROW_TABLES, Gathered, add_inclusion_proofs, gather_rows
+from .gather import ROW_TABLES, Gathered, add_proofs, gather_rows
+from .history import earlier_checkpoints
 from .others import other_items
 from .report import REPORT_FORMAT, render_report
 from .select import Selection, Selectors, refuse_invisible, select_item_keys
@@ -64,9 +65,10 @@ from .staging import make_private, remove_leftover, staging_folder
 
 # Bumped whenever a bundle gains a table or a field an older verify-bundle would misread: 2 carries the consent
 # tables and review_operators (gather.ROW_TABLES), which a verify-bundle of format 1 takes for rows removed.
+# 3 carries the checkpoint history (earlier_checkpoints, with their consistency proofs).
 # A verify-bundle meeting a newer number says the bundle is a newer archiver's, not that it was tampered with.
-CUSTODY_TYPE = "archiver-custody/2"
-CUSTODY_TYPES = ("archiver-custody/1", CUSTODY_TYPE)  # what this verify-bundle checks
+CUSTODY_TYPE = "archiver-custody/3"
+CUSTODY_TYPES = ("archiver-custody/1", "archiver-custody/2", CUSTODY_TYPE)  # what this verify-bundle checks
 SIGNATURE_TYPE = "archiver-bundle-signature/2"  # signs the tag manifest
 LEGACY_SIGNATURE_TYPE = "archiver-bundle-signature/1"  # signed manifest-sha256.txt only: the tag files were not
 SIGNATURE_FILE = "signature.json"
@@ -168,8 +170,12 @@ def export_bundle(
                 checkpoint = _latest_checkpoint(store, config)
                 on_step("reading rows and ledger entries")
                 gathered = gather_rows(store.conn, keys)
-                on_step(f"proving {len(gathered.ledger)} ledger entries against the signed ledger tree")
-                add_inclusion_proofs(store.conn, gathered.ledger, json.loads(checkpoint["statement"]))
+                gathered.earlier_checkpoints = earlier = earlier_checkpoints(store.conn, checkpoint["id"])
+                on_step(
+                    f"proving {len(gathered.ledger)} ledger entries and {len(earlier)} earlier checkpoints against the "
+                    "signed ledger tree"
+                )
+                add_proofs(store.conn, gathered.ledger, json.loads(checkpoint["statement"]), earlier)
                 try:
                     manifest, signed, custody = _write_bag(
                         config, store, staging, case_id, selection, selectors, gathered, checkpoint, wacz, on_step
@@ -357,6 +363,9 @@ def _custody(
             "signature": checkpoint["signature"],
             "public_key": checkpoint["public_key"],
         },
+        # every checkpoint the archive signed before it, with the proof that each one's ledger tree is the first
+        # entries of this one's: a copy of one kept elsewhere vouches for the rows it covered (history.py)
+        "earlier_checkpoints": gathered.earlier_checkpoints,
         "source_warc_files": [files.get(name, {"name": name, "sha256": None}) for name in sources],
         "warc_records": catalogue,
         # the archived items besides the selected ones that the records copied whole also hold

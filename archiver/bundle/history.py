@@ -1,0 +1,286 @@
+"""A bundle's checkpoint history: every checkpoint the archive signed before the bundle's own, each with the RFC
+9162 consistency proof that the ledger tree it signed is the first entries of the bundle's, unchanged.
+
+The bundle's own checkpoint is signed at export, by the archive's key; on its own it shows only what the archive
+held then. The checkpoints before it were copied away as they were made (a WORM bucket, an email): a copy kept
+there that equals one the bundle carries, whose tree is proven a prefix of the bundle's, vouches for every row of
+the bundle in that tree, as it stood on that date, out of reach of whoever holds the archive's key now. Each type 2
+statement names the ledger seq of the checkpoint before it (`warc_files.since`), so a checkpoint left out of the
+history breaks the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import merkle
+from ..checkpoints import _signature_ok, copies_in, fingerprint, read_copy, signed_tree
+from ..errors import ArchiverError
+from ..problems import Problem
+
+WHERE = "data/custody.json earlier_checkpoints"
+FIELDS = ("id", "file_name", "statement", "signature", "public_key")
+
+
+def earlier_checkpoints(conn: sqlite3.Connection, checkpoint_id: int) -> list[dict[str, Any]]:
+    """Every checkpoint before the bundle's own, oldest first, as its row holds it (consistency proofs apart)."""
+    cur = conn.execute(f"SELECT {', '.join(FIELDS)} FROM checkpoints WHERE id < ? ORDER BY id", (checkpoint_id,))
+    return [dict(zip(FIELDS, tuple(row), strict=True)) for row in cur]
+
+
+def old_sizes(earlier: list[dict[str, Any]]) -> list[int]:
+    return sorted({tree[0] for c in earlier if (tree := signed_tree(json.loads(c["statement"]))) is not None})
+
+
+def add_consistency(earlier: list[dict[str, Any]], proofs: merkle.Proofs, size: int) -> None:
+    """Give each earlier checkpoint its proof (`consistency`, hex; null when it signs no tree), checked here: an
+    archive whose earlier checkpoint signed another tree than its ledger holds now exports nothing."""
+    for checkpoint in earlier:
+        tree = signed_tree(json.loads(checkpoint["statement"]))
+        if tree is None:
+            checkpoint["consistency"] = None
+            continue
+        proof = proofs.consistency[tree[0]]
+        if not merkle.verify_consistency(tree[0], size, bytes.fromhex(tree[1]), proofs.root, proof):
+            raise ArchiverError(
+                f"checkpoint {checkpoint['file_name']} signed a ledger tree the ledger no longer begins with: "
+                "run `archiver verify`"
+            )
+        checkpoint["consistency"] = [h.hex() for h in proof]
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A checkpoint the bundle carries, checked: its ledger seq, time and tree (None before trees)."""
+
+    seq: int
+    created_at: str
+    tree: tuple[int, str] | None
+    statement: str
+    own: bool  # the bundle's own checkpoint
+
+
+@dataclass
+class History:
+    checkpoints: list[Signed]  # oldest first, the bundle's own last
+    problems: list[Problem]
+    carried: bool  # the bundle is of a format that carries its history
+    public_key: str  # of the bundle's own checkpoint
+
+    def first_signed(self, seq: int) -> Signed | None:
+        """The earliest checkpoint whose tree holds ledger entry `seq`."""
+        return next((c for c in self.checkpoints if c.tree is not None and c.tree[0] >= seq), None)
+
+
+def read_history(custody: dict[str, Any], required: bool) -> History:
+    """The bundle's checkpoints, each checked: signed by the key of the bundle's own checkpoint, in ledger order
+    before it, each naming the one before it, and each tree proven a prefix of the bundle's. `required`: the
+    bundle is of a format that carries them. (custody.json's shape and the bundle's own checkpoint, its
+    signature and tree included, are checked apart.)"""
+    own = custody["checkpoint"]
+    own_statement = json.loads(own["statement"])
+    try:
+        own_tree = _tree(own_statement)
+    except (KeyError, TypeError, ValueError):
+        own_tree = None  # reported with the inclusion proofs
+    own_signed = Signed(
+        own_statement["ledger"]["seq"], str(own_statement.get("created_at")), own_tree, own["statement"], True
+    )
+    values = custody.get("earlier_checkpoints")
+    if not isinstance(values, list):
+        missing = [Problem(WHERE, "missing" if values is None else "not a list")] if required else []
+        return History([own_signed], missing, False, own["public_key"])
+    problems: list[Problem] = []
+    checkpoints: list[Signed] = []
+    for n, value in enumerate(values):
+        where = f"{WHERE}[{n}]"
+        if not (isinstance(value, dict) and all(isinstance(value.get(k), str) for k in FIELDS[1:])):
+            problems.append(Problem(where, "not an object with file_name, statement, signature and public_key"))
+            continue
+        where = f"{where} ({value['file_name']})"
+        try:
+            statement = json.loads(value["statement"])
+            signed = Signed(
+                int(statement["ledger"]["seq"]),
+                str(statement["created_at"]),
+                _tree(statement),
+                value["statement"],
+                False,
+            )
+        except (ValueError, KeyError, TypeError):
+            problems.append(Problem(where, "statement is not JSON naming the ledger's seq, the time and any tree"))
+            continue
+        if not _signature_ok(value["public_key"], value["signature"], value["statement"]):
+            problems.append(Problem(where, "signature does not match the statement"))
+            continue
+        if value["public_key"] != own["public_key"]:
+            problems.append(
+                Problem(
+                    where, f"signed with another key ({fingerprint(value['public_key'])}) than the bundle's checkpoint"
+                )
+            )
+            continue
+        problems.extend(_consistency_problems(where, signed, value.get("consistency"), own_signed))
+        checkpoints.append(signed)
+    problems.extend(_order_problems([*checkpoints, own_signed]))
+    return History([*checkpoints, own_signed], problems, True, own["public_key"])
+
+
+def _tree(statement: dict[str, Any]) -> tuple[int, str] | None:
+    tree = signed_tree(statement)
+    if tree is not None and not (tree[0] > 0 and len(bytes.fromhex(tree[1])) == merkle.HASH_SIZE):
+        raise ValueError("ledger_tree is not a size and a sha256 root")
+    return tree
+
+
+def _consistency_problems(where: str, signed: Signed, proof: Any, own: Signed) -> list[Problem]:
+    if signed.tree is None:
+        return [] if proof is None else [Problem(where, "signs no ledger tree, yet carries a consistency proof")]
+    if own.tree is None:
+        return [Problem(where, "signs a ledger tree, the bundle's later checkpoint none")]
+    size, root = signed.tree
+    try:
+        hashes = [bytes.fromhex(h) for h in proof]
+        if any(len(h) != merkle.HASH_SIZE for h in hashes):
+            raise ValueError
+    except (TypeError, ValueError):
+        return [Problem(where, "has no consistency proof (`consistency`, hex hashes)")]
+    if size > own.tree[0]:
+        return [
+            Problem(where, f"signs a ledger tree of {size} entries, more than the bundle's checkpoint's {own.tree[0]}")
+        ]
+    if not merkle.verify_consistency(size, own.tree[0], bytes.fromhex(root), bytes.fromhex(own.tree[1]), hashes):
+        return [
+            Problem(
+                where,
+                f"its ledger tree ({size} entries, root {root}) is not proven the first entries of the bundle's "
+                f"({own.tree[0]} entries, root {own.tree[1]}): the ledger was changed between them, or the proof",
+            )
+        ]
+    return []
+
+
+def _order_problems(checkpoints: list[Signed]) -> list[Problem]:
+    """Oldest first, the bundle's own last, each type 2 statement naming the seq of the one before it."""
+    problems = []
+    before = 0
+    for signed in checkpoints:
+        where = "data/custody.json checkpoint" if signed.own else f"{WHERE} (ledger seq {signed.seq})"
+        if signed.seq <= before:
+            problems.append(Problem(where, f"ledger seq {signed.seq} is not after the checkpoint before it ({before})"))
+        statement = json.loads(signed.statement)
+        since = statement.get("warc_files", {}).get("since") if isinstance(statement.get("warc_files"), dict) else None
+        if isinstance(since, int) and since != before:
+            problems.append(
+                Problem(
+                    where,
+                    f"its statement names the checkpoint before it as of ledger seq {since}; the bundle's history has "
+                    f"{before or 'none'} there: a checkpoint was left out of it",
+                )
+            )
+        before = signed.seq
+    return problems
+
+
+@dataclass
+class KeptCopies:
+    """Checkpoint copies kept away from the archive, held to the bundle's history."""
+
+    problems: list[Problem]
+    matched: list[Signed]  # the bundle's checkpoints a kept copy equals
+    later: int  # copies of checkpoints after the bundle's own: nothing to compare them with
+    uncarried: int  # copies before it, of a bundle that carries no history
+
+
+def check_kept(history: History, folder: Path, trusted_b64: str | None) -> KeptCopies:
+    """Each copy signed by the trusted key (the given one, else the key of the bundle's checkpoint) and equal to
+    the bundle's checkpoint of its ledger seq, which a bundle carrying its history must have."""
+    kept = KeptCopies([], [], 0, 0)
+    paths = copies_in(folder)
+    if not paths:
+        kept.problems.append(Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against"))
+        return kept
+    key = trusted_b64 or history.public_key
+    whose = "the given public key" if trusted_b64 else "the bundle's checkpoint"
+    by_seq = {c.seq: c for c in history.checkpoints}
+    own = history.checkpoints[-1]
+    for path in paths:
+        where = f"kept checkpoint {path}"
+        copy = read_copy(path)
+        if copy is None:
+            kept.problems.append(Problem(where, "not a checkpoint document"))
+        elif not copy.valid:
+            kept.problems.append(Problem(where, "signature does not match the statement"))
+        elif copy.public_key != key:
+            kept.problems.append(
+                Problem(where, f"signed with another key ({fingerprint(copy.public_key)}) than {whose}")
+            )
+        elif copy.seq > own.seq:
+            kept.later += 1
+        elif (carried := by_seq.get(copy.seq)) is None:
+            if history.carried:
+                message = f"signs ledger seq {copy.seq}, a checkpoint the bundle's history leaves out"
+                kept.problems.append(Problem(where, message))
+            else:
+                kept.uncarried += 1
+        elif carried.statement != copy.document["statement"]:
+            message = (
+                f"differs from the bundle's checkpoint of ledger seq {copy.seq}: the bundle's "
+                f"{'own checkpoint' if carried.own else 'history'} is not what was signed then"
+            )
+            kept.problems.append(Problem(where, message))
+        else:
+            kept.matched.append(carried)
+    return kept
+
+
+def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, folder: Path | None) -> list[str]:
+    """What the history and the kept copies show of the bundle's rows (ledger entries `seqs`), in words."""
+    earlier = history.checkpoints[:-1]
+    lines = []
+    if not history.carried:
+        lines.append(
+            "checkpoint history: none carried (a bundle of before archiver 0.6.0): its rows are proven only in the "
+            "ledger tree its own checkpoint signed, at export"
+        )
+    elif earlier:
+        with_tree = sum(1 for c in earlier if c.tree is not None)
+        lines.append(
+            f"checkpoint history: {len(earlier)} earlier checkpoint(s), {earlier[0].created_at} to "
+            f"{earlier[-1].created_at}, each signed by the archive's key and naming the one before it; the ledger "
+            f"tree of each of the {with_tree} that sign one is proven (RFC 9162) the first entries of the export's"
+        )
+    firsts = [history.first_signed(seq) for seq in seqs]
+    before = sorted(c.created_at for c in firsts if c is not None and not c.own)
+    if before:
+        lines.append(
+            f"{len(before)} of the bundle's {len(seqs)} rows were first signed before the export, from {before[0]} "
+            f"to {before[-1]}"
+        )
+    if kept is None or folder is None:
+        return lines
+    matched = sorted(kept.matched, key=lambda c: c.seq)
+    vouched = [next((c for c in matched if c.tree is not None and c.tree[0] >= seq), None) for seq in seqs]
+    found = sorted(c.created_at for c in vouched if c is not None)
+    line = f"kept checkpoint copies ({folder}): {len(matched)} equal the bundle's"
+    if kept.later:
+        line += f", {kept.later} later than the bundle's checkpoint (not compared)"
+    if kept.uncarried:
+        line += f", {kept.uncarried} earlier that this bundle's format cannot be compared with"
+    lines.append(line)
+    if found:
+        lines.append(
+            f"{len(found)} of the bundle's {len(seqs)} rows are in a ledger tree a kept copy signs: each unchanged "
+            f"since the earliest such copy was signed ({found[0]} for the first, {found[-1]} for the last)"
+        )
+    if len(found) < len(seqs):
+        why = "signed after the latest kept copy" if history.carried else "this bundle carries no earlier checkpoints"
+        lines.append(
+            f"{len(seqs) - len(found)} row(s) are in no ledger tree a kept copy signs ({why}): only the archive's key "
+            "vouches for them"
+        )
+    return lines
