@@ -92,7 +92,7 @@ def test_kept_copies_vouch_for_the_rows_they_signed(made, bundle):
         f"the ledger tree of each of the {len(earlier)} that sign one is proven (RFC 9162) the first entries of the "
         "export's"
     )
-    assert lines[2].startswith(f"{entries} of the bundle's {entries} rows were first signed before the export, from ")
+    assert lines[2].startswith(f"{entries} of the bundle's {entries} rows were first signed before the export, ")
     # the kept folder was copied before the export made its own checkpoint: every copy in it is an earlier one
     assert lines[3] == f"kept checkpoint copies ({made / 'kept'}): {len(earlier)} equal the bundle's"
     assert lines[4].startswith(f"{entries} of the bundle's {entries} rows are in a ledger tree a kept copy signs")

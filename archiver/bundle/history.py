@@ -238,6 +238,10 @@ def check_kept(history: History, folder: Path, trusted_b64: str | None) -> KeptC
     return kept
 
 
+def _span(times: list[str]) -> str:
+    return f"on {times[0]}" if times[0] == times[-1] else f"from {times[0]} to {times[-1]}"
+
+
 def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, folder: Path | None) -> list[str]:
     """What the history and the kept copies show of the bundle's rows (ledger entries `seqs`), in words."""
     earlier = history.checkpoints[:-1]
@@ -258,8 +262,7 @@ def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, fo
     before = sorted(c.created_at for c in firsts if c is not None and not c.own)
     if before:
         lines.append(
-            f"{len(before)} of the bundle's {len(seqs)} rows were first signed before the export, from {before[0]} "
-            f"to {before[-1]}"
+            f"{len(before)} of the bundle's {len(seqs)} rows were first signed before the export, {_span(before)}"
         )
     if kept is None or folder is None:
         return lines
