@@ -368,7 +368,9 @@ def verify(
         found = {"ok": not errors, "problems": [p.__dict__ for p in problems], "trust": trust}
         typer.echo(json.dumps(found | ({"replay": replay_summary} if replay else {}), indent=2))
     else:
-        for problem in problems:
+        from .replay_review import condensed
+
+        for problem in condensed(problems):
             typer.echo(str(problem))
         for line in replay_summary:
             typer.echo(line)

@@ -33,6 +33,8 @@ class Difference(Problem):
     it); `digest` names it whole (difference_digest)."""
 
     digest: str = ""
+    review_id: int = 0  # the replay_reviews row that reviewed it (0: none)
+    reviewed: str = ""  # that review in words: who, when, the note (one `--confirm` shares them)
 
 
 def difference_digest(table: str, group: Row, live: tuple[Any, Row] | None, replayed: Row | None) -> str:
@@ -70,9 +72,42 @@ def mark_reviewed(problems: Iterable[Problem], reviews: dict[str, ReplayReview])
         review = reviews.get(problem.digest) if isinstance(problem, Difference) else None
         if review is not None and problem.severity == "error":
             said = f"{problem.message}; reviewed by {review.reviewer} on {review.reviewed_at} (replay_reviews id "
-            problem = replace(problem, severity="note", message=f"{said}{review.id}): {review.note}")
+            words = f"reviewed by {review.reviewer} on {review.reviewed_at}: {review.note}"
+            message = f"{said}{review.id}): {review.note}"
+            problem = replace(problem, severity="note", message=message, review_id=review.id, reviewed=words)
         marked.append(problem)
     return marked
+
+
+def condensed(problems: Iterable[Problem]) -> list[Problem]:
+    """For a person reading: the reviewed differences of one review (one `--confirm`: the same reviewer, time and
+    note) as one note where the first stood, once there is more than one; a parser change can explain thousands
+    of rows, read once. `--json` keeps each."""
+    batches: dict[str, list[Difference]] = {}
+    order: list[Problem | str] = []
+    for problem in problems:
+        if isinstance(problem, Difference) and problem.review_id and problem.severity == "note":
+            if problem.reviewed not in batches:
+                batches[problem.reviewed] = []
+                order.append(problem.reviewed)
+            batches[problem.reviewed].append(problem)
+        else:
+            order.append(problem)
+    out: list[Problem] = []
+    for entry in order:
+        if not isinstance(entry, str):
+            out.append(entry)
+        elif len(batch := batches[entry]) == 1:
+            out.append(batch[0])
+        else:
+            ids = sorted(d.review_id for d in batch)
+            tables = ", ".join(sorted({d.where.split(" ", 1)[0] for d in batch}))
+            message = (
+                f"{len(batch)} differences in {tables} {entry} (replay_reviews ids {ids[0]} to {ids[-1]}; "
+                "`archiver verify --replay --json` lists each)"
+            )
+            out.append(Problem("replay", message, "note"))
+    return out
 
 
 def unreviewed(problems: Iterable[Problem]) -> list[Difference]:

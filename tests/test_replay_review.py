@@ -4,6 +4,7 @@ become notes. Anything else the replay finds, or a reviewed row changed since, s
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sqlite3
@@ -82,11 +83,23 @@ def test_reviewed_differences_become_notes_and_verify_passes(archive, upgraded):
 
     after = cli(archive, "verify", "--replay")
     assert after.exit_code == 0, after.output
-    notes = [line for line in after.output.splitlines() if line.startswith("note: item_versions ")]
-    assert len(notes) == len(errors)
-    assert all(f"reviewed by {REVIEWER} on " in line and line.endswith(NOTE) for line in notes)
+    # one review of many differences is one line to read; --json names each
+    conn = sqlite3.connect(archive / "archive" / "archive.db")
+    ids = [r[0] for r in conn.execute("SELECT id FROM replay_reviews")]
+    conn.close()
+    notes = [line for line in after.output.splitlines() if line.startswith("note: replay: ")]
+    assert len(errors) > 1 and len(notes) == 1, after.output
+    assert notes[0].startswith(f"note: replay: {len(errors)} differences in item_versions reviewed by {REVIEWER} on ")
+    assert notes[0].endswith(
+        f": {NOTE} (replay_reviews ids {min(ids)} to {max(ids)}; `archiver verify --replay --json` lists each)"
+    )
+    assert not any(line.startswith("note: item_versions ") for line in after.output.splitlines())
     assert f"replay: {len(errors)} difference(s) a person reviewed earlier" in after.output
     assert "archive verifies" in after.output
+    listed = json.loads(cli(archive, "verify", "--replay", "--json").output)["problems"]
+    each = [p for p in listed if p["where"].startswith("item_versions ") and p["severity"] == "note"]
+    assert len(each) == len(errors) and sorted(p["review_id"] for p in each) == sorted(ids)
+    assert all(f"reviewed by {REVIEWER} on " in p["message"] and p["message"].endswith(NOTE) for p in each)
 
     again = cli(archive, "review-replay")
     assert again.exit_code == 0 and "no difference a parser change may explain is left to review" in again.output
