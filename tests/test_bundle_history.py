@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from archiver.bundle.gather import ROW_TABLES
+from archiver.bundle.report import render_report
 from archiver.checkpoints import load_private_key
 from archiver.demo.run import run_demo
 from archiver.items import canonical_json
 from archiver.ledger import _row_by_key, canonical_row_bytes, chain_hash
-from archiver.merkle import TreeBuilder
+from archiver.merkle import TreeBuilder, prove
 from tests.test_bundle import export, regenerate_manifests, resign, verify
 from tests.test_merkle import mth, subproof
 
@@ -92,11 +94,17 @@ def test_kept_copies_vouch_for_the_rows_they_signed(made, bundle):
         f"the ledger tree of each of the {len(earlier)} that sign one is proven (RFC 9162) the first entries of the "
         "export's"
     )
-    assert lines[2].startswith(f"{entries} of the bundle's {entries} rows were first signed before the export, ")
     # the kept folder was copied before the export made its own checkpoint: every copy in it is an earlier one
-    assert lines[3] == f"kept checkpoint copies ({made / 'kept'}): {len(earlier)} equal the bundle's"
-    assert lines[4].startswith(f"{entries} of the bundle's {entries} rows are in a ledger tree a kept copy signs")
+    assert lines[2] == f"kept checkpoint copies ({made / 'kept'}): {len(earlier)} equal the bundle's"
+    assert lines[3].startswith(f"{entries} of the bundle's {entries} rows are in a ledger tree a kept copy signs")
     assert lines[-1] == "bundle verifies"
+    # without kept copies, the history's dates are the archive's word
+    code, lines = verify(bundle, "--public-key", key_file(made / "demo"))
+    assert code == 0 and lines[2].startswith(f"{entries} of the bundle's {entries} rows were first signed before ")
+    assert lines[2].endswith(
+        "as the archive's own checkpoints say (its key can sign them again: --checkpoints holds them to copies kept "
+        "elsewhere)"
+    )
 
 
 def forge_archive(demo: Path, flag_id: int) -> None:
@@ -240,7 +248,9 @@ def test_a_history_changed_and_re_signed_with_the_archive_key_is_caught(made, bu
     assert code == 1 and any((kept or alone) in line for line in lines), lines
 
 
-def test_a_bundle_of_before_the_history_verifies_and_says_what_it_cannot_show(made, bundle, tmp_path):
+def test_a_bundle_of_before_the_history_verifies_but_cannot_be_held_to_kept_copies(made, bundle, tmp_path):
+    """Review w finding 2: a forged bundle relabelled as of the older format would otherwise pass with the kept
+    copies merely "not compared"."""
     older = tmp_path / "older"
     shutil.copytree(bundle, older)
     value = custody(older)
@@ -249,18 +259,16 @@ def test_a_bundle_of_before_the_history_verifies_and_says_what_it_cannot_show(ma
     write_custody(older, value)
     regenerate_manifests(older)
     resign(older, load_private_key(made / "demo" / "archive" / "keys"))
-    code, lines = verify(older, "--public-key", key_file(made / "demo"), "--checkpoints", str(made / "kept"))
+    code, lines = verify(older, "--public-key", key_file(made / "demo"))
     assert code == 0, lines
     assert lines[1].startswith("checkpoint history: none carried (a bundle of before archiver 0.6.0)")
-    earlier = len(custody(bundle)["earlier_checkpoints"])
-    assert (
-        f"kept checkpoint copies ({made / 'kept'}): 0 equal the bundle's, {earlier} earlier that this bundle's format "
-        "cannot be compared with" in lines
-    )
-    assert (
-        f"{len(value['ledger_entries'])} row(s) are in no ledger tree a kept copy signs (this bundle carries no "
-        "earlier checkpoints): only the archive's key vouches for them" in lines
-    )
+    code, lines = verify(older, "--public-key", key_file(made / "demo"), "--checkpoints", str(made / "kept"))
+    assert code == 1
+    assert lines[:-1] == [
+        f"kept checkpoint {path}: the bundle carries no checkpoint history (made before archiver 0.6.0), so it cannot "
+        "be held to this copy: export it again with archiver 0.6.0 or later"
+        for path in sorted((made / "kept").glob("checkpoint-*.json"))
+    ]
 
 
 def test_each_kept_copy_must_be_a_checkpoint_signed_by_the_trusted_key(made, bundle, tmp_path):
@@ -280,9 +288,10 @@ def test_each_kept_copy_must_be_a_checkpoint_signed_by_the_trusted_key(made, bun
     edited["statement"] = edited["statement"].replace('"seq":', '"seq": ', 1)
     first.write_text(json.dumps(edited))
     (kept / "checkpoint-0000000001.json").write_text("not json")
-    # a copy of a checkpoint made after the export: nothing in the bundle to compare it with
+    # a copy of a checkpoint made after the export, naming the bundle's as the one before it
     later = json.loads((made / "demo" / "archive" / "warcs" / "checkpoints" / second.name).read_text())
     statement = json.loads(later["statement"])
+    statement["warc_files"]["since"] = json.loads(custody(bundle)["checkpoint"]["statement"])["ledger"]["seq"]
     statement["ledger"]["seq"] += 10**6
     later["statement"], later["signature"] = sign_statement(made / "demo", statement)
     (kept / f"checkpoint-{statement['ledger']['seq']:010d}.json").write_text(json.dumps(later))
@@ -300,10 +309,14 @@ def test_each_kept_copy_must_be_a_checkpoint_signed_by_the_trusted_key(made, bun
     code, lines = verify(bundle, "--checkpoints", str(kept))
     assert (
         code == 0
-        and f"kept checkpoint copies ({kept}): 0 equal the bundle's, 1 later than the bundle's checkpoint (not "
-        "compared)"
+        and f"kept checkpoint copies ({kept}): 0 equal the bundle's, 1 later than the bundle's checkpoint (each names "
+        "a checkpoint at or after its seq)"
         in lines
     )
+    alone = next(
+        line for line in lines if " row(s) are in no ledger tree of a kept copy the bundle is held to " in line
+    )
+    assert alone.startswith(f"{len(custody(bundle)['ledger_entries'])} row(s)") and "flags " in alone, alone
     code, lines = verify(bundle, "--checkpoints", str(tmp_path / "nowhere"))
     assert code == 2 and lines == [
         f"archiver: error: --checkpoints {tmp_path / 'nowhere'}: no such folder; name the folder of kept checkpoint "
@@ -336,3 +349,112 @@ def test_an_archive_whose_earlier_checkpoint_signed_another_tree_exports_nothing
         "`archiver verify`"
     )
     assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
+
+
+def test_a_bundle_checkpoint_the_archive_never_signed_is_caught_by_a_later_kept_copy(made, tmp_path):
+    """Review w finding 1: the forged archive's bundle given a checkpoint of its own, signed with the archive's key
+    at the seq just below the first kept copy, and no history: every kept copy is later than it. The first names
+    the checkpoint before it (none), so the archive signed none at that seq."""
+    forged = tmp_path / "forged"
+    shutil.copytree(made / "demo", forged)
+    flag_id, item_key = flagged_item(forged)
+    forge_archive(forged, flag_id)
+    out = tmp_path / "case"
+    assert export(forged, out, "--item", item_key)[0] == 0
+    value = custody(out)
+    first_kept = min(int(path.stem.split("-")[1]) for path in (made / "kept").glob("checkpoint-*.json"))
+    size = first_kept - 1
+    conn = sqlite3.connect(forged / "archive" / "archive.db")
+    leaves = [bytes.fromhex(r[0]) for r in conn.execute("SELECT row_sha256 FROM ledger ORDER BY seq")]
+    head = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (size,)).fetchone()[0]
+    conn.close()
+    assert max(e["seq"] for e in value["ledger_entries"]) <= size
+    proofs = prove(iter(leaves), size, [e["seq"] - 1 for e in value["ledger_entries"]])
+    tree = TreeBuilder()
+    tree.extend(leaves[:size])
+    statement = json.loads(value["checkpoint"]["statement"])
+    statement["ledger"] = {"seq": size, "hash": head}
+    frontier = [h.hex() for h in tree.frontier_hashes()]
+    statement["ledger_tree"] = {"size": size, "root": proofs.root.hex(), "frontier": frontier}
+    statement["warc_files"]["since"] = 0
+    value["checkpoint"]["statement"], value["checkpoint"]["signature"] = sign_statement(forged, statement)
+    value["earlier_checkpoints"] = []
+    for entry in value["ledger_entries"]:
+        entry["inclusion"] = [h.hex() for h in proofs.inclusion[entry["seq"] - 1]]
+    seal(forged, out, value)
+    code, lines = verify(out, "--public-key", key_file(forged))
+    assert code == 0 and lines[-1] == "bundle verifies", lines
+    code, lines = verify(out, "--public-key", key_file(forged), "--checkpoints", str(made / "kept"))
+    assert code == 1
+    assert (
+        f"kept checkpoint {made / 'kept' / f'checkpoint-{first_kept:010d}.json'}: names the checkpoint before it as "
+        f"of ledger seq 0: the archive signed none at ledger seq {size}, which the bundle's checkpoint says it signed"
+    ) in lines, lines
+
+
+def seal(demo: Path, bundle: Path, value: dict) -> None:
+    """custody.json written, report.html made again from it and the rows, the bag signed again with the archive's
+    key: what its holder does after changing custody.json."""
+    write_custody(bundle, value)
+    data = bundle / "data"
+    tables = {
+        t: [json.loads(line) for line in (data / f"{t}.jsonl").read_text("utf-8").splitlines()]
+        for t in ROW_TABLES
+        if (data / f"{t}.jsonl").exists()
+    }
+    (data / "report.html").write_text(render_report(tables, json.loads((data / "custody.json").read_text())), "utf-8")
+    regenerate_manifests(bundle)
+    resign(bundle, load_private_key(demo / "archive" / "keys"))
+
+
+def own_tree_not_the_whole_ledger(value: dict) -> dict:
+    statement = json.loads(value["checkpoint"]["statement"])
+    statement["ledger"]["seq"] += 1
+    return statement
+
+
+def own_frontier_junk(value: dict) -> dict:
+    statement = json.loads(value["checkpoint"]["statement"])
+    statement["ledger_tree"]["frontier"] = ["00" * 32 for _ in statement["ledger_tree"]["frontier"]]
+    return statement
+
+
+def own_since_gone(value: dict) -> dict:
+    statement = json.loads(value["checkpoint"]["statement"])
+    del statement["warc_files"]["since"]
+    return statement
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (own_tree_not_the_whole_ledger, "entries for ledger seq "),
+        (own_frontier_junk, "ledger tree frontier folds to "),
+        (own_since_gone, "a type 2 statement without the seq of the checkpoint before it (since)"),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else "",
+)
+def test_the_bundles_checkpoint_must_say_what_a_checkpoint_says_of_itself(made, bundle, tmp_path, change, expected):
+    """Review w finding 5: its tree of the whole ledger it signs, its frontier folding to its root, its since."""
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle, forged)
+    value = custody(forged)
+    value["checkpoint"]["statement"], value["checkpoint"]["signature"] = sign_statement(made / "demo", change(value))
+    seal(made / "demo", forged, value)
+    code, lines = verify(forged, "--public-key", key_file(made / "demo"))
+    assert code == 1 and any(line.startswith("data/custody.json checkpoint: ") and expected in line for line in lines)
+
+
+def test_a_checkpoint_twice_in_the_history_is_said_so(made, bundle, tmp_path):
+    """Review w finding 7."""
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle, forged)
+    value = custody(forged)
+    value["earlier_checkpoints"].insert(0, value["earlier_checkpoints"][0])
+    seal(made / "demo", forged, value)
+    code, lines = verify(forged, "--public-key", key_file(made / "demo"))
+    seq = json.loads(value["earlier_checkpoints"][0]["statement"])["ledger"]["seq"]
+    assert code == 1 and lines[:-1] == [
+        f"data/custody.json earlier_checkpoints (ledger seq {seq}): the same ledger seq {seq} as the checkpoint before "
+        "it (twice)"
+    ], lines

@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from .. import merkle
-from ..checkpoints import _signature_ok, copies_in, fingerprint, read_copy, signed_tree
+from ..checkpoints import (
+    STATEMENT_TYPE,
+    _frontier_problem,
+    _signature_ok,
+    copies_in,
+    fingerprint,
+    read_copy,
+    signed_tree,
+)
 from ..errors import ArchiverError
 from ..problems import Problem
 
 WHERE = "data/custody.json earlier_checkpoints"
+LISTED_ROWS = 10  # rows only the archive's key vouches for, named in the summary; the rest are counted
 FIELDS = ("id", "file_name", "statement", "signature", "public_key")
 
 
@@ -90,11 +99,12 @@ def read_history(custody: dict[str, Any], required: bool) -> History:
     own_signed = Signed(
         own_statement["ledger"]["seq"], str(own_statement.get("created_at")), own_tree, own["statement"], True
     )
+    own_problems = statement_problems("data/custody.json checkpoint", own_statement, own_tree)
     values = custody.get("earlier_checkpoints")
     if not isinstance(values, list):
         missing = [Problem(WHERE, "missing" if values is None else "not a list")] if required else []
-        return History([own_signed], missing, False, own["public_key"])
-    problems: list[Problem] = []
+        return History([own_signed], own_problems + missing, False, own["public_key"])
+    problems: list[Problem] = own_problems
     checkpoints: list[Signed] = []
     for n, value in enumerate(values):
         where = f"{WHERE}[{n}]"
@@ -124,6 +134,7 @@ def read_history(custody: dict[str, Any], required: bool) -> History:
                 )
             )
             continue
+        problems.extend(statement_problems(where, statement, signed.tree))
         problems.extend(_consistency_problems(where, signed, value.get("consistency"), own_signed))
         checkpoints.append(signed)
     problems.extend(_order_problems([*checkpoints, own_signed]))
@@ -164,16 +175,37 @@ def _consistency_problems(where: str, signed: Signed, proof: Any, own: Signed) -
     return []
 
 
+def statement_problems(where: str, statement: dict[str, Any], tree: tuple[int, str] | None) -> list[Problem]:
+    """What a statement must say of itself: its tree is of all the ledger it signs (`size` = `seq`) and its
+    frontier folds to its root; a type 2 statement names the seq of the checkpoint before it (`since`)."""
+    problems = []
+    if tree is not None and tree[0] != statement["ledger"]["seq"]:
+        message = f"signs a ledger tree of {tree[0]} entries for ledger seq {statement['ledger']['seq']}: not all of it"
+        problems.append(Problem(where, message))
+    if (frontier := _frontier_problem(where, statement, tree)) is not None:
+        problems.append(frontier)
+    if statement.get("type") == STATEMENT_TYPE and not isinstance(_since(statement), int):
+        problems.append(Problem(where, "a type 2 statement without the seq of the checkpoint before it (since)"))
+    return problems
+
+
+def _since(statement: dict[str, Any]) -> Any:
+    files = statement.get("warc_files")
+    return files.get("since") if isinstance(files, dict) else None
+
+
 def _order_problems(checkpoints: list[Signed]) -> list[Problem]:
     """Oldest first, the bundle's own last, each type 2 statement naming the seq of the one before it."""
     problems = []
     before = 0
     for signed in checkpoints:
         where = "data/custody.json checkpoint" if signed.own else f"{WHERE} (ledger seq {signed.seq})"
-        if signed.seq <= before:
+        if signed.seq == before:
+            problems.append(Problem(where, f"the same ledger seq {before} as the checkpoint before it (twice)"))
+            continue
+        if signed.seq < before:
             problems.append(Problem(where, f"ledger seq {signed.seq} is not after the checkpoint before it ({before})"))
-        statement = json.loads(signed.statement)
-        since = statement.get("warc_files", {}).get("since") if isinstance(statement.get("warc_files"), dict) else None
+        since = _since(json.loads(signed.statement))
         if isinstance(since, int) and since != before:
             problems.append(
                 Problem(
@@ -191,19 +223,23 @@ class KeptCopies:
     """Checkpoint copies kept away from the archive, held to the bundle's history."""
 
     problems: list[Problem]
-    matched: list[Signed]  # the bundle's checkpoints a kept copy equals
+    matched: list[Signed]  # the bundle's checkpoints a kept copy equals, each once
     later: int  # copies of checkpoints after the bundle's own: nothing to compare them with
-    uncarried: int  # copies before it, of a bundle that carries no history
 
 
 def check_kept(history: History, folder: Path, trusted_b64: str | None) -> KeptCopies:
-    """Each copy signed by the trusted key (the given one, else the key of the bundle's checkpoint) and equal to
-    the bundle's checkpoint of its ledger seq, which a bundle carrying its history must have."""
-    kept = KeptCopies([], [], 0, 0)
+    """Each copy signed by the trusted key (the given one, else the key of the bundle's checkpoint) and, up to the
+    bundle's checkpoint, equal to the bundle's checkpoint of its ledger seq, which a bundle must carry. A later
+    copy names the seq of the checkpoint before it: the archive signed none between that seq and the copy's own."""
+    kept = KeptCopies([], [], 0)
     paths = copies_in(folder)
     if not paths:
         kept.problems.append(Problem(f"--checkpoints {folder}", "holds no checkpoint-*.json copies to check against"))
         return kept
+    if unread := sorted(p.name for p in folder.iterdir() if p.is_file() and p not in paths):
+        shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        message = f"{len(unread)} file(s) not named checkpoint-*.json, not read: {shown}"
+        kept.problems.append(Problem(f"--checkpoints {folder}", message, "note"))
     key = trusted_b64 or history.public_key
     whose = "the given public key" if trusted_b64 else "the bundle's checkpoint"
     by_seq = {c.seq: c for c in history.checkpoints}
@@ -216,24 +252,33 @@ def check_kept(history: History, folder: Path, trusted_b64: str | None) -> KeptC
         elif not copy.valid:
             kept.problems.append(Problem(where, "signature does not match the statement"))
         elif copy.public_key != key:
-            kept.problems.append(
-                Problem(where, f"signed with another key ({fingerprint(copy.public_key)}) than {whose}")
-            )
+            other = fingerprint(copy.public_key)
+            kept.problems.append(Problem(where, f"signed with another key ({other}) than {whose}"))
         elif copy.seq > own.seq:
             kept.later += 1
-        elif (carried := by_seq.get(copy.seq)) is None:
-            if history.carried:
-                message = f"signs ledger seq {copy.seq}, a checkpoint the bundle's history leaves out"
+            since = _since(json.loads(copy.document["statement"]))
+            if isinstance(since, int) and since < own.seq:
+                message = (
+                    f"names the checkpoint before it as of ledger seq {since}: the archive signed none at ledger seq "
+                    f"{own.seq}, which the bundle's checkpoint says it signed"
+                )
                 kept.problems.append(Problem(where, message))
-            else:
-                kept.uncarried += 1
+        elif not history.carried:
+            message = (
+                "the bundle carries no checkpoint history (made before archiver 0.6.0), so it cannot be held to this "
+                "copy: export it again with archiver 0.6.0 or later"
+            )
+            kept.problems.append(Problem(where, message))
+        elif (carried := by_seq.get(copy.seq)) is None:
+            message = f"signs ledger seq {copy.seq}, a checkpoint the bundle's history leaves out"
+            kept.problems.append(Problem(where, message))
         elif carried.statement != copy.document["statement"]:
             message = (
                 f"differs from the bundle's checkpoint of ledger seq {copy.seq}: the bundle's "
                 f"{'own checkpoint' if carried.own else 'history'} is not what was signed then"
             )
             kept.problems.append(Problem(where, message))
-        else:
+        elif carried not in kept.matched:
             kept.matched.append(carried)
     return kept
 
@@ -242,9 +287,12 @@ def _span(times: list[str]) -> str:
     return f"on {times[0]}" if times[0] == times[-1] else f"from {times[0]} to {times[-1]}"
 
 
-def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, folder: Path | None) -> list[str]:
-    """What the history and the kept copies show of the bundle's rows (ledger entries `seqs`), in words."""
+def history_lines(
+    history: History, entries: list[dict[str, Any]], kept: KeptCopies | None, folder: Path | None
+) -> list[str]:
+    """What the history and the kept copies show of the bundle's rows (their ledger entries), in words."""
     earlier = history.checkpoints[:-1]
+    seqs = [int(e["seq"]) for e in entries]
     lines = []
     if not history.carried:
         lines.append(
@@ -255,14 +303,17 @@ def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, fo
         with_tree = sum(1 for c in earlier if c.tree is not None)
         lines.append(
             f"checkpoint history: {len(earlier)} earlier checkpoint(s), {earlier[0].created_at} to "
-            f"{earlier[-1].created_at}, each signed by the archive's key and naming the one before it; the ledger "
-            f"tree of each of the {with_tree} that sign one is proven (RFC 9162) the first entries of the export's"
+            f"{earlier[-1].created_at}, each signed by the archive's key and naming the ledger seq of the one before "
+            f"it; the ledger tree of each of the {with_tree} that sign one is proven (RFC 9162) the first entries of "
+            "the export's"
         )
     firsts = [history.first_signed(seq) for seq in seqs]
     before = sorted(c.created_at for c in firsts if c is not None and not c.own)
-    if before:
+    if before and kept is None:
         lines.append(
-            f"{len(before)} of the bundle's {len(seqs)} rows were first signed before the export, {_span(before)}"
+            f"{len(before)} of the bundle's {len(seqs)} rows were first signed before the export, {_span(before)}, "
+            "as the archive's own checkpoints say (its key can sign them again: --checkpoints holds them to copies "
+            "kept elsewhere)"
         )
     if kept is None or folder is None:
         return lines
@@ -271,19 +322,19 @@ def history_lines(history: History, seqs: list[int], kept: KeptCopies | None, fo
     found = sorted(c.created_at for c in vouched if c is not None)
     line = f"kept checkpoint copies ({folder}): {len(matched)} equal the bundle's"
     if kept.later:
-        line += f", {kept.later} later than the bundle's checkpoint (not compared)"
-    if kept.uncarried:
-        line += f", {kept.uncarried} earlier that this bundle's format cannot be compared with"
+        line += f", {kept.later} later than the bundle's checkpoint (each names a checkpoint at or after its seq)"
     lines.append(line)
     if found:
         lines.append(
             f"{len(found)} of the bundle's {len(seqs)} rows are in a ledger tree a kept copy signs: each unchanged "
-            f"since the earliest such copy was signed ({found[0]} for the first, {found[-1]} for the last)"
+            f"since the earliest such copy was signed ({_span(found)})"
         )
-    if len(found) < len(seqs):
-        why = "signed after the latest kept copy" if history.carried else "this bundle carries no earlier checkpoints"
+    alone = [e for e, by in zip(entries, vouched, strict=True) if by is None]
+    if alone:
+        named = ", ".join(f"{e['table_name']} {e['row_key']} (seq {e['seq']})" for e in alone[:LISTED_ROWS])
+        more = f" and {len(alone) - LISTED_ROWS} more" if len(alone) > LISTED_ROWS else ""
         lines.append(
-            f"{len(seqs) - len(found)} row(s) are in no ledger tree a kept copy signs ({why}): only the archive's key "
-            "vouches for them"
+            f"{len(alone)} row(s) are in no ledger tree of a kept copy the bundle is held to (none of the kept copies "
+            f"up to the bundle's checkpoint holds them): only the archive's key vouches for {named}{more}"
         )
     return lines

@@ -183,7 +183,7 @@ def _history_lines(path: Path, public_key: Path | None, kept: Path | None) -> li
     history = read_history(custody, _carries_history(custody))
     trusted = public_b64(load_public_key(public_key)) if public_key is not None else None
     copies = check_kept(history, kept, trusted) if kept is not None else None
-    return history_lines(history, [e["seq"] for e in custody["ledger_entries"]], copies, kept)
+    return history_lines(history, custody["ledger_entries"], copies, kept)
 
 
 def _signature_type(path: Path) -> Any:
