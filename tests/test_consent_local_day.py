@@ -56,18 +56,25 @@ def test_local_day_and_today_follow_the_zone(zone):
     assert local_today(datetime(2026, 11, 23, 20, 0, tzinfo=UTC)) == date(2026, 11, 24)
 
 
-def a_zone_on_another_day(zone) -> date:
-    """Set a zone whose day is not the UTC day right now (UTC-12 and UTC+14 span 26 hours: one of them is)."""
-    for name in ("Etc/GMT+12", "Etc/GMT-14"):  # POSIX signs: GMT+12 is UTC-12
-        zone(name)
-        if local_today() != datetime.now(UTC).date():
-            return local_today()
-    raise AssertionError("no zone on another day")
+def a_zone_on_another_day(zone) -> tuple[date, date]:
+    """Set a zone whose day is not the UTC day right now, and stays its day for the test: of UTC-12 to UTC+14 (26
+    hours: some are always on another day), the one farthest from its midnights, at least an hour at any time. The
+    zone's day and the UTC day, from one reading of the clock: read apart, midnight could fall between them."""
+    now = datetime.now(UTC)
+
+    def from_midnight(hours: int) -> timedelta:
+        local = now + timedelta(hours=hours)
+        since = local - datetime.combine(local.date(), datetime.min.time(), UTC)
+        return min(since, timedelta(days=1) - since)
+
+    hours = max((h for h in range(-12, 15) if (now + timedelta(hours=h)).date() != now.date()), key=from_midnight)
+    assert from_midnight(hours) >= timedelta(hours=1), hours
+    zone(f"Etc/GMT{-hours:+d}")  # POSIX signs: Etc/GMT+12 is UTC-12
+    return local_today(now), now.date()
 
 
 def test_the_consents_view_and_consent_list_judge_today_in_the_local_zone(archive, tmp_path, zone):  # noqa: F811
-    today = a_zone_on_another_day(zone)
-    utc_today = datetime.now(UTC).date()
+    today, utc_today = a_zone_on_another_day(zone)
     # Granted and expiring today, local: live all day, though on the UTC day it is pending or expired.
     assert consent_status(today.isoformat(), today.isoformat(), None, today) == "live"
     assert consent_status(today.isoformat(), today.isoformat(), None, utc_today) != "live"

@@ -17,6 +17,7 @@ from archiver.config import ArchiveConfig, load_config
 from archiver.items import Deletion
 from archiver.store import Store
 
+from .test_consent_register import judge_every_connection_on
 from .test_flag_states import append_unrecorded_flag
 from .test_phi_archive import cli, db, problems
 
@@ -27,8 +28,15 @@ def template(tmp_path_factory, demo_template) -> Path:
 
 
 @pytest.fixture
-def archive(template, tmp_path) -> Path:
+def archive(template, tmp_path, monkeypatch) -> Path:
+    """A copy of the demo, judged on the local day its runs recorded every flag's state: the queue reads a consent
+    flag's recorded state on that day only, and the demo, made once a session, may be from before a midnight this
+    test runs after (or the day may turn during the test)."""
     shutil.copytree(template, tmp_path / "demo")
+    conn = db(tmp_path / "demo")
+    (day,) = conn.execute("SELECT local_day FROM flag_recordings WHERE whole = 1 ORDER BY id DESC LIMIT 1").fetchone()
+    conn.close()
+    judge_every_connection_on(monkeypatch, day)
     return tmp_path / "demo"
 
 
@@ -73,7 +81,7 @@ def test_a_state_appended_by_a_library_caller_is_a_problem_until_the_queue_is_re
     with db(archive) as conn:
         taken = conn.execute("SELECT flag_id FROM flag_queue WHERE category != 'consent' LIMIT 1").fetchone()[0]
         # a flag flag_status keeps out of the queue (in the demo, a consent flag no longer current: the queue reads
-        # its recorded state, the demo's second run having recorded every flag today)
+        # its recorded state, the demo's second run having recorded every flag on the day the test judges on)
         added = conn.execute(
             "SELECT flag_id FROM flag_status WHERE NOT (current = 1 AND (decision IS NULL OR decision = 'escalated'))"
             " LIMIT 1"

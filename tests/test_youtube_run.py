@@ -98,11 +98,14 @@ token_env = "{token_env}"
 
     def last_run_quota_day(self) -> str:
         """The quota day (Pacific date) the last run started in: a run at the real time may begin after a
-        midnight Pacific that NOW, taken at import, was before."""
+        midnight Pacific that NOW, taken at import, was before. Read from the run id, which is the run's own clock
+        reading to the second (the connector's quota day comes from the same reading); runs.started_at is another
+        reading, a moment later, which a midnight could fall before."""
         conn = self.db()
-        (started,) = conn.execute("SELECT started_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        (run_id,) = conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
         conn.close()
-        return datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone(PACIFIC).date().isoformat()
+        started = datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return started.astimezone(PACIFIC).date().isoformat()
 
     def db(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.tmp_path / "arch" / "archive.db")
