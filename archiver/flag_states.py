@@ -41,31 +41,22 @@ def record_flag_states(store: Store, command: str, item_keys: Iterable[str] | No
     conn = store.conn
     if not schema_has(conn, "flag_states"):
         return 0
-    live: dict[int, State] = {}
-    recorded: dict[int, State] = {}
-    if item_keys is None:
-        live = {row[0]: tuple(row[1:]) for row in conn.execute(_LIVE)}
-        recorded = {row[0]: tuple(row[1:]) for row in conn.execute(_RECORDED)}
-    else:
-        keys = sorted(set(item_keys))
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            live.update((r[0], tuple(r[1:])) for r in conn.execute(f"{_LIVE} WHERE item_key IN ({marks})", chunk))
-            recorded.update(
-                (r[0], tuple(r[1:]))
-                for r in conn.execute(
-                    f"{_RECORDED} AND r.flag_id IN (SELECT id FROM flags WHERE item_key IN ({marks}))", chunk
-                )
-            )
+    # The day flag_status judges consents on, as SQLite gives it to this connection, read before and after the
+    # states: a midnight between would label states judged on one day with the next (the queue reads a consent
+    # flag's recorded state on its recording's day only), so they are read again, on the new day.
+    keys = None if item_keys is None else sorted(set(item_keys))  # read more than once
+    day = _local_day(conn)
+    while True:
+        live, recorded = _states(conn, keys)
+        if (after := _local_day(conn)) == day:
+            break
+        day = after
     changed = [(flag_id, live[flag_id]) for flag_id in sorted(live) if recorded.get(flag_id) != live[flag_id]]
     if not changed and item_keys is not None:
         return 0
-    # the day flag_status judged consents on, as SQLite gives it to this connection (the view reads the same)
-    local_day = conn.execute("SELECT date('now', 'localtime')").fetchone()[0]
     recording = store._insert(
         "flag_recordings",
-        {"command": command, "whole": int(item_keys is None), "local_day": local_day, "recorded_at": iso(utcnow())},
+        {"command": command, "whole": int(item_keys is None), "local_day": day, "recorded_at": iso(utcnow())},
     )
     for flag_id, (current, decision, review_id) in changed:
         store._insert(
@@ -79,6 +70,31 @@ def record_flag_states(store: Store, command: str, item_keys: Iterable[str] | No
             },
         )
     return len(changed)
+
+
+def _local_day(conn: sqlite3.Connection) -> str:
+    return conn.execute("SELECT date('now', 'localtime')").fetchone()[0]
+
+
+def _states(conn: sqlite3.Connection, keys: list[str] | None) -> tuple[dict[int, State], dict[int, State]]:
+    """flag_status's state of every flag (of `item_keys`' items only, when given) and its latest recorded one."""
+    live: dict[int, State] = {}
+    recorded: dict[int, State] = {}
+    if keys is None:
+        live = {row[0]: tuple(row[1:]) for row in conn.execute(_LIVE)}
+        recorded = {row[0]: tuple(row[1:]) for row in conn.execute(_RECORDED)}
+        return live, recorded
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        marks = ", ".join("?" for _ in chunk)
+        live.update((r[0], tuple(r[1:])) for r in conn.execute(f"{_LIVE} WHERE item_key IN ({marks})", chunk))
+        recorded.update(
+            (r[0], tuple(r[1:]))
+            for r in conn.execute(
+                f"{_RECORDED} AND r.flag_id IN (SELECT id FROM flags WHERE item_key IN ({marks}))", chunk
+            )
+        )
+    return live, recorded
 
 
 def live_review_queue(conn: sqlite3.Connection, flag_ids: list[int] | None = None) -> set[int]:

@@ -84,10 +84,13 @@ def db(config: Path) -> sqlite3.Connection:
     return conn
 
 
+_connect = sqlite3.connect  # the module's own, whatever judge_every_connection_on puts in its place
+
+
 def judge_on(conn: sqlite3.Connection, day: str) -> sqlite3.Connection:
     """`conn` with the views judging consents on `day`: they read today as date('now', 'localtime'); every
     other date() call keeps SQLite's own answer."""
-    real = sqlite3.connect(":memory:")
+    real = _connect(":memory:", check_same_thread=False)
     conn.create_function(
         "date",
         2,
@@ -96,6 +99,12 @@ def judge_on(conn: sqlite3.Connection, day: str) -> sqlite3.Connection:
         ),
     )
     return conn
+
+
+def judge_every_connection_on(monkeypatch: pytest.MonkeyPatch, day: str) -> None:
+    """Every connection opened in this process for the rest of the test, the in-process commands' own included,
+    judges as judge_on does: SQLite's day then stays `day` when the real one turns."""
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: judge_on(_connect(*args, **kwargs), day))
 
 
 def counts(config: Path) -> dict[str, int]:
@@ -510,3 +519,46 @@ def test_a_consent_imported_before_the_name_check_can_still_be_revoked(archive, 
     alone = write(tmp_path, "revocation.csv", revocation)
     result = CliRunner().invoke(app, ["consent", "import", str(alone), "--config", str(archive)])
     assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("midnight_between", [False, True])
+def test_a_recording_is_labelled_with_the_day_its_states_were_judged_on(archive, tmp_path, midnight_between):
+    """Helper 83: every flag was judged in one statement and the recording's day read in a later one; a midnight
+    between labelled states judged on one day with the next, and all that day the queue showed a flag flag_status
+    had cleared. Here midnight falls right after the judgement: the states are judged again, on the new day."""
+    from archiver.config import load_config
+    from archiver.consent.check import append_consent_check, build_signal_detector
+    from archiver.consent.register import append_consent_import, config_accounts
+    from archiver.flag_states import compare_review_queue
+
+    first, second = "2026-12-31", "2027-01-01"
+    config = load_config(archive)
+    store = Store.open(tmp_path / "arch" / "archive.db")
+    judge_on(store.conn, first)
+    append_consent_check(store, build_signal_detector(config), date.fromisoformat(first))  # the story's flag
+    day, judged = [first], [False]
+    real = _connect(":memory:")
+    store.conn.create_function(
+        "date", 2, lambda v, m: day[0] if v == "now" else real.execute("SELECT date(?, ?)", (v, m)).fetchone()[0]
+    )
+
+    def clock(sql: str) -> None:
+        if "FROM flag_status" in sql:
+            judged[0] = True
+        elif midnight_between and judged[0] and "date('now', 'localtime')" in sql:
+            day[0] = second
+
+    store.conn.set_trace_callback(clock)
+    # a consent granted tomorrow, linked to the story: today its flag stays open, tomorrow it is covered
+    consents = tmp_path / "c.csv"
+    consents.write_text(
+        "consent_id,patient_ref,platform,account,item,scope,granted_on,expires_on,revoked_on,document_sha256\n"
+        f"C-1,PT-0001,mastodon,clinic,{POST},story,{second},,,{SHA_A}\n"
+    )
+    append_consent_import(store, consents, platforms=["mastodon"], accounts=config_accounts(config))
+    store.close()
+    real.close()
+    conn = judge_on(Store.open(tmp_path / "arch" / "archive.db").conn, day[0])
+    latest = conn.execute("SELECT local_day FROM flag_recordings ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert latest == day[0]
+    assert compare_review_queue(conn).agree, compare_review_queue(conn)
