@@ -282,6 +282,12 @@ def serve(
     )
 
 
+def require_kept_folder(checkpoints: Path | None) -> None:
+    """--checkpoints of verify and verify-bundle: a folder, when given."""
+    if checkpoints is not None and not checkpoints.is_dir():
+        raise ConfigError(f"--checkpoints {checkpoints}: no such folder; name the folder of kept checkpoint copies")
+
+
 @app.command()
 @reports_errors
 def verify(
@@ -337,8 +343,7 @@ def verify(
             raise ConfigError(f"--archive-dir {archive.dir}: no {archive.database.name} there; name an archive folder")
     else:
         archive = load_config(config).archive
-    if checkpoints is not None and not checkpoints.is_dir():
-        raise ConfigError(f"--checkpoints {checkpoints}: no such folder; name the folder of kept checkpoint copies")
+    require_kept_folder(checkpoints)
     key_in_archive = public_key is None and (archive.keys_dir / PUBLIC_KEY).exists()
     if key_in_archive:
         public_key = archive.keys_dir / PUBLIC_KEY
@@ -713,8 +718,7 @@ def verify_bundle_command(
     """
     from .bundle.verify import verified_summary, verify_bundle
 
-    if checkpoints is not None and not checkpoints.is_dir():
-        raise ConfigError(f"--checkpoints {checkpoints}: no such folder; name the folder of kept checkpoint copies")
+    require_kept_folder(checkpoints)
     problems = verify_bundle(bundle, public_key, checkpoints)
     for problem in problems:
         typer.echo(str(problem))

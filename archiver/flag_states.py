@@ -77,7 +77,7 @@ def _local_day(conn: sqlite3.Connection) -> str:
 
 
 def _states(conn: sqlite3.Connection, keys: list[str] | None) -> tuple[dict[int, State], dict[int, State]]:
-    """flag_status's state of every flag (of `item_keys`' items only, when given) and its latest recorded one."""
+    """flag_status's state of every flag (of the items `keys` only, when given) and its latest recorded one."""
     live: dict[int, State] = {}
     recorded: dict[int, State] = {}
     if keys is None:
